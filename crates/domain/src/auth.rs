@@ -1,0 +1,141 @@
+//! Who is calling, and what each role may do.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::AgentId;
+
+/// The four roles of the platform.
+///
+/// `viewer` < `operator` < `admin` form a ladder; `agent` stands apart and may act only for
+/// its own agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// Position on the viewer < operator < admin ladder; agents are not on it.
+    fn rank(self) -> Option<u8> {
+        match self {
+            Role::Viewer => Some(1),
+            Role::Operator => Some(2),
+            Role::Admin => Some(3),
+            Role::Agent => None,
+        }
+    }
+
+    /// True when this role includes everything `required` may do.
+    pub fn includes(self, required: Role) -> bool {
+        match (self.rank(), required.rank()) {
+            (Some(have), Some(need)) => have >= need,
+            _ => self == required,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            "agent" => Ok(Role::Agent),
+            other => Err(format!(
+                "unknown role '{other}' (expected viewer, operator, admin or agent)"
+            )),
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Who: a user name, a JWT `sub`, or `api-key:<prefix>`.
+    pub subject: String,
+    pub role: Role,
+    /// For the `agent` role: the one agent this caller is.
+    pub agent_id: Option<AgentId>,
+}
+
+impl Principal {
+    /// May this caller read everything of this kind?
+    pub fn can_read_all(&self) -> bool {
+        self.role.includes(Role::Viewer)
+    }
+
+    /// May this caller change platform state as an operator?
+    pub fn can_operate(&self) -> bool {
+        self.role.includes(Role::Operator)
+    }
+
+    /// Is this caller the given agent itself?
+    pub fn is_agent(&self, agent: AgentId) -> bool {
+        self.role == Role::Agent && self.agent_id == Some(agent)
+    }
+
+    /// May this caller see the given agent? Readers see all; an agent sees itself.
+    pub fn can_see_agent(&self, agent: AgentId) -> bool {
+        self.can_read_all() || self.is_agent(agent)
+    }
+
+    /// May this caller act on behalf of the given agent (heartbeat, its tasks)?
+    pub fn can_act_for_agent(&self, agent: AgentId) -> bool {
+        self.can_operate() || self.is_agent(agent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_ladder_and_the_agent_role() {
+        assert!(Role::Admin.includes(Role::Operator));
+        assert!(Role::Operator.includes(Role::Viewer));
+        assert!(!Role::Viewer.includes(Role::Operator));
+        assert!(!Role::Agent.includes(Role::Viewer));
+        assert!(!Role::Admin.includes(Role::Agent));
+        assert!(Role::Agent.includes(Role::Agent));
+    }
+
+    #[test]
+    fn an_agent_acts_only_for_itself() {
+        let me = AgentId(uuid::Uuid::from_u128(1));
+        let other = AgentId(uuid::Uuid::from_u128(2));
+        let caller = Principal {
+            subject: "a".into(),
+            role: Role::Agent,
+            agent_id: Some(me),
+        };
+        assert!(caller.can_act_for_agent(me));
+        assert!(!caller.can_act_for_agent(other));
+        assert!(!caller.can_see_agent(other));
+        let viewer = Principal {
+            subject: "v".into(),
+            role: Role::Viewer,
+            agent_id: None,
+        };
+        assert!(viewer.can_see_agent(other));
+        assert!(!viewer.can_act_for_agent(other));
+    }
+}

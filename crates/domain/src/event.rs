@@ -1,0 +1,160 @@
+//! Platform events: what changed, on which channel, about whom.
+//!
+//! An event is created together with the state change it describes and stored in the same
+//! transaction; the store gives it its platform-wide `seq`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::AgentId;
+
+/// The channels a subscriber can choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    AgentActivity,
+    TaskActivity,
+    ConflictAlerts,
+    ResourceActivity,
+    WorkflowActivity,
+    SystemMetrics,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 6] = [
+        Channel::AgentActivity,
+        Channel::TaskActivity,
+        Channel::ConflictAlerts,
+        Channel::ResourceActivity,
+        Channel::WorkflowActivity,
+        Channel::SystemMetrics,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::AgentActivity => "agent_activity",
+            Channel::TaskActivity => "task_activity",
+            Channel::ConflictAlerts => "conflict_alerts",
+            Channel::ResourceActivity => "resource_activity",
+            Channel::WorkflowActivity => "workflow_activity",
+            Channel::SystemMetrics => "system_metrics",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown channel '{s}'"))
+    }
+}
+
+/// What happened. Each kind belongs to exactly one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    AgentRegistered,
+    AgentDeregistered,
+    AgentStatusChanged,
+    AgentUpdated,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::AgentRegistered,
+        EventKind::AgentDeregistered,
+        EventKind::AgentStatusChanged,
+        EventKind::AgentUpdated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AgentRegistered => "agent_registered",
+            EventKind::AgentDeregistered => "agent_deregistered",
+            EventKind::AgentStatusChanged => "agent_status_changed",
+            EventKind::AgentUpdated => "agent_updated",
+        }
+    }
+
+    pub fn channel(self) -> Channel {
+        match self {
+            EventKind::AgentRegistered
+            | EventKind::AgentDeregistered
+            | EventKind::AgentStatusChanged
+            | EventKind::AgentUpdated => Channel::AgentActivity,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event type '{s}'"))
+    }
+}
+
+/// An event about to be stored with its state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    /// The agent the event is about, if any: used to filter and to scope `agent` subscribers.
+    pub agent_id: Option<AgentId>,
+    pub data: Value,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl NewEvent {
+    pub fn about_agent(kind: EventKind, agent: AgentId, data: Value, at: DateTime<Utc>) -> Self {
+        Self {
+            kind,
+            agent_id: Some(agent),
+            data,
+            timestamp: at,
+        }
+    }
+}
+
+/// A stored event, numbered by the platform-wide sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: i64,
+    pub kind: EventKind,
+    pub agent_id: Option<AgentId>,
+    pub data: Value,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl Event {
+    pub fn stored(seq: i64, new: NewEvent) -> Self {
+        Self {
+            seq,
+            kind: new.kind,
+            agent_id: new.agent_id,
+            data: new.data,
+            timestamp: new.timestamp,
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.kind.channel()
+    }
+}

@@ -1,0 +1,26 @@
+//! The platform's domain: entities, value types and the rules that move them between states.
+//!
+//! Everything here is pure. Nothing does I/O, nothing is async, nothing reads a clock:
+//! the time is always a parameter, so every rule can be tested with plain values.
+
+pub mod agent;
+pub mod auth;
+pub mod capability;
+pub mod credential;
+pub mod event;
+pub mod ids;
+pub mod metadata;
+pub mod page;
+pub mod quantity;
+pub mod validation;
+
+pub use agent::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, NewAgent, StatusRequest};
+pub use auth::{Principal, Role};
+pub use capability::{Capability, CapabilitySet};
+pub use credential::{ApiKey, KeyHash};
+pub use event::{Channel, Event, EventKind, NewEvent};
+pub use ids::{AgentId, ApiKeyId};
+pub use metadata::Metadata;
+pub use page::{Cursor, Limit};
+pub use quantity::{Quantity, QuantityError, ResourceMap};
+pub use validation::{FieldError, ValidationErrors};
