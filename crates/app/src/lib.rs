@@ -1,1 +1,97 @@
-//! placeholder
+//! The use cases of the platform.
+//!
+//! Each use case loads what it needs through the ports, lets the domain decide, saves the
+//! result together with its events in one repository call, and then publishes the committed
+//! events on the bus. Object-level authorization (an agent acts only for itself) is checked
+//! here, so no route can get around it.
+
+mod agents;
+mod auth;
+mod background;
+mod error;
+mod events;
+mod health;
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use domain::KeyHash;
+use ports::{
+    AgentRepository, Clock, CredentialRepository, EventBus, EventLog, HealthCheck, IdGenerator,
+};
+
+pub use agents::{AgentPage, RegisteredAgent};
+pub use auth::hash_key;
+pub use background::{spawn_background_jobs, BackgroundJobs};
+pub use error::AppError;
+pub use health::HealthReport;
+
+/// Tunables of the use cases, read from configuration by the server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// An agent whose last heartbeat is this old is marked offline.
+    pub agent_offline_after: Duration,
+    /// How often background jobs (offline detection) run.
+    pub sweep_interval: std::time::Duration,
+    /// Hash of the bootstrap `ADMIN_API_KEY`, if one is configured.
+    pub admin_key: Option<KeyHash>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            agent_offline_after: Duration::seconds(90),
+            sweep_interval: std::time::Duration::from_secs(5),
+            admin_key: None,
+        }
+    }
+}
+
+/// The adapters a platform runs on, chosen by the composition root.
+#[derive(Clone)]
+pub struct Dependencies {
+    pub agents: Arc<dyn AgentRepository>,
+    pub credentials: Arc<dyn CredentialRepository>,
+    pub event_log: Arc<dyn EventLog>,
+    pub bus: Arc<dyn EventBus>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+    /// Health of the store behind the repositories.
+    pub store_health: Arc<dyn HealthCheck>,
+}
+
+impl std::fmt::Debug for Dependencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependencies").finish_non_exhaustive()
+    }
+}
+
+/// The platform's use cases, shared by every request handler and background job.
+#[derive(Clone)]
+pub struct Platform {
+    deps: Dependencies,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    pub fn new(deps: Dependencies, settings: Settings) -> Self {
+        Self { deps, settings }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The clock the platform runs on (tests move it by hand).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.deps.clock
+    }
+}

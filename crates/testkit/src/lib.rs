@@ -1,1 +1,61 @@
-//! placeholder
+//! Test support shared by every crate: the contract suites each adapter must pass,
+//! builders for realistic inputs, and a clock tests move by hand.
+
+pub mod builders;
+pub mod contract;
+mod system;
+
+use std::sync::Arc;
+
+use app::{Dependencies, Platform, Settings};
+use ports::{AgentRepository, CredentialRepository, EventBus, EventLog, HealthCheck};
+
+pub use system::{ManualClock, SequentialIds};
+
+/// The repositories of one store, as the contract suite sees them.
+#[derive(Clone)]
+pub struct StoreUnderTest {
+    pub agents: Arc<dyn AgentRepository>,
+    pub credentials: Arc<dyn CredentialRepository>,
+    pub events: Arc<dyn EventLog>,
+}
+
+impl std::fmt::Debug for StoreUnderTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreUnderTest").finish_non_exhaustive()
+    }
+}
+
+impl StoreUnderTest {
+    /// Wraps a store that implements every repository port.
+    pub fn of<S>(store: Arc<S>) -> Self
+    where
+        S: AgentRepository + CredentialRepository + EventLog + 'static,
+    {
+        Self {
+            agents: store.clone(),
+            credentials: store.clone(),
+            events: store,
+        }
+    }
+}
+
+/// A platform on the given store and bus, with a manual clock and the given settings.
+pub fn platform<S, B>(store: Arc<S>, bus: Arc<B>, clock: ManualClock, settings: Settings) -> Platform
+where
+    S: AgentRepository + CredentialRepository + EventLog + HealthCheck + 'static,
+    B: EventBus + 'static,
+{
+    Platform::new(
+        Dependencies {
+            agents: store.clone(),
+            credentials: store.clone(),
+            event_log: store.clone(),
+            store_health: store,
+            bus,
+            clock: Arc::new(clock),
+            ids: Arc::new(SequentialIds::default()),
+        },
+        settings,
+    )
+}

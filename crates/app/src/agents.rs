@@ -1,0 +1,273 @@
+//! Agent use cases: register, list, get, update, deregister, heartbeat, offline detection.
+
+use chrono::{DateTime, Utc};
+use domain::credential::{KEY_PREFIX, VISIBLE_PREFIX_CHARS};
+use domain::{
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Cursor, Event, HeartbeatStatus, Limit, Metadata,
+    NewAgent, NewEvent, Principal, Role,
+};
+use ports::{AgentQuery, RepoError};
+
+use crate::auth::hash_key;
+use crate::{events, AppError, Platform};
+
+/// How often a change is retried when it loses an optimistic-concurrency race.
+const MAX_ATTEMPTS: usize = 8;
+/// How many stale agents one offline-detection pass loads at a time.
+const SWEEP_BATCH: u32 = 500;
+
+/// A registration's result: the agent and its one-time credential.
+#[derive(Debug, Clone)]
+pub struct RegisteredAgent {
+    pub agent: Agent,
+    /// The agent's API key, shown once and stored only as a hash.
+    pub agent_key: String,
+}
+
+/// One page of agents and the cursor of the next, if there is one.
+#[derive(Debug, Clone)]
+pub struct AgentPage {
+    pub agents: Vec<Agent>,
+    pub next: Option<Cursor>,
+}
+
+fn require_operator(actor: &Principal) -> Result<(), AppError> {
+    if actor.can_operate() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "role {} may not change agents",
+            actor.role
+        )))
+    }
+}
+
+impl Platform {
+    /// Registers an agent and issues its `agent`-role API key, both in one transaction.
+    pub async fn register_agent(
+        &self,
+        actor: &Principal,
+        new: NewAgent,
+    ) -> Result<RegisteredAgent, AppError> {
+        require_operator(actor)?;
+        let now = self.deps.clock.now();
+        let agent = Agent::register(new, AgentId(self.deps.ids.new_id()), now);
+        let agent_key = format!(
+            "{KEY_PREFIX}{}",
+            hex::encode(self.deps.ids.secret_bytes())
+        );
+        let key = ApiKey {
+            id: ApiKeyId(self.deps.ids.new_id()),
+            name: format!("agent:{}", agent.name),
+            prefix: agent_key[..VISIBLE_PREFIX_CHARS].to_owned(),
+            hash: hash_key(&agent_key),
+            role: Role::Agent,
+            agent_id: Some(agent.id),
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+        };
+        let stored = self
+            .deps
+            .agents
+            .insert(&agent, &key, vec![events::agent_registered(&agent)])
+            .await
+            .map_err(|e| AppError::from_repo("Agent", e))?;
+        self.publish(&stored).await;
+        tracing::info!(agent_id = %agent.id, name = %agent.name, "agent registered");
+        Ok(RegisteredAgent { agent, agent_key })
+    }
+
+    /// Lists agents, newest first. Agents (the role) may not list the fleet.
+    pub async fn list_agents(
+        &self,
+        actor: &Principal,
+        mut query: AgentQuery,
+        limit: Limit,
+    ) -> Result<AgentPage, AppError> {
+        if !actor.can_read_all() {
+            return Err(AppError::Forbidden(format!(
+                "role {} may not list agents",
+                actor.role
+            )));
+        }
+        query.limit = limit.get() + 1;
+        let mut agents = self
+            .deps
+            .agents
+            .list(&query)
+            .await
+            .map_err(|e| AppError::from_repo("Agent", e))?;
+        let next = if agents.len() > limit.get() as usize {
+            agents.truncate(limit.get() as usize);
+            agents.last().map(|a| Cursor {
+                created_at: a.created_at,
+                id: a.id.as_uuid(),
+            })
+        } else {
+            None
+        };
+        Ok(AgentPage { agents, next })
+    }
+
+    /// One agent. An agent caller sees only itself; any other ID is `NotFound` to it.
+    pub async fn get_agent(&self, actor: &Principal, id: AgentId) -> Result<Agent, AppError> {
+        if !actor.can_see_agent(id) {
+            return Err(AppError::NotFound("Agent"));
+        }
+        self.deps
+            .agents
+            .get(id)
+            .await
+            .map_err(|e| AppError::from_repo("Agent", e))
+    }
+
+    /// Applies an operator's update.
+    pub async fn update_agent(
+        &self,
+        actor: &Principal,
+        id: AgentId,
+        patch: AgentPatch,
+    ) -> Result<Agent, AppError> {
+        require_operator(actor)?;
+        let reason = format!("changed by {}", actor.subject);
+        self.modify_agent(id, |agent, now| {
+            let outcome = agent
+                .apply(patch.clone(), now)
+                .map_err(|e| AppError::Conflict(e.0))?;
+            let mut out = Vec::new();
+            if !outcome.fields.is_empty() {
+                out.push(events::agent_updated(agent, &outcome.fields, now));
+            }
+            if let Some(change) = outcome.status {
+                out.push(events::agent_status_changed(agent, change, &reason, now));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deregisters an agent and revokes its credentials.
+    pub async fn deregister_agent(&self, actor: &Principal, id: AgentId) -> Result<(), AppError> {
+        require_operator(actor)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let agent = self
+                .deps
+                .agents
+                .get(id)
+                .await
+                .map_err(|e| AppError::from_repo("Agent", e))?;
+            let now = self.deps.clock.now();
+            let event = events::agent_deregistered(&agent, now);
+            match self.deps.agents.delete(&agent, now, vec![event]).await {
+                Ok(stored) => {
+                    self.publish(&stored).await;
+                    tracing::info!(agent_id = %id, "agent deregistered");
+                    return Ok(());
+                }
+                Err(RepoError::Conflict(_)) => continue,
+                Err(e) => return Err(AppError::from_repo("Agent", e)),
+            }
+        }
+        Err(contended())
+    }
+
+    /// Records an agent's heartbeat: the agent itself, or an operator on its behalf.
+    pub async fn agent_heartbeat(
+        &self,
+        actor: &Principal,
+        id: AgentId,
+        status: Option<HeartbeatStatus>,
+        metadata: Option<Metadata>,
+    ) -> Result<Agent, AppError> {
+        if !actor.can_act_for_agent(id) {
+            return Err(AppError::Forbidden(
+                "a heartbeat may be sent only by the agent itself or an operator".into(),
+            ));
+        }
+        self.modify_agent(id, |agent, now| {
+            let change = agent.heartbeat(now, status, metadata.as_ref())?;
+            Ok(change
+                .map(|c| events::agent_status_changed(agent, c, "heartbeat", now))
+                .into_iter()
+                .collect())
+        })
+        .await
+    }
+
+    /// Marks every agent that missed its heartbeats offline. Returns how many were marked.
+    /// Safe to run on every replica at once: each change is a versioned write.
+    pub async fn detect_offline_agents(&self) -> Result<usize, AppError> {
+        let after = self.settings.agent_offline_after;
+        let mut marked = 0;
+        loop {
+            let cutoff = self.deps.clock.now() - after;
+            let stale = self
+                .deps
+                .agents
+                .heartbeat_before(cutoff, SWEEP_BATCH)
+                .await
+                .map_err(|e| AppError::from_repo("Agent", e))?;
+            let batch_len = stale.len();
+            for agent in stale {
+                let result = self
+                    .modify_agent(agent.id, |agent, now| {
+                        Ok(agent
+                            .detect_offline(now, after)
+                            .map(|c| {
+                                events::agent_status_changed(agent, c, "missed heartbeats", now)
+                            })
+                            .into_iter()
+                            .collect())
+                    })
+                    .await;
+                match result {
+                    Ok(a) if a.status == domain::AgentStatus::Offline => marked += 1,
+                    // Gone or changed meanwhile: nothing left to do for this one.
+                    Ok(_) | Err(AppError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if batch_len < SWEEP_BATCH as usize {
+                return Ok(marked);
+            }
+        }
+    }
+
+    /// Load, decide, save with a version check, publish; retried when another writer won the race.
+    /// `decide` returns the events its change causes; it is not called again after a success.
+    async fn modify_agent<F>(&self, id: AgentId, mut decide: F) -> Result<Agent, AppError>
+    where
+        F: FnMut(&mut Agent, DateTime<Utc>) -> Result<Vec<NewEvent>, AppError>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut agent = self
+                .deps
+                .agents
+                .get(id)
+                .await
+                .map_err(|e| AppError::from_repo("Agent", e))?;
+            let events = decide(&mut agent, self.deps.clock.now())?;
+            match self.deps.agents.update(&agent, events).await {
+                Ok(stored) => {
+                    self.publish(&stored).await;
+                    agent.version += 1;
+                    return Ok(agent);
+                }
+                Err(RepoError::Conflict(_)) => continue,
+                Err(e) => return Err(AppError::from_repo("Agent", e)),
+            }
+        }
+        Err(contended())
+    }
+
+    pub(crate) async fn publish(&self, events: &[Event]) {
+        if !events.is_empty() {
+            self.deps.bus.publish(events).await;
+        }
+    }
+}
+
+fn contended() -> AppError {
+    AppError::Conflict("the agent is being changed concurrently; try again".into())
+}

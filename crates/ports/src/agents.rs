@@ -1,0 +1,101 @@
+//! The agent repository port.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{Agent, AgentId, AgentStatus, ApiKey, Capability, Cursor, Event, NewEvent};
+
+use crate::RepoError;
+
+/// Which agents to list, and which page.
+#[derive(Debug, Clone, Default)]
+pub struct AgentQuery {
+    pub status: Option<AgentStatus>,
+    /// Only agents that have this capability.
+    pub capability: Option<Capability>,
+    /// Start after this position (exclusive).
+    pub after: Option<Cursor>,
+    /// Return at most this many rows.
+    pub limit: u32,
+}
+
+/// How many agents are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub idle: u64,
+    pub active: u64,
+    pub busy: u64,
+    pub draining: u64,
+    pub offline: u64,
+    pub suspended: u64,
+    /// Tasks currently held by agents (sum of `current_tasks`).
+    pub running_tasks: u64,
+}
+
+impl StatusCounts {
+    pub fn total(&self) -> u64 {
+        self.idle + self.active + self.busy + self.draining + self.offline + self.suspended
+    }
+
+    /// Agents that are online (serving or draining).
+    pub fn online(&self) -> u64 {
+        self.idle + self.active + self.busy + self.draining
+    }
+
+    pub fn add(&mut self, status: AgentStatus) {
+        match status {
+            AgentStatus::Idle => self.idle += 1,
+            AgentStatus::Active => self.active += 1,
+            AgentStatus::Busy => self.busy += 1,
+            AgentStatus::Draining => self.draining += 1,
+            AgentStatus::Offline => self.offline += 1,
+            AgentStatus::Suspended => self.suspended += 1,
+        }
+    }
+}
+
+/// Where agents live.
+#[async_trait]
+pub trait AgentRepository: Send + Sync {
+    /// Stores a new agent (`version` 0), the API key bound to it, and `events`, in one transaction.
+    /// Returns the stored events with their `seq`, in the order given.
+    async fn insert(
+        &self,
+        agent: &Agent,
+        key: &ApiKey,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, RepoError>;
+
+    /// The agent with this ID. `NotFound` if there is none.
+    async fn get(&self, id: AgentId) -> Result<Agent, RepoError>;
+
+    /// Agents matching the query, newest first (`created_at` then `id`, both descending),
+    /// strictly after `query.after`, at most `query.limit` of them.
+    async fn list(&self, query: &AgentQuery) -> Result<Vec<Agent>, RepoError>;
+
+    /// Replaces the stored agent with `agent` if the stored `version` still equals
+    /// `agent.version`, bumps the stored version by one, and stores `events`; one transaction.
+    /// `NotFound` if the agent is gone; `Conflict` if the version moved (nothing written).
+    /// Returns the stored events.
+    async fn update(&self, agent: &Agent, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError>;
+
+    /// Removes the agent if its stored `version` equals `agent.version`, revokes every API key
+    /// bound to it (at `revoked_at`), and stores `events`; one transaction.
+    /// `NotFound` if it is gone; `Conflict` if the version moved.
+    async fn delete(
+        &self,
+        agent: &Agent,
+        revoked_at: DateTime<Utc>,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, RepoError>;
+
+    /// Online agents (idle, active, busy or draining) whose last heartbeat is strictly before
+    /// `cutoff`, oldest heartbeat first, at most `limit`.
+    async fn heartbeat_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, RepoError>;
+
+    /// How many agents are in each status.
+    async fn count_by_status(&self) -> Result<StatusCounts, RepoError>;
+}

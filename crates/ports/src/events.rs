@@ -1,0 +1,27 @@
+//! The event ports: the durable log events are read back from, and the live bus.
+
+use async_trait::async_trait;
+use domain::Event;
+
+use crate::{ComponentStatus, RepoError};
+
+/// The stored events, as written by the repositories together with their changes.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Events with `seq` strictly greater than `after_seq`, oldest first, at most `limit`.
+    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError>;
+
+    /// The newest events, newest first, at most `limit`.
+    async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
+}
+
+/// Live delivery of committed events to whoever listens, on this replica or all of them.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Delivers committed events to subscribers. Never fails the caller: the events are already
+    /// durable in the log, so a delivery problem is logged by the adapter and caught up later.
+    async fn publish(&self, events: &[Event]);
+
+    /// Whether the bus can deliver right now.
+    async fn status(&self) -> ComponentStatus;
+}

@@ -1,0 +1,50 @@
+//! Time, identity and health: the small ports every use case leans on.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// The source of "now". Tests use a clock they move by hand, so nothing sleeps.
+pub trait Clock: Send + Sync {
+    /// The current time, truncated to whole microseconds (what every store keeps).
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The source of identifiers and secrets.
+pub trait IdGenerator: Send + Sync {
+    /// A new unique ID.
+    fn new_id(&self) -> Uuid;
+    /// 32 bytes from a cryptographically secure generator, for credentials.
+    fn secret_bytes(&self) -> [u8; 32];
+}
+
+/// The health of one component, as `/api/v1/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentStatus {
+    Healthy,
+    Unhealthy,
+    /// The in-process default stands in for the component.
+    Embedded,
+}
+
+impl ComponentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentStatus::Healthy => "healthy",
+            ComponentStatus::Unhealthy => "unhealthy",
+            ComponentStatus::Embedded => "embedded",
+        }
+    }
+
+    /// True unless the component is down.
+    pub fn is_up(self) -> bool {
+        self != ComponentStatus::Unhealthy
+    }
+}
+
+/// A component that can say whether it works.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// Checks the component now, within a short timeout.
+    async fn status(&self) -> ComponentStatus;
+}
