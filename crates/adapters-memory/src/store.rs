@@ -166,7 +166,7 @@ impl AgentRepository for MemoryStore {
         let state = self.lock();
         let mut counts = StatusCounts::default();
         for agent in state.agents.values() {
-            counts.add(agent.status);
+            counts.add(agent.status, 1);
             counts.running_tasks += u64::from(agent.current_tasks);
         }
         Ok(counts)

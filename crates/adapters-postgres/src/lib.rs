@@ -1,1 +1,94 @@
-//! placeholder
+//! The PostgreSQL store: every repository port on sqlx, and the migrator.
+//!
+//! Each port call runs in one transaction. Writes check the row's `version`, so concurrent
+//! writers (other requests, other replicas) never overwrite each other silently.
+
+mod agents;
+mod credentials;
+mod error;
+mod events;
+pub mod testing;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ports::{ComponentStatus, HealthCheck};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+pub use error::StartupError;
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the store reports itself unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The store on one PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and checks the database answers. Fails with a clear error if it does not.
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, StartupError> {
+        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            StartupError::InvalidUrl(e.to_string())
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| StartupError::Unreachable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// A store on an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Applies every migration not yet applied.
+    pub async fn migrate(&self) -> Result<(), StartupError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StartupError::Migration(e.to_string()))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl HealthCheck for PgStore {
+    async fn status(&self) -> ComponentStatus {
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => ComponentStatus::Healthy,
+            _ => ComponentStatus::Unhealthy,
+        }
+    }
+}

@@ -41,15 +41,17 @@ impl StatusCounts {
         self.idle + self.active + self.busy + self.draining
     }
 
-    pub fn add(&mut self, status: AgentStatus) {
-        match status {
-            AgentStatus::Idle => self.idle += 1,
-            AgentStatus::Active => self.active += 1,
-            AgentStatus::Busy => self.busy += 1,
-            AgentStatus::Draining => self.draining += 1,
-            AgentStatus::Offline => self.offline += 1,
-            AgentStatus::Suspended => self.suspended += 1,
-        }
+    /// Counts `n` more agents in `status`.
+    pub fn add(&mut self, status: AgentStatus, n: u64) {
+        let slot = match status {
+            AgentStatus::Idle => &mut self.idle,
+            AgentStatus::Active => &mut self.active,
+            AgentStatus::Busy => &mut self.busy,
+            AgentStatus::Draining => &mut self.draining,
+            AgentStatus::Offline => &mut self.offline,
+            AgentStatus::Suspended => &mut self.suspended,
+        };
+        *slot += n;
     }
 }
 

@@ -1,0 +1,242 @@
+//! Agents in PostgreSQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{
+    Agent, AgentId, AgentStatus, ApiKey, CapabilitySet, Event, Metadata, NewEvent, ResourceMap,
+};
+use ports::{AgentQuery, AgentRepository, RepoError, StatusCounts};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use crate::credentials::insert_key;
+use crate::error::{corrupt, repo_error};
+use crate::events::append;
+use crate::PgStore;
+
+const COLUMNS: &str = "id, name, capabilities, resources, metadata, status, max_concurrent_tasks, \
+                       current_tasks, reliability, created_at, updated_at, last_heartbeat, version";
+
+fn agent_from_row(row: &PgRow) -> Result<Agent, RepoError> {
+    let get_err = repo_error;
+    let capabilities: Vec<String> = row.try_get("capabilities").map_err(get_err)?;
+    let resources: Value = row.try_get("resources").map_err(get_err)?;
+    let metadata: Value = row.try_get("metadata").map_err(get_err)?;
+    let status: String = row.try_get("status").map_err(get_err)?;
+    let to_u32 = |column: &str| -> Result<u32, RepoError> {
+        let v: i32 = row.try_get(column).map_err(repo_error)?;
+        u32::try_from(v).map_err(|e| corrupt(column, e))
+    };
+    Ok(Agent {
+        id: AgentId(row.try_get("id").map_err(get_err)?),
+        name: row.try_get("name").map_err(get_err)?,
+        capabilities: CapabilitySet::parse("capabilities", &capabilities)
+            .map_err(|e| corrupt("agent capabilities", e))?,
+        resources: match &resources {
+            Value::Object(map) => ResourceMap::from_json("resources", map)
+                .map_err(|e| corrupt("agent resources", e))?,
+            other => return Err(corrupt("agent resources", other)),
+        },
+        metadata: match metadata {
+            Value::Object(map) => Metadata::parse(map).map_err(|e| corrupt("agent metadata", e))?,
+            other => return Err(corrupt("agent metadata", other)),
+        },
+        status: status
+            .parse::<AgentStatus>()
+            .map_err(|e| corrupt("agent status", e))?,
+        max_concurrent_tasks: to_u32("max_concurrent_tasks")?,
+        current_tasks: to_u32("current_tasks")?,
+        reliability: row.try_get("reliability").map_err(get_err)?,
+        created_at: row.try_get("created_at").map_err(get_err)?,
+        updated_at: row.try_get("updated_at").map_err(get_err)?,
+        last_heartbeat: row.try_get("last_heartbeat").map_err(get_err)?,
+        version: row.try_get("version").map_err(get_err)?,
+    })
+}
+
+fn as_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Distinguishes "gone" from "changed" after a versioned write matched no row.
+async fn missed_write(conn: &mut PgConnection, agent: &Agent) -> RepoError {
+    let exists = sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)")
+        .bind(agent.id.as_uuid())
+        .fetch_one(conn)
+        .await;
+    match exists {
+        Ok(true) => RepoError::Conflict(format!("agent {} changed since it was read", agent.id)),
+        Ok(false) => RepoError::NotFound,
+        Err(e) => repo_error(e),
+    }
+}
+
+#[async_trait]
+impl AgentRepository for PgStore {
+    async fn insert(
+        &self,
+        agent: &Agent,
+        key: &ApiKey,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        sqlx::query(&format!(
+            "INSERT INTO agents ({COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0)"
+        ))
+        .bind(agent.id.as_uuid())
+        .bind(&agent.name)
+        .bind(agent.capabilities.to_strings())
+        .bind(Value::Object(agent.resources.to_json()))
+        .bind(Value::Object(agent.metadata.as_map().clone()))
+        .bind(agent.status.as_str())
+        .bind(as_i32(agent.max_concurrent_tasks))
+        .bind(as_i32(agent.current_tasks))
+        .bind(agent.reliability)
+        .bind(agent.created_at)
+        .bind(agent.updated_at)
+        .bind(agent.last_heartbeat)
+        .execute(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+        insert_key(&mut tx, key).await?;
+        let stored = append(&mut tx, events).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn get(&self, id: AgentId) -> Result<Agent, RepoError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM agents WHERE id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(repo_error)?;
+        row.as_ref().map(agent_from_row).unwrap_or(Err(RepoError::NotFound))
+    }
+
+    async fn list(&self, query: &AgentQuery) -> Result<Vec<Agent>, RepoError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM agents
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::text IS NULL OR capabilities @> ARRAY[$2::text])
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $5"
+        ))
+        .bind(query.status.map(|s| s.as_str()))
+        .bind(query.capability.as_ref().map(|c| c.as_str()))
+        .bind(query.after.map(|c| c.created_at))
+        .bind(query.after.map(|c| c.id))
+        .bind(i64::from(query.limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(agent_from_row)
+        .collect()
+    }
+
+    async fn update(&self, agent: &Agent, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        let written = sqlx::query(
+            "UPDATE agents SET name = $3, capabilities = $4, resources = $5, metadata = $6,
+                    status = $7, max_concurrent_tasks = $8, current_tasks = $9, reliability = $10,
+                    updated_at = $11, last_heartbeat = $12, version = version + 1
+             WHERE id = $1 AND version = $2",
+        )
+        .bind(agent.id.as_uuid())
+        .bind(agent.version)
+        .bind(&agent.name)
+        .bind(agent.capabilities.to_strings())
+        .bind(Value::Object(agent.resources.to_json()))
+        .bind(Value::Object(agent.metadata.as_map().clone()))
+        .bind(agent.status.as_str())
+        .bind(as_i32(agent.max_concurrent_tasks))
+        .bind(as_i32(agent.current_tasks))
+        .bind(agent.reliability)
+        .bind(agent.updated_at)
+        .bind(agent.last_heartbeat)
+        .execute(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+        if written.rows_affected() == 0 {
+            return Err(missed_write(&mut tx, agent).await);
+        }
+        let stored = append(&mut tx, events).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn delete(
+        &self,
+        agent: &Agent,
+        revoked_at: DateTime<Utc>,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        let deleted = sqlx::query("DELETE FROM agents WHERE id = $1 AND version = $2")
+            .bind(agent.id.as_uuid())
+            .bind(agent.version)
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        if deleted.rows_affected() == 0 {
+            return Err(missed_write(&mut tx, agent).await);
+        }
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(agent.id.as_uuid())
+        .bind(revoked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+        let stored = append(&mut tx, events).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn heartbeat_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, RepoError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM agents
+             WHERE status IN ('idle', 'active', 'busy', 'draining') AND last_heartbeat < $1
+             ORDER BY last_heartbeat, id
+             LIMIT $2"
+        ))
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(agent_from_row)
+        .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<StatusCounts, RepoError> {
+        let rows = sqlx::query(
+            "SELECT status, count(*) AS n, coalesce(sum(current_tasks), 0)::bigint AS tasks
+             FROM agents GROUP BY status",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?;
+        let mut counts = StatusCounts::default();
+        for row in rows {
+            let status: String = row.try_get("status").map_err(repo_error)?;
+            let n: i64 = row.try_get("n").map_err(repo_error)?;
+            let tasks: i64 = row.try_get("tasks").map_err(repo_error)?;
+            let status = status
+                .parse::<AgentStatus>()
+                .map_err(|e| corrupt("agent status", e))?;
+            counts.add(status, u64::try_from(n).unwrap_or(0));
+            counts.running_tasks += u64::try_from(tasks).unwrap_or(0);
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,41 @@
+//! Translation of sqlx errors into port errors, by SQLSTATE.
+
+use ports::RepoError;
+
+/// Why the store could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    InvalidUrl(String),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Unreachable(String),
+    #[error("cannot apply database migrations: {0}")]
+    Migration(String),
+}
+
+/// Maps a sqlx error to the port's error vocabulary.
+pub(crate) fn repo_error(error: sqlx::Error) -> RepoError {
+    match &error {
+        sqlx::Error::RowNotFound => RepoError::NotFound,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // unique_violation, serialization_failure, deadlock_detected: the write lost a race.
+            Some("23505" | "40001" | "40P01") => RepoError::Conflict(db.message().to_owned()),
+            // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
+            Some("57P01" | "57P02" | "57P03" | "53300") => {
+                RepoError::Unavailable(db.message().to_owned())
+            }
+            _ => RepoError::Internal(error.to_string()),
+        },
+        _ => RepoError::Internal(error.to_string()),
+    }
+}
+
+/// A stored value that no longer parses: corrupt data, reported as internal.
+pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> RepoError {
+    RepoError::Internal(format!("corrupt {what} in the database: {detail}"))
+}
