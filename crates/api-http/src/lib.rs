@@ -1,1 +1,69 @@
-//! placeholder
+//! The HTTP face of the platform: actix-web routes, wire DTOs, authentication and the
+//! `application/problem+json` error envelope.
+//!
+//! Handlers are thin: extract, convert the DTO into domain types, call one `app` method,
+//! convert the result back. Nothing here decides anything about agents or tasks.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+mod dto;
+mod middleware;
+mod pagination;
+mod routes;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App};
+use app::Platform;
+
+pub use auth::JwtVerifier;
+pub use error::ApiError;
+pub use extract::BodyLimit;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    /// `None` when no `JWT_SECRET` is configured: JWTs are then refused.
+    pub jwt: Option<JwtVerifier>,
+    /// Open WebSocket connections on this replica.
+    pub connections: Arc<AtomicU64>,
+}
+
+impl AppState {
+    pub fn new(platform: Platform, jwt: Option<JwtVerifier>) -> Self {
+        Self {
+            platform,
+            jwt,
+            connections: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The whole application: routes, extractor configuration and middleware.
+pub fn app(
+    state: AppState,
+    body_limit: BodyLimit,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(body_limit)
+        .app_data(web::PathConfig::default().error_handler(extract::path_error))
+        .app_data(web::QueryConfig::default().error_handler(extract::query_error))
+        .configure(routes::configure)
+        .default_service(web::to(middleware::not_found))
+        .wrap(middleware::security_headers())
+        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+}

@@ -1,14 +1,14 @@
 //! Agent use cases: register, list, get, update, deregister, heartbeat, offline detection.
 
 use chrono::{DateTime, Utc};
-use domain::credential::{KEY_PREFIX, VISIBLE_PREFIX_CHARS};
+use domain::credential::VISIBLE_PREFIX_CHARS;
 use domain::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Cursor, Event, HeartbeatStatus, Limit, Metadata,
     NewAgent, NewEvent, Principal, Role,
 };
 use ports::{AgentQuery, RepoError};
 
-use crate::auth::hash_key;
+use crate::auth::{hash_key, new_api_key};
 use crate::{events, AppError, Platform};
 
 /// How often a change is retried when it loses an optimistic-concurrency race.
@@ -52,10 +52,7 @@ impl Platform {
         require_operator(actor)?;
         let now = self.deps.clock.now();
         let agent = Agent::register(new, AgentId(self.deps.ids.new_id()), now);
-        let agent_key = format!(
-            "{KEY_PREFIX}{}",
-            hex::encode(self.deps.ids.secret_bytes())
-        );
+        let agent_key = new_api_key(self.deps.ids.as_ref());
         let key = ApiKey {
             id: ApiKeyId(self.deps.ids.new_id()),
             name: format!("agent:{}", agent.name),

@@ -1,6 +1,8 @@
 //! Authentication by API key: the bootstrap admin key and stored keys.
 
+use domain::credential::KEY_PREFIX;
 use domain::{KeyHash, Principal, Role};
+use ports::IdGenerator;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -10,6 +12,11 @@ use crate::{AppError, Platform};
 /// passwords, which are not, use Argon2id instead.
 pub fn hash_key(key: &str) -> KeyHash {
     KeyHash(hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// A new API key: the recognisable prefix and 256 random bits, hex-encoded.
+pub fn new_api_key(ids: &dyn IdGenerator) -> String {
+    format!("{KEY_PREFIX}{}", hex::encode(ids.secret_bytes()))
 }
 
 impl Platform {

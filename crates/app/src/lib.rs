@@ -21,7 +21,7 @@ use ports::{
 };
 
 pub use agents::{AgentPage, RegisteredAgent};
-pub use auth::hash_key;
+pub use auth::{hash_key, new_api_key};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use error::AppError;
 pub use health::HealthReport;

@@ -1,0 +1,223 @@
+//! Authentication and the role extractor.
+//!
+//! Every protected handler takes an [`Auth<R>`] where `R` names the role it needs; the
+//! extractor authenticates the caller (JWT or API key) and checks the role, so a route only
+//! declares its requirement. Object-level checks (an agent acts only for itself) happen in the
+//! app layer, on the [`Principal`] this yields.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use domain::{AgentId, Principal, Role};
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// How JWTs are checked: HS256 only, `exp` required, `nbf`, `iss` and `aud` when configured.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier").finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    pub fn new(secret: &SecretString, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        if let Some(issuer) = issuer {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        match audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        Self {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+        }
+    }
+
+    /// The caller a token stands for, or why it is refused.
+    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            tracing::debug!(error = %e, "JWT refused");
+            ApiError::unauthorized("invalid or expired token")
+        })?;
+        let claims = data.claims;
+        let role = match claims.role.as_deref() {
+            None => Role::Operator,
+            Some(role) => role
+                .parse::<Role>()
+                .map_err(|_| ApiError::unauthorized("the token's role is not recognised"))?,
+        };
+        let agent_id = match (role, claims.agent_id) {
+            (Role::Agent, Some(id)) => Some(AgentId(id)),
+            (Role::Agent, None) => {
+                return Err(ApiError::unauthorized(
+                    "a token with role agent must name its agent_id",
+                ))
+            }
+            (_, _) => None,
+        };
+        Ok(Principal {
+            subject: claims.sub,
+            role,
+            agent_id,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    agent_id: Option<Uuid>,
+}
+
+/// A role requirement, named by a marker type.
+pub trait Requirement {
+    /// What the requirement is, for the `403` message.
+    const NEEDS: &'static str;
+    fn allows(role: Role) -> bool;
+}
+
+/// Reads: `viewer`, `operator`, `admin`.
+#[derive(Debug)]
+pub struct Viewer;
+/// Changes: `operator`, `admin`.
+#[derive(Debug)]
+pub struct Operator;
+/// Credentials and users: `admin` only.
+#[derive(Debug)]
+pub struct Admin;
+/// Readers, or an agent for what concerns itself (the app layer checks which agent).
+#[derive(Debug)]
+pub struct AgentOrViewer;
+
+impl Requirement for Viewer {
+    const NEEDS: &'static str = "the viewer role or higher";
+    fn allows(role: Role) -> bool {
+        role.includes(Role::Viewer)
+    }
+}
+
+impl Requirement for Operator {
+    const NEEDS: &'static str = "the operator role or higher";
+    fn allows(role: Role) -> bool {
+        role.includes(Role::Operator)
+    }
+}
+
+impl Requirement for Admin {
+    const NEEDS: &'static str = "the admin role";
+    fn allows(role: Role) -> bool {
+        role.includes(Role::Admin)
+    }
+}
+
+impl Requirement for AgentOrViewer {
+    const NEEDS: &'static str = "the viewer role or higher, or the agent role";
+    fn allows(role: Role) -> bool {
+        role == Role::Agent || role.includes(Role::Viewer)
+    }
+}
+
+/// An authenticated caller whose role meets `R`.
+#[derive(Debug)]
+pub struct Auth<R> {
+    pub principal: Principal,
+    _requirement: PhantomData<R>,
+}
+
+/// The credential a request presents, if any.
+fn presented(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let (scheme, token) = value
+            .split_once(' ')
+            .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::unauthorized(
+                "expected 'Authorization: Bearer <token>'",
+            ));
+        }
+        return Ok(Some(token.trim().to_owned()));
+    }
+    if let Some(value) = req.headers().get("x-api-key") {
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed X-API-Key header"))?;
+        return Ok(Some(key.trim().to_owned()));
+    }
+    Ok(None)
+}
+
+/// Authenticates a token: three dot-separated parts make a JWT, anything else is an API key.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    if token.len() > 4096 {
+        return Err(ApiError::unauthorized("invalid credentials"));
+    }
+    if token.split('.').count() == 3 {
+        return match &state.jwt {
+            Some(verifier) => verifier.verify(token),
+            None => Err(ApiError::unauthorized(
+                "JWT authentication is not configured on this server",
+            )),
+        };
+    }
+    Ok(state.platform.authenticate_api_key(token).await?)
+}
+
+impl<R: Requirement + 'static> FromRequest for Auth<R> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = presented(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::from(app::AppError::Internal("application state missing".into())))?;
+            let token = token?.ok_or_else(|| {
+                ApiError::unauthorized("credentials required: a Bearer token or an X-API-Key")
+            })?;
+            let principal = authenticate(&state, &token).await?;
+            if !R::allows(principal.role) {
+                tracing::info!(subject = %principal.subject, role = %principal.role, "role denied");
+                return Err(ApiError::forbidden(format!(
+                    "this action needs {}; the caller has role {}",
+                    R::NEEDS,
+                    principal.role
+                )));
+            }
+            Ok(Auth {
+                principal,
+                _requirement: PhantomData,
+            })
+        })
+    }
+}

@@ -1,0 +1,4 @@
+//! Wire DTOs: the JSON shapes of requests and responses, converted to and from domain types.
+
+pub mod agents;
+pub mod system;

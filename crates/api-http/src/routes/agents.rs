@@ -1,0 +1,126 @@
+//! `/api/v1/agents`: registration, listing, updates, deregistration and heartbeats.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::AgentId;
+use uuid::Uuid;
+
+use crate::auth::{AgentOrViewer, Auth, Operator};
+use crate::dto::agents::{
+    AgentBody, Heartbeat, HeartbeatBody, ListAgents, MessageBody, RegisterAgent, RegisteredBody,
+    UpdateAgent,
+};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::middleware::method_not_allowed;
+use crate::pagination::next_link;
+use crate::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/agents")
+            .route(web::get().to(list))
+            .route(web::post().to(register))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/agents/{agent_id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(deregister))
+            .default_service(method_not_allowed("GET, PATCH, DELETE")),
+    )
+    .service(
+        web::resource("/agents/{agent_id}/heartbeat")
+            .route(web::post().to(heartbeat))
+            .default_service(method_not_allowed("POST")),
+    );
+}
+
+async fn register(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    body: ApiJson<RegisterAgent>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.0.into_domain()?;
+    let registered = state.platform.register_agent(&auth.principal, new).await?;
+    Ok(HttpResponse::Ok().json(RegisteredBody {
+        agent: registered.agent.into(),
+        agent_key: registered.agent_key,
+    }))
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    req: HttpRequest,
+    params: web::Query<ListAgents>,
+) -> Result<HttpResponse, ApiError> {
+    let (query, limit) = params.into_inner().into_query()?;
+    let page = state
+        .platform
+        .list_agents(&auth.principal, query, limit)
+        .await?;
+    let mut response = HttpResponse::Ok();
+    if let Some(link) = page.next.as_ref().and_then(|c| next_link(&req, c)) {
+        response.insert_header((header::LINK, link));
+    }
+    let body: Vec<AgentBody> = page.agents.into_iter().map(AgentBody::from).collect();
+    Ok(response.json(body))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let agent = state
+        .platform
+        .get_agent(&auth.principal, AgentId(id.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(AgentBody::from(agent)))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+    body: ApiJson<UpdateAgent>,
+) -> Result<HttpResponse, ApiError> {
+    let patch = body.0.into_domain()?;
+    let agent = state
+        .platform
+        .update_agent(&auth.principal, AgentId(id.into_inner()), patch)
+        .await?;
+    Ok(HttpResponse::Ok().json(AgentBody::from(agent)))
+}
+
+async fn deregister(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .platform
+        .deregister_agent(&auth.principal, AgentId(id.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(MessageBody {
+        message: "Agent deregistered successfully",
+    }))
+}
+
+async fn heartbeat(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+    body: ApiJson<Heartbeat>,
+) -> Result<HttpResponse, ApiError> {
+    let (status, metadata) = body.0.into_domain()?;
+    let agent = state
+        .platform
+        .agent_heartbeat(&auth.principal, AgentId(id.into_inner()), status, metadata)
+        .await?;
+    Ok(HttpResponse::Ok().json(HeartbeatBody {
+        agent: agent.into(),
+    }))
+}

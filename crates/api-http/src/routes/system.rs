@@ -1,0 +1,79 @@
+//! Service endpoints: the root document, health and the orchestrator probes. No credentials.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpResponse};
+
+use crate::dto::system::{Components, HealthBody, HealthMetrics, ProbeBody, RootBody};
+use crate::error::{ApiError, ErrorKind};
+use crate::middleware::method_not_allowed;
+use crate::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(root))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/livez")
+            .route(web::get().to(livez))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(readyz))
+            .default_service(method_not_allowed("GET")),
+    );
+}
+
+async fn root() -> HttpResponse {
+    HttpResponse::Ok().json(RootBody {
+        message: "Multi-Agent Platform API Server",
+        version: env!("CARGO_PKG_VERSION"),
+        docs: "/docs",
+        health: "/api/v1/health",
+    })
+}
+
+/// The seed's health document; `503` when the database is unreachable.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let report = state.platform.health().await;
+    let body = HealthBody {
+        status: if report.is_healthy() { "healthy" } else { "degraded" },
+        components: Components {
+            platform: report.platform.as_str(),
+            database: report.database.as_str(),
+            redis: report.redis.as_str(),
+        },
+        metrics: HealthMetrics {
+            active_agents: report.active_agents,
+            active_tasks: report.active_tasks,
+            active_connections: state.connections.load(Ordering::Relaxed),
+        },
+        timestamp: report.timestamp,
+    };
+    if report.database.is_up() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// The process is alive and serving HTTP.
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok().json(ProbeBody { status: "ok" })
+}
+
+/// The replica can serve traffic: its database answers.
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let report = state.platform.health().await;
+    if report.database.is_up() {
+        Ok(HttpResponse::Ok().json(ProbeBody { status: "ready" }))
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "the database is unreachable",
+        ))
+    }
+}

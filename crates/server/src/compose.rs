@@ -1,0 +1,142 @@
+//! The composition root: the one place that names concrete adapters and wires them together.
+
+use std::sync::Arc;
+
+use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
+use adapters_postgres::{PgStore, PoolSettings};
+use adapters_redis::RedisBus;
+use api_http::{AppState, JwtVerifier};
+use app::{Dependencies, Platform, Settings};
+use ports::EventBus;
+use secrecy::ExposeSecret;
+
+use crate::config::Config;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] adapters_postgres::StartupError),
+    #[error(transparent)]
+    Redis(#[from] adapters_redis::ConfigError),
+}
+
+/// The running adapters, kept so shutdown can close them.
+#[derive(Debug)]
+pub struct Runtime {
+    pub state: AppState,
+    pub postgres: Option<PgStore>,
+    pub redis: Option<RedisBus>,
+}
+
+impl Runtime {
+    /// Closes pools after the HTTP server has drained.
+    pub async fn close(&self) {
+        if let Some(store) = &self.postgres {
+            store.close().await;
+        }
+        if let Some(bus) = &self.redis {
+            bus.close();
+        }
+    }
+}
+
+/// Chooses and connects the adapters the configuration asks for, and builds the platform.
+pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
+    let ids = Arc::new(RandomIds);
+    let (postgres, redis) = (connect_postgres(config).await?, connect_redis(config).await?);
+    let bus: Arc<dyn EventBus> = match &redis {
+        Some(bus) => Arc::new(bus.clone()),
+        None => Arc::new(MemoryBus::new()),
+    };
+    let deps = match &postgres {
+        Some(store) => dependencies(Arc::new(store.clone()), bus, ids.clone()),
+        None => {
+            tracing::warn!(
+                "DATABASE_URL is not set: using the embedded in-process store; data is not persisted and is lost when the server stops"
+            );
+            dependencies(Arc::new(MemoryStore::new()), bus, ids.clone())
+        }
+    };
+
+    let admin_key = match &config.admin_api_key {
+        Some(key) => Some(app::hash_key(key.expose_secret())),
+        None if config.jwt_secret.is_none() => {
+            // Without any credential the API would be unusable: make one for this process.
+            let key = app::new_api_key(ids.as_ref());
+            tracing::warn!(
+                admin_api_key = %key,
+                "no ADMIN_API_KEY or JWT_SECRET is configured: generated an admin API key for this process (shown once); set ADMIN_API_KEY to choose a stable one"
+            );
+            Some(app::hash_key(&key))
+        }
+        None => None,
+    };
+    let settings = Settings {
+        agent_offline_after: chrono::Duration::from_std(config.agent_offline_after)
+            .unwrap_or(chrono::Duration::seconds(90)),
+        admin_key,
+        ..Settings::default()
+    };
+    let jwt = config.jwt_secret.as_ref().map(|secret| {
+        JwtVerifier::new(
+            secret,
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        )
+    });
+    Ok(Runtime {
+        state: AppState::new(Platform::new(deps, settings), jwt),
+        postgres,
+        redis,
+    })
+}
+
+async fn connect_postgres(config: &Config) -> Result<Option<PgStore>, StartupError> {
+    let Some(url) = &config.database_url else {
+        return Ok(None);
+    };
+    let settings = PoolSettings {
+        max_connections: config.database_max_connections,
+        ..PoolSettings::default()
+    };
+    let store = PgStore::connect(url.expose_secret(), &settings).await?;
+    store.migrate().await?;
+    tracing::info!("connected to PostgreSQL; migrations applied");
+    Ok(Some(store))
+}
+
+async fn connect_redis(config: &Config) -> Result<Option<RedisBus>, StartupError> {
+    let Some(url) = &config.redis_url else {
+        tracing::info!("REDIS_URL is not set: events are delivered in process only");
+        return Ok(None);
+    };
+    let bus = RedisBus::new(url.expose_secret())?;
+    match bus.status().await {
+        ports::ComponentStatus::Healthy => tracing::info!("connected to Redis"),
+        _ => tracing::warn!(
+            "Redis does not answer yet; the API keeps working and health reports redis as unhealthy until it does"
+        ),
+    }
+    Ok(Some(bus))
+}
+
+/// Every port on one store.
+fn dependencies<S>(store: Arc<S>, bus: Arc<dyn EventBus>, ids: Arc<RandomIds>) -> Dependencies
+where
+    S: ports::AgentRepository
+        + ports::CredentialRepository
+        + ports::EventLog
+        + ports::HealthCheck
+        + 'static,
+{
+    Dependencies {
+        agents: store.clone(),
+        credentials: store.clone(),
+        event_log: store.clone(),
+        store_health: store,
+        bus,
+        clock: Arc::new(SystemClock),
+        ids,
+    }
+}

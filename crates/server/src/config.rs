@@ -1,0 +1,221 @@
+//! Configuration, read once at start-up into a typed struct.
+//!
+//! Sources, later ones winning: built-in defaults, the optional file named by `CONFIG_FILE`
+//! (`KEY=VALUE` lines, as in a `.env` file), then the process environment. Secrets are held in
+//! [`SecretString`], which never prints its contents.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}: {message}")]
+    Invalid { name: &'static str, message: String },
+    #[error("cannot read CONFIG_FILE {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Everything the server reads from its environment.
+#[derive(Debug)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    /// PostgreSQL; `None` runs on the embedded in-process store.
+    pub database_url: Option<SecretString>,
+    pub database_max_connections: u32,
+    /// Redis; `None` runs on the in-process event bus.
+    pub redis_url: Option<SecretString>,
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub admin_api_key: Option<SecretString>,
+    /// A `tracing` filter: a level (`info`) or directives (`info,sqlx=warn`).
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub agent_offline_after: Duration,
+    /// Worker threads serving HTTP; `None` is one per core.
+    pub workers: Option<usize>,
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Reads `CONFIG_FILE` (if set) and the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let mut merged = HashMap::new();
+        if let Some(path) = env.get("CONFIG_FILE").filter(|p| !p.is_empty()) {
+            let entries = dotenvy::from_path_iter(path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            for entry in entries {
+                let (key, value) = entry.map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                merged.insert(key, value);
+            }
+        }
+        merged.extend(env);
+        Self::from_map(&merged)
+    }
+
+    /// Builds the configuration from a set of variables.
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let secret = |name: &str| get(name).map(|v| SecretString::from(v.to_owned()));
+        let number = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        message: format!("must be a whole number between {min} and {max}, got {v:?}"),
+                    }),
+            }
+        };
+
+        let host = match get("HOST") {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+                name: "HOST",
+                message: format!("must be an IP address, got {v:?}"),
+            })?,
+        };
+        let log_format = match get("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "LOG_FORMAT",
+                    message: format!("must be json or pretty, got {other:?}"),
+                })
+            }
+        };
+        let jwt_secret = secret("JWT_SECRET");
+        if let Some(s) = &jwt_secret {
+            use secrecy::ExposeSecret;
+            if s.expose_secret().len() < 32 {
+                return Err(ConfigError::Invalid {
+                    name: "JWT_SECRET",
+                    message: "must be at least 32 characters".into(),
+                });
+            }
+        }
+        let log_level = get("LOG_LEVEL").unwrap_or("info").to_ascii_lowercase();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(ConfigError::Invalid {
+                name: "LOG_LEVEL",
+                message: format!("must be a level (error, warn, info, debug, trace) or filter directives: {e}"),
+            });
+        }
+        let workers = match number("WORKERS", 0, 0, 1024)? {
+            0 => None,
+            n => Some(n as usize),
+        };
+        Ok(Self {
+            host,
+            port: number("PORT", 8000, 0, 65535)? as u16,
+            database_url: secret("DATABASE_URL"),
+            database_max_connections: number("DATABASE_MAX_CONNECTIONS", 16, 1, 1000)? as u32,
+            redis_url: secret("REDIS_URL"),
+            jwt_secret,
+            jwt_issuer: get("JWT_ISSUER").map(str::to_owned),
+            jwt_audience: get("JWT_AUDIENCE").map(str::to_owned),
+            admin_api_key: secret("ADMIN_API_KEY"),
+            log_level,
+            log_format,
+            agent_offline_after: Duration::from_secs(number(
+                "AGENT_OFFLINE_AFTER_SECS",
+                90,
+                1,
+                86_400,
+            )?),
+            workers,
+            max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024)? as usize,
+            shutdown_timeout: Duration::from_secs(number("SHUTDOWN_TIMEOUT_SECS", 30, 0, 3600)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let config = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(config.host.to_string(), "0.0.0.0");
+        assert_eq!(config.port, 8000);
+        assert!(config.database_url.is_none());
+        assert!(config.redis_url.is_none());
+        assert_eq!(config.agent_offline_after, Duration::from_secs(90));
+        assert_eq!(config.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn variables_are_read_and_bad_values_name_their_variable() {
+        let config = Config::from_map(&vars(&[
+            ("PORT", "9001"),
+            ("DATABASE_URL", "postgres://u:p@db/x"),
+            ("LOG_FORMAT", "json"),
+            ("AGENT_OFFLINE_AFTER_SECS", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(config.port, 9001);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(
+            config.database_url.unwrap().expose_secret(),
+            "postgres://u:p@db/x"
+        );
+        for (name, value) in [
+            ("PORT", "eighty"),
+            ("LOG_FORMAT", "xml"),
+            ("HOST", "localhost:80"),
+            ("AGENT_OFFLINE_AFTER_SECS", "0"),
+            ("JWT_SECRET", "short"),
+            ("LOG_LEVEL", "very=loud=please"),
+        ] {
+            let err = Config::from_map(&vars(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::from_map(&vars(&[
+            ("ADMIN_API_KEY", "super-secret-admin-key"),
+            ("DATABASE_URL", "postgres://user:hunter2@db/x"),
+            ("JWT_SECRET", "a-jwt-secret-that-is-long-enough-to-use"),
+        ]))
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("super-secret-admin-key"));
+        assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("long-enough"));
+    }
+}
