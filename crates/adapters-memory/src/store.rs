@@ -156,7 +156,7 @@ impl AgentRepository for MemoryStore {
         let mut rows: Vec<&Agent> = state
             .agents
             .values()
-            .filter(|a| a.status.is_online() && a.last_heartbeat < cutoff)
+            .filter(|a| a.status.is_online() && a.last_heartbeat <= cutoff)
             .collect();
         rows.sort_by_key(|a| (a.last_heartbeat, a.id));
         Ok(rows.into_iter().take(limit as usize).cloned().collect())

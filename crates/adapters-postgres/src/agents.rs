@@ -204,7 +204,7 @@ impl AgentRepository for PgStore {
     ) -> Result<Vec<Agent>, RepoError> {
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM agents
-             WHERE status IN ('idle', 'active', 'busy', 'draining') AND last_heartbeat < $1
+             WHERE status IN ('idle', 'active', 'busy', 'draining') AND last_heartbeat <= $1
              ORDER BY last_heartbeat, id
              LIMIT $2"
         ))

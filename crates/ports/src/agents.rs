@@ -90,7 +90,7 @@ pub trait AgentRepository: Send + Sync {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Event>, RepoError>;
 
-    /// Online agents (idle, active, busy or draining) whose last heartbeat is strictly before
+    /// Online agents (idle, active, busy or draining) whose last heartbeat is at or before
     /// `cutoff`, oldest heartbeat first, at most `limit`.
     async fn heartbeat_before(
         &self,

@@ -309,10 +309,15 @@ pub async fn heartbeat_before_finds_only_silent_online_agents(store: StoreUnderT
     assert_eq!(found, [1, 2, 3]);
     let limited = store.agents.heartbeat_before(t(50), 2).await.unwrap();
     assert_eq!(limited.len(), 2);
-    assert!(
-        store.agents.heartbeat_before(t(0), 100).await.unwrap().is_empty(),
-        "the cutoff is exclusive"
-    );
+    let at_cutoff: Vec<u128> = store
+        .agents
+        .heartbeat_before(t(10), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id.as_uuid().as_u128())
+        .collect();
+    assert_eq!(at_cutoff, [1, 2], "the cutoff is inclusive");
 }
 
 pub async fn count_by_status_counts_every_status(store: StoreUnderTest) {
