@@ -116,32 +116,22 @@ fn check_depth(body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Parses in two steps so the status is right: syntax first (`400`), then shape (`422`).
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let message = inner.to_string();
-                let message = strip_position(&message);
-                let field = field_name(&path, message);
-                ApiError::validation(domain::ValidationErrors::single(field, message))
-            }
-            _ => ApiError::bad_request(format!("malformed JSON: {inner}")),
-        }
-    })?;
-    deserializer
-        .end()
+    let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    Ok(value)
-}
-
-/// serde_json appends " at line L column C"; the field name says more to a client.
-fn strip_position(message: &str) -> &str {
-    message
-        .rfind(" at line ")
-        .map_or(message, |i| &message[..i])
+    if !value.is_object() {
+        return Err(ApiError::validation(domain::ValidationErrors::single(
+            "body",
+            "must be a JSON object",
+        )));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        let field = field_name(&path, &message);
+        ApiError::validation(domain::ValidationErrors::single(field, message))
+    })
 }
 
 /// The field an error is about: the path, plus the field named in "unknown field `x`" or
