@@ -67,6 +67,19 @@ async fn sweep_leftovers(admin: &mut PgConnection) {
 /// Creates an empty database, applies every migration, and returns a store on it.
 /// Panics, saying how to start PostgreSQL, when the server cannot be reached.
 pub async fn fresh_store() -> PgStore {
+    let url = fresh_database().await;
+    let settings = PoolSettings {
+        max_connections: 4,
+        ..PoolSettings::default()
+    };
+    PgStore::connect(&url, &settings)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to test database {url}: {e}"))
+}
+
+/// Creates an empty, migrated database and returns its URL.
+/// Panics, saying how to start PostgreSQL, when the server cannot be reached.
+pub async fn fresh_database() -> String {
     let mut admin = admin_connection().await;
     SWEPT
         .get_or_init(|| async {
@@ -83,16 +96,14 @@ pub async fn fresh_store() -> PgStore {
         .await
         .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
     let _ = admin.close().await;
-    let settings = PoolSettings {
-        max_connections: 4,
-        ..PoolSettings::default()
-    };
-    let store = PgStore::connect(&database_url(&name), &settings)
+    let url = database_url(&name);
+    let store = PgStore::connect(&url, &PoolSettings::default())
         .await
         .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
     store
         .migrate()
         .await
         .unwrap_or_else(|e| panic!("cannot migrate test database {name}: {e}"));
-    store
+    store.close().await;
+    url
 }

@@ -11,8 +11,10 @@ use ports::{AgentQuery, RepoError};
 use crate::auth::{hash_key, new_api_key};
 use crate::{events, AppError, Platform};
 
-/// How often a change is retried when it loses an optimistic-concurrency race.
-const MAX_ATTEMPTS: usize = 8;
+/// How often a change is tried when it keeps losing optimistic-concurrency races. A writer
+/// loses only to another writer's success, so this many concurrent writers on one agent
+/// always all land.
+const MAX_ATTEMPTS: usize = 16;
 /// How many stale agents one offline-detection pass loads at a time.
 const SWEEP_BATCH: u32 = 500;
 

@@ -1,0 +1,175 @@
+//! The HTTP API on PostgreSQL: the same behaviour as on the embedded store, `503` while the
+//! database is unreachable, and recovery without a restart once it is back.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::Method;
+use adapters_postgres::{PgStore, PoolSettings};
+use common::*;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+#[actix_web::test]
+async fn agents_work_end_to_end_on_postgres() {
+    let store = Arc::new(adapters_postgres::testing::fresh_store().await);
+    let h = Harness::on(store);
+    let app = service!(h);
+    let (id, key) = register(&app, seed_agent("pg-worker")).await;
+
+    let listed = send(&app, admin(Method::GET, "/api/v1/agents?capability_filter=ml_inference")).await;
+    assert_eq!(listed.ok().as_array().unwrap().len(), 1);
+    let beat = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/agents/{id}/heartbeat"), &key)
+            .set_json(json!({"status": "draining"})),
+    )
+    .await;
+    assert_eq!(beat.ok()["agent"]["status"], "draining");
+    let patched = send(
+        &app,
+        admin(Method::PATCH, &format!("/api/v1/agents/{id}"))
+            .set_json(json!({"resources": {"cpu": "500m"}, "status": "idle"})),
+    )
+    .await;
+    assert_eq!(patched.ok()["resources"], json!({"cpu": "500m"}));
+    assert_eq!(patched.ok()["status"], "idle");
+
+    let health = send(&app, req(Method::GET, "/api/v1/health")).await;
+    assert_eq!(health.ok()["components"]["database"], "healthy");
+    assert_eq!(health.ok()["metrics"]["active_agents"], 1);
+
+    send(&app, admin(Method::DELETE, &format!("/api/v1/agents/{id}"))).await.ok();
+    send(&app, bearer(Method::POST, &format!("/api/v1/agents/{id}/heartbeat"), &key))
+        .await
+        .problem(401);
+    let events = h.log.events_after(0, 100).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "agent_registered",
+            "agent_status_changed", // heartbeat: draining
+            "agent_updated",        // patch: resources
+            "agent_status_changed", // patch: back to idle
+            "agent_deregistered",
+        ]
+    );
+}
+
+/// A TCP proxy in front of PostgreSQL that can be cut and restored, to simulate an outage.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropping the socket refuses the connection
+                }
+                let target = target.clone();
+                let cut = cut2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, cut }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.cut.notify_waiters();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_gives_503_and_the_api_recovers_when_it_returns() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let (prefix, rest) = url.split_once("://").unwrap();
+    let (credentials, host_and_db) = rest.split_once('@').unwrap();
+    let (host, db) = host_and_db.split_once('/').unwrap();
+    let proxy = Proxy::start(host.to_owned()).await;
+    let proxied = format!("{prefix}://{credentials}@127.0.0.1:{}/{db}", proxy.port);
+    let settings = PoolSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(1),
+    };
+    let store = Arc::new(PgStore::connect(&proxied, &settings).await.unwrap());
+    let h = Harness::on(store);
+    let app = service!(h);
+    let (id, _) = register(&app, seed_agent("survivor")).await;
+
+    proxy.set_up(false);
+    let reply = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
+    let problem = reply.problem(503);
+    assert!(!problem["detail"].as_str().unwrap().contains("127.0.0.1"), "no internals leak");
+    send(&app, admin(Method::POST, "/api/v1/agents").set_json(seed_agent("lost"))).await.problem(503);
+    let health = send(&app, req(Method::GET, "/api/v1/health")).await;
+    assert_eq!(health.status.as_u16(), 503);
+    assert_eq!(health.body["components"]["database"], "unhealthy");
+    assert_eq!(health.body["status"], "degraded");
+    send(&app, req(Method::GET, "/readyz")).await.problem(503);
+    send(&app, req(Method::GET, "/livez")).await.ok();
+
+    proxy.set_up(true);
+    let reply = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
+    assert_eq!(reply.ok()["name"], "survivor");
+    let all = send(&app, admin(Method::GET, "/api/v1/agents")).await;
+    assert_eq!(all.ok().as_array().unwrap().len(), 1, "the refused registration left nothing");
+    send(&app, req(Method::GET, "/readyz")).await.ok();
+}
+
+#[actix_web::test]
+async fn concurrent_writes_to_one_agent_lose_nothing() {
+    let store = Arc::new(adapters_postgres::testing::fresh_store().await);
+    let h = Harness::on(store);
+    let app = service!(h);
+    let (id, key) = register(&app, seed_agent("busy-bee")).await;
+    let principal = h
+        .state
+        .platform
+        .authenticate_api_key(&key)
+        .await
+        .expect("the agent key authenticates");
+    let writers = (0..12).map(|n| {
+        let platform = h.state.platform.clone();
+        let principal = principal.clone();
+        let metadata =
+            domain::Metadata::parse(testkit::builders::object(json!({ format!("k{n}"): n }))).unwrap();
+        let id = domain::AgentId(id.parse().unwrap());
+        tokio::spawn(async move {
+            platform
+                .agent_heartbeat(&principal, id, None, Some(metadata))
+                .await
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.unwrap().expect("every write lands, retrying if it loses a race");
+    }
+    let agent = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
+    let metadata = agent.ok()["metadata"].as_object().unwrap().clone();
+    for n in 0..12 {
+        assert_eq!(metadata[&format!("k{n}")], n, "write {n} was lost");
+    }
+}
