@@ -35,6 +35,7 @@ pub async fn request_context(
         route = %route,
     );
     let started = Instant::now();
+    span.in_scope(|| tracing::debug!("request started"));
     let mut response = next.call(req).instrument(span.clone()).await?;
     let status = response.status().as_u16();
     span.in_scope(|| {

@@ -1,0 +1,227 @@
+//! The real binary: start-up failures, serving, persistence on PostgreSQL, graceful shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_agent-platform");
+const ADMIN_KEY: &str = "binary-test-admin-key";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running server whose log lines arrive on a channel.
+struct Server {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut command = Command::new(BINARY);
+        command
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("ADMIN_API_KEY", ADMIN_KEY)
+            .env("LOG_FORMAT", "json")
+            .env("SHUTDOWN_TIMEOUT_SECS", "10")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("the binary starts");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let server = Server { child, port, lines };
+        server.wait_for("\"listening\"");
+        server
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no log line containing {needle} within 30 s"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(mut self) -> i32 {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("the server did not exit within 30 s");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection: (status, body).
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-API-Key: {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_response(&mut stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn invalid_configuration_exits_with_status_2_naming_the_variable() {
+    let output = Command::new(BINARY)
+        .env_clear()
+        .env("PORT", "eighty")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PORT"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_database_at_start_up_is_a_clear_error_not_a_panic() {
+    let output = Command::new(BINARY)
+        .env_clear()
+        .env("PORT", free_port().to_string())
+        .env("DATABASE_URL", "postgres://postgres:secret-pw@127.0.0.1:1/platform")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let all = format!("{stderr}{}", String::from_utf8_lossy(&output.stdout));
+    assert!(!all.contains("secret-pw"), "the password is never printed");
+}
+
+#[test]
+fn without_configuration_it_serves_on_the_embedded_store_and_says_so() {
+    let port = free_port();
+    let mut child = Command::new(BINARY)
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut saw_embedded = false;
+    let mut key = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        saw_embedded |= line.contains("not persisted");
+        if line.contains("admin_api_key") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            key = v["admin_api_key"].as_str().map(str::to_owned);
+        }
+        if line.contains("\"listening\"") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(saw_embedded, "a log line says data is not persisted");
+    let key = key.expect("a generated admin key is printed once");
+    assert!(key.starts_with("mapk_"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_and_redis_data_survives_a_restart_and_shutdown_is_graceful() {
+    let database = adapters_postgres::testing::fresh_database().await;
+    let env = [
+        ("DATABASE_URL", database.as_str()),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("LOG_LEVEL", "info,api_http=debug"),
+    ];
+    let first = Server::start(&env);
+    let (status, health) = http(first.port, "GET", "/api/v1/health", None);
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["components"]["database"], "healthy");
+    assert_eq!(health["components"]["redis"], "healthy");
+    let (status, agent) = http(
+        first.port,
+        "POST",
+        "/api/v1/agents",
+        Some(r#"{"name": "durable", "capabilities": ["etl"]}"#),
+    );
+    assert_eq!(status, 200, "{agent}");
+    let id = agent["id"].as_str().unwrap().to_owned();
+
+    // A request in flight when SIGTERM arrives still gets its answer.
+    let mut in_flight = TcpStream::connect(("127.0.0.1", first.port)).unwrap();
+    in_flight.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = r#"{"name": "late-but-welcome"}"#;
+    write!(
+        in_flight,
+        "POST /api/v1/agents HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-API-Key: {ADMIN_KEY}\r\n\
+         X-Request-Id: in-flight-42\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    in_flight.flush().unwrap();
+    // The server has read the head and is waiting for the rest of the body.
+    first.wait_for("in-flight-42");
+    first.terminate();
+    first.wait_for("shutting down");
+    in_flight.write_all(body[10..].as_bytes()).unwrap();
+    let (status, late) = read_response(&mut in_flight);
+    assert_eq!(status, 200, "{late}");
+    first.wait_for("shutdown complete");
+    assert_eq!(first.wait_exit(), 0);
+
+    let second = Server::start(&env);
+    let (status, fetched) = http(second.port, "GET", &format!("/api/v1/agents/{id}"), None);
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched["name"], "durable");
+    let (_, all) = http(second.port, "GET", "/api/v1/agents", None);
+    assert_eq!(all.as_array().unwrap().len(), 2, "the in-flight registration landed");
+}
