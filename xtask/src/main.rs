@@ -1,1 +1,58 @@
-fn main() {}
+//! The project's chores, in Rust: `cargo xtask <command>`.
+
+mod seed;
+
+use std::process::ExitCode;
+
+use adapters_postgres::{PgStore, PoolSettings};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  migrate         apply every pending migration to DATABASE_URL
+  seed [--force]  fill DATABASE_URL with a realistic demo fleet (skipped if agents exist,
+                  unless --force)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = match args.first().map(String::as_str) {
+        Some("migrate") => runtime.block_on(migrate()),
+        Some("seed") => runtime.block_on(seed::run(args.iter().any(|a| a == "--force"))),
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects to `DATABASE_URL`.
+async fn connect() -> anyhow::Result<PgStore> {
+    let url = std::env::var("DATABASE_URL")
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL must point at the PostgreSQL database"))?;
+    Ok(PgStore::connect(&url, &PoolSettings::default()).await?)
+}
+
+async fn migrate() -> anyhow::Result<()> {
+    let store = connect().await?;
+    store.migrate().await?;
+    let applied = adapters_postgres::MIGRATOR.iter().count();
+    println!("database is up to date ({applied} migrations)");
+    store.close().await;
+    Ok(())
+}

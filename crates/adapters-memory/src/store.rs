@@ -64,7 +64,9 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied change: every method
         // validates before it mutates, so the state is still consistent.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -113,7 +115,7 @@ impl AgentRepository for MemoryStore {
                     .is_none_or(|c| c.precedes(a.created_at, a.id.as_uuid()))
             })
             .collect();
-        rows.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        rows.sort_by_key(|a| std::cmp::Reverse((a.created_at, a.id)));
         Ok(rows
             .into_iter()
             .take(query.limit as usize)

@@ -61,10 +61,11 @@ fn as_i32(value: u32) -> i32 {
 
 /// Distinguishes "gone" from "changed" after a versioned write matched no row.
 async fn missed_write(conn: &mut PgConnection, agent: &Agent) -> RepoError {
-    let exists = sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)")
-        .bind(agent.id.as_uuid())
-        .fetch_one(conn)
-        .await;
+    let exists =
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)")
+            .bind(agent.id.as_uuid())
+            .fetch_one(conn)
+            .await;
     match exists {
         Ok(true) => RepoError::Conflict(format!("agent {} changed since it was read", agent.id)),
         Ok(false) => RepoError::NotFound,
@@ -112,7 +113,9 @@ impl AgentRepository for PgStore {
             .fetch_optional(self.pool())
             .await
             .map_err(repo_error)?;
-        row.as_ref().map(agent_from_row).unwrap_or(Err(RepoError::NotFound))
+        row.as_ref()
+            .map(agent_from_row)
+            .unwrap_or(Err(RepoError::NotFound))
     }
 
     async fn list(&self, query: &AgentQuery) -> Result<Vec<Agent>, RepoError> {

@@ -38,7 +38,9 @@ fn key_from_row(row: &PgRow) -> Result<ApiKey, RepoError> {
         name: row.try_get("name").map_err(repo_error)?,
         prefix: row.try_get("prefix").map_err(repo_error)?,
         hash: KeyHash(row.try_get("hash").map_err(repo_error)?),
-        role: role.parse::<Role>().map_err(|e| corrupt("API key role", e))?,
+        role: role
+            .parse::<Role>()
+            .map_err(|e| corrupt("API key role", e))?,
         agent_id: row
             .try_get::<Option<Uuid>, _>("agent_id")
             .map_err(repo_error)?

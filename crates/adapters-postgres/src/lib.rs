@@ -47,9 +47,9 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and checks the database answers. Fails with a clear error if it does not.
     pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, StartupError> {
-        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
-            StartupError::InvalidUrl(e.to_string())
-        })?;
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StartupError::InvalidUrl(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)

@@ -25,7 +25,9 @@ pub fn server_url() -> String {
 /// The URL of the named database on the test server.
 fn database_url(name: &str) -> String {
     let server = server_url();
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
     format!("{base}/{name}")
 }
 

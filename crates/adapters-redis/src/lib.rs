@@ -101,8 +101,12 @@ impl EventBus for RedisBus {
         let payloads = events.iter().map(encode).collect();
         match tokio::time::timeout(TIMEOUT, self.publish_all(payloads)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish events to Redis; they stay in the event log"),
-            Err(_) => tracing::warn!("publishing events to Redis timed out; they stay in the event log"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot publish events to Redis; they stay in the event log")
+            }
+            Err(_) => {
+                tracing::warn!("publishing events to Redis timed out; they stay in the event log")
+            }
         }
     }
 

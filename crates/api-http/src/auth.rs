@@ -201,7 +201,9 @@ impl<R: Requirement + 'static> FromRequest for Auth<R> {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = presented(req);
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::from(app::AppError::Internal("application state missing".into())))?;
+            let state = state.ok_or_else(|| {
+                ApiError::from(app::AppError::Internal("application state missing".into()))
+            })?;
             let token = token?.ok_or_else(|| {
                 ApiError::unauthorized("credentials required: a Bearer token or an X-API-Key")
             })?;

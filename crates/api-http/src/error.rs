@@ -1,8 +1,8 @@
 //! `ApiError`: the one error type of the HTTP layer, rendered as `application/problem+json`.
 
+use actix_web::body::BoxBody;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::body::BoxBody;
 use actix_web::{HttpRequest, HttpResponse, Responder, ResponseError};
 use app::AppError;
 use domain::{FieldError, ValidationErrors};

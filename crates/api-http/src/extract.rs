@@ -51,7 +51,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+                let chunk = chunk.map_err(|e| {
+                    ApiError::bad_request(format!("cannot read the request body: {e}"))
+                })?;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(limit));
                 }
@@ -80,8 +82,14 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Refuses bodies nested deeper than [`MAX_JSON_DEPTH`] before they are parsed.
@@ -174,8 +182,14 @@ mod tests {
 
     #[test]
     fn field_names_come_from_the_path_or_the_message() {
-        assert_eq!(field_name(".", "unknown field `status`, expected one of"), "status");
-        assert_eq!(field_name("status", "unknown field `status`, expected"), "status");
+        assert_eq!(
+            field_name(".", "unknown field `status`, expected one of"),
+            "status"
+        );
+        assert_eq!(
+            field_name("status", "unknown field `status`, expected"),
+            "status"
+        );
         assert_eq!(field_name(".", "missing field `name`"), "name");
         assert_eq!(field_name("resources", "invalid type"), "resources");
         assert_eq!(field_name("filters", "unknown field `x`"), "filters.x");

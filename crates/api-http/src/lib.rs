@@ -5,9 +5,9 @@
 //! convert the result back. Nothing here decides anything about agents or tasks.
 
 pub mod auth;
+mod dto;
 pub mod error;
 pub mod extract;
-mod dto;
 mod middleware;
 mod pagination;
 mod routes;

@@ -13,5 +13,10 @@ pub fn next_link(req: &HttpRequest, next: &Cursor) -> Option<HeaderValue> {
         .collect();
     let cursor = format!("cursor={}", next.encode());
     params.push(&cursor);
-    HeaderValue::from_str(&format!("<{}?{}>; rel=\"next\"", req.path(), params.join("&"))).ok()
+    HeaderValue::from_str(&format!(
+        "<{}?{}>; rel=\"next\"",
+        req.path(),
+        params.join("&")
+    ))
+    .ok()
 }

@@ -36,7 +36,10 @@ async fn the_seed_registration_round_trips_with_a_one_time_agent_key() {
     let fetched = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
     let fetched = fetched.ok();
     assert_eq!(fetched["id"], created["id"]);
-    assert!(fetched.get("agent_key").is_none(), "the key is shown only once");
+    assert!(
+        fetched.get("agent_key").is_none(),
+        "the key is shown only once"
+    );
 
     let event = events.try_recv().expect("agent_registered was published");
     assert_eq!(event.kind, EventKind::AgentRegistered);
@@ -50,7 +53,11 @@ async fn lists_filter_by_status_and_capability_and_page_with_a_link_header() {
     let app = service!(h);
     let mut ids = Vec::new();
     for n in 0..5 {
-        let caps = if n % 2 == 0 { json!(["gpu_inference"]) } else { json!(["cpu"]) };
+        let caps = if n % 2 == 0 {
+            json!(["gpu_inference"])
+        } else {
+            json!(["cpu"])
+        };
         let (id, _) = register(&app, json!({"name": format!("w{n}"), "capabilities": caps})).await;
         ids.push(id);
         h.clock.advance(Duration::seconds(1));
@@ -71,17 +78,28 @@ async fn lists_filter_by_status_and_capability_and_page_with_a_link_header() {
             .collect()
     };
     let all = send(&app, admin(Method::GET, "/api/v1/agents")).await;
-    assert_eq!(names(all.ok()), ["w4", "w3", "w2", "w1", "w0"], "newest first");
+    assert_eq!(
+        names(all.ok()),
+        ["w4", "w3", "w2", "w1", "w0"],
+        "newest first"
+    );
     assert!(all.header("link").is_none());
 
     let gpu = send(
         &app,
-        admin(Method::GET, "/api/v1/agents?capability_filter=gpu_inference"),
+        admin(
+            Method::GET,
+            "/api/v1/agents?capability_filter=gpu_inference",
+        ),
     )
     .await;
     assert_eq!(names(gpu.ok()), ["w4", "w2", "w0"]);
 
-    let draining = send(&app, admin(Method::GET, "/api/v1/agents?status_filter=draining")).await;
+    let draining = send(
+        &app,
+        admin(Method::GET, "/api/v1/agents?status_filter=draining"),
+    )
+    .await;
     assert_eq!(names(draining.ok()), ["w0"]);
     let both = send(
         &app,
@@ -93,15 +111,28 @@ async fn lists_filter_by_status_and_capability_and_page_with_a_link_header() {
     .await;
     assert_eq!(names(both.ok()), ["w4", "w2"]);
 
-    let first = send(&app, admin(Method::GET, "/api/v1/agents?limit=2&capability_filter=gpu_inference")).await;
+    let first = send(
+        &app,
+        admin(
+            Method::GET,
+            "/api/v1/agents?limit=2&capability_filter=gpu_inference",
+        ),
+    )
+    .await;
     assert_eq!(names(first.ok()), ["w4", "w2"]);
     let link = first.header("link").expect("a next link").to_owned();
     assert!(link.ends_with("; rel=\"next\""), "{link}");
-    assert!(link.contains("capability_filter=gpu_inference"), "filters are kept: {link}");
+    assert!(
+        link.contains("capability_filter=gpu_inference"),
+        "filters are kept: {link}"
+    );
     let next = link.trim_start_matches('<').split('>').next().unwrap();
     let second = send(&app, admin(Method::GET, next)).await;
     assert_eq!(names(second.ok()), ["w0"]);
-    assert!(second.header("link").is_none(), "the last page has no next link");
+    assert!(
+        second.header("link").is_none(),
+        "the last page has no next link"
+    );
 }
 
 #[actix_web::test]
@@ -126,7 +157,10 @@ async fn patch_updates_fields_and_status_and_refuses_impossible_transitions() {
     assert_eq!(body["status"], "suspended");
     assert_eq!(body["max_concurrent_tasks"], 4);
     assert_eq!(body["resources"], json!({"cpu": "1500m", "memory": "2Gi"}));
-    assert_eq!(body["capabilities"], json!(["data_processing", "gpu_inference"]));
+    assert_eq!(
+        body["capabilities"],
+        json!(["data_processing", "gpu_inference"])
+    );
 
     let updated = events.try_recv().unwrap();
     assert_eq!(updated.kind, EventKind::AgentUpdated);
@@ -136,17 +170,34 @@ async fn patch_updates_fields_and_status_and_refuses_impossible_transitions() {
     assert_eq!(status.data["new_status"], "suspended");
 
     // A suspended agent's own heartbeat does not lift the suspension.
-    let beat = send(&app, bearer(Method::POST, &format!("{path}/heartbeat"), &key)).await;
+    let beat = send(
+        &app,
+        bearer(Method::POST, &format!("{path}/heartbeat"), &key),
+    )
+    .await;
     assert_eq!(beat.ok()["agent"]["status"], "suspended");
 
     // Offline agents come back by heartbeating, not by an operator's say-so.
-    send(&app, admin(Method::PATCH, &path).set_json(json!({"status": "idle"}))).await.ok();
+    send(
+        &app,
+        admin(Method::PATCH, &path).set_json(json!({"status": "idle"})),
+    )
+    .await
+    .ok();
     h.clock.advance(Duration::seconds(91));
     h.state.platform.detect_offline_agents().await.unwrap();
-    let refused = send(&app, admin(Method::PATCH, &path).set_json(json!({"status": "idle"}))).await;
+    let refused = send(
+        &app,
+        admin(Method::PATCH, &path).set_json(json!({"status": "idle"})),
+    )
+    .await;
     refused.problem(409);
     let still = send(&app, admin(Method::GET, &path)).await;
-    assert_eq!(still.ok()["status"], "offline", "a refused transition changes nothing");
+    assert_eq!(
+        still.ok()["status"],
+        "offline",
+        "a refused transition changes nothing"
+    );
 }
 
 #[actix_web::test]
@@ -166,8 +217,14 @@ async fn heartbeats_keep_an_agent_online_and_silence_takes_it_offline() {
     let agent = &reply.ok()["agent"];
     assert_eq!(agent["status"], "idle");
     assert_eq!(agent["metadata"]["load"], 0.25);
-    assert_eq!(agent["metadata"]["team"], "ai", "heartbeat metadata is merged");
-    assert!(events.try_recv().is_err(), "a plain heartbeat is not an event");
+    assert_eq!(
+        agent["metadata"]["team"], "ai",
+        "heartbeat metadata is merged"
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "a plain heartbeat is not an event"
+    );
 
     // 60 s after the last heartbeat the agent is still online; at 90 s it is not.
     h.clock.advance(Duration::seconds(60));
@@ -204,12 +261,22 @@ async fn deregistration_removes_the_agent_and_revokes_its_key() {
     let path = format!("/api/v1/agents/{id}");
 
     let reply = send(&app, admin(Method::DELETE, &path)).await;
-    assert_eq!(reply.ok(), &json!({"message": "Agent deregistered successfully"}));
-    assert_eq!(events.try_recv().unwrap().kind, EventKind::AgentDeregistered);
+    assert_eq!(
+        reply.ok(),
+        &json!({"message": "Agent deregistered successfully"})
+    );
+    assert_eq!(
+        events.try_recv().unwrap().kind,
+        EventKind::AgentDeregistered
+    );
 
     send(&app, admin(Method::GET, &path)).await.problem(404);
     send(&app, admin(Method::DELETE, &path)).await.problem(404);
-    let beat = send(&app, bearer(Method::POST, &format!("{path}/heartbeat"), &key)).await;
+    let beat = send(
+        &app,
+        bearer(Method::POST, &format!("{path}/heartbeat"), &key),
+    )
+    .await;
     beat.problem(401);
 }
 
@@ -220,11 +287,14 @@ async fn every_change_is_in_the_event_log_in_order() {
     let (id, _) = register(&app, seed_agent("worker")).await;
     send(
         &app,
-        admin(Method::PATCH, &format!("/api/v1/agents/{id}")).set_json(json!({"status": "draining"})),
+        admin(Method::PATCH, &format!("/api/v1/agents/{id}"))
+            .set_json(json!({"status": "draining"})),
     )
     .await
     .ok();
-    send(&app, admin(Method::DELETE, &format!("/api/v1/agents/{id}"))).await.ok();
+    send(&app, admin(Method::DELETE, &format!("/api/v1/agents/{id}")))
+        .await
+        .ok();
     let mut log = Vec::new();
     let mut after = 0;
     loop {

@@ -45,7 +45,9 @@ async fn the_seed_token_without_a_role_acts_as_operator() {
     )
     .await;
     reply.ok();
-    send(&app, bearer(Method::GET, "/api/v1/agents", &token)).await.ok();
+    send(&app, bearer(Method::GET, "/api/v1/agents", &token))
+        .await
+        .ok();
 }
 
 #[actix_web::test]
@@ -95,7 +97,10 @@ async fn bad_tokens_are_401() {
     ] {
         let reply = send(&app, bearer(Method::GET, "/api/v1/agents", &token)).await;
         let problem = reply.problem(401);
-        assert!(!problem["detail"].as_str().unwrap().contains("Error"), "{problem}");
+        assert!(
+            !problem["detail"].as_str().unwrap().contains("Error"),
+            "{problem}"
+        );
     }
     let reply = send(
         &app,
@@ -117,13 +122,28 @@ async fn a_viewer_reads_but_does_not_write() {
     let app = service!(h);
     let (id, _) = register(&app, seed_agent("worker")).await;
     let viewer = jwt(json!({"sub": "v", "role": "viewer"}));
-    send(&app, bearer(Method::GET, "/api/v1/agents", &viewer)).await.ok();
-    send(&app, bearer(Method::GET, &format!("/api/v1/agents/{id}"), &viewer)).await.ok();
+    send(&app, bearer(Method::GET, "/api/v1/agents", &viewer))
+        .await
+        .ok();
+    send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/agents/{id}"), &viewer),
+    )
+    .await
+    .ok();
     let writes = [
         (Method::POST, "/api/v1/agents".to_owned(), seed_agent("x")),
-        (Method::PATCH, format!("/api/v1/agents/{id}"), json!({"status": "suspended"})),
+        (
+            Method::PATCH,
+            format!("/api/v1/agents/{id}"),
+            json!({"status": "suspended"}),
+        ),
         (Method::DELETE, format!("/api/v1/agents/{id}"), json!({})),
-        (Method::POST, format!("/api/v1/agents/{id}/heartbeat"), json!({})),
+        (
+            Method::POST,
+            format!("/api/v1/agents/{id}/heartbeat"),
+            json!({}),
+        ),
     ];
     for (method, path, body) in writes {
         let reply = send(&app, bearer(method, &path, &viewer).set_json(body)).await;
@@ -141,7 +161,12 @@ async fn an_agent_acts_only_for_itself() {
     let (b, _) = register(&app, seed_agent("agent-b")).await;
 
     // Its own agent: readable, and it may heartbeat — by X-API-Key or Bearer.
-    send(&app, bearer(Method::GET, &format!("/api/v1/agents/{a}"), &key_a)).await.ok();
+    send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/agents/{a}"), &key_a),
+    )
+    .await
+    .ok();
     send(
         &app,
         req(Method::POST, &format!("/api/v1/agents/{a}/heartbeat"))
@@ -151,33 +176,75 @@ async fn an_agent_acts_only_for_itself() {
     .ok();
 
     // Another agent: invisible, and no heartbeat on its behalf.
-    send(&app, bearer(Method::GET, &format!("/api/v1/agents/{b}"), &key_a)).await.problem(404);
-    send(&app, bearer(Method::POST, &format!("/api/v1/agents/{b}/heartbeat"), &key_a))
-        .await
-        .problem(403);
+    send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/agents/{b}"), &key_a),
+    )
+    .await
+    .problem(404);
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{b}/heartbeat"),
+            &key_a,
+        ),
+    )
+    .await
+    .problem(403);
     // Nor the fleet, nor any operator action, even on itself.
-    send(&app, bearer(Method::GET, "/api/v1/agents", &key_a)).await.problem(403);
-    send(&app, bearer(Method::POST, "/api/v1/agents", &key_a).set_json(seed_agent("x")))
+    send(&app, bearer(Method::GET, "/api/v1/agents", &key_a))
         .await
         .problem(403);
     send(
         &app,
-        bearer(Method::PATCH, &format!("/api/v1/agents/{a}"), &key_a).set_json(json!({"status": "idle"})),
+        bearer(Method::POST, "/api/v1/agents", &key_a).set_json(seed_agent("x")),
     )
     .await
     .problem(403);
-    send(&app, bearer(Method::DELETE, &format!("/api/v1/agents/{b}"), &key_a)).await.problem(403);
+    send(
+        &app,
+        bearer(Method::PATCH, &format!("/api/v1/agents/{a}"), &key_a)
+            .set_json(json!({"status": "idle"})),
+    )
+    .await
+    .problem(403);
+    send(
+        &app,
+        bearer(Method::DELETE, &format!("/api/v1/agents/{b}"), &key_a),
+    )
+    .await
+    .problem(403);
 
     // The same rules hold for an agent JWT.
     let token = jwt(json!({"sub": "agent-a", "role": "agent", "agent_id": a}));
-    send(&app, bearer(Method::POST, &format!("/api/v1/agents/{a}/heartbeat"), &token)).await.ok();
-    send(&app, bearer(Method::POST, &format!("/api/v1/agents/{b}/heartbeat"), &token))
-        .await
-        .problem(403);
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{a}/heartbeat"),
+            &token,
+        ),
+    )
+    .await
+    .ok();
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{b}/heartbeat"),
+            &token,
+        ),
+    )
+    .await
+    .problem(403);
 
     let b_agent = send(&app, admin(Method::GET, &format!("/api/v1/agents/{b}"))).await;
     let b_agent = b_agent.ok();
-    assert_eq!(b_agent["last_heartbeat"], b_agent["created_at"], "B was never touched");
+    assert_eq!(
+        b_agent["last_heartbeat"], b_agent["created_at"],
+        "B was never touched"
+    );
 }
 
 #[actix_web::test]
@@ -192,8 +259,20 @@ async fn an_operator_may_heartbeat_for_an_agent_and_admins_do_everything() {
     )
     .await;
     let id = reply.ok()["id"].as_str().unwrap().to_owned();
-    send(&app, bearer(Method::POST, &format!("/api/v1/agents/{id}/heartbeat"), &operator))
-        .await
-        .ok();
-    send(&app, bearer(Method::DELETE, &format!("/api/v1/agents/{id}"), &operator)).await.ok();
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{id}/heartbeat"),
+            &operator,
+        ),
+    )
+    .await
+    .ok();
+    send(
+        &app,
+        bearer(Method::DELETE, &format!("/api/v1/agents/{id}"), &operator),
+    )
+    .await
+    .ok();
 }

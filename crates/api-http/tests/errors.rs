@@ -23,7 +23,12 @@ macro_rules! agent_count {
 async fn malformed_json_is_400() {
     let h = Harness::memory();
     let app = service!(h);
-    for body in ["{\"name\": ", "not json", "{\"name\": \"a\"} trailing", "[1,2"] {
+    for body in [
+        "{\"name\": ",
+        "not json",
+        "{\"name\": \"a\"} trailing",
+        "[1,2",
+    ] {
         let reply = send(
             &app,
             admin(Method::POST, "/api/v1/agents")
@@ -32,7 +37,13 @@ async fn malformed_json_is_400() {
         )
         .await;
         let problem = reply.problem(400);
-        assert!(problem["detail"].as_str().unwrap().contains("malformed JSON"), "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("malformed JSON"),
+            "{problem}"
+        );
     }
     // Valid JSON that is not an object never binds fields by position.
     let reply = send(
@@ -48,7 +59,11 @@ async fn malformed_json_is_400() {
 async fn unknown_fields_are_422_naming_the_field_so_nothing_is_mass_assigned() {
     let h = Harness::memory();
     let app = service!(h);
-    for (field, value) in [("status", json!("busy")), ("id", json!("x")), ("reliability", json!(0.0))] {
+    for (field, value) in [
+        ("status", json!("busy")),
+        ("id", json!("x")),
+        ("reliability", json!(0.0)),
+    ] {
         let mut body = seed_agent("sneaky");
         body[field] = value;
         let reply = send(&app, admin(Method::POST, "/api/v1/agents").set_json(body)).await;
@@ -75,12 +90,30 @@ async fn invalid_values_are_422_with_every_field_error() {
         (json!({"name": ""}), "name"),
         (json!({"name": "x".repeat(201)}), "name"),
         (json!({"name": "a", "capabilities": "gpu"}), "capabilities"),
-        (json!({"name": "a", "capabilities": ["ok", "bad cap!"]}), "capabilities[1]"),
-        (json!({"name": "a", "resources": {"memory": "lots"}}), "resources.memory"),
-        (json!({"name": "a", "resources": {"cpu": -1}}), "resources.cpu"),
-        (json!({"name": "a", "max_concurrent_tasks": 0}), "max_concurrent_tasks"),
-        (json!({"name": "a", "max_concurrent_tasks": -3}), "max_concurrent_tasks"),
-        (json!({"name": "a", "metadata": {"blob": "x".repeat(70 * 1024)}}), "metadata"),
+        (
+            json!({"name": "a", "capabilities": ["ok", "bad cap!"]}),
+            "capabilities[1]",
+        ),
+        (
+            json!({"name": "a", "resources": {"memory": "lots"}}),
+            "resources.memory",
+        ),
+        (
+            json!({"name": "a", "resources": {"cpu": -1}}),
+            "resources.cpu",
+        ),
+        (
+            json!({"name": "a", "max_concurrent_tasks": 0}),
+            "max_concurrent_tasks",
+        ),
+        (
+            json!({"name": "a", "max_concurrent_tasks": -3}),
+            "max_concurrent_tasks",
+        ),
+        (
+            json!({"name": "a", "metadata": {"blob": "x".repeat(70 * 1024)}}),
+            "metadata",
+        ),
         (json!({"name": 42}), "name"),
     ];
     for (body, field) in cases {
@@ -98,7 +131,8 @@ async fn invalid_values_are_422_with_every_field_error() {
     let too_many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
     let reply = send(
         &app,
-        admin(Method::POST, "/api/v1/agents").set_json(json!({"name": "a", "capabilities": too_many})),
+        admin(Method::POST, "/api/v1/agents")
+            .set_json(json!({"name": "a", "capabilities": too_many})),
     )
     .await;
     reply.problem(422);
@@ -119,8 +153,12 @@ async fn invalid_values_are_422_with_every_field_error() {
 async fn a_path_id_that_is_not_a_uuid_is_400_and_an_unknown_one_is_404() {
     let h = Harness::memory();
     let app = service!(h);
-    send(&app, admin(Method::GET, "/api/v1/agents/not-a-uuid")).await.problem(400);
-    send(&app, admin(Method::DELETE, "/api/v1/agents/123")).await.problem(400);
+    send(&app, admin(Method::GET, "/api/v1/agents/not-a-uuid"))
+        .await
+        .problem(400);
+    send(&app, admin(Method::DELETE, "/api/v1/agents/123"))
+        .await
+        .problem(400);
     send(
         &app,
         admin(Method::POST, "/api/v1/agents/xyz/heartbeat").set_json(json!({})),
@@ -129,7 +167,10 @@ async fn a_path_id_that_is_not_a_uuid_is_400_and_an_unknown_one_is_404() {
     .problem(400);
     let missing = send(
         &app,
-        admin(Method::GET, "/api/v1/agents/6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f"),
+        admin(
+            Method::GET,
+            "/api/v1/agents/6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f",
+        ),
     )
     .await;
     assert_eq!(missing.problem(404)["detail"], "Agent not found");
@@ -166,7 +207,10 @@ async fn unknown_routes_are_404_and_wrong_methods_are_405_with_allow() {
     assert_eq!(reply.header("allow"), Some("GET, POST"));
     let reply = send(
         &app,
-        admin(Method::POST, "/api/v1/agents/6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f"),
+        admin(
+            Method::POST,
+            "/api/v1/agents/6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f",
+        ),
     )
     .await;
     reply.problem(405);
@@ -228,13 +272,20 @@ async fn a_heartbeat_with_an_invalid_status_changes_nothing() {
     h.clock.advance(chrono::Duration::seconds(10));
     let reply = send(
         &app,
-        bearer(Method::POST, &format!("/api/v1/agents/{id}/heartbeat"), &key)
-            .set_json(json!({"status": "offline", "metadata": {"load": 1}})),
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{id}/heartbeat"),
+            &key,
+        )
+        .set_json(json!({"status": "offline", "metadata": {"load": 1}})),
     )
     .await;
     assert_eq!(reply.problem(422)["errors"][0]["field"], "status");
     let agent = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
     let agent = agent.ok();
-    assert_eq!(agent["last_heartbeat"], agent["created_at"], "the heartbeat was not recorded");
+    assert_eq!(
+        agent["last_heartbeat"], agent["created_at"],
+        "the heartbeat was not recorded"
+    );
     assert!(agent["metadata"].get("load").is_none());
 }

@@ -21,12 +21,20 @@ async fn agents_work_end_to_end_on_postgres() {
     let app = service!(h);
     let (id, key) = register(&app, seed_agent("pg-worker")).await;
 
-    let listed = send(&app, admin(Method::GET, "/api/v1/agents?capability_filter=ml_inference")).await;
+    let listed = send(
+        &app,
+        admin(Method::GET, "/api/v1/agents?capability_filter=ml_inference"),
+    )
+    .await;
     assert_eq!(listed.ok().as_array().unwrap().len(), 1);
     let beat = send(
         &app,
-        bearer(Method::POST, &format!("/api/v1/agents/{id}/heartbeat"), &key)
-            .set_json(json!({"status": "draining"})),
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{id}/heartbeat"),
+            &key,
+        )
+        .set_json(json!({"status": "draining"})),
     )
     .await;
     assert_eq!(beat.ok()["agent"]["status"], "draining");
@@ -43,10 +51,19 @@ async fn agents_work_end_to_end_on_postgres() {
     assert_eq!(health.ok()["components"]["database"], "healthy");
     assert_eq!(health.ok()["metrics"]["active_agents"], 1);
 
-    send(&app, admin(Method::DELETE, &format!("/api/v1/agents/{id}"))).await.ok();
-    send(&app, bearer(Method::POST, &format!("/api/v1/agents/{id}/heartbeat"), &key))
+    send(&app, admin(Method::DELETE, &format!("/api/v1/agents/{id}")))
         .await
-        .problem(401);
+        .ok();
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{id}/heartbeat"),
+            &key,
+        ),
+    )
+    .await
+    .problem(401);
     let events = h.log.events_after(0, 100).await.unwrap();
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
@@ -77,14 +94,18 @@ impl Proxy {
         let (up2, cut2) = (up.clone(), cut.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
                 if !up2.load(Ordering::SeqCst) {
                     continue; // dropping the socket refuses the connection
                 }
                 let target = target.clone();
                 let cut = cut2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else { return };
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.notified() => {}
@@ -123,8 +144,16 @@ async fn an_unreachable_database_gives_503_and_the_api_recovers_when_it_returns(
     proxy.set_up(false);
     let reply = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
     let problem = reply.problem(503);
-    assert!(!problem["detail"].as_str().unwrap().contains("127.0.0.1"), "no internals leak");
-    send(&app, admin(Method::POST, "/api/v1/agents").set_json(seed_agent("lost"))).await.problem(503);
+    assert!(
+        !problem["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "no internals leak"
+    );
+    send(
+        &app,
+        admin(Method::POST, "/api/v1/agents").set_json(seed_agent("lost")),
+    )
+    .await
+    .problem(503);
     let health = send(&app, req(Method::GET, "/api/v1/health")).await;
     assert_eq!(health.status.as_u16(), 503);
     assert_eq!(health.body["components"]["database"], "unhealthy");
@@ -136,7 +165,11 @@ async fn an_unreachable_database_gives_503_and_the_api_recovers_when_it_returns(
     let reply = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
     assert_eq!(reply.ok()["name"], "survivor");
     let all = send(&app, admin(Method::GET, "/api/v1/agents")).await;
-    assert_eq!(all.ok().as_array().unwrap().len(), 1, "the refused registration left nothing");
+    assert_eq!(
+        all.ok().as_array().unwrap().len(),
+        1,
+        "the refused registration left nothing"
+    );
     send(&app, req(Method::GET, "/readyz")).await.ok();
 }
 
@@ -156,7 +189,8 @@ async fn concurrent_writes_to_one_agent_lose_nothing() {
         let platform = h.state.platform.clone();
         let principal = principal.clone();
         let metadata =
-            domain::Metadata::parse(testkit::builders::object(json!({ format!("k{n}"): n }))).unwrap();
+            domain::Metadata::parse(testkit::builders::object(json!({ format!("k{n}"): n })))
+                .unwrap();
         let id = domain::AgentId(id.parse().unwrap());
         tokio::spawn(async move {
             platform
@@ -165,7 +199,10 @@ async fn concurrent_writes_to_one_agent_lose_nothing() {
         })
     });
     for writer in writers.collect::<Vec<_>>() {
-        writer.await.unwrap().expect("every write lands, retrying if it loses a race");
+        writer
+            .await
+            .unwrap()
+            .expect("every write lands, retrying if it loses a race");
     }
     let agent = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;
     let metadata = agent.ok()["metadata"].as_object().unwrap().clone();

@@ -26,7 +26,8 @@ async fn health_has_the_seed_shape_and_counts_online_agents() {
     let (b, _) = register(&app, seed_agent("b")).await;
     send(
         &app,
-        admin(Method::PATCH, &format!("/api/v1/agents/{b}")).set_json(json!({"status": "suspended"})),
+        admin(Method::PATCH, &format!("/api/v1/agents/{b}"))
+            .set_json(json!({"status": "suspended"})),
     )
     .await
     .ok();
@@ -38,7 +39,10 @@ async fn health_has_the_seed_shape_and_counts_online_agents() {
         body["components"],
         json!({"platform": "healthy", "database": "embedded", "redis": "embedded"})
     );
-    assert_eq!(body["metrics"]["active_agents"], 1, "suspended agents are not active");
+    assert_eq!(
+        body["metrics"]["active_agents"], 1,
+        "suspended agents are not active"
+    );
     assert_eq!(body["metrics"]["active_tasks"], 0);
     assert_eq!(body["metrics"]["active_connections"], 0);
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
@@ -48,8 +52,14 @@ async fn health_has_the_seed_shape_and_counts_online_agents() {
 async fn probes_answer_without_credentials() {
     let h = Harness::memory();
     let app = service!(h);
-    assert_eq!(send(&app, req(Method::GET, "/livez")).await.ok()["status"], "ok");
-    assert_eq!(send(&app, req(Method::GET, "/readyz")).await.ok()["status"], "ready");
+    assert_eq!(
+        send(&app, req(Method::GET, "/livez")).await.ok()["status"],
+        "ok"
+    );
+    assert_eq!(
+        send(&app, req(Method::GET, "/readyz")).await.ok()["status"],
+        "ready"
+    );
 }
 
 #[actix_web::test]
@@ -58,7 +68,9 @@ async fn every_response_carries_a_request_id_and_security_headers() {
     let app = service!(h);
     let reply = send(&app, req(Method::GET, "/api/v1/agents")).await;
     reply.problem(401);
-    let generated = reply.header("x-request-id").expect("a generated request ID");
+    let generated = reply
+        .header("x-request-id")
+        .expect("a generated request ID");
     assert_eq!(generated.len(), 36);
     assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(reply.header("x-frame-options"), Some("DENY"));
@@ -68,12 +80,20 @@ async fn every_response_carries_a_request_id_and_security_headers() {
         req(Method::GET, "/livez").insert_header(("X-Request-Id", "trace-me-123")),
     )
     .await;
-    assert_eq!(reply.header("x-request-id"), Some("trace-me-123"), "a client's ID is kept");
+    assert_eq!(
+        reply.header("x-request-id"),
+        Some("trace-me-123"),
+        "a client's ID is kept"
+    );
 
     let reply = send(
         &app,
         req(Method::GET, "/livez").insert_header(("X-Request-Id", "x".repeat(200))),
     )
     .await;
-    assert_ne!(reply.header("x-request-id"), Some("x".repeat(200).as_str()), "an oversized ID is replaced");
+    assert_ne!(
+        reply.header("x-request-id"),
+        Some("x".repeat(200).as_str()),
+        "an oversized ID is replaced"
+    );
 }

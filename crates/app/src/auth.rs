@@ -45,7 +45,9 @@ impl Platform {
                 role: key.role,
                 agent_id: key.agent_id,
             }),
-            _ => Err(AppError::Unauthorized("invalid, revoked or expired API key")),
+            _ => Err(AppError::Unauthorized(
+                "invalid, revoked or expired API key",
+            )),
         }
     }
 }

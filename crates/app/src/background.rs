@@ -36,7 +36,9 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
             }
             match platform.detect_offline_agents().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(agents = n, "marked agents offline after missed heartbeats"),
+                Ok(n) => {
+                    tracing::info!(agents = n, "marked agents offline after missed heartbeats")
+                }
                 Err(e) => tracing::warn!(error = %e, "offline detection pass failed; will retry"),
             }
         }

@@ -60,6 +60,29 @@ pub struct Dependencies {
     pub store_health: Arc<dyn HealthCheck>,
 }
 
+impl Dependencies {
+    /// Every repository port, and the store's health, on one store.
+    pub fn on_store<S>(
+        store: Arc<S>,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+    ) -> Self
+    where
+        S: AgentRepository + CredentialRepository + EventLog + HealthCheck + 'static,
+    {
+        Self {
+            agents: store.clone(),
+            credentials: store.clone(),
+            event_log: store.clone(),
+            store_health: store,
+            bus,
+            clock,
+            ids,
+        }
+    }
+}
+
 impl std::fmt::Debug for Dependencies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dependencies").finish_non_exhaustive()

@@ -56,7 +56,10 @@ impl AgentStatus {
 
     /// Online and accepting work, whatever its load.
     pub fn is_serving(self) -> bool {
-        matches!(self, AgentStatus::Idle | AgentStatus::Active | AgentStatus::Busy)
+        matches!(
+            self,
+            AgentStatus::Idle | AgentStatus::Active | AgentStatus::Busy
+        )
     }
 
     /// Expected to heartbeat: serving or draining.
@@ -149,7 +152,10 @@ impl NewAgent {
     ) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = errors.collect("name", check_name(name));
-        let capabilities = merge(&mut errors, CapabilitySet::parse("capabilities", capabilities));
+        let capabilities = merge(
+            &mut errors,
+            CapabilitySet::parse("capabilities", capabilities),
+        );
         let resources = merge(&mut errors, ResourceMap::from_json("resources", resources));
         let metadata = errors.collect("metadata", Metadata::parse(metadata));
         let max = errors.collect(
@@ -376,7 +382,10 @@ impl Agent {
             self.capabilities = c;
             outcome.fields.push("capabilities");
         }
-        if let Some(r) = patch.resources.filter(|r| !same_spelling(r, &self.resources)) {
+        if let Some(r) = patch
+            .resources
+            .filter(|r| !same_spelling(r, &self.resources))
+        {
             self.resources = r;
             outcome.fields.push("resources");
         }
@@ -446,7 +455,12 @@ mod tests {
         let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["name", "capabilities[1]", "resources.cpu", "max_concurrent_tasks"]
+            [
+                "name",
+                "capabilities[1]",
+                "resources.cpu",
+                "max_concurrent_tasks"
+            ]
         );
     }
 
@@ -456,7 +470,10 @@ mod tests {
         let after = Duration::seconds(90);
         assert_eq!(a.detect_offline(t(89), after), None);
         let change = a.detect_offline(t(90), after).unwrap();
-        assert_eq!((change.from, change.to), (AgentStatus::Idle, AgentStatus::Offline));
+        assert_eq!(
+            (change.from, change.to),
+            (AgentStatus::Idle, AgentStatus::Offline)
+        );
         assert_eq!(a.detect_offline(t(200), after), None, "already offline");
         let back = a.heartbeat(t(201), None, None).unwrap().unwrap();
         assert_eq!(back.to, AgentStatus::Idle);
@@ -471,24 +488,33 @@ mod tests {
             ..AgentPatch::default()
         };
         a.apply(patch, t(1)).unwrap();
-        assert_eq!(a.heartbeat(t(2), Some(HeartbeatStatus::Serving), None).unwrap(), None);
+        assert_eq!(
+            a.heartbeat(t(2), Some(HeartbeatStatus::Serving), None)
+                .unwrap(),
+            None
+        );
         assert_eq!(a.status, AgentStatus::Suspended);
         assert_eq!(a.detect_offline(t(1000), Duration::seconds(90)), None);
         let lift = AgentPatch {
             status: Some(StatusRequest::Idle),
             ..AgentPatch::default()
         };
-        assert_eq!(a.apply(lift, t(3)).unwrap().status.unwrap().to, AgentStatus::Idle);
+        assert_eq!(
+            a.apply(lift, t(3)).unwrap().status.unwrap().to,
+            AgentStatus::Idle
+        );
     }
 
     #[test]
     fn draining_is_kept_until_the_agent_or_an_operator_ends_it() {
         let mut a = agent(t(0));
-        a.heartbeat(t(1), Some(HeartbeatStatus::Draining), None).unwrap();
+        a.heartbeat(t(1), Some(HeartbeatStatus::Draining), None)
+            .unwrap();
         assert_eq!(a.status, AgentStatus::Draining);
         a.heartbeat(t(2), None, None).unwrap();
         assert_eq!(a.status, AgentStatus::Draining);
-        a.heartbeat(t(3), Some(HeartbeatStatus::Serving), None).unwrap();
+        a.heartbeat(t(3), Some(HeartbeatStatus::Serving), None)
+            .unwrap();
         assert_eq!(a.status, AgentStatus::Idle);
     }
 
@@ -530,12 +556,18 @@ mod tests {
         a.heartbeat(t(1), None, Some(&extra)).unwrap();
         assert_eq!(a.metadata.as_map()["load"], json!(0.5));
         let huge = Metadata::parse(
-            json!({"blob": "x".repeat(40 * 1024)}).as_object().unwrap().clone(),
+            json!({"blob": "x".repeat(40 * 1024)})
+                .as_object()
+                .unwrap()
+                .clone(),
         )
         .unwrap();
         a.heartbeat(t(2), None, Some(&huge)).unwrap();
         let also_huge = Metadata::parse(
-            json!({"blob2": "y".repeat(40 * 1024)}).as_object().unwrap().clone(),
+            json!({"blob2": "y".repeat(40 * 1024)})
+                .as_object()
+                .unwrap()
+                .clone(),
         )
         .unwrap();
         assert!(a.heartbeat(t(3), None, Some(&also_huge)).is_err());

@@ -47,7 +47,10 @@ impl CapabilitySet {
     pub fn parse(field: &str, values: &[String]) -> Result<Self, crate::ValidationErrors> {
         let mut errors = crate::ValidationErrors::default();
         if values.len() > MAX_CAPABILITIES {
-            errors.push(field, format!("must have at most {MAX_CAPABILITIES} entries"));
+            errors.push(
+                field,
+                format!("must have at most {MAX_CAPABILITIES} entries"),
+            );
             return Err(errors);
         }
         let mut set = BTreeSet::new();

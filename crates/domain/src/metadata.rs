@@ -11,7 +11,9 @@ pub struct Metadata(Map<String, Value>);
 
 impl Metadata {
     pub fn parse(object: Map<String, Value>) -> Result<Self, String> {
-        let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&object)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_METADATA_BYTES {
             return Err(format!(
                 "must be at most {MAX_METADATA_BYTES} bytes when serialized (is {size})"

@@ -43,7 +43,11 @@ pub struct Cursor {
 impl Cursor {
     /// The opaque form handed to clients.
     pub fn encode(&self) -> String {
-        format!("{}_{}", self.created_at.timestamp_micros(), self.id.simple())
+        format!(
+            "{}_{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        )
     }
 
     pub fn decode(text: &str) -> Result<Self, String> {

@@ -153,7 +153,9 @@ fn parse_text(text: &str) -> Result<i128, QuantityError> {
             .and_then(|v| v.checked_mul(multiplier))
     } else {
         // Finer than a nano-unit: round up, as Kubernetes does, so a request never shrinks.
-        let divisor = 10i128.checked_pow((-power) as u32).ok_or(QuantityError::TooLarge)?;
+        let divisor = 10i128
+            .checked_pow((-power) as u32)
+            .ok_or(QuantityError::TooLarge)?;
         mantissa
             .checked_mul(multiplier)
             .map(|v| (v + divisor - 1) / divisor)
@@ -187,7 +189,8 @@ fn suffix_scale(suffix: &str) -> Result<(i128, i32), QuantityError> {
                 .strip_prefix(['e', 'E'])
                 .ok_or(QuantityError::Malformed)?;
             let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 3 {
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 3
+            {
                 return Err(QuantityError::Malformed);
             }
             let exp: i32 = exp.parse().map_err(|_| QuantityError::Malformed)?;
@@ -312,7 +315,11 @@ mod tests {
             json!(null),
             json!([1]),
         ] {
-            assert_eq!(q(bad.clone()).unwrap_err(), QuantityError::Malformed, "{bad}");
+            assert_eq!(
+                q(bad.clone()).unwrap_err(),
+                QuantityError::Malformed,
+                "{bad}"
+            );
         }
         assert_eq!(q(json!(-1)).unwrap_err(), QuantityError::Negative);
         assert_eq!(q(json!("-5Mi")).unwrap_err(), QuantityError::Negative);

@@ -44,18 +44,22 @@ impl Runtime {
 /// Chooses and connects the adapters the configuration asks for, and builds the platform.
 pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
     let ids = Arc::new(RandomIds);
-    let (postgres, redis) = (connect_postgres(config).await?, connect_redis(config).await?);
+    let clock = Arc::new(SystemClock);
+    let (postgres, redis) = (
+        connect_postgres(config).await?,
+        connect_redis(config).await?,
+    );
     let bus: Arc<dyn EventBus> = match &redis {
         Some(bus) => Arc::new(bus.clone()),
         None => Arc::new(MemoryBus::new()),
     };
     let deps = match &postgres {
-        Some(store) => dependencies(Arc::new(store.clone()), bus, ids.clone()),
+        Some(store) => Dependencies::on_store(Arc::new(store.clone()), bus, clock, ids.clone()),
         None => {
             tracing::warn!(
                 "DATABASE_URL is not set: using the embedded in-process store; data is not persisted and is lost when the server stops"
             );
-            dependencies(Arc::new(MemoryStore::new()), bus, ids.clone())
+            Dependencies::on_store(Arc::new(MemoryStore::new()), bus, clock, ids.clone())
         }
     };
 
@@ -119,24 +123,4 @@ async fn connect_redis(config: &Config) -> Result<Option<RedisBus>, StartupError
         ),
     }
     Ok(Some(bus))
-}
-
-/// Every port on one store.
-fn dependencies<S>(store: Arc<S>, bus: Arc<dyn EventBus>, ids: Arc<RandomIds>) -> Dependencies
-where
-    S: ports::AgentRepository
-        + ports::CredentialRepository
-        + ports::EventLog
-        + ports::HealthCheck
-        + 'static,
-{
-    Dependencies {
-        agents: store.clone(),
-        credentials: store.clone(),
-        event_log: store.clone(),
-        store_health: store,
-        bus,
-        clock: Arc::new(SystemClock),
-        ids,
-    }
 }

@@ -77,19 +77,22 @@ impl Config {
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let secret = |name: &str| get(name).map(|v| SecretString::from(v.to_owned()));
-        let number = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| ConfigError::Invalid {
-                        name,
-                        message: format!("must be a whole number between {min} and {max}, got {v:?}"),
-                    }),
-            }
-        };
+        let number =
+            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (min..=max).contains(n))
+                        .ok_or_else(|| ConfigError::Invalid {
+                            name,
+                            message: format!(
+                                "must be a whole number between {min} and {max}, got {v:?}"
+                            ),
+                        }),
+                }
+            };
 
         let host = match get("HOST") {
             None => IpAddr::from([0, 0, 0, 0]),
@@ -122,7 +125,9 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(ConfigError::Invalid {
                 name: "LOG_LEVEL",
-                message: format!("must be a level (error, warn, info, debug, trace) or filter directives: {e}"),
+                message: format!(
+                    "must be a level (error, warn, info, debug, trace) or filter directives: {e}"
+                ),
             });
         }
         let workers = match number("WORKERS", 0, 0, 1024)? {

@@ -10,7 +10,11 @@ const BINARY: &str = env!("CARGO_BIN_EXE_agent-platform");
 const ADMIN_KEY: &str = "binary-test-admin-key";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running server whose log lines arrive on a channel.
@@ -94,7 +98,9 @@ impl Drop for Server {
 /// One HTTP/1.1 exchange over a fresh connection: (status, body).
 fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let body = body.unwrap_or("");
     write!(
         stream,
@@ -111,7 +117,10 @@ fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
     stream.read_to_string(&mut raw).unwrap();
     let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
     let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -131,7 +140,10 @@ fn an_unreachable_database_at_start_up_is_a_clear_error_not_a_panic() {
     let output = Command::new(BINARY)
         .env_clear()
         .env("PORT", free_port().to_string())
-        .env("DATABASE_URL", "postgres://postgres:secret-pw@127.0.0.1:1/platform")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres:secret-pw@127.0.0.1:1/platform",
+        )
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -197,7 +209,9 @@ async fn on_postgres_and_redis_data_survives_a_restart_and_shutdown_is_graceful(
 
     // A request in flight when SIGTERM arrives still gets its answer.
     let mut in_flight = TcpStream::connect(("127.0.0.1", first.port)).unwrap();
-    in_flight.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    in_flight
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let body = r#"{"name": "late-but-welcome"}"#;
     write!(
         in_flight,
@@ -212,7 +226,7 @@ async fn on_postgres_and_redis_data_survives_a_restart_and_shutdown_is_graceful(
     first.wait_for("in-flight-42");
     first.terminate();
     first.wait_for("shutting down");
-    in_flight.write_all(body[10..].as_bytes()).unwrap();
+    in_flight.write_all(&body.as_bytes()[10..]).unwrap();
     let (status, late) = read_response(&mut in_flight);
     assert_eq!(status, 200, "{late}");
     first.wait_for("shutdown complete");
@@ -223,5 +237,9 @@ async fn on_postgres_and_redis_data_survives_a_restart_and_shutdown_is_graceful(
     assert_eq!(status, 200, "{fetched}");
     assert_eq!(fetched["name"], "durable");
     let (_, all) = http(second.port, "GET", "/api/v1/agents", None);
-    assert_eq!(all.as_array().unwrap().len(), 2, "the in-flight registration landed");
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "the in-flight registration landed"
+    );
 }

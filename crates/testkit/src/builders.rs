@@ -12,7 +12,9 @@ pub fn new_agent(name: &str, capabilities: &[&str]) -> NewAgent {
     NewAgent::parse(
         name,
         &caps,
-        json!({"cpu": 2, "memory": "1Gi"}).as_object().expect("object"),
+        json!({"cpu": 2, "memory": "1Gi"})
+            .as_object()
+            .expect("object"),
         json!({"team": "ai", "version": "1.0"})
             .as_object()
             .expect("object")
@@ -24,7 +26,11 @@ pub fn new_agent(name: &str, capabilities: &[&str]) -> NewAgent {
 
 /// A registered agent with a fixed ID number, created at `at`.
 pub fn agent(n: u128, name: &str, capabilities: &[&str], at: DateTime<Utc>) -> Agent {
-    Agent::register(new_agent(name, capabilities), AgentId(Uuid::from_u128(n)), at)
+    Agent::register(
+        new_agent(name, capabilities),
+        AgentId(Uuid::from_u128(n)),
+        at,
+    )
 }
 
 /// An `agent`-role API key for `agent`, with a hash derived from `n`.

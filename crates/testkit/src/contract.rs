@@ -78,7 +78,10 @@ pub async fn insert_then_get_round_trips(store: StoreUnderTest) {
     assert_eq!(stored[0].agent_id, Some(a.id));
 
     let back = store.agents.get(a.id).await.expect("get");
-    assert_eq!(back, a, "every field round-trips, timestamps to the microsecond");
+    assert_eq!(
+        back, a,
+        "every field round-trips, timestamps to the microsecond"
+    );
     assert_eq!(back.version, 0);
     assert_eq!(
         serde_json::Value::Object(back.resources.to_json()),
@@ -141,7 +144,11 @@ pub async fn a_stale_update_is_a_conflict_and_writes_nothing(store: StoreUnderTe
         .unwrap();
     let mut first = a.clone();
     first.max_concurrent_tasks = 7;
-    store.agents.update(&first, vec![note(1, &first)]).await.unwrap();
+    store
+        .agents
+        .update(&first, vec![note(1, &first)])
+        .await
+        .unwrap();
 
     let mut stale = a.clone(); // still at version 0
     stale.max_concurrent_tasks = 9;
@@ -255,7 +262,10 @@ pub async fn delete_removes_the_agent_and_revokes_its_keys(store: StoreUnderTest
     store.agents.update(&moved, vec![]).await.unwrap();
     let stale = store.agents.delete(&a, t(9), vec![note(1, &a)]).await;
     assert!(matches!(stale, Err(RepoError::Conflict(_))), "{stale:?}");
-    assert!(store.agents.get(a.id).await.is_ok(), "a stale delete removes nothing");
+    assert!(
+        store.agents.get(a.id).await.is_ok(),
+        "a stale delete removes nothing"
+    );
 
     let current = store.agents.get(a.id).await.unwrap();
     let stored = store
@@ -281,12 +291,12 @@ pub async fn delete_removes_the_agent_and_revokes_its_keys(store: StoreUnderTest
 
 pub async fn heartbeat_before_finds_only_silent_online_agents(store: StoreUnderTest) {
     let statuses = [
-        (1, AgentStatus::Idle, 0),       // silent and online: found
-        (2, AgentStatus::Busy, 10),      // silent and online: found, after 1
-        (3, AgentStatus::Draining, 20),  // silent and draining: found
-        (4, AgentStatus::Idle, 100),     // heard from recently
-        (5, AgentStatus::Offline, 0),    // already offline
-        (6, AgentStatus::Suspended, 0),  // suspended agents are not expected to beat
+        (1, AgentStatus::Idle, 0),      // silent and online: found
+        (2, AgentStatus::Busy, 10),     // silent and online: found, after 1
+        (3, AgentStatus::Draining, 20), // silent and draining: found
+        (4, AgentStatus::Idle, 100),    // heard from recently
+        (5, AgentStatus::Offline, 0),   // already offline
+        (6, AgentStatus::Suspended, 0), // suspended agents are not expected to beat
     ];
     for (n, status, beat) in statuses {
         let mut a = agent(n, &format!("worker-{n}"), &[], t(0));
@@ -382,7 +392,11 @@ pub async fn events_are_numbered_and_read_back_in_order(store: StoreUnderTest) {
     let b = agent(2, "worker-2", &[], t(0));
     store
         .agents
-        .insert(&b, &agent_key(2, b.id, t(0)), vec![note(2, &b), note(3, &b)])
+        .insert(
+            &b,
+            &agent_key(2, b.id, t(0)),
+            vec![note(2, &b), note(3, &b)],
+        )
         .await
         .unwrap();
 
@@ -395,9 +409,20 @@ pub async fn events_are_numbered_and_read_back_in_order(store: StoreUnderTest) {
 
     let after_first = store.events.events_after(all[0].seq, 100).await.unwrap();
     assert_eq!(after_first.len(), 2);
-    assert_eq!(store.events.events_after(all[0].seq, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .events
+            .events_after(all[0].seq, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     let latest = store.events.latest_events(2).await.unwrap();
-    let ns: Vec<_> = latest.iter().map(|e| e.data["n"].as_u64().unwrap()).collect();
+    let ns: Vec<_> = latest
+        .iter()
+        .map(|e| e.data["n"].as_u64().unwrap())
+        .collect();
     assert_eq!(ns, [3, 2], "newest first");
 }

@@ -41,21 +41,23 @@ impl StoreUnderTest {
 }
 
 /// A platform on the given store and bus, with a manual clock and the given settings.
-pub fn platform<S, B>(store: Arc<S>, bus: Arc<B>, clock: ManualClock, settings: Settings) -> Platform
+pub fn platform<S, B>(
+    store: Arc<S>,
+    bus: Arc<B>,
+    clock: ManualClock,
+    settings: Settings,
+) -> Platform
 where
     S: AgentRepository + CredentialRepository + EventLog + HealthCheck + 'static,
     B: EventBus + 'static,
 {
     Platform::new(
-        Dependencies {
-            agents: store.clone(),
-            credentials: store.clone(),
-            event_log: store.clone(),
-            store_health: store,
+        Dependencies::on_store(
+            store,
             bus,
-            clock: Arc::new(clock),
-            ids: Arc::new(SequentialIds::default()),
-        },
+            Arc::new(clock),
+            Arc::new(SequentialIds::default()),
+        ),
         settings,
     )
 }

@@ -40,7 +40,11 @@ async fn root() -> HttpResponse {
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let report = state.platform.health().await;
     let body = HealthBody {
-        status: if report.is_healthy() { "healthy" } else { "degraded" },
+        status: if report.is_healthy() {
+            "healthy"
+        } else {
+            "degraded"
+        },
         components: Components {
             platform: report.platform.as_str(),
             database: report.database.as_str(),

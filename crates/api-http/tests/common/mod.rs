@@ -118,9 +118,8 @@ where
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes))
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))
     };
     Reply {
         status,
@@ -180,4 +179,3 @@ where
         body["agent_key"].as_str().unwrap().to_owned(),
     )
 }
-

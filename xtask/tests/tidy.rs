@@ -1,0 +1,176 @@
+//! Checks on the workspace itself, so the architecture's rules cannot rot:
+//! the dependency rules between crates, one version per dependency, and a `//!` line atop
+//! every source file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn manifest(krate: &str) -> toml::Table {
+    let path = root().join("crates").join(krate).join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn names(manifest: &toml::Table, section: &str) -> BTreeSet<String> {
+    manifest
+        .get(section)
+        .and_then(|s| s.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn crates() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+const ADAPTERS: [&str; 3] = ["adapters-memory", "adapters-postgres", "adapters-redis"];
+/// Crates that do I/O or run async code; the domain may depend on none of them.
+const IO_OR_ASYNC: [&str; 14] = [
+    "tokio",
+    "async-trait",
+    "futures",
+    "futures-util",
+    "sqlx",
+    "actix-web",
+    "actix-http",
+    "actix-ws",
+    "deadpool-redis",
+    "redis",
+    "hyper",
+    "reqwest",
+    "tracing",
+    "rand",
+];
+
+#[test]
+fn the_domain_depends_on_no_crate_of_ours_and_no_io_or_async_crate() {
+    let deps = names(&manifest("domain"), "dependencies");
+    for dep in &deps {
+        assert!(
+            !crates().contains(dep),
+            "domain depends on our crate {dep}; it must depend on none"
+        );
+        assert!(
+            !IO_OR_ASYNC.contains(&dep.as_str()),
+            "domain depends on {dep}, which does I/O or is async"
+        );
+    }
+}
+
+#[test]
+fn only_the_server_names_concrete_adapters() {
+    for krate in crates() {
+        if krate == "server" {
+            continue;
+        }
+        let deps = names(&manifest(&krate), "dependencies");
+        for adapter in ADAPTERS {
+            assert!(
+                !deps.contains(adapter),
+                "{krate} depends on {adapter}; only server may name concrete adapters"
+            );
+        }
+    }
+}
+
+#[test]
+fn api_http_sees_adapters_only_as_dev_dependencies() {
+    let m = manifest("api-http");
+    let deps = names(&m, "dependencies");
+    assert!(
+        ADAPTERS.iter().all(|a| !deps.contains(*a)),
+        "api-http must not depend on adapters outside [dev-dependencies]"
+    );
+}
+
+#[test]
+fn the_core_never_sees_a_web_framework_or_a_database_driver() {
+    for krate in ["domain", "ports", "app"] {
+        let deps = names(&manifest(krate), "dependencies");
+        for forbidden in [
+            "actix-web",
+            "actix-http",
+            "actix-ws",
+            "sqlx",
+            "deadpool-redis",
+            "redis",
+        ] {
+            assert!(!deps.contains(forbidden), "{krate} depends on {forbidden}");
+        }
+    }
+}
+
+#[test]
+fn every_dependency_version_is_set_once_in_the_workspace() {
+    let mut manifests: Vec<(String, toml::Table)> = crates()
+        .into_iter()
+        .map(|c| (c.clone(), manifest(&c)))
+        .collect();
+    let xtask = std::fs::read_to_string(root().join("xtask/Cargo.toml")).unwrap();
+    manifests.push(("xtask".into(), xtask.parse().unwrap()));
+    for (krate, m) in manifests {
+        for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+            let Some(table) = m.get(section).and_then(|s| s.as_table()) else {
+                continue;
+            };
+            for (name, spec) in table {
+                let inherited = spec
+                    .as_table()
+                    .and_then(|t| t.get("workspace"))
+                    .and_then(|w| w.as_bool())
+                    == Some(true);
+                assert!(
+                    inherited,
+                    "{krate}: [{section}] {name} must be `{name}.workspace = true`"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_source_file_says_what_it_is_for() {
+    let mut missing = Vec::new();
+    let mut stack = vec![root().join("crates"), root().join("xtask")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.trim_start().starts_with("//!") {
+                    missing.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` opening line: {missing:?}"
+    );
+}
+
+#[test]
+fn each_crate_has_a_paragraph_in_the_architecture_document() {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    for krate in crates() {
+        assert!(
+            doc.contains(&format!("`{krate}`")),
+            "ARCHITECTURE.md does not describe the crate `{krate}`"
+        );
+    }
+}
