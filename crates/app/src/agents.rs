@@ -208,6 +208,7 @@ impl Platform {
                 .await
                 .map_err(|e| AppError::from_repo("Agent", e))?;
             let batch_len = stale.len();
+            let marked_before = marked;
             for agent in stale {
                 let result = self
                     .modify_agent(agent.id, |agent, now| {
@@ -227,7 +228,9 @@ impl Platform {
                     Err(e) => return Err(e),
                 }
             }
-            if batch_len < SWEEP_BATCH as usize {
+            // A short batch was the last one; a full batch that marked nothing would only
+            // come back unchanged.
+            if batch_len < SWEEP_BATCH as usize || marked == marked_before {
                 return Ok(marked);
             }
         }
