@@ -12,6 +12,8 @@ pub mod ids;
 pub mod metadata;
 pub mod page;
 pub mod quantity;
+pub mod scheduler;
+pub mod task;
 pub mod validation;
 
 pub use agent::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, NewAgent, StatusRequest};
@@ -23,4 +25,5 @@ pub use ids::{AgentId, ApiKeyId};
 pub use metadata::Metadata;
 pub use page::{Cursor, Limit};
 pub use quantity::{Quantity, QuantityError, ResourceMap};
+pub use task::{NewTask, Priority, ResourceClaim, Task, TaskId, TaskInput, TaskStatus};
 pub use validation::{FieldError, ValidationErrors};

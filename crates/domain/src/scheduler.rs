@@ -1,0 +1,348 @@
+//! The scheduler: which pending task goes to which agent, decided as a pure function.
+//!
+//! Given the pending tasks, the serving agents with their free capacity, the shared pools with
+//! theirs, the time and a policy, [`schedule`] returns assignments and, for every task it could
+//! not place, a reason naming what is missing. Tasks are taken in effective-priority order;
+//! a task that cannot be placed is skipped, never blocking smaller tasks behind it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::task::{Task, TaskId};
+use crate::{Agent, AgentId, CapabilitySet, ResourceMap};
+
+/// How agents are chosen among the eligible ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The least-loaded agent: spreads work across the fleet.
+    Spread,
+    /// The most-loaded agent that still fits: packs work onto few agents.
+    BinPack,
+}
+
+/// Tunables of the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub strategy: Strategy,
+    /// A waiting task gains one priority level per this much waiting...
+    pub aging_step: Duration,
+    /// ...up to this many levels.
+    pub max_aging: f64,
+    /// Within this much of its deadline, a task gains urgency...
+    pub urgency_horizon: Duration,
+    /// ...up to this many levels at the deadline.
+    pub max_urgency: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Spread,
+            aging_step: Duration::minutes(5),
+            max_aging: 5.0,
+            urgency_horizon: Duration::minutes(10),
+            max_urgency: 5.0,
+        }
+    }
+}
+
+/// A task's priority raised by waiting and by a nearing deadline, so nothing starves.
+pub fn effective_priority(task: &Task, now: DateTime<Utc>, policy: &Policy) -> f64 {
+    let base = f64::from(task.priority.get());
+    let waited = (now - task.created_at).num_milliseconds().max(0) as f64;
+    let step = policy.aging_step.num_milliseconds().max(1) as f64;
+    let aging = (waited / step).min(policy.max_aging);
+    let urgency = match task.deadline {
+        None => 0.0,
+        Some(deadline) => {
+            let left = (deadline - now).num_milliseconds() as f64;
+            let horizon = policy.urgency_horizon.num_milliseconds().max(1) as f64;
+            if left <= 0.0 {
+                policy.max_urgency
+            } else if left < horizon {
+                policy.max_urgency * (1.0 - left / horizon)
+            } else {
+                0.0
+            }
+        }
+    };
+    base + aging + urgency
+}
+
+/// What one serving agent can still take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentCapacity {
+    pub id: AgentId,
+    pub capabilities: CapabilitySet,
+    pub max_slots: u32,
+    pub free_slots: u32,
+    /// Free amount per resource dimension, in nano-units (capacity minus running requests).
+    pub free: BTreeMap<String, i128>,
+    pub reliability: f64,
+}
+
+impl AgentCapacity {
+    /// The capacity of `agent` given the tasks it holds; `None` unless it is serving.
+    pub fn of<'a>(agent: &Agent, held: impl IntoIterator<Item = &'a Task>) -> Option<Self> {
+        if !agent.status.is_serving() {
+            return None;
+        }
+        let mut free: BTreeMap<String, i128> = agent
+            .resources
+            .iter()
+            .map(|(k, q)| (k.to_owned(), q.nanos()))
+            .collect();
+        let mut used = 0u32;
+        for task in held {
+            used += 1;
+            for (k, q) in task.resources.iter() {
+                *free.entry(k.to_owned()).or_insert(0) -= q.nanos();
+            }
+        }
+        Some(Self {
+            id: agent.id,
+            capabilities: agent.capabilities.clone(),
+            max_slots: agent.max_concurrent_tasks,
+            free_slots: agent.max_concurrent_tasks.saturating_sub(used),
+            free,
+            reliability: agent.reliability,
+        })
+    }
+
+    /// The first dimension of `request` this agent lacks, with (needed, free).
+    fn shortfall(&self, request: &ResourceMap) -> Option<(String, i128, i128)> {
+        request.iter().find_map(|(k, q)| {
+            let free = self.free.get(k).copied().unwrap_or(0);
+            (free < q.nanos()).then(|| (k.to_owned(), q.nanos(), free))
+        })
+    }
+
+    fn take(&mut self, request: &ResourceMap) {
+        self.free_slots -= 1;
+        for (k, q) in request.iter() {
+            *self.free.entry(k.to_owned()).or_insert(0) -= q.nanos();
+        }
+    }
+
+    fn score(&self, strategy: Strategy) -> f64 {
+        let max = f64::from(self.max_slots.max(1));
+        let load_after = (f64::from(self.max_slots - self.free_slots) + 1.0) / max;
+        let base = match strategy {
+            Strategy::Spread => 1.0 - load_after.min(1.0),
+            Strategy::BinPack => load_after.min(1.0),
+        };
+        // Reliability weighs in without ever ruling an agent out.
+        (base + 0.01) * (0.1 + 0.9 * self.reliability.clamp(0.0, 1.0))
+    }
+}
+
+/// Free capacity of the shared resource pools, addressable by ID or name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pools {
+    /// Pool key by every name a claim may use (ID and name).
+    refs: HashMap<String, usize>,
+    names: Vec<String>,
+    free: Vec<BTreeMap<String, i128>>,
+}
+
+impl Pools {
+    /// Adds a pool reachable as `id` and as `name`, with its free amounts.
+    pub fn add(&mut self, id: &str, name: &str, free: BTreeMap<String, i128>) {
+        let key = self.free.len();
+        self.refs.insert(id.to_owned(), key);
+        self.refs.insert(name.to_owned(), key);
+        self.names.push(name.to_owned());
+        self.free.push(free);
+    }
+
+    /// Why `task`'s claims do not fit, if they do not.
+    fn shortfall(&self, task: &Task) -> Option<String> {
+        for claim in &task.resource_claims {
+            let Some(&key) = self.refs.get(&claim.resource) else {
+                return Some(format!("resource {} does not exist", claim.resource));
+            };
+            for (dim, q) in claim.amount.iter() {
+                let free = self.free[key].get(dim).copied().unwrap_or(0);
+                if free < q.nanos() {
+                    return Some(format!(
+                        "resource {} has {} of {} {dim} free",
+                        self.names[key],
+                        show(free.max(0)),
+                        show(q.nanos())
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, task: &Task) {
+        for claim in &task.resource_claims {
+            if let Some(&key) = self.refs.get(&claim.resource) {
+                for (dim, q) in claim.amount.iter() {
+                    *self.free[key].entry(dim.to_owned()).or_insert(0) -= q.nanos();
+                }
+            }
+        }
+    }
+}
+
+/// A nano-unit amount, written the short way.
+fn show(nanos: i128) -> String {
+    let whole = nanos / 1_000_000_000;
+    let frac = nanos % 1_000_000_000;
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{}", nanos as f64 / 1e9)
+    }
+}
+
+/// One placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub task: TaskId,
+    pub agent: AgentId,
+}
+
+/// A task left pending, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaced {
+    pub task: TaskId,
+    pub reason: String,
+}
+
+/// The scheduler's decision for one pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub assignments: Vec<Assignment>,
+    pub unplaced: Vec<Unplaced>,
+}
+
+/// The order tasks are considered in: effective priority, then earlier deadline, then older.
+pub fn queue_order<'a>(tasks: &'a [Task], now: DateTime<Utc>, policy: &Policy) -> Vec<&'a Task> {
+    let mut keyed: Vec<(f64, &Task)> = tasks
+        .iter()
+        .map(|t| (effective_priority(t, now, policy), t))
+        .collect();
+    keyed.sort_by(|(pa, a), (pb, b)| {
+        pb.total_cmp(pa)
+            .then_with(|| match (a.deadline, b.deadline) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+            .then(a.created_at.cmp(&b.created_at))
+            .then(a.id.cmp(&b.id))
+    });
+    keyed.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Places as many pending tasks as fit. Tasks that are not pending, or whose retry backoff has
+/// not elapsed, are ignored. `agents` and `pools` are consumed as capacity is handed out.
+pub fn schedule(
+    tasks: &[Task],
+    mut agents: Vec<AgentCapacity>,
+    mut pools: Pools,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Plan {
+    let offered: BTreeSet<String> = agents
+        .iter()
+        .flat_map(|a| a.capabilities.iter().map(|c| c.as_str().to_owned()))
+        .collect();
+    let mut plan = Plan::default();
+    let ready: Vec<Task> = tasks
+        .iter()
+        .filter(|t| t.status == crate::task::TaskStatus::Pending && t.not_before <= now)
+        .cloned()
+        .collect();
+    for task in queue_order(&ready, now, policy) {
+        if let Some(missing) = task
+            .required_capabilities
+            .iter()
+            .find(|c| !offered.contains(c.as_str()))
+        {
+            plan.unplaced.push(Unplaced {
+                task: task.id,
+                reason: format!("no online agent has capability {missing}"),
+            });
+            continue;
+        }
+        if let Some(reason) = pools.shortfall(task) {
+            plan.unplaced.push(Unplaced {
+                task: task.id,
+                reason,
+            });
+            continue;
+        }
+        let mut capable = 0usize;
+        let mut with_room = 0usize;
+        let mut short: Option<(String, i128, i128)> = None;
+        let mut best: Option<(f64, usize)> = None;
+        for (i, agent) in agents.iter().enumerate() {
+            if !agent.capabilities.covers(&task.required_capabilities) {
+                continue;
+            }
+            capable += 1;
+            if agent.free_slots == 0 {
+                continue;
+            }
+            with_room += 1;
+            if let Some(s) = agent.shortfall(&task.resources) {
+                if short.as_ref().is_none_or(|(_, _, f)| s.2 > *f) {
+                    short = Some(s);
+                }
+                continue;
+            }
+            let score = agent.score(policy.strategy);
+            let better = match best {
+                None => true,
+                Some((b, j)) => score > b || (score == b && agent.id < agents[j].id),
+            };
+            if better {
+                best = Some((score, i));
+            }
+        }
+        match best {
+            Some((_, i)) => {
+                agents[i].take(&task.resources);
+                pools.take(task);
+                plan.assignments.push(Assignment {
+                    task: task.id,
+                    agent: agents[i].id,
+                });
+            }
+            None => {
+                let reason = if capable == 0 {
+                    "no online agent has all the required capabilities".to_owned()
+                } else if with_room == 0 {
+                    format!("{capable} {} match, all at capacity", agents_word(capable))
+                } else {
+                    let (dim, need, free) = short.unwrap_or_default();
+                    format!(
+                        "{capable} {} match, none has enough free {dim} (needs {}, at most {} free)",
+                        agents_word(capable),
+                        show(need),
+                        show(free.max(0))
+                    )
+                };
+                plan.unplaced.push(Unplaced {
+                    task: task.id,
+                    reason,
+                });
+            }
+        }
+    }
+    plan
+}
+
+fn agents_word(n: usize) -> &'static str {
+    if n == 1 {
+        "agent"
+    } else {
+        "agents"
+    }
+}
