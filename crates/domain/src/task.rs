@@ -640,7 +640,7 @@ impl Task {
 
     /// A pending task whose deadline has passed expires.
     pub fn expire_if_late(&mut self, now: DateTime<Utc>) -> Option<Outcome> {
-        if self.status != TaskStatus::Pending || !self.deadline.is_some_and(|d| d <= now) {
+        if self.status != TaskStatus::Pending || self.deadline.is_none_or(|d| d > now) {
             return None;
         }
         self.status = TaskStatus::Expired;
