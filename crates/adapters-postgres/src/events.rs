@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{AgentId, Event, EventKind, NewEvent};
+use domain::{AgentId, Event, EventKind, NewEvent, TaskId};
 use ports::{EventLog, RepoError};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -19,12 +19,13 @@ pub(crate) async fn append(
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
         let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO events (type, channel, agent_id, data, created_at)
-             VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+            "INSERT INTO events (type, channel, agent_id, task_id, data, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
         )
         .bind(event.kind.as_str())
         .bind(event.kind.channel().as_str())
         .bind(event.agent_id.map(|a| a.as_uuid()))
+        .bind(event.task_id.map(|t| t.as_uuid()))
         .bind(&event.data)
         .bind(event.timestamp)
         .fetch_one(&mut *conn)
@@ -46,6 +47,10 @@ fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
             .try_get::<Option<Uuid>, _>("agent_id")
             .map_err(repo_error)?
             .map(AgentId),
+        task_id: row
+            .try_get::<Option<Uuid>, _>("task_id")
+            .map_err(repo_error)?
+            .map(TaskId),
         data: row.try_get("data").map_err(repo_error)?,
         timestamp: row
             .try_get::<DateTime<Utc>, _>("created_at")
@@ -57,7 +62,7 @@ fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
 impl EventLog for PgStore {
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
-            "SELECT seq, type, agent_id, data, created_at FROM events
+            "SELECT seq, type, agent_id, task_id, data, created_at FROM events
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq)
@@ -72,7 +77,7 @@ impl EventLog for PgStore {
 
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
-            "SELECT seq, type, agent_id, data, created_at FROM events
+            "SELECT seq, type, agent_id, task_id, data, created_at FROM events
              ORDER BY seq DESC LIMIT $1",
         )
         .bind(i64::from(limit))

@@ -89,6 +89,7 @@ pub fn encode(event: &Event) -> String {
         "type": event.kind.as_str(),
         "channel": event.channel().as_str(),
         "agent_id": event.agent_id,
+        "task_id": event.task_id,
         "data": event.data,
         "timestamp": event.timestamp,
     })

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_CONCURRENT_TASKS: u32 = 1;
 pub const MAX_CONCURRENT_TASKS: u32 = 10_000;
 /// Reliability of an agent with no track record yet.
 pub const INITIAL_RELIABILITY: f64 = 1.0;
+/// Weight of the past in the reliability average: each outcome moves it 10 % of the way.
+pub const RELIABILITY_DECAY: f64 = 0.9;
 
 /// Where an agent is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -352,6 +354,35 @@ impl Agent {
         }
         self.updated_at = now;
         self.set_status(AgentStatus::Offline)
+    }
+
+    /// Counts one more task held. The caller has checked there is room.
+    pub fn take_task(&mut self, now: DateTime<Utc>) -> Option<StatusChange> {
+        self.current_tasks += 1;
+        self.updated_at = now;
+        self.refresh_load()
+    }
+
+    /// Counts one task fewer held, and folds its outcome into the reliability score
+    /// (an exponential moving average of successes).
+    pub fn release_task(&mut self, succeeded: Option<bool>, now: DateTime<Utc>) -> Option<StatusChange> {
+        self.current_tasks = self.current_tasks.saturating_sub(1);
+        if let Some(ok) = succeeded {
+            let sample = if ok { 1.0 } else { 0.0 };
+            self.reliability = RELIABILITY_DECAY * self.reliability + (1.0 - RELIABILITY_DECAY) * sample;
+        }
+        self.updated_at = now;
+        self.refresh_load()
+    }
+
+    /// Moves a serving agent between idle, active and busy as its load changes.
+    fn refresh_load(&mut self) -> Option<StatusChange> {
+        if self.status.is_serving() {
+            let target = self.serving_status();
+            self.set_status(target)
+        } else {
+            None
+        }
     }
 
     /// Applies an operator's update.

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::AgentId;
+use crate::{AgentId, TaskId};
 
 /// The channels a subscriber can choose from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,14 +67,32 @@ pub enum EventKind {
     AgentDeregistered,
     AgentStatusChanged,
     AgentUpdated,
+    TaskSubmitted,
+    TaskAssigned,
+    TaskStarted,
+    TaskProgress,
+    TaskCompleted,
+    TaskFailed,
+    TaskRetrying,
+    TaskCancelled,
+    TaskExpired,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::AgentRegistered,
         EventKind::AgentDeregistered,
         EventKind::AgentStatusChanged,
         EventKind::AgentUpdated,
+        EventKind::TaskSubmitted,
+        EventKind::TaskAssigned,
+        EventKind::TaskStarted,
+        EventKind::TaskProgress,
+        EventKind::TaskCompleted,
+        EventKind::TaskFailed,
+        EventKind::TaskRetrying,
+        EventKind::TaskCancelled,
+        EventKind::TaskExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +101,15 @@ impl EventKind {
             EventKind::AgentDeregistered => "agent_deregistered",
             EventKind::AgentStatusChanged => "agent_status_changed",
             EventKind::AgentUpdated => "agent_updated",
+            EventKind::TaskSubmitted => "task_submitted",
+            EventKind::TaskAssigned => "task_assigned",
+            EventKind::TaskStarted => "task_started",
+            EventKind::TaskProgress => "task_progress",
+            EventKind::TaskCompleted => "task_completed",
+            EventKind::TaskFailed => "task_failed",
+            EventKind::TaskRetrying => "task_retrying",
+            EventKind::TaskCancelled => "task_cancelled",
+            EventKind::TaskExpired => "task_expired",
         }
     }
 
@@ -92,6 +119,15 @@ impl EventKind {
             | EventKind::AgentDeregistered
             | EventKind::AgentStatusChanged
             | EventKind::AgentUpdated => Channel::AgentActivity,
+            EventKind::TaskSubmitted
+            | EventKind::TaskAssigned
+            | EventKind::TaskStarted
+            | EventKind::TaskProgress
+            | EventKind::TaskCompleted
+            | EventKind::TaskFailed
+            | EventKind::TaskRetrying
+            | EventKind::TaskCancelled
+            | EventKind::TaskExpired => Channel::TaskActivity,
         }
     }
 }
@@ -118,6 +154,8 @@ pub struct NewEvent {
     pub kind: EventKind,
     /// The agent the event is about, if any: used to filter and to scope `agent` subscribers.
     pub agent_id: Option<AgentId>,
+    /// The task the event is about, if any.
+    pub task_id: Option<TaskId>,
     pub data: Value,
     pub timestamp: DateTime<Utc>,
 }
@@ -127,6 +165,24 @@ impl NewEvent {
         Self {
             kind,
             agent_id: Some(agent),
+            task_id: None,
+            data,
+            timestamp: at,
+        }
+    }
+
+    /// An event about a task and, if it has one, the agent holding it.
+    pub fn about_task(
+        kind: EventKind,
+        task: TaskId,
+        agent: Option<AgentId>,
+        data: Value,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind,
+            agent_id: agent,
+            task_id: Some(task),
             data,
             timestamp: at,
         }
@@ -139,6 +195,7 @@ pub struct Event {
     pub seq: i64,
     pub kind: EventKind,
     pub agent_id: Option<AgentId>,
+    pub task_id: Option<TaskId>,
     pub data: Value,
     pub timestamp: DateTime<Utc>,
 }
@@ -149,6 +206,7 @@ impl Event {
             seq,
             kind: new.kind,
             agent_id: new.agent_id,
+            task_id: new.task_id,
             data: new.data,
             timestamp: new.timestamp,
         }

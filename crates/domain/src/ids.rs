@@ -48,3 +48,7 @@ id_type!(
     /// Identifies a stored API key.
     ApiKeyId
 );
+id_type!(
+    /// Identifies a task.
+    TaskId
+);

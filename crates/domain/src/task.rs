@@ -31,21 +31,7 @@ pub const MAX_CLAIMS: usize = 16;
 pub const BASE_BACKOFF_SECS: i64 = 2;
 pub const MAX_BACKOFF_SECS: i64 = 300;
 
-/// Identifies a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(pub Uuid);
-
-impl TaskId {
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::ids::TaskId;
 
 /// A priority from 1 (lowest) to 10 (highest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
