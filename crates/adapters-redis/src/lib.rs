@@ -1,7 +1,9 @@
 //! The event bus on Redis pub/sub, so events committed on any replica reach every replica.
 //!
 //! Redis carries events; it does not keep them. The durable copy is the event log in the
-//! store, so a Redis outage delays delivery but loses nothing.
+//! store, written with each change. Publishing never makes a request wait: events go into a
+//! bounded queue that one background task drains to Redis in order. While Redis is down the
+//! queue's events are dropped (and logged); they remain in the event log.
 
 use std::time::Duration;
 
@@ -16,6 +18,10 @@ use serde_json::json;
 pub const EVENTS_CHANNEL: &str = "agent_platform:events";
 /// How long a health check or a publish may wait for Redis.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// Events waiting to be published; beyond this, new ones are dropped (they stay in the log).
+const QUEUE: usize = 10_000;
+/// Most events sent in one pipeline.
+const BATCH: usize = 256;
 
 /// Why the Redis adapter could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +32,7 @@ pub struct ConfigError(String);
 #[derive(Clone)]
 pub struct RedisBus {
     pool: Pool,
+    queue: tokio::sync::mpsc::Sender<String>,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -35,8 +42,9 @@ impl std::fmt::Debug for RedisBus {
 }
 
 impl RedisBus {
-    /// Builds the connection pool. Connections are opened on first use, so a Redis that is down
-    /// now only makes the bus report itself unhealthy until it is back.
+    /// Builds the connection pool and starts the publishing task on the current tokio runtime.
+    /// Connections are opened on first use, so a Redis that is down now only makes the bus
+    /// report itself unhealthy until it is back.
     pub fn new(url: &str) -> Result<Self, ConfigError> {
         redis::Client::open(url).map_err(|e| ConfigError(e.to_string()))?;
         let pool = Config::from_url(url)
@@ -49,7 +57,9 @@ impl RedisBus {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| ConfigError(e.to_string()))?;
-        Ok(Self { pool })
+        let (queue, pending) = tokio::sync::mpsc::channel(QUEUE);
+        tokio::spawn(drain(pool.clone(), pending));
+        Ok(Self { pool, queue })
     }
 
     async fn ping(&self) -> Result<(), String> {
@@ -63,17 +73,6 @@ impl RedisBus {
         } else {
             Err(format!("unexpected PING reply {pong:?}"))
         }
-    }
-
-    async fn publish_all(&self, payloads: Vec<String>) -> Result<(), String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-        let mut pipe = redis::pipe();
-        for payload in payloads {
-            pipe.publish(EVENTS_CHANNEL, payload).ignore();
-        }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
     }
 
     /// Closes the pool.
@@ -96,17 +95,52 @@ pub fn encode(event: &Event) -> String {
     .to_string()
 }
 
+async fn publish_all(pool: &Pool, payloads: &[String]) -> Result<(), String> {
+    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+    let mut pipe = redis::pipe();
+    for payload in payloads {
+        pipe.publish(EVENTS_CHANNEL, payload).ignore();
+    }
+    pipe.query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Publishes queued events in order, a pipeline at a time, until every sender is gone.
+/// Logs when delivery stops working and when it works again, not for every event.
+async fn drain(pool: Pool, mut pending: tokio::sync::mpsc::Receiver<String>) {
+    let mut failing = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    while pending.recv_many(&mut batch, BATCH).await > 0 {
+        let result = tokio::time::timeout(TIMEOUT, publish_all(&pool, &batch))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        match result {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("publishing events to Redis works again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot publish events to Redis; they stay in the event log");
+                }
+                failing = true;
+            }
+        }
+        batch.clear();
+    }
+}
+
 #[async_trait]
 impl EventBus for RedisBus {
     async fn publish(&self, events: &[Event]) {
-        let payloads = events.iter().map(encode).collect();
-        match tokio::time::timeout(TIMEOUT, self.publish_all(payloads)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot publish events to Redis; they stay in the event log")
-            }
-            Err(_) => {
-                tracing::warn!("publishing events to Redis timed out; they stay in the event log")
+        for event in events {
+            if self.queue.try_send(encode(event)).is_err() {
+                tracing::warn!(
+                    seq = event.seq,
+                    "the Redis publish queue is full; the event is in the log only"
+                );
             }
         }
     }

@@ -18,8 +18,9 @@ pub trait EventLog: Send + Sync {
 /// Live delivery of committed events to whoever listens, on this replica or all of them.
 #[async_trait]
 pub trait EventBus: Send + Sync {
-    /// Delivers committed events to subscribers. Never fails the caller: the events are already
-    /// durable in the log, so a delivery problem is logged by the adapter and caught up later.
+    /// Hands committed events over for delivery, in order, without waiting for subscribers.
+    /// Never fails the caller: the events are already durable in the log, so a delivery problem
+    /// is the adapter's to log; readers of the log still see every event.
     async fn publish(&self, events: &[Event]);
 
     /// Whether the bus can deliver right now.

@@ -40,6 +40,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let body_limit = BodyLimit(config.max_body_bytes);
     let mut server = HttpServer::new(move || api_http::app(state.clone(), body_limit))
         .shutdown_timeout(config.shutdown_timeout.as_secs())
+        // Signals are handled below, so SIGINT drains as gracefully as SIGTERM.
+        .disable_signals()
         .bind((config.host, config.port))?;
     if let Some(workers) = config.workers {
         server = server.workers(workers);
@@ -47,12 +49,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");
     }
-    // actix-web stops accepting on SIGTERM/SIGINT and waits for in-flight requests.
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(async move {
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "starting graceful shutdown: no new connections, finishing in-flight requests");
+        handle.stop(true).await;
+    });
+    server.await?;
 
     tracing::info!("HTTP server stopped; stopping background jobs and closing connections");
     jobs.shutdown().await;
     runtime.close().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT, naming it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for shutdown signals; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

@@ -69,8 +69,12 @@ impl Server {
     }
 
     fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -225,7 +229,7 @@ async fn on_postgres_and_redis_data_survives_a_restart_and_shutdown_is_graceful(
     // The server has read the head and is waiting for the rest of the body.
     first.wait_for("in-flight-42");
     first.terminate();
-    first.wait_for("shutting down");
+    first.wait_for("starting graceful shutdown");
     in_flight.write_all(&body.as_bytes()[10..]).unwrap();
     let (status, late) = read_response(&mut in_flight);
     assert_eq!(status, 200, "{late}");
@@ -242,4 +246,16 @@ async fn on_postgres_and_redis_data_survives_a_restart_and_shutdown_is_graceful(
         2,
         "the in-flight registration landed"
     );
+}
+
+#[test]
+fn sigint_drains_as_gracefully_as_sigterm() {
+    let server = Server::start(&[]);
+    let (status, _) = http(server.port, "GET", "/livez", None);
+    assert_eq!(status, 200);
+    server.signal("-INT");
+    let line = server.wait_for("starting graceful shutdown");
+    assert!(line.contains("SIGINT"), "{line}");
+    server.wait_for("shutdown complete");
+    assert_eq!(server.wait_exit(), 0);
 }
