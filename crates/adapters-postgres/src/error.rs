@@ -22,10 +22,17 @@ pub(crate) fn repo_error(error: sqlx::Error) -> RepoError {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
+        sqlx::Error::Protocol(_) => RepoError::Unavailable(error.to_string()),
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // unique_violation, serialization_failure, deadlock_detected: the write lost a race.
-            Some("23505" | "40001" | "40P01") => RepoError::Conflict(db.message().to_owned()),
-            // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
+            // The database's own words (constraint names) stay in the logs, not in responses.
+            Some("23505" | "40001" | "40P01") => {
+                tracing::debug!(error = %db, "write refused by the database");
+                RepoError::Conflict("the change conflicts with a concurrent one; try again".into())
+            }
+            // connection_exception (class 08), admin_shutdown, crash_shutdown,
+            // cannot_connect_now, too_many_connections.
+            Some(code) if code.starts_with("08") => RepoError::Unavailable(db.message().to_owned()),
             Some("57P01" | "57P02" | "57P03" | "53300") => {
                 RepoError::Unavailable(db.message().to_owned())
             }

@@ -21,6 +21,9 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The one answer to every refused token, so a caller learns nothing about which check failed.
+const INVALID_TOKEN: &str = "invalid or expired token";
+
 /// How JWTs are checked: HS256 only, `exp` required, `nbf`, `iss` and `aud` when configured.
 #[derive(Clone)]
 pub struct JwtVerifier {
@@ -62,22 +65,18 @@ impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
             tracing::debug!(error = %e, "JWT refused");
-            ApiError::unauthorized("invalid or expired token")
+            ApiError::unauthorized(INVALID_TOKEN)
         })?;
         let claims = data.claims;
         let role = match claims.role.as_deref() {
             None => Role::Operator,
             Some(role) => role
                 .parse::<Role>()
-                .map_err(|_| ApiError::unauthorized("the token's role is not recognised"))?,
+                .map_err(|_| ApiError::unauthorized(INVALID_TOKEN))?,
         };
         let agent_id = match (role, claims.agent_id) {
             (Role::Agent, Some(id)) => Some(AgentId(id)),
-            (Role::Agent, None) => {
-                return Err(ApiError::unauthorized(
-                    "a token with role agent must name its agent_id",
-                ))
-            }
+            (Role::Agent, None) => return Err(ApiError::unauthorized(INVALID_TOKEN)),
             (_, _) => None,
         };
         Ok(Principal {
@@ -185,9 +184,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
     if token.split('.').count() == 3 {
         return match &state.jwt {
             Some(verifier) => verifier.verify(token),
-            None => Err(ApiError::unauthorized(
-                "JWT authentication is not configured on this server",
-            )),
+            None => Err(ApiError::unauthorized(INVALID_TOKEN)),
         };
     }
     Ok(state.platform.authenticate_api_key(token).await?)

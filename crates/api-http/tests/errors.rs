@@ -187,6 +187,7 @@ async fn bad_query_parameters_are_400() {
         "limit=1001",
         "limit=ten",
         "cursor=garbage",
+        "status=offline", // a typo of status_filter is refused, not ignored
     ] {
         let reply = send(&app, admin(Method::GET, &format!("/api/v1/agents?{query}"))).await;
         reply.problem(400);
@@ -216,6 +217,7 @@ async fn unknown_routes_are_404_and_wrong_methods_are_405_with_allow() {
     reply.problem(405);
     assert_eq!(reply.header("allow"), Some("GET, PATCH, DELETE"));
     let reply = send(&app, req(Method::DELETE, "/api/v1/health")).await;
+    reply.problem(405);
     assert_eq!(reply.header("allow"), Some("GET"));
 }
 

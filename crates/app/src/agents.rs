@@ -225,7 +225,12 @@ impl Platform {
                     Ok(a) if a.status == domain::AgentStatus::Offline => marked += 1,
                     // Gone or changed meanwhile: nothing left to do for this one.
                     Ok(_) | Err(AppError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
+                    // A store outage ends the pass; the next one picks up where this stopped.
+                    Err(e @ AppError::Unavailable(_)) => return Err(e),
+                    // Anything else concerns this agent only; the others still get their turn.
+                    Err(e) => {
+                        tracing::warn!(agent_id = %agent.id, error = %e, "cannot mark agent offline")
+                    }
                 }
             }
             // A short batch was the last one; a full batch that marked nothing would only
@@ -249,7 +254,11 @@ impl Platform {
                 .get(id)
                 .await
                 .map_err(|e| AppError::from_repo("Agent", e))?;
+            let before = agent.clone();
             let events = decide(&mut agent, self.deps.clock.now())?;
+            if agent == before {
+                return Ok(agent); // nothing changed: nothing to write
+            }
             match self.deps.agents.update(&agent, events).await {
                 Ok(stored) => {
                     self.publish(&stored).await;

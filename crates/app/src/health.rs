@@ -26,6 +26,11 @@ impl HealthReport {
 }
 
 impl Platform {
+    /// Whether the store answers: readiness, which must not wait on anything else.
+    pub async fn store_status(&self) -> ComponentStatus {
+        self.deps.store_health.status().await
+    }
+
     /// Checks the store and the bus now and reads the fleet counters.
     pub async fn health(&self) -> HealthReport {
         let (database, redis) =

@@ -365,11 +365,16 @@ impl Agent {
 
     /// Counts one task fewer held, and folds its outcome into the reliability score
     /// (an exponential moving average of successes).
-    pub fn release_task(&mut self, succeeded: Option<bool>, now: DateTime<Utc>) -> Option<StatusChange> {
+    pub fn release_task(
+        &mut self,
+        succeeded: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> Option<StatusChange> {
         self.current_tasks = self.current_tasks.saturating_sub(1);
         if let Some(ok) = succeeded {
             let sample = if ok { 1.0 } else { 0.0 };
-            self.reliability = RELIABILITY_DECAY * self.reliability + (1.0 - RELIABILITY_DECAY) * sample;
+            self.reliability =
+                RELIABILITY_DECAY * self.reliability + (1.0 - RELIABILITY_DECAY) * sample;
         }
         self.updated_at = now;
         self.refresh_load()

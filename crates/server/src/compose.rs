@@ -68,6 +68,8 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         None if config.jwt_secret.is_none() => {
             // Without any credential the API would be unusable: make one for this process.
             let key = app::new_api_key(ids.as_ref());
+            // Also on stderr, so no log level or format can hide it.
+            eprintln!("agent-platform: generated admin API key for this process: {key}");
             tracing::warn!(
                 admin_api_key = %key,
                 "no ADMIN_API_KEY or JWT_SECRET is configured: generated an admin API key for this process (shown once); set ADMIN_API_KEY to choose a stable one"

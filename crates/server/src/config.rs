@@ -121,6 +121,13 @@ impl Config {
                 });
             }
         }
+        if get("ADMIN_API_KEY").is_some_and(|k| k.split('.').count() == 3 || k.len() < 16) {
+            return Err(ConfigError::Invalid {
+                name: "ADMIN_API_KEY",
+                message: "must be at least 16 characters and must not look like a JWT (two dots)"
+                    .into(),
+            });
+        }
         let log_level = get("LOG_LEVEL").unwrap_or("info").to_ascii_lowercase();
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(ConfigError::Invalid {
@@ -204,6 +211,8 @@ mod tests {
             ("AGENT_OFFLINE_AFTER_SECS", "0"),
             ("JWT_SECRET", "short"),
             ("LOG_LEVEL", "very=loud=please"),
+            ("ADMIN_API_KEY", "a.b.c-looks-like-a-jwt"),
+            ("ADMIN_API_KEY", "short"),
         ] {
             let err = Config::from_map(&vars(&[(name, value)])).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -53,7 +53,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let handle = server.handle();
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
-        tracing::info!(signal, "starting graceful shutdown: no new connections, finishing in-flight requests");
+        tracing::info!(
+            signal,
+            "starting graceful shutdown: no new connections, finishing in-flight requests"
+        );
         handle.stop(true).await;
     });
     server.await?;

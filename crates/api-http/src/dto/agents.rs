@@ -81,8 +81,9 @@ impl Heartbeat {
     }
 }
 
-/// `GET /agents` query parameters.
+/// `GET /agents` query parameters. Unknown ones are refused, so a typo is not a silent no-op.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListAgents {
     pub status_filter: Option<String>,
     pub capability_filter: Option<String>,

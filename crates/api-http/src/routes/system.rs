@@ -71,8 +71,7 @@ async fn livez() -> HttpResponse {
 
 /// The replica can serve traffic: its database answers.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let report = state.platform.health().await;
-    if report.database.is_up() {
+    if state.platform.store_status().await.is_up() {
         Ok(HttpResponse::Ok().json(ProbeBody { status: "ready" }))
     } else {
         Err(ApiError::new(
