@@ -5,10 +5,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Agent, AgentId, ApiKey, Event, KeyHash, NewEvent};
+use domain::{Agent, AgentId, ApiKey, Event, KeyHash, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
-    AgentQuery, AgentRepository, ComponentStatus, CredentialRepository, EventLog, HealthCheck,
-    RepoError, StatusCounts,
+    AgentQuery, AgentRepository, Changes, ComponentStatus, CredentialRepository, Decide, EventLog,
+    HealthCheck, RepoError, SchedulingSnapshot, StatusCounts, TaskCounts, TaskQuery,
+    TaskRepository,
 };
 
 /// Events kept in memory; the oldest are dropped beyond this.
@@ -18,6 +19,7 @@ const EVENT_RETENTION: usize = 100_000;
 struct State {
     agents: HashMap<AgentId, Agent>,
     keys: HashMap<KeyHash, ApiKey>,
+    tasks: HashMap<TaskId, Task>,
     events: VecDeque<Event>,
     last_seq: i64,
 }
@@ -36,6 +38,36 @@ impl State {
                 event
             })
             .collect()
+    }
+
+    /// Applies `changes` if every version matches; otherwise changes nothing.
+    fn apply(&mut self, changes: Changes) -> Result<Vec<Event>, RepoError> {
+        for task in &changes.tasks {
+            match self.tasks.get(&task.id) {
+                None => return Err(RepoError::NotFound),
+                Some(stored) if stored.version != task.version => {
+                    return Err(RepoError::Conflict(format!(
+                        "task {} changed since it was read",
+                        task.id
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        for agent in &changes.agents {
+            self.check_version(agent)?;
+        }
+        for task in changes.tasks {
+            let mut stored = task;
+            stored.version += 1;
+            self.tasks.insert(stored.id, stored);
+        }
+        for agent in changes.agents {
+            let mut stored = agent;
+            stored.version += 1;
+            self.agents.insert(stored.id, stored);
+        }
+        Ok(self.append(changes.events))
     }
 
     fn check_version(&self, agent: &Agent) -> Result<(), RepoError> {
@@ -115,7 +147,7 @@ impl AgentRepository for MemoryStore {
                     .is_none_or(|c| c.precedes(a.created_at, a.id.as_uuid()))
             })
             .collect();
-        rows.sort_by_key(|a| std::cmp::Reverse((a.created_at, a.id)));
+        newest_first(&mut rows, |a| (a.created_at, a.id));
         Ok(rows
             .into_iter()
             .take(query.limit as usize)
@@ -175,6 +207,149 @@ impl AgentRepository for MemoryStore {
     }
 }
 
+/// Newest first: `created_at`, then ID, descending.
+fn newest_first<T, K: Ord>(rows: &mut [T], key: impl Fn(&T) -> K) {
+    rows.sort_by_key(|r| std::cmp::Reverse(key(r)));
+}
+
+#[async_trait]
+impl TaskRepository for MemoryStore {
+    async fn insert(&self, task: &Task, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
+        let mut state = self.lock();
+        if state.tasks.contains_key(&task.id) {
+            return Err(RepoError::Conflict(format!("task {} exists", task.id)));
+        }
+        let mut stored = task.clone();
+        stored.version = 0;
+        state.tasks.insert(task.id, stored);
+        Ok(state.append(events))
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
+        self.lock()
+            .tasks
+            .get(&id)
+            .cloned()
+            .ok_or(RepoError::NotFound)
+    }
+
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| query.status.is_none_or(|s| t.status == s))
+            .filter(|t| query.priority.is_none_or(|p| t.priority == p))
+            .filter(|t| {
+                query
+                    .capability
+                    .as_ref()
+                    .is_none_or(|c| t.required_capabilities.contains(c))
+            })
+            .filter(|t| query.agent.is_none_or(|a| t.assigned_agent == Some(a)))
+            .filter(|t| query.workflow_id.is_none_or(|w| t.workflow_id == Some(w)))
+            .filter(|t| query.execution_id.is_none_or(|e| t.execution_id == Some(e)))
+            .filter(|t| {
+                query
+                    .after
+                    .is_none_or(|c| c.precedes(t.created_at, t.id.as_uuid()))
+            })
+            .collect();
+        newest_first(&mut rows, |t| (t.created_at, t.id));
+        Ok(rows
+            .into_iter()
+            .take(query.limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn save(&self, changes: Changes) -> Result<Vec<Event>, RepoError> {
+        self.lock().apply(changes)
+    }
+
+    async fn schedule(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        decide: Decide,
+    ) -> Result<Vec<Event>, RepoError> {
+        // The whole pass runs under the store's lock: nothing can change in between.
+        let mut state = self.lock();
+        let mut pending: Vec<Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Pending && t.not_before <= now)
+            .cloned()
+            .collect();
+        pending.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.created_at, t.id));
+        pending.truncate(limit as usize);
+        let agents: Vec<Agent> = state
+            .agents
+            .values()
+            .filter(|a| a.status.is_serving())
+            .cloned()
+            .collect();
+        let held: Vec<Task> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.status.is_active()
+                    && t.assigned_agent.is_some_and(|a| {
+                        state.agents.get(&a).is_some_and(|a| a.status.is_serving())
+                    })
+            })
+            .cloned()
+            .collect();
+        let changes = decide(SchedulingSnapshot {
+            pending,
+            agents,
+            held,
+        });
+        state.apply(changes)
+    }
+
+    async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.lease_expired(now))
+            .collect();
+        rows.sort_by_key(|t| (t.lease_expires_at, t.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn past_deadline(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Pending && t.deadline.is_some_and(|d| d <= now))
+            .collect();
+        rows.sort_by_key(|t| (t.deadline, t.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn held_by(&self, agent: AgentId) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.status.is_active() && t.assigned_agent == Some(agent))
+            .collect();
+        rows.sort_by_key(|t| (t.assigned_at, t.id));
+        Ok(rows.into_iter().cloned().collect())
+    }
+
+    async fn count_by_status(&self) -> Result<TaskCounts, RepoError> {
+        let mut counts = TaskCounts::default();
+        for task in self.lock().tasks.values() {
+            counts.add(task.status, 1);
+        }
+        Ok(counts)
+    }
+}
+
 #[async_trait]
 impl CredentialRepository for MemoryStore {
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepoError> {
@@ -190,6 +365,17 @@ impl EventLog for MemoryStore {
         Ok(state
             .events
             .range(start..)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn task_events(&self, task: TaskId, limit: u32) -> Result<Vec<Event>, RepoError> {
+        Ok(self
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.task_id == Some(task))
             .take(limit as usize)
             .cloned()
             .collect())

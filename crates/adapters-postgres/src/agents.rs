@@ -73,6 +73,49 @@ async fn missed_write(conn: &mut PgConnection, agent: &Agent) -> RepoError {
     }
 }
 
+/// Writes `agent` over the version it was read at, inside the caller's transaction.
+pub(crate) async fn update_row(conn: &mut PgConnection, agent: &Agent) -> Result<(), RepoError> {
+    let written = sqlx::query(
+        "UPDATE agents SET name = $3, capabilities = $4, resources = $5, metadata = $6,
+                status = $7, max_concurrent_tasks = $8, current_tasks = $9, reliability = $10,
+                updated_at = $11, last_heartbeat = $12, version = version + 1
+         WHERE id = $1 AND version = $2",
+    )
+    .bind(agent.id.as_uuid())
+    .bind(agent.version)
+    .bind(&agent.name)
+    .bind(agent.capabilities.to_strings())
+    .bind(Value::Object(agent.resources.to_json()))
+    .bind(Value::Object(agent.metadata.as_map().clone()))
+    .bind(agent.status.as_str())
+    .bind(as_i32(agent.max_concurrent_tasks))
+    .bind(as_i32(agent.current_tasks))
+    .bind(agent.reliability)
+    .bind(agent.updated_at)
+    .bind(agent.last_heartbeat)
+    .execute(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    if written.rows_affected() == 0 {
+        return Err(missed_write(conn, agent).await);
+    }
+    Ok(())
+}
+
+/// Serving agents, locked for the rest of the caller's transaction.
+pub(crate) async fn lock_serving(conn: &mut PgConnection) -> Result<Vec<Agent>, RepoError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM agents WHERE status IN ('idle', 'active', 'busy')
+         ORDER BY id FOR UPDATE"
+    ))
+    .fetch_all(conn)
+    .await
+    .map_err(repo_error)?
+    .iter()
+    .map(agent_from_row)
+    .collect()
+}
+
 #[async_trait]
 impl AgentRepository for PgStore {
     async fn insert(
@@ -142,30 +185,7 @@ impl AgentRepository for PgStore {
 
     async fn update(&self, agent: &Agent, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        let written = sqlx::query(
-            "UPDATE agents SET name = $3, capabilities = $4, resources = $5, metadata = $6,
-                    status = $7, max_concurrent_tasks = $8, current_tasks = $9, reliability = $10,
-                    updated_at = $11, last_heartbeat = $12, version = version + 1
-             WHERE id = $1 AND version = $2",
-        )
-        .bind(agent.id.as_uuid())
-        .bind(agent.version)
-        .bind(&agent.name)
-        .bind(agent.capabilities.to_strings())
-        .bind(Value::Object(agent.resources.to_json()))
-        .bind(Value::Object(agent.metadata.as_map().clone()))
-        .bind(agent.status.as_str())
-        .bind(as_i32(agent.max_concurrent_tasks))
-        .bind(as_i32(agent.current_tasks))
-        .bind(agent.reliability)
-        .bind(agent.updated_at)
-        .bind(agent.last_heartbeat)
-        .execute(&mut *tx)
-        .await
-        .map_err(repo_error)?;
-        if written.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, agent).await);
-        }
+        update_row(&mut tx, agent).await?;
         let stored = append(&mut tx, events).await?;
         tx.commit().await.map_err(repo_error)?;
         Ok(stored)

@@ -75,6 +75,21 @@ impl EventLog for PgStore {
         .collect()
     }
 
+    async fn task_events(&self, task: TaskId, limit: u32) -> Result<Vec<Event>, RepoError> {
+        sqlx::query(
+            "SELECT seq, type, agent_id, task_id, data, created_at FROM events
+             WHERE task_id = $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(task.as_uuid())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
             "SELECT seq, type, agent_id, task_id, data, created_at FROM events

@@ -7,6 +7,7 @@ mod agents;
 mod credentials;
 mod error;
 mod events;
+mod tasks;
 pub mod testing;
 
 use std::time::Duration;

@@ -149,6 +149,8 @@ impl Platform {
     /// Deregisters an agent and revokes its credentials.
     pub async fn deregister_agent(&self, actor: &Principal, id: AgentId) -> Result<(), AppError> {
         require_operator(actor)?;
+        // Its work goes back to the queue first; if the delete then fails, nothing is lost.
+        self.release_held(id, "agent deregistered").await?;
         for _ in 0..MAX_ATTEMPTS {
             let agent = self
                 .deps
@@ -222,7 +224,10 @@ impl Platform {
                     })
                     .await;
                 match result {
-                    Ok(a) if a.status == domain::AgentStatus::Offline => marked += 1,
+                    Ok(a) if a.status == domain::AgentStatus::Offline => {
+                        marked += 1;
+                        self.release_held(a.id, "agent went offline").await?;
+                    }
                     // Gone or changed meanwhile: nothing left to do for this one.
                     Ok(_) | Err(AppError::NotFound(_)) => {}
                     // A store outage ends the pass; the next one picks up where this stopped.

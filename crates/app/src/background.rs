@@ -1,4 +1,6 @@
-//! Background jobs: periodic work every replica runs (offline detection, for now).
+//! Background jobs every replica runs: the scheduler, woken by new work or a timer, and the
+//! sweeps (offline agents, expired leases, missed deadlines). Each is safe to run on several
+//! replicas at once: passes are serialized by the store and every change is a versioned write.
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,27 +26,54 @@ impl BackgroundJobs {
 
 /// Starts the periodic jobs on the current tokio runtime.
 pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
-    let (stop, mut stopped) = watch::channel(false);
-    let interval = platform.settings().sweep_interval;
-    let offline = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stopped.changed() => return,
-            }
-            match platform.detect_offline_agents().await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(agents = n, "marked agents offline after missed heartbeats")
-                }
-                Err(e) => tracing::warn!(error = %e, "offline detection pass failed; will retry"),
-            }
-        }
-    });
+    let (stop, stopped) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep(platform.clone(), stopped.clone()));
+    let scheduler = tokio::spawn(schedule(platform, stopped));
     BackgroundJobs {
         stop,
-        handles: vec![offline],
+        handles: vec![sweeper, scheduler],
+    }
+}
+
+async fn sweep(platform: Platform, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(platform.settings().sweep_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        match platform.detect_offline_agents().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(agents = n, "marked agents offline after missed heartbeats"),
+            Err(e) => tracing::warn!(error = %e, "offline detection failed; will retry"),
+        }
+        match platform.expire_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "ended attempts whose lease expired"),
+            Err(e) => tracing::warn!(error = %e, "lease expiry failed; will retry"),
+        }
+        match platform.expire_deadlines().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "expired pending tasks past their deadline"),
+            Err(e) => tracing::warn!(error = %e, "deadline expiry failed; will retry"),
+        }
+    }
+}
+
+async fn schedule(platform: Platform, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(platform.settings().schedule_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = platform.work_arrived() => {}
+            _ = stopped.changed() => return,
+        }
+        match platform.run_scheduler().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(tasks = n, "scheduling pass assigned tasks"),
+            Err(e) => tracing::warn!(error = %e, "scheduling pass failed; will retry"),
+        }
     }
 }

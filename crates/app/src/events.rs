@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::agent::StatusChange;
-use domain::{Agent, EventKind, NewEvent};
+use domain::task::Outcome;
+use domain::{Agent, AgentId, EventKind, NewEvent, Task};
 use serde_json::{json, Value};
 
 /// The part of an agent every agent event carries.
@@ -60,4 +61,65 @@ pub(crate) fn agent_status_changed(
         }),
         at,
     )
+}
+
+/// The part of a task every task event carries.
+fn task_snapshot(task: &Task) -> Value {
+    json!({
+        "task_id": task.id,
+        "title": task.title,
+        "status": task.status.as_str(),
+        "priority": task.priority.get(),
+        "assigned_agent": task.assigned_agent,
+        "attempt": task.attempt,
+        "max_attempts": task.max_attempts,
+    })
+}
+
+pub(crate) fn task_submitted(task: &Task) -> NewEvent {
+    let mut data = task_snapshot(task);
+    data["required_capabilities"] = json!(task.required_capabilities.to_strings());
+    NewEvent::about_task(
+        EventKind::TaskSubmitted,
+        task.id,
+        None,
+        data,
+        task.created_at,
+    )
+}
+
+/// The event a task transition causes. `holder` is the agent that held the task before it,
+/// so agents see the end of their own attempts.
+pub(crate) fn task_transition(
+    task: &Task,
+    outcome: Outcome,
+    holder: Option<AgentId>,
+    at: DateTime<Utc>,
+) -> NewEvent {
+    let mut data = task_snapshot(task);
+    let kind = match outcome {
+        Outcome::Assigned => EventKind::TaskAssigned,
+        Outcome::Started => EventKind::TaskStarted,
+        Outcome::Progress => {
+            data["progress"] = json!(task.progress);
+            EventKind::TaskProgress
+        }
+        Outcome::Completed => EventKind::TaskCompleted,
+        Outcome::Requeued | Outcome::Retried => {
+            data["error"] = json!(task.error);
+            data["not_before"] = json!(task.not_before);
+            EventKind::TaskRetrying
+        }
+        Outcome::Failed => {
+            data["error"] = json!(task.error);
+            EventKind::TaskFailed
+        }
+        Outcome::Cancelled => EventKind::TaskCancelled,
+        Outcome::CancelRequested => {
+            data["cancel_requested"] = json!(true);
+            EventKind::TaskCancelled
+        }
+        Outcome::Expired => EventKind::TaskExpired,
+    };
+    NewEvent::about_task(kind, task.id, holder.or(task.assigned_agent), data, at)
 }

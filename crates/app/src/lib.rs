@@ -11,6 +11,8 @@ mod background;
 mod error;
 mod events;
 mod health;
+mod scheduling;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use chrono::Duration;
 use domain::KeyHash;
 use ports::{
     AgentRepository, Clock, CredentialRepository, EventBus, EventLog, HealthCheck, IdGenerator,
+    TaskRepository,
 };
 
 pub use agents::{AgentPage, RegisteredAgent};
@@ -25,6 +28,7 @@ pub use auth::{hash_key, new_api_key};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use error::AppError;
 pub use health::HealthReport;
+pub use tasks::{TaskPage, MAX_WAIT_SECONDS};
 
 /// Tunables of the use cases, read from configuration by the server.
 #[derive(Debug, Clone)]
@@ -35,6 +39,12 @@ pub struct Settings {
     pub sweep_interval: std::time::Duration,
     /// Hash of the bootstrap `ADMIN_API_KEY`, if one is configured.
     pub admin_key: Option<KeyHash>,
+    /// How the scheduler orders and places tasks.
+    pub policy: domain::scheduler::Policy,
+    /// How often the scheduler runs when nothing wakes it earlier.
+    pub schedule_interval: std::time::Duration,
+    /// Most pending tasks one scheduling pass considers.
+    pub schedule_batch: u32,
 }
 
 impl Default for Settings {
@@ -43,6 +53,9 @@ impl Default for Settings {
             agent_offline_after: Duration::seconds(90),
             sweep_interval: std::time::Duration::from_secs(5),
             admin_key: None,
+            policy: domain::scheduler::Policy::default(),
+            schedule_interval: std::time::Duration::from_secs(1),
+            schedule_batch: 500,
         }
     }
 }
@@ -51,6 +64,7 @@ impl Default for Settings {
 #[derive(Clone)]
 pub struct Dependencies {
     pub agents: Arc<dyn AgentRepository>,
+    pub tasks: Arc<dyn TaskRepository>,
     pub credentials: Arc<dyn CredentialRepository>,
     pub event_log: Arc<dyn EventLog>,
     pub bus: Arc<dyn EventBus>,
@@ -69,10 +83,16 @@ impl Dependencies {
         ids: Arc<dyn IdGenerator>,
     ) -> Self
     where
-        S: AgentRepository + CredentialRepository + EventLog + HealthCheck + 'static,
+        S: AgentRepository
+            + TaskRepository
+            + CredentialRepository
+            + EventLog
+            + HealthCheck
+            + 'static,
     {
         Self {
             agents: store.clone(),
+            tasks: store.clone(),
             credentials: store.clone(),
             event_log: store.clone(),
             store_health: store,
@@ -89,11 +109,20 @@ impl std::fmt::Debug for Dependencies {
     }
 }
 
+/// Wake-ups between use cases on this replica: new work for the scheduler, new assignments
+/// for agents that are long-polling.
+#[derive(Debug, Default)]
+struct Signals {
+    work: tokio::sync::Notify,
+    assigned: tokio::sync::Notify,
+}
+
 /// The platform's use cases, shared by every request handler and background job.
 #[derive(Clone)]
 pub struct Platform {
     deps: Dependencies,
     settings: Settings,
+    signals: Arc<Signals>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -106,7 +135,11 @@ impl std::fmt::Debug for Platform {
 
 impl Platform {
     pub fn new(deps: Dependencies, settings: Settings) -> Self {
-        Self { deps, settings }
+        Self {
+            deps,
+            settings,
+            signals: Arc::default(),
+        }
     }
 
     pub fn settings(&self) -> &Settings {

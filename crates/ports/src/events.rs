@@ -11,6 +11,9 @@ pub trait EventLog: Send + Sync {
     /// Events with `seq` strictly greater than `after_seq`, oldest first, at most `limit`.
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError>;
 
+    /// The events about one task, oldest first, at most `limit`.
+    async fn task_events(&self, task: domain::TaskId, limit: u32) -> Result<Vec<Event>, RepoError>;
+
     /// The newest events, newest first, at most `limit`.
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
 }

@@ -12,9 +12,11 @@ mod credentials;
 mod error;
 mod events;
 mod system;
+mod tasks;
 
 pub use agents::{AgentQuery, AgentRepository, StatusCounts};
 pub use credentials::CredentialRepository;
 pub use error::RepoError;
 pub use events::{EventBus, EventLog};
 pub use system::{Clock, ComponentStatus, HealthCheck, IdGenerator};
+pub use tasks::{Changes, Decide, SchedulingSnapshot, TaskCounts, TaskQuery, TaskRepository};

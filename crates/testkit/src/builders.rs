@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use domain::credential::KEY_PREFIX;
-use domain::{Agent, AgentId, ApiKey, ApiKeyId, NewAgent, Principal, Role};
+use domain::{
+    Agent, AgentId, ApiKey, ApiKeyId, NewAgent, NewTask, Principal, Role, Task, TaskId, TaskInput,
+};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -69,4 +71,30 @@ pub fn agent_principal(agent: AgentId) -> Principal {
 /// A JSON object, for metadata and resource maps.
 pub fn object(value: Value) -> Map<String, Value> {
     value.as_object().expect("a JSON object").clone()
+}
+
+/// A valid submission: priority `priority`, requiring `capabilities`, 1 CPU and 512Mi.
+pub fn new_task(title: &str, priority: i64, capabilities: &[&str], at: DateTime<Utc>) -> NewTask {
+    NewTask::parse(
+        TaskInput {
+            title: title.to_owned(),
+            description: Some("a test task".into()),
+            priority: Some(priority),
+            required_capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+            resources: object(json!({"cpu": 1, "memory": "512Mi"})),
+            metadata: object(json!({"customer_id": "12345"})),
+            ..TaskInput::default()
+        },
+        at,
+    )
+    .expect("valid submission")
+}
+
+/// A submitted task with a fixed ID number.
+pub fn task(n: u128, priority: i64, capabilities: &[&str], at: DateTime<Utc>) -> Task {
+    Task::submit(
+        new_task(&format!("task-{n}"), priority, capabilities, at),
+        TaskId(Uuid::from_u128(n)),
+        at,
+    )
 }

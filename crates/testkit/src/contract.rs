@@ -35,6 +35,21 @@ macro_rules! store_contract {
             api_keys_are_found_by_hash_only,
             events_are_numbered_and_read_back_in_order
         );
+        $crate::store_contract!(@tasks $make;
+            tasks_round_trip_with_every_field,
+            task_lists_filter_and_page_newest_first,
+            save_writes_tasks_and_agents_together_or_not_at_all,
+            a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision,
+            lease_deadline_and_holder_queries_find_the_right_tasks
+        );
+    };
+    (@tasks $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::tasks_contract::$case($make().await).await;
+            }
+        )*
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

@@ -4,11 +4,14 @@
 pub mod builders;
 pub mod contract;
 mod system;
+pub mod tasks_contract;
 
 use std::sync::Arc;
 
 use app::{Dependencies, Platform, Settings};
-use ports::{AgentRepository, CredentialRepository, EventBus, EventLog, HealthCheck};
+use ports::{
+    AgentRepository, CredentialRepository, EventBus, EventLog, HealthCheck, TaskRepository,
+};
 
 pub use system::{ManualClock, SequentialIds};
 
@@ -18,6 +21,7 @@ pub struct StoreUnderTest {
     pub agents: Arc<dyn AgentRepository>,
     pub credentials: Arc<dyn CredentialRepository>,
     pub events: Arc<dyn EventLog>,
+    pub tasks: Arc<dyn TaskRepository>,
 }
 
 impl std::fmt::Debug for StoreUnderTest {
@@ -30,12 +34,13 @@ impl StoreUnderTest {
     /// Wraps a store that implements every repository port.
     pub fn of<S>(store: Arc<S>) -> Self
     where
-        S: AgentRepository + CredentialRepository + EventLog + 'static,
+        S: AgentRepository + CredentialRepository + EventLog + TaskRepository + 'static,
     {
         Self {
             agents: store.clone(),
             credentials: store.clone(),
-            events: store,
+            events: store.clone(),
+            tasks: store,
         }
     }
 }
@@ -48,7 +53,7 @@ pub fn platform<S, B>(
     settings: Settings,
 ) -> Platform
 where
-    S: AgentRepository + CredentialRepository + EventLog + HealthCheck + 'static,
+    S: AgentRepository + CredentialRepository + EventLog + TaskRepository + HealthCheck + 'static,
     B: EventBus + 'static,
 {
     Platform::new(

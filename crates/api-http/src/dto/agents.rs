@@ -162,10 +162,11 @@ pub struct RegisteredBody {
     pub agent_key: String,
 }
 
-/// The heartbeat response.
+/// The heartbeat response: the agent and the tasks it holds.
 #[derive(Debug, Serialize)]
 pub struct HeartbeatBody {
     pub agent: AgentBody,
+    pub tasks: Vec<crate::dto::tasks::TaskBody>,
 }
 
 /// A plain confirmation.

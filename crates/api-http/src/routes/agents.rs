@@ -10,6 +10,7 @@ use crate::dto::agents::{
     AgentBody, Heartbeat, HeartbeatBody, ListAgents, MessageBody, RegisterAgent, RegisteredBody,
     UpdateAgent,
 };
+use crate::dto::tasks::{AgentTasks, TaskBody};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::middleware::method_not_allowed;
@@ -34,6 +35,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/agents/{agent_id}/heartbeat")
             .route(web::post().to(heartbeat))
             .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/agents/{agent_id}/tasks")
+            .route(web::get().to(tasks))
+            .default_service(method_not_allowed("GET")),
     );
 }
 
@@ -120,7 +126,25 @@ async fn heartbeat(
         .platform
         .agent_heartbeat(&auth.principal, AgentId(id.into_inner()), status, metadata)
         .await?;
+    let tasks = state.platform.held_tasks(agent.id).await?;
     Ok(HttpResponse::Ok().json(HeartbeatBody {
         agent: agent.into(),
+        tasks: tasks.into_iter().map(TaskBody::from).collect(),
     }))
+}
+
+/// The agent's tasks; with `wait_seconds`, a long poll until at least one matches.
+async fn tasks(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+    params: web::Query<AgentTasks>,
+) -> Result<HttpResponse, ApiError> {
+    let (status, wait) = params.into_inner().parse()?;
+    let tasks = state
+        .platform
+        .agent_tasks(&auth.principal, AgentId(id.into_inner()), status, wait)
+        .await?;
+    let body: Vec<TaskBody> = tasks.into_iter().map(TaskBody::from).collect();
+    Ok(HttpResponse::Ok().json(body))
 }

@@ -2,6 +2,7 @@
 
 mod agents;
 mod system;
+mod tasks;
 
 use actix_web::web;
 
@@ -17,5 +18,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(method_not_allowed("GET")),
         );
         agents::configure(api);
+        tasks::configure(api);
     }));
 }

@@ -13,7 +13,7 @@ use adapters_memory::{MemoryBus, MemoryStore};
 use api_http::{AppState, JwtVerifier};
 use app::{Platform, Settings};
 use jsonwebtoken::{encode, EncodingKey, Header};
-use ports::{AgentRepository, CredentialRepository, EventLog, HealthCheck};
+use ports::{AgentRepository, CredentialRepository, EventLog, HealthCheck, TaskRepository};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use testkit::ManualClock;
@@ -39,7 +39,12 @@ impl Harness {
     /// The platform on any store.
     pub fn on<S>(store: Arc<S>) -> Self
     where
-        S: AgentRepository + CredentialRepository + EventLog + HealthCheck + 'static,
+        S: AgentRepository
+            + TaskRepository
+            + CredentialRepository
+            + EventLog
+            + HealthCheck
+            + 'static,
     {
         let clock = ManualClock::default();
         let bus = Arc::new(MemoryBus::new());

@@ -1,0 +1,410 @@
+//! Tasks in PostgreSQL, and the scheduling pass.
+//!
+//! A pass holds a transaction-scoped advisory lock, so passes never overlap across replicas; it
+//! locks the serving agents and the pending tasks it reads (`FOR UPDATE`, skipping tasks another
+//! transaction holds), so its writes cannot lose a race and no task is assigned twice.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{
+    AgentId, CapabilitySet, Event, Metadata, NewEvent, Priority, ResourceClaim, ResourceMap, Task,
+    TaskId, TaskStatus,
+};
+use ports::{
+    Changes, Decide, RepoError, SchedulingSnapshot, TaskCounts, TaskQuery, TaskRepository,
+};
+use serde_json::{json, Value};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::agents::{lock_serving, update_row};
+use crate::error::{corrupt, repo_error};
+use crate::events::append;
+use crate::PgStore;
+
+/// The key of the advisory lock that serializes scheduling passes.
+const SCHEDULER_LOCK: i64 = 0x5343_4845_4455_4c45; // "SCHEDULE"
+
+const COLUMNS: &str =
+    "id, title, description, priority, required_capabilities, resources, deadline, \
+    metadata, status, assigned_agent, attempt, max_attempts, lease_seconds, preemptible, \
+    lease_expires_at, assigned_at, started_at, completed_at, progress, result, error, \
+    resource_claims, workflow_id, execution_id, step, pending_reason, not_before, \
+    cancel_requested, created_at, updated_at, version";
+
+fn claims_json(claims: &[ResourceClaim]) -> Value {
+    Value::Array(
+        claims
+            .iter()
+            .map(|c| json!({"resource_id": c.resource, "amount": c.amount.to_json()}))
+            .collect(),
+    )
+}
+
+fn claims_from(value: Value) -> Result<Vec<ResourceClaim>, RepoError> {
+    let bad = |d: &dyn std::fmt::Display| corrupt("task resource claims", d.to_string());
+    let Value::Array(items) = value else {
+        return Err(bad(&"not an array"));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let resource = item["resource_id"]
+                .as_str()
+                .ok_or_else(|| bad(&"no resource_id"))?;
+            let amount = item["amount"]
+                .as_object()
+                .ok_or_else(|| bad(&"no amount"))?;
+            Ok(ResourceClaim {
+                resource: resource.to_owned(),
+                amount: ResourceMap::from_json("amount", amount).map_err(|e| bad(&e))?,
+            })
+        })
+        .collect()
+}
+
+fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
+    let e = repo_error;
+    let caps: Vec<String> = row.try_get("required_capabilities").map_err(e)?;
+    let resources: Value = row.try_get("resources").map_err(e)?;
+    let metadata: Value = row.try_get("metadata").map_err(e)?;
+    let status: String = row.try_get("status").map_err(e)?;
+    let priority: i16 = row.try_get("priority").map_err(e)?;
+    let result: Option<Value> = row.try_get("result").map_err(e)?;
+    let to_u32 = |column: &str| -> Result<u32, RepoError> {
+        let v: i32 = row.try_get(column).map_err(repo_error)?;
+        u32::try_from(v).map_err(|err| corrupt(column, err))
+    };
+    let object = |what: &str, v: Value| match v {
+        Value::Object(map) => Ok(map),
+        other => Err(corrupt(what, other)),
+    };
+    Ok(Task {
+        id: TaskId(row.try_get("id").map_err(e)?),
+        title: row.try_get("title").map_err(e)?,
+        description: row.try_get("description").map_err(e)?,
+        priority: Priority::new(i64::from(priority)).map_err(|m| corrupt("task priority", m))?,
+        required_capabilities: CapabilitySet::parse("required_capabilities", &caps)
+            .map_err(|m| corrupt("task capabilities", m))?,
+        resources: ResourceMap::from_json("resources", &object("task resources", resources)?)
+            .map_err(|m| corrupt("task resources", m))?,
+        deadline: row.try_get("deadline").map_err(e)?,
+        metadata: Metadata::parse(object("task metadata", metadata)?)
+            .map_err(|m| corrupt("task metadata", m))?,
+        status: status
+            .parse::<TaskStatus>()
+            .map_err(|m| corrupt("task status", m))?,
+        assigned_agent: row
+            .try_get::<Option<Uuid>, _>("assigned_agent")
+            .map_err(e)?
+            .map(AgentId),
+        attempt: to_u32("attempt")?,
+        max_attempts: to_u32("max_attempts")?,
+        lease_seconds: to_u32("lease_seconds")?,
+        preemptible: row.try_get("preemptible").map_err(e)?,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(e)?,
+        assigned_at: row.try_get("assigned_at").map_err(e)?,
+        started_at: row.try_get("started_at").map_err(e)?,
+        completed_at: row.try_get("completed_at").map_err(e)?,
+        progress: row.try_get("progress").map_err(e)?,
+        result: result.map(|v| object("task result", v)).transpose()?,
+        error: row.try_get("error").map_err(e)?,
+        resource_claims: claims_from(row.try_get("resource_claims").map_err(e)?)?,
+        workflow_id: row.try_get("workflow_id").map_err(e)?,
+        execution_id: row.try_get("execution_id").map_err(e)?,
+        step: row.try_get("step").map_err(e)?,
+        pending_reason: row.try_get("pending_reason").map_err(e)?,
+        not_before: row.try_get("not_before").map_err(e)?,
+        cancel_requested: row.try_get("cancel_requested").map_err(e)?,
+        created_at: row.try_get("created_at").map_err(e)?,
+        updated_at: row.try_get("updated_at").map_err(e)?,
+        version: row.try_get("version").map_err(e)?,
+    })
+}
+
+fn i32_of(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// Binds every column but `version`, in `COLUMNS` order, as `$1..$30`.
+macro_rules! bind_task {
+    ($query:expr, $t:expr) => {
+        $query
+            .bind($t.id.as_uuid())
+            .bind(&$t.title)
+            .bind(&$t.description)
+            .bind(i16::from($t.priority.get()))
+            .bind($t.required_capabilities.to_strings())
+            .bind(Value::Object($t.resources.to_json()))
+            .bind($t.deadline)
+            .bind(Value::Object($t.metadata.as_map().clone()))
+            .bind($t.status.as_str())
+            .bind($t.assigned_agent.map(|a| a.as_uuid()))
+            .bind(i32_of($t.attempt))
+            .bind(i32_of($t.max_attempts))
+            .bind(i32_of($t.lease_seconds))
+            .bind($t.preemptible)
+            .bind($t.lease_expires_at)
+            .bind($t.assigned_at)
+            .bind($t.started_at)
+            .bind($t.completed_at)
+            .bind($t.progress)
+            .bind($t.result.clone().map(Value::Object))
+            .bind(&$t.error)
+            .bind(claims_json(&$t.resource_claims))
+            .bind($t.workflow_id)
+            .bind($t.execution_id)
+            .bind(&$t.step)
+            .bind(&$t.pending_reason)
+            .bind($t.not_before)
+            .bind($t.cancel_requested)
+            .bind($t.created_at)
+            .bind($t.updated_at)
+    };
+}
+
+/// Writes `task` over the version it was read at, inside the caller's transaction.
+async fn update_task(conn: &mut PgConnection, task: &Task) -> Result<(), RepoError> {
+    let written = bind_task!(
+        sqlx::query(
+            "UPDATE tasks SET title = $2, description = $3, priority = $4,
+                required_capabilities = $5, resources = $6, deadline = $7, metadata = $8,
+                status = $9, assigned_agent = $10, attempt = $11, max_attempts = $12,
+                lease_seconds = $13, preemptible = $14, lease_expires_at = $15, assigned_at = $16,
+                started_at = $17, completed_at = $18, progress = $19, result = $20, error = $21,
+                resource_claims = $22, workflow_id = $23, execution_id = $24, step = $25,
+                pending_reason = $26, not_before = $27, cancel_requested = $28, created_at = $29,
+                updated_at = $30, version = version + 1
+             WHERE id = $1 AND version = $31",
+        ),
+        task
+    )
+    .bind(task.version)
+    .execute(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    if written.rows_affected() == 1 {
+        return Ok(());
+    }
+    let exists = sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
+        .bind(task.id.as_uuid())
+        .fetch_one(conn)
+        .await
+        .map_err(repo_error)?;
+    Err(if exists {
+        RepoError::Conflict(format!("task {} changed since it was read", task.id))
+    } else {
+        RepoError::NotFound
+    })
+}
+
+/// Writes a set of changes inside the caller's transaction.
+async fn write(conn: &mut PgConnection, changes: Changes) -> Result<Vec<Event>, RepoError> {
+    for task in &changes.tasks {
+        update_task(conn, task).await?;
+    }
+    for agent in &changes.agents {
+        update_row(conn, agent).await?;
+    }
+    append(conn, changes.events).await
+}
+
+async fn select(
+    conn: &mut PgConnection,
+    sql: &str,
+    binds: SelectBinds,
+) -> Result<Vec<Task>, RepoError> {
+    let query = sqlx::query(sql);
+    let query = match binds {
+        SelectBinds::TimeLimit(at, limit) => query.bind(at).bind(i64::from(limit)),
+        SelectBinds::Agent(agent) => query.bind(agent.as_uuid()),
+        SelectBinds::Agents(ids) => query.bind(ids),
+    };
+    query
+        .fetch_all(conn)
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(task_from_row)
+        .collect()
+}
+
+enum SelectBinds {
+    TimeLimit(DateTime<Utc>, u32),
+    Agent(AgentId),
+    Agents(Vec<Uuid>),
+}
+
+#[async_trait]
+impl TaskRepository for PgStore {
+    async fn insert(&self, task: &Task, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        bind_task!(
+            sqlx::query(&format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
+                 $27, $28, $29, $30, 0)"
+            )),
+            task
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+        let stored = append(&mut tx, events).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(repo_error)?;
+        row.as_ref()
+            .map(task_from_row)
+            .unwrap_or(Err(RepoError::NotFound))
+    }
+
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::smallint IS NULL OR priority = $2)
+               AND ($3::text IS NULL OR required_capabilities @> ARRAY[$3::text])
+               AND ($4::uuid IS NULL OR assigned_agent = $4)
+               AND ($5::uuid IS NULL OR workflow_id = $5)
+               AND ($6::uuid IS NULL OR execution_id = $6)
+               AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $9"
+        ))
+        .bind(query.status.map(|s| s.as_str()))
+        .bind(query.priority.map(|p| i16::from(p.get())))
+        .bind(query.capability.as_ref().map(|c| c.as_str()))
+        .bind(query.agent.map(|a| a.as_uuid()))
+        .bind(query.workflow_id)
+        .bind(query.execution_id)
+        .bind(query.after.map(|c| c.created_at))
+        .bind(query.after.map(|c| c.id))
+        .bind(i64::from(query.limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(task_from_row)
+        .collect()
+    }
+
+    async fn save(&self, changes: Changes) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        let stored = write(&mut tx, changes).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn schedule(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        decide: Decide,
+    ) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SCHEDULER_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        let agents = lock_serving(&mut tx).await?;
+        let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
+        let held = select(
+            &mut tx,
+            &format!(
+                "SELECT {COLUMNS} FROM tasks
+                 WHERE status IN ('assigned', 'running') AND assigned_agent = ANY($1)"
+            ),
+            SelectBinds::Agents(ids),
+        )
+        .await?;
+        let pending = select(
+            &mut tx,
+            &format!(
+                "SELECT {COLUMNS} FROM tasks
+                 WHERE status = 'pending' AND not_before <= $1
+                 ORDER BY priority DESC, created_at, id
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            SelectBinds::TimeLimit(now, limit),
+        )
+        .await?;
+        let changes = decide(SchedulingSnapshot {
+            pending,
+            agents,
+            held,
+        });
+        let stored = write(&mut tx, changes).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let mut conn = self.pool().acquire().await.map_err(repo_error)?;
+        select(
+            &mut conn,
+            &format!(
+                "SELECT {COLUMNS} FROM tasks
+                 WHERE status IN ('assigned', 'running') AND lease_expires_at <= $1
+                 ORDER BY lease_expires_at, id LIMIT $2"
+            ),
+            SelectBinds::TimeLimit(now, limit),
+        )
+        .await
+    }
+
+    async fn past_deadline(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let mut conn = self.pool().acquire().await.map_err(repo_error)?;
+        select(
+            &mut conn,
+            &format!(
+                "SELECT {COLUMNS} FROM tasks
+                 WHERE status = 'pending' AND deadline <= $1
+                 ORDER BY deadline, id LIMIT $2"
+            ),
+            SelectBinds::TimeLimit(now, limit),
+        )
+        .await
+    }
+
+    async fn held_by(&self, agent: AgentId) -> Result<Vec<Task>, RepoError> {
+        let mut conn = self.pool().acquire().await.map_err(repo_error)?;
+        select(
+            &mut conn,
+            &format!(
+                "SELECT {COLUMNS} FROM tasks
+                 WHERE status IN ('assigned', 'running') AND assigned_agent = $1
+                 ORDER BY assigned_at, id"
+            ),
+            SelectBinds::Agent(agent),
+        )
+        .await
+    }
+
+    async fn count_by_status(&self) -> Result<TaskCounts, RepoError> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+            .fetch_all(self.pool())
+            .await
+            .map_err(repo_error)?;
+        let mut counts = TaskCounts::default();
+        for row in rows {
+            let status: String = row.try_get("status").map_err(repo_error)?;
+            let n: i64 = row.try_get("n").map_err(repo_error)?;
+            let status = status
+                .parse::<TaskStatus>()
+                .map_err(|m| corrupt("task status", m))?;
+            counts.add(status, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,302 @@
+//! Task requests and responses.
+
+use chrono::{DateTime, Utc};
+use domain::{Capability, Event, NewTask, Priority, Task, TaskInput, TaskStatus};
+use ports::TaskQuery;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Longest progress message an agent may send.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// One resource claim of a submission.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// The pool's ID or name.
+    pub resource_id: String,
+    pub amount: Map<String, Value>,
+}
+
+/// `POST /tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    pub title: String,
+    pub description: Option<String>,
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    #[serde(default)]
+    pub resources: Map<String, Value>,
+    pub deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    pub max_attempts: Option<i64>,
+    pub lease_seconds: Option<i64>,
+    #[serde(default)]
+    pub resource_claims: Vec<ClaimBody>,
+    pub preemptible: Option<bool>,
+}
+
+impl SubmitTask {
+    pub fn into_domain(self, now: DateTime<Utc>) -> Result<NewTask, ApiError> {
+        NewTask::parse(
+            TaskInput {
+                title: self.title,
+                description: self.description,
+                priority: self.priority,
+                required_capabilities: self.required_capabilities,
+                resources: self.resources,
+                deadline: self.deadline,
+                metadata: self.metadata,
+                max_attempts: self.max_attempts,
+                lease_seconds: self.lease_seconds,
+                resource_claims: self
+                    .resource_claims
+                    .into_iter()
+                    .map(|c| (c.resource_id, c.amount))
+                    .collect(),
+                preemptible: self.preemptible,
+            },
+            now,
+        )
+        .map_err(ApiError::validation)
+    }
+}
+
+/// `POST /tasks/{id}/start`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartTask {
+    pub attempt: u32,
+}
+
+/// `POST /tasks/{id}/heartbeat`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskHeartbeat {
+    pub attempt: u32,
+    pub progress: Option<f64>,
+    pub message: Option<String>,
+}
+
+impl TaskHeartbeat {
+    pub fn checked_message(&self) -> Result<Option<String>, ApiError> {
+        match &self.message {
+            Some(m) if m.chars().count() > MAX_MESSAGE_CHARS => {
+                Err(ApiError::validation(domain::ValidationErrors::single(
+                    "message",
+                    format!("must be at most {MAX_MESSAGE_CHARS} characters"),
+                )))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+}
+
+/// `POST /tasks/{id}/complete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteTask {
+    pub attempt: u32,
+    #[serde(default)]
+    pub result: Map<String, Value>,
+}
+
+/// `POST /tasks/{id}/fail`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailTask {
+    pub attempt: u32,
+    pub error: String,
+    pub retryable: Option<bool>,
+}
+
+/// `GET /tasks` query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListTasks {
+    pub status_filter: Option<String>,
+    pub priority_filter: Option<i64>,
+    pub capability_filter: Option<String>,
+    pub agent_id: Option<Uuid>,
+    pub workflow_id: Option<Uuid>,
+    pub execution_id: Option<Uuid>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+fn bad(name: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("{name}: {e}"))
+}
+
+impl ListTasks {
+    pub fn into_query(self) -> Result<(TaskQuery, domain::Limit), ApiError> {
+        let query = TaskQuery {
+            status: self
+                .status_filter
+                .map(|s| s.parse::<TaskStatus>())
+                .transpose()
+                .map_err(|e| bad("status_filter", e))?,
+            priority: self
+                .priority_filter
+                .map(Priority::new)
+                .transpose()
+                .map_err(|e| bad("priority_filter", e))?,
+            capability: self
+                .capability_filter
+                .map(|c| Capability::parse(&c))
+                .transpose()
+                .map_err(|e| bad("capability_filter", e))?,
+            agent: self.agent_id.map(domain::AgentId),
+            workflow_id: self.workflow_id,
+            execution_id: self.execution_id,
+            after: self
+                .cursor
+                .map(|c| domain::Cursor::decode(&c))
+                .transpose()
+                .map_err(|e| bad("cursor", e))?,
+            limit: 0,
+        };
+        let limit = domain::Limit::new(self.limit).map_err(|e| bad("limit", e))?;
+        Ok((query, limit))
+    }
+}
+
+/// `GET /agents/{id}/tasks` query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTasks {
+    pub status_filter: Option<String>,
+    pub wait_seconds: Option<u32>,
+}
+
+impl AgentTasks {
+    pub fn parse(self) -> Result<(Option<TaskStatus>, Option<std::time::Duration>), ApiError> {
+        let status = self
+            .status_filter
+            .map(|s| s.parse::<TaskStatus>())
+            .transpose()
+            .map_err(|e| bad("status_filter", e))?;
+        let wait = match self.wait_seconds {
+            Some(w) if w > app::MAX_WAIT_SECONDS => {
+                return Err(bad(
+                    "wait_seconds",
+                    format!("must be at most {}", app::MAX_WAIT_SECONDS),
+                ))
+            }
+            w => w.map(|w| std::time::Duration::from_secs(u64::from(w))),
+        };
+        Ok((status, wait))
+    }
+}
+
+/// A task as clients see it.
+#[derive(Debug, Serialize)]
+pub struct TaskBody {
+    pub id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub priority: u8,
+    pub required_capabilities: Vec<String>,
+    pub resources: Map<String, Value>,
+    pub metadata: Map<String, Value>,
+    pub status: &'static str,
+    pub assigned_agent: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease_seconds: u32,
+    pub preemptible: bool,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub progress: Option<f64>,
+    pub result: Option<Map<String, Value>>,
+    pub error: Option<String>,
+    pub resource_claims: Vec<Value>,
+    pub workflow_id: Option<Uuid>,
+    pub execution_id: Option<Uuid>,
+    pub step: Option<String>,
+    pub pending_reason: Option<String>,
+    pub cancel_requested: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Task> for TaskBody {
+    fn from(t: Task) -> Self {
+        Self {
+            id: t.id.as_uuid(),
+            title: t.title,
+            description: t.description,
+            priority: t.priority.get(),
+            required_capabilities: t.required_capabilities.to_strings(),
+            resources: t.resources.to_json(),
+            metadata: t.metadata.into_map(),
+            status: t.status.as_str(),
+            assigned_agent: t.assigned_agent.map(|a| a.as_uuid()),
+            created_at: t.created_at,
+            deadline: t.deadline,
+            completed_at: t.completed_at,
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            lease_seconds: t.lease_seconds,
+            preemptible: t.preemptible,
+            lease_expires_at: t.lease_expires_at,
+            assigned_at: t.assigned_at,
+            started_at: t.started_at,
+            progress: t.progress,
+            result: t.result,
+            error: t.error,
+            resource_claims: t
+                .resource_claims
+                .iter()
+                .map(|c| json!({"resource_id": c.resource, "amount": c.amount.to_json()}))
+                .collect(),
+            workflow_id: t.workflow_id,
+            execution_id: t.execution_id,
+            step: t.step,
+            pending_reason: t.pending_reason,
+            cancel_requested: t.cancel_requested,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// The reply to a task heartbeat.
+#[derive(Debug, Serialize)]
+pub struct TaskHeartbeatBody {
+    /// Whether an operator asked for the task to stop.
+    pub cancel_requested: bool,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub task: TaskBody,
+}
+
+/// One entry of a task's history.
+#[derive(Debug, Serialize)]
+pub struct EventBody {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub channel: &'static str,
+    pub data: Value,
+    pub timestamp: DateTime<Utc>,
+    pub seq: i64,
+}
+
+impl From<Event> for EventBody {
+    fn from(e: Event) -> Self {
+        Self {
+            kind: e.kind.as_str(),
+            channel: e.channel().as_str(),
+            data: e.data,
+            timestamp: e.timestamp,
+            seq: e.seq,
+        }
+    }
+}

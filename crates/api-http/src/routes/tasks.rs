@@ -1,0 +1,221 @@
+//! `/api/v1/tasks`: submission, reads, operator actions and the agent work protocol.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::TaskId;
+use uuid::Uuid;
+
+use crate::auth::{AgentOrViewer, Auth, Operator};
+use crate::dto::tasks::{
+    CompleteTask, EventBody, FailTask, ListTasks, StartTask, SubmitTask, TaskBody, TaskHeartbeat,
+    TaskHeartbeatBody,
+};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::middleware::method_not_allowed;
+use crate::pagination::next_link;
+use crate::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/tasks")
+            .route(web::get().to(list))
+            .route(web::post().to(submit))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/tasks/{task_id}")
+            .route(web::get().to(get))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/tasks/{task_id}/history")
+            .route(web::get().to(history))
+            .default_service(method_not_allowed("GET")),
+    );
+    for (path, handler) in [
+        ("/tasks/{task_id}/cancel", Action::Cancel),
+        ("/tasks/{task_id}/retry", Action::Retry),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .app_data(web::Data::new(handler))
+                .route(web::post().to(operator_action))
+                .default_service(method_not_allowed("POST")),
+        );
+    }
+    cfg.service(
+        web::resource("/tasks/{task_id}/start")
+            .route(web::post().to(start))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/tasks/{task_id}/heartbeat")
+            .route(web::post().to(heartbeat))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/tasks/{task_id}/complete")
+            .route(web::post().to(complete))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/tasks/{task_id}/fail")
+            .route(web::post().to(fail))
+            .default_service(method_not_allowed("POST")),
+    );
+}
+
+/// The operator actions that take no body.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Cancel,
+    Retry,
+}
+
+fn ok(task: domain::Task) -> HttpResponse {
+    HttpResponse::Ok().json(TaskBody::from(task))
+}
+
+async fn submit(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    body: ApiJson<SubmitTask>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.0.into_domain(state.platform.clock().now())?;
+    Ok(ok(state.platform.submit_task(&auth.principal, new).await?))
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    req: HttpRequest,
+    params: web::Query<ListTasks>,
+) -> Result<HttpResponse, ApiError> {
+    let (query, limit) = params.into_inner().into_query()?;
+    let page = state
+        .platform
+        .list_tasks(&auth.principal, query, limit)
+        .await?;
+    let mut response = HttpResponse::Ok();
+    if let Some(link) = page.next.as_ref().and_then(|c| next_link(&req, c)) {
+        response.insert_header((header::LINK, link));
+    }
+    let body: Vec<TaskBody> = page.tasks.into_iter().map(TaskBody::from).collect();
+    Ok(response.json(body))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let task = state
+        .platform
+        .get_task(&auth.principal, TaskId(id.into_inner()))
+        .await?;
+    Ok(ok(task))
+}
+
+async fn history(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let events = state
+        .platform
+        .task_history(&auth.principal, TaskId(id.into_inner()))
+        .await?;
+    let body: Vec<EventBody> = events.into_iter().map(EventBody::from).collect();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn operator_action(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    action: web::Data<Action>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TaskId(id.into_inner());
+    let task = match **action {
+        Action::Cancel => state.platform.cancel_task(&auth.principal, id).await?,
+        Action::Retry => state.platform.retry_task(&auth.principal, id).await?,
+    };
+    Ok(ok(task))
+}
+
+async fn start(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+    body: ApiJson<StartTask>,
+) -> Result<HttpResponse, ApiError> {
+    let task = state
+        .platform
+        .start_task(&auth.principal, TaskId(id.into_inner()), body.0.attempt)
+        .await?;
+    Ok(ok(task))
+}
+
+async fn heartbeat(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+    body: ApiJson<TaskHeartbeat>,
+) -> Result<HttpResponse, ApiError> {
+    let message = body.0.checked_message()?;
+    let task = state
+        .platform
+        .task_heartbeat(
+            &auth.principal,
+            TaskId(id.into_inner()),
+            body.0.attempt,
+            body.0.progress,
+            message,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(TaskHeartbeatBody {
+        cancel_requested: task.cancel_requested,
+        lease_expires_at: task.lease_expires_at,
+        task: task.into(),
+    }))
+}
+
+async fn complete(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+    body: ApiJson<CompleteTask>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let task = state
+        .platform
+        .complete_task(
+            &auth.principal,
+            TaskId(id.into_inner()),
+            body.attempt,
+            body.result,
+        )
+        .await?;
+    Ok(ok(task))
+}
+
+async fn fail(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrViewer>,
+    id: web::Path<Uuid>,
+    body: ApiJson<FailTask>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let task = state
+        .platform
+        .fail_task(
+            &auth.principal,
+            TaskId(id.into_inner()),
+            body.attempt,
+            &body.error,
+            body.retryable.unwrap_or(true),
+        )
+        .await?;
+    Ok(ok(task))
+}

@@ -1,0 +1,163 @@
+//! The scheduling pass and the sweeps that keep leases and deadlines honest.
+//!
+//! The pass itself is the domain's pure [`schedule`] function applied to a snapshot the store
+//! hands over under its scheduling lock; this module turns the plan into task and agent changes
+//! and their events.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use domain::scheduler::{schedule, AgentCapacity, Policy, Pools};
+use domain::task::Outcome;
+use domain::{AgentId, EventKind, TaskId};
+use ports::{Changes, SchedulingSnapshot};
+
+use crate::{events, AppError, Platform};
+
+/// Most tasks one sweep pass looks at.
+const SWEEP_BATCH: u32 = 500;
+
+/// Turns a snapshot into the changes of one pass.
+fn decide(snapshot: SchedulingSnapshot, now: DateTime<Utc>, policy: &Policy) -> Changes {
+    let mut held: HashMap<AgentId, Vec<&domain::Task>> = HashMap::new();
+    for task in &snapshot.held {
+        if let Some(agent) = task.assigned_agent {
+            held.entry(agent).or_default().push(task);
+        }
+    }
+    let capacity: Vec<AgentCapacity> = snapshot
+        .agents
+        .iter()
+        .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
+        .collect();
+    // Shared pools are not modelled yet: a task that claims one waits, saying the pool is unknown.
+    let plan = schedule(&snapshot.pending, capacity, Pools::default(), now, policy);
+
+    let mut tasks: HashMap<TaskId, domain::Task> =
+        snapshot.pending.into_iter().map(|t| (t.id, t)).collect();
+    let mut agents: HashMap<AgentId, domain::Agent> =
+        snapshot.agents.into_iter().map(|a| (a.id, a)).collect();
+    let mut changes = Changes::default();
+    let mut touched_agents = Vec::new();
+    for assignment in plan.assignments {
+        let (Some(mut task), Some(agent)) = (
+            tasks.remove(&assignment.task),
+            agents.get_mut(&assignment.agent),
+        ) else {
+            continue;
+        };
+        if task.assign(agent.id, now).is_err() {
+            continue;
+        }
+        changes
+            .events
+            .push(events::task_transition(&task, Outcome::Assigned, None, now));
+        if let Some(change) = agent.take_task(now) {
+            changes.events.push(events::agent_status_changed(
+                agent,
+                change,
+                "task assigned",
+                now,
+            ));
+        }
+        if !touched_agents.contains(&agent.id) {
+            touched_agents.push(agent.id);
+        }
+        changes.tasks.push(task);
+    }
+    for waiting in plan.unplaced {
+        if let Some(mut task) = tasks.remove(&waiting.task) {
+            if task.pending_reason.as_deref() != Some(waiting.reason.as_str()) {
+                task.pending_reason = Some(waiting.reason);
+                task.updated_at = now;
+                changes.tasks.push(task);
+            }
+        }
+    }
+    changes.agents = touched_agents
+        .into_iter()
+        .filter_map(|id| agents.remove(&id))
+        .collect();
+    changes
+}
+
+impl Platform {
+    /// One scheduling pass. Returns how many tasks were assigned.
+    pub async fn run_scheduler(&self) -> Result<usize, AppError> {
+        let now = self.deps.clock.now();
+        let policy = self.settings.policy.clone();
+        let stored = self
+            .deps
+            .tasks
+            .schedule(
+                now,
+                self.settings.schedule_batch,
+                Box::new(move |snapshot| decide(snapshot, now, &policy)),
+            )
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))?;
+        let assigned = stored
+            .iter()
+            .filter(|e| e.kind == EventKind::TaskAssigned)
+            .count();
+        self.publish(&stored).await;
+        if assigned > 0 {
+            self.wake_agents();
+        }
+        Ok(assigned)
+    }
+
+    /// Ends every attempt whose lease ran out. Returns how many.
+    pub async fn expire_leases(&self) -> Result<usize, AppError> {
+        let now = self.deps.clock.now();
+        let expired = self
+            .deps
+            .tasks
+            .lease_expired(now, SWEEP_BATCH)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))?;
+        let mut count = 0;
+        for task in expired {
+            let result = self
+                .modify_task(task.id, |task, _, now| {
+                    if !task.lease_expired(now) {
+                        return Ok(Outcome::Progress); // renewed meanwhile
+                    }
+                    task.release("lease expired", now)
+                        .ok_or_else(|| AppError::Conflict("task no longer held".into()))
+                })
+                .await;
+            match result {
+                Ok(t) if !t.status.is_active() => count += 1,
+                Ok(_) | Err(AppError::Conflict(_) | AppError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Expires every pending task past its deadline. Returns how many.
+    pub async fn expire_deadlines(&self) -> Result<usize, AppError> {
+        let now = self.deps.clock.now();
+        let late = self
+            .deps
+            .tasks
+            .past_deadline(now, SWEEP_BATCH)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))?;
+        let mut count = 0;
+        for task in late {
+            let result = self
+                .modify_task(task.id, |task, _, now| {
+                    Ok(task.expire_if_late(now).unwrap_or(Outcome::Progress))
+                })
+                .await;
+            match result {
+                Ok(t) if t.status == domain::TaskStatus::Expired => count += 1,
+                Ok(_) | Err(AppError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,411 @@
+//! Task use cases: submission, reads, operator actions, and the agent work protocol.
+
+use chrono::{DateTime, Utc};
+use domain::task::{Outcome, TaskError};
+use domain::{
+    Agent, AgentId, Cursor, Event, Limit, NewTask, Principal, Role, Task, TaskId, TaskStatus,
+};
+use ports::{Changes, RepoError, TaskQuery};
+use serde_json::{Map, Value};
+
+use crate::{events, AppError, Platform};
+
+/// How often a change is tried when it keeps losing optimistic-concurrency races.
+const MAX_ATTEMPTS: usize = 16;
+/// Longest long-poll an agent may ask for.
+pub const MAX_WAIT_SECONDS: u32 = 30;
+/// Most events a task's history returns.
+const HISTORY_LIMIT: u32 = 1000;
+
+/// One page of tasks and the cursor of the next, if there is one.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    pub next: Option<Cursor>,
+}
+
+/// The agent an agent-role caller is, or why it may not make agent calls.
+fn calling_agent(actor: &Principal) -> Result<AgentId, AppError> {
+    match (actor.role, actor.agent_id) {
+        (Role::Agent, Some(id)) => Ok(id),
+        _ => Err(AppError::Forbidden(
+            "only the agent a task is assigned to may report on it".into(),
+        )),
+    }
+}
+
+fn transition_error(error: TaskError) -> AppError {
+    match error {
+        TaskError::Stale(m) | TaskError::InvalidTransition(m) => AppError::Conflict(m),
+        TaskError::Invalid(errors) => AppError::Validation(errors),
+    }
+}
+
+/// Whether the agent should count this outcome as a success, a failure, or neither.
+fn verdict(outcome: Outcome) -> Option<Option<bool>> {
+    match outcome {
+        Outcome::Completed => Some(Some(true)),
+        Outcome::Failed | Outcome::Requeued => Some(Some(false)),
+        Outcome::Cancelled => Some(None),
+        _ => None,
+    }
+}
+
+impl Platform {
+    /// Submits a task and wakes the scheduler.
+    pub async fn submit_task(&self, actor: &Principal, new: NewTask) -> Result<Task, AppError> {
+        if !actor.can_operate() {
+            return Err(AppError::Forbidden(format!(
+                "role {} may not submit tasks",
+                actor.role
+            )));
+        }
+        let now = self.deps.clock.now();
+        let task = Task::submit(new, TaskId(self.deps.ids.new_id()), now);
+        let stored = self
+            .deps
+            .tasks
+            .insert(&task, vec![events::task_submitted(&task)])
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))?;
+        self.publish(&stored).await;
+        self.signals.work.notify_one();
+        Ok(task)
+    }
+
+    /// Lists tasks, newest first.
+    pub async fn list_tasks(
+        &self,
+        actor: &Principal,
+        mut query: TaskQuery,
+        limit: Limit,
+    ) -> Result<TaskPage, AppError> {
+        if !actor.can_read_all() {
+            return Err(AppError::Forbidden(format!(
+                "role {} may not list tasks",
+                actor.role
+            )));
+        }
+        query.limit = limit.get() + 1;
+        let mut tasks = self
+            .deps
+            .tasks
+            .list(&query)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))?;
+        let next = (tasks.len() > limit.get() as usize).then(|| {
+            tasks.truncate(limit.get() as usize);
+            let last = tasks.last().expect("a full page has a last row");
+            Cursor {
+                created_at: last.created_at,
+                id: last.id.as_uuid(),
+            }
+        });
+        Ok(TaskPage { tasks, next })
+    }
+
+    /// One task. An agent sees only the tasks assigned to it; others are `NotFound` to it.
+    pub async fn get_task(&self, actor: &Principal, id: TaskId) -> Result<Task, AppError> {
+        let task = self
+            .deps
+            .tasks
+            .get(id)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))?;
+        if actor.can_read_all() || task.assigned_agent.is_some_and(|a| actor.is_agent(a)) {
+            Ok(task)
+        } else {
+            Err(AppError::NotFound("Task"))
+        }
+    }
+
+    /// A task's events, oldest first.
+    pub async fn task_history(
+        &self,
+        actor: &Principal,
+        id: TaskId,
+    ) -> Result<Vec<Event>, AppError> {
+        self.get_task(actor, id).await?;
+        self.deps
+            .event_log
+            .task_events(id, HISTORY_LIMIT)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))
+    }
+
+    /// Cancels a task: at once if pending; a held task is asked to stop through its agent's
+    /// next heartbeat, and ends `cancelled` when the agent reports or its lease runs out.
+    pub async fn cancel_task(&self, actor: &Principal, id: TaskId) -> Result<Task, AppError> {
+        require_operator(actor)?;
+        self.modify_task(id, |task, _, now| {
+            task.cancel(now).map_err(transition_error)
+        })
+        .await
+    }
+
+    /// Puts a failed, cancelled or expired task back in the queue with fresh attempts.
+    pub async fn retry_task(&self, actor: &Principal, id: TaskId) -> Result<Task, AppError> {
+        require_operator(actor)?;
+        let task = self
+            .modify_task(id, |task, _, now| task.retry(now).map_err(transition_error))
+            .await?;
+        self.signals.work.notify_one();
+        Ok(task)
+    }
+
+    /// The agent starts the task it was assigned.
+    pub async fn start_task(
+        &self,
+        actor: &Principal,
+        id: TaskId,
+        attempt: u32,
+    ) -> Result<Task, AppError> {
+        let agent = calling_agent(actor)?;
+        self.modify_task(id, |task, _, now| {
+            task.start(agent, attempt, now).map_err(transition_error)
+        })
+        .await
+    }
+
+    /// The agent reports it is alive and how far along; the lease is renewed. The returned
+    /// task's `cancel_requested` tells the agent whether to stop.
+    pub async fn task_heartbeat(
+        &self,
+        actor: &Principal,
+        id: TaskId,
+        attempt: u32,
+        progress: Option<f64>,
+        message: Option<String>,
+    ) -> Result<Task, AppError> {
+        let agent = calling_agent(actor)?;
+        let note = message.map(|m| ("message", Value::String(m)));
+        self.modify_task_noting(id, note, |task, _, now| {
+            task.heartbeat(agent, attempt, progress, now)
+                .map_err(transition_error)
+        })
+        .await
+    }
+
+    /// The agent finished the task.
+    pub async fn complete_task(
+        &self,
+        actor: &Principal,
+        id: TaskId,
+        attempt: u32,
+        result: Map<String, Value>,
+    ) -> Result<Task, AppError> {
+        let agent = calling_agent(actor)?;
+        let task = self
+            .modify_task(id, |task, _, now| {
+                task.complete(agent, attempt, result.clone(), now)
+                    .map_err(transition_error)
+            })
+            .await?;
+        self.signals.work.notify_one();
+        Ok(task)
+    }
+
+    /// The agent gave up on the task.
+    pub async fn fail_task(
+        &self,
+        actor: &Principal,
+        id: TaskId,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+    ) -> Result<Task, AppError> {
+        let agent = calling_agent(actor)?;
+        let task = self
+            .modify_task(id, |task, _, now| {
+                task.fail(agent, attempt, error, retryable, now)
+                    .map_err(transition_error)
+            })
+            .await?;
+        self.signals.work.notify_one();
+        Ok(task)
+    }
+
+    /// An agent's tasks, optionally of one status. With `wait`, waits up to that long
+    /// (at most [`MAX_WAIT_SECONDS`]) until at least one matches.
+    pub async fn agent_tasks(
+        &self,
+        actor: &Principal,
+        agent: AgentId,
+        status: Option<TaskStatus>,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Vec<Task>, AppError> {
+        if !actor.can_see_agent(agent) {
+            return Err(AppError::NotFound("Agent"));
+        }
+        self.deps
+            .agents
+            .get(agent)
+            .await
+            .map_err(|e| AppError::from_repo("Agent", e))?;
+        let wait = wait
+            .unwrap_or_default()
+            .min(std::time::Duration::from_secs(u64::from(MAX_WAIT_SECONDS)));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the read, so an assignment made in between still wakes us.
+            let assigned = self.signals.assigned.notified();
+            let query = TaskQuery {
+                status,
+                agent: Some(agent),
+                limit: 1000,
+                ..TaskQuery::default()
+            };
+            let tasks = self
+                .deps
+                .tasks
+                .list(&query)
+                .await
+                .map_err(|e| AppError::from_repo("Task", e))?;
+            let now = tokio::time::Instant::now();
+            if !tasks.is_empty() || now >= deadline {
+                return Ok(tasks);
+            }
+            // Assignments made by another replica do not ring this bell: look again every second.
+            let nap = (deadline - now).min(std::time::Duration::from_secs(1));
+            let _ = tokio::time::timeout(nap, assigned).await;
+        }
+    }
+
+    /// The tasks an agent holds right now.
+    pub async fn held_tasks(&self, agent: AgentId) -> Result<Vec<Task>, AppError> {
+        self.deps
+            .tasks
+            .held_by(agent)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))
+    }
+
+    /// Ends the attempt of every task an agent holds (it went offline or away): each goes back
+    /// to the queue with its next attempt, or fails when none remain.
+    pub(crate) async fn release_held(
+        &self,
+        agent: AgentId,
+        reason: &str,
+    ) -> Result<usize, AppError> {
+        let mut released = 0;
+        for task in self.held_tasks(agent).await? {
+            let result = self
+                .modify_task(task.id, |task, _, now| {
+                    if task.assigned_agent != Some(agent) {
+                        return Ok(Outcome::Progress); // moved on meanwhile: nothing to do
+                    }
+                    task.release(reason, now)
+                        .ok_or_else(|| AppError::Conflict("task no longer held".into()))
+                })
+                .await;
+            match result {
+                Ok(_) => released += 1,
+                Err(AppError::Conflict(_) | AppError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if released > 0 {
+            self.signals.work.notify_one();
+        }
+        Ok(released)
+    }
+
+    /// Load the task and its holder, decide, save both with a version check, publish.
+    /// A transition that ends an attempt releases the agent's slot in the same write.
+    pub(crate) async fn modify_task<F>(&self, id: TaskId, decide: F) -> Result<Task, AppError>
+    where
+        F: FnMut(&mut Task, Option<&Agent>, DateTime<Utc>) -> Result<Outcome, AppError>,
+    {
+        self.modify_task_noting(id, None, decide).await
+    }
+
+    /// [`modify_task`](Self::modify_task), adding `note` to the event's data.
+    async fn modify_task_noting<F>(
+        &self,
+        id: TaskId,
+        note: Option<(&str, Value)>,
+        mut decide: F,
+    ) -> Result<Task, AppError>
+    where
+        F: FnMut(&mut Task, Option<&Agent>, DateTime<Utc>) -> Result<Outcome, AppError>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut task = self
+                .deps
+                .tasks
+                .get(id)
+                .await
+                .map_err(|e| AppError::from_repo("Task", e))?;
+            let holder = task.assigned_agent;
+            let mut agent = match holder {
+                Some(a) => match self.deps.agents.get(a).await {
+                    Ok(agent) => Some(agent),
+                    Err(RepoError::NotFound) => None,
+                    Err(e) => return Err(AppError::from_repo("Agent", e)),
+                },
+                None => None,
+            };
+            let before = task.clone();
+            let now = self.deps.clock.now();
+            let outcome = decide(&mut task, agent.as_ref(), now)?;
+            if task == before {
+                return Ok(task);
+            }
+            let mut event = events::task_transition(&task, outcome, holder, now);
+            if let Some((key, value)) = &note {
+                event.data[*key] = value.clone();
+            }
+            let mut changes = Changes {
+                events: vec![event],
+                ..Changes::default()
+            };
+            if let (Some(agent), Some(verdict)) = (agent.as_mut(), verdict(outcome)) {
+                if before.status.is_active() {
+                    if let Some(change) = agent.release_task(verdict, now) {
+                        changes.events.push(events::agent_status_changed(
+                            agent,
+                            change,
+                            "task finished",
+                            now,
+                        ));
+                    }
+                    changes.agents.push(agent.clone());
+                }
+            }
+            changes.tasks.push(task.clone());
+            match self.deps.tasks.save(changes).await {
+                Ok(stored) => {
+                    self.publish(&stored).await;
+                    task.version += 1;
+                    return Ok(task);
+                }
+                Err(RepoError::Conflict(_)) => continue,
+                Err(e) => return Err(AppError::from_repo("Task", e)),
+            }
+        }
+        Err(AppError::Conflict(
+            "the task is being changed concurrently; try again".into(),
+        ))
+    }
+
+    /// Wakes agents that are long-polling for new assignments.
+    pub(crate) fn wake_agents(&self) {
+        self.signals.assigned.notify_waiters();
+    }
+
+    /// Waits until something may have made scheduling worthwhile.
+    pub(crate) async fn work_arrived(&self) {
+        self.signals.work.notified().await;
+    }
+}
+
+fn require_operator(actor: &Principal) -> Result<(), AppError> {
+    if actor.can_operate() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "role {} may not change tasks",
+            actor.role
+        )))
+    }
+}

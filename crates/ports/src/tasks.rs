@@ -1,0 +1,137 @@
+//! The task repository port, including the scheduling pass.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{
+    Agent, AgentId, Capability, Cursor, Event, NewEvent, Priority, Task, TaskId, TaskStatus,
+};
+use uuid::Uuid;
+
+use crate::RepoError;
+
+/// Which tasks to list, and which page.
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    pub priority: Option<Priority>,
+    /// Only tasks that require this capability.
+    pub capability: Option<Capability>,
+    /// Only tasks assigned to this agent (now, or last).
+    pub agent: Option<AgentId>,
+    pub workflow_id: Option<Uuid>,
+    pub execution_id: Option<Uuid>,
+    /// Start after this position (exclusive).
+    pub after: Option<Cursor>,
+    /// Return at most this many rows.
+    pub limit: u32,
+}
+
+/// How many tasks are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub pending: u64,
+    pub assigned: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+}
+
+impl TaskCounts {
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        let slot = match status {
+            TaskStatus::Pending => &mut self.pending,
+            TaskStatus::Assigned => &mut self.assigned,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Completed => &mut self.completed,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+            TaskStatus::Expired => &mut self.expired,
+        };
+        *slot += n;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.pending
+            + self.assigned
+            + self.running
+            + self.completed
+            + self.failed
+            + self.cancelled
+            + self.expired
+    }
+}
+
+/// A set of changes written together: each task and agent over the version it was read at,
+/// and the events they cause.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub tasks: Vec<Task>,
+    pub agents: Vec<Agent>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.agents.is_empty() && self.events.is_empty()
+    }
+}
+
+/// What one scheduling pass sees.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulingSnapshot {
+    /// Pending tasks whose backoff has elapsed, highest priority then oldest first.
+    pub pending: Vec<Task>,
+    /// Agents that are serving (idle, active or busy).
+    pub agents: Vec<Agent>,
+    /// The assigned and running tasks of those agents.
+    pub held: Vec<Task>,
+}
+
+/// The decision a scheduling pass takes on its snapshot.
+pub type Decide = Box<dyn FnOnce(SchedulingSnapshot) -> Changes + Send>;
+
+/// Where tasks live.
+#[async_trait]
+pub trait TaskRepository: Send + Sync {
+    /// Stores a new task (`version` 0) and `events` in one transaction.
+    /// `Conflict` if a task with this ID exists.
+    async fn insert(&self, task: &Task, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError>;
+
+    /// The task with this ID. `NotFound` if there is none.
+    async fn get(&self, id: TaskId) -> Result<Task, RepoError>;
+
+    /// Tasks matching the query, newest first (`created_at` then `id`, descending), strictly after
+    /// `query.after`, at most `query.limit`.
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError>;
+
+    /// Writes every task and agent in `changes` if each stored `version` still equals the one it
+    /// was read at (bumping it by one), and stores the events; one transaction.
+    /// `NotFound` if one is gone, `Conflict` if one moved: then nothing is written.
+    async fn save(&self, changes: Changes) -> Result<Vec<Event>, RepoError>;
+
+    /// One scheduling pass. Loads a snapshot (at most `limit` pending tasks ready at `now`, the
+    /// serving agents and the tasks they hold), calls `decide` once with it, and writes the
+    /// changes it returns, only tasks and agents from the snapshot, with their events, in the
+    /// same transaction. Passes never overlap, on this replica or any other sharing the store,
+    /// and the snapshot's rows cannot change before the write, so the write never loses a race.
+    async fn schedule(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        decide: Decide,
+    ) -> Result<Vec<Event>, RepoError>;
+
+    /// Assigned or running tasks whose lease ran out at or before `now`, at most `limit`.
+    async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError>;
+
+    /// Pending tasks whose deadline is at or before `now`, at most `limit`.
+    async fn past_deadline(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError>;
+
+    /// The assigned and running tasks of one agent, oldest assignment first.
+    async fn held_by(&self, agent: AgentId) -> Result<Vec<Task>, RepoError>;
+
+    /// How many tasks are in each status.
+    async fn count_by_status(&self) -> Result<TaskCounts, RepoError>;
+}

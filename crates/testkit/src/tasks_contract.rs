@@ -1,0 +1,287 @@
+//! The task store contract: what every implementation of `TaskRepository` must do.
+
+use chrono::{DateTime, Utc};
+use domain::{
+    AgentStatus, Capability, EventKind, NewEvent, Priority, ResourceClaim, ResourceMap, TaskStatus,
+};
+use ports::{Changes, RepoError, TaskQuery};
+use serde_json::json;
+
+use crate::builders::{agent, agent_key, object, task};
+use crate::StoreUnderTest;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600 + secs, 0).expect("valid time")
+}
+
+fn note(task: &domain::Task) -> NewEvent {
+    NewEvent::about_task(
+        EventKind::TaskProgress,
+        task.id,
+        task.assigned_agent,
+        json!({"n": 1}),
+        t(0),
+    )
+}
+
+async fn with_agent(store: &StoreUnderTest, n: u128) -> domain::Agent {
+    let a = agent(n, &format!("worker-{n}"), &["etl"], t(0));
+    store
+        .agents
+        .insert(&a, &agent_key(n, a.id, t(0)), vec![])
+        .await
+        .unwrap();
+    a
+}
+
+pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
+    let mut x = task(1, 7, &["etl", "gpu"], t(0));
+    x.deadline = Some(t(3600));
+    x.resource_claims = vec![ResourceClaim {
+        resource: "gpu_cluster_01".into(),
+        amount: ResourceMap::from_json("a", &object(json!({"gpus": 1, "memory": "8Gi"}))).unwrap(),
+    }];
+    x.workflow_id = Some(uuid::Uuid::from_u128(77));
+    x.step = Some("ingest".into());
+    let events = store
+        .tasks
+        .insert(
+            &x,
+            vec![NewEvent::about_task(
+                EventKind::TaskSubmitted,
+                x.id,
+                None,
+                json!({}),
+                t(0),
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(events[0].task_id, Some(x.id));
+    assert_eq!(store.tasks.get(x.id).await.unwrap(), x);
+    assert_eq!(
+        store.tasks.get(task(2, 1, &[], t(0)).id).await,
+        Err(RepoError::NotFound)
+    );
+    assert!(matches!(
+        store.tasks.insert(&x, vec![]).await,
+        Err(RepoError::Conflict(_))
+    ));
+    let history = store.events.task_events(x.id, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+}
+
+pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
+    let a = with_agent(&store, 50).await;
+    for n in 1..=5u128 {
+        let caps: &[&str] = if n % 2 == 0 { &["gpu"] } else { &["etl"] };
+        let mut x = task(n, (n % 3 + 1) as i64, caps, t(n as i64));
+        if n == 3 {
+            x.assign(a.id, t(10)).unwrap();
+        }
+        store.tasks.insert(&x, vec![]).await.unwrap();
+    }
+    let ids = |v: Vec<domain::Task>| {
+        v.into_iter()
+            .map(|t| t.id.as_uuid().as_u128())
+            .collect::<Vec<_>>()
+    };
+    let all = TaskQuery {
+        limit: 100,
+        ..TaskQuery::default()
+    };
+    assert_eq!(ids(store.tasks.list(&all).await.unwrap()), [5, 4, 3, 2, 1]);
+    let gpu = TaskQuery {
+        capability: Some(Capability::parse("gpu").unwrap()),
+        ..all.clone()
+    };
+    assert_eq!(ids(store.tasks.list(&gpu).await.unwrap()), [4, 2]);
+    let assigned = TaskQuery {
+        status: Some(TaskStatus::Assigned),
+        ..all.clone()
+    };
+    assert_eq!(ids(store.tasks.list(&assigned).await.unwrap()), [3]);
+    let mine = TaskQuery {
+        agent: Some(a.id),
+        ..all.clone()
+    };
+    assert_eq!(ids(store.tasks.list(&mine).await.unwrap()), [3]);
+    let p1 = TaskQuery {
+        priority: Some(Priority::new(1).unwrap()),
+        ..all.clone()
+    };
+    assert_eq!(ids(store.tasks.list(&p1).await.unwrap()), [3]);
+    let first = store
+        .tasks
+        .list(&TaskQuery {
+            limit: 2,
+            ..all.clone()
+        })
+        .await
+        .unwrap();
+    let last = first.last().unwrap();
+    let next = TaskQuery {
+        after: Some(domain::Cursor {
+            created_at: last.created_at,
+            id: last.id.as_uuid(),
+        }),
+        limit: 2,
+        ..all
+    };
+    assert_eq!(ids(store.tasks.list(&next).await.unwrap()), [3, 2]);
+}
+
+pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnderTest) {
+    let mut a = with_agent(&store, 50).await;
+    let mut x = task(1, 5, &["etl"], t(0));
+    store.tasks.insert(&x, vec![]).await.unwrap();
+    let original = x.clone();
+    x.assign(a.id, t(1)).unwrap();
+    a.take_task(t(1));
+    let events = store
+        .tasks
+        .save(Changes {
+            tasks: vec![x.clone()],
+            agents: vec![a.clone()],
+            events: vec![note(&x)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let stored = store.tasks.get(x.id).await.unwrap();
+    assert_eq!((stored.status, stored.version), (TaskStatus::Assigned, 1));
+    assert_eq!(store.agents.get(a.id).await.unwrap().current_tasks, 1);
+
+    // A stale task next to a fresh agent: nothing of either is written.
+    let mut fresh_agent = store.agents.get(a.id).await.unwrap();
+    fresh_agent.max_concurrent_tasks = 9;
+    let mut stale = original;
+    stale.title = "overwritten".into();
+    let result = store
+        .tasks
+        .save(Changes {
+            tasks: vec![stale],
+            agents: vec![fresh_agent],
+            events: vec![note(&x)],
+        })
+        .await;
+    assert!(matches!(result, Err(RepoError::Conflict(_))), "{result:?}");
+    assert_eq!(store.tasks.get(x.id).await.unwrap().title, "task-1");
+    assert_eq!(
+        store.agents.get(a.id).await.unwrap().max_concurrent_tasks,
+        2
+    );
+    assert_eq!(store.events.task_events(x.id, 10).await.unwrap().len(), 1);
+}
+
+pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision(
+    store: StoreUnderTest,
+) {
+    let serving = with_agent(&store, 50).await;
+    let mut away = agent(51, "away", &["etl"], t(0));
+    away.status = AgentStatus::Offline;
+    store
+        .agents
+        .insert(&away, &agent_key(51, away.id, t(0)), vec![])
+        .await
+        .unwrap();
+    let ready = task(1, 3, &["etl"], t(0));
+    let urgent = task(2, 9, &["etl"], t(5));
+    let mut backing_off = task(3, 9, &["etl"], t(0));
+    backing_off.not_before = t(1000);
+    let mut held = task(4, 1, &["etl"], t(0));
+    held.assign(serving.id, t(1)).unwrap();
+    for x in [&ready, &urgent, &backing_off, &held] {
+        store.tasks.insert(x, vec![]).await.unwrap();
+    }
+    let events = store
+        .tasks
+        .schedule(
+            t(10),
+            10,
+            Box::new(|snapshot| {
+                let pending: Vec<u128> = snapshot
+                    .pending
+                    .iter()
+                    .map(|t| t.id.as_uuid().as_u128())
+                    .collect();
+                assert_eq!(pending, [2, 1], "ready tasks only, highest priority first");
+                assert_eq!(snapshot.agents.len(), 1, "serving agents only");
+                assert_eq!(snapshot.held.len(), 1);
+                let mut agent = snapshot.agents[0].clone();
+                let mut chosen = snapshot.pending[0].clone();
+                chosen.assign(agent.id, t(10)).unwrap();
+                agent.take_task(t(10));
+                let event = note(&chosen);
+                Changes {
+                    tasks: vec![chosen],
+                    agents: vec![agent],
+                    events: vec![event],
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        store.tasks.get(urgent.id).await.unwrap().status,
+        TaskStatus::Assigned
+    );
+    assert_eq!(
+        store.tasks.get(ready.id).await.unwrap().status,
+        TaskStatus::Pending
+    );
+    let limited = store
+        .tasks
+        .schedule(
+            t(10),
+            1,
+            Box::new(|s| {
+                assert_eq!(s.pending.len(), 1, "the limit caps the pending tasks read");
+                Changes::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(limited.is_empty());
+}
+
+pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: StoreUnderTest) {
+    let a = with_agent(&store, 50).await;
+    let mut leased = task(1, 5, &[], t(0));
+    leased.assign(a.id, t(0)).unwrap(); // lease until t(60)
+    let mut fresh = task(2, 5, &[], t(0));
+    fresh.assign(a.id, t(50)).unwrap(); // lease until t(110)
+    let mut late = task(3, 5, &[], t(0));
+    late.deadline = Some(t(30));
+    let on_time = task(4, 5, &[], t(0));
+    for x in [&leased, &fresh, &late, &on_time] {
+        store.tasks.insert(x, vec![]).await.unwrap();
+    }
+    let ids = |v: Vec<domain::Task>| {
+        v.into_iter()
+            .map(|t| t.id.as_uuid().as_u128())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.tasks.lease_expired(t(60), 10).await.unwrap()),
+        [1]
+    );
+    assert_eq!(
+        ids(store.tasks.lease_expired(t(200), 10).await.unwrap()),
+        [1, 2]
+    );
+    assert_eq!(
+        ids(store.tasks.past_deadline(t(30), 10).await.unwrap()),
+        [3]
+    );
+    assert!(store
+        .tasks
+        .past_deadline(t(29), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(ids(store.tasks.held_by(a.id).await.unwrap()), [1, 2]);
+    let counts = store.tasks.count_by_status().await.unwrap();
+    assert_eq!((counts.pending, counts.assigned, counts.total()), (2, 2, 4));
+}
