@@ -64,6 +64,13 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// The time on the manual clock.
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        ports::Clock::now(&self.clock)
+    }
+}
+
 /// Builds the service under test.
 #[macro_export]
 macro_rules! service {

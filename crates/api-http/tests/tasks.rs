@@ -1,0 +1,621 @@
+//! Tasks through the HTTP API, each scenario on the embedded store and on PostgreSQL:
+//! submission, scheduling, the agent work protocol, leases, retries, deadlines, cancellation.
+//! Time moves only through the manual clock; the scheduler and sweeps are run by hand.
+
+mod common;
+
+use actix_web::http::Method;
+use chrono::Duration;
+use common::*;
+use serde_json::{json, Value};
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$name(super::Harness::memory()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let store = adapters_postgres::testing::fresh_store().await;
+                    super::$name(super::Harness::on(std::sync::Arc::new(store))).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    a_task_is_scheduled_run_and_completed_with_its_history,
+    an_unplaceable_task_says_what_is_missing_and_waits_for_an_agent,
+    a_task_whose_agent_dies_completes_on_another_and_the_late_agent_is_refused,
+    an_unstarted_task_goes_back_to_the_queue_when_its_lease_runs_out,
+    a_failed_task_is_retried_by_an_operator,
+    a_pending_task_past_its_deadline_expires,
+    cancelling_a_running_task_reaches_the_agent_through_its_heartbeat,
+    higher_priority_runs_first_when_capacity_is_short,
+    bad_submissions_are_422_and_change_nothing,
+    agents_act_only_on_their_own_tasks,
+);
+
+fn submission(title: &str, priority: i64, capabilities: &[&str]) -> Value {
+    json!({
+        "title": title,
+        "description": "Analyze customer behavior patterns",
+        "priority": priority,
+        "required_capabilities": capabilities,
+        "resources": {"cpu": 1, "memory": "512Mi"},
+        "metadata": {"customer_id": "12345"}
+    })
+}
+
+fn id_of(body: &Value) -> String {
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn a_task_is_scheduled_run_and_completed_with_its_history(h: Harness) {
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("worker")).await;
+    let task = send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks").set_json(submission(
+            "Process Customer Data",
+            8,
+            &["data_processing"],
+        )),
+    )
+    .await;
+    let task = task.ok().clone();
+    assert_eq!(task["status"], "pending");
+    assert_eq!(task["attempt"], 1);
+    assert_eq!(task["max_attempts"], 3);
+    assert_eq!(task["lease_seconds"], 60);
+    let id = id_of(&task);
+
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
+    let mine = send(
+        &app,
+        bearer(
+            Method::GET,
+            &format!("/api/v1/agents/{agent}/tasks?status_filter=assigned"),
+            &key,
+        ),
+    )
+    .await;
+    let mine = mine.ok().as_array().unwrap().clone();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["id"], id.as_str());
+    assert_eq!(mine[0]["assigned_agent"], agent.as_str());
+    let busy = send(&app, admin(Method::GET, &format!("/api/v1/agents/{agent}"))).await;
+    assert_eq!(busy.ok()["status"], "busy", "one slot of one is taken");
+    assert_eq!(busy.ok()["current_tasks"], 1);
+
+    let started = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), &key)
+            .set_json(json!({"attempt": 1})),
+    )
+    .await;
+    assert_eq!(started.ok()["status"], "running");
+    h.clock.advance(Duration::seconds(30));
+    let beat = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/heartbeat"), &key)
+            .set_json(json!({"attempt": 1, "progress": 0.5, "message": "halfway"})),
+    )
+    .await;
+    let beat = beat.ok();
+    assert_eq!(beat["cancel_requested"], false);
+    assert_eq!(beat["task"]["progress"], 0.5);
+    let done = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/complete"), &key)
+            .set_json(json!({"attempt": 1, "result": {"rows": 1200}})),
+    )
+    .await;
+    let done = done.ok();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["result"], json!({"rows": 1200}));
+    assert!(done["completed_at"].is_string());
+
+    let agent_now = send(&app, admin(Method::GET, &format!("/api/v1/agents/{agent}"))).await;
+    assert_eq!(agent_now.ok()["status"], "idle");
+    assert_eq!(agent_now.ok()["current_tasks"], 0);
+
+    let history = send(
+        &app,
+        admin(Method::GET, &format!("/api/v1/tasks/{id}/history")),
+    )
+    .await;
+    let kinds: Vec<&str> = history
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "task_submitted",
+            "task_assigned",
+            "task_started",
+            "task_progress",
+            "task_completed"
+        ]
+    );
+    let progress = &history.ok()[3];
+    assert_eq!(progress["data"]["message"], "halfway");
+    assert_eq!(progress["channel"], "task_activity");
+}
+
+async fn an_unplaceable_task_says_what_is_missing_and_waits_for_an_agent(h: Harness) {
+    let app = service!(h);
+    let task = send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks").set_json(submission("render", 5, &["gpu_inference"])),
+    )
+    .await;
+    let id = id_of(task.ok());
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 0);
+    let waiting = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(waiting.ok()["status"], "pending");
+    assert_eq!(
+        waiting.ok()["pending_reason"],
+        "no online agent has capability gpu_inference"
+    );
+    let mut gpu = seed_agent("gpu-box");
+    gpu["capabilities"] = json!(["gpu_inference"]);
+    gpu["resources"] = json!({"cpu": "500m", "memory": "8Gi"});
+    register(&app, gpu).await;
+    h.state.platform.run_scheduler().await.unwrap();
+    let still = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(
+        still.ok()["pending_reason"],
+        "1 agent match, none has enough free cpu (needs 1, at most 0.5 free)"
+    );
+    let listed = send(
+        &app,
+        admin(
+            Method::GET,
+            "/api/v1/tasks?status_filter=pending&priority_filter=5",
+        ),
+    )
+    .await;
+    assert_eq!(listed.ok().as_array().unwrap().len(), 1);
+}
+
+async fn a_task_whose_agent_dies_completes_on_another_and_the_late_agent_is_refused(h: Harness) {
+    let app = service!(h);
+    let (a, key_a) = register(&app, seed_agent("a")).await;
+    let task = send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks").set_json(submission("etl", 5, &["data_processing"])),
+    )
+    .await;
+    let id = id_of(task.ok());
+    h.state.platform.run_scheduler().await.unwrap();
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), &key_a)
+            .set_json(json!({"attempt": 1})),
+    )
+    .await
+    .ok();
+
+    let (b, key_b) = register(&app, seed_agent("b")).await;
+    h.clock.advance(Duration::seconds(60));
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{b}/heartbeat"),
+            &key_b,
+        ),
+    )
+    .await
+    .ok();
+    h.clock.advance(Duration::seconds(31)); // A silent for 91 s; B for 31 s
+    assert_eq!(h.state.platform.detect_offline_agents().await.unwrap(), 1);
+    let requeued = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(requeued.ok()["status"], "pending");
+    assert_eq!(requeued.ok()["attempt"], 2);
+    assert_eq!(requeued.ok()["error"], "agent went offline");
+
+    assert_eq!(
+        h.state.platform.run_scheduler().await.unwrap(),
+        0,
+        "the retry backs off first"
+    );
+    h.clock.advance(Duration::seconds(2));
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
+    let moved = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(moved.ok()["assigned_agent"], b.as_str());
+
+    // A comes back and reports its old attempt: refused, nothing changes.
+    let late = send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/tasks/{id}/complete"),
+            &key_a,
+        )
+        .set_json(json!({"attempt": 1, "result": {"stale": true}})),
+    )
+    .await;
+    late.problem(409);
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/tasks/{id}/complete"),
+            &key_b,
+        )
+        .set_json(json!({"attempt": 2, "result": {"ok": true}})),
+    )
+    .await
+    .ok();
+    let done = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(done.ok()["status"], "completed");
+    assert_eq!(done.ok()["result"], json!({"ok": true}));
+    let a_now = send(&app, admin(Method::GET, &format!("/api/v1/agents/{a}"))).await;
+    assert_eq!(
+        a_now.ok()["current_tasks"],
+        0,
+        "the offline agent's slot was released"
+    );
+    assert!(
+        a_now.ok()["reliability"].as_f64().unwrap() < 1.0,
+        "losing a task costs reliability"
+    );
+}
+
+async fn an_unstarted_task_goes_back_to_the_queue_when_its_lease_runs_out(h: Harness) {
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("slow")).await;
+    let mut body = submission("quick", 5, &[]);
+    body["lease_seconds"] = json!(30);
+    let id = id_of(
+        send(&app, admin(Method::POST, "/api/v1/tasks").set_json(body))
+            .await
+            .ok(),
+    );
+    h.state.platform.run_scheduler().await.unwrap();
+    h.clock.advance(Duration::seconds(29));
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/heartbeat"),
+            &key,
+        ),
+    )
+    .await
+    .ok();
+    assert_eq!(h.state.platform.expire_leases().await.unwrap(), 0);
+    h.clock.advance(Duration::seconds(1));
+    assert_eq!(h.state.platform.expire_leases().await.unwrap(), 1);
+    let task = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(task.ok()["status"], "pending");
+    assert_eq!(task.ok()["attempt"], 2);
+    assert_eq!(task.ok()["error"], "lease expired");
+    let late_start = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), &key)
+            .set_json(json!({"attempt": 1})),
+    )
+    .await;
+    late_start.problem(409);
+}
+
+async fn a_failed_task_is_retried_by_an_operator(h: Harness) {
+    let app = service!(h);
+    let (_, key) = register(&app, seed_agent("worker")).await;
+    let id = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("x", 5, &[])),
+        )
+        .await
+        .ok(),
+    );
+    h.state.platform.run_scheduler().await.unwrap();
+    let retrying = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/fail"), &key)
+            .set_json(json!({"attempt": 1, "error": "upstream timeout"})),
+    )
+    .await;
+    assert_eq!(retrying.ok()["status"], "pending", "retryable by default");
+    assert_eq!(retrying.ok()["attempt"], 2);
+    h.clock.advance(Duration::seconds(2));
+    h.state.platform.run_scheduler().await.unwrap();
+    let failed = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/fail"), &key)
+            .set_json(json!({"attempt": 2, "error": "bad input", "retryable": false})),
+    )
+    .await;
+    assert_eq!(failed.ok()["status"], "failed");
+    assert_eq!(failed.ok()["error"], "bad input");
+
+    let viewer = jwt(json!({"sub": "v", "role": "viewer"}));
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/retry"), &viewer),
+    )
+    .await
+    .problem(403);
+    let retried = send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{id}/retry")),
+    )
+    .await;
+    assert_eq!(retried.ok()["status"], "pending");
+    assert_eq!(retried.ok()["attempt"], 1);
+    assert_eq!(retried.ok()["error"], Value::Null);
+    send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{id}/retry")),
+    )
+    .await
+    .problem(409);
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
+}
+
+async fn a_pending_task_past_its_deadline_expires(h: Harness) {
+    let app = service!(h);
+    let mut body = submission("urgent", 9, &["nobody_has_this"]);
+    body["deadline"] = json!((h.clock_now() + Duration::seconds(60)).to_rfc3339());
+    let id = id_of(
+        send(&app, admin(Method::POST, "/api/v1/tasks").set_json(body))
+            .await
+            .ok(),
+    );
+    h.clock.advance(Duration::seconds(59));
+    assert_eq!(h.state.platform.expire_deadlines().await.unwrap(), 0);
+    h.clock.advance(Duration::seconds(1));
+    assert_eq!(h.state.platform.expire_deadlines().await.unwrap(), 1);
+    let task = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(task.ok()["status"], "expired");
+    send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{id}/retry")),
+    )
+    .await
+    .problem(409);
+}
+
+async fn cancelling_a_running_task_reaches_the_agent_through_its_heartbeat(h: Harness) {
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("worker")).await;
+    let id = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("long", 5, &[])),
+        )
+        .await
+        .ok(),
+    );
+    h.state.platform.run_scheduler().await.unwrap();
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), &key)
+            .set_json(json!({"attempt": 1})),
+    )
+    .await
+    .ok();
+    let cancelled = send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{id}/cancel")),
+    )
+    .await;
+    assert_eq!(
+        cancelled.ok()["status"],
+        "running",
+        "the agent still holds it"
+    );
+    assert_eq!(cancelled.ok()["cancel_requested"], true);
+    let beat = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/heartbeat"), &key)
+            .set_json(json!({"attempt": 1})),
+    )
+    .await;
+    assert_eq!(beat.ok()["cancel_requested"], true);
+    let stopped = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/fail"), &key)
+            .set_json(json!({"attempt": 1, "error": "cancelled by request"})),
+    )
+    .await;
+    assert_eq!(stopped.ok()["status"], "cancelled");
+    let agent_now = send(&app, admin(Method::GET, &format!("/api/v1/agents/{agent}"))).await;
+    assert_eq!(agent_now.ok()["current_tasks"], 0);
+
+    let pending = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("never", 5, &["x"])),
+        )
+        .await
+        .ok(),
+    );
+    let gone = send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{pending}/cancel")),
+    )
+    .await;
+    assert_eq!(gone.ok()["status"], "cancelled");
+    send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{pending}/cancel")),
+    )
+    .await
+    .problem(409);
+}
+
+async fn higher_priority_runs_first_when_capacity_is_short(h: Harness) {
+    let app = service!(h);
+    let low = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("low", 2, &[])),
+        )
+        .await
+        .ok(),
+    );
+    h.clock.advance(Duration::seconds(1));
+    let high = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("high", 9, &[])),
+        )
+        .await
+        .ok(),
+    );
+    register(&app, seed_agent("only-one-slot")).await;
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
+    let high_now = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{high}"))).await;
+    assert_eq!(high_now.ok()["status"], "assigned");
+    let low_now = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{low}"))).await;
+    assert_eq!(low_now.ok()["status"], "pending");
+    assert_eq!(
+        low_now.ok()["pending_reason"],
+        "1 agent match, all at capacity"
+    );
+}
+
+async fn bad_submissions_are_422_and_change_nothing(h: Harness) {
+    let app = service!(h);
+    let past = (h.clock_now() - Duration::seconds(1)).to_rfc3339();
+    let cases = [
+        (json!({"title": "t", "priority": 11}), "priority"),
+        (json!({"title": "t", "priority": 0}), "priority"),
+        (json!({"title": "t", "deadline": past}), "deadline"),
+        (json!({"title": "t", "deadline": "tomorrow"}), "deadline"),
+        (json!({"title": "t", "status": "completed"}), "status"),
+        (
+            json!({"title": "t", "resources": {"memory": "12 GB"}}),
+            "resources.memory",
+        ),
+        (
+            json!({"title": "t", "metadata": {"blob": "x".repeat(70 * 1024)}}),
+            "metadata",
+        ),
+        (json!({"title": "t", "max_attempts": 0}), "max_attempts"),
+        (json!({"title": "t", "lease_seconds": 1}), "lease_seconds"),
+        (
+            json!({"title": "t", "resource_claims": [{"resource_id": "gpu", "amount": {"gpus": "x"}}]}),
+            "resource_claims[0].amount.gpus",
+        ),
+        (json!({"description": "no title"}), "title"),
+    ];
+    for (body, field) in cases {
+        let reply = send(&app, admin(Method::POST, "/api/v1/tasks").set_json(&body)).await;
+        let problem = reply.problem(422);
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{body} -> {problem}");
+    }
+    let listed = send(&app, admin(Method::GET, "/api/v1/tasks")).await;
+    assert!(listed.ok().as_array().unwrap().is_empty());
+    send(&app, admin(Method::GET, "/api/v1/tasks?priority_filter=11"))
+        .await
+        .problem(400);
+    send(&app, admin(Method::GET, "/api/v1/tasks?status_filter=done"))
+        .await
+        .problem(400);
+    send(&app, admin(Method::GET, "/api/v1/tasks/not-a-uuid"))
+        .await
+        .problem(400);
+}
+
+async fn agents_act_only_on_their_own_tasks(h: Harness) {
+    let app = service!(h);
+    let (_, key_a) = register(&app, seed_agent("a")).await;
+    let (b, key_b) = register(&app, seed_agent("b")).await;
+    let id = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("x", 5, &[])),
+        )
+        .await
+        .ok(),
+    );
+    h.state.platform.run_scheduler().await.unwrap();
+    let task = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    let holder = task.ok()["assigned_agent"].as_str().unwrap().to_owned();
+    let (owner, other) = if holder == b {
+        (&key_b, &key_a)
+    } else {
+        (&key_a, &key_b)
+    };
+
+    for action in ["start", "heartbeat", "complete", "fail"] {
+        let body = json!({"attempt": 1, "error": "x"});
+        let body = if action == "fail" {
+            body
+        } else {
+            json!({"attempt": 1})
+        };
+        let reply = send(
+            &app,
+            bearer(Method::POST, &format!("/api/v1/tasks/{id}/{action}"), other).set_json(body),
+        )
+        .await;
+        reply.problem(409);
+    }
+    send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/tasks/{id}"), other),
+    )
+    .await
+    .problem(404);
+    send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/tasks/{id}"), owner),
+    )
+    .await
+    .ok();
+    send(&app, bearer(Method::GET, "/api/v1/tasks", owner))
+        .await
+        .problem(403);
+    send(
+        &app,
+        bearer(Method::POST, "/api/v1/tasks", owner).set_json(submission("y", 5, &[])),
+    )
+    .await
+    .problem(403);
+    let operator = jwt(json!({"sub": "op"}));
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/tasks/{id}/start"),
+            &operator,
+        )
+        .set_json(json!({"attempt": 1})),
+    )
+    .await
+    .problem(403);
+    let unchanged = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(unchanged.ok()["status"], "assigned");
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), owner)
+            .set_json(json!({"attempt": 2})),
+    )
+    .await
+    .problem(409);
+}
