@@ -1,0 +1,148 @@
+//! Several replicas on one PostgreSQL database: scheduling passes run concurrently on each, and
+//! still no task is assigned twice and no agent takes more than it has room for. Also the
+//! agent's long poll, which needs real time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::http::Method;
+use common::*;
+use domain::EventKind;
+use serde_json::json;
+
+#[actix_web::test]
+async fn two_schedulers_on_one_database_never_double_assign_or_over_commit() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let settings = adapters_postgres::PoolSettings::default();
+    let one = Harness::on(Arc::new(
+        adapters_postgres::PgStore::connect(&url, &settings)
+            .await
+            .unwrap(),
+    ));
+    let two = Harness::on(Arc::new(
+        adapters_postgres::PgStore::connect(&url, &settings)
+            .await
+            .unwrap(),
+    ));
+    let app = service!(one);
+    let mut agents = Vec::new();
+    for n in 0..5 {
+        let mut body = seed_agent(&format!("worker-{n}"));
+        body["max_concurrent_tasks"] = json!(3);
+        body["resources"] = json!({"cpu": 8, "memory": "16Gi"});
+        agents.push(register(&app, body).await.0);
+    }
+    for n in 0..40 {
+        let body =
+            json!({"title": format!("job-{n}"), "priority": n % 10 + 1, "resources": {"cpu": 1}});
+        send(&app, admin(Method::POST, "/api/v1/tasks").set_json(body))
+            .await
+            .ok();
+    }
+
+    // Both replicas schedule at once, repeatedly.
+    let mut passes = Vec::new();
+    for platform in [one.state.platform.clone(), two.state.platform.clone()] {
+        passes.push(tokio::spawn(async move {
+            let mut assigned = 0;
+            for _ in 0..5 {
+                assigned += platform.run_scheduler().await.expect("a pass never fails");
+            }
+            assigned
+        }));
+    }
+    let mut total = 0;
+    for pass in passes {
+        total += pass.await.unwrap();
+    }
+    assert_eq!(total, 15, "exactly the fleet's 15 slots are filled");
+
+    let events = one.log.events_after(0, 10_000).await.unwrap();
+    let mut assignments: HashMap<String, usize> = HashMap::new();
+    for e in events.iter().filter(|e| e.kind == EventKind::TaskAssigned) {
+        *assignments
+            .entry(e.task_id.unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(assignments.len(), 15);
+    assert!(
+        assignments.values().all(|n| *n == 1),
+        "no task assigned twice"
+    );
+
+    let tasks = send(&app, admin(Method::GET, "/api/v1/tasks?limit=1000")).await;
+    let mut per_agent: HashMap<String, u64> = HashMap::new();
+    for task in tasks.ok().as_array().unwrap() {
+        if let Some(agent) = task["assigned_agent"].as_str() {
+            assert_eq!(task["status"], "assigned");
+            *per_agent.entry(agent.to_owned()).or_default() += 1;
+        }
+    }
+    for agent in &agents {
+        let body = send(&app, admin(Method::GET, &format!("/api/v1/agents/{agent}"))).await;
+        let held = per_agent.get(agent).copied().unwrap_or(0);
+        assert_eq!(
+            body.ok()["current_tasks"],
+            held,
+            "the agent's count matches its tasks"
+        );
+        assert!(
+            held <= 3,
+            "agent {agent} holds {held} tasks with room for 3"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn an_agent_long_polls_until_work_is_assigned() {
+    let h = Harness::memory();
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("poller")).await;
+
+    let empty = send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/agents/{agent}/tasks"), &key),
+    )
+    .await;
+    assert!(
+        empty.ok().as_array().unwrap().is_empty(),
+        "without wait_seconds it answers at once"
+    );
+
+    let poll = send(
+        &app,
+        bearer(
+            Method::GET,
+            &format!("/api/v1/agents/{agent}/tasks?status_filter=assigned&wait_seconds=10"),
+            &key,
+        ),
+    );
+    let work = async {
+        tokio::task::yield_now().await;
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks")
+                .set_json(json!({"title": "wake up", "priority": 5})),
+        )
+        .await
+        .ok();
+        h.state.platform.run_scheduler().await.unwrap();
+    };
+    let (reply, ()) = tokio::join!(poll, work);
+    let tasks = reply.ok().as_array().unwrap().clone();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["title"], "wake up");
+
+    send(
+        &app,
+        bearer(
+            Method::GET,
+            &format!("/api/v1/agents/{agent}/tasks?wait_seconds=31"),
+            &key,
+        ),
+    )
+    .await
+    .problem(400);
+}
