@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use domain::{Agent, AgentId, ApiKey, Event, KeyHash, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
     AgentQuery, AgentRepository, Changes, ComponentStatus, CredentialRepository, Decide, EventLog,
-    HealthCheck, RepoError, SchedulingSnapshot, StatusCounts, TaskCounts, TaskQuery,
-    TaskRepository,
+    HealthCheck, IdempotencyRecord, RepoError, SchedulingSnapshot, StatusCounts, TaskCounts,
+    TaskQuery, TaskRepository,
 };
 
 /// Events kept in memory; the oldest are dropped beyond this.
@@ -20,6 +20,7 @@ struct State {
     agents: HashMap<AgentId, Agent>,
     keys: HashMap<KeyHash, ApiKey>,
     tasks: HashMap<TaskId, Task>,
+    idempotency: HashMap<String, IdempotencyRecord>,
     events: VecDeque<Event>,
     last_seq: i64,
 }
@@ -214,10 +215,25 @@ fn newest_first<T, K: Ord>(rows: &mut [T], key: impl Fn(&T) -> K) {
 
 #[async_trait]
 impl TaskRepository for MemoryStore {
-    async fn insert(&self, task: &Task, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
+    async fn insert(
+        &self,
+        task: &Task,
+        events: Vec<NewEvent>,
+        idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
+    ) -> Result<Vec<Event>, RepoError> {
         let mut state = self.lock();
         if state.tasks.contains_key(&task.id) {
             return Err(RepoError::Conflict(format!("task {} exists", task.id)));
+        }
+        if let Some((record, lifetime)) = idempotency {
+            let live = state
+                .idempotency
+                .get(&record.key)
+                .is_some_and(|r| r.created_at >= record.created_at - lifetime);
+            if live {
+                return Err(RepoError::Conflict("idempotency key in use".into()));
+            }
+            state.idempotency.insert(record.key.clone(), record.clone());
         }
         let mut stored = task.clone();
         stored.version = 0;
@@ -231,6 +247,26 @@ impl TaskRepository for MemoryStore {
             .get(&id)
             .cloned()
             .ok_or(RepoError::NotFound)
+    }
+
+    async fn find_idempotency(
+        &self,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError> {
+        Ok(self
+            .lock()
+            .idempotency
+            .get(key)
+            .filter(|r| r.created_at >= since)
+            .cloned())
+    }
+
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let mut state = self.lock();
+        let count = state.idempotency.len();
+        state.idempotency.retain(|_, r| r.created_at >= before);
+        Ok((count - state.idempotency.len()) as u64)
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {

@@ -11,7 +11,8 @@ use domain::{
     TaskId, TaskStatus,
 };
 use ports::{
-    Changes, Decide, RepoError, SchedulingSnapshot, TaskCounts, TaskQuery, TaskRepository,
+    Changes, Decide, IdempotencyRecord, RepoError, SchedulingSnapshot, TaskCounts, TaskQuery,
+    TaskRepository,
 };
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -238,8 +239,35 @@ enum SelectBinds {
 
 #[async_trait]
 impl TaskRepository for PgStore {
-    async fn insert(&self, task: &Task, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
+    async fn insert(
+        &self,
+        task: &Task,
+        events: Vec<NewEvent>,
+        idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
+    ) -> Result<Vec<Event>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        if let Some((record, lifetime)) = idempotency {
+            // Takes the key, or a stale record of it; a live one stops the insert.
+            let taken = sqlx::query(
+                "INSERT INTO idempotency_keys (key, fingerprint, task_id, created_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (key) DO UPDATE
+                     SET fingerprint = EXCLUDED.fingerprint, task_id = EXCLUDED.task_id,
+                         created_at = EXCLUDED.created_at
+                     WHERE idempotency_keys.created_at < $5",
+            )
+            .bind(&record.key)
+            .bind(&record.fingerprint)
+            .bind(record.task.as_uuid())
+            .bind(record.created_at)
+            .bind(record.created_at - lifetime)
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+            if taken.rows_affected() == 0 {
+                return Err(RepoError::Conflict("idempotency key in use".into()));
+            }
+        }
         bind_task!(
             sqlx::query(&format!(
                 "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
@@ -265,6 +293,40 @@ impl TaskRepository for PgStore {
         row.as_ref()
             .map(task_from_row)
             .unwrap_or(Err(RepoError::NotFound))
+    }
+
+    async fn find_idempotency(
+        &self,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError> {
+        let row = sqlx::query(
+            "SELECT key, fingerprint, task_id, created_at FROM idempotency_keys
+             WHERE key = $1 AND created_at >= $2",
+        )
+        .bind(key)
+        .bind(since)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_error)?;
+        row.map(|row| {
+            Ok(IdempotencyRecord {
+                key: row.try_get("key").map_err(repo_error)?,
+                fingerprint: row.try_get("fingerprint").map_err(repo_error)?,
+                task: TaskId(row.try_get("task_id").map_err(repo_error)?),
+                created_at: row.try_get("created_at").map_err(repo_error)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await
+            .map_err(repo_error)?;
+        Ok(done.rows_affected())
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {

@@ -42,6 +42,7 @@ on_both_stores!(
     higher_priority_runs_first_when_capacity_is_short,
     bad_submissions_are_422_and_change_nothing,
     agents_act_only_on_their_own_tasks,
+    an_idempotency_key_returns_the_original_task,
 );
 
 fn submission(title: &str, priority: i64, capabilities: &[&str]) -> Value {
@@ -618,4 +619,51 @@ async fn agents_act_only_on_their_own_tasks(h: Harness) {
     )
     .await
     .problem(409);
+}
+
+async fn an_idempotency_key_returns_the_original_task(h: Harness) {
+    let app = service!(h);
+    let body = submission("once", 5, &[]);
+    let post = |key: &'static str, body: &Value| {
+        admin(Method::POST, "/api/v1/tasks")
+            .insert_header(("Idempotency-Key", key))
+            .set_json(body)
+    };
+    let first = send(&app, post("order-42", &body)).await;
+    let id = id_of(first.ok());
+    let again = send(&app, post("order-42", &body)).await;
+    assert_eq!(
+        id_of(again.ok()),
+        id,
+        "the same key and body give the same task"
+    );
+
+    let mut different = body.clone();
+    different["priority"] = json!(9);
+    let reply = send(&app, post("order-42", &different)).await;
+    assert_eq!(reply.problem(422)["errors"][0]["field"], "Idempotency-Key");
+
+    // Another caller may use the same key for its own request.
+    let other = jwt(json!({"sub": "another-client"}));
+    let theirs = send(
+        &app,
+        bearer(Method::POST, "/api/v1/tasks", &other)
+            .insert_header(("Idempotency-Key", "order-42"))
+            .set_json(&body),
+    )
+    .await;
+    assert_ne!(id_of(theirs.ok()), id);
+
+    // After 24 hours the key is free again.
+    h.clock.advance(Duration::hours(24) + Duration::seconds(1));
+    let later = send(&app, post("order-42", &body)).await;
+    assert_ne!(id_of(later.ok()), id);
+
+    let listed = send(&app, admin(Method::GET, "/api/v1/tasks")).await;
+    assert_eq!(
+        listed.ok().as_array().unwrap().len(),
+        3,
+        "replays created nothing"
+    );
+    send(&app, post("", &body)).await.problem(400);
 }

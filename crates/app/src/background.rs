@@ -53,6 +53,9 @@ async fn sweep(platform: Platform, mut stopped: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(tasks = n, "ended attempts whose lease expired"),
             Err(e) => tracing::warn!(error = %e, "lease expiry failed; will retry"),
         }
+        if let Err(e) = platform.purge_idempotency_keys().await {
+            tracing::warn!(error = %e, "purging old idempotency keys failed; will retry");
+        }
         match platform.expire_deadlines().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "expired pending tasks past their deadline"),

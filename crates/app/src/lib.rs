@@ -28,7 +28,7 @@ pub use auth::{hash_key, new_api_key};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use error::AppError;
 pub use health::HealthReport;
-pub use tasks::{TaskPage, MAX_WAIT_SECONDS};
+pub use tasks::{Idempotency, TaskPage, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
 
 /// Tunables of the use cases, read from configuration by the server.
 #[derive(Debug, Clone)]

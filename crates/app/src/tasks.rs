@@ -5,8 +5,10 @@ use domain::task::{Outcome, TaskError};
 use domain::{
     Agent, AgentId, Cursor, Event, Limit, NewTask, Principal, Role, Task, TaskId, TaskStatus,
 };
+use ports::IdempotencyRecord;
 use ports::{Changes, RepoError, TaskQuery};
 use serde_json::{Map, Value};
+use sha2::Digest;
 
 use crate::{events, AppError, Platform};
 
@@ -16,6 +18,29 @@ const MAX_ATTEMPTS: usize = 16;
 pub const MAX_WAIT_SECONDS: u32 = 30;
 /// Most events a task's history returns.
 const HISTORY_LIMIT: u32 = 1000;
+
+/// How long an `Idempotency-Key` is honoured.
+pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// A client's `Idempotency-Key` and a digest of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl Idempotency {
+    /// Checks the key (1..=255 visible ASCII characters) and digests the request body.
+    pub fn new(key: &str, body: &[u8]) -> Result<Self, String> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("Idempotency-Key must be 1 to 255 visible ASCII characters".into());
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            fingerprint: hex::encode(sha2::Sha256::digest(body)),
+        })
+    }
+}
 
 /// One page of tasks and the cursor of the next, if there is one.
 #[derive(Debug, Clone)]
@@ -52,8 +77,15 @@ fn verdict(outcome: Outcome) -> Option<Option<bool>> {
 }
 
 impl Platform {
-    /// Submits a task and wakes the scheduler.
-    pub async fn submit_task(&self, actor: &Principal, new: NewTask) -> Result<Task, AppError> {
+    /// Submits a task and wakes the scheduler. With an `Idempotency-Key` seen in the last 24 h
+    /// from the same caller, returns the task that key created instead (the same body), or
+    /// refuses (a different body).
+    pub async fn submit_task(
+        &self,
+        actor: &Principal,
+        new: NewTask,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Task, AppError> {
         if !actor.can_operate() {
             return Err(AppError::Forbidden(format!(
                 "role {} may not submit tasks",
@@ -61,16 +93,81 @@ impl Platform {
             )));
         }
         let now = self.deps.clock.now();
-        let task = Task::submit(new, TaskId(self.deps.ids.new_id()), now);
-        let stored = self
+        // Keys are scoped to the caller, so two clients can never collide.
+        let record = idempotency.map(|i| IdempotencyRecord {
+            key: format!("{}:{}", actor.subject, i.key),
+            fingerprint: i.fingerprint,
+            task: TaskId(self.deps.ids.new_id()),
+            created_at: now,
+        });
+        if let Some(record) = &record {
+            if let Some(task) = self.replay(record).await? {
+                return Ok(task);
+            }
+        }
+        let id = record
+            .as_ref()
+            .map_or_else(|| TaskId(self.deps.ids.new_id()), |r| r.task);
+        let task = Task::submit(new, id, now);
+        let inserted = self
             .deps
             .tasks
-            .insert(&task, vec![events::task_submitted(&task)])
+            .insert(
+                &task,
+                vec![events::task_submitted(&task)],
+                record.as_ref().map(|r| (r, IDEMPOTENCY_WINDOW)),
+            )
+            .await;
+        match (inserted, &record) {
+            (Ok(stored), _) => {
+                self.publish(&stored).await;
+                self.signals.work.notify_one();
+                Ok(task)
+            }
+            // The same key won a race a moment ago: answer as if this were the replay.
+            (Err(RepoError::Conflict(_)), Some(record)) => {
+                self.replay(record).await?.ok_or_else(|| {
+                    AppError::Conflict("the Idempotency-Key is in use; try again".into())
+                })
+            }
+            (Err(e), _) => Err(AppError::from_repo("Task", e)),
+        }
+    }
+
+    /// The task an earlier request with this key created, if the key is live and the body
+    /// the same; a validation error if the body differs.
+    async fn replay(&self, record: &IdempotencyRecord) -> Result<Option<Task>, AppError> {
+        let since = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
+        let found = self
+            .deps
+            .tasks
+            .find_idempotency(&record.key, since)
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
-        self.publish(&stored).await;
-        self.signals.work.notify_one();
-        Ok(task)
+        match found {
+            None => Ok(None),
+            Some(earlier) if earlier.fingerprint == record.fingerprint => self
+                .deps
+                .tasks
+                .get(earlier.task)
+                .await
+                .map(Some)
+                .map_err(|e| AppError::from_repo("Task", e)),
+            Some(_) => Err(AppError::Validation(domain::ValidationErrors::single(
+                "Idempotency-Key",
+                "was already used with a different request body",
+            ))),
+        }
+    }
+
+    /// Forgets `Idempotency-Key`s older than their 24 h window. Returns how many.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64, AppError> {
+        let before = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
+        self.deps
+            .tasks
+            .purge_idempotency(before)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))
     }
 
     /// Lists tasks, newest first.

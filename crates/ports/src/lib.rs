@@ -19,4 +19,6 @@ pub use credentials::CredentialRepository;
 pub use error::RepoError;
 pub use events::{EventBus, EventLog};
 pub use system::{Clock, ComponentStatus, HealthCheck, IdGenerator};
-pub use tasks::{Changes, Decide, SchedulingSnapshot, TaskCounts, TaskQuery, TaskRepository};
+pub use tasks::{
+    Changes, Decide, IdempotencyRecord, SchedulingSnapshot, TaskCounts, TaskQuery, TaskRepository,
+};

@@ -78,6 +78,17 @@ impl Changes {
     }
 }
 
+/// An `Idempotency-Key` and the task it created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The key, scoped to the caller that sent it.
+    pub key: String,
+    /// A digest of the request body it came with.
+    pub fingerprint: String,
+    pub task: TaskId,
+    pub created_at: DateTime<Utc>,
+}
+
 /// What one scheduling pass sees.
 #[derive(Debug, Clone, Default)]
 pub struct SchedulingSnapshot {
@@ -95,9 +106,26 @@ pub type Decide = Box<dyn FnOnce(SchedulingSnapshot) -> Changes + Send>;
 /// Where tasks live.
 #[async_trait]
 pub trait TaskRepository: Send + Sync {
-    /// Stores a new task (`version` 0) and `events` in one transaction.
-    /// `Conflict` if a task with this ID exists.
-    async fn insert(&self, task: &Task, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError>;
+    /// Stores a new task (`version` 0) and `events` in one transaction, and with them
+    /// `idempotency`, if given. `Conflict` if a task with this ID exists, or if the key is
+    /// recorded already and its record is not older than `idempotency.created_at` minus
+    /// `key_lifetime` (an older record is replaced). Nothing is written on `Conflict`.
+    async fn insert(
+        &self,
+        task: &Task,
+        events: Vec<NewEvent>,
+        idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
+    ) -> Result<Vec<Event>, RepoError>;
+
+    /// The record of `key` if it was made at or after `since`.
+    async fn find_idempotency(
+        &self,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError>;
+
+    /// Deletes the records made before `before`; returns how many.
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
 
     /// The task with this ID. `NotFound` if there is none.
     async fn get(&self, id: TaskId) -> Result<Task, RepoError>;

@@ -40,7 +40,8 @@ macro_rules! store_contract {
             task_lists_filter_and_page_newest_first,
             save_writes_tasks_and_agents_together_or_not_at_all,
             a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision,
-            lease_deadline_and_holder_queries_find_the_right_tasks
+            lease_deadline_and_holder_queries_find_the_right_tasks,
+            idempotency_keys_are_recorded_with_the_task_and_expire
         );
     };
     (@tasks $make:path; $($case:ident),* $(,)?) => {

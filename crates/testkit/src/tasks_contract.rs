@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use domain::{
     AgentStatus, Capability, EventKind, NewEvent, Priority, ResourceClaim, ResourceMap, TaskStatus,
 };
-use ports::{Changes, RepoError, TaskQuery};
+use ports::{Changes, IdempotencyRecord, RepoError, TaskQuery};
 use serde_json::json;
 
 use crate::builders::{agent, agent_key, object, task};
@@ -54,6 +54,7 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
                 json!({}),
                 t(0),
             )],
+            None,
         )
         .await
         .unwrap();
@@ -64,7 +65,7 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
         Err(RepoError::NotFound)
     );
     assert!(matches!(
-        store.tasks.insert(&x, vec![]).await,
+        store.tasks.insert(&x, vec![], None).await,
         Err(RepoError::Conflict(_))
     ));
     let history = store.events.task_events(x.id, 10).await.unwrap();
@@ -79,7 +80,7 @@ pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
         if n == 3 {
             x.assign(a.id, t(10)).unwrap();
         }
-        store.tasks.insert(&x, vec![]).await.unwrap();
+        store.tasks.insert(&x, vec![], None).await.unwrap();
     }
     let ids = |v: Vec<domain::Task>| {
         v.into_iter()
@@ -134,7 +135,7 @@ pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
 pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnderTest) {
     let mut a = with_agent(&store, 50).await;
     let mut x = task(1, 5, &["etl"], t(0));
-    store.tasks.insert(&x, vec![]).await.unwrap();
+    store.tasks.insert(&x, vec![], None).await.unwrap();
     let original = x.clone();
     x.assign(a.id, t(1)).unwrap();
     a.take_task(t(1));
@@ -192,7 +193,7 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
     let mut held = task(4, 1, &["etl"], t(0));
     held.assign(serving.id, t(1)).unwrap();
     for x in [&ready, &urgent, &backing_off, &held] {
-        store.tasks.insert(x, vec![]).await.unwrap();
+        store.tasks.insert(x, vec![], None).await.unwrap();
     }
     let events = store
         .tasks
@@ -256,7 +257,7 @@ pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: Store
     late.deadline = Some(t(30));
     let on_time = task(4, 5, &[], t(0));
     for x in [&leased, &fresh, &late, &on_time] {
-        store.tasks.insert(x, vec![]).await.unwrap();
+        store.tasks.insert(x, vec![], None).await.unwrap();
     }
     let ids = |v: Vec<domain::Task>| {
         v.into_iter()
@@ -284,4 +285,82 @@ pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: Store
     assert_eq!(ids(store.tasks.held_by(a.id).await.unwrap()), [1, 2]);
     let counts = store.tasks.count_by_status().await.unwrap();
     assert_eq!((counts.pending, counts.assigned, counts.total()), (2, 2, 4));
+}
+
+pub async fn idempotency_keys_are_recorded_with_the_task_and_expire(store: StoreUnderTest) {
+    let day = chrono::Duration::hours(24);
+    let record = |n: u128, at: i64| IdempotencyRecord {
+        key: "caller:key-1".into(),
+        fingerprint: format!("body-{n}"),
+        task: domain::TaskId(uuid::Uuid::from_u128(n)),
+        created_at: t(at),
+    };
+    let first = task(1, 5, &[], t(0));
+    store
+        .tasks
+        .insert(&first, vec![], Some((&record(1, 0), day)))
+        .await
+        .unwrap();
+    let found = store
+        .tasks
+        .find_idempotency("caller:key-1", t(-10))
+        .await
+        .unwrap();
+    assert_eq!(found, Some(record(1, 0)));
+    assert_eq!(
+        store
+            .tasks
+            .find_idempotency("caller:other", t(-10))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A live key stops a second task, which is then not stored at all.
+    let second = task(2, 5, &[], t(10));
+    let refused = store
+        .tasks
+        .insert(&second, vec![], Some((&record(2, 10), day)))
+        .await;
+    assert!(
+        matches!(refused, Err(RepoError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.tasks.get(second.id).await, Err(RepoError::NotFound));
+
+    // Past its lifetime the key is free again, and the old record is replaced.
+    assert_eq!(
+        store
+            .tasks
+            .find_idempotency("caller:key-1", t(1))
+            .await
+            .unwrap(),
+        None
+    );
+    let later = 24 * 3600 + 1;
+    store
+        .tasks
+        .insert(&second, vec![], Some((&record(2, later), day)))
+        .await
+        .unwrap();
+    let found = store
+        .tasks
+        .find_idempotency("caller:key-1", t(later))
+        .await
+        .unwrap();
+    assert_eq!(found.map(|r| r.task), Some(second.id));
+
+    assert_eq!(store.tasks.purge_idempotency(t(later)).await.unwrap(), 0);
+    assert_eq!(
+        store.tasks.purge_idempotency(t(later + 1)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .tasks
+            .find_idempotency("caller:key-1", t(0))
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// One resource claim of a submission.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// The pool's ID or name.
@@ -21,8 +21,8 @@ pub struct ClaimBody {
     pub amount: Map<String, Value>,
 }
 
-/// `POST /tasks`.
-#[derive(Debug, Deserialize)]
+/// `POST /tasks`. Serializable again, to fingerprint it for `Idempotency-Key`.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     pub title: String,

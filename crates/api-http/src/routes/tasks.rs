@@ -80,10 +80,26 @@ fn ok(task: domain::Task) -> HttpResponse {
 async fn submit(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
+    req: HttpRequest,
     body: ApiJson<SubmitTask>,
 ) -> Result<HttpResponse, ApiError> {
+    let idempotency = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(key) => {
+            let key = key
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+            // The parsed body, serialized again, is the fingerprint: formatting does not count.
+            let canonical = serde_json::to_vec(&body.0).unwrap_or_default();
+            Some(app::Idempotency::new(key, &canonical).map_err(ApiError::bad_request)?)
+        }
+    };
     let new = body.0.into_domain(state.platform.clock().now())?;
-    Ok(ok(state.platform.submit_task(&auth.principal, new).await?))
+    let task = state
+        .platform
+        .submit_task(&auth.principal, new, idempotency)
+        .await?;
+    Ok(ok(task))
 }
 
 async fn list(
