@@ -110,6 +110,11 @@ impl AgentCapacity {
         })
     }
 
+    /// True when the agent can take a task requesting `request` now.
+    pub fn fits(&self, request: &ResourceMap) -> bool {
+        self.free_slots > 0 && self.shortfall(request).is_none()
+    }
+
     /// The first dimension of `request` this agent lacks, with (needed, free).
     fn shortfall(&self, request: &ResourceMap) -> Option<(String, i128, i128)> {
         request.iter().find_map(|(k, q)| {
@@ -125,7 +130,8 @@ impl AgentCapacity {
         }
     }
 
-    fn score(&self, strategy: Strategy) -> f64 {
+    /// How much the scheduler wants this agent for its next task: higher is better.
+    pub fn score(&self, strategy: Strategy) -> f64 {
         let max = f64::from(self.max_slots.max(1));
         let load_after = (f64::from(self.max_slots - self.free_slots) + 1.0) / max;
         let base = match strategy {
@@ -240,49 +246,129 @@ pub fn queue_order<'a>(tasks: &'a [Task], now: DateTime<Utc>, policy: &Policy) -
     keyed.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Places as many pending tasks as fit. Tasks that are not pending, or whose retry backoff has
-/// not elapsed, are ignored. `agents` and `pools` are consumed as capacity is handed out.
-pub fn schedule(
-    tasks: &[Task],
-    mut agents: Vec<AgentCapacity>,
-    mut pools: Pools,
-    now: DateTime<Utc>,
-    policy: &Policy,
-) -> Plan {
-    let offered: BTreeSet<String> = agents
-        .iter()
-        .flat_map(|a| a.capabilities.iter().map(|c| c.as_str().to_owned()))
-        .collect();
-    let mut plan = Plan::default();
-    let ready: Vec<Task> = tasks
-        .iter()
-        .filter(|t| t.status == crate::task::TaskStatus::Pending && t.not_before <= now)
-        .cloned()
-        .collect();
-    for task in queue_order(&ready, now, policy) {
-        if let Some(missing) = task
-            .required_capabilities
+/// A score, ordered so that iteration runs best first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rank(f64);
+
+impl Eq for Rank {}
+
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Rank {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.total_cmp(&self.0)
+    }
+}
+
+/// Agents with the same capabilities, best score first (then lowest ID).
+#[derive(Debug, Clone)]
+struct Class {
+    capabilities: CapabilitySet,
+    ranked: BTreeSet<(Rank, AgentId, usize)>,
+}
+
+/// The serving fleet, indexed for placement: agents are grouped by capability set and ranked by
+/// score within each group, so a decision looks at a handful of groups and, in each, only as
+/// many agents as it takes to find one whose free resources fit. Fleets have few distinct
+/// capability sets, which keeps a decision far below a scan of every agent.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    agents: Vec<AgentCapacity>,
+    class_of: Vec<usize>,
+    classes: Vec<Class>,
+    offered: BTreeSet<String>,
+    strategy: Strategy,
+}
+
+impl Fleet {
+    pub fn new(agents: Vec<AgentCapacity>, strategy: Strategy) -> Self {
+        let mut classes: Vec<Class> = Vec::new();
+        let mut by_caps: HashMap<Vec<String>, usize> = HashMap::new();
+        let mut class_of = Vec::with_capacity(agents.len());
+        let mut offered = BTreeSet::new();
+        for (i, agent) in agents.iter().enumerate() {
+            let key = agent.capabilities.to_strings();
+            offered.extend(key.iter().cloned());
+            let c = *by_caps.entry(key).or_insert_with(|| {
+                classes.push(Class {
+                    capabilities: agent.capabilities.clone(),
+                    ranked: BTreeSet::new(),
+                });
+                classes.len() - 1
+            });
+            class_of.push(c);
+            if agent.free_slots > 0 {
+                classes[c]
+                    .ranked
+                    .insert((Rank(agent.score(strategy)), agent.id, i));
+            }
+        }
+        Self {
+            agents,
+            class_of,
+            classes,
+            offered,
+            strategy,
+        }
+    }
+
+    /// The first required capability no agent offers, if any.
+    pub fn missing_capability<'a>(&self, task: &'a Task) -> Option<&'a crate::Capability> {
+        task.required_capabilities
             .iter()
-            .find(|c| !offered.contains(c.as_str()))
-        {
-            plan.unplaced.push(Unplaced {
-                task: task.id,
-                reason: format!("no online agent has capability {missing}"),
-            });
-            continue;
+            .find(|c| !self.offered.contains(c.as_str()))
+    }
+
+    /// The best agent for `task`: eligible (capabilities, a free slot, resources) with the
+    /// highest score, the lowest ID on a tie. Changes nothing.
+    pub fn choose(&self, task: &Task) -> Option<AgentId> {
+        self.choose_index(task).map(|i| self.agents[i].id)
+    }
+
+    fn choose_index(&self, task: &Task) -> Option<usize> {
+        let mut best: Option<(Rank, AgentId, usize)> = None;
+        for class in &self.classes {
+            if !class.capabilities.covers(&task.required_capabilities) {
+                continue;
+            }
+            for entry in &class.ranked {
+                if best.is_some_and(|b| (entry.0, entry.1) >= (b.0, b.1)) {
+                    break; // nothing further down this class can win
+                }
+                if self.agents[entry.2].shortfall(&task.resources).is_none() {
+                    best = Some(*entry);
+                    break;
+                }
+            }
         }
-        if let Some(reason) = pools.shortfall(task) {
-            plan.unplaced.push(Unplaced {
-                task: task.id,
-                reason,
-            });
-            continue;
+        best.map(|(_, _, i)| i)
+    }
+
+    /// Hands `task` to agent `i`: its slot and resources are taken, its rank updated.
+    fn take(&mut self, i: usize, task: &Task) {
+        let class = &mut self.classes[self.class_of[i]];
+        let agent = &mut self.agents[i];
+        class
+            .ranked
+            .remove(&(Rank(agent.score(self.strategy)), agent.id, i));
+        agent.take(&task.resources);
+        if agent.free_slots > 0 {
+            class
+                .ranked
+                .insert((Rank(agent.score(self.strategy)), agent.id, i));
         }
+    }
+
+    /// Why `task` cannot be placed: a full look at the fleet, done only for tasks that wait.
+    fn explain(&self, task: &Task) -> String {
         let mut capable = 0usize;
         let mut with_room = 0usize;
         let mut short: Option<(String, i128, i128)> = None;
-        let mut best: Option<(f64, usize)> = None;
-        for (i, agent) in agents.iter().enumerate() {
+        for agent in &self.agents {
             if !agent.capabilities.covers(&task.required_capabilities) {
                 continue;
             }
@@ -295,45 +381,66 @@ pub fn schedule(
                 if short.as_ref().is_none_or(|(_, _, f)| s.2 > *f) {
                     short = Some(s);
                 }
-                continue;
-            }
-            let score = agent.score(policy.strategy);
-            let better = match best {
-                None => true,
-                Some((b, j)) => score > b || (score == b && agent.id < agents[j].id),
-            };
-            if better {
-                best = Some((score, i));
             }
         }
-        match best {
-            Some((_, i)) => {
-                agents[i].take(&task.resources);
+        if capable == 0 {
+            "no online agent has all the required capabilities".to_owned()
+        } else if with_room == 0 {
+            format!("{capable} {} match, all at capacity", agents_word(capable))
+        } else {
+            let (dim, need, free) = short.unwrap_or_default();
+            format!(
+                "{capable} {} match, none has enough free {dim} (needs {}, at most {} free)",
+                agents_word(capable),
+                show(need),
+                show(free.max(0))
+            )
+        }
+    }
+}
+
+/// Places as many pending tasks as fit. Tasks that are not pending, or whose retry backoff has
+/// not elapsed, are ignored. `agents` and `pools` are consumed as capacity is handed out.
+pub fn schedule(
+    tasks: &[Task],
+    agents: Vec<AgentCapacity>,
+    mut pools: Pools,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Plan {
+    let mut fleet = Fleet::new(agents, policy.strategy);
+    let mut plan = Plan::default();
+    let ready: Vec<Task> = tasks
+        .iter()
+        .filter(|t| t.status == crate::task::TaskStatus::Pending && t.not_before <= now)
+        .cloned()
+        .collect();
+    for task in queue_order(&ready, now, policy) {
+        let refusal = if let Some(missing) = fleet.missing_capability(task) {
+            Some(format!("no online agent has capability {missing}"))
+        } else {
+            pools.shortfall(task)
+        };
+        if let Some(reason) = refusal {
+            plan.unplaced.push(Unplaced {
+                task: task.id,
+                reason,
+            });
+            continue;
+        }
+        match fleet.choose_index(task) {
+            Some(i) => {
+                fleet.take(i, task);
                 pools.take(task);
                 plan.assignments.push(Assignment {
                     task: task.id,
-                    agent: agents[i].id,
+                    agent: fleet.agents[i].id,
                 });
             }
-            None => {
-                let reason = if capable == 0 {
-                    "no online agent has all the required capabilities".to_owned()
-                } else if with_room == 0 {
-                    format!("{capable} {} match, all at capacity", agents_word(capable))
-                } else {
-                    let (dim, need, free) = short.unwrap_or_default();
-                    format!(
-                        "{capable} {} match, none has enough free {dim} (needs {}, at most {} free)",
-                        agents_word(capable),
-                        show(need),
-                        show(free.max(0))
-                    )
-                };
-                plan.unplaced.push(Unplaced {
-                    task: task.id,
-                    reason,
-                });
-            }
+            None => plan.unplaced.push(Unplaced {
+                task: task.id,
+                reason: fleet.explain(task),
+            }),
         }
     }
     plan

@@ -388,3 +388,24 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_fleet_index_chooses_exactly_what_a_full_scan_would(world in arb_world()) {
+        let fleet = domain::scheduler::Fleet::new(world.agents.clone(), Placement::Spread);
+        for task in &world.tasks {
+            let mut best: Option<(f64, AgentId)> = None;
+            for agent in &world.agents {
+                if agent.capabilities.covers(&task.required_capabilities) && agent.fits(&task.resources) {
+                    let score = agent.score(Placement::Spread);
+                    if best.is_none_or(|(s, id)| score > s || (score == s && agent.id < id)) {
+                        best = Some((score, agent.id));
+                    }
+                }
+            }
+            prop_assert_eq!(fleet.choose(task), best.map(|(_, id)| id));
+        }
+    }
+}
