@@ -1,5 +1,6 @@
 //! The project's chores, in Rust: `cargo xtask <command>`.
 
+mod bench;
 mod seed;
 
 use std::process::ExitCode;
@@ -12,6 +13,8 @@ commands:
   migrate         apply every pending migration to DATABASE_URL
   seed [--force]  fill DATABASE_URL with a realistic demo fleet (skipped if agents exist,
                   unless --force)
+  bench-scheduler B9: scheduling throughput through PostgreSQL, on fresh databases of the
+                  test server (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1/postgres)
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("migrate") => runtime.block_on(migrate()),
         Some("seed") => runtime.block_on(seed::run(args.iter().any(|a| a == "--force"))),
+        Some("bench-scheduler") => runtime.block_on(bench::run()),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
