@@ -73,33 +73,62 @@ async fn missed_write(conn: &mut PgConnection, agent: &Agent) -> RepoError {
     }
 }
 
-/// Writes `agent` over the version it was read at, inside the caller's transaction.
-pub(crate) async fn update_row(conn: &mut PgConnection, agent: &Agent) -> Result<(), RepoError> {
+/// Writes every agent over the version it was read at, in one statement, inside the caller's
+/// transaction. `NotFound` if one is gone, `Conflict` if one moved.
+pub(crate) async fn update_agents(conn: &mut PgConnection, agents: &[Agent]) -> Result<(), RepoError> {
+    if agents.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = agents
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "id": a.id,
+                "name": a.name,
+                "capabilities": a.capabilities.to_strings(),
+                "resources": a.resources.to_json(),
+                "metadata": a.metadata.as_map(),
+                "status": a.status.as_str(),
+                "max_concurrent_tasks": a.max_concurrent_tasks,
+                "current_tasks": a.current_tasks,
+                "reliability": a.reliability,
+                "created_at": a.created_at,
+                "updated_at": a.updated_at,
+                "last_heartbeat": a.last_heartbeat,
+                "version": a.version,
+            })
+        })
+        .collect();
     let written = sqlx::query(
-        "UPDATE agents SET name = $3, capabilities = $4, resources = $5, metadata = $6,
-                status = $7, max_concurrent_tasks = $8, current_tasks = $9, reliability = $10,
-                updated_at = $11, last_heartbeat = $12, version = version + 1
-         WHERE id = $1 AND version = $2",
+        "UPDATE agents AS a SET name = r.name, capabilities = r.capabilities,
+                resources = r.resources, metadata = r.metadata, status = r.status,
+                max_concurrent_tasks = r.max_concurrent_tasks, current_tasks = r.current_tasks,
+                reliability = r.reliability, updated_at = r.updated_at,
+                last_heartbeat = r.last_heartbeat, version = a.version + 1
+         FROM jsonb_populate_recordset(NULL::agents, $1) AS r
+         WHERE a.id = r.id AND a.version = r.version",
     )
-    .bind(agent.id.as_uuid())
-    .bind(agent.version)
-    .bind(&agent.name)
-    .bind(agent.capabilities.to_strings())
-    .bind(Value::Object(agent.resources.to_json()))
-    .bind(Value::Object(agent.metadata.as_map().clone()))
-    .bind(agent.status.as_str())
-    .bind(as_i32(agent.max_concurrent_tasks))
-    .bind(as_i32(agent.current_tasks))
-    .bind(agent.reliability)
-    .bind(agent.updated_at)
-    .bind(agent.last_heartbeat)
+    .bind(Value::Array(rows))
     .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
-    if written.rows_affected() == 0 {
-        return Err(missed_write(conn, agent).await);
+    if written.rows_affected() == agents.len() as u64 {
+        return Ok(());
     }
-    Ok(())
+    if agents.len() == 1 {
+        return Err(missed_write(conn, &agents[0]).await);
+    }
+    let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
+    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM agents WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(conn)
+        .await
+        .map_err(repo_error)?;
+    Err(if present < ids.len() as i64 {
+        RepoError::NotFound
+    } else {
+        RepoError::Conflict("an agent changed since it was read".into())
+    })
 }
 
 /// Serving agents, locked for the rest of the caller's transaction.
@@ -185,7 +214,7 @@ impl AgentRepository for PgStore {
 
     async fn update(&self, agent: &Agent, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        update_row(&mut tx, agent).await?;
+        update_agents(&mut tx, std::slice::from_ref(agent)).await?;
         let stored = append(&mut tx, events).await?;
         tx.commit().await.map_err(repo_error)?;
         Ok(stored)

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, Event, EventKind, NewEvent, TaskId};
 use ports::{EventLog, RepoError};
+use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -11,29 +12,48 @@ use uuid::Uuid;
 use crate::error::{corrupt, repo_error};
 use crate::PgStore;
 
-/// Appends events inside the caller's transaction; returns them with their `seq`, in order.
+/// Appends events inside the caller's transaction, in one statement; returns them with their
+/// `seq`, in the order given.
 pub(crate) async fn append(
     conn: &mut PgConnection,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Event>, RepoError> {
-    let mut stored = Vec::with_capacity(events.len());
-    for event in events {
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO events (type, channel, agent_id, task_id, data, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-        )
-        .bind(event.kind.as_str())
-        .bind(event.kind.channel().as_str())
-        .bind(event.agent_id.map(|a| a.as_uuid()))
-        .bind(event.task_id.map(|t| t.as_uuid()))
-        .bind(&event.data)
-        .bind(event.timestamp)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(repo_error)?;
-        stored.push(Event::stored(seq, event));
+    if events.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(stored)
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "type": e.kind.as_str(),
+                "channel": e.kind.channel().as_str(),
+                "agent_id": e.agent_id,
+                "task_id": e.task_id,
+                "data": e.data,
+                "created_at": e.timestamp,
+            })
+        })
+        .collect();
+    // Identities are drawn in insertion order, which the ORDER BY fixes; sorting the returned
+    // values therefore lines them up with the input.
+    let mut seqs: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO events (type, channel, agent_id, task_id, data, created_at)
+         SELECT e.v->>'type', e.v->>'channel', (e.v->>'agent_id')::uuid, (e.v->>'task_id')::uuid,
+                e.v->'data', (e.v->>'created_at')::timestamptz
+         FROM jsonb_array_elements($1) WITH ORDINALITY AS e(v, ord)
+         ORDER BY e.ord
+         RETURNING seq",
+    )
+    .bind(Value::Array(rows))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    seqs.sort_unstable();
+    Ok(seqs
+        .into_iter()
+        .zip(events)
+        .map(|(seq, event)| Event::stored(seq, event))
+        .collect())
 }
 
 fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {

@@ -19,7 +19,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::agents::{lock_serving, update_row};
+use crate::agents::{lock_serving, update_agents};
 use crate::error::{corrupt, repo_error};
 use crate::events::append;
 use crate::PgStore;
@@ -165,49 +165,91 @@ macro_rules! bind_task {
     };
 }
 
-/// Writes `task` over the version it was read at, inside the caller's transaction.
-async fn update_task(conn: &mut PgConnection, task: &Task) -> Result<(), RepoError> {
-    let written = bind_task!(
-        sqlx::query(
-            "UPDATE tasks SET title = $2, description = $3, priority = $4,
-                required_capabilities = $5, resources = $6, deadline = $7, metadata = $8,
-                status = $9, assigned_agent = $10, attempt = $11, max_attempts = $12,
-                lease_seconds = $13, preemptible = $14, lease_expires_at = $15, assigned_at = $16,
-                started_at = $17, completed_at = $18, progress = $19, result = $20, error = $21,
-                resource_claims = $22, workflow_id = $23, execution_id = $24, step = $25,
-                pending_reason = $26, not_before = $27, cancel_requested = $28, created_at = $29,
-                updated_at = $30, version = version + 1
-             WHERE id = $1 AND version = $31",
-        ),
-        task
-    )
-    .bind(task.version)
-    .execute(&mut *conn)
-    .await
-    .map_err(repo_error)?;
-    if written.rows_affected() == 1 {
-        return Ok(());
-    }
-    let exists = sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
-        .bind(task.id.as_uuid())
-        .fetch_one(conn)
-        .await
-        .map_err(repo_error)?;
-    Err(if exists {
-        RepoError::Conflict(format!("task {} changed since it was read", task.id))
-    } else {
-        RepoError::NotFound
+/// A task as a row of the `tasks` table, in JSON, for `jsonb_populate_recordset`.
+fn task_row(t: &Task) -> Value {
+    json!({
+        "id": t.id,
+        "title": t.title,
+        "description": t.description,
+        "priority": t.priority.get(),
+        "required_capabilities": t.required_capabilities.to_strings(),
+        "resources": t.resources.to_json(),
+        "deadline": t.deadline,
+        "metadata": t.metadata.as_map(),
+        "status": t.status.as_str(),
+        "assigned_agent": t.assigned_agent,
+        "attempt": t.attempt,
+        "max_attempts": t.max_attempts,
+        "lease_seconds": t.lease_seconds,
+        "preemptible": t.preemptible,
+        "lease_expires_at": t.lease_expires_at,
+        "assigned_at": t.assigned_at,
+        "started_at": t.started_at,
+        "completed_at": t.completed_at,
+        "progress": t.progress,
+        "result": t.result,
+        "error": t.error,
+        "resource_claims": claims_json(&t.resource_claims),
+        "workflow_id": t.workflow_id,
+        "execution_id": t.execution_id,
+        "step": t.step,
+        "pending_reason": t.pending_reason,
+        "not_before": t.not_before,
+        "cancel_requested": t.cancel_requested,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "version": t.version,
     })
 }
 
-/// Writes a set of changes inside the caller's transaction.
+/// Writes every task over the version it was read at, in one statement, inside the caller's
+/// transaction. `NotFound` if one is gone, `Conflict` if one moved.
+async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), RepoError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(tasks.iter().map(task_row).collect());
+    let written = sqlx::query(
+        "UPDATE tasks AS t SET title = r.title, description = r.description,
+                priority = r.priority, required_capabilities = r.required_capabilities,
+                resources = r.resources, deadline = r.deadline, metadata = r.metadata,
+                status = r.status, assigned_agent = r.assigned_agent, attempt = r.attempt,
+                max_attempts = r.max_attempts, lease_seconds = r.lease_seconds,
+                preemptible = r.preemptible, lease_expires_at = r.lease_expires_at,
+                assigned_at = r.assigned_at, started_at = r.started_at,
+                completed_at = r.completed_at, progress = r.progress, result = r.result,
+                error = r.error, resource_claims = r.resource_claims,
+                workflow_id = r.workflow_id, execution_id = r.execution_id, step = r.step,
+                pending_reason = r.pending_reason, not_before = r.not_before,
+                cancel_requested = r.cancel_requested, updated_at = r.updated_at,
+                version = t.version + 1
+         FROM jsonb_populate_recordset(NULL::tasks, $1) AS r
+         WHERE t.id = r.id AND t.version = r.version",
+    )
+    .bind(rows)
+    .execute(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    if written.rows_affected() == tasks.len() as u64 {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id.as_uuid()).collect();
+    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(conn)
+        .await
+        .map_err(repo_error)?;
+    Err(if present < ids.len() as i64 {
+        RepoError::NotFound
+    } else {
+        RepoError::Conflict("a task changed since it was read".into())
+    })
+}
+
+/// Writes a set of changes inside the caller's transaction: one statement per kind of row.
 async fn write(conn: &mut PgConnection, changes: Changes) -> Result<Vec<Event>, RepoError> {
-    for task in &changes.tasks {
-        update_task(conn, task).await?;
-    }
-    for agent in &changes.agents {
-        update_row(conn, agent).await?;
-    }
+    update_tasks(conn, &changes.tasks).await?;
+    update_agents(conn, &changes.agents).await?;
     append(conn, changes.events).await
 }
 

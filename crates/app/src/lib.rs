@@ -55,7 +55,7 @@ impl Default for Settings {
             admin_key: None,
             policy: domain::scheduler::Policy::default(),
             schedule_interval: std::time::Duration::from_secs(1),
-            schedule_batch: 500,
+            schedule_batch: 2000,
         }
     }
 }
