@@ -16,7 +16,10 @@ const TASKS: usize = 20_000;
 
 pub async fn run() -> anyhow::Result<()> {
     println!("B9 scheduler throughput through PostgreSQL, {TASKS} tasks per fleet");
-    println!("{:>8} {:>10} {:>9} {:>14}", "agents", "assigned", "seconds", "assignments/s");
+    println!(
+        "{:>8} {:>10} {:>9} {:>14}",
+        "agents", "assigned", "seconds", "assignments/s"
+    );
     for agents in [1_000usize, 10_000] {
         let (assigned, seconds) = measure(agents).await?;
         println!(
@@ -53,7 +56,9 @@ async fn measure(agents: usize) -> anyhow::Result<(usize, f64)> {
         let new = NewAgent::parse(
             &format!("bench-agent-{n}"),
             &caps,
-            json!({"cpu": 64, "memory": "256Gi"}).as_object().expect("object"),
+            json!({"cpu": 64, "memory": "256Gi"})
+                .as_object()
+                .expect("object"),
             serde_json::Map::new(),
             Some(slots + 1),
         )

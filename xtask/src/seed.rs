@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use adapters_memory::{MemoryBus, RandomIds, SystemClock};
 use app::{Dependencies, Platform, Settings};
-use domain::{AgentPatch, NewAgent, Principal, Role, StatusRequest};
+use domain::{AgentPatch, NewAgent, NewTask, Principal, Role, StatusRequest, TaskInput};
 use ports::AgentQuery;
 use serde_json::{json, Value};
 
@@ -141,7 +141,76 @@ pub async fn run(force: bool) -> anyhow::Result<()> {
                 .await?;
         }
     }
+    let now = chrono::Utc::now();
+    for (title, priority, capabilities, resources) in TASKS {
+        let input = TaskInput {
+            title: title.to_string(),
+            description: Some(format!("demo task: {title}")),
+            priority: Some(*priority),
+            required_capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+            resources: serde_json::from_str::<Value>(resources)?
+                .as_object()
+                .expect("resources are objects")
+                .clone(),
+            metadata: json!({"seeded": true}).as_object().expect("object").clone(),
+            ..TaskInput::default()
+        };
+        let new =
+            NewTask::parse(input, now).map_err(|e| anyhow::anyhow!("demo task {title}: {e}"))?;
+        platform.submit_task(&operator, new, None).await?;
+    }
+    let assigned = platform.run_scheduler().await?;
     store.close().await;
-    println!("seeded {} agents", FLEET.len());
+    println!(
+        "seeded {} agents and {} tasks ({assigned} assigned at once; the rest wait, each with its reason)",
+        FLEET.len(),
+        TASKS.len()
+    );
     Ok(())
 }
+
+/// (title, priority, required capabilities, resources)
+const TASKS: &[(&str, i64, &[&str], &str)] = &[
+    (
+        "Ingest yesterday's orders",
+        6,
+        &["data_ingestion"],
+        r#"{"cpu": 2, "memory": "4Gi"}"#,
+    ),
+    (
+        "Normalise customer records",
+        5,
+        &["etl"],
+        r#"{"cpu": 2, "memory": "2Gi"}"#,
+    ),
+    (
+        "Score churn risk",
+        8,
+        &["ml_inference"],
+        r#"{"cpu": 4, "memory": "16Gi", "gpu": 1}"#,
+    ),
+    (
+        "Fine-tune ranking model",
+        7,
+        &["ml_training"],
+        r#"{"cpu": 16, "memory": "128Gi", "gpu": 8}"#,
+    ),
+    (
+        "Weekly analytics report",
+        3,
+        &["report_generation"],
+        r#"{"cpu": "500m", "memory": "1Gi"}"#,
+    ),
+    (
+        "Crawl competitor prices",
+        4,
+        &["web_scraping"],
+        r#"{"cpu": "250m", "memory": "256Mi"}"#,
+    ),
+    (
+        "Transcribe support calls",
+        5,
+        &["speech_to_text"],
+        r#"{"cpu": 2}"#,
+    ),
+];

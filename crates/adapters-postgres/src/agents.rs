@@ -75,7 +75,10 @@ async fn missed_write(conn: &mut PgConnection, agent: &Agent) -> RepoError {
 
 /// Writes every agent over the version it was read at, in one statement, inside the caller's
 /// transaction. `NotFound` if one is gone, `Conflict` if one moved.
-pub(crate) async fn update_agents(conn: &mut PgConnection, agents: &[Agent]) -> Result<(), RepoError> {
+pub(crate) async fn update_agents(
+    conn: &mut PgConnection,
+    agents: &[Agent],
+) -> Result<(), RepoError> {
     if agents.is_empty() {
         return Ok(());
     }

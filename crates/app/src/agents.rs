@@ -73,6 +73,7 @@ impl Platform {
             .await
             .map_err(|e| AppError::from_repo("Agent", e))?;
         self.publish(&stored).await;
+        self.signals.work.notify_one(); // new capacity: waiting tasks may fit now
         tracing::info!(agent_id = %agent.id, name = %agent.name, "agent registered");
         Ok(RegisteredAgent { agent, agent_key })
     }
@@ -186,14 +187,19 @@ impl Platform {
                 "a heartbeat may be sent only by the agent itself or an operator".into(),
             ));
         }
-        self.modify_agent(id, |agent, now| {
-            let change = agent.heartbeat(now, status, metadata.as_ref())?;
-            Ok(change
-                .map(|c| events::agent_status_changed(agent, c, "heartbeat", now))
-                .into_iter()
-                .collect())
-        })
-        .await
+        let agent = self
+            .modify_agent(id, |agent, now| {
+                let change = agent.heartbeat(now, status, metadata.as_ref())?;
+                Ok(change
+                    .map(|c| events::agent_status_changed(agent, c, "heartbeat", now))
+                    .into_iter()
+                    .collect())
+            })
+            .await?;
+        if agent.status.is_serving() {
+            self.signals.work.notify_one(); // an agent back in service may take waiting tasks
+        }
+        Ok(agent)
     }
 
     /// Marks every agent that missed its heartbeats offline. Returns how many were marked.

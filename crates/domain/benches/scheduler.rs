@@ -53,11 +53,18 @@ fn task() -> Task {
         title: "infer".into(),
         priority: Some(5),
         required_capabilities: vec!["ml_inference".into()],
-        resources: serde_json::json!({"cpu": 2, "memory": "4096"}).as_object().unwrap().clone(),
+        resources: serde_json::json!({"cpu": 2, "memory": "4096"})
+            .as_object()
+            .unwrap()
+            .clone(),
         ..TaskInput::default()
     };
     let now = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
-    Task::submit(NewTask::parse(input, now).unwrap(), TaskId(Uuid::from_u128(1)), now)
+    Task::submit(
+        NewTask::parse(input, now).unwrap(),
+        TaskId(Uuid::from_u128(1)),
+        now,
+    )
 }
 
 /// The baseline: look at every agent, keep the best eligible one.
@@ -81,7 +88,11 @@ fn decisions(c: &mut Criterion) {
     for n in [100, 1_000, 10_000, 100_000] {
         let agents = fleet(n);
         let indexed = Fleet::new(agents.clone(), Strategy::Spread);
-        assert_eq!(indexed.choose(&task), naive(&agents, &task), "both pick the same agent");
+        assert_eq!(
+            indexed.choose(&task),
+            naive(&agents, &task),
+            "both pick the same agent"
+        );
         group.bench_with_input(BenchmarkId::new("fleet index", n), &n, |b, _| {
             b.iter(|| black_box(indexed.choose(black_box(&task))))
         });
