@@ -21,28 +21,21 @@ struct State {
     keys: HashMap<KeyHash, ApiKey>,
     tasks: HashMap<TaskId, Task>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    /// Numbered events, oldest first.
     events: VecDeque<Event>,
+    /// Committed events waiting for `sequence` to number them, in write order.
+    unsequenced: VecDeque<NewEvent>,
     last_seq: i64,
 }
 
 impl State {
-    fn append(&mut self, events: Vec<NewEvent>) -> Vec<Event> {
+    fn append(&mut self, events: Vec<NewEvent>) -> Vec<NewEvent> {
+        self.unsequenced.extend(events.iter().cloned());
         events
-            .into_iter()
-            .map(|new| {
-                self.last_seq += 1;
-                let event = Event::stored(self.last_seq, new);
-                if self.events.len() == EVENT_RETENTION {
-                    self.events.pop_front();
-                }
-                self.events.push_back(event.clone());
-                event
-            })
-            .collect()
     }
 
     /// Applies `changes` if every version matches; otherwise changes nothing.
-    fn apply(&mut self, changes: Changes) -> Result<Vec<Event>, RepoError> {
+    fn apply(&mut self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         for task in &changes.tasks {
             match self.tasks.get(&task.id) {
                 None => return Err(RepoError::NotFound),
@@ -110,7 +103,7 @@ impl AgentRepository for MemoryStore {
         agent: &Agent,
         key: &ApiKey,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut state = self.lock();
         if state.agents.contains_key(&agent.id) || state.keys.contains_key(&key.hash) {
             return Err(RepoError::Conflict("duplicate agent or key".into()));
@@ -156,7 +149,11 @@ impl AgentRepository for MemoryStore {
             .collect())
     }
 
-    async fn update(&self, agent: &Agent, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
+    async fn update(
+        &self,
+        agent: &Agent,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut state = self.lock();
         state.check_version(agent)?;
         let mut stored = agent.clone();
@@ -170,7 +167,7 @@ impl AgentRepository for MemoryStore {
         agent: &Agent,
         revoked_at: DateTime<Utc>,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut state = self.lock();
         state.check_version(agent)?;
         state.agents.remove(&agent.id);
@@ -220,7 +217,7 @@ impl TaskRepository for MemoryStore {
         task: &Task,
         events: Vec<NewEvent>,
         idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut state = self.lock();
         if state.tasks.contains_key(&task.id) {
             return Err(RepoError::Conflict(format!("task {} exists", task.id)));
@@ -299,7 +296,7 @@ impl TaskRepository for MemoryStore {
             .collect())
     }
 
-    async fn save(&self, changes: Changes) -> Result<Vec<Event>, RepoError> {
+    async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         self.lock().apply(changes)
     }
 
@@ -308,7 +305,7 @@ impl TaskRepository for MemoryStore {
         now: DateTime<Utc>,
         limit: u32,
         decide: Decide,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         // The whole pass runs under the store's lock: nothing can change in between.
         let mut state = self.lock();
         let mut pending: Vec<Task> = state
@@ -395,6 +392,23 @@ impl CredentialRepository for MemoryStore {
 
 #[async_trait]
 impl EventLog for MemoryStore {
+    async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
+        let mut state = self.lock();
+        let n = state.unsequenced.len().min(limit as usize);
+        let waiting: Vec<NewEvent> = state.unsequenced.drain(..n).collect();
+        let mut numbered = Vec::with_capacity(n);
+        for new in waiting {
+            state.last_seq += 1;
+            let event = Event::stored(state.last_seq, new);
+            if state.events.len() == EVENT_RETENTION {
+                state.events.pop_front();
+            }
+            state.events.push_back(event.clone());
+            numbered.push(event);
+        }
+        Ok(numbered)
+    }
+
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {
         let state = self.lock();
         let start = state.events.partition_point(|e| e.seq <= after_seq);

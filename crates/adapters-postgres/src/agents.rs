@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{
-    Agent, AgentId, AgentStatus, ApiKey, CapabilitySet, Event, Metadata, NewEvent, ResourceMap,
-};
+use domain::{Agent, AgentId, AgentStatus, ApiKey, CapabilitySet, Metadata, NewEvent, ResourceMap};
 use ports::{AgentQuery, AgentRepository, RepoError, StatusCounts};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -155,7 +153,7 @@ impl AgentRepository for PgStore {
         agent: &Agent,
         key: &ApiKey,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         sqlx::query(&format!(
             "INSERT INTO agents ({COLUMNS})
@@ -215,7 +213,11 @@ impl AgentRepository for PgStore {
         .collect()
     }
 
-    async fn update(&self, agent: &Agent, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError> {
+    async fn update(
+        &self,
+        agent: &Agent,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         update_agents(&mut tx, std::slice::from_ref(agent)).await?;
         let stored = append(&mut tx, events).await?;
@@ -228,7 +230,7 @@ impl AgentRepository for PgStore {
         agent: &Agent,
         revoked_at: DateTime<Utc>,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         let deleted = sqlx::query("DELETE FROM agents WHERE id = $1 AND version = $2")
             .bind(agent.id.as_uuid())

@@ -12,14 +12,16 @@ use uuid::Uuid;
 use crate::error::{corrupt, repo_error};
 use crate::PgStore;
 
-/// Appends events inside the caller's transaction, in one statement; returns them with their
-/// `seq`, in the order given.
+/// The key of the advisory lock that keeps relays from overlapping.
+const RELAY_LOCK: i64 = 0x4556_454e_5452_454c; // "EVENTREL"
+
+/// Appends events, unnumbered, inside the caller's transaction, in one statement.
 pub(crate) async fn append(
     conn: &mut PgConnection,
     events: Vec<NewEvent>,
-) -> Result<Vec<Event>, RepoError> {
+) -> Result<Vec<NewEvent>, RepoError> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(events);
     }
     let rows: Vec<Value> = events
         .iter()
@@ -34,26 +36,19 @@ pub(crate) async fn append(
             })
         })
         .collect();
-    // Identities are drawn in insertion order, which the ORDER BY fixes; sorting the returned
-    // values therefore lines them up with the input.
-    let mut seqs: Vec<i64> = sqlx::query_scalar(
+    // Identities follow the ORDER BY, so the relay numbers these in the order given.
+    sqlx::query(
         "INSERT INTO events (type, channel, agent_id, task_id, data, created_at)
          SELECT e.v->>'type', e.v->>'channel', (e.v->>'agent_id')::uuid, (e.v->>'task_id')::uuid,
                 e.v->'data', (e.v->>'created_at')::timestamptz
          FROM jsonb_array_elements($1) WITH ORDINALITY AS e(v, ord)
-         ORDER BY e.ord
-         RETURNING seq",
+         ORDER BY e.ord",
     )
     .bind(Value::Array(rows))
-    .fetch_all(&mut *conn)
+    .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
-    seqs.sort_unstable();
-    Ok(seqs
-        .into_iter()
-        .zip(events)
-        .map(|(seq, event)| Event::stored(seq, event))
-        .collect())
+    Ok(events)
 }
 
 fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
@@ -80,6 +75,39 @@ fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
 
 #[async_trait]
 impl EventLog for PgStore {
+    async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        // Under the lock no other relay runs, so the next numbers follow the highest one given,
+        // without gaps; unnumbered rows of transactions still open are invisible and wait.
+        let mut events = sqlx::query(
+            "WITH top AS (SELECT coalesce(max(seq), 0) AS seq FROM events),
+                  next AS (
+                      SELECT id, row_number() OVER (ORDER BY id) AS n
+                      FROM (SELECT id FROM events WHERE seq IS NULL ORDER BY id LIMIT $1
+                            FOR UPDATE) AS waiting
+                  )
+             UPDATE events AS e SET seq = top.seq + next.n
+             FROM next, top
+             WHERE e.id = next.id
+             RETURNING e.seq, e.type, e.agent_id, e.task_id, e.data, e.created_at",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(event_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(repo_error)?;
+        events.sort_by_key(|e| e.seq);
+        Ok(events)
+    }
+
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
             "SELECT seq, type, agent_id, task_id, data, created_at FROM events
@@ -98,7 +126,7 @@ impl EventLog for PgStore {
     async fn task_events(&self, task: TaskId, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
             "SELECT seq, type, agent_id, task_id, data, created_at FROM events
-             WHERE task_id = $1 ORDER BY seq LIMIT $2",
+             WHERE task_id = $1 AND seq IS NOT NULL ORDER BY seq LIMIT $2",
         )
         .bind(task.as_uuid())
         .bind(i64::from(limit))
@@ -113,7 +141,7 @@ impl EventLog for PgStore {
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
             "SELECT seq, type, agent_id, task_id, data, created_at FROM events
-             ORDER BY seq DESC LIMIT $1",
+             WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(self.pool())

@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    AgentId, CapabilitySet, Event, Metadata, NewEvent, Priority, ResourceClaim, ResourceMap, Task,
-    TaskId, TaskStatus,
+    AgentId, CapabilitySet, Metadata, NewEvent, Priority, ResourceClaim, ResourceMap, Task, TaskId,
+    TaskStatus,
 };
 use ports::{
     Changes, Decide, IdempotencyRecord, RepoError, SchedulingSnapshot, TaskCounts, TaskQuery,
@@ -247,7 +247,7 @@ async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Rep
 }
 
 /// Writes a set of changes inside the caller's transaction: one statement per kind of row.
-async fn write(conn: &mut PgConnection, changes: Changes) -> Result<Vec<Event>, RepoError> {
+async fn write(conn: &mut PgConnection, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
     update_tasks(conn, &changes.tasks).await?;
     update_agents(conn, &changes.agents).await?;
     append(conn, changes.events).await
@@ -286,7 +286,7 @@ impl TaskRepository for PgStore {
         task: &Task,
         events: Vec<NewEvent>,
         idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         if let Some((record, lifetime)) = idempotency {
             // Takes the key, or a stale record of it; a live one stops the insert.
@@ -401,7 +401,7 @@ impl TaskRepository for PgStore {
         .collect()
     }
 
-    async fn save(&self, changes: Changes) -> Result<Vec<Event>, RepoError> {
+    async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         let stored = write(&mut tx, changes).await?;
         tx.commit().await.map_err(repo_error)?;
@@ -413,7 +413,7 @@ impl TaskRepository for PgStore {
         now: DateTime<Utc>,
         limit: u32,
         decide: Decide,
-    ) -> Result<Vec<Event>, RepoError> {
+    ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(SCHEDULER_LOCK)

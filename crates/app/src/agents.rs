@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use domain::credential::VISIBLE_PREFIX_CHARS;
 use domain::{
-    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Cursor, Event, HeartbeatStatus, Limit, Metadata,
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Cursor, HeartbeatStatus, Limit, Metadata,
     NewAgent, NewEvent, Principal, Role,
 };
 use ports::{AgentQuery, RepoError};
@@ -15,6 +15,8 @@ use crate::{events, AppError, Platform};
 /// loses only to another writer's success, so this many concurrent writers on one agent
 /// always all land.
 const MAX_ATTEMPTS: usize = 16;
+/// Most events numbered and published at a time.
+const RELAY_BATCH: u32 = 1000;
 /// How many stale agents one offline-detection pass loads at a time.
 const SWEEP_BATCH: u32 = 500;
 
@@ -283,9 +285,35 @@ impl Platform {
         Err(contended())
     }
 
-    pub(crate) async fn publish(&self, events: &[Event]) {
-        if !events.is_empty() {
-            self.deps.bus.publish(events).await;
+    /// Hands what a write stored over for delivery: numbers every committed event not yet
+    /// numbered (this write's and any other's) and publishes them in that order. A failure here
+    /// loses nothing: the events are in the log, and the background relay numbers them later.
+    pub(crate) async fn publish(&self, written: &[NewEvent]) {
+        if written.is_empty() {
+            return;
+        }
+        if let Err(e) = self.relay_events().await {
+            tracing::warn!(error = %e, "cannot number events now; the background relay will");
+        }
+    }
+
+    /// Numbers committed events and publishes them, until none are left. Returns how many.
+    pub async fn relay_events(&self) -> Result<usize, AppError> {
+        let mut total = 0;
+        loop {
+            let batch = self
+                .deps
+                .event_log
+                .sequence(RELAY_BATCH)
+                .await
+                .map_err(|e| AppError::from_repo("Event", e))?;
+            if !batch.is_empty() {
+                self.deps.bus.publish(&batch).await;
+            }
+            total += batch.len();
+            if batch.len() < RELAY_BATCH as usize {
+                return Ok(total);
+            }
         }
     }
 }

@@ -28,10 +28,28 @@ impl BackgroundJobs {
 pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
     let (stop, stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(platform.clone(), stopped.clone()));
-    let scheduler = tokio::spawn(schedule(platform, stopped));
+    let scheduler = tokio::spawn(schedule(platform.clone(), stopped.clone()));
+    let relay = tokio::spawn(relay(platform, stopped));
     BackgroundJobs {
         stop,
-        handles: vec![sweeper, scheduler],
+        handles: vec![sweeper, scheduler, relay],
+    }
+}
+
+/// Every write relays its own events; this catches those of a writer that died in between.
+async fn relay(platform: Platform, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        match platform.relay_events().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(events = n, "relayed events left behind"),
+            Err(e) => tracing::warn!(error = %e, "event relay failed; will retry"),
+        }
     }
 }
 

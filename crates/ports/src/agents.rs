@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Agent, AgentId, AgentStatus, ApiKey, Capability, Cursor, Event, NewEvent};
+use domain::{Agent, AgentId, AgentStatus, ApiKey, Capability, Cursor, NewEvent};
 
 use crate::RepoError;
 
@@ -59,13 +59,13 @@ impl StatusCounts {
 #[async_trait]
 pub trait AgentRepository: Send + Sync {
     /// Stores a new agent (`version` 0), the API key bound to it, and `events`, in one transaction.
-    /// Returns the stored events with their `seq`, in the order given.
+    /// Returns the stored events, in the order given (they get their `seq` when sequenced).
     async fn insert(
         &self,
         agent: &Agent,
         key: &ApiKey,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<Event>, RepoError>;
+    ) -> Result<Vec<NewEvent>, RepoError>;
 
     /// The agent with this ID. `NotFound` if there is none.
     async fn get(&self, id: AgentId) -> Result<Agent, RepoError>;
@@ -78,7 +78,11 @@ pub trait AgentRepository: Send + Sync {
     /// `agent.version`, bumps the stored version by one, and stores `events`; one transaction.
     /// `NotFound` if the agent is gone; `Conflict` if the version moved (nothing written).
     /// Returns the stored events.
-    async fn update(&self, agent: &Agent, events: Vec<NewEvent>) -> Result<Vec<Event>, RepoError>;
+    async fn update(
+        &self,
+        agent: &Agent,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError>;
 
     /// Removes the agent if its stored `version` equals `agent.version`, revokes every API key
     /// bound to it (at `revoked_at`), and stores `events`; one transaction.
@@ -88,7 +92,7 @@ pub trait AgentRepository: Send + Sync {
         agent: &Agent,
         revoked_at: DateTime<Utc>,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<Event>, RepoError>;
+    ) -> Result<Vec<NewEvent>, RepoError>;
 
     /// Online agents (idle, active, busy or draining) whose last heartbeat is at or before
     /// `cutoff`, oldest heartbeat first, at most `limit`.

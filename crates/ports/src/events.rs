@@ -6,15 +6,25 @@ use domain::Event;
 use crate::{ComponentStatus, RepoError};
 
 /// The stored events, as written by the repositories together with their changes.
+///
+/// Writers store events without a number. [`sequence`](EventLog::sequence) numbers committed
+/// events afterwards, in the order they were written; only numbered events are read back. So the
+/// order of `seq` is the order in which events became visible, with no gaps between numbers a
+/// reader has seen: a reader at `seq` N that asks for events after N misses nothing.
 #[async_trait]
 pub trait EventLog: Send + Sync {
+    /// Numbers up to `limit` committed, unnumbered events with the next `seq` values, oldest
+    /// first, and returns them in that order. Calls never overlap, on any replica, and numbers
+    /// are consecutive. Empty when there is nothing to number.
+    async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
+
     /// Events with `seq` strictly greater than `after_seq`, oldest first, at most `limit`.
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError>;
 
-    /// The events about one task, oldest first, at most `limit`.
+    /// The numbered events about one task, oldest first, at most `limit`.
     async fn task_events(&self, task: domain::TaskId, limit: u32) -> Result<Vec<Event>, RepoError>;
 
-    /// The newest events, newest first, at most `limit`.
+    /// The newest numbered events, newest first, at most `limit`.
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
 }
 

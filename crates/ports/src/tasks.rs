@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{
-    Agent, AgentId, Capability, Cursor, Event, NewEvent, Priority, Task, TaskId, TaskStatus,
-};
+use domain::{Agent, AgentId, Capability, Cursor, NewEvent, Priority, Task, TaskId, TaskStatus};
 use uuid::Uuid;
 
 use crate::RepoError;
@@ -115,7 +113,7 @@ pub trait TaskRepository: Send + Sync {
         task: &Task,
         events: Vec<NewEvent>,
         idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
-    ) -> Result<Vec<Event>, RepoError>;
+    ) -> Result<Vec<NewEvent>, RepoError>;
 
     /// The record of `key` if it was made at or after `since`.
     async fn find_idempotency(
@@ -137,7 +135,7 @@ pub trait TaskRepository: Send + Sync {
     /// Writes every task and agent in `changes` if each stored `version` still equals the one it
     /// was read at (bumping it by one), and stores the events; one transaction.
     /// `NotFound` if one is gone, `Conflict` if one moved: then nothing is written.
-    async fn save(&self, changes: Changes) -> Result<Vec<Event>, RepoError>;
+    async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError>;
 
     /// One scheduling pass. Loads a snapshot (at most `limit` pending tasks ready at `now`, the
     /// serving agents and the tasks they hold), calls `decide` once with it, and writes the
@@ -149,7 +147,7 @@ pub trait TaskRepository: Send + Sync {
         now: DateTime<Utc>,
         limit: u32,
         decide: Decide,
-    ) -> Result<Vec<Event>, RepoError>;
+    ) -> Result<Vec<NewEvent>, RepoError>;
 
     /// Assigned or running tasks whose lease ran out at or before `now`, at most `limit`.
     async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError>;

@@ -33,7 +33,8 @@ macro_rules! store_contract {
             heartbeat_before_finds_only_silent_online_agents,
             count_by_status_counts_every_status,
             api_keys_are_found_by_hash_only,
-            events_are_numbered_and_read_back_in_order
+            events_are_numbered_and_read_back_in_order,
+            sequencing_numbers_events_once_consecutively_in_write_order
         );
         $crate::store_contract!(@tasks $make;
             tasks_round_trip_with_every_field,
@@ -66,6 +67,12 @@ fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600 + secs, 123_456_000).expect("valid time")
 }
 
+/// Numbers whatever the store holds unnumbered, then hands back its log for reading.
+pub(crate) async fn numbered(store: &StoreUnderTest) -> &dyn ports::EventLog {
+    while !store.events.sequence(1000).await.unwrap().is_empty() {}
+    store.events.as_ref()
+}
+
 fn note(n: u64, agent: &domain::Agent) -> NewEvent {
     NewEvent::about_agent(
         EventKind::AgentUpdated,
@@ -89,9 +96,11 @@ pub async fn insert_then_get_round_trips(store: StoreUnderTest) {
         .await
         .expect("insert");
     assert_eq!(stored.len(), 1);
-    assert!(stored[0].seq > 0, "events get a positive seq");
     assert_eq!(stored[0].kind, EventKind::AgentRegistered);
-    assert_eq!(stored[0].agent_id, Some(a.id));
+    let numbered = store.events.sequence(100).await.unwrap();
+    assert_eq!(numbered.len(), 1);
+    assert!(numbered[0].seq > 0, "events get a positive seq");
+    assert_eq!(numbered[0].agent_id, Some(a.id));
 
     let back = store.agents.get(a.id).await.expect("get");
     assert_eq!(
@@ -124,7 +133,12 @@ pub async fn inserting_the_same_agent_twice_is_a_conflict(store: StoreUnderTest)
         .await;
     assert!(matches!(again, Err(RepoError::Conflict(_))), "{again:?}");
     assert!(
-        store.events.latest_events(10).await.unwrap().is_empty(),
+        numbered(&store)
+            .await
+            .latest_events(10)
+            .await
+            .unwrap()
+            .is_empty(),
         "a refused insert stores no events"
     );
 }
@@ -144,7 +158,10 @@ pub async fn update_bumps_the_version_and_stores_its_events(store: StoreUnderTes
         .await
         .expect("update");
     assert_eq!(stored.len(), 2);
-    assert!(stored[0].seq < stored[1].seq);
+    let numbered = store.events.sequence(100).await.unwrap();
+    assert_eq!(numbered.len(), 2);
+    assert!(numbered[0].seq < numbered[1].seq);
+    assert_eq!(numbered[0].data, serde_json::json!({"n": 1}));
     let back = store.agents.get(a.id).await.unwrap();
     assert_eq!(back.version, 1);
     assert_eq!(back.status, AgentStatus::Draining);
@@ -173,7 +190,7 @@ pub async fn a_stale_update_is_a_conflict_and_writes_nothing(store: StoreUnderTe
     let back = store.agents.get(a.id).await.unwrap();
     assert_eq!(back.max_concurrent_tasks, 7);
     assert_eq!(back.version, 1);
-    let events = store.events.latest_events(10).await.unwrap();
+    let events = numbered(&store).await.latest_events(10).await.unwrap();
     assert_eq!(events.len(), 1, "the losing write stored no event");
 }
 
@@ -183,7 +200,12 @@ pub async fn update_of_a_missing_agent_is_not_found(store: StoreUnderTest) {
         store.agents.update(&a, vec![note(1, &a)]).await,
         Err(RepoError::NotFound)
     );
-    assert!(store.events.latest_events(10).await.unwrap().is_empty());
+    assert!(numbered(&store)
+        .await
+        .latest_events(10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn list_filters_orders_newest_first_and_pages(store: StoreUnderTest) {
@@ -416,7 +438,7 @@ pub async fn events_are_numbered_and_read_back_in_order(store: StoreUnderTest) {
         .await
         .unwrap();
 
-    let all = store.events.events_after(0, 100).await.unwrap();
+    let all = numbered(&store).await.events_after(0, 100).await.unwrap();
     let ns: Vec<_> = all.iter().map(|e| e.data["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, [1, 2, 3]);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
@@ -441,4 +463,35 @@ pub async fn events_are_numbered_and_read_back_in_order(store: StoreUnderTest) {
         .map(|e| e.data["n"].as_u64().unwrap())
         .collect();
     assert_eq!(ns, [3, 2], "newest first");
+}
+
+pub async fn sequencing_numbers_events_once_consecutively_in_write_order(store: StoreUnderTest) {
+    assert!(store.events.sequence(10).await.unwrap().is_empty());
+    let a = agent(1, "worker-1", &[], t(0));
+    let events: Vec<NewEvent> = (1..=5).map(|n| note(n, &a)).collect();
+    store
+        .agents
+        .insert(&a, &agent_key(1, a.id, t(0)), events)
+        .await
+        .unwrap();
+    assert!(
+        store.events.events_after(0, 10).await.unwrap().is_empty(),
+        "unnumbered events are not read back"
+    );
+    let first = store.events.sequence(3).await.unwrap();
+    let rest = store.events.sequence(10).await.unwrap();
+    assert_eq!((first.len(), rest.len()), (3, 2), "the limit is honoured");
+    assert!(
+        store.events.sequence(10).await.unwrap().is_empty(),
+        "numbered once"
+    );
+    let all: Vec<_> = first.into_iter().chain(rest).collect();
+    let ns: Vec<u64> = all.iter().map(|e| e.data["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, [1, 2, 3, 4, 5], "numbered in write order");
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive: {seqs:?}"
+    );
+    assert_eq!(store.events.events_after(0, 10).await.unwrap(), all);
 }

@@ -59,6 +59,8 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
         .await
         .unwrap();
     assert_eq!(events[0].task_id, Some(x.id));
+    let numbered = store.events.sequence(10).await.unwrap();
+    assert_eq!(numbered[0].task_id, Some(x.id));
     assert_eq!(store.tasks.get(x.id).await.unwrap(), x);
     assert_eq!(
         store.tasks.get(task(2, 1, &[], t(0)).id).await,
@@ -68,7 +70,11 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
         store.tasks.insert(&x, vec![], None).await,
         Err(RepoError::Conflict(_))
     ));
-    let history = store.events.task_events(x.id, 10).await.unwrap();
+    let history = crate::contract::numbered(&store)
+        .await
+        .task_events(x.id, 10)
+        .await
+        .unwrap();
     assert_eq!(history.len(), 1);
 }
 
@@ -172,7 +178,15 @@ pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnd
         store.agents.get(a.id).await.unwrap().max_concurrent_tasks,
         2
     );
-    assert_eq!(store.events.task_events(x.id, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        crate::contract::numbered(&store)
+            .await
+            .task_events(x.id, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision(
