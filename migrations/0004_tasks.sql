@@ -12,6 +12,7 @@ CREATE TABLE tasks (
         ('pending', 'assigned', 'running', 'completed', 'failed', 'cancelled', 'expired')),
     assigned_agent        uuid,
     attempt               integer NOT NULL CHECK (attempt >= 1),
+    round_start           integer NOT NULL CHECK (round_start BETWEEN 1 AND attempt),
     max_attempts          integer NOT NULL CHECK (max_attempts >= 1),
     lease_seconds         integer NOT NULL CHECK (lease_seconds > 0),
     preemptible           boolean NOT NULL,

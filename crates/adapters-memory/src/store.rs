@@ -304,18 +304,26 @@ impl TaskRepository for MemoryStore {
         &self,
         now: DateTime<Utc>,
         limit: u32,
+        policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
         // The whole pass runs under the store's lock: nothing can change in between.
         let mut state = self.lock();
-        let mut pending: Vec<Task> = state
+        let ready: Vec<Task> = state
             .tasks
             .values()
-            .filter(|t| t.status == TaskStatus::Pending && t.not_before <= now)
+            .filter(|t| {
+                t.status == TaskStatus::Pending
+                    && t.not_before <= now
+                    && t.deadline.is_none_or(|d| d > now)
+            })
             .cloned()
             .collect();
-        pending.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.created_at, t.id));
-        pending.truncate(limit as usize);
+        let pending: Vec<Task> = domain::scheduler::queue_order(&ready, now, policy)
+            .into_iter()
+            .take(limit as usize)
+            .cloned()
+            .collect();
         let agents: Vec<Agent> = state
             .agents
             .values()

@@ -32,7 +32,7 @@ const COLUMNS: &str =
     metadata, status, assigned_agent, attempt, max_attempts, lease_seconds, preemptible, \
     lease_expires_at, assigned_at, started_at, completed_at, progress, result, error, \
     resource_claims, workflow_id, execution_id, step, pending_reason, not_before, \
-    cancel_requested, created_at, updated_at, version";
+    cancel_requested, created_at, updated_at, round_start, version";
 
 fn claims_json(claims: &[ResourceClaim]) -> Value {
     Value::Array(
@@ -101,6 +101,7 @@ fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
             .map_err(e)?
             .map(AgentId),
         attempt: to_u32("attempt")?,
+        round_start: to_u32("round_start")?,
         max_attempts: to_u32("max_attempts")?,
         lease_seconds: to_u32("lease_seconds")?,
         preemptible: row.try_get("preemptible").map_err(e)?,
@@ -128,7 +129,7 @@ fn i32_of(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-/// Binds every column but `version`, in `COLUMNS` order, as `$1..$30`.
+/// Binds every column but `version`, in `COLUMNS` order, as `$1..$31`.
 macro_rules! bind_task {
     ($query:expr, $t:expr) => {
         $query
@@ -162,6 +163,7 @@ macro_rules! bind_task {
             .bind($t.cancel_requested)
             .bind($t.created_at)
             .bind($t.updated_at)
+            .bind(i32_of($t.round_start))
     };
 }
 
@@ -179,6 +181,7 @@ fn task_row(t: &Task) -> Value {
         "status": t.status.as_str(),
         "assigned_agent": t.assigned_agent,
         "attempt": t.attempt,
+        "round_start": t.round_start,
         "max_attempts": t.max_attempts,
         "lease_seconds": t.lease_seconds,
         "preemptible": t.preemptible,
@@ -214,7 +217,8 @@ async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Rep
                 priority = r.priority, required_capabilities = r.required_capabilities,
                 resources = r.resources, deadline = r.deadline, metadata = r.metadata,
                 status = r.status, assigned_agent = r.assigned_agent, attempt = r.attempt,
-                max_attempts = r.max_attempts, lease_seconds = r.lease_seconds,
+                round_start = r.round_start, max_attempts = r.max_attempts,
+                lease_seconds = r.lease_seconds,
                 preemptible = r.preemptible, lease_expires_at = r.lease_expires_at,
                 assigned_at = r.assigned_at, started_at = r.started_at,
                 completed_at = r.completed_at, progress = r.progress, result = r.result,
@@ -314,7 +318,7 @@ impl TaskRepository for PgStore {
             sqlx::query(&format!(
                 "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
                  $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
-                 $27, $28, $29, $30, 0)"
+                 $27, $28, $29, $30, $31, 0)"
             )),
             task
         )
@@ -412,6 +416,7 @@ impl TaskRepository for PgStore {
         &self,
         now: DateTime<Utc>,
         limit: u32,
+        policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
@@ -431,18 +436,34 @@ impl TaskRepository for PgStore {
             SelectBinds::Agents(ids),
         )
         .await?;
-        let pending = select(
-            &mut tx,
-            &format!(
-                "SELECT {COLUMNS} FROM tasks
-                 WHERE status = 'pending' AND not_before <= $1
-                 ORDER BY priority DESC, created_at, id
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED"
-            ),
-            SelectBinds::TimeLimit(now, limit),
-        )
-        .await?;
+        // The same effective priority as `domain::scheduler::effective_priority`, so the batch
+        // holds the tasks the scheduler would take first: aging and deadlines lift old and
+        // urgent tasks into it however many higher-priority tasks wait.
+        let pending = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE status = 'pending' AND not_before <= $1 AND (deadline IS NULL OR deadline > $1)
+             ORDER BY priority
+                      + LEAST(GREATEST(extract(epoch FROM ($1 - created_at)), 0) / $3, $4)
+                      + CASE WHEN deadline IS NULL THEN 0
+                             WHEN extract(epoch FROM (deadline - $1)) < $5
+                             THEN $6 * (1 - extract(epoch FROM (deadline - $1)) / $5)
+                             ELSE 0 END DESC,
+                      deadline NULLS LAST, created_at, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
+        .bind(policy.max_aging)
+        .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
+        .bind(policy.max_urgency)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(task_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
         let changes = decide(SchedulingSnapshot {
             pending,
             agents,

@@ -43,6 +43,9 @@ on_both_stores!(
     bad_submissions_are_422_and_change_nothing,
     agents_act_only_on_their_own_tasks,
     an_idempotency_key_returns_the_original_task,
+    deregistering_an_agent_puts_its_work_back_in_the_queue,
+    a_draining_agent_finishes_its_work_and_gets_no_more,
+    a_silent_running_task_loses_its_lease_and_fails_when_attempts_run_out,
 );
 
 fn submission(title: &str, priority: i64, capabilities: &[&str]) -> Value {
@@ -359,7 +362,7 @@ async fn a_failed_task_is_retried_by_an_operator(h: Harness) {
     )
     .await;
     assert_eq!(retried.ok()["status"], "pending");
-    assert_eq!(retried.ok()["attempt"], 1);
+    assert_eq!(retried.ok()["attempt"], 3, "attempt numbers never repeat");
     assert_eq!(retried.ok()["error"], Value::Null);
     send(
         &app,
@@ -368,6 +371,21 @@ async fn a_failed_task_is_retried_by_an_operator(h: Harness) {
     .await
     .problem(409);
     assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
+    // The agent, holding the task again, cannot be confused with its earlier attempt.
+    let stale = send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/complete"), &key)
+            .set_json(json!({"attempt": 2})),
+    )
+    .await;
+    stale.problem(409);
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), &key)
+            .set_json(json!({"attempt": 3})),
+    )
+    .await
+    .ok();
 }
 
 async fn a_pending_task_past_its_deadline_expires(h: Harness) {
@@ -585,6 +603,16 @@ async fn agents_act_only_on_their_own_tasks(h: Harness) {
     .problem(404);
     send(
         &app,
+        bearer(
+            Method::GET,
+            &format!("/api/v1/agents/{holder}/tasks"),
+            other,
+        ),
+    )
+    .await
+    .problem(404);
+    send(
+        &app,
         bearer(Method::GET, &format!("/api/v1/tasks/{id}"), owner),
     )
     .await
@@ -666,4 +694,172 @@ async fn an_idempotency_key_returns_the_original_task(h: Harness) {
         "replays created nothing"
     );
     send(&app, post("", &body)).await.problem(400);
+
+    // A replay answers as the original did, even once the body would no longer be accepted.
+    let mut with_deadline = body.clone();
+    with_deadline["deadline"] = json!((h.clock_now() + Duration::seconds(30)).to_rfc3339());
+    let original = send(&app, post("order-43", &with_deadline)).await;
+    let original = id_of(original.ok());
+    h.clock.advance(Duration::seconds(60));
+    let replay = send(&app, post("order-43", &with_deadline)).await;
+    assert_eq!(id_of(replay.ok()), original);
+}
+
+async fn deregistering_an_agent_puts_its_work_back_in_the_queue(h: Harness) {
+    let app = service!(h);
+    let (a, key_a) = register(&app, seed_agent("leaving")).await;
+    let id = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("x", 5, &[])),
+        )
+        .await
+        .ok(),
+    );
+    h.state.platform.run_scheduler().await.unwrap();
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), &key_a)
+            .set_json(json!({"attempt": 1})),
+    )
+    .await
+    .ok();
+    send(&app, admin(Method::DELETE, &format!("/api/v1/agents/{a}")))
+        .await
+        .ok();
+    let task = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(task.ok()["status"], "pending");
+    assert_eq!(task.ok()["attempt"], 2);
+    assert_eq!(task.ok()["error"], "agent deregistered");
+    let (b, _) = register(&app, seed_agent("arriving")).await;
+    h.clock.advance(Duration::seconds(2));
+    h.state.platform.run_scheduler().await.unwrap();
+    let moved = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(moved.ok()["assigned_agent"], b.as_str());
+}
+
+async fn a_draining_agent_finishes_its_work_and_gets_no_more(h: Harness) {
+    let app = service!(h);
+    let mut body = seed_agent("winding-down");
+    body["max_concurrent_tasks"] = json!(4);
+    let (agent, key) = register(&app, body).await;
+    let first = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("first", 5, &[])),
+        )
+        .await
+        .ok(),
+    );
+    h.state.platform.run_scheduler().await.unwrap();
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/heartbeat"),
+            &key,
+        )
+        .set_json(json!({"status": "draining"})),
+    )
+    .await
+    .ok();
+    let second = id_of(
+        send(
+            &app,
+            admin(Method::POST, "/api/v1/tasks").set_json(submission("second", 5, &[])),
+        )
+        .await
+        .ok(),
+    );
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 0);
+    let waiting = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{second}"))).await;
+    assert_eq!(waiting.ok()["status"], "pending");
+    // Its own task is still its to finish.
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{first}/start"), &key)
+            .set_json(json!({"attempt": 1})),
+    )
+    .await
+    .ok();
+    let done = send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/tasks/{first}/complete"),
+            &key,
+        )
+        .set_json(json!({"attempt": 1})),
+    )
+    .await;
+    assert_eq!(done.ok()["status"], "completed");
+    let agent_now = send(&app, admin(Method::GET, &format!("/api/v1/agents/{agent}"))).await;
+    assert_eq!(agent_now.ok()["status"], "draining");
+    assert_eq!(agent_now.ok()["current_tasks"], 0);
+}
+
+async fn a_silent_running_task_loses_its_lease_and_fails_when_attempts_run_out(h: Harness) {
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("flaky")).await;
+    let mut body = submission("fragile", 5, &[]);
+    body["max_attempts"] = json!(2);
+    body["lease_seconds"] = json!(10);
+    let id = id_of(
+        send(&app, admin(Method::POST, "/api/v1/tasks").set_json(body))
+            .await
+            .ok(),
+    );
+    for attempt in 1..=2 {
+        h.state.platform.run_scheduler().await.unwrap();
+        let early = send(
+            &app,
+            bearer(Method::POST, &format!("/api/v1/tasks/{id}/heartbeat"), &key)
+                .set_json(json!({"attempt": attempt})),
+        )
+        .await;
+        early.problem(409); // a heartbeat does not stand in for start
+        send(
+            &app,
+            bearer(Method::POST, &format!("/api/v1/tasks/{id}/start"), &key)
+                .set_json(json!({"attempt": attempt})),
+        )
+        .await
+        .ok();
+        h.clock.advance(Duration::seconds(5));
+        send(
+            &app,
+            bearer(
+                Method::POST,
+                &format!("/api/v1/agents/{agent}/heartbeat"),
+                &key,
+            ),
+        )
+        .await
+        .ok();
+        h.clock.advance(Duration::seconds(5)); // ten seconds without a task heartbeat
+        assert_eq!(h.state.platform.expire_leases().await.unwrap(), 1);
+        h.clock.advance(Duration::seconds(2));
+    }
+    let task = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(task.ok()["status"], "failed", "both attempts used up");
+    assert_eq!(task.ok()["error"], "lease expired");
+    let mine = send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/agents/{agent}/tasks"), &key),
+    )
+    .await;
+    assert!(
+        mine.ok().as_array().unwrap().is_empty(),
+        "it holds nothing now"
+    );
+    let failed = send(
+        &app,
+        bearer(
+            Method::GET,
+            &format!("/api/v1/agents/{agent}/tasks?status_filter=failed"),
+            &key,
+        ),
+    )
+    .await;
+    assert_eq!(failed.ok().as_array().unwrap().len(), 1);
 }

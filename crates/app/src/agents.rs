@@ -153,7 +153,7 @@ impl Platform {
     pub async fn deregister_agent(&self, actor: &Principal, id: AgentId) -> Result<(), AppError> {
         require_operator(actor)?;
         // Its work goes back to the queue first; if the delete then fails, nothing is lost.
-        self.release_held(id, "agent deregistered").await?;
+        self.release_held(id, "agent deregistered", false).await?;
         for _ in 0..MAX_ATTEMPTS {
             let agent = self
                 .deps
@@ -166,6 +166,9 @@ impl Platform {
             match self.deps.agents.delete(&agent, now, vec![event]).await {
                 Ok(stored) => {
                     self.publish(&stored).await;
+                    // A pass that ran between the release and the delete may have given it
+                    // work; that goes back too.
+                    self.release_held(id, "agent deregistered", false).await?;
                     tracing::info!(agent_id = %id, "agent deregistered");
                     return Ok(());
                 }
@@ -234,7 +237,7 @@ impl Platform {
                 match result {
                     Ok(a) if a.status == domain::AgentStatus::Offline => {
                         marked += 1;
-                        self.release_held(a.id, "agent went offline").await?;
+                        self.release_held(a.id, "agent went offline", true).await?;
                     }
                     // Gone or changed meanwhile: nothing left to do for this one.
                     Ok(_) | Err(AppError::NotFound(_)) => {}

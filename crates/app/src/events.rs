@@ -115,9 +115,10 @@ pub(crate) fn task_transition(
             EventKind::TaskFailed
         }
         Outcome::Cancelled => EventKind::TaskCancelled,
+        // Still running until its agent stops: progress news, not the end of the task.
         Outcome::CancelRequested => {
             data["cancel_requested"] = json!(true);
-            EventKind::TaskCancelled
+            EventKind::TaskProgress
         }
         Outcome::Expired => EventKind::TaskExpired,
     };

@@ -92,6 +92,7 @@ impl Platform {
             .schedule(
                 now,
                 self.settings.schedule_batch,
+                &self.settings.policy,
                 Box::new(move |snapshot| decide(snapshot, now, &policy)),
             )
             .await
@@ -154,7 +155,7 @@ impl Platform {
                 .await;
             match result {
                 Ok(t) if t.status == domain::TaskStatus::Expired => count += 1,
-                Ok(_) | Err(AppError::NotFound(_)) => {}
+                Ok(_) | Err(AppError::NotFound(_) | AppError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -134,8 +134,29 @@ impl Platform {
         }
     }
 
-    /// The task an earlier request with this key created, if the key is live and the body
-    /// the same; a validation error if the body differs.
+    /// The task an earlier submission with this key created, if the key is live and the body
+    /// the same; a validation error if the body differs. Checked before the body is validated
+    /// again, so a replay answers as the original did even once, say, its deadline has passed.
+    pub async fn replay_submission(
+        &self,
+        actor: &Principal,
+        idempotency: &Idempotency,
+    ) -> Result<Option<Task>, AppError> {
+        if !actor.can_operate() {
+            return Err(AppError::Forbidden(format!(
+                "role {} may not submit tasks",
+                actor.role
+            )));
+        }
+        let record = IdempotencyRecord {
+            key: format!("{}:{}", actor.subject, idempotency.key),
+            fingerprint: idempotency.fingerprint.clone(),
+            task: TaskId(uuid::Uuid::nil()),
+            created_at: self.deps.clock.now(),
+        };
+        self.replay(&record).await
+    }
+
     async fn replay(&self, record: &IdempotencyRecord) -> Result<Option<Task>, AppError> {
         let since = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
         let found = self
@@ -346,18 +367,23 @@ impl Platform {
         loop {
             // Registered before the read, so an assignment made in between still wakes us.
             let assigned = self.signals.assigned.notified();
-            let query = TaskQuery {
-                status,
-                agent: Some(agent),
-                limit: 1000,
-                ..TaskQuery::default()
+            let tasks = match status {
+                // Without a filter: the work it holds now, not its whole past.
+                None => self.held_tasks(agent).await?,
+                Some(status) => {
+                    let query = TaskQuery {
+                        status: Some(status),
+                        agent: Some(agent),
+                        limit: 1000,
+                        ..TaskQuery::default()
+                    };
+                    self.deps
+                        .tasks
+                        .list(&query)
+                        .await
+                        .map_err(|e| AppError::from_repo("Task", e))?
+                }
             };
-            let tasks = self
-                .deps
-                .tasks
-                .list(&query)
-                .await
-                .map_err(|e| AppError::from_repo("Task", e))?;
             let now = tokio::time::Instant::now();
             if !tasks.is_empty() || now >= deadline {
                 return Ok(tasks);
@@ -383,13 +409,17 @@ impl Platform {
         &self,
         agent: AgentId,
         reason: &str,
+        only_if_offline: bool,
     ) -> Result<usize, AppError> {
         let mut released = 0;
         for task in self.held_tasks(agent).await? {
             let result = self
-                .modify_task(task.id, |task, _, now| {
+                .modify_task(task.id, |task, holder, now| {
                     if task.assigned_agent != Some(agent) {
                         return Ok(Outcome::Progress); // moved on meanwhile: nothing to do
+                    }
+                    if only_if_offline && holder.is_some_and(|a| a.status.is_online()) {
+                        return Ok(Outcome::Progress); // it came back meanwhile: keep its work
                     }
                     task.release(reason, now)
                         .ok_or_else(|| AppError::Conflict("task no longer held".into()))

@@ -399,8 +399,8 @@ impl Fleet {
     }
 }
 
-/// Places as many pending tasks as fit. Tasks that are not pending, or whose retry backoff has
-/// not elapsed, are ignored. `agents` and `pools` are consumed as capacity is handed out.
+/// Places as many pending tasks as fit. Tasks that are not pending, whose retry backoff has not
+/// elapsed, or whose deadline has passed are ignored. `agents` and `pools` are consumed as capacity is handed out.
 pub fn schedule(
     tasks: &[Task],
     agents: Vec<AgentCapacity>,
@@ -412,7 +412,11 @@ pub fn schedule(
     let mut plan = Plan::default();
     let ready: Vec<Task> = tasks
         .iter()
-        .filter(|t| t.status == crate::task::TaskStatus::Pending && t.not_before <= now)
+        .filter(|t| {
+            t.status == crate::task::TaskStatus::Pending
+                && t.not_before <= now
+                && t.deadline.is_none_or(|d| d > now)
+        })
         .cloned()
         .collect();
     for task in queue_order(&ready, now, policy) {

@@ -333,8 +333,12 @@ pub struct Task {
     pub metadata: Metadata,
     pub status: TaskStatus,
     pub assigned_agent: Option<AgentId>,
-    /// The current attempt, from 1. Agents quote it on every call.
+    /// The current attempt, from 1. Agents quote it on every call. It only ever grows, so an
+    /// agent from an earlier attempt can never be mistaken for the current one.
     pub attempt: u32,
+    /// The first attempt of the current round: 1, or the attempt an operator's retry started.
+    /// `max_attempts` counts from here.
+    pub round_start: u32,
     pub max_attempts: u32,
     pub lease_seconds: u32,
     pub preemptible: bool,
@@ -372,6 +376,7 @@ impl Task {
             status: TaskStatus::Pending,
             assigned_agent: None,
             attempt: 1,
+            round_start: 1,
             max_attempts: new.max_attempts,
             lease_seconds: new.lease_seconds,
             preemptible: new.preemptible,
@@ -466,6 +471,12 @@ impl Task {
         now: DateTime<Utc>,
     ) -> Result<Outcome, TaskError> {
         self.check_holder(agent, attempt)?;
+        if self.status != TaskStatus::Running {
+            return Err(TaskError::InvalidTransition(format!(
+                "task {} has not been started; start it before sending heartbeats",
+                self.id
+            )));
+        }
         if let Some(p) = progress {
             if !(0.0..=1.0).contains(&p) {
                 return Err(TaskError::Invalid(ValidationErrors::single(
@@ -543,8 +554,9 @@ impl Task {
             self.status = TaskStatus::Cancelled;
             return Outcome::Cancelled;
         }
-        if retryable && self.attempt < self.max_attempts {
-            let backoff = (BASE_BACKOFF_SECS << (self.attempt - 1).min(16)).min(MAX_BACKOFF_SECS);
+        let used = self.attempt - self.round_start + 1;
+        if retryable && used < self.max_attempts {
+            let backoff = (BASE_BACKOFF_SECS << (used - 1).min(16)).min(MAX_BACKOFF_SECS);
             self.status = TaskStatus::Pending;
             self.attempt += 1;
             self.assigned_agent = None;
@@ -591,7 +603,8 @@ impl Task {
         }
     }
 
-    /// An operator retries a failed, cancelled or expired task with fresh attempts.
+    /// An operator retries a failed, cancelled or expired task with a fresh round of
+    /// `max_attempts` attempts, numbered on from the last one.
     pub fn retry(&mut self, now: DateTime<Utc>) -> Result<Outcome, TaskError> {
         if !matches!(
             self.status,
@@ -609,7 +622,8 @@ impl Task {
             )));
         }
         self.status = TaskStatus::Pending;
-        self.attempt = 1;
+        self.attempt += 1;
+        self.round_start = self.attempt;
         self.assigned_agent = None;
         self.assigned_at = None;
         self.started_at = None;

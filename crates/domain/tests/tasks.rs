@@ -158,11 +158,24 @@ fn fail_retries_while_attempts_remain_unless_not_retryable() {
     assert_eq!(task.status, TaskStatus::Failed);
 
     assert_eq!(task.retry(t(20)).unwrap(), Outcome::Retried);
-    assert_eq!((task.status, task.attempt), (TaskStatus::Pending, 1));
+    assert_eq!((task.status, task.attempt), (TaskStatus::Pending, 3));
     assert_eq!(task.error, None);
     assert!(
         task.retry(t(21)).is_err(),
         "only failed, cancelled or expired tasks are retried"
+    );
+    // A fresh round of three attempts, numbered on: 3, 4, 5.
+    for attempt in 3..=4 {
+        task.assign(A, t(30)).unwrap();
+        assert_eq!(
+            task.fail(A, attempt, "again", true, t(31)).unwrap(),
+            Outcome::Requeued
+        );
+    }
+    task.assign(A, t(40)).unwrap();
+    assert_eq!(
+        task.fail(A, 5, "again", true, t(41)).unwrap(),
+        Outcome::Failed
     );
 }
 
@@ -211,6 +224,14 @@ fn a_pending_task_past_its_deadline_expires() {
 fn progress_must_be_a_fraction() {
     let mut task = task();
     task.assign(A, t(0)).unwrap();
+    assert!(
+        matches!(
+            task.heartbeat(A, 1, None, t(1)),
+            Err(TaskError::InvalidTransition(_))
+        ),
+        "a heartbeat does not stand in for start"
+    );
+    task.start(A, 1, t(1)).unwrap();
     assert!(matches!(
         task.heartbeat(A, 1, Some(1.5), t(1)),
         Err(TaskError::Invalid(_))

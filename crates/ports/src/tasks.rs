@@ -137,7 +137,8 @@ pub trait TaskRepository: Send + Sync {
     /// `NotFound` if one is gone, `Conflict` if one moved: then nothing is written.
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError>;
 
-    /// One scheduling pass. Loads a snapshot (at most `limit` pending tasks ready at `now`, the
+    /// One scheduling pass. Loads a snapshot (the `limit` pending tasks ready at `now` that come
+    /// first in the `policy`'s effective-priority order, skipping those past their deadline; the
     /// serving agents and the tasks they hold), calls `decide` once with it, and writes the
     /// changes it returns, only tasks and agents from the snapshot, with their events, in the
     /// same transaction. Passes never overlap, on this replica or any other sharing the store,
@@ -146,6 +147,7 @@ pub trait TaskRepository: Send + Sync {
         &self,
         now: DateTime<Utc>,
         limit: u32,
+        policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError>;
 

@@ -1,6 +1,7 @@
 //! The task store contract: what every implementation of `TaskRepository` must do.
 
 use chrono::{DateTime, Utc};
+use domain::scheduler::Policy;
 use domain::{
     AgentStatus, Capability, EventKind, NewEvent, Priority, ResourceClaim, ResourceMap, TaskStatus,
 };
@@ -214,6 +215,7 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
         .schedule(
             t(10),
             10,
+            &Policy::default(),
             Box::new(|snapshot| {
                 let pending: Vec<u128> = snapshot
                     .pending
@@ -251,6 +253,7 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
         .schedule(
             t(10),
             1,
+            &Policy::default(),
             Box::new(|s| {
                 assert_eq!(s.pending.len(), 1, "the limit caps the pending tasks read");
                 Changes::default()
@@ -377,4 +380,40 @@ pub async fn idempotency_keys_are_recorded_with_the_task_and_expire(store: Store
             .unwrap(),
         None
     );
+}
+
+pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_tasks(
+    store: StoreUnderTest,
+) {
+    with_agent(&store, 50).await;
+    // An hour-old priority-2 task has aged by +5: it outranks a fresh priority-6 task.
+    let old_low = task(1, 2, &[], t(0));
+    let fresh_high = task(2, 6, &[], t(3600));
+    let mut late = task(3, 10, &[], t(0));
+    late.deadline = Some(t(3000));
+    for x in [&old_low, &fresh_high, &late] {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    store
+        .tasks
+        .schedule(
+            t(3600),
+            1,
+            &Policy::default(),
+            Box::new(|snapshot| {
+                let ids: Vec<u128> = snapshot
+                    .pending
+                    .iter()
+                    .map(|t| t.id.as_uuid().as_u128())
+                    .collect();
+                assert_eq!(
+                    ids,
+                    [1],
+                    "the aged task is in the batch of one; the late one never"
+                );
+                Changes::default()
+            }),
+        )
+        .await
+        .unwrap();
 }
