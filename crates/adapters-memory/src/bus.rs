@@ -26,11 +26,6 @@ impl MemoryBus {
             sender: broadcast::channel(CAPACITY).0,
         }
     }
-
-    /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.sender.subscribe()
-    }
 }
 
 #[async_trait]
@@ -40,6 +35,10 @@ impl EventBus for MemoryBus {
             // No subscriber is not an error: the event is in the log.
             let _ = self.sender.send(event.clone());
         }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
     }
 
     async fn status(&self) -> ComponentStatus {

@@ -22,6 +22,10 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const QUEUE: usize = 10_000;
 /// Most events sent in one pipeline.
 const BATCH: usize = 256;
+/// How far this process's slowest subscriber may fall behind the events received.
+const LOCAL_CAPACITY: usize = 4096;
+/// Longest wait between attempts to resubscribe after Redis went away.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why the Redis adapter could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,8 @@ pub struct ConfigError(String);
 pub struct RedisBus {
     pool: Pool,
     queue: tokio::sync::mpsc::Sender<String>,
+    /// Events received from Redis (this replica's included), for this process's subscribers.
+    local: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -59,7 +65,9 @@ impl RedisBus {
             .map_err(|e| ConfigError(e.to_string()))?;
         let (queue, pending) = tokio::sync::mpsc::channel(QUEUE);
         tokio::spawn(drain(pool.clone(), pending));
-        Ok(Self { pool, queue })
+        let local = tokio::sync::broadcast::channel(LOCAL_CAPACITY).0;
+        tokio::spawn(listen(url.to_owned(), local.clone()));
+        Ok(Self { pool, queue, local })
     }
 
     async fn ping(&self) -> Result<(), String> {
@@ -106,6 +114,65 @@ async fn publish_all(pool: &Pool, payloads: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The event an encoded payload carries, if it is one.
+pub fn decode(payload: &str) -> Option<Event> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let id = |key: &str| v[key].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok());
+    Some(Event {
+        seq: v["seq"].as_i64()?,
+        kind: v["type"].as_str()?.parse().ok()?,
+        agent_id: id("agent_id").map(domain::AgentId),
+        task_id: id("task_id").map(domain::TaskId),
+        data: v["data"].clone(),
+        timestamp: v["timestamp"].as_str()?.parse().ok()?,
+    })
+}
+
+/// One subscription per process: every event on the channel goes to this process's local
+/// subscribers. Resubscribes with a growing pause while Redis is away.
+async fn listen(url: String, local: tokio::sync::broadcast::Sender<Event>) {
+    let mut pause = Duration::from_millis(100);
+    let mut failing = false;
+    loop {
+        match listen_once(&url, &local).await {
+            Ok(()) => pause = Duration::from_millis(100),
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "lost the Redis event subscription; retrying");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn listen_once(
+    url: &str,
+    local: &tokio::sync::broadcast::Sender<Event>,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+    pubsub
+        .subscribe(EVENTS_CHANNEL)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("subscribed to Redis events");
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let payload: String = message.get_payload().map_err(|e| e.to_string())?;
+        match decode(&payload) {
+            Some(event) => {
+                let _ = local.send(event); // no local subscriber is fine
+            }
+            None => tracing::warn!("ignoring a malformed message on the events channel"),
+        }
+    }
+    Err("the subscription ended".into())
+}
+
 /// Publishes queued events in order, a pipeline at a time, until every sender is gone.
 /// Logs when delivery stops working and when it works again, not for every event.
 async fn drain(pool: Pool, mut pending: tokio::sync::mpsc::Receiver<String>) {
@@ -143,6 +210,10 @@ impl EventBus for RedisBus {
                 );
             }
         }
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.local.subscribe()
     }
 
     async fn status(&self) -> ComponentStatus {

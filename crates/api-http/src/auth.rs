@@ -152,7 +152,7 @@ pub struct Auth<R> {
 }
 
 /// The credential a request presents, if any.
-fn presented(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(crate) fn presented(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value
             .to_str()

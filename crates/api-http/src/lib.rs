@@ -11,6 +11,7 @@ pub mod extract;
 mod middleware;
 mod pagination;
 mod routes;
+pub mod ws;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -32,14 +33,25 @@ pub struct AppState {
     pub jwt: Option<JwtVerifier>,
     /// Open WebSocket connections on this replica.
     pub connections: Arc<AtomicU64>,
+    /// This replica's fan-out of events to WebSocket sessions.
+    pub hub: ws::Hub,
 }
 
 impl AppState {
-    pub fn new(platform: Platform, jwt: Option<JwtVerifier>) -> Self {
+    /// The state, with the WebSocket hub started on the current tokio runtime; it sends
+    /// `system_metrics` every `metrics_every`.
+    pub fn new(
+        platform: Platform,
+        jwt: Option<JwtVerifier>,
+        metrics_every: std::time::Duration,
+    ) -> Self {
+        let connections = Arc::new(AtomicU64::new(0));
+        let hub = ws::Hub::start(platform.clone(), connections.clone(), metrics_every);
         Self {
             platform,
             jwt,
-            connections: Arc::new(AtomicU64::new(0)),
+            connections,
+            hub,
         }
     }
 }

@@ -7,6 +7,7 @@ use actix_web::http::Method;
 use chrono::Duration;
 use common::*;
 use domain::{Channel, EventKind};
+use ports::EventBus;
 use serde_json::json;
 
 #[actix_web::test]

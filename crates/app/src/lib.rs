@@ -10,6 +10,7 @@ mod auth;
 mod background;
 mod error;
 mod events;
+mod feed;
 mod health;
 mod scheduling;
 mod tasks;
@@ -27,6 +28,7 @@ pub use agents::{AgentPage, RegisteredAgent};
 pub use auth::{hash_key, new_api_key};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use error::AppError;
+pub use feed::EventPage;
 pub use health::HealthReport;
 pub use tasks::{Idempotency, TaskPage, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
 

@@ -98,6 +98,11 @@ impl Principal {
         self.can_read_all() || self.is_agent(agent)
     }
 
+    /// May this caller see this event? Readers see every event; an agent only those about itself.
+    pub fn can_see_event(&self, event: &crate::Event) -> bool {
+        self.can_read_all() || event.agent_id.is_some_and(|a| self.is_agent(a))
+    }
+
     /// May this caller act on behalf of the given agent (heartbeat, its tasks)?
     pub fn can_act_for_agent(&self, agent: AgentId) -> bool {
         self.can_operate() || self.is_agent(agent)

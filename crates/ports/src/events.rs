@@ -36,6 +36,11 @@ pub trait EventBus: Send + Sync {
     /// is the adapter's to log; readers of the log still see every event.
     async fn publish(&self, events: &[Event]);
 
+    /// A receiver of every event published from now on, on any replica the bus reaches, in the
+    /// order published. A receiver that falls more than the channel's capacity behind gets
+    /// `RecvError::Lagged` and must catch up from the log.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
+
     /// Whether the bus can deliver right now.
     async fn status(&self) -> ComponentStatus;
 }

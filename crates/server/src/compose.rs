@@ -92,7 +92,11 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         )
     });
     Ok(Runtime {
-        state: AppState::new(Platform::new(deps, settings), jwt),
+        state: AppState::new(
+            Platform::new(deps, settings),
+            jwt,
+            config.system_metrics_interval,
+        ),
         postgres,
         redis,
     })

@@ -49,6 +49,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// How often WebSocket subscribers of `system_metrics` get the counters.
+    pub system_metrics_interval: Duration,
 }
 
 impl Config {
@@ -162,6 +164,12 @@ impl Config {
             workers,
             max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024)? as usize,
             shutdown_timeout: Duration::from_secs(number("SHUTDOWN_TIMEOUT_SECS", 30, 0, 3600)?),
+            system_metrics_interval: Duration::from_secs(number(
+                "SYSTEM_METRICS_INTERVAL_SECS",
+                5,
+                1,
+                3600,
+            )?),
         })
     }
 }

@@ -42,6 +42,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .shutdown_timeout(config.shutdown_timeout.as_secs())
         // Signals are handled below, so SIGINT drains as gracefully as SIGTERM.
         .disable_signals()
+        // Events are small frames that should leave at once, not wait for more to coalesce.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .bind((config.host, config.port))?;
     if let Some(workers) = config.workers {
         server = server.workers(workers);

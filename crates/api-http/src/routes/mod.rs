@@ -1,6 +1,7 @@
 //! The route table: one module per resource.
 
 mod agents;
+mod dashboard;
 mod system;
 mod tasks;
 
@@ -19,5 +20,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
         agents::configure(api);
         tasks::configure(api);
+        dashboard::configure(api);
+        api.service(
+            web::resource("/ws/{client_id}")
+                .route(web::get().to(crate::ws::connect))
+                .default_service(method_not_allowed("GET")),
+        );
     }));
 }

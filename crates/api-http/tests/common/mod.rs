@@ -56,7 +56,7 @@ impl Harness {
         let platform: Platform = testkit::platform(store, bus.clone(), clock.clone(), settings);
         let jwt = JwtVerifier::new(&SecretString::from(JWT_SECRET.to_owned()), None, None);
         Self {
-            state: AppState::new(platform, Some(jwt)),
+            state: AppState::new(platform, Some(jwt), std::time::Duration::from_secs(1)),
             clock,
             bus,
             log,

@@ -1,0 +1,112 @@
+//! One subscription to the platform's events per process, each event encoded once and shared by
+//! every session; and the periodic `system_metrics` frame.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::Platform;
+use bytestring::ByteString;
+use domain::{Channel, Event};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+/// How many frames a session may fall behind before it is disconnected as too slow.
+pub const SESSION_BACKLOG: usize = 1024;
+
+/// An event and its frame, encoded once.
+#[derive(Debug)]
+pub struct Delivery {
+    /// `None` for frames that are not stored events (`system_metrics`).
+    pub event: Option<Event>,
+    pub channel: Channel,
+    pub frame: ByteString,
+}
+
+/// The frame of a stored event, as every subscriber receives it.
+pub fn encode(event: &Event) -> ByteString {
+    json!({
+        "type": event.kind.as_str(),
+        "channel": event.channel().as_str(),
+        "data": event.data,
+        "timestamp": event.timestamp,
+        "seq": event.seq,
+    })
+    .to_string()
+    .into()
+}
+
+/// Fans events out to this process's WebSocket sessions.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    sender: broadcast::Sender<Arc<Delivery>>,
+}
+
+impl Hub {
+    /// Starts relaying the platform's events (and, every `metrics_every`, the system metrics)
+    /// to sessions, on the current tokio runtime.
+    pub fn start(platform: Platform, connections: Arc<AtomicU64>, metrics_every: Duration) -> Self {
+        let sender = broadcast::channel(SESSION_BACKLOG).0;
+        let hub = Self {
+            sender: sender.clone(),
+        };
+        let mut events = platform.subscribe_events();
+        tokio::spawn(async move {
+            let mut metrics = tokio::time::interval(metrics_every);
+            metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    received = events.recv() => match received {
+                        Ok(event) => {
+                            let delivery = Delivery {
+                                frame: encode(&event),
+                                channel: event.channel(),
+                                event: Some(event),
+                            };
+                            let _ = sender.send(Arc::new(delivery));
+                        }
+                        // Sessions notice the gap in `seq` and catch up from the log.
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(skipped = n, "the WebSocket hub fell behind the event bus");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = metrics.tick() => {
+                        if sender.receiver_count() > 0 {
+                            let frame = system_metrics(&platform, &connections).await;
+                            let _ = sender.send(Arc::new(frame));
+                        }
+                    }
+                }
+            }
+        });
+        hub
+    }
+
+    /// A receiver of every delivery from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Delivery>> {
+        self.sender.subscribe()
+    }
+}
+
+/// The dashboard counters, as a `system_metrics` frame. Not stored: it has no `seq`.
+async fn system_metrics(platform: &Platform, connections: &AtomicU64) -> Delivery {
+    let health = platform.health().await;
+    let frame = json!({
+        "type": "system_metrics",
+        "channel": Channel::SystemMetrics.as_str(),
+        "data": {
+            "active_agents": health.active_agents,
+            "active_tasks": health.active_tasks,
+            "websocket_connections": connections.load(Ordering::Relaxed),
+            "database": health.database.as_str(),
+            "redis": health.redis.as_str(),
+        },
+        "timestamp": health.timestamp,
+    });
+    Delivery {
+        event: None,
+        channel: Channel::SystemMetrics,
+        frame: frame.to_string().into(),
+    }
+}

@@ -1,0 +1,11 @@
+//! The WebSocket API at `/api/v1/ws/{client_id}`: live events by channel, replay from the log
+//! with `since`, and the same credentials and visibility rules as every other request.
+
+mod hub;
+mod session;
+
+pub use hub::{Delivery, Hub};
+pub use session::connect;
+
+/// Largest message a client may send.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

@@ -1,0 +1,540 @@
+//! One WebSocket connection: authentication, subscriptions, replay and live delivery.
+//!
+//! Everything a session sends is in `seq` order and sent once: it remembers the last `seq` it
+//! has passed, skips anything at or below it, and when a live event shows a gap (the bus lost
+//! something, say while Redis was away) it reads the missing events from the log first.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use bytestring::ByteString;
+use domain::{Channel, Event, Principal};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::hub::{encode, Delivery};
+use super::MAX_MESSAGE_BYTES;
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// How long a connection without credentials has to send an `auth` message.
+const AUTH_WINDOW: Duration = Duration::from_secs(10);
+/// How often the server pings.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A connection silent this long (no message, no pong) is closed as dead.
+const DEAD_AFTER: Duration = Duration::from_secs(60);
+/// Events read from the log per page while catching up.
+const REPLAY_PAGE: u32 = 500;
+/// Frames waiting for a client to read them; a client further behind is disconnected.
+const OUTGOING_QUEUE: usize = 256;
+/// Longest a single frame may take to go out before the connection is given up as dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `?token=` on the upgrade request.
+#[derive(Debug, Deserialize)]
+pub struct Connect {
+    token: Option<String>,
+}
+
+/// Upgrades `GET /api/v1/ws/{client_id}`. Credentials in the `Authorization` or `X-API-Key`
+/// header or in `?token=` are checked now (a bad one refuses the upgrade with `401`); without
+/// them the client must send `{"type": "auth", "token": ...}` first.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    client_id: web::Path<String>,
+    query: web::Query<Connect>,
+) -> Result<HttpResponse, ApiError> {
+    let client_id = client_id.into_inner();
+    if client_id.is_empty()
+        || client_id.len() > 128
+        || !client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(ApiError::bad_request(
+            "client_id must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
+        ));
+    }
+    let token = match crate::auth::presented(&req)? {
+        Some(token) => Some(token),
+        None => query.into_inner().token,
+    };
+    let principal = match token {
+        Some(token) => Some(authenticate(&state, &token).await?),
+        None => None,
+    };
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let stream = stream
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_MESSAGE_BYTES);
+    let state = state.into_inner();
+    let (queue, frames) = tokio::sync::mpsc::channel(OUTGOING_QUEUE);
+    let (ending_tx, ending) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(write(session.clone(), frames, ending));
+    actix_web::rt::spawn(async move {
+        let _open = Connected::new(&state.connections);
+        tracing::info!(client_id, "WebSocket connected");
+        let reason = Session::new(state.clone(), principal, session, queue)
+            .run(stream)
+            .await;
+        tracing::info!(client_id, reason = ?reason.as_ref().map(|r| r.code), "WebSocket closed");
+        let _ = ending_tx.send(reason);
+    });
+    Ok(response)
+}
+
+/// Sends queued frames in order, then the closing frame once the session has ended. A frame
+/// that cannot go out within [`WRITE_TIMEOUT`] gives the connection up.
+async fn write(
+    mut out: actix_ws::Session,
+    mut frames: tokio::sync::mpsc::Receiver<ByteString>,
+    ending: tokio::sync::oneshot::Receiver<Ending>,
+) {
+    while let Some(frame) = frames.recv().await {
+        match tokio::time::timeout(WRITE_TIMEOUT, out.text(frame)).await {
+            Ok(Ok(())) => {}
+            _ => return, // gone, or not reading at all: dropping the session ends it
+        }
+    }
+    let reason = ending.await.unwrap_or(None);
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, out.close(reason)).await;
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug)]
+enum Blocked {
+    /// The client is gone.
+    Gone,
+    /// The client reads too slowly: its queue is full.
+    Slow,
+}
+
+/// Counts an open connection for as long as it lives.
+struct Connected(Arc<AtomicU64>);
+
+impl Connected {
+    fn new(counter: &Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn close(code: CloseCode, description: impl Into<String>) -> Option<CloseReason> {
+    Some(CloseReason {
+        code,
+        description: Some(description.into()),
+    })
+}
+
+/// Narrowing of a subscription.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Filters {
+    agent_id: Option<Uuid>,
+    task_id: Option<Uuid>,
+    execution_id: Option<String>,
+}
+
+impl Filters {
+    fn parse(value: &Value) -> Result<Self, String> {
+        let Value::Object(map) = value else {
+            return Err("filters must be an object".into());
+        };
+        let mut filters = Filters::default();
+        for (key, v) in map {
+            let text = v
+                .as_str()
+                .ok_or_else(|| format!("filters.{key} must be a string"))?;
+            match key.as_str() {
+                "agent_id" => {
+                    filters.agent_id = Some(
+                        text.parse()
+                            .map_err(|_| "filters.agent_id must be a UUID")?,
+                    )
+                }
+                "task_id" => {
+                    filters.task_id =
+                        Some(text.parse().map_err(|_| "filters.task_id must be a UUID")?)
+                }
+                "execution_id" if text.len() <= 200 => filters.execution_id = Some(text.into()),
+                other => return Err(format!("unknown filter '{other}'")),
+            }
+        }
+        Ok(filters)
+    }
+
+    fn admit(&self, event: &Event) -> bool {
+        self.agent_id
+            .is_none_or(|a| event.agent_id.is_some_and(|e| e.as_uuid() == a))
+            && self
+                .task_id
+                .is_none_or(|t| event.task_id.is_some_and(|e| e.as_uuid() == t))
+            && self
+                .execution_id
+                .as_ref()
+                .is_none_or(|x| event.data["execution_id"].as_str() == Some(x))
+    }
+}
+
+struct Session {
+    state: Arc<AppState>,
+    principal: Option<Principal>,
+    /// For control frames (ping, pong), which do not queue behind events.
+    control: actix_ws::Session,
+    /// Frames for the writer task.
+    out: tokio::sync::mpsc::Sender<ByteString>,
+    channels: BTreeSet<Channel>,
+    filters: Filters,
+    /// The highest `seq` passed (delivered or filtered out); 0 before the first.
+    last_seq: i64,
+}
+
+/// Why the loop stopped sending: the client went away, or we close it with this reason.
+type Ending = Option<CloseReason>;
+
+impl Session {
+    fn new(
+        state: Arc<AppState>,
+        principal: Option<Principal>,
+        control: actix_ws::Session,
+        out: tokio::sync::mpsc::Sender<ByteString>,
+    ) -> Self {
+        Self {
+            state,
+            principal,
+            control,
+            out,
+            channels: BTreeSet::new(),
+            filters: Filters::default(),
+            last_seq: 0,
+        }
+    }
+
+    async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) -> Ending {
+        // Subscribed before anything is replayed, so nothing falls between replay and live.
+        let mut live = self.state.hub.subscribe();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        let mut heard = tokio::time::Instant::now();
+        let auth_deadline = tokio::time::sleep(AUTH_WINDOW);
+        tokio::pin!(auth_deadline);
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    heard = tokio::time::Instant::now();
+                    match message {
+                        Some(Ok(AggregatedMessage::Text(text))) => {
+                            if let Some(ending) = self.on_text(&text).await {
+                                return ending;
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            if let Err(why) = self.error("binary frames are not supported; send JSON text").await {
+                                return self.blocked(why);
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                            if let Err(why) = self.control(|mut c| async move { c.pong(&bytes).await }).await {
+                                return self.blocked(why);
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Close(_))) | None => return None,
+                        Some(Err(e)) => {
+                            return close(CloseCode::Size, format!("message refused: {e}"));
+                        }
+                    }
+                }
+                delivery = live.recv(), if self.principal.is_some() => match delivery {
+                    Ok(delivery) => {
+                        if let Err(why) = self.on_live(&delivery).await {
+                            return self.blocked(why);
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => return self.too_slow(),
+                    Err(RecvError::Closed) => return close(CloseCode::Away, "server shutting down"),
+                },
+                _ = &mut auth_deadline, if self.principal.is_none() => {
+                    return close(CloseCode::Policy, "authentication required");
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() > DEAD_AFTER {
+                        return close(CloseCode::Away, "no response to pings");
+                    }
+                    if let Err(why) = self.control(|mut c| async move { c.ping(b"").await }).await {
+                        return self.blocked(why);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, value: Value) -> Result<(), Blocked> {
+        self.push(value.to_string().into())
+    }
+
+    /// Queues a frame without waiting: a full queue means the client reads too slowly.
+    fn push(&self, frame: ByteString) -> Result<(), Blocked> {
+        self.out.try_send(frame).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => Blocked::Slow,
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => Blocked::Gone,
+        })
+    }
+
+    fn too_slow(&self) -> Ending {
+        close(
+            CloseCode::Again,
+            format!(
+                "too slow to keep up; reconnect with since={}",
+                self.last_seq
+            ),
+        )
+    }
+
+    /// Ends the session for a frame that could not be queued.
+    fn blocked(&self, why: Blocked) -> Ending {
+        match why {
+            Blocked::Gone => None,
+            Blocked::Slow => self.too_slow(),
+        }
+    }
+
+    /// A control frame, given a second at most: a client that cannot take that is not reading.
+    async fn control<F, Fut>(&mut self, send: F) -> Result<(), Blocked>
+    where
+        F: FnOnce(actix_ws::Session) -> Fut,
+        Fut: std::future::Future<Output = Result<(), actix_ws::Closed>>,
+    {
+        match tokio::time::timeout(Duration::from_secs(1), send(self.control.clone())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Blocked::Gone),
+            Err(_) => Err(Blocked::Slow),
+        }
+    }
+
+    async fn error(&mut self, detail: impl Into<String>) -> Result<(), Blocked> {
+        self.send(json!({"type": "error", "data": {"detail": detail.into()}}))
+            .await
+    }
+
+    /// Handles one client message; `Some` ends the session.
+    async fn on_text(&mut self, text: &str) -> Option<Ending> {
+        let Ok(message) = serde_json::from_str::<Value>(text) else {
+            return self
+                .error("messages must be JSON objects")
+                .await
+                .err()
+                .map(|why| self.blocked(why));
+        };
+        let kind = message["type"].as_str().unwrap_or_default();
+        let result = match (kind, &self.principal) {
+            ("auth", None) => {
+                let Some(token) = message["token"].as_str() else {
+                    return Some(close(CloseCode::Policy, "an auth message needs a token"));
+                };
+                match authenticate(&self.state, token).await {
+                    Ok(principal) => {
+                        let role = principal.role.as_str();
+                        self.principal = Some(principal);
+                        self.send(json!({"type": "authenticated", "data": {"role": role}}))
+                            .await
+                    }
+                    Err(_) => {
+                        return Some(close(CloseCode::Policy, "invalid or expired credentials"))
+                    }
+                }
+            }
+            ("auth", Some(_)) => self.error("already authenticated").await,
+            (_, None) => {
+                self.error("authenticate first: {\"type\": \"auth\", \"token\": ...}")
+                    .await
+            }
+            ("ping", Some(_)) => {
+                self.send(json!({"type": "pong", "timestamp": chrono::Utc::now()}))
+                    .await
+            }
+            ("subscribe", Some(_)) => self.subscribe(&message).await,
+            ("unsubscribe", Some(_)) => self.unsubscribe(&message).await,
+            (other, Some(_)) => {
+                self.error(format!(
+                    "unknown message type '{other}' (expected subscribe, unsubscribe or ping)"
+                ))
+                .await
+            }
+        };
+        result.err().map(|why| self.blocked(why))
+    }
+
+    fn channels_of(message: &Value) -> Result<Vec<Channel>, String> {
+        let Some(list) = message["subscriptions"].as_array() else {
+            return Err("subscriptions must be a list of channel names".into());
+        };
+        if list.len() > Channel::ALL.len() {
+            return Err(format!("at most {} subscriptions", Channel::ALL.len()));
+        }
+        let mut unknown = Vec::new();
+        let mut channels = Vec::new();
+        for item in list {
+            match item.as_str().map(str::parse::<Channel>) {
+                Some(Ok(c)) => channels.push(c),
+                _ => unknown.push(item.to_string()),
+            }
+        }
+        if unknown.is_empty() {
+            Ok(channels)
+        } else {
+            Err(format!(
+                "unknown channel(s) {}; known: agent_activity, task_activity, conflict_alerts, \
+                 resource_activity, workflow_activity, system_metrics",
+                unknown.join(", ")
+            ))
+        }
+    }
+
+    async fn subscribe(&mut self, message: &Value) -> Result<(), Blocked> {
+        let channels = match Self::channels_of(message) {
+            Ok(c) => c,
+            Err(detail) => return self.error(detail).await,
+        };
+        let filters = match message.get("filters") {
+            None | Some(Value::Null) => None,
+            Some(value) => match Filters::parse(value) {
+                Ok(f) => Some(f),
+                Err(detail) => return self.error(detail).await,
+            },
+        };
+        let since = match message.get("since") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_i64().filter(|n| *n >= 0) {
+                Some(n) => Some(n),
+                None => {
+                    return self
+                        .error("since must be a sequence number (0 or more)")
+                        .await
+                }
+            },
+        };
+        self.channels.extend(channels);
+        if let Some(filters) = filters {
+            self.filters = filters;
+        }
+        let current: Vec<&str> = self.channels.iter().map(|c| c.as_str()).collect();
+        self.send(json!({"type": "subscription_confirmed", "subscriptions": current}))
+            .await?;
+        if let Some(since) = since {
+            self.replay_from(since).await?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, message: &Value) -> Result<(), Blocked> {
+        let channels = match Self::channels_of(message) {
+            Ok(c) => c,
+            Err(detail) => return self.error(detail).await,
+        };
+        for c in &channels {
+            self.channels.remove(c);
+        }
+        let removed: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        let remaining: Vec<&str> = self.channels.iter().map(|c| c.as_str()).collect();
+        self.send(json!({
+            "type": "unsubscription_confirmed",
+            "subscriptions": removed,
+            "remaining": remaining,
+        }))
+        .await
+    }
+
+    /// Whether this session wants an event: subscribed channel, allowed to see it, filters.
+    fn wants(&self, event: &Event) -> bool {
+        self.channels.contains(&event.channel())
+            && self
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.can_see_event(event))
+            && self.filters.admit(event)
+    }
+
+    /// Sends every retained event after `since` this session wants, then lets live events
+    /// continue from there. Tells the client when the log no longer reaches back that far.
+    async fn replay_from(&mut self, since: i64) -> Result<(), Blocked> {
+        if let Ok(Some(oldest)) = self.state.platform.oldest_retained_seq().await {
+            if oldest > since + 1 {
+                self.error(format!(
+                    "events after {since} and before {oldest} are no longer retained; replaying from {oldest}"
+                ))
+                .await?;
+            }
+        }
+        self.last_seq = since;
+        self.catch_up(i64::MAX).await
+    }
+
+    /// Reads the log after `last_seq` up to `until` (inclusive) and sends what is wanted.
+    async fn catch_up(&mut self, until: i64) -> Result<(), Blocked> {
+        let Some(principal) = self.principal.clone() else {
+            return Ok(());
+        };
+        loop {
+            let page = match self
+                .state
+                .platform
+                .events_after(&principal, self.last_seq, REPLAY_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event log for a subscriber");
+                    return self.error("the event log cannot be read right now").await;
+                }
+            };
+            for event in page.events.iter().filter(|e| e.seq <= until) {
+                if self.wants(event) {
+                    self.push(encode(event))?;
+                }
+            }
+            self.last_seq = page.next_after.min(until);
+            if page.exhausted || page.next_after >= until {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_live(&mut self, delivery: &Delivery) -> Result<(), Blocked> {
+        let Some(event) = &delivery.event else {
+            // Not a stored event (system metrics): no sequence to keep.
+            if self.channels.contains(&delivery.channel) {
+                self.push(delivery.frame.clone())?;
+            }
+            return Ok(());
+        };
+        if event.seq <= self.last_seq {
+            return Ok(()); // already sent during replay
+        }
+        if self.last_seq > 0 && event.seq > self.last_seq + 1 {
+            self.catch_up(event.seq - 1).await?;
+        }
+        if self.wants(event) {
+            self.push(delivery.frame.clone())?;
+        }
+        self.last_seq = event.seq;
+        Ok(())
+    }
+}

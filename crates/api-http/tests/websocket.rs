@@ -1,0 +1,582 @@
+//! The WebSocket API through real sockets: the seed's client flow, filtering, role scoping,
+//! resuming with `since`, slow readers, bad input, and events crossing replicas through Redis.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use testkit::builders::{agent_principal, principal};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Serves the harness's application on a real port.
+fn serve(h: &Harness) -> SocketAddr {
+    let state = h.state.clone();
+    let server = actix_web::HttpServer::new(move || {
+        api_http::app(
+            state.clone(),
+            api_http::BodyLimit(api_http::extract::DEFAULT_MAX_BODY_BYTES),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .on_connect(|connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_web::rt::spawn(server.run());
+    addr
+}
+
+async fn open(addr: SocketAddr, credential: Option<&str>) -> Socket {
+    let mut request = format!("ws://{addr}/api/v1/ws/test-client")
+        .into_client_request()
+        .unwrap();
+    if let Some(key) = credential {
+        request
+            .headers_mut()
+            .insert("X-API-Key", key.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade")
+        .0
+}
+
+async fn say(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next text message, as JSON, skipping pings.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// The next event, skipping `system_metrics`.
+async fn next_event(socket: &mut Socket) -> Value {
+    loop {
+        let message = next(socket).await;
+        if message["type"] != "system_metrics" {
+            return message;
+        }
+    }
+}
+
+async fn subscribe(socket: &mut Socket, message: Value) -> Value {
+    say(socket, message).await;
+    let confirmed = next(socket).await;
+    assert_eq!(confirmed["type"], "subscription_confirmed", "{confirmed}");
+    confirmed
+}
+
+fn new_agent(name: &str) -> domain::NewAgent {
+    testkit::builders::new_agent(name, &["data_processing"])
+}
+
+#[actix_web::test]
+async fn the_seed_client_flow_receives_typed_events() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    let confirmed = subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity", "task_activity"]}),
+    )
+    .await;
+    assert_eq!(
+        confirmed["subscriptions"],
+        json!(["agent_activity", "task_activity"])
+    );
+
+    let operator = principal(domain::Role::Operator);
+    let agent = h
+        .state
+        .platform
+        .register_agent(&operator, new_agent("worker"))
+        .await
+        .unwrap();
+    let event = next_event(&mut ws).await;
+    assert_eq!(event["type"], "agent_registered");
+    assert_eq!(event["channel"], "agent_activity");
+    assert_eq!(event["data"]["agent_id"], agent.agent.id.to_string());
+    assert!(event["seq"].as_i64().unwrap() > 0);
+    assert!(event["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let task = testkit::builders::new_task("job", 5, &["data_processing"], h.clock_now());
+    h.state
+        .platform
+        .submit_task(&operator, task, None)
+        .await
+        .unwrap();
+    let submitted = next_event(&mut ws).await;
+    assert_eq!(submitted["type"], "task_submitted");
+    assert_eq!(submitted["channel"], "task_activity");
+    assert_eq!(
+        submitted["seq"].as_i64().unwrap(),
+        event["seq"].as_i64().unwrap() + 1
+    );
+
+    say(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
+    say(
+        &mut ws,
+        json!({"type": "unsubscribe", "subscriptions": ["task_activity"]}),
+    )
+    .await;
+    let gone = next(&mut ws).await;
+    assert_eq!(gone["type"], "unsubscription_confirmed");
+    assert_eq!(gone["remaining"], json!(["agent_activity"]));
+}
+
+#[actix_web::test]
+async fn filters_by_channel_and_task_and_an_agent_sees_only_itself() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    let a = h
+        .state
+        .platform
+        .register_agent(&operator, new_agent("a"))
+        .await
+        .unwrap();
+    let b = h
+        .state
+        .platform
+        .register_agent(&operator, new_agent("b"))
+        .await
+        .unwrap();
+    let first = h
+        .state
+        .platform
+        .submit_task(
+            &operator,
+            testkit::builders::new_task("one", 5, &["x"], h.clock_now()),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let mut by_task = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut by_task,
+        json!({"type": "subscribe", "subscriptions": ["task_activity"], "filters": {"task_id": first.id.to_string()}}),
+    )
+    .await;
+    let mut as_agent = open(addr, Some(&a.agent_key)).await;
+    subscribe(
+        &mut as_agent,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+
+    // Noise first: another task, and B's status change; then what each socket should see.
+    h.state
+        .platform
+        .submit_task(
+            &operator,
+            testkit::builders::new_task("two", 5, &["x"], h.clock_now()),
+            None,
+        )
+        .await
+        .unwrap();
+    let suspend = domain::AgentPatch {
+        status: Some(domain::StatusRequest::Suspended),
+        ..Default::default()
+    };
+    h.state
+        .platform
+        .update_agent(&operator, b.agent.id, suspend.clone())
+        .await
+        .unwrap();
+    h.state
+        .platform
+        .update_agent(&operator, a.agent.id, suspend)
+        .await
+        .unwrap();
+    h.state
+        .platform
+        .cancel_task(&operator, first.id)
+        .await
+        .unwrap();
+
+    let seen = next_event(&mut by_task).await;
+    assert_eq!(seen["type"], "task_cancelled");
+    assert_eq!(seen["data"]["task_id"], first.id.to_string());
+    let mine = next_event(&mut as_agent).await;
+    assert_eq!(
+        mine["data"]["agent_id"],
+        a.agent.id.to_string(),
+        "B's change never reached A"
+    );
+    assert_eq!(mine["type"], "agent_status_changed");
+    let _ = agent_principal(a.agent.id);
+}
+
+#[actix_web::test]
+async fn a_subscriber_that_drops_out_resumes_with_since_and_loses_nothing() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    h.state
+        .platform
+        .register_agent(&operator, new_agent("one"))
+        .await
+        .unwrap();
+    let last = next_event(&mut ws).await["seq"].as_i64().unwrap();
+    drop(ws);
+
+    for name in ["two", "three", "four"] {
+        h.state
+            .platform
+            .register_agent(&operator, new_agent(name))
+            .await
+            .unwrap();
+    }
+    let mut again = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut again,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"], "since": last}),
+    )
+    .await;
+    let mut names = Vec::new();
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let event = next_event(&mut again).await;
+        names.push(event["data"]["name"].as_str().unwrap().to_owned());
+        seqs.push(event["seq"].as_i64().unwrap());
+    }
+    assert_eq!(
+        names,
+        ["two", "three", "four"],
+        "exactly the missed events, in order"
+    );
+    assert_eq!(seqs, [last + 1, last + 2, last + 3]);
+    h.state
+        .platform
+        .register_agent(&operator, new_agent("five"))
+        .await
+        .unwrap();
+    let live = next_event(&mut again).await;
+    assert_eq!(live["data"]["name"], "five", "then live, with no duplicate");
+    assert_eq!(live["seq"].as_i64().unwrap(), last + 4);
+}
+
+#[actix_web::test]
+async fn a_slow_reader_is_disconnected_while_a_fast_one_gets_everything() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    // A small, fixed receive buffer, so not reading soon backs up into the server.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(64 * 1024).unwrap();
+    let tcp = tcp.connect(addr).await.unwrap();
+    let mut request = format!("ws://{addr}/api/v1/ws/slow")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("X-API-Key", ADMIN_KEY.parse().unwrap());
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    subscribe(
+        &mut slow,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    let mut fast = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut fast,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+
+    // Frames of about 6 KB: sixty long capability names in every registration event.
+    let capabilities: Vec<String> = (0..60)
+        .map(|i| format!("capability-{i:03}-{}", "x".repeat(80)))
+        .collect();
+    let total = 3000;
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < total {
+            if next_event(&mut fast).await["type"] == "agent_registered" {
+                got += 1;
+            }
+        }
+        got
+    });
+    for n in 0..total {
+        let new = domain::NewAgent::parse(
+            &format!("bulk-{n}"),
+            &capabilities,
+            &serde_json::Map::new(),
+            serde_json::Map::new(),
+            None,
+        )
+        .unwrap();
+        h.state
+            .platform
+            .register_agent(&operator, new)
+            .await
+            .unwrap();
+        if n % 20 == 0 {
+            // Give the fast reader, on this same thread, its turn to read.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        total,
+        "the fast reader got every event"
+    );
+
+    // The slow one finds, after whatever was buffered for it, a close telling it to resume.
+    let mut received = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let close = loop {
+        let frame = tokio::time::timeout_at(deadline, slow.next()).await;
+        match frame.expect("a close frame within 30 s") {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close reason"),
+            Some(Ok(Message::Text(_))) => received += 1,
+            Some(Ok(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(received < total, "it was cut off before the end");
+    assert_eq!(close.code, CloseCode::Again);
+    assert!(close.reason.contains("since="), "{}", close.reason);
+}
+
+#[actix_web::test]
+async fn bad_frames_get_errors_and_the_connection_stays_open() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    for bad in [
+        Message::Text("not json".into()),
+        Message::Text(json!({"type": "dance"}).to_string().into()),
+        Message::Text(json!({"type": "subscribe", "subscriptions": ["nope"]}).to_string().into()),
+        Message::Text(json!({"type": "subscribe", "subscriptions": ["agent_activity"], "filters": {"agent_id": "x"}}).to_string().into()),
+        Message::Text(json!({"type": "subscribe", "subscriptions": ["agent_activity"], "since": -4}).to_string().into()),
+        Message::Binary(vec![1, 2, 3].into()),
+    ] {
+        ws.send(bad).await.unwrap();
+        let reply = next(&mut ws).await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert!(reply["data"]["detail"].is_string());
+    }
+    say(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong", "still open");
+
+    // An oversized frame closes it with 1009.
+    ws.send(Message::Text("x".repeat(70 * 1024).into()))
+        .await
+        .unwrap();
+    let closed = loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            _ => break None,
+        }
+    };
+    assert_eq!(closed.map(|f| f.code), Some(CloseCode::Size));
+}
+
+#[actix_web::test]
+async fn credentials_come_in_a_header_a_query_or_a_first_message() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    // A bad credential refuses the upgrade.
+    let mut request = format!("ws://{addr}/api/v1/ws/c1")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("X-API-Key", "wrong".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected a 401 refusal, got {other:?}"),
+    }
+    // ?token= works.
+    let (mut by_query, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/ws/c2?token={ADMIN_KEY}"))
+            .await
+            .unwrap();
+    subscribe(
+        &mut by_query,
+        json!({"type": "subscribe", "subscriptions": ["task_activity"]}),
+    )
+    .await;
+
+    // Without credentials: only an auth message is accepted.
+    let mut late = open(addr, None).await;
+    say(
+        &mut late,
+        json!({"type": "subscribe", "subscriptions": ["task_activity"]}),
+    )
+    .await;
+    assert_eq!(next(&mut late).await["type"], "error");
+    say(
+        &mut late,
+        json!({"type": "auth", "token": jwt(json!({"sub": "v", "role": "viewer"}))}),
+    )
+    .await;
+    let ok = next(&mut late).await;
+    assert_eq!(ok["type"], "authenticated");
+    assert_eq!(ok["data"]["role"], "viewer");
+    subscribe(
+        &mut late,
+        json!({"type": "subscribe", "subscriptions": ["task_activity"]}),
+    )
+    .await;
+
+    // A bad token in the auth message closes with a policy violation.
+    let mut bad = open(addr, None).await;
+    say(&mut bad, json!({"type": "auth", "token": "forged"})).await;
+    let closed = loop {
+        match bad.next().await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            _ => break None,
+        }
+    };
+    assert_eq!(closed.map(|f| f.code), Some(CloseCode::Policy));
+}
+
+#[actix_web::test]
+async fn system_metrics_arrive_every_interval_and_the_activity_feed_reads_the_log() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    h.state
+        .platform
+        .register_agent(&operator, new_agent("worker"))
+        .await
+        .unwrap();
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["system_metrics"]}),
+    )
+    .await;
+    let metrics = next(&mut ws).await;
+    assert_eq!(metrics["type"], "system_metrics");
+    assert_eq!(metrics["data"]["active_agents"], 1);
+    assert_eq!(metrics["data"]["websocket_connections"], 1);
+
+    let app = service!(h);
+    let feed = send(
+        &app,
+        admin(
+            actix_web::http::Method::GET,
+            "/api/v1/dashboard/activity?limit=5",
+        ),
+    )
+    .await;
+    let feed = feed.ok().as_array().unwrap().clone();
+    assert_eq!(feed[0]["type"], "agent_activity");
+    assert_eq!(feed[0]["event"], "agent_registered");
+    assert_eq!(feed[0]["data"]["name"], "worker");
+    send(
+        &app,
+        admin(
+            actix_web::http::Method::GET,
+            "/api/v1/dashboard/activity?limit=0",
+        ),
+    )
+    .await
+    .problem(400);
+}
+
+#[actix_web::test]
+async fn an_event_made_on_one_replica_reaches_a_subscriber_on_another_through_redis() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let settings = adapters_postgres::PoolSettings::default();
+    let replica = |bus: Arc<adapters_redis::RedisBus>, store: Arc<adapters_postgres::PgStore>| {
+        let platform = testkit::platform(
+            store,
+            bus,
+            testkit::ManualClock::default(),
+            app::Settings {
+                admin_key: Some(app::hash_key(ADMIN_KEY)),
+                ..app::Settings::default()
+            },
+        );
+        api_http::AppState::new(platform, None, Duration::from_secs(60))
+    };
+    let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let one = replica(
+        Arc::new(adapters_redis::RedisBus::new(&redis).unwrap()),
+        Arc::new(
+            adapters_postgres::PgStore::connect(&url, &settings)
+                .await
+                .unwrap(),
+        ),
+    );
+    let two = replica(
+        Arc::new(adapters_redis::RedisBus::new(&redis).unwrap()),
+        Arc::new(
+            adapters_postgres::PgStore::connect(&url, &settings)
+                .await
+                .unwrap(),
+        ),
+    );
+    let mut h = Harness::memory();
+    h.state = two;
+    let addr = serve(&h);
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    // Redis delivers only to subscriptions made before the publish: give both a moment to start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let operator = principal(domain::Role::Operator);
+    let made = one
+        .platform
+        .register_agent(&operator, new_agent("remote"))
+        .await
+        .unwrap();
+    let event = next_event(&mut ws).await;
+    assert_eq!(event["type"], "agent_registered");
+    assert_eq!(event["data"]["agent_id"], made.agent.id.to_string());
+}
