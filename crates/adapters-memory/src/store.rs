@@ -439,6 +439,24 @@ impl EventLog for MemoryStore {
             .collect())
     }
 
+    async fn prune(&self, older_than: DateTime<Utc>, keep_newest: u64) -> Result<u64, RepoError> {
+        let mut state = self.lock();
+        let mut pruned = 0;
+        while state.events.len() > 1 {
+            let too_many = state.events.len() as u64 > keep_newest.max(1);
+            let too_old = state
+                .events
+                .front()
+                .is_some_and(|e| e.timestamp < older_than);
+            if !(too_many || too_old) {
+                break;
+            }
+            state.events.pop_front();
+            pruned += 1;
+        }
+        Ok(pruned)
+    }
+
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         Ok(self
             .lock()

@@ -138,6 +138,22 @@ impl EventLog for PgStore {
         .collect()
     }
 
+    async fn prune(&self, older_than: DateTime<Utc>, keep_newest: u64) -> Result<u64, RepoError> {
+        let keep = i64::try_from(keep_newest.max(1)).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "WITH top AS (SELECT max(seq) AS seq FROM events)
+             DELETE FROM events USING top
+             WHERE events.seq < top.seq
+               AND (events.created_at < $1 OR events.seq <= top.seq - $2)",
+        )
+        .bind(older_than)
+        .bind(keep)
+        .execute(self.pool())
+        .await
+        .map_err(repo_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
             "SELECT seq, type, agent_id, task_id, data, created_at FROM events

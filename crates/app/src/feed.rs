@@ -50,6 +50,16 @@ impl Platform {
         })
     }
 
+    /// Enforces the retention settings on the event log. Returns how many events were deleted.
+    pub async fn prune_events(&self) -> Result<u64, AppError> {
+        let older_than = self.deps.clock.now() - self.settings.event_max_age;
+        self.deps
+            .event_log
+            .prune(older_than, self.settings.event_max_count)
+            .await
+            .map_err(|e| AppError::from_repo("Event", e))
+    }
+
     /// The oldest `seq` still retained, if any event is.
     pub async fn oldest_retained_seq(&self) -> Result<Option<i64>, AppError> {
         Ok(self

@@ -47,6 +47,10 @@ pub struct Settings {
     pub schedule_interval: std::time::Duration,
     /// Most pending tasks one scheduling pass considers.
     pub schedule_batch: u32,
+    /// Events older than this are deleted from the log...
+    pub event_max_age: Duration,
+    /// ...and so are all but this many of the newest.
+    pub event_max_count: u64,
 }
 
 impl Default for Settings {
@@ -58,6 +62,8 @@ impl Default for Settings {
             policy: domain::scheduler::Policy::default(),
             schedule_interval: std::time::Duration::from_secs(1),
             schedule_batch: 2000,
+            event_max_age: Duration::days(7),
+            event_max_count: 1_000_000,
         }
     }
 }

@@ -24,6 +24,15 @@ pub trait EventLog: Send + Sync {
     /// The numbered events about one task, oldest first, at most `limit`.
     async fn task_events(&self, task: domain::TaskId, limit: u32) -> Result<Vec<Event>, RepoError>;
 
+    /// Deletes numbered events created before `older_than`, and those beyond the newest
+    /// `keep_newest`; never the newest numbered event, so numbering always continues upwards.
+    /// Returns how many were deleted.
+    async fn prune(
+        &self,
+        older_than: chrono::DateTime<chrono::Utc>,
+        keep_newest: u64,
+    ) -> Result<u64, RepoError>;
+
     /// The newest numbered events, newest first, at most `limit`.
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
 }

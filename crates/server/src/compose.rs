@@ -82,6 +82,8 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         agent_offline_after: chrono::Duration::from_std(config.agent_offline_after)
             .unwrap_or(chrono::Duration::seconds(90)),
         admin_key,
+        event_max_age: chrono::Duration::days(config.event_retention_days as i64),
+        event_max_count: config.event_retention_max,
         ..Settings::default()
     };
     let jwt = config.jwt_secret.as_ref().map(|secret| {

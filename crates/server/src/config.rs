@@ -51,6 +51,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How often WebSocket subscribers of `system_metrics` get the counters.
     pub system_metrics_interval: Duration,
+    /// Events older than this many days are deleted from the log.
+    pub event_retention_days: u64,
+    /// At most this many of the newest events are kept.
+    pub event_retention_max: u64,
 }
 
 impl Config {
@@ -170,6 +174,8 @@ impl Config {
                 1,
                 3600,
             )?),
+            event_retention_days: number("EVENT_RETENTION_DAYS", 7, 1, 3650)?,
+            event_retention_max: number("EVENT_RETENTION_MAX", 1_000_000, 1000, 1_000_000_000)?,
         })
     }
 }

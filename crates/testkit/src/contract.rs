@@ -34,7 +34,8 @@ macro_rules! store_contract {
             count_by_status_counts_every_status,
             api_keys_are_found_by_hash_only,
             events_are_numbered_and_read_back_in_order,
-            sequencing_numbers_events_once_consecutively_in_write_order
+            sequencing_numbers_events_once_consecutively_in_write_order,
+            pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest
         );
         $crate::store_contract!(@tasks $make;
             tasks_round_trip_with_every_field,
@@ -495,4 +496,58 @@ pub async fn sequencing_numbers_events_once_consecutively_in_write_order(store: 
         "consecutive: {seqs:?}"
     );
     assert_eq!(store.events.events_after(0, 10).await.unwrap(), all);
+}
+
+pub async fn pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest(store: StoreUnderTest) {
+    let a = agent(1, "worker-1", &[], t(0));
+    let events: Vec<NewEvent> = (1..=6)
+        .map(|n| {
+            let mut e = note(n, &a);
+            e.timestamp = t(n as i64 * 10);
+            e
+        })
+        .collect();
+    store
+        .agents
+        .insert(&a, &agent_key(1, a.id, t(0)), events)
+        .await
+        .unwrap();
+    let log = numbered(&store).await;
+    let ns = |events: Vec<domain::Event>| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e.data["n"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        log.prune(t(25), 100).await.unwrap(),
+        2,
+        "older than 25 s: n = 1 and 2"
+    );
+    assert_eq!(ns(log.events_after(0, 10).await.unwrap()), [3, 4, 5, 6]);
+    assert_eq!(
+        log.prune(t(0), 3).await.unwrap(),
+        1,
+        "beyond the newest three"
+    );
+    assert_eq!(ns(log.events_after(0, 10).await.unwrap()), [4, 5, 6]);
+    assert_eq!(
+        log.prune(t(1000), 0).await.unwrap(),
+        2,
+        "everything old goes..."
+    );
+    assert_eq!(
+        ns(log.events_after(0, 10).await.unwrap()),
+        [6],
+        "...but the newest stays"
+    );
+
+    // Numbering continues above what was pruned.
+    let more = vec![note(7, &a)];
+    let mut b = a.clone();
+    b.max_concurrent_tasks = 5;
+    store.agents.update(&b, more).await.unwrap();
+    let next = store.events.sequence(10).await.unwrap();
+    let last = log.events_after(0, 10).await.unwrap()[0].seq;
+    assert_eq!(next[0].seq, last + 1);
 }
