@@ -580,3 +580,137 @@ async fn an_event_made_on_one_replica_reaches_a_subscriber_on_another_through_re
     assert_eq!(event["type"], "agent_registered");
     assert_eq!(event["data"]["agent_id"], made.agent.id.to_string());
 }
+
+/// A Redis server of the test's own, on a free port, that the test may stop and start.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (it is needed by the test suite anyway)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[actix_web::test]
+async fn events_made_while_redis_is_down_are_delivered_when_it_returns() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = adapters_postgres::testing::fresh_database().await;
+    let settings = adapters_postgres::PoolSettings::default();
+    let replica = |bus: Arc<adapters_redis::RedisBus>, store: Arc<adapters_postgres::PgStore>| {
+        let platform = testkit::platform(
+            store,
+            bus,
+            testkit::ManualClock::default(),
+            app::Settings {
+                admin_key: Some(app::hash_key(ADMIN_KEY)),
+                ..app::Settings::default()
+            },
+        );
+        api_http::AppState::new(platform, None, Duration::from_secs(60))
+    };
+    let one = replica(
+        Arc::new(adapters_redis::RedisBus::new(&redis_url).unwrap()),
+        Arc::new(
+            adapters_postgres::PgStore::connect(&url, &settings)
+                .await
+                .unwrap(),
+        ),
+    );
+    let two = replica(
+        Arc::new(adapters_redis::RedisBus::new(&redis_url).unwrap()),
+        Arc::new(
+            adapters_postgres::PgStore::connect(&url, &settings)
+                .await
+                .unwrap(),
+        ),
+    );
+    let mut h = Harness::memory();
+    h.state = two;
+    let addr = serve(&h);
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let operator = principal(domain::Role::Operator);
+    one.platform
+        .register_agent(&operator, new_agent("before"))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut ws).await["data"]["name"], "before");
+
+    redis.stop();
+    // The API keeps working; the events wait in the log.
+    for name in ["during-1", "during-2"] {
+        one.platform
+            .register_agent(&operator, new_agent(name))
+            .await
+            .unwrap();
+    }
+    let _back = OwnRedis::start(port);
+    one.platform
+        .register_agent(&operator, new_agent("after"))
+        .await
+        .unwrap();
+
+    let mut names = Vec::new();
+    while names.len() < 3 {
+        names.push(
+            next_event(&mut ws).await["data"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        names,
+        ["during-1", "during-2", "after"],
+        "nothing lost, in order, once"
+    );
+}

@@ -60,6 +60,28 @@ impl Platform {
             .map_err(|e| AppError::from_repo("Event", e))
     }
 
+    /// The numbered events after `after`, oldest first, at most `limit`, unfiltered: for the
+    /// process's own delivery machinery, never for a caller.
+    pub async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, AppError> {
+        self.deps
+            .event_log
+            .events_after(after, limit)
+            .await
+            .map_err(|e| AppError::from_repo("Event", e))
+    }
+
+    /// The newest `seq`, 0 when the log is empty.
+    pub async fn newest_seq(&self) -> Result<i64, AppError> {
+        Ok(self
+            .deps
+            .event_log
+            .latest_events(1)
+            .await
+            .map_err(|e| AppError::from_repo("Event", e))?
+            .first()
+            .map_or(0, |e| e.seq))
+    }
+
     /// The oldest `seq` still retained, if any event is.
     pub async fn oldest_retained_seq(&self) -> Result<Option<i64>, AppError> {
         Ok(self

@@ -13,6 +13,8 @@ use tokio::sync::broadcast;
 
 /// How many frames a session may fall behind before it is disconnected as too slow.
 pub const SESSION_BACKLOG: usize = 1024;
+/// How often the hub compares what it delivered with the log, to deliver what the bus lost.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 
 /// An event and its frame, encoded once.
 #[derive(Debug)]
@@ -54,22 +56,37 @@ impl Hub {
         tokio::spawn(async move {
             let mut metrics = tokio::time::interval(metrics_every);
             metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut check = tokio::time::interval(CATCH_UP_EVERY);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Everything before now is history: subscribers ask for it with `since`.
+            let mut delivered = platform.newest_seq().await.unwrap_or(0);
             loop {
                 tokio::select! {
                     received = events.recv() => match received {
                         Ok(event) => {
-                            let delivery = Delivery {
-                                frame: encode(&event),
-                                channel: event.channel(),
-                                event: Some(event),
-                            };
-                            let _ = sender.send(Arc::new(delivery));
+                            delivered = delivered.max(event.seq);
+                            let _ = sender.send(Arc::new(delivery(event)));
                         }
-                        // Sessions notice the gap in `seq` and catch up from the log.
+                        // Caught up from the log at the next check.
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(skipped = n, "the WebSocket hub fell behind the event bus");
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    // Events the bus did not bring (Redis was away, or this hub lagged) are
+                    // delivered from the log; sessions drop what they already have by `seq`.
+                    _ = check.tick() => {
+                        if sender.receiver_count() == 0 {
+                            delivered = platform.newest_seq().await.unwrap_or(delivered);
+                            continue;
+                        }
+                        while let Ok(missed) = platform.log_after(delivered, 500).await {
+                            let Some(last) = missed.last().map(|e| e.seq) else { break };
+                            for event in missed {
+                                let _ = sender.send(Arc::new(delivery(event)));
+                            }
+                            delivered = last;
+                        }
                     },
                     _ = metrics.tick() => {
                         if sender.receiver_count() > 0 {
@@ -86,6 +103,14 @@ impl Hub {
     /// A receiver of every delivery from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Delivery>> {
         self.sender.subscribe()
+    }
+}
+
+fn delivery(event: Event) -> Delivery {
+    Delivery {
+        frame: encode(&event),
+        channel: event.channel(),
+        event: Some(event),
     }
 }
 
