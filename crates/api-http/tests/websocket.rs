@@ -525,39 +525,40 @@ async fn system_metrics_arrive_every_interval_and_the_activity_feed_reads_the_lo
     .problem(400);
 }
 
+/// Two replicas on one fresh PostgreSQL database, each with its own Redis bus on `redis`.
+async fn two_replicas(redis: &str) -> (api_http::AppState, api_http::AppState) {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store =
+            adapters_postgres::PgStore::connect(&url, &adapters_postgres::PoolSettings::default())
+                .await
+                .unwrap();
+        let bus = adapters_redis::RedisBus::new(redis).unwrap();
+        let settings = app::Settings {
+            admin_key: Some(app::hash_key(ADMIN_KEY)),
+            ..app::Settings::default()
+        };
+        let platform = testkit::platform(
+            Arc::new(store),
+            Arc::new(bus),
+            testkit::ManualClock::default(),
+            settings,
+        );
+        replicas.push(api_http::AppState::new(
+            platform,
+            None,
+            Duration::from_secs(60),
+        ));
+    }
+    let two = replicas.pop().unwrap();
+    (replicas.pop().unwrap(), two)
+}
+
 #[actix_web::test]
 async fn an_event_made_on_one_replica_reaches_a_subscriber_on_another_through_redis() {
-    let url = adapters_postgres::testing::fresh_database().await;
-    let settings = adapters_postgres::PoolSettings::default();
-    let replica = |bus: Arc<adapters_redis::RedisBus>, store: Arc<adapters_postgres::PgStore>| {
-        let platform = testkit::platform(
-            store,
-            bus,
-            testkit::ManualClock::default(),
-            app::Settings {
-                admin_key: Some(app::hash_key(ADMIN_KEY)),
-                ..app::Settings::default()
-            },
-        );
-        api_http::AppState::new(platform, None, Duration::from_secs(60))
-    };
     let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let one = replica(
-        Arc::new(adapters_redis::RedisBus::new(&redis).unwrap()),
-        Arc::new(
-            adapters_postgres::PgStore::connect(&url, &settings)
-                .await
-                .unwrap(),
-        ),
-    );
-    let two = replica(
-        Arc::new(adapters_redis::RedisBus::new(&redis).unwrap()),
-        Arc::new(
-            adapters_postgres::PgStore::connect(&url, &settings)
-                .await
-                .unwrap(),
-        ),
-    );
+    let (one, two) = two_replicas(&redis).await;
     let mut h = Harness::memory();
     h.state = two;
     let addr = serve(&h);
@@ -638,36 +639,7 @@ async fn events_made_while_redis_is_down_are_delivered_when_it_returns() {
         .port();
     let mut redis = OwnRedis::start(port);
     let redis_url = format!("redis://127.0.0.1:{}", redis.port);
-    let url = adapters_postgres::testing::fresh_database().await;
-    let settings = adapters_postgres::PoolSettings::default();
-    let replica = |bus: Arc<adapters_redis::RedisBus>, store: Arc<adapters_postgres::PgStore>| {
-        let platform = testkit::platform(
-            store,
-            bus,
-            testkit::ManualClock::default(),
-            app::Settings {
-                admin_key: Some(app::hash_key(ADMIN_KEY)),
-                ..app::Settings::default()
-            },
-        );
-        api_http::AppState::new(platform, None, Duration::from_secs(60))
-    };
-    let one = replica(
-        Arc::new(adapters_redis::RedisBus::new(&redis_url).unwrap()),
-        Arc::new(
-            adapters_postgres::PgStore::connect(&url, &settings)
-                .await
-                .unwrap(),
-        ),
-    );
-    let two = replica(
-        Arc::new(adapters_redis::RedisBus::new(&redis_url).unwrap()),
-        Arc::new(
-            adapters_postgres::PgStore::connect(&url, &settings)
-                .await
-                .unwrap(),
-        ),
-    );
+    let (one, two) = two_replicas(&redis_url).await;
     let mut h = Harness::memory();
     h.state = two;
     let addr = serve(&h);
