@@ -94,21 +94,16 @@ impl Platform {
             )));
         }
         query.limit = limit.get() + 1;
-        let mut agents = self
+        let rows = self
             .deps
             .agents
             .list(&query)
             .await
             .map_err(|e| AppError::from_repo("Agent", e))?;
-        let next = if agents.len() > limit.get() as usize {
-            agents.truncate(limit.get() as usize);
-            agents.last().map(|a| Cursor {
-                created_at: a.created_at,
-                id: a.id.as_uuid(),
-            })
-        } else {
-            None
-        };
+        let (agents, next) = crate::page_of(rows, limit, |a| Cursor {
+            created_at: a.created_at,
+            id: a.id.as_uuid(),
+        });
         Ok(AgentPage { agents, next })
     }
 

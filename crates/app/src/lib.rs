@@ -141,6 +141,22 @@ impl std::fmt::Debug for Platform {
     }
 }
 
+/// Cuts rows read with a limit of `limit + 1` down to one page, and says where the next starts
+/// (the position of the page's last row) when there were more.
+pub(crate) fn page_of<T>(
+    mut rows: Vec<T>,
+    limit: domain::Limit,
+    position: impl Fn(&T) -> domain::Cursor,
+) -> (Vec<T>, Option<domain::Cursor>) {
+    let limit = limit.get() as usize;
+    if rows.len() <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit);
+    let next = rows.last().map(position);
+    (rows, next)
+}
+
 impl Platform {
     pub fn new(deps: Dependencies, settings: Settings) -> Self {
         Self {

@@ -205,19 +205,15 @@ impl Platform {
             )));
         }
         query.limit = limit.get() + 1;
-        let mut tasks = self
+        let rows = self
             .deps
             .tasks
             .list(&query)
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
-        let next = (tasks.len() > limit.get() as usize).then(|| {
-            tasks.truncate(limit.get() as usize);
-            let last = tasks.last().expect("a full page has a last row");
-            Cursor {
-                created_at: last.created_at,
-                id: last.id.as_uuid(),
-            }
+        let (tasks, next) = crate::page_of(rows, limit, |t| Cursor {
+            created_at: t.created_at,
+            id: t.id.as_uuid(),
         });
         Ok(TaskPage { tasks, next })
     }

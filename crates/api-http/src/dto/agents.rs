@@ -1,7 +1,7 @@
 //! Agent requests and responses.
 
 use chrono::{DateTime, Utc};
-use domain::{Agent, AgentPatch, AgentStatus, Capability, HeartbeatStatus, Metadata, NewAgent};
+use domain::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, Metadata, NewAgent};
 use ports::AgentQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -93,26 +93,17 @@ pub struct ListAgents {
 
 impl ListAgents {
     pub fn into_query(self) -> Result<(AgentQuery, domain::Limit), ApiError> {
-        let bad = |name: &str, e: String| ApiError::bad_request(format!("{name} {e}"));
+        let (limit, after) = super::page_params(self.limit, self.cursor)?;
         let query = AgentQuery {
             status: self
                 .status_filter
                 .map(|s| s.parse::<AgentStatus>())
                 .transpose()
-                .map_err(|e| bad("status_filter:", e))?,
-            capability: self
-                .capability_filter
-                .map(|c| Capability::parse(&c))
-                .transpose()
-                .map_err(|e| bad("capability_filter", e))?,
-            after: self
-                .cursor
-                .map(|c| domain::Cursor::decode(&c))
-                .transpose()
-                .map_err(|e| bad("cursor", e))?,
+                .map_err(|e| super::bad_param("status_filter", e))?,
+            capability: super::capability_param(self.capability_filter)?,
+            after,
             limit: 0,
         };
-        let limit = domain::Limit::new(self.limit).map_err(|e| bad("limit", e))?;
         Ok((query, limit))
     }
 }

@@ -1,7 +1,7 @@
 //! Task requests and responses.
 
 use chrono::{DateTime, Utc};
-use domain::{Capability, Event, NewTask, Priority, Task, TaskInput, TaskStatus};
+use domain::{Event, NewTask, Priority, Task, TaskInput, TaskStatus};
 use ports::TaskQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -130,12 +130,11 @@ pub struct ListTasks {
     pub cursor: Option<String>,
 }
 
-fn bad(name: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{name}: {e}"))
-}
+use super::bad_param as bad;
 
 impl ListTasks {
     pub fn into_query(self) -> Result<(TaskQuery, domain::Limit), ApiError> {
+        let (limit, after) = super::page_params(self.limit, self.cursor)?;
         let query = TaskQuery {
             status: self
                 .status_filter
@@ -147,22 +146,13 @@ impl ListTasks {
                 .map(Priority::new)
                 .transpose()
                 .map_err(|e| bad("priority_filter", e))?,
-            capability: self
-                .capability_filter
-                .map(|c| Capability::parse(&c))
-                .transpose()
-                .map_err(|e| bad("capability_filter", e))?,
+            capability: super::capability_param(self.capability_filter)?,
             agent: self.agent_id.map(domain::AgentId),
             workflow_id: self.workflow_id,
             execution_id: self.execution_id,
-            after: self
-                .cursor
-                .map(|c| domain::Cursor::decode(&c))
-                .transpose()
-                .map_err(|e| bad("cursor", e))?,
+            after,
             limit: 0,
         };
-        let limit = domain::Limit::new(self.limit).map_err(|e| bad("limit", e))?;
         Ok((query, limit))
     }
 }
