@@ -83,6 +83,7 @@ impl JwtVerifier {
             subject: claims.sub,
             role,
             agent_id,
+            expires_at: chrono::DateTime::from_timestamp(claims.exp, 0),
         })
     }
 }
@@ -90,6 +91,7 @@ impl JwtVerifier {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]

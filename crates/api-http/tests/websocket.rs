@@ -481,6 +481,41 @@ async fn credentials_come_in_a_header_a_query_or_a_first_message() {
 }
 
 #[actix_web::test]
+async fn a_connected_socket_is_closed_when_its_token_expires() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let expires = chrono::Utc::now().timestamp() + 2;
+    let token = jwt(json!({"sub": "v", "role": "viewer", "exp": expires}));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/ws/short?token={token}"))
+            .await
+            .unwrap();
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    say(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(
+        next(&mut ws).await["type"],
+        "pong",
+        "open while the token is valid"
+    );
+
+    let closed = tokio::time::timeout(Duration::from_secs(10), close_frame(&mut ws))
+        .await
+        .expect("closed within seconds of expiry")
+        .expect("a close reason");
+    assert!(
+        chrono::Utc::now().timestamp() >= expires,
+        "not before expiry"
+    );
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert!(closed.reason.contains("expired"), "{}", closed.reason);
+    assert!(closed.reason.contains("since="), "{}", closed.reason);
+}
+
+#[actix_web::test]
 async fn system_metrics_arrive_every_interval_and_the_activity_feed_reads_the_log() {
     let h = Harness::memory();
     let addr = serve(&h);

@@ -30,6 +30,7 @@ impl Platform {
                     subject: "admin-api-key".into(),
                     role: Role::Admin,
                     agent_id: None,
+                    expires_at: None,
                 });
             }
         }
@@ -44,6 +45,7 @@ impl Platform {
                 subject: format!("api-key:{}", key.prefix),
                 role: key.role,
                 agent_id: key.agent_id,
+                expires_at: key.expires_at,
             }),
             _ => Err(AppError::Unauthorized(
                 "invalid, revoked or expired API key",

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
+
 use crate::AgentId;
 
 /// The four roles of the platform.
@@ -75,6 +77,9 @@ pub struct Principal {
     pub role: Role,
     /// For the `agent` role: the one agent this caller is.
     pub agent_id: Option<AgentId>,
+    /// When the credential stops being valid (a JWT's `exp`, an API key's expiry); long-lived
+    /// connections end then.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -131,6 +136,7 @@ mod tests {
             subject: "a".into(),
             role: Role::Agent,
             agent_id: Some(me),
+            expires_at: None,
         };
         assert!(caller.can_act_for_agent(me));
         assert!(!caller.can_act_for_agent(other));
@@ -139,6 +145,7 @@ mod tests {
             subject: "v".into(),
             role: Role::Viewer,
             agent_id: None,
+            expires_at: None,
         };
         assert!(viewer.can_see_agent(other));
         assert!(!viewer.can_act_for_agent(other));

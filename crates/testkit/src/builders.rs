@@ -56,6 +56,7 @@ pub fn principal(role: Role) -> Principal {
         subject: format!("test-{role}"),
         role,
         agent_id: None,
+        expires_at: None,
     }
 }
 
@@ -65,6 +66,7 @@ pub fn agent_principal(agent: AgentId) -> Principal {
         subject: format!("agent-{agent}"),
         role: Role::Agent,
         agent_id: Some(agent),
+        expires_at: None,
     }
 }
 

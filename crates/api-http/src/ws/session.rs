@@ -235,14 +235,20 @@ impl Session {
         let mut heard = tokio::time::Instant::now();
         let auth_deadline = tokio::time::sleep(AUTH_WINDOW);
         tokio::pin!(auth_deadline);
+        let expiry = tokio::time::sleep_until(self.expiry());
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 message = stream.next() => {
                     heard = tokio::time::Instant::now();
                     match message {
                         Some(Ok(AggregatedMessage::Text(text))) => {
+                            let was_anonymous = self.principal.is_none();
                             if let Some(ending) = self.on_text(&text).await {
                                 return ending;
+                            }
+                            if was_anonymous && self.principal.is_some() {
+                                expiry.as_mut().reset(self.expiry());
                             }
                         }
                         Some(Ok(AggregatedMessage::Binary(_))) => {
@@ -274,6 +280,12 @@ impl Session {
                 _ = &mut auth_deadline, if self.principal.is_none() => {
                     return close(CloseCode::Policy, "authentication required");
                 }
+                _ = &mut expiry, if self.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
+                    return close(
+                        CloseCode::Policy,
+                        format!("credentials expired; reconnect with new ones and since={}", self.last_seq),
+                    );
+                }
                 _ = ping.tick() => {
                     if heard.elapsed() > DEAD_AFTER {
                         return close(CloseCode::Away, "no response to pings");
@@ -283,6 +295,15 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// When the credentials run out: the session is closed then. Far ahead when they do not.
+    fn expiry(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match self.principal.as_ref().and_then(|p| p.expires_at) {
+            Some(at) => now + (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+            None => now + Duration::from_secs(86_400 * 365),
         }
     }
 
