@@ -99,6 +99,7 @@ pub async fn run(force: bool) -> anyhow::Result<()> {
         subject: "xtask-seed".into(),
         role: Role::Operator,
         agent_id: None,
+        expires_at: None,
     };
     let existing = platform
         .list_agents(

@@ -4,7 +4,7 @@
 mod hub;
 mod session;
 
-pub use hub::{Delivery, Hub};
+pub use hub::{encode, Delivery, Hub};
 pub use session::connect;
 
 /// Largest message a client may send.
