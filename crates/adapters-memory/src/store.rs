@@ -5,11 +5,14 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Agent, AgentId, ApiKey, Event, KeyHash, NewEvent, Task, TaskId, TaskStatus};
+use domain::{
+    Agent, AgentId, ApiKey, CapabilitySet, Conflict, ConflictId, ConflictStatus, ConflictType,
+    Event, KeyHash, NewEvent, Resource, ResourceId, Source, Task, TaskId, TaskStatus,
+};
 use ports::{
-    AgentQuery, AgentRepository, Changes, ComponentStatus, CredentialRepository, Decide, EventLog,
-    HealthCheck, IdempotencyRecord, RepoError, SchedulingSnapshot, StatusCounts, TaskCounts,
-    TaskQuery, TaskRepository,
+    AgentQuery, AgentRepository, Changes, ComponentStatus, ConflictQuery, ConflictRepository,
+    CredentialRepository, Decide, EventLog, HealthCheck, IdempotencyRecord, RepoError,
+    ResourceRepository, SchedulingSnapshot, StatusCounts, TaskCounts, TaskQuery, TaskRepository,
 };
 
 /// Events kept in memory; the oldest are dropped beyond this.
@@ -20,6 +23,8 @@ struct State {
     agents: HashMap<AgentId, Agent>,
     keys: HashMap<KeyHash, ApiKey>,
     tasks: HashMap<TaskId, Task>,
+    resources: HashMap<ResourceId, Resource>,
+    conflicts: HashMap<ConflictId, Conflict>,
     idempotency: HashMap<String, IdempotencyRecord>,
     /// Numbered events, oldest first.
     events: VecDeque<Event>,
@@ -51,6 +56,14 @@ impl State {
         for agent in &changes.agents {
             self.check_version(agent)?;
         }
+        for pool in &changes.allocated_from {
+            self.check_pool(pool)?;
+        }
+        for pool in &changes.allocated_from {
+            if let Some(stored) = self.resources.get_mut(&pool.id) {
+                stored.version += 1;
+            }
+        }
         for task in changes.tasks {
             let mut stored = task;
             stored.version += 1;
@@ -62,6 +75,25 @@ impl State {
             self.agents.insert(stored.id, stored);
         }
         Ok(self.append(changes.events))
+    }
+
+    fn check_pool(&self, pool: &Resource) -> Result<(), RepoError> {
+        match self.resources.get(&pool.id) {
+            None => Err(RepoError::NotFound),
+            Some(stored) if stored.version != pool.version => Err(RepoError::Conflict(format!(
+                "resource {} changed since it was read",
+                pool.id
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn claim_holders(&self) -> Vec<Task> {
+        self.tasks
+            .values()
+            .filter(|t| t.status.is_active() && !t.resource_claims.is_empty())
+            .cloned()
+            .collect()
     }
 
     fn check_version(&self, agent: &Agent) -> Result<(), RepoError> {
@@ -203,6 +235,14 @@ impl AgentRepository for MemoryStore {
         }
         Ok(counts)
     }
+
+    async fn capable_exists(&self, capabilities: &CapabilitySet) -> Result<bool, RepoError> {
+        Ok(self
+            .lock()
+            .agents
+            .values()
+            .any(|a| a.capabilities.covers(capabilities)))
+    }
 }
 
 /// Newest first: `created_at`, then ID, descending.
@@ -341,10 +381,21 @@ impl TaskRepository for MemoryStore {
             })
             .cloned()
             .collect();
+        let claims = pending.iter().any(|t| !t.resource_claims.is_empty());
+        let (resources, claim_holders) = if claims {
+            (
+                state.resources.values().cloned().collect(),
+                state.claim_holders(),
+            )
+        } else {
+            Default::default()
+        };
         let changes = decide(SchedulingSnapshot {
             pending,
             agents,
             held,
+            resources,
+            claim_holders,
         });
         state.apply(changes)
     }
@@ -388,6 +439,205 @@ impl TaskRepository for MemoryStore {
             counts.add(task.status, 1);
         }
         Ok(counts)
+    }
+
+    async fn waiting_because(&self, reason: &str, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.status == TaskStatus::Pending
+                    && t.pending_reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with(reason))
+            })
+            .collect();
+        rows.sort_by_key(|t| (t.created_at, t.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl ResourceRepository for MemoryStore {
+    async fn insert_resource(
+        &self,
+        pool: &Resource,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let mut state = self.lock();
+        if state.resources.contains_key(&pool.id)
+            || state.resources.values().any(|p| p.name == pool.name)
+        {
+            return Err(RepoError::Conflict(format!(
+                "a resource named {} exists",
+                pool.name
+            )));
+        }
+        state.resources.insert(pool.id, pool.clone());
+        Ok(state.append(events))
+    }
+
+    async fn get_resource(&self, id: ResourceId) -> Result<Resource, RepoError> {
+        self.lock()
+            .resources
+            .get(&id)
+            .cloned()
+            .ok_or(RepoError::NotFound)
+    }
+
+    async fn find_resource(&self, reference: &str) -> Result<Option<Resource>, RepoError> {
+        Ok(self
+            .lock()
+            .resources
+            .values()
+            .find(|p| p.is_named(reference))
+            .cloned())
+    }
+
+    async fn list_resources(&self, kind: Option<&str>) -> Result<Vec<Resource>, RepoError> {
+        let mut rows: Vec<Resource> = self
+            .lock()
+            .resources
+            .values()
+            .filter(|p| kind.is_none_or(|k| p.kind == k))
+            .cloned()
+            .collect();
+        newest_first(&mut rows, |p| (p.created_at, p.id));
+        Ok(rows)
+    }
+
+    async fn claim_holders(&self) -> Result<Vec<Task>, RepoError> {
+        Ok(self.lock().claim_holders())
+    }
+
+    async fn update_resource(
+        &self,
+        pool: &Resource,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let mut state = self.lock();
+        state.check_pool(pool)?;
+        let mut stored = pool.clone();
+        stored.version += 1;
+        state.resources.insert(stored.id, stored);
+        Ok(state.append(events))
+    }
+
+    async fn delete_resource(
+        &self,
+        pool: &Resource,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let mut state = self.lock();
+        state.check_pool(pool)?;
+        state.resources.remove(&pool.id);
+        Ok(state.append(events))
+    }
+}
+
+#[async_trait]
+impl ConflictRepository for MemoryStore {
+    async fn insert_conflict(
+        &self,
+        conflict: &Conflict,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let mut state = self.lock();
+        let duplicate_cause = conflict.cause.as_ref().is_some_and(|cause| {
+            state
+                .conflicts
+                .values()
+                .any(|c| c.is_open() && c.cause.as_ref() == Some(cause))
+        });
+        if duplicate_cause || state.conflicts.contains_key(&conflict.id) {
+            return Err(RepoError::Conflict(
+                "an open conflict with this cause exists".into(),
+            ));
+        }
+        state.conflicts.insert(conflict.id, conflict.clone());
+        Ok(state.append(events))
+    }
+
+    async fn get_conflict(&self, id: ConflictId) -> Result<Conflict, RepoError> {
+        self.lock()
+            .conflicts
+            .get(&id)
+            .cloned()
+            .ok_or(RepoError::NotFound)
+    }
+
+    async fn list_conflicts(&self, query: &ConflictQuery) -> Result<Vec<Conflict>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Conflict> = state
+            .conflicts
+            .values()
+            .filter(|c| query.status.is_none_or(|s| c.status == s))
+            .filter(|c| query.severity.is_none_or(|s| c.severity == s))
+            .filter(|c| query.conflict_type.is_none_or(|t| c.conflict_type == t))
+            .filter(|c| query.agent.is_none_or(|a| c.involves(a)))
+            .filter(|c| {
+                query
+                    .after
+                    .is_none_or(|cur| cur.precedes(c.created_at, c.id.as_uuid()))
+            })
+            .collect();
+        newest_first(&mut rows, |c| (c.created_at, c.id));
+        Ok(rows
+            .into_iter()
+            .take(query.limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn open_detected(
+        &self,
+        types: &[ConflictType],
+        limit: u32,
+    ) -> Result<Vec<Conflict>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Conflict> = state
+            .conflicts
+            .values()
+            .filter(|c| {
+                c.is_open() && c.source == Source::Detected && types.contains(&c.conflict_type)
+            })
+            .collect();
+        rows.sort_by_key(|c| (c.created_at, c.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn update_conflict(
+        &self,
+        conflict: &Conflict,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let mut state = self.lock();
+        match state.conflicts.get(&conflict.id) {
+            None => return Err(RepoError::NotFound),
+            Some(stored) if stored.version != conflict.version => {
+                return Err(RepoError::Conflict(format!(
+                    "conflict {} changed since it was read",
+                    conflict.id
+                )))
+            }
+            Some(_) => {}
+        }
+        let mut stored = conflict.clone();
+        stored.version += 1;
+        state.conflicts.insert(stored.id, stored);
+        Ok(state.append(events))
+    }
+
+    async fn count_conflicts(&self) -> Result<(u64, u64, u64), RepoError> {
+        let state = self.lock();
+        let count =
+            |s: ConflictStatus| state.conflicts.values().filter(|c| c.status == s).count() as u64;
+        Ok((
+            count(ConflictStatus::Open),
+            count(ConflictStatus::Resolved),
+            count(ConflictStatus::Dismissed),
+        ))
     }
 }
 

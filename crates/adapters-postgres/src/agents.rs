@@ -296,4 +296,12 @@ impl AgentRepository for PgStore {
         }
         Ok(counts)
     }
+
+    async fn capable_exists(&self, capabilities: &CapabilitySet) -> Result<bool, RepoError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agents WHERE capabilities @> $1)")
+            .bind(capabilities.to_strings())
+            .fetch_one(self.pool())
+            .await
+            .map_err(repo_error)
+    }
 }

@@ -4,9 +4,11 @@
 //! writers (other requests, other replicas) never overwrite each other silently.
 
 mod agents;
+mod conflicts;
 mod credentials;
 mod error;
 mod events;
+mod resources;
 mod tasks;
 pub mod testing;
 

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::agents::{lock_serving, update_agents};
 use crate::error::{corrupt, repo_error};
 use crate::events::append;
+use crate::resources::{lock_pools, mark_allocated};
 use crate::PgStore;
 
 /// The key of the advisory lock that serializes scheduling passes.
@@ -254,7 +255,21 @@ async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Rep
 async fn write(conn: &mut PgConnection, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
     update_tasks(conn, &changes.tasks).await?;
     update_agents(conn, &changes.agents).await?;
+    mark_allocated(conn, &changes.allocated_from).await?;
     append(conn, changes.events).await
+}
+
+/// The assigned and running tasks that claim a pool: the live allocations.
+pub(crate) async fn claim_holders(conn: &mut PgConnection) -> Result<Vec<Task>, RepoError> {
+    select(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE status IN ('assigned', 'running') AND resource_claims <> '[]'::jsonb"
+        ),
+        SelectBinds::Nothing,
+    )
+    .await
 }
 
 async fn select(
@@ -267,6 +282,7 @@ async fn select(
         SelectBinds::TimeLimit(at, limit) => query.bind(at).bind(i64::from(limit)),
         SelectBinds::Agent(agent) => query.bind(agent.as_uuid()),
         SelectBinds::Agents(ids) => query.bind(ids),
+        SelectBinds::Nothing => query,
     };
     query
         .fetch_all(conn)
@@ -281,6 +297,7 @@ enum SelectBinds {
     TimeLimit(DateTime<Utc>, u32),
     Agent(AgentId),
     Agents(Vec<Uuid>),
+    Nothing,
 }
 
 #[async_trait]
@@ -464,10 +481,18 @@ impl TaskRepository for PgStore {
         .iter()
         .map(task_from_row)
         .collect::<Result<Vec<_>, _>>()?;
+        // Pools are read (and locked) only when a task in the batch claims one.
+        let (resources, claim_holders) = if pending.iter().any(|t| !t.resource_claims.is_empty()) {
+            (lock_pools(&mut tx).await?, claim_holders(&mut tx).await?)
+        } else {
+            Default::default()
+        };
         let changes = decide(SchedulingSnapshot {
             pending,
             agents,
             held,
+            resources,
+            claim_holders,
         });
         let stored = write(&mut tx, changes).await?;
         tx.commit().await.map_err(repo_error)?;
@@ -531,5 +556,29 @@ impl TaskRepository for PgStore {
             counts.add(status, u64::try_from(n).unwrap_or(0));
         }
         Ok(counts)
+    }
+
+    async fn waiting_because(&self, reason: &str, limit: u32) -> Result<Vec<Task>, RepoError> {
+        // The reason is ours, never a client's, but `LIKE` metacharacters are escaped anyway.
+        let pattern = format!(
+            "{}%",
+            reason
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE status = 'pending' AND pending_reason LIKE $1
+             ORDER BY created_at, id LIMIT $2"
+        ))
+        .bind(pattern)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(task_from_row)
+        .collect()
     }
 }

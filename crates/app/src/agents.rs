@@ -254,7 +254,11 @@ impl Platform {
 
     /// Load, decide, save with a version check, publish; retried when another writer won the race.
     /// `decide` returns the events its change causes; it is not called again after a success.
-    async fn modify_agent<F>(&self, id: AgentId, mut decide: F) -> Result<Agent, AppError>
+    pub(crate) async fn modify_agent<F>(
+        &self,
+        id: AgentId,
+        mut decide: F,
+    ) -> Result<Agent, AppError>
     where
         F: FnMut(&mut Agent, DateTime<Utc>) -> Result<Vec<NewEvent>, AppError>,
     {

@@ -8,10 +8,12 @@
 mod agents;
 mod auth;
 mod background;
+mod conflicts;
 mod error;
 mod events;
 mod feed;
 mod health;
+mod resources;
 mod scheduling;
 mod tasks;
 
@@ -20,16 +22,18 @@ use std::sync::Arc;
 use chrono::Duration;
 use domain::KeyHash;
 use ports::{
-    AgentRepository, Clock, CredentialRepository, EventBus, EventLog, HealthCheck, IdGenerator,
-    TaskRepository,
+    AgentRepository, Clock, ConflictRepository, CredentialRepository, EventBus, EventLog,
+    HealthCheck, IdGenerator, ResourceRepository, Store, TaskRepository,
 };
 
 pub use agents::{AgentPage, RegisteredAgent};
 pub use auth::{hash_key, new_api_key};
 pub use background::{spawn_background_jobs, BackgroundJobs};
+pub use conflicts::{ConflictPage, ResolveRequest};
 pub use error::AppError;
 pub use feed::EventPage;
 pub use health::HealthReport;
+pub use resources::{ResourceFilter, ResourcePage, ResourceView};
 pub use tasks::{Idempotency, TaskPage, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
 
 /// Tunables of the use cases, read from configuration by the server.
@@ -51,6 +55,11 @@ pub struct Settings {
     pub event_max_age: Duration,
     /// ...and so are all but this many of the newest.
     pub event_max_count: u64,
+    /// The strategy that resolves detected conflicts of each type on its own; types without
+    /// one wait for an operator (or close themselves when their cause goes away).
+    pub conflict_strategies: std::collections::BTreeMap<domain::ConflictType, domain::Strategy>,
+    /// Whether reported conflicts are resolved by those strategies too (else operators do).
+    pub auto_resolve_reported: bool,
 }
 
 impl Default for Settings {
@@ -64,8 +73,21 @@ impl Default for Settings {
             schedule_batch: 2000,
             event_max_age: Duration::days(7),
             event_max_count: 1_000_000,
+            conflict_strategies: default_conflict_strategies(),
+            auto_resolve_reported: false,
         }
     }
+}
+
+/// Contention goes to `priority_based`, lost leases to `retry_with_backoff`; other types
+/// wait for an operator.
+pub fn default_conflict_strategies(
+) -> std::collections::BTreeMap<domain::ConflictType, domain::Strategy> {
+    use domain::{ConflictType, Strategy};
+    std::collections::BTreeMap::from([
+        (ConflictType::ResourceContention, Strategy::PriorityBased),
+        (ConflictType::LeaseExpired, Strategy::RetryWithBackoff),
+    ])
 }
 
 /// The adapters a platform runs on, chosen by the composition root.
@@ -73,6 +95,8 @@ impl Default for Settings {
 pub struct Dependencies {
     pub agents: Arc<dyn AgentRepository>,
     pub tasks: Arc<dyn TaskRepository>,
+    pub resources: Arc<dyn ResourceRepository>,
+    pub conflicts: Arc<dyn ConflictRepository>,
     pub credentials: Arc<dyn CredentialRepository>,
     pub event_log: Arc<dyn EventLog>,
     pub bus: Arc<dyn EventBus>,
@@ -91,16 +115,13 @@ impl Dependencies {
         ids: Arc<dyn IdGenerator>,
     ) -> Self
     where
-        S: AgentRepository
-            + TaskRepository
-            + CredentialRepository
-            + EventLog
-            + HealthCheck
-            + 'static,
+        S: Store + 'static,
     {
         Self {
             agents: store.clone(),
             tasks: store.clone(),
+            resources: store.clone(),
+            conflicts: store.clone(),
             credentials: store.clone(),
             event_log: store.clone(),
             store_health: store,
@@ -131,6 +152,9 @@ pub struct Platform {
     deps: Dependencies,
     settings: Settings,
     signals: Arc<Signals>,
+    /// Whether an open contention conflict may exist, so passes without contention know
+    /// whether to look for ones to close.
+    contention_open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -163,6 +187,7 @@ impl Platform {
             deps,
             settings,
             signals: Arc::default(),
+            contention_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 

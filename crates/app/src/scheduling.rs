@@ -5,8 +5,10 @@
 //! and their events.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use domain::conflict::Detection;
 use domain::scheduler::{schedule, AgentCapacity, Policy, Pools};
 use domain::task::Outcome;
 use domain::{AgentId, EventKind, TaskId};
@@ -17,8 +19,13 @@ use crate::{events, AppError, Platform};
 /// Most tasks one sweep pass looks at.
 const SWEEP_BATCH: u32 = 500;
 
-/// Turns a snapshot into the changes of one pass.
-fn decide(snapshot: SchedulingSnapshot, now: DateTime<Utc>, policy: &Policy) -> Changes {
+/// Turns a snapshot into the changes of one pass, and reports the pools contended in it.
+fn decide(
+    snapshot: SchedulingSnapshot,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    contended: &Mutex<Vec<Detection>>,
+) -> Changes {
     let mut held: HashMap<AgentId, Vec<&domain::Task>> = HashMap::new();
     for task in &snapshot.held {
         if let Some(agent) = task.assigned_agent {
@@ -30,8 +37,15 @@ fn decide(snapshot: SchedulingSnapshot, now: DateTime<Utc>, policy: &Policy) -> 
         .iter()
         .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
         .collect();
-    // Shared pools are not modelled yet: a task that claims one waits, saying the pool is unknown.
-    let plan = schedule(&snapshot.pending, capacity, Pools::default(), now, policy);
+    let pools = Pools::of(&snapshot.resources, &snapshot.claim_holders);
+    let plan = schedule(&snapshot.pending, capacity, pools, now, policy);
+    let waiting: Vec<(TaskId, String)> = plan
+        .unplaced
+        .iter()
+        .filter_map(|u| u.waits_on.clone().map(|pool| (u.task, pool)))
+        .collect();
+    *contended.lock().unwrap_or_else(|p| p.into_inner()) =
+        crate::conflicts::contention(&waiting, &snapshot.resources, &snapshot.claim_holders);
 
     let mut tasks: HashMap<TaskId, domain::Task> =
         snapshot.pending.into_iter().map(|t| (t.id, t)).collect();
@@ -52,6 +66,25 @@ fn decide(snapshot: SchedulingSnapshot, now: DateTime<Utc>, policy: &Policy) -> 
         changes
             .events
             .push(events::task_transition(&task, Outcome::Assigned, None, now));
+        for claim in &task.resource_claims {
+            let pool = snapshot
+                .resources
+                .iter()
+                .find(|p| p.is_named(&claim.resource));
+            if let Some(pool) = pool {
+                if !changes.allocated_from.iter().any(|p| p.id == pool.id) {
+                    changes.allocated_from.push(pool.clone());
+                }
+            }
+            changes.events.push(events::resource_claim(
+                EventKind::ResourceAllocated,
+                pool,
+                claim,
+                &task,
+                Some(agent.id),
+                now,
+            ));
+        }
         if let Some(change) = agent.take_task(now) {
             changes.events.push(events::agent_status_changed(
                 agent,
@@ -86,6 +119,8 @@ impl Platform {
     pub async fn run_scheduler(&self) -> Result<usize, AppError> {
         let now = self.deps.clock.now();
         let policy = self.settings.policy.clone();
+        let contended = Arc::new(Mutex::new(Vec::new()));
+        let found = contended.clone();
         let stored = self
             .deps
             .tasks
@@ -93,7 +128,7 @@ impl Platform {
                 now,
                 self.settings.schedule_batch,
                 &self.settings.policy,
-                Box::new(move |snapshot| decide(snapshot, now, &policy)),
+                Box::new(move |snapshot| decide(snapshot, now, &policy, &found)),
             )
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
@@ -104,6 +139,10 @@ impl Platform {
         self.publish(&stored).await;
         if assigned > 0 {
             self.wake_agents();
+        }
+        let contended = std::mem::take(&mut *contended.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Err(e) = self.reconcile_contention(contended).await {
+            tracing::warn!(error = %e, "cannot reconcile resource contention conflicts");
         }
         Ok(assigned)
     }
@@ -129,7 +168,11 @@ impl Platform {
                 })
                 .await;
             match result {
-                Ok(t) if !t.status.is_active() => count += 1,
+                Ok(t) if !t.status.is_active() => {
+                    count += 1;
+                    self.detect_lease_expired(&t, task.assigned_agent, task.attempt)
+                        .await;
+                }
                 Ok(_) | Err(AppError::Conflict(_) | AppError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -154,7 +197,10 @@ impl Platform {
                 })
                 .await;
             match result {
-                Ok(t) if t.status == domain::TaskStatus::Expired => count += 1,
+                Ok(t) if t.status == domain::TaskStatus::Expired => {
+                    count += 1;
+                    self.detect_deadline_missed(&t).await;
+                }
                 Ok(_) | Err(AppError::NotFound(_) | AppError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use domain::task::{Outcome, TaskError};
 use domain::{
-    Agent, AgentId, Cursor, Event, Limit, NewTask, Principal, Role, Task, TaskId, TaskStatus,
+    Agent, AgentId, Cursor, Event, EventKind, Limit, NewTask, Principal, Role, Task, TaskId,
+    TaskStatus,
 };
 use ports::IdempotencyRecord;
 use ports::{Changes, RepoError, TaskQuery};
@@ -66,6 +67,12 @@ fn transition_error(error: TaskError) -> AppError {
     }
 }
 
+/// [`transition_error`], remembering whether the report came late, from an earlier attempt.
+fn noting_stale(error: TaskError, earlier: bool, stale: &std::cell::Cell<bool>) -> AppError {
+    stale.set(earlier && matches!(error, TaskError::Stale(_)));
+    transition_error(error)
+}
+
 /// Whether the agent should count this outcome as a success, a failure, or neither.
 fn verdict(outcome: Outcome) -> Option<Option<bool>> {
     match outcome {
@@ -105,6 +112,7 @@ impl Platform {
                 return Ok(task);
             }
         }
+        self.check_claims(&new).await?;
         let id = record
             .as_ref()
             .map_or_else(|| TaskId(self.deps.ids.new_id()), |r| r.task);
@@ -309,14 +317,19 @@ impl Platform {
         result: Map<String, Value>,
     ) -> Result<Task, AppError> {
         let agent = calling_agent(actor)?;
+        let stale = std::cell::Cell::new(false);
         let task = self
             .modify_task(id, |task, _, now| {
+                let current = task.attempt;
                 task.complete(agent, attempt, result.clone(), now)
-                    .map_err(transition_error)
+                    .map_err(|e| noting_stale(e, attempt < current, &stale))
             })
-            .await?;
+            .await;
+        if stale.get() {
+            self.detect_stale_report(agent, id, attempt).await;
+        }
         self.signals.work.notify_one();
-        Ok(task)
+        task
     }
 
     /// The agent gave up on the task.
@@ -329,14 +342,19 @@ impl Platform {
         retryable: bool,
     ) -> Result<Task, AppError> {
         let agent = calling_agent(actor)?;
+        let stale = std::cell::Cell::new(false);
         let task = self
             .modify_task(id, |task, _, now| {
+                let current = task.attempt;
                 task.fail(agent, attempt, error, retryable, now)
-                    .map_err(transition_error)
+                    .map_err(|e| noting_stale(e, attempt < current, &stale))
             })
-            .await?;
+            .await;
+        if stale.get() {
+            self.detect_stale_report(agent, id, attempt).await;
+        }
         self.signals.work.notify_one();
-        Ok(task)
+        task
     }
 
     /// An agent's tasks, optionally of one status. With `wait`, waits up to that long
@@ -495,10 +513,33 @@ impl Platform {
                     changes.agents.push(agent.clone());
                 }
             }
+            // The attempt's pool allocations end with it.
+            let released = before.status.is_active() && !task.status.is_active();
+            if released {
+                for claim in &task.resource_claims {
+                    let pool = self
+                        .deps
+                        .resources
+                        .find_resource(&claim.resource)
+                        .await
+                        .map_err(|e| AppError::from_repo("Resource", e))?;
+                    changes.events.push(events::resource_claim(
+                        EventKind::ResourceReleased,
+                        pool.as_ref(),
+                        claim,
+                        &task,
+                        holder,
+                        now,
+                    ));
+                }
+            }
             changes.tasks.push(task.clone());
             match self.deps.tasks.save(changes).await {
                 Ok(stored) => {
                     self.publish(&stored).await;
+                    if released && !task.resource_claims.is_empty() {
+                        self.signals.work.notify_one(); // freed capacity may place a waiting task
+                    }
                     task.version += 1;
                     return Ok(task);
                 }

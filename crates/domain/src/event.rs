@@ -76,10 +76,20 @@ pub enum EventKind {
     TaskRetrying,
     TaskCancelled,
     TaskExpired,
+    ResourceRegistered,
+    ResourceUpdated,
+    ResourceDeleted,
+    ResourceAllocated,
+    ResourceReleased,
+    ConflictReported,
+    ConflictDetected,
+    ConflictUpdated,
+    ConflictResolved,
+    ConflictDismissed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::AgentRegistered,
         EventKind::AgentDeregistered,
         EventKind::AgentStatusChanged,
@@ -93,6 +103,16 @@ impl EventKind {
         EventKind::TaskRetrying,
         EventKind::TaskCancelled,
         EventKind::TaskExpired,
+        EventKind::ResourceRegistered,
+        EventKind::ResourceUpdated,
+        EventKind::ResourceDeleted,
+        EventKind::ResourceAllocated,
+        EventKind::ResourceReleased,
+        EventKind::ConflictReported,
+        EventKind::ConflictDetected,
+        EventKind::ConflictUpdated,
+        EventKind::ConflictResolved,
+        EventKind::ConflictDismissed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +130,16 @@ impl EventKind {
             EventKind::TaskRetrying => "task_retrying",
             EventKind::TaskCancelled => "task_cancelled",
             EventKind::TaskExpired => "task_expired",
+            EventKind::ResourceRegistered => "resource_registered",
+            EventKind::ResourceUpdated => "resource_updated",
+            EventKind::ResourceDeleted => "resource_deleted",
+            EventKind::ResourceAllocated => "resource_allocated",
+            EventKind::ResourceReleased => "resource_released",
+            EventKind::ConflictReported => "conflict_reported",
+            EventKind::ConflictDetected => "conflict_detected",
+            EventKind::ConflictUpdated => "conflict_updated",
+            EventKind::ConflictResolved => "conflict_resolved",
+            EventKind::ConflictDismissed => "conflict_dismissed",
         }
     }
 
@@ -128,6 +158,16 @@ impl EventKind {
             | EventKind::TaskRetrying
             | EventKind::TaskCancelled
             | EventKind::TaskExpired => Channel::TaskActivity,
+            EventKind::ResourceRegistered
+            | EventKind::ResourceUpdated
+            | EventKind::ResourceDeleted
+            | EventKind::ResourceAllocated
+            | EventKind::ResourceReleased => Channel::ResourceActivity,
+            EventKind::ConflictReported
+            | EventKind::ConflictDetected
+            | EventKind::ConflictUpdated
+            | EventKind::ConflictResolved
+            | EventKind::ConflictDismissed => Channel::ConflictAlerts,
         }
     }
 }
@@ -165,6 +205,17 @@ impl NewEvent {
         Self {
             kind,
             agent_id: Some(agent),
+            task_id: None,
+            data,
+            timestamp: at,
+        }
+    }
+
+    /// An event about neither an agent nor a task (a resource pool, say).
+    pub fn about_nothing(kind: EventKind, data: Value, at: DateTime<Utc>) -> Self {
+        Self {
+            kind,
+            agent_id: None,
             task_id: None,
             data,
             timestamp: at,

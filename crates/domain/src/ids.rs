@@ -52,3 +52,11 @@ id_type!(
     /// Identifies a task.
     TaskId
 );
+id_type!(
+    /// Identifies a shared resource pool.
+    ResourceId
+);
+id_type!(
+    /// Identifies a conflict.
+    ConflictId
+);

@@ -6,12 +6,14 @@
 pub mod agent;
 pub mod auth;
 pub mod capability;
+pub mod conflict;
 pub mod credential;
 pub mod event;
 pub mod ids;
 pub mod metadata;
 pub mod page;
 pub mod quantity;
+pub mod resource;
 pub mod scheduler;
 pub mod task;
 pub mod validation;
@@ -19,11 +21,15 @@ pub mod validation;
 pub use agent::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, NewAgent, StatusRequest};
 pub use auth::{Principal, Role};
 pub use capability::{Capability, CapabilitySet};
+pub use conflict::{
+    Conflict, ConflictReport, ConflictStatus, ConflictType, Severity, Source, Strategy,
+};
 pub use credential::{ApiKey, KeyHash};
 pub use event::{Channel, Event, EventKind, NewEvent};
-pub use ids::{AgentId, ApiKeyId, TaskId};
+pub use ids::{AgentId, ApiKeyId, ConflictId, ResourceId, TaskId};
 pub use metadata::Metadata;
 pub use page::{Cursor, Limit};
 pub use quantity::{Quantity, QuantityError, ResourceMap};
+pub use resource::{Allocation, Amounts, NewResource, Resource, ResourcePatch, ResourceStatus};
 pub use task::{NewTask, Priority, ResourceClaim, Task, TaskInput, TaskStatus};
 pub use validation::{FieldError, ValidationErrors};

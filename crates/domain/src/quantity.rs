@@ -339,3 +339,14 @@ mod tests {
         assert_eq!(err.0[0].field, "resources.memory");
     }
 }
+
+/// A nano-unit amount, written the short way: `2`, `0.5`.
+pub fn show_nanos(nanos: i128) -> String {
+    let whole = nanos / 1_000_000_000;
+    let frac = nanos % 1_000_000_000;
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{}", nanos as f64 / 1e9)
+    }
+}

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::quantity::show_nanos;
+use crate::resource::{self, Resource};
 use crate::task::{Task, TaskId};
 use crate::{Agent, AgentId, CapabilitySet, ResourceMap};
 
@@ -148,8 +150,18 @@ impl AgentCapacity {
 pub struct Pools {
     /// Pool key by every name a claim may use (ID and name).
     refs: HashMap<String, usize>,
+    ids: Vec<String>,
     names: Vec<String>,
     free: Vec<BTreeMap<String, i128>>,
+    /// In maintenance: no new allocations.
+    closed: Vec<bool>,
+}
+
+/// Why a task's claims do not fit now.
+struct Shortfall {
+    reason: String,
+    /// The pool it waits on, when capacity is what is missing.
+    pool: Option<usize>,
 }
 
 impl Pools {
@@ -158,25 +170,53 @@ impl Pools {
         let key = self.free.len();
         self.refs.insert(id.to_owned(), key);
         self.refs.insert(name.to_owned(), key);
+        self.ids.push(id.to_owned());
         self.names.push(name.to_owned());
         self.free.push(free);
+        self.closed.push(false);
+    }
+
+    /// The registered pools, with what `holders` (any tasks; only assigned and running ones
+    /// hold anything) leave free of them.
+    pub fn of(resources: &[Resource], holders: &[Task]) -> Self {
+        let mut pools = Self::default();
+        for pool in resources {
+            let free = pool.available(&resource::allocated(pool, holders));
+            pools.add(&pool.id.to_string(), &pool.name, free.into_map());
+            if pool.maintenance {
+                *pools.closed.last_mut().expect("just added") = true;
+            }
+        }
+        pools
     }
 
     /// Why `task`'s claims do not fit, if they do not.
-    fn shortfall(&self, task: &Task) -> Option<String> {
+    fn shortfall(&self, task: &Task) -> Option<Shortfall> {
         for claim in &task.resource_claims {
             let Some(&key) = self.refs.get(&claim.resource) else {
-                return Some(format!("resource {} does not exist", claim.resource));
+                return Some(Shortfall {
+                    reason: format!("resource {} does not exist", claim.resource),
+                    pool: None,
+                });
             };
+            if self.closed[key] {
+                return Some(Shortfall {
+                    reason: format!("resource {} is in maintenance", self.names[key]),
+                    pool: None,
+                });
+            }
             for (dim, q) in claim.amount.iter() {
                 let free = self.free[key].get(dim).copied().unwrap_or(0);
                 if free < q.nanos() {
-                    return Some(format!(
-                        "resource {} has {} of {} {dim} free",
-                        self.names[key],
-                        show(free.max(0)),
-                        show(q.nanos())
-                    ));
+                    return Some(Shortfall {
+                        reason: format!(
+                            "resource {} has {} of {} {dim} free",
+                            self.names[key],
+                            show_nanos(free.max(0)),
+                            show_nanos(q.nanos())
+                        ),
+                        pool: Some(key),
+                    });
                 }
             }
         }
@@ -192,16 +232,11 @@ impl Pools {
             }
         }
     }
-}
 
-/// A nano-unit amount, written the short way.
-fn show(nanos: i128) -> String {
-    let whole = nanos / 1_000_000_000;
-    let frac = nanos % 1_000_000_000;
-    if frac == 0 {
-        whole.to_string()
-    } else {
-        format!("{}", nanos as f64 / 1e9)
+    /// What is free of the pool named `reference` (ID or name) on dimension `dim`.
+    pub fn free(&self, reference: &str, dim: &str) -> Option<i128> {
+        let key = *self.refs.get(reference)?;
+        Some(self.free[key].get(dim).copied().unwrap_or(0))
     }
 }
 
@@ -217,6 +252,8 @@ pub struct Assignment {
 pub struct Unplaced {
     pub task: TaskId,
     pub reason: String,
+    /// The ID of the pool whose free capacity it waits for, if that is what stops it.
+    pub waits_on: Option<String>,
 }
 
 /// The scheduler's decision for one pass.
@@ -392,8 +429,8 @@ impl Fleet {
             format!(
                 "{capable} {} match, none has enough free {dim} (needs {}, at most {} free)",
                 agents_word(capable),
-                show(need),
-                show(free.max(0))
+                show_nanos(need),
+                show_nanos(free.max(0))
             )
         }
     }
@@ -421,14 +458,18 @@ pub fn schedule(
         .collect();
     for task in queue_order(&ready, now, policy) {
         let refusal = if let Some(missing) = fleet.missing_capability(task) {
-            Some(format!("no online agent has capability {missing}"))
+            Some(Shortfall {
+                reason: format!("no online agent has capability {missing}"),
+                pool: None,
+            })
         } else {
             pools.shortfall(task)
         };
-        if let Some(reason) = refusal {
+        if let Some(refusal) = refusal {
             plan.unplaced.push(Unplaced {
                 task: task.id,
-                reason,
+                reason: refusal.reason,
+                waits_on: refusal.pool.map(|key| pools.ids[key].clone()),
             });
             continue;
         }
@@ -444,6 +485,7 @@ pub fn schedule(
             None => plan.unplaced.push(Unplaced {
                 task: task.id,
                 reason: fleet.explain(task),
+                waits_on: None,
             }),
         }
     }

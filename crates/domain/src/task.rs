@@ -543,6 +543,27 @@ impl Task {
         Some(self.give_back(true, now))
     }
 
+    /// Sends a held, preemptible task back to the queue to make room for a more important one.
+    /// Its next attempt may start at once, and the attempt it loses does not count against
+    /// `max_attempts`. `None` if it is not held or not preemptible.
+    pub fn preempt(&mut self, reason: &str, now: DateTime<Utc>) -> Option<Outcome> {
+        if !self.status.is_active() || !self.preemptible {
+            return None;
+        }
+        self.error = Some(reason.to_owned());
+        if self.cancel_requested {
+            return Some(self.give_back(false, now));
+        }
+        self.finish(now);
+        self.status = TaskStatus::Pending;
+        self.attempt += 1;
+        self.round_start += 1;
+        self.assigned_agent = None;
+        self.completed_at = None;
+        self.not_before = now;
+        Some(Outcome::Requeued)
+    }
+
     /// True when the task is held and its lease has run out.
     pub fn lease_expired(&self, now: DateTime<Utc>) -> bool {
         self.status.is_active() && self.lease_expires_at.is_some_and(|at| at <= now)

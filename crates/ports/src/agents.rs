@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Agent, AgentId, AgentStatus, ApiKey, Capability, Cursor, NewEvent};
+use domain::{Agent, AgentId, AgentStatus, ApiKey, Capability, CapabilitySet, Cursor, NewEvent};
 
 use crate::RepoError;
 
@@ -104,4 +104,7 @@ pub trait AgentRepository: Send + Sync {
 
     /// How many agents are in each status.
     async fn count_by_status(&self) -> Result<StatusCounts, RepoError>;
+
+    /// Whether any registered agent, in whatever status, has every one of `capabilities`.
+    async fn capable_exists(&self, capabilities: &CapabilitySet) -> Result<bool, RepoError>;
 }

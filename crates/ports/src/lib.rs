@@ -8,17 +8,45 @@
 //! so an event exists if and only if its change was committed.
 
 mod agents;
+mod conflicts;
 mod credentials;
 mod error;
 mod events;
+mod resources;
 mod system;
 mod tasks;
 
 pub use agents::{AgentQuery, AgentRepository, StatusCounts};
+pub use conflicts::{ConflictQuery, ConflictRepository};
 pub use credentials::CredentialRepository;
 pub use error::RepoError;
 pub use events::{EventBus, EventLog};
+pub use resources::ResourceRepository;
 pub use system::{Clock, ComponentStatus, HealthCheck, IdGenerator};
 pub use tasks::{
     Changes, Decide, IdempotencyRecord, SchedulingSnapshot, TaskCounts, TaskQuery, TaskRepository,
 };
+
+/// Everything one store provides: every repository, the event log and its health. The embedded
+/// store and PostgreSQL each implement all of it.
+pub trait Store:
+    AgentRepository
+    + TaskRepository
+    + ResourceRepository
+    + ConflictRepository
+    + CredentialRepository
+    + EventLog
+    + HealthCheck
+{
+}
+
+impl<S> Store for S where
+    S: AgentRepository
+        + TaskRepository
+        + ResourceRepository
+        + ConflictRepository
+        + CredentialRepository
+        + EventLog
+        + HealthCheck
+{
+}

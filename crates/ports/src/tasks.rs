@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Agent, AgentId, Capability, Cursor, NewEvent, Priority, Task, TaskId, TaskStatus};
+use domain::{
+    Agent, AgentId, Capability, Cursor, NewEvent, Priority, Resource, Task, TaskId, TaskStatus,
+};
 use uuid::Uuid;
 
 use crate::RepoError;
@@ -67,12 +69,18 @@ impl TaskCounts {
 pub struct Changes {
     pub tasks: Vec<Task>,
     pub agents: Vec<Agent>,
+    /// Pools allocated from: only their version is bumped (see `ResourceRepository`), and only
+    /// if it still equals the one read.
+    pub allocated_from: Vec<Resource>,
     pub events: Vec<NewEvent>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.agents.is_empty() && self.events.is_empty()
+        self.tasks.is_empty()
+            && self.agents.is_empty()
+            && self.allocated_from.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -96,6 +104,10 @@ pub struct SchedulingSnapshot {
     pub agents: Vec<Agent>,
     /// The assigned and running tasks of those agents.
     pub held: Vec<Task>,
+    /// When a pending task claims a pool: every pool, and every assigned or running task that
+    /// claims any (whichever agent holds it). Empty otherwise.
+    pub resources: Vec<Resource>,
+    pub claim_holders: Vec<Task>,
 }
 
 /// The decision a scheduling pass takes on its snapshot.
@@ -139,9 +151,9 @@ pub trait TaskRepository: Send + Sync {
 
     /// One scheduling pass. Loads a snapshot (the `limit` pending tasks ready at `now` that come
     /// first in the `policy`'s effective-priority order, skipping those past their deadline; the
-    /// serving agents and the tasks they hold), calls `decide` once with it, and writes the
-    /// changes it returns, only tasks and agents from the snapshot, with their events, in the
-    /// same transaction. Passes never overlap, on this replica or any other sharing the store,
+    /// serving agents and the tasks they hold; the pools and their holders when a pending task
+    /// claims one), calls `decide` once with it, and writes the changes it returns, only tasks,
+    /// agents and pools from the snapshot, with their events, in the same transaction. Passes never overlap, on this replica or any other sharing the store,
     /// and the snapshot's rows cannot change before the write, so the write never loses a race.
     async fn schedule(
         &self,
@@ -162,4 +174,7 @@ pub trait TaskRepository: Send + Sync {
 
     /// How many tasks are in each status.
     async fn count_by_status(&self) -> Result<TaskCounts, RepoError>;
+
+    /// Pending tasks whose `pending_reason` starts with `reason`, oldest first, at most `limit`.
+    async fn waiting_because(&self, reason: &str, limit: u32) -> Result<Vec<Task>, RepoError>;
 }

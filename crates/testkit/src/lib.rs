@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use app::{Dependencies, Platform, Settings};
 use ports::{
-    AgentRepository, CredentialRepository, EventBus, EventLog, HealthCheck, TaskRepository,
+    AgentRepository, CredentialRepository, EventBus, EventLog, ResourceRepository, TaskRepository,
 };
 
 pub use system::{ManualClock, SequentialIds};
@@ -22,6 +22,7 @@ pub struct StoreUnderTest {
     pub credentials: Arc<dyn CredentialRepository>,
     pub events: Arc<dyn EventLog>,
     pub tasks: Arc<dyn TaskRepository>,
+    pub resources: Arc<dyn ResourceRepository>,
 }
 
 impl std::fmt::Debug for StoreUnderTest {
@@ -34,13 +35,14 @@ impl StoreUnderTest {
     /// Wraps a store that implements every repository port.
     pub fn of<S>(store: Arc<S>) -> Self
     where
-        S: AgentRepository + CredentialRepository + EventLog + TaskRepository + 'static,
+        S: ports::Store + 'static,
     {
         Self {
             agents: store.clone(),
             credentials: store.clone(),
             events: store.clone(),
-            tasks: store,
+            tasks: store.clone(),
+            resources: store,
         }
     }
 }
@@ -53,7 +55,7 @@ pub fn platform<S, B>(
     settings: Settings,
 ) -> Platform
 where
-    S: AgentRepository + CredentialRepository + EventLog + TaskRepository + HealthCheck + 'static,
+    S: ports::Store + 'static,
     B: EventBus + 'static,
 {
     Platform::new(

@@ -152,6 +152,7 @@ pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnd
             tasks: vec![x.clone()],
             agents: vec![a.clone()],
             events: vec![note(&x)],
+            ..Changes::default()
         })
         .await
         .unwrap();
@@ -171,6 +172,7 @@ pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnd
             tasks: vec![stale],
             agents: vec![fresh_agent],
             events: vec![note(&x)],
+            ..Changes::default()
         })
         .await;
     assert!(matches!(result, Err(RepoError::Conflict(_))), "{result:?}");
@@ -234,6 +236,7 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
                     tasks: vec![chosen],
                     agents: vec![agent],
                     events: vec![event],
+                    ..Changes::default()
                 }
             }),
         )

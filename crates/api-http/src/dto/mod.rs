@@ -1,6 +1,8 @@
 //! Wire DTOs: the JSON shapes of requests and responses, converted to and from domain types.
 
 pub mod agents;
+pub mod conflicts;
+pub mod resources;
 pub mod system;
 pub mod tasks;
 

@@ -1,7 +1,9 @@
 //! The route table: one module per resource.
 
 mod agents;
+mod conflicts;
 mod dashboard;
+mod resources;
 mod system;
 mod tasks;
 
@@ -20,6 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
         agents::configure(api);
         tasks::configure(api);
+        resources::configure(api);
+        conflicts::configure(api);
         dashboard::configure(api);
         api.service(
             web::resource("/ws/{client_id}")

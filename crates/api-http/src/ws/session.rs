@@ -16,7 +16,7 @@ use domain::{Channel, Event, Principal};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use uuid::Uuid;
 
 use super::hub::{encode, Delivery};
@@ -37,6 +37,8 @@ const REPLAY_PAGE: u32 = 500;
 const OUTGOING_QUEUE: usize = 256;
 /// Longest a single frame may take to go out before the connection is given up as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most live events handled, and frames written, per wake-up.
+const LIVE_BATCH: usize = 64;
 
 /// `?token=` on the upgrade request.
 #[derive(Debug, Deserialize)]
@@ -102,10 +104,13 @@ async fn write(
     mut frames: tokio::sync::mpsc::Receiver<ByteString>,
     ending: tokio::sync::oneshot::Receiver<Ending>,
 ) {
-    while let Some(frame) = frames.recv().await {
-        match tokio::time::timeout(WRITE_TIMEOUT, out.text(frame)).await {
-            Ok(Ok(())) => {}
-            _ => return, // gone, or not reading at all: dropping the session ends it
+    let mut batch = Vec::with_capacity(LIVE_BATCH);
+    while frames.recv_many(&mut batch, LIVE_BATCH).await > 0 {
+        for frame in batch.drain(..) {
+            match tokio::time::timeout(WRITE_TIMEOUT, out.text(frame)).await {
+                Ok(Ok(())) => {}
+                _ => return, // gone, or not reading at all: dropping the session ends it
+            }
         }
     }
     let reason = ending.await.unwrap_or(None);
@@ -270,8 +275,21 @@ impl Session {
                 }
                 delivery = live.recv(), if self.principal.is_some() => match delivery {
                     Ok(delivery) => {
-                        if let Err(why) = self.on_live(&delivery).await {
-                            return self.blocked(why);
+                        // Whatever else is waiting goes out in the same turn, a bounded batch.
+                        let mut next = Some(delivery);
+                        let mut batch = 0;
+                        while let Some(delivery) = next.take() {
+                            if let Err(why) = self.on_live(&delivery).await {
+                                return self.blocked(why);
+                            }
+                            batch += 1;
+                            if batch < LIVE_BATCH {
+                                match live.try_recv() {
+                                    Ok(more) => next = Some(more),
+                                    Err(TryRecvError::Lagged(_)) => return self.too_slow(),
+                                    Err(_) => {}
+                                }
+                            }
                         }
                     }
                     Err(RecvError::Lagged(_)) => return self.too_slow(),

@@ -13,7 +13,7 @@ use adapters_memory::{MemoryBus, MemoryStore};
 use api_http::{AppState, JwtVerifier};
 use app::{Platform, Settings};
 use jsonwebtoken::{encode, EncodingKey, Header};
-use ports::{AgentRepository, CredentialRepository, EventLog, HealthCheck, TaskRepository};
+use ports::EventLog;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use testkit::ManualClock;
@@ -39,12 +39,7 @@ impl Harness {
     /// The platform on any store.
     pub fn on<S>(store: Arc<S>) -> Self
     where
-        S: AgentRepository
-            + TaskRepository
-            + CredentialRepository
-            + EventLog
-            + HealthCheck
-            + 'static,
+        S: ports::Store + 'static,
     {
         let clock = ManualClock::default();
         let bus = Arc::new(MemoryBus::new());

@@ -1,0 +1,123 @@
+//! `/api/v1/resources`: shared pools, their changes and their live allocations.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::ResourceId;
+use uuid::Uuid;
+
+use crate::auth::{Auth, Operator, Viewer};
+use crate::dto::agents::MessageBody;
+use crate::dto::resources::{
+    AllocationBody, ListResources, RegisterResource, ResourceBody, UpdateResource,
+};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::middleware::method_not_allowed;
+use crate::pagination::next_link;
+use crate::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/resources")
+            .route(web::get().to(list))
+            .route(web::post().to(register))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/resources/{resource_id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete))
+            .default_service(method_not_allowed("GET, PATCH, DELETE")),
+    )
+    .service(
+        web::resource("/resources/{resource_id}/allocations")
+            .route(web::get().to(allocations))
+            .default_service(method_not_allowed("GET")),
+    );
+}
+
+async fn register(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    body: ApiJson<RegisterResource>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.0.into_domain()?;
+    let view = state
+        .platform
+        .register_resource(&auth.principal, new)
+        .await?;
+    Ok(HttpResponse::Ok().json(ResourceBody::from(view)))
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    auth: Auth<Viewer>,
+    req: HttpRequest,
+    params: web::Query<ListResources>,
+) -> Result<HttpResponse, ApiError> {
+    let (filter, limit) = params.into_inner().into_filter()?;
+    let page = state
+        .platform
+        .list_resources(&auth.principal, filter, limit)
+        .await?;
+    let mut response = HttpResponse::Ok();
+    if let Some(link) = page.next.as_ref().and_then(|c| next_link(&req, c)) {
+        response.insert_header((header::LINK, link));
+    }
+    let body: Vec<ResourceBody> = page.resources.into_iter().map(ResourceBody::from).collect();
+    Ok(response.json(body))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    auth: Auth<Viewer>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let view = state
+        .platform
+        .get_resource(&auth.principal, ResourceId(id.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(ResourceBody::from(view)))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+    body: ApiJson<UpdateResource>,
+) -> Result<HttpResponse, ApiError> {
+    let patch = body.0.into_domain()?;
+    let view = state
+        .platform
+        .update_resource(&auth.principal, ResourceId(id.into_inner()), patch)
+        .await?;
+    Ok(HttpResponse::Ok().json(ResourceBody::from(view)))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .platform
+        .delete_resource(&auth.principal, ResourceId(id.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(MessageBody {
+        message: "Resource deleted successfully",
+    }))
+}
+
+async fn allocations(
+    state: web::Data<AppState>,
+    auth: Auth<Viewer>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let list = state
+        .platform
+        .resource_allocations(&auth.principal, ResourceId(id.into_inner()))
+        .await?;
+    let body: Vec<AllocationBody> = list.into_iter().map(AllocationBody::from).collect();
+    Ok(HttpResponse::Ok().json(body))
+}

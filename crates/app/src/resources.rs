@@ -1,0 +1,276 @@
+//! Resource pools: registration, changes checked against the live allocations, and views that
+//! derive `allocated`, `available` and `status` from those allocations every time.
+
+use domain::resource::{allocated, allocations};
+use domain::{
+    Allocation, Amounts, Cursor, Limit, NewResource, Principal, Resource, ResourceId,
+    ResourcePatch, ResourceStatus, Task, ValidationErrors,
+};
+use ports::RepoError;
+
+use crate::{events, AppError, Platform};
+
+/// Attempts at a pool change that keeps losing races with scheduling passes.
+const MAX_ATTEMPTS: usize = 16;
+
+/// A pool with what is allocated of it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceView {
+    pub resource: Resource,
+    pub allocated: Amounts,
+    pub available: Amounts,
+    pub status: ResourceStatus,
+}
+
+impl ResourceView {
+    fn of(resource: Resource, holders: &[Task]) -> Self {
+        let allocated = allocated(&resource, holders);
+        Self {
+            available: resource.available(&allocated),
+            status: resource.status(&allocated),
+            allocated,
+            resource,
+        }
+    }
+}
+
+/// Which pools to list.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceFilter {
+    pub kind: Option<String>,
+    pub status: Option<ResourceStatus>,
+    pub after: Option<Cursor>,
+}
+
+/// One page of pools, and where the next starts.
+#[derive(Debug, Clone)]
+pub struct ResourcePage {
+    pub resources: Vec<ResourceView>,
+    pub next: Option<Cursor>,
+}
+
+fn require_reader(actor: &Principal) -> Result<(), AppError> {
+    if actor.can_read_all() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "role {} may not read resource pools",
+            actor.role
+        )))
+    }
+}
+
+fn require_operator(actor: &Principal) -> Result<(), AppError> {
+    if actor.can_operate() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "role {} may not change resource pools",
+            actor.role
+        )))
+    }
+}
+
+fn repo(e: RepoError) -> AppError {
+    AppError::from_repo("Resource", e)
+}
+
+impl Platform {
+    /// Registers a pool. Names are unique: a taken one is `409`.
+    pub async fn register_resource(
+        &self,
+        actor: &Principal,
+        new: NewResource,
+    ) -> Result<ResourceView, AppError> {
+        require_operator(actor)?;
+        let id = ResourceId(self.deps.ids.new_id());
+        let pool = Resource::register(id, new, self.deps.clock.now());
+        if self.resource_named(&pool.name).await?.is_some() {
+            return Err(name_taken(&pool.name));
+        }
+        let event = events::resource_registered(&pool);
+        match self
+            .deps
+            .resources
+            .insert_resource(&pool, vec![event])
+            .await
+        {
+            Ok(stored) => self.publish(&stored).await,
+            Err(RepoError::Conflict(_)) => return Err(name_taken(&pool.name)),
+            Err(e) => return Err(repo(e)),
+        }
+        Ok(ResourceView::of(pool, &[]))
+    }
+
+    /// Pools, newest first, filtered by type and by status (which follows from allocations, so
+    /// the filter is applied to the views).
+    pub async fn list_resources(
+        &self,
+        actor: &Principal,
+        filter: ResourceFilter,
+        limit: Limit,
+    ) -> Result<ResourcePage, AppError> {
+        require_reader(actor)?;
+        let pools = self
+            .deps
+            .resources
+            .list_resources(filter.kind.as_deref())
+            .await
+            .map_err(repo)?;
+        let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
+        let rows: Vec<ResourceView> = pools
+            .into_iter()
+            .filter(|p| {
+                filter
+                    .after
+                    .as_ref()
+                    .is_none_or(|c| c.precedes(p.created_at, p.id.as_uuid()))
+            })
+            .map(|p| ResourceView::of(p, &holders))
+            .filter(|v| filter.status.is_none_or(|s| v.status == s))
+            .take(limit.get() as usize + 1)
+            .collect();
+        let (resources, next) = crate::page_of(rows, limit, |v| Cursor {
+            created_at: v.resource.created_at,
+            id: v.resource.id.as_uuid(),
+        });
+        Ok(ResourcePage { resources, next })
+    }
+
+    pub async fn get_resource(
+        &self,
+        actor: &Principal,
+        id: ResourceId,
+    ) -> Result<ResourceView, AppError> {
+        require_reader(actor)?;
+        let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
+        let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
+        Ok(ResourceView::of(pool, &holders))
+    }
+
+    /// What tasks hold of a pool now, oldest allocation first.
+    pub async fn resource_allocations(
+        &self,
+        actor: &Principal,
+        id: ResourceId,
+    ) -> Result<Vec<Allocation>, AppError> {
+        require_reader(actor)?;
+        let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
+        let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
+        let mut list = allocations(&pool, &holders);
+        list.sort_by_key(|a| (a.allocated_at, a.task));
+        Ok(list)
+    }
+
+    /// Changes a pool's capacity, metadata or maintenance status. A capacity below what is
+    /// allocated now is refused (`422`), checked against allocations no pass can overtake.
+    pub async fn update_resource(
+        &self,
+        actor: &Principal,
+        id: ResourceId,
+        patch: ResourcePatch,
+    ) -> Result<ResourceView, AppError> {
+        require_operator(actor)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let mut pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
+            let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
+            let held = allocated(&pool, &holders);
+            let before = pool.clone();
+            pool.apply(patch.clone(), &held, self.deps.clock.now())?;
+            if pool.capacity == before.capacity
+                && pool.metadata == before.metadata
+                && pool.maintenance == before.maintenance
+            {
+                return Ok(ResourceView::of(before, &holders));
+            }
+            let event = events::resource_updated(&pool, &before);
+            match self
+                .deps
+                .resources
+                .update_resource(&pool, vec![event])
+                .await
+            {
+                Ok(stored) => {
+                    self.publish(&stored).await;
+                    self.signals.work.notify_one(); // more capacity may place waiting tasks
+                    pool.version += 1;
+                    return Ok(ResourceView::of(pool, &holders));
+                }
+                Err(RepoError::Conflict(_)) => continue,
+                Err(e) => return Err(repo(e)),
+            }
+        }
+        Err(busy())
+    }
+
+    /// Deletes a pool; `409` while any task holds part of it.
+    pub async fn delete_resource(&self, actor: &Principal, id: ResourceId) -> Result<(), AppError> {
+        require_operator(actor)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
+            let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
+            let live = allocations(&pool, &holders);
+            if !live.is_empty() {
+                return Err(AppError::Conflict(format!(
+                    "resource {} has {} live allocation(s); it can be deleted once they are released",
+                    pool.name,
+                    live.len()
+                )));
+            }
+            let event = events::resource_deleted(&pool, self.deps.clock.now());
+            match self
+                .deps
+                .resources
+                .delete_resource(&pool, vec![event])
+                .await
+            {
+                Ok(stored) => {
+                    self.publish(&stored).await;
+                    return Ok(());
+                }
+                Err(RepoError::Conflict(_)) => continue,
+                Err(e) => return Err(repo(e)),
+            }
+        }
+        Err(busy())
+    }
+
+    /// The pool a claim names (ID or name), if there is one.
+    async fn resource_named(&self, reference: &str) -> Result<Option<Resource>, AppError> {
+        self.deps
+            .resources
+            .find_resource(reference)
+            .await
+            .map_err(repo)
+    }
+
+    /// Checks a submission's claims: every pool exists and could hold the claim at all.
+    pub(crate) async fn check_claims(&self, task: &domain::NewTask) -> Result<(), AppError> {
+        let mut errors = ValidationErrors::default();
+        for (i, claim) in task.resource_claims.iter().enumerate() {
+            match self.resource_named(&claim.resource).await? {
+                None => errors.push(
+                    format!("resource_claims[{i}].resource_id"),
+                    format!("no resource pool has ID or name '{}'", claim.resource),
+                ),
+                Some(pool) => {
+                    if let Some(why) = pool.never_fits(&claim.amount) {
+                        errors.push(
+                            format!("resource_claims[{i}].amount"),
+                            format!("can never be satisfied: {why}"),
+                        );
+                    }
+                }
+            }
+        }
+        errors.into_result().map_err(AppError::from)
+    }
+}
+
+fn name_taken(name: &str) -> AppError {
+    AppError::Conflict(format!("a resource pool named '{name}' exists already"))
+}
+
+fn busy() -> AppError {
+    AppError::Conflict("the resource pool is being changed concurrently; try again".into())
+}
