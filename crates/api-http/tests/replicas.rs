@@ -96,6 +96,122 @@ async fn two_schedulers_on_one_database_never_double_assign_or_over_commit() {
 }
 
 #[actix_web::test]
+async fn two_replicas_never_over_allocate_a_pool() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let settings = adapters_postgres::PoolSettings::default();
+    let one = Harness::on(Arc::new(
+        adapters_postgres::PgStore::connect(&url, &settings)
+            .await
+            .unwrap(),
+    ));
+    let two = Harness::on(Arc::new(
+        adapters_postgres::PgStore::connect(&url, &settings)
+            .await
+            .unwrap(),
+    ));
+    let app = service!(one);
+    let pool = send(
+        &app,
+        admin(Method::POST, "/api/v1/resources")
+            .set_json(json!({"name": "gpus", "type": "gpu", "capacity": {"gpus": 3}})),
+    )
+    .await;
+    let pool = pool.ok()["id"].as_str().unwrap().to_owned();
+    for n in 0..6 {
+        let mut body = seed_agent(&format!("worker-{n}"));
+        body["max_concurrent_tasks"] = json!(4);
+        body["resources"] = json!({"cpu": 16, "memory": "16Gi"});
+        register(&app, body).await;
+    }
+    const TASKS: usize = 30;
+    for n in 0..TASKS {
+        let body = json!({
+            "title": format!("train-{n}"),
+            "priority": n % 10 + 1,
+            "resource_claims": [{"resource_id": "gpus", "amount": {"gpus": 1 + n % 2}}]
+        });
+        send(&app, admin(Method::POST, "/api/v1/tasks").set_json(body))
+            .await
+            .ok();
+    }
+
+    let operator = testkit::builders::principal(domain::Role::Operator);
+    let mut completed = 0;
+    for _ in 0..200 {
+        // Both replicas schedule while holders of the pool finish on the second one.
+        let held = one
+            .state
+            .platform
+            .list_tasks(
+                &operator,
+                ports::TaskQuery {
+                    status: Some(domain::TaskStatus::Assigned),
+                    ..ports::TaskQuery::default()
+                },
+                domain::Limit::new(Some(1000)).unwrap(),
+            )
+            .await
+            .unwrap()
+            .tasks;
+        let finisher = two.state.platform.clone();
+        let finish = async move {
+            let mut done = 0;
+            for task in held {
+                let agent = testkit::builders::agent_principal(task.assigned_agent.unwrap());
+                finisher
+                    .complete_task(&agent, task.id, task.attempt, serde_json::Map::new())
+                    .await
+                    .unwrap();
+                done += 1;
+            }
+            done
+        };
+        let (a, b, done) = tokio::join!(
+            one.state.platform.run_scheduler(),
+            two.state.platform.run_scheduler(),
+            finish
+        );
+        a.expect("a pass never fails");
+        b.expect("a pass never fails");
+        completed += done;
+
+        let view = send(
+            &app,
+            admin(Method::GET, &format!("/api/v1/resources/{pool}")),
+        )
+        .await;
+        let allocated = view.ok()["allocated"]["gpus"].as_i64().unwrap();
+        assert!(
+            (0..=3).contains(&allocated),
+            "{allocated} of 3 gpus allocated"
+        );
+        let holders = send(
+            &app,
+            admin(
+                Method::GET,
+                &format!("/api/v1/resources/{pool}/allocations"),
+            ),
+        )
+        .await;
+        let sum: i64 = holders
+            .ok()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["amount"]["gpus"].as_i64().unwrap())
+            .sum();
+        assert_eq!(
+            sum, allocated,
+            "the pool's figure is the sum of its allocations"
+        );
+        if completed == TASKS {
+            break;
+        }
+    }
+    assert_eq!(completed, TASKS, "every task got the pool in the end");
+}
+
+#[actix_web::test]
 async fn an_agent_long_polls_until_work_is_assigned() {
     let h = Harness::memory();
     let app = service!(h);

@@ -244,23 +244,34 @@ impl Platform {
             .map_err(repo)
     }
 
-    /// Checks a submission's claims: every pool exists and could hold the claim at all.
+    /// Checks a submission's claims: every pool exists and could hold the claim at all, with
+    /// the task's claims on one pool counted together.
     pub(crate) async fn check_claims(&self, task: &domain::NewTask) -> Result<(), AppError> {
         let mut errors = ValidationErrors::default();
+        let mut together: Vec<(Resource, domain::ResourceMap)> = Vec::new();
         for (i, claim) in task.resource_claims.iter().enumerate() {
-            match self.resource_named(&claim.resource).await? {
-                None => errors.push(
+            let Some(pool) = self.resource_named(&claim.resource).await? else {
+                errors.push(
                     format!("resource_claims[{i}].resource_id"),
                     format!("no resource pool has ID or name '{}'", claim.resource),
-                ),
-                Some(pool) => {
-                    if let Some(why) = pool.never_fits(&claim.amount) {
-                        errors.push(
-                            format!("resource_claims[{i}].amount"),
-                            format!("can never be satisfied: {why}"),
-                        );
-                    }
+                );
+                continue;
+            };
+            let total = match together.iter_mut().find(|(p, _)| p.id == pool.id) {
+                Some((_, total)) => {
+                    *total = total.plus(&claim.amount);
+                    total.clone()
                 }
+                None => {
+                    together.push((pool.clone(), claim.amount.clone()));
+                    claim.amount.clone()
+                }
+            };
+            if let Some(why) = pool.never_fits(&total) {
+                errors.push(
+                    format!("resource_claims[{i}].amount"),
+                    format!("can never be satisfied: {why}"),
+                );
             }
         }
         errors.into_result().map_err(AppError::from)

@@ -44,8 +44,6 @@ fn decide(
         .iter()
         .filter_map(|u| u.waits_on.clone().map(|pool| (u.task, pool)))
         .collect();
-    *contended.lock().unwrap_or_else(|p| p.into_inner()) =
-        crate::conflicts::contention(&waiting, &snapshot.resources, &snapshot.claim_holders);
 
     let mut tasks: HashMap<TaskId, domain::Task> =
         snapshot.pending.into_iter().map(|t| (t.id, t)).collect();
@@ -111,6 +109,19 @@ fn decide(
         .into_iter()
         .filter_map(|id| agents.remove(&id))
         .collect();
+    if !waiting.is_empty() {
+        // Holders after this pass: those before it and those it just assigned.
+        let mut holders = snapshot.claim_holders;
+        holders.extend(
+            changes
+                .tasks
+                .iter()
+                .filter(|t| t.status.is_active() && !t.resource_claims.is_empty())
+                .cloned(),
+        );
+        *contended.lock().unwrap_or_else(|p| p.into_inner()) =
+            crate::conflicts::contention(&waiting, &snapshot.resources, &holders);
+    }
     changes
 }
 

@@ -55,6 +55,14 @@ impl Quantity {
     }
 
     /// A whole number of units, written as a plain JSON number.
+    /// An amount in nano-units, written as a plain number.
+    pub fn from_nanos(nanos: i128) -> Self {
+        Self {
+            nanos,
+            raw: nanos_to_json(nanos),
+        }
+    }
+
     pub fn from_units(units: u64) -> Self {
         Self {
             nanos: i128::from(units) * SCALE,
@@ -212,6 +220,16 @@ pub const MAX_DIMENSION_NAME: usize = 64;
 pub struct ResourceMap(BTreeMap<String, Quantity>);
 
 impl ResourceMap {
+    /// The sum of two maps, dimension by dimension.
+    pub fn plus(&self, other: &ResourceMap) -> ResourceMap {
+        let mut sum = self.0.clone();
+        for (dim, q) in &other.0 {
+            let total = sum.get(dim).map_or(0, Quantity::nanos) + q.nanos();
+            sum.insert(dim.clone(), Quantity::from_nanos(total));
+        }
+        ResourceMap(sum)
+    }
+
     /// Parses a JSON object of quantities. Errors name the offending key, relative to `field`.
     pub fn from_json(
         field: &str,
@@ -272,6 +290,26 @@ impl ResourceMap {
 impl FromIterator<(String, Quantity)> for ResourceMap {
     fn from_iter<I: IntoIterator<Item = (String, Quantity)>>(iter: I) -> Self {
         Self(iter.into_iter().collect())
+    }
+}
+
+/// A nano-unit amount, written the short way: `2`, `0.5`.
+pub fn show_nanos(nanos: i128) -> String {
+    let whole = nanos / 1_000_000_000;
+    let frac = nanos % 1_000_000_000;
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{}", nanos as f64 / 1e9)
+    }
+}
+
+/// A nano-unit amount as a JSON number: an integer when whole, else a decimal.
+pub fn nanos_to_json(nanos: i128) -> Value {
+    if nanos % SCALE == 0 {
+        i64::try_from(nanos / SCALE).map_or(Value::Null, Value::from)
+    } else {
+        Value::from(nanos as f64 / 1e9)
     }
 }
 
@@ -337,16 +375,5 @@ mod tests {
         let err = ResourceMap::from_json("resources", object.as_object().unwrap()).unwrap_err();
         assert_eq!(err.0.len(), 1);
         assert_eq!(err.0[0].field, "resources.memory");
-    }
-}
-
-/// A nano-unit amount, written the short way: `2`, `0.5`.
-pub fn show_nanos(nanos: i128) -> String {
-    let whole = nanos / 1_000_000_000;
-    let frac = nanos % 1_000_000_000;
-    if frac == 0 {
-        whole.to_string()
-    } else {
-        format!("{}", nanos as f64 / 1e9)
     }
 }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::quantity::{show_nanos, ResourceMap};
+use crate::quantity::{nanos_to_json, show_nanos, ResourceMap};
 use crate::task::{Task, TaskStatus};
 use crate::validation::{check_name, ValidationErrors};
 use crate::{AgentId, Metadata, ResourceId, TaskId};
@@ -331,15 +331,6 @@ impl Amounts {
             .iter()
             .map(|(dim, n)| (dim.clone(), nanos_to_json(*n)))
             .collect()
-    }
-}
-
-/// A nano-unit amount as a JSON number: an integer when whole, else a decimal.
-pub fn nanos_to_json(nanos: i128) -> Value {
-    if nanos % 1_000_000_000 == 0 {
-        i64::try_from(nanos / 1_000_000_000).map_or(Value::Null, Value::from)
-    } else {
-        Value::from(nanos as f64 / 1e9)
     }
 }
 

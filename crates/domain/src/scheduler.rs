@@ -190,8 +190,10 @@ impl Pools {
         pools
     }
 
-    /// Why `task`'s claims do not fit, if they do not.
+    /// Why `task`'s claims do not fit, if they do not. Several claims on one pool (by ID and by
+    /// name, say) count together.
     fn shortfall(&self, task: &Task) -> Option<Shortfall> {
+        let mut needs: BTreeMap<(usize, &str), i128> = BTreeMap::new();
         for claim in &task.resource_claims {
             let Some(&key) = self.refs.get(&claim.resource) else {
                 return Some(Shortfall {
@@ -206,18 +208,21 @@ impl Pools {
                 });
             }
             for (dim, q) in claim.amount.iter() {
-                let free = self.free[key].get(dim).copied().unwrap_or(0);
-                if free < q.nanos() {
-                    return Some(Shortfall {
-                        reason: format!(
-                            "resource {} has {} of {} {dim} free",
-                            self.names[key],
-                            show_nanos(free.max(0)),
-                            show_nanos(q.nanos())
-                        ),
-                        pool: Some(key),
-                    });
-                }
+                *needs.entry((key, dim)).or_insert(0) += q.nanos();
+            }
+        }
+        for ((key, dim), need) in needs {
+            let free = self.free[key].get(dim).copied().unwrap_or(0);
+            if free < need {
+                return Some(Shortfall {
+                    reason: format!(
+                        "resource {} has {} of {} {dim} free",
+                        self.names[key],
+                        show_nanos(free.max(0)),
+                        show_nanos(need)
+                    ),
+                    pool: Some(key),
+                });
             }
         }
         None

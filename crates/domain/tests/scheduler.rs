@@ -415,3 +415,111 @@ proptest! {
         }
     }
 }
+
+/// One step of a pool's life: tasks claiming parts of it arrive, a scheduling pass places what
+/// fits, and some holders finish (any held task: by index into the holders).
+#[derive(Debug, Clone)]
+enum Step {
+    Submit(Vec<(u8, u8)>),
+    Pass,
+    Finish(usize),
+    Preempt(usize),
+}
+
+fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        prop_oneof![
+            proptest::collection::vec((0u8..2, 1u8..5), 1..4).prop_map(Step::Submit),
+            Just(Step::Pass),
+            (0usize..8).prop_map(Step::Finish),
+            (0usize..8).prop_map(Step::Preempt),
+        ],
+        1..40,
+    )
+}
+
+fn pool_named(name: &str, n: u128, gpus: u32) -> domain::Resource {
+    let new = domain::NewResource::parse(
+        name,
+        "gpu",
+        json!({"gpus": gpus}).as_object().unwrap(),
+        serde_json::Map::new(),
+    )
+    .unwrap();
+    domain::Resource::register(domain::ResourceId(Uuid::from_u128(n)), new, t(0))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// For any sequence of claims, passes, completions and preemptions, what the holders of a
+    /// pool hold never exceeds its capacity.
+    #[test]
+    fn allocations_never_exceed_capacity(steps in arb_steps(), capacities in (1u32..6, 1u32..6)) {
+        let pools = [
+            pool_named("pool-a", 901, capacities.0),
+            pool_named("pool-b", 902, capacities.1),
+        ];
+        let mut tasks: Vec<Task> = Vec::new();
+        let mut next = 1u128;
+        let mut now = 0i64;
+        for step in steps {
+            now += 1;
+            match step {
+                Step::Submit(claims) => {
+                    let mut made = task(next, (next % 10 + 1) as i64, &[], json!({}), now);
+                    made.preemptible = next % 2 == 0;
+                    made.resource_claims = claims
+                        .iter()
+                        .map(|(pool, gpus)| domain::ResourceClaim {
+                            // Some claims by name, some by ID.
+                            resource: if next % 3 == 0 {
+                                pools[*pool as usize].id.to_string()
+                            } else {
+                                pools[*pool as usize].name.clone()
+                            },
+                            amount: domain::ResourceMap::from_json(
+                                "a",
+                                json!({"gpus": gpus}).as_object().unwrap(),
+                            )
+                            .unwrap(),
+                        })
+                        .collect();
+                    tasks.push(made);
+                    next += 1;
+                }
+                Step::Pass => {
+                    let holders: Vec<Task> =
+                        tasks.iter().filter(|t| t.status.is_active()).cloned().collect();
+                    let plan = schedule(
+                        &tasks,
+                        vec![agent(1, &[], 100, 100)],
+                        Pools::of(&pools, &holders),
+                        t(now),
+                        &Policy::default(),
+                    );
+                    for a in plan.assignments {
+                        let task = tasks.iter_mut().find(|t| t.id == a.task).unwrap();
+                        task.assign(a.agent, t(now)).unwrap();
+                    }
+                }
+                Step::Finish(i) | Step::Preempt(i) => {
+                    let held: Vec<usize> = (0..tasks.len()).filter(|&k| tasks[k].status.is_active()).collect();
+                    if let Some(&k) = held.get(i % held.len().max(1)) {
+                        if matches!(step, Step::Finish(_)) {
+                            let (agent, attempt) = (tasks[k].assigned_agent.unwrap(), tasks[k].attempt);
+                            tasks[k].complete(agent, attempt, serde_json::Map::new(), t(now)).unwrap();
+                        } else {
+                            tasks[k].preempt("make room", t(now));
+                        }
+                    }
+                }
+            }
+            for pool in &pools {
+                let held = domain::resource::allocated(pool, &tasks);
+                let cap = pool.capacity.get("gpus").unwrap().nanos();
+                prop_assert!(held.get("gpus") <= cap, "{} holds {} of {}", pool.name, held.get("gpus"), cap);
+            }
+        }
+    }
+}

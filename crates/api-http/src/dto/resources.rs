@@ -99,7 +99,7 @@ impl From<ResourceView> for ResourceBody {
             .map(|(dim, _)| {
                 (
                     dim.to_owned(),
-                    domain::resource::nanos_to_json(view.allocated.get(dim)),
+                    domain::quantity::nanos_to_json(view.allocated.get(dim)),
                 )
             })
             .collect();
