@@ -84,6 +84,8 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         admin_key,
         event_max_age: chrono::Duration::days(config.event_retention_days as i64),
         event_max_count: config.event_retention_max,
+        conflict_strategies: config.conflict_strategies.clone(),
+        auto_resolve_reported: config.conflict_auto_resolve_reported,
         ..Settings::default()
     };
     let jwt = config.jwt_secret.as_ref().map(|secret| {

@@ -4,10 +4,11 @@
 //! (`KEY=VALUE` lines, as in a `.env` file), then the process environment. Secrets are held in
 //! [`SecretString`], which never prints its contents.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use domain::{ConflictType, Strategy};
 use secrecy::SecretString;
 
 /// Why the configuration was refused.
@@ -55,6 +56,36 @@ pub struct Config {
     pub event_retention_days: u64,
     /// At most this many of the newest events are kept.
     pub event_retention_max: u64,
+    /// The strategy that settles detected conflicts of each type on its own.
+    pub conflict_strategies: BTreeMap<ConflictType, Strategy>,
+    /// Whether reported conflicts are settled by those strategies too.
+    pub conflict_auto_resolve_reported: bool,
+}
+
+/// `CONFLICT_STRATEGIES`: `type=strategy` pairs separated by commas, over the defaults;
+/// `type=none` leaves that type to operators.
+fn conflict_strategies(text: Option<&str>) -> Result<BTreeMap<ConflictType, Strategy>, String> {
+    let mut strategies = app::default_conflict_strategies();
+    for pair in text
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (kind, strategy) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("expected type=strategy pairs, got {pair:?}"))?;
+        let kind: ConflictType = kind.trim().parse()?;
+        match strategy.trim() {
+            "none" => {
+                strategies.remove(&kind);
+            }
+            s => {
+                strategies.insert(kind, s.parse()?);
+            }
+        }
+    }
+    Ok(strategies)
 }
 
 impl Config {
@@ -176,6 +207,25 @@ impl Config {
             )?),
             event_retention_days: number("EVENT_RETENTION_DAYS", 7, 1, 3650)?,
             event_retention_max: number("EVENT_RETENTION_MAX", 1_000_000, 1000, 1_000_000_000)?,
+            conflict_strategies: conflict_strategies(get("CONFLICT_STRATEGIES")).map_err(
+                |message| ConfigError::Invalid {
+                    name: "CONFLICT_STRATEGIES",
+                    message,
+                },
+            )?,
+            conflict_auto_resolve_reported: match get("CONFLICT_AUTO_RESOLVE_REPORTED")
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "CONFLICT_AUTO_RESOLVE_REPORTED",
+                        message: format!("must be true or false, got {other:?}"),
+                    })
+                }
+            },
         })
     }
 }
@@ -190,6 +240,38 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn conflict_strategies_override_the_defaults() {
+        let config = Config::from_map(&vars(&[(
+            "CONFLICT_STRATEGIES",
+            "deadline_missed=retry_with_backoff, lease_expired=none",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config
+                .conflict_strategies
+                .get(&ConflictType::DeadlineMissed),
+            Some(&Strategy::RetryWithBackoff)
+        );
+        assert_eq!(
+            config
+                .conflict_strategies
+                .get(&ConflictType::ResourceContention),
+            Some(&Strategy::PriorityBased),
+            "defaults stay unless overridden"
+        );
+        assert!(!config
+            .conflict_strategies
+            .contains_key(&ConflictType::LeaseExpired));
+        for bad in ["fight=manual", "lease_expired=shrug", "lease_expired"] {
+            let err = Config::from_map(&vars(&[("CONFLICT_STRATEGIES", bad)])).unwrap_err();
+            assert!(err.to_string().contains("CONFLICT_STRATEGIES"), "{err}");
+        }
+        let err =
+            Config::from_map(&vars(&[("CONFLICT_AUTO_RESOLVE_REPORTED", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("CONFLICT_AUTO_RESOLVE_REPORTED"));
     }
 
     #[test]
