@@ -481,6 +481,42 @@ async fn credentials_come_in_a_header_a_query_or_a_first_message() {
 }
 
 #[actix_web::test]
+async fn a_backlog_of_thousands_is_replayed_whole_and_in_order() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    let total = 1200; // more than a page of the log, and more than the hub's backlog
+    for n in 0..total {
+        h.state
+            .platform
+            .register_agent(&operator, new_agent(&format!("a-{n}")))
+            .await
+            .unwrap();
+    }
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"], "since": 0}),
+    )
+    .await;
+    let mut last = 0;
+    for n in 0..total {
+        let event = next_event(&mut ws).await;
+        assert_eq!(event["type"], "agent_registered");
+        assert_eq!(event["data"]["name"], format!("a-{n}"));
+        let seq = event["seq"].as_i64().unwrap();
+        assert!(seq > last, "in order, once");
+        last = seq;
+    }
+    say(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(
+        next(&mut ws).await["type"],
+        "pong",
+        "nothing more, and still open"
+    );
+}
+
+#[actix_web::test]
 async fn a_connected_socket_is_closed_when_its_token_expires() {
     let h = Harness::memory();
     let addr = serve(&h);

@@ -33,11 +33,9 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 const DEAD_AFTER: Duration = Duration::from_secs(60);
 /// Events read from the log per page while catching up.
 const REPLAY_PAGE: u32 = 500;
-/// Frames waiting for a client to read them; a client further behind is disconnected.
-const OUTGOING_QUEUE: usize = 256;
-/// Longest a single frame may take to go out before the connection is given up as dead.
+/// Longest a single frame may take to go out before the client is given up as not reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most live events handled, and frames written, per wake-up.
+/// Most live events handled per wake-up.
 const LIVE_BATCH: usize = 64;
 
 /// `?token=` on the upgrade request.
@@ -82,47 +80,25 @@ pub async fn connect(
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE_BYTES);
     let state = state.into_inner();
-    let (queue, frames) = tokio::sync::mpsc::channel(OUTGOING_QUEUE);
-    let (ending_tx, ending) = tokio::sync::oneshot::channel();
-    actix_web::rt::spawn(write(session.clone(), frames, ending));
     actix_web::rt::spawn(async move {
         let _open = Connected::new(&state.connections);
         tracing::info!(client_id, "WebSocket connected");
-        let reason = Session::new(state.clone(), principal, session, queue)
+        let closing = session.clone();
+        let reason = Session::new(state.clone(), principal, session)
             .run(stream)
             .await;
         tracing::info!(client_id, reason = ?reason.as_ref().map(|r| r.code), "WebSocket closed");
-        let _ = ending_tx.send(reason);
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, closing.close(reason)).await;
     });
     Ok(response)
 }
 
-/// Sends queued frames in order, then the closing frame once the session has ended. A frame
-/// that cannot go out within [`WRITE_TIMEOUT`] gives the connection up.
-async fn write(
-    mut out: actix_ws::Session,
-    mut frames: tokio::sync::mpsc::Receiver<ByteString>,
-    ending: tokio::sync::oneshot::Receiver<Ending>,
-) {
-    let mut batch = Vec::with_capacity(LIVE_BATCH);
-    while frames.recv_many(&mut batch, LIVE_BATCH).await > 0 {
-        for frame in batch.drain(..) {
-            match tokio::time::timeout(WRITE_TIMEOUT, out.text(frame)).await {
-                Ok(Ok(())) => {}
-                _ => return, // gone, or not reading at all: dropping the session ends it
-            }
-        }
-    }
-    let reason = ending.await.unwrap_or(None);
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, out.close(reason)).await;
-}
-
-/// Why a frame could not be queued.
+/// Why a frame could not be sent.
 #[derive(Debug)]
 enum Blocked {
     /// The client is gone.
     Gone,
-    /// The client reads too slowly: its queue is full.
+    /// The client reads too slowly: a frame did not go out in time.
     Slow,
 }
 
@@ -198,13 +174,14 @@ impl Filters {
     }
 }
 
+/// One connection's state. Frames are written in order, each awaited: a client that reads
+/// slowly holds up only its own session, whose place in the hub's shared backlog
+/// ([`super::hub::SESSION_BACKLOG`] frames) is then its bounded queue; falling further behind
+/// ends the session with `1013` and where to resume.
 struct Session {
     state: Arc<AppState>,
     principal: Option<Principal>,
-    /// For control frames (ping, pong), which do not queue behind events.
-    control: actix_ws::Session,
-    /// Frames for the writer task.
-    out: tokio::sync::mpsc::Sender<ByteString>,
+    out: actix_ws::Session,
     channels: BTreeSet<Channel>,
     filters: Filters,
     /// The highest `seq` passed (delivered or filtered out); 0 before the first.
@@ -215,16 +192,10 @@ struct Session {
 type Ending = Option<CloseReason>;
 
 impl Session {
-    fn new(
-        state: Arc<AppState>,
-        principal: Option<Principal>,
-        control: actix_ws::Session,
-        out: tokio::sync::mpsc::Sender<ByteString>,
-    ) -> Self {
+    fn new(state: Arc<AppState>, principal: Option<Principal>, out: actix_ws::Session) -> Self {
         Self {
             state,
             principal,
-            control,
             out,
             channels: BTreeSet::new(),
             filters: Filters::default(),
@@ -326,15 +297,16 @@ impl Session {
     }
 
     async fn send(&mut self, value: Value) -> Result<(), Blocked> {
-        self.push(value.to_string().into())
+        self.push(value.to_string().into()).await
     }
 
-    /// Queues a frame without waiting: a full queue means the client reads too slowly.
-    fn push(&self, frame: ByteString) -> Result<(), Blocked> {
-        self.out.try_send(frame).map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => Blocked::Slow,
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => Blocked::Gone,
-        })
+    /// Writes a frame, waiting at most [`WRITE_TIMEOUT`] for the client to take it.
+    async fn push(&mut self, frame: ByteString) -> Result<(), Blocked> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.out.text(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Blocked::Gone),
+            Err(_) => Err(Blocked::Slow),
+        }
     }
 
     fn too_slow(&self) -> Ending {
@@ -361,7 +333,7 @@ impl Session {
         F: FnOnce(actix_ws::Session) -> Fut,
         Fut: std::future::Future<Output = Result<(), actix_ws::Closed>>,
     {
-        match tokio::time::timeout(Duration::from_secs(1), send(self.control.clone())).await {
+        match tokio::time::timeout(Duration::from_secs(1), send(self.out.clone())).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Blocked::Gone),
             Err(_) => Err(Blocked::Slow),
@@ -546,7 +518,7 @@ impl Session {
             };
             for event in page.events.iter().filter(|e| e.seq <= until) {
                 if self.wants(event) {
-                    self.push(encode(event))?;
+                    self.push(encode(event)).await?;
                 }
             }
             self.last_seq = page.next_after.min(until);
@@ -560,7 +532,7 @@ impl Session {
         let Some(event) = &delivery.event else {
             // Not a stored event (system metrics): no sequence to keep.
             if self.channels.contains(&delivery.channel) {
-                self.push(delivery.frame.clone())?;
+                self.push(delivery.frame.clone()).await?;
             }
             return Ok(());
         };
@@ -571,7 +543,7 @@ impl Session {
             self.catch_up(event.seq - 1).await?;
         }
         if self.wants(event) {
-            self.push(delivery.frame.clone())?;
+            self.push(delivery.frame.clone()).await?;
         }
         self.last_seq = event.seq;
         Ok(())
