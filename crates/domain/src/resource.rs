@@ -139,9 +139,12 @@ impl Resource {
         }
     }
 
-    /// Whether a claim's `resource_id` names this pool.
+    /// Whether a claim's `resource_id` names this pool: its name, or its ID in any spelling.
     pub fn is_named(&self, reference: &str) -> bool {
-        self.name == reference || self.id.to_string() == reference
+        self.name == reference
+            || reference
+                .parse::<uuid::Uuid>()
+                .is_ok_and(|u| u == self.id.0)
     }
 
     /// The pool's status given what is allocated of it.

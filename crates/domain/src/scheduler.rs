@@ -190,12 +190,20 @@ impl Pools {
         pools
     }
 
+    /// The pool a claim names: by name or ID as written, else by ID in another spelling.
+    fn key_of(&self, reference: &str) -> Option<usize> {
+        self.refs.get(reference).copied().or_else(|| {
+            let id = reference.parse::<uuid::Uuid>().ok()?;
+            self.refs.get(&id.to_string()).copied()
+        })
+    }
+
     /// Why `task`'s claims do not fit, if they do not. Several claims on one pool (by ID and by
     /// name, say) count together.
     fn shortfall(&self, task: &Task) -> Option<Shortfall> {
         let mut needs: BTreeMap<(usize, &str), i128> = BTreeMap::new();
         for claim in &task.resource_claims {
-            let Some(&key) = self.refs.get(&claim.resource) else {
+            let Some(key) = self.key_of(&claim.resource) else {
                 return Some(Shortfall {
                     reason: format!("resource {} does not exist", claim.resource),
                     pool: None,
@@ -230,18 +238,12 @@ impl Pools {
 
     fn take(&mut self, task: &Task) {
         for claim in &task.resource_claims {
-            if let Some(&key) = self.refs.get(&claim.resource) {
+            if let Some(key) = self.key_of(&claim.resource) {
                 for (dim, q) in claim.amount.iter() {
                     *self.free[key].entry(dim.to_owned()).or_insert(0) -= q.nanos();
                 }
             }
         }
-    }
-
-    /// What is free of the pool named `reference` (ID or name) on dimension `dim`.
-    pub fn free(&self, reference: &str, dim: &str) -> Option<i128> {
-        let key = *self.refs.get(reference)?;
-        Some(self.free[key].get(dim).copied().unwrap_or(0))
     }
 }
 

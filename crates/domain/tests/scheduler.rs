@@ -472,11 +472,11 @@ proptest! {
                     made.resource_claims = claims
                         .iter()
                         .map(|(pool, gpus)| domain::ResourceClaim {
-                            // Some claims by name, some by ID.
-                            resource: if next % 3 == 0 {
-                                pools[*pool as usize].id.to_string()
-                            } else {
-                                pools[*pool as usize].name.clone()
+                            // By name, by ID, and by ID spelt in capitals.
+                            resource: match next % 3 {
+                                0 => pools[*pool as usize].id.to_string(),
+                                1 => pools[*pool as usize].id.to_string().to_uppercase(),
+                                _ => pools[*pool as usize].name.clone(),
                             },
                             amount: domain::ResourceMap::from_json(
                                 "a",
