@@ -6,8 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    Agent, AgentId, ApiKey, CapabilitySet, Conflict, ConflictId, ConflictStatus, ConflictType,
-    Event, KeyHash, NewEvent, Resource, ResourceId, Source, Task, TaskId, TaskStatus,
+    Agent, AgentId, ApiKey, ApiKeyId, AuditAction, AuditEntry, CapabilitySet, Conflict, ConflictId,
+    ConflictStatus, ConflictType, Cursor, Event, KeyHash, NewEvent, Resource, ResourceId, Role,
+    Source, Task, TaskId, TaskStatus, User, UserId,
 };
 use ports::{
     AgentQuery, AgentRepository, Changes, ComponentStatus, ConflictQuery, ConflictRepository,
@@ -25,6 +26,9 @@ struct State {
     tasks: HashMap<TaskId, Task>,
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
+    users: HashMap<UserId, User>,
+    /// The audit trail, oldest first; the oldest are dropped beyond [`EVENT_RETENTION`].
+    audit: VecDeque<AuditEntry>,
     idempotency: HashMap<String, IdempotencyRecord>,
     /// Numbered events, oldest first.
     events: VecDeque<Event>,
@@ -645,6 +649,113 @@ impl ConflictRepository for MemoryStore {
 impl CredentialRepository for MemoryStore {
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepoError> {
         Ok(self.lock().keys.get(hash).cloned())
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if state.keys.contains_key(&key.hash) || state.keys.values().any(|k| k.id == key.id) {
+            return Err(RepoError::Conflict("duplicate API key".into()));
+        }
+        state.keys.insert(key.hash.clone(), key.clone());
+        Ok(())
+    }
+
+    async fn list_api_keys(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&ApiKey> = state
+            .keys
+            .values()
+            .filter(|k| after.is_none_or(|c| c.precedes(k.created_at, k.id.as_uuid())))
+            .collect();
+        newest_first(&mut rows, |k| (k.created_at, k.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, RepoError> {
+        let mut state = self.lock();
+        let key = state
+            .keys
+            .values_mut()
+            .find(|k| k.id == id)
+            .ok_or(RepoError::NotFound)?;
+        key.revoked_at.get_or_insert(at);
+        Ok(key.clone())
+    }
+
+    async fn admin_exists(&self, now: DateTime<Utc>) -> Result<bool, RepoError> {
+        let state = self.lock();
+        Ok(state
+            .keys
+            .values()
+            .any(|k| k.role == Role::Admin && k.is_usable(now))
+            || state.users.values().any(|u| u.role == Role::Admin))
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if state
+            .users
+            .values()
+            .any(|u| u.username == user.username || u.id == user.id)
+        {
+            return Err(RepoError::Conflict("username taken".into()));
+        }
+        state.users.insert(user.id, user.clone());
+        Ok(())
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<User>, RepoError> {
+        Ok(self
+            .lock()
+            .users
+            .values()
+            .find(|u| u.username == username)
+            .cloned())
+    }
+
+    async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&User> = state
+            .users
+            .values()
+            .filter(|u| after.is_none_or(|c| c.precedes(u.created_at, u.id.as_uuid())))
+            .collect();
+        newest_first(&mut rows, |u| (u.created_at, u.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<User, RepoError> {
+        self.lock().users.remove(&id).ok_or(RepoError::NotFound)
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if state.audit.len() >= EVENT_RETENTION {
+            state.audit.pop_front();
+        }
+        state.audit.push_back(entry.clone());
+        Ok(())
+    }
+
+    async fn audit_entries(
+        &self,
+        after: Option<Cursor>,
+        action: Option<AuditAction>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&AuditEntry> = state
+            .audit
+            .iter()
+            .filter(|e| action.is_none_or(|a| e.action == a))
+            .filter(|e| after.is_none_or(|c| c.precedes(e.at, e.id)))
+            .collect();
+        newest_first(&mut rows, |e| (e.at, e.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
     }
 }
 

@@ -1,8 +1,12 @@
-//! API keys in PostgreSQL.
+//! API keys, users and the audit trail in PostgreSQL.
 
 use async_trait::async_trait;
-use domain::{AgentId, ApiKey, ApiKeyId, KeyHash, Role};
+use chrono::{DateTime, Utc};
+use domain::{
+    AgentId, ApiKey, ApiKeyId, AuditAction, AuditEntry, Cursor, KeyHash, Role, User, UserId,
+};
 use ports::{CredentialRepository, RepoError};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -66,4 +70,191 @@ impl CredentialRepository for PgStore {
         .map(key_from_row)
         .transpose()
     }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), RepoError> {
+        let mut conn = self.pool().acquire().await.map_err(repo_error)?;
+        insert_key(&mut conn, key).await
+    }
+
+    async fn list_api_keys(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>, RepoError> {
+        let (at, id) = split(after);
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(key_from_row)
+        .collect()
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, RepoError> {
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1
+             RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .bind(at)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_error)?
+        .ok_or(RepoError::NotFound)?;
+        key_from_row(&row)
+    }
+
+    async fn admin_exists(&self, now: DateTime<Utc>) -> Result<bool, RepoError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL
+                                AND (expires_at IS NULL OR expires_at > $1))
+                 OR EXISTS (SELECT 1 FROM users WHERE role = 'admin')",
+        )
+        .bind(now)
+        .fetch_one(self.pool())
+        .await
+        .map_err(repo_error)
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<(), RepoError> {
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.id.as_uuid())
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(user.created_at)
+        .execute(self.pool())
+        .await
+        .map_err(repo_error)?;
+        Ok(())
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<User>, RepoError> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_error)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError> {
+        let (at, id) = split(after);
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<User, RepoError> {
+        let row = sqlx::query(&format!(
+            "DELETE FROM users WHERE id = $1 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_error)?
+        .ok_or(RepoError::NotFound)?;
+        user_from_row(&row)
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RepoError> {
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor, action, target, detail)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(entry.id)
+        .bind(entry.at)
+        .bind(&entry.actor)
+        .bind(entry.action.as_str())
+        .bind(&entry.target)
+        .bind(&entry.detail)
+        .execute(self.pool())
+        .await
+        .map_err(repo_error)?;
+        Ok(())
+    }
+
+    async fn audit_entries(
+        &self,
+        after: Option<Cursor>,
+        action: Option<AuditAction>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, RepoError> {
+        let (at, id) = split(after);
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, detail FROM audit_log
+             WHERE ($1::timestamptz IS NULL OR (at, id) < ($1, $2))
+               AND ($3::text IS NULL OR action = $3)
+             ORDER BY at DESC, id DESC LIMIT $4",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(action.map(AuditAction::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?;
+        rows.iter()
+            .map(|row| {
+                let action: String = row.try_get("action").map_err(repo_error)?;
+                let detail: Value = row.try_get("detail").map_err(repo_error)?;
+                Ok(AuditEntry {
+                    id: row.try_get("id").map_err(repo_error)?,
+                    at: row.try_get("at").map_err(repo_error)?,
+                    actor: row.try_get("actor").map_err(repo_error)?,
+                    action: action.parse().map_err(|e| corrupt("audit action", e))?,
+                    target: row.try_get("target").map_err(repo_error)?,
+                    detail,
+                })
+            })
+            .collect()
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "id, name, prefix, hash, role, agent_id, created_at, expires_at, revoked_at";
+const USER_COLUMNS: &str = "id, username, password_hash, role, created_at";
+
+fn split(after: Option<Cursor>) -> (Option<DateTime<Utc>>, Option<Uuid>) {
+    match after {
+        Some(c) => (Some(c.created_at), Some(c.id)),
+        None => (None, None),
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, RepoError> {
+    let role: String = row.try_get("role").map_err(repo_error)?;
+    Ok(User {
+        id: UserId(row.try_get("id").map_err(repo_error)?),
+        username: row.try_get("username").map_err(repo_error)?,
+        password_hash: row.try_get("password_hash").map_err(repo_error)?,
+        role: role.parse::<Role>().map_err(|e| corrupt("user role", e))?,
+        created_at: row.try_get("created_at").map_err(repo_error)?,
+    })
 }

@@ -11,9 +11,9 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use domain::{AgentId, Principal, Role};
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -24,20 +24,27 @@ use crate::AppState;
 /// The one answer to every refused token, so a caller learns nothing about which check failed.
 const INVALID_TOKEN: &str = "invalid or expired token";
 
-/// How JWTs are checked: HS256 only, `exp` required, `nbf`, `iss` and `aud` when configured.
+/// How JWTs are checked (HS256 only, `exp` required, `nbf`, `iss` and `aud` when configured)
+/// and issued to users who sign in.
 #[derive(Clone)]
-pub struct JwtVerifier {
+pub struct JwtKeys {
     key: DecodingKey,
+    signing: EncodingKey,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
-impl std::fmt::Debug for JwtVerifier {
+/// How long a token issued at sign-in is valid.
+pub const LOGIN_TOKEN_SECONDS: i64 = 3600;
+
+impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier").finish_non_exhaustive()
+        f.debug_struct("JwtKeys").finish_non_exhaustive()
     }
 }
 
-impl JwtVerifier {
+impl JwtKeys {
     pub fn new(secret: &SecretString, issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
@@ -57,8 +64,30 @@ impl JwtVerifier {
         }
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            signing: EncodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
         }
+    }
+
+    /// A token for a user who signed in, valid for [`LOGIN_TOKEN_SECONDS`] from `now`.
+    pub fn issue(&self, principal: &Principal, now: i64) -> Result<String, ApiError> {
+        let mut claims = serde_json::json!({
+            "sub": principal.subject,
+            "role": principal.role.as_str(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + LOGIN_TOKEN_SECONDS,
+        });
+        if let Some(iss) = &self.issuer {
+            claims["iss"] = iss.as_str().into();
+        }
+        if let Some(aud) = &self.audience {
+            claims["aud"] = aud.as_str().into();
+        }
+        encode(&Header::new(Algorithm::HS256), &claims, &self.signing)
+            .map_err(|e| ApiError::from(app::AppError::Internal(format!("signing a token: {e}"))))
     }
 
     /// The caller a token stands for, or why it is refused.
@@ -199,6 +228,7 @@ impl<R: Requirement + 'static> FromRequest for Auth<R> {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = presented(req);
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 ApiError::from(app::AppError::Internal("application state missing".into()))
@@ -207,6 +237,8 @@ impl<R: Requirement + 'static> FromRequest for Auth<R> {
                 ApiError::unauthorized("credentials required: a Bearer token or an X-API-Key")
             })?;
             let principal = authenticate(&state, &token).await?;
+            // For the audit of refusals, made once the answer is known.
+            req.extensions_mut().insert(principal.clone());
             if !R::allows(principal.role) {
                 tracing::info!(subject = %principal.subject, role = %principal.role, "role denied");
                 return Err(ApiError::forbidden(format!(

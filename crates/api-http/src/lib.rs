@@ -21,7 +21,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App};
 use app::Platform;
 
-pub use auth::JwtVerifier;
+pub use auth::JwtKeys;
 pub use error::ApiError;
 pub use extract::BodyLimit;
 
@@ -30,7 +30,7 @@ pub use extract::BodyLimit;
 pub struct AppState {
     pub platform: Platform,
     /// `None` when no `JWT_SECRET` is configured: JWTs are then refused.
-    pub jwt: Option<JwtVerifier>,
+    pub jwt: Option<JwtKeys>,
     /// Open WebSocket connections on this replica.
     pub connections: Arc<AtomicU64>,
     /// This replica's fan-out of events to WebSocket sessions.
@@ -42,7 +42,7 @@ impl AppState {
     /// `system_metrics` every `metrics_every`.
     pub fn new(
         platform: Platform,
-        jwt: Option<JwtVerifier>,
+        jwt: Option<JwtKeys>,
         metrics_every: std::time::Duration,
     ) -> Self {
         let connections = Arc::new(AtomicU64::new(0));

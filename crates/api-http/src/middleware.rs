@@ -7,10 +7,13 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{web, HttpRequest, Route};
+use actix_web::{web, HttpMessage, HttpRequest, Route};
 use tracing::Instrument;
 
+use domain::Principal;
+
 use crate::error::{ApiError, ErrorKind};
+use crate::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -28,6 +31,7 @@ pub async fn request_context(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -38,6 +42,20 @@ pub async fn request_context(
     span.in_scope(|| tracing::debug!("request started"));
     let mut response = next.call(req).instrument(span.clone()).await?;
     let status = response.status().as_u16();
+    if status == 403 {
+        // Every refusal is on the audit trail, whichever layer refused.
+        let refused = response.request().extensions().get::<Principal>().cloned();
+        let state = response
+            .request()
+            .app_data::<web::Data<AppState>>()
+            .cloned();
+        if let (Some(principal), Some(state)) = (refused, state) {
+            state
+                .platform
+                .record_denial(&principal, format!("{method} {route}"))
+                .await;
+        }
+    }
     span.in_scope(|| {
         tracing::info!(
             status,

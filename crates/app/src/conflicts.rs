@@ -199,14 +199,26 @@ impl Platform {
                     ),
                 )
             })?;
-        self.settle(
-            conflict,
-            strategy,
-            request.resolution.as_deref(),
-            request.outcome,
+        let resolved = self
+            .settle(
+                conflict,
+                strategy,
+                request.resolution.as_deref(),
+                request.outcome,
+                &actor.subject,
+            )
+            .await?;
+        self.audit(
             &actor.subject,
+            domain::AuditAction::ConflictResolved,
+            Some(resolved.id.to_string()),
+            json!({
+                "strategy": strategy.as_str(),
+                "outcome": resolved.resolution.as_ref().map(|r| r.outcome.clone()),
+            }),
         )
-        .await
+        .await;
+        Ok(resolved)
     }
 
     /// An operator dismisses an open conflict (not a real conflict, or nothing to do).
@@ -219,13 +231,22 @@ impl Platform {
         require_operator(actor)?;
         let reason = domain::conflict::check_text(&reason)
             .map_err(|e| ValidationErrors::single("reason", e))?;
-        self.modify_conflict(id, |conflict, now| {
-            conflict
-                .dismiss(reason.clone(), &actor.subject, now)
-                .map_err(|e| AppError::Conflict(e.to_string()))?;
-            Ok(events::conflict_closed(conflict))
-        })
-        .await
+        let dismissed = self
+            .modify_conflict(id, |conflict, now| {
+                conflict
+                    .dismiss(reason.clone(), &actor.subject, now)
+                    .map_err(|e| AppError::Conflict(e.to_string()))?;
+                Ok(events::conflict_closed(conflict))
+            })
+            .await?;
+        self.audit(
+            &actor.subject,
+            domain::AuditAction::ConflictDismissed,
+            Some(id.to_string()),
+            json!({"reason": reason}),
+        )
+        .await;
+        Ok(dismissed)
     }
 
     /// The strategy configured for detected conflicts of this type, if any.

@@ -60,3 +60,7 @@ id_type!(
     /// Identifies a conflict.
     ConflictId
 );
+id_type!(
+    /// Identifies a user.
+    UserId
+);

@@ -4,6 +4,7 @@
 //! the time is always a parameter, so every rule can be tested with plain values.
 
 pub mod agent;
+pub mod audit;
 pub mod auth;
 pub mod capability;
 pub mod conflict;
@@ -19,14 +20,15 @@ pub mod task;
 pub mod validation;
 
 pub use agent::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, NewAgent, StatusRequest};
+pub use audit::{AuditAction, AuditEntry};
 pub use auth::{Principal, Role};
 pub use capability::{Capability, CapabilitySet};
 pub use conflict::{
     Conflict, ConflictReport, ConflictStatus, ConflictType, Severity, Source, Strategy,
 };
-pub use credential::{ApiKey, KeyHash};
+pub use credential::{ApiKey, KeyHash, NewApiKey, NewUser, User};
 pub use event::{Channel, Event, EventKind, NewEvent};
-pub use ids::{AgentId, ApiKeyId, ConflictId, ResourceId, TaskId};
+pub use ids::{AgentId, ApiKeyId, ConflictId, ResourceId, TaskId, UserId};
 pub use metadata::Metadata;
 pub use page::{Cursor, Limit};
 pub use quantity::{Quantity, QuantityError, ResourceMap};

@@ -1,15 +1,58 @@
-//! The credential repository port.
+//! The credential repository port: API keys, users, and the audit trail.
 
 use async_trait::async_trait;
-use domain::{ApiKey, KeyHash};
+use chrono::{DateTime, Utc};
+use domain::{ApiKey, ApiKeyId, AuditAction, AuditEntry, Cursor, KeyHash, User, UserId};
 
 use crate::RepoError;
 
-/// Where API keys are looked up.
+/// Where API keys and users are kept.
 #[async_trait]
 pub trait CredentialRepository: Send + Sync {
     /// The key with this hash, revoked and expired ones included (the caller decides whether it
     /// is usable). `Ok(None)` if no key has this hash. The lookup is by exact hash, so its timing
     /// reveals nothing about the key.
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepoError>;
+
+    /// Stores a new key. `Conflict` if its ID or hash exists.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), RepoError>;
+
+    /// Keys, newest first (`created_at` then `id`, descending), strictly after `after`, at most
+    /// `limit`; revoked ones included.
+    async fn list_api_keys(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>, RepoError>;
+
+    /// Revokes a key at `at` unless it is revoked already; returns the key as stored after.
+    /// `NotFound` if there is none.
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, RepoError>;
+
+    /// Whether a usable (unrevoked, unexpired at `now`) admin key or an admin user exists.
+    async fn admin_exists(&self, now: DateTime<Utc>) -> Result<bool, RepoError>;
+
+    /// Stores a new user. `Conflict` if the username is taken.
+    async fn insert_user(&self, user: &User) -> Result<(), RepoError>;
+
+    /// The user with this username, if any.
+    async fn find_user(&self, username: &str) -> Result<Option<User>, RepoError>;
+
+    /// Users, newest first, strictly after `after`, at most `limit`.
+    async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError>;
+
+    /// Deletes a user. `NotFound` if there is none.
+    async fn delete_user(&self, id: UserId) -> Result<User, RepoError>;
+
+    /// Appends an entry to the audit trail.
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RepoError>;
+
+    /// Audit entries, newest first (`at` then `id`, descending), strictly after `after`,
+    /// optionally of one action, at most `limit`.
+    async fn audit_entries(
+        &self,
+        after: Option<Cursor>,
+        action: Option<AuditAction>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, RepoError>;
 }

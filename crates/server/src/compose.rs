@@ -5,7 +5,7 @@ use std::sync::Arc;
 use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
 use adapters_postgres::{PgStore, PoolSettings};
 use adapters_redis::RedisBus;
-use api_http::{AppState, JwtVerifier};
+use api_http::{AppState, JwtKeys};
 use app::{Dependencies, Platform, Settings};
 use ports::EventBus;
 use secrecy::ExposeSecret;
@@ -19,6 +19,8 @@ pub enum StartupError {
     Database(#[from] adapters_postgres::StartupError),
     #[error(transparent)]
     Redis(#[from] adapters_redis::ConfigError),
+    #[error("cannot issue the bootstrap admin key: {0}")]
+    Bootstrap(String),
 }
 
 /// The running adapters, kept so shutdown can close them.
@@ -63,21 +65,10 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         }
     };
 
-    let admin_key = match &config.admin_api_key {
-        Some(key) => Some(app::hash_key(key.expose_secret())),
-        None if config.jwt_secret.is_none() => {
-            // Without any credential the API would be unusable: make one for this process.
-            let key = app::new_api_key(ids.as_ref());
-            // Also on stderr, so no log level or format can hide it.
-            eprintln!("agent-platform: generated admin API key for this process: {key}");
-            tracing::warn!(
-                admin_api_key = %key,
-                "no ADMIN_API_KEY or JWT_SECRET is configured: generated an admin API key for this process (shown once); set ADMIN_API_KEY to choose a stable one"
-            );
-            Some(app::hash_key(&key))
-        }
-        None => None,
-    };
+    let admin_key = config
+        .admin_api_key
+        .as_ref()
+        .map(|key| app::hash_key(key.expose_secret()));
     let settings = Settings {
         agent_offline_after: chrono::Duration::from_std(config.agent_offline_after)
             .unwrap_or(chrono::Duration::seconds(90)),
@@ -89,18 +80,31 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         ..Settings::default()
     };
     let jwt = config.jwt_secret.as_ref().map(|secret| {
-        JwtVerifier::new(
+        JwtKeys::new(
             secret,
             config.jwt_issuer.as_deref(),
             config.jwt_audience.as_deref(),
         )
     });
+    let platform = Platform::new(deps, settings);
+    if config.admin_api_key.is_none() {
+        // Without any admin credential the API could not be managed: issue one, stored like
+        // any other key, and show it this once.
+        match platform.bootstrap_admin_key().await {
+            Ok(Some(key)) => {
+                // Also on stderr, so no log level or format can hide it.
+                eprintln!("agent-platform: generated an admin API key (shown once): {key}");
+                tracing::warn!(
+                    admin_api_key = %key,
+                    "no admin credential exists: generated an admin API key (shown once); set ADMIN_API_KEY to choose one instead"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return Err(StartupError::Bootstrap(e.to_string())),
+        }
+    }
     Ok(Runtime {
-        state: AppState::new(
-            Platform::new(deps, settings),
-            jwt,
-            config.system_metrics_interval,
-        ),
+        state: AppState::new(platform, jwt, config.system_metrics_interval),
         postgres,
         redis,
     })

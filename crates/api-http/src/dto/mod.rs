@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod conflicts;
+pub mod credentials;
 pub mod resources;
 pub mod system;
 pub mod tasks;

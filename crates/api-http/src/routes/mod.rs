@@ -2,6 +2,7 @@
 
 mod agents;
 mod conflicts;
+mod credentials;
 mod dashboard;
 mod resources;
 mod system;
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         tasks::configure(api);
         resources::configure(api);
         conflicts::configure(api);
+        credentials::configure(api);
         dashboard::configure(api);
         api.service(
             web::resource("/ws/{client_id}")

@@ -10,7 +10,7 @@ use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
 use adapters_memory::{MemoryBus, MemoryStore};
-use api_http::{AppState, JwtVerifier};
+use api_http::{AppState, JwtKeys};
 use app::{Platform, Settings};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use ports::EventLog;
@@ -49,7 +49,7 @@ impl Harness {
         };
         let log: Arc<dyn EventLog> = store.clone();
         let platform: Platform = testkit::platform(store, bus.clone(), clock.clone(), settings);
-        let jwt = JwtVerifier::new(&SecretString::from(JWT_SECRET.to_owned()), None, None);
+        let jwt = JwtKeys::new(&SecretString::from(JWT_SECRET.to_owned()), None, None);
         Self {
             state: AppState::new(platform, Some(jwt), std::time::Duration::from_secs(1)),
             clock,

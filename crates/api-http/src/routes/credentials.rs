@@ -1,0 +1,188 @@
+//! `/api/v1/api-keys`, `/api/v1/users`, `/api/v1/auth/login` and `/api/v1/audit`: credentials,
+//! sign-in and the audit trail.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::{ApiKeyId, AuditAction, UserId};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::{Admin, Auth, LOGIN_TOKEN_SECONDS};
+use crate::dto::credentials::{
+    ApiKeyBody, AuditBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
+    TokenBody, UserBody,
+};
+use crate::error::{ApiError, ErrorKind};
+use crate::extract::ApiJson;
+use crate::middleware::method_not_allowed;
+use crate::pagination::next_link;
+use crate::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api-keys")
+            .route(web::get().to(list_keys))
+            .route(web::post().to(create_key))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/api-keys/{key_id}")
+            .route(web::delete().to(revoke_key))
+            .default_service(method_not_allowed("DELETE")),
+    )
+    .service(
+        web::resource("/users")
+            .route(web::get().to(list_users))
+            .route(web::post().to(create_user))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/users/{user_id}")
+            .route(web::delete().to(delete_user))
+            .default_service(method_not_allowed("DELETE")),
+    )
+    .service(
+        web::resource("/auth/login")
+            .route(web::post().to(login))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/audit")
+            .route(web::get().to(audit))
+            .default_service(method_not_allowed("GET")),
+    );
+}
+
+/// A list, with the `Link` header when there is more.
+fn page<T: Serialize>(
+    req: &HttpRequest,
+    next: Option<domain::Cursor>,
+    items: Vec<T>,
+) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    if let Some(link) = next.as_ref().and_then(|c| next_link(req, c)) {
+        response.insert_header((header::LINK, link));
+    }
+    response.json(items)
+}
+
+async fn create_key(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    body: ApiJson<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.0.into_domain(state.platform.clock().now())?;
+    let issued = state.platform.create_api_key(&auth.principal, new).await?;
+    Ok(HttpResponse::Ok().json(IssuedKeyBody {
+        key: issued.key.into(),
+        api_key: issued.secret,
+    }))
+}
+
+async fn list_keys(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    req: HttpRequest,
+    params: web::Query<Paging>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let (limit, after) = crate::dto::page_params(params.limit, params.cursor)?;
+    let found = state
+        .platform
+        .list_api_keys(&auth.principal, after, limit)
+        .await?;
+    let items: Vec<ApiKeyBody> = found.items.into_iter().map(ApiKeyBody::from).collect();
+    Ok(page(&req, found.next, items))
+}
+
+async fn revoke_key(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let key = state
+        .platform
+        .revoke_api_key(&auth.principal, ApiKeyId(id.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(ApiKeyBody::from(key)))
+}
+
+async fn create_user(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    body: ApiJson<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.0.into_domain()?;
+    let user = state.platform.create_user(&auth.principal, new).await?;
+    Ok(HttpResponse::Ok().json(UserBody::from(user)))
+}
+
+async fn list_users(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    req: HttpRequest,
+    params: web::Query<Paging>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let (limit, after) = crate::dto::page_params(params.limit, params.cursor)?;
+    let found = state
+        .platform
+        .list_users(&auth.principal, after, limit)
+        .await?;
+    let items: Vec<UserBody> = found.items.into_iter().map(UserBody::from).collect();
+    Ok(page(&req, found.next, items))
+}
+
+async fn delete_user(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let user = state
+        .platform
+        .delete_user(&auth.principal, UserId(id.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(UserBody::from(user)))
+}
+
+/// Open: a username and password for a token. Needs `JWT_SECRET`, which signs the token.
+async fn login(state: web::Data<AppState>, body: ApiJson<Login>) -> Result<HttpResponse, ApiError> {
+    let Some(keys) = &state.jwt else {
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "sign-in is not available: the server has no JWT_SECRET to sign tokens with",
+        ));
+    };
+    let principal = state
+        .platform
+        .login(&body.0.username, &body.0.password)
+        .await?;
+    // Tokens are checked against the wall clock (as every JWT is), so they are issued by it.
+    let token = keys.issue(&principal, chrono::Utc::now().timestamp())?;
+    Ok(HttpResponse::Ok().json(TokenBody {
+        access_token: token,
+        token_type: "bearer",
+        expires_in: LOGIN_TOKEN_SECONDS,
+    }))
+}
+
+async fn audit(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    req: HttpRequest,
+    params: web::Query<ListAudit>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let (limit, after) = crate::dto::page_params(params.limit, params.cursor)?;
+    let action = params
+        .action
+        .map(|a| a.parse::<AuditAction>())
+        .transpose()
+        .map_err(|e| crate::dto::bad_param("action", e))?;
+    let found = state
+        .platform
+        .audit_trail(&auth.principal, after, action, limit)
+        .await?;
+    let items: Vec<AuditBody> = found.items.into_iter().map(AuditBody::from).collect();
+    Ok(page(&req, found.next, items))
+}

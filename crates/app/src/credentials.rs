@@ -1,0 +1,382 @@
+//! Credentials and the audit trail: API keys (issued once, stored hashed, revocable), users with
+//! Argon2id passwords and their sign-in, the bootstrap admin key, and the record of who did what.
+//!
+//! Sign-in answers the same way, after the same work, whether the user exists or not: an unknown
+//! username is checked against a stand-in hash, so neither the answer nor its timing tells an
+//! attacker which usernames exist.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use domain::credential::{check_username, VISIBLE_PREFIX_CHARS};
+use domain::{
+    ApiKey, ApiKeyId, AuditAction, AuditEntry, Cursor, Limit, NewApiKey, NewUser, Principal, Role,
+    User, UserId, ValidationErrors,
+};
+use ports::RepoError;
+use serde_json::{json, Value};
+
+use crate::auth::{hash_key, new_api_key};
+use crate::{AppError, Platform};
+
+/// A key as issued: the stored record and, this once, the key itself.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+/// One page of something, and where the next starts.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+fn repo(e: RepoError) -> AppError {
+    AppError::from_repo("Credential", e)
+}
+
+fn require_admin(actor: &Principal, what: &str) -> Result<(), AppError> {
+    if actor.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "role {} may not {what}",
+            actor.role
+        )))
+    }
+}
+
+/// The one answer to a failed sign-in, whatever failed.
+const BAD_LOGIN: &str = "invalid username or password";
+
+impl Platform {
+    /// Issues an API key. The key is in the answer and nowhere else: only its hash is kept.
+    pub async fn create_api_key(
+        &self,
+        actor: &Principal,
+        new: NewApiKey,
+    ) -> Result<IssuedKey, AppError> {
+        require_admin(actor, "manage API keys")?;
+        if let Some(agent) = new.agent_id {
+            match self.deps.agents.get(agent).await {
+                Ok(_) => {}
+                Err(RepoError::NotFound) => {
+                    return Err(ValidationErrors::single("agent_id", "no agent has this ID").into())
+                }
+                Err(e) => return Err(AppError::from_repo("Agent", e)),
+            }
+        }
+        let issued = self.issue_key(new.name, new.role, new.agent_id, new.expires_at);
+        self.deps
+            .credentials
+            .insert_api_key(&issued.key)
+            .await
+            .map_err(repo)?;
+        self.audit(
+            &actor.subject,
+            AuditAction::ApiKeyCreated,
+            Some(issued.key.id.to_string()),
+            key_detail(&issued.key),
+        )
+        .await;
+        Ok(issued)
+    }
+
+    /// A fresh key and its record, not yet stored.
+    pub(crate) fn issue_key(
+        &self,
+        name: String,
+        role: Role,
+        agent_id: Option<domain::AgentId>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> IssuedKey {
+        let secret = new_api_key(self.deps.ids.as_ref());
+        let key = ApiKey {
+            id: ApiKeyId(self.deps.ids.new_id()),
+            name,
+            prefix: secret.chars().take(VISIBLE_PREFIX_CHARS).collect(),
+            hash: hash_key(&secret),
+            role,
+            agent_id,
+            created_at: self.deps.clock.now(),
+            expires_at,
+            revoked_at: None,
+        };
+        IssuedKey { key, secret }
+    }
+
+    pub async fn list_api_keys(
+        &self,
+        actor: &Principal,
+        after: Option<Cursor>,
+        limit: Limit,
+    ) -> Result<Page<ApiKey>, AppError> {
+        require_admin(actor, "manage API keys")?;
+        let rows = self
+            .deps
+            .credentials
+            .list_api_keys(after, limit.get() + 1)
+            .await
+            .map_err(repo)?;
+        let (items, next) = crate::page_of(rows, limit, |k| Cursor {
+            created_at: k.created_at,
+            id: k.id.as_uuid(),
+        });
+        Ok(Page { items, next })
+    }
+
+    /// Revokes a key; it stops working at once. Revoking a revoked key changes nothing.
+    pub async fn revoke_api_key(
+        &self,
+        actor: &Principal,
+        id: ApiKeyId,
+    ) -> Result<ApiKey, AppError> {
+        require_admin(actor, "manage API keys")?;
+        let key = self
+            .deps
+            .credentials
+            .revoke_api_key(id, self.deps.clock.now())
+            .await
+            .map_err(|e| AppError::from_repo("API key", e))?;
+        self.audit(
+            &actor.subject,
+            AuditAction::ApiKeyRevoked,
+            Some(id.to_string()),
+            key_detail(&key),
+        )
+        .await;
+        Ok(key)
+    }
+
+    /// Creates a user; the password is kept only as an Argon2id hash. A taken username is `409`.
+    pub async fn create_user(&self, actor: &Principal, new: NewUser) -> Result<User, AppError> {
+        require_admin(actor, "manage users")?;
+        let salt = SaltString::encode_b64(&self.deps.ids.secret_bytes()[..16])
+            .map_err(|e| AppError::Internal(format!("salt: {e}")))?;
+        let password = new.password;
+        let hash = tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("hashing task: {e}")))?
+        .map_err(|e| AppError::Internal(format!("hashing: {e}")))?;
+        let user = User {
+            id: UserId(self.deps.ids.new_id()),
+            username: new.username,
+            password_hash: hash,
+            role: new.role,
+            created_at: self.deps.clock.now(),
+        };
+        match self.deps.credentials.insert_user(&user).await {
+            Ok(()) => {}
+            Err(RepoError::Conflict(_)) => {
+                return Err(AppError::Conflict(format!(
+                    "the username '{}' is taken",
+                    user.username
+                )))
+            }
+            Err(e) => return Err(repo(e)),
+        }
+        self.audit(
+            &actor.subject,
+            AuditAction::UserCreated,
+            Some(user.id.to_string()),
+            json!({"username": user.username, "role": user.role.as_str()}),
+        )
+        .await;
+        Ok(user)
+    }
+
+    pub async fn list_users(
+        &self,
+        actor: &Principal,
+        after: Option<Cursor>,
+        limit: Limit,
+    ) -> Result<Page<User>, AppError> {
+        require_admin(actor, "manage users")?;
+        let rows = self
+            .deps
+            .credentials
+            .list_users(after, limit.get() + 1)
+            .await
+            .map_err(repo)?;
+        let (items, next) = crate::page_of(rows, limit, |u| Cursor {
+            created_at: u.created_at,
+            id: u.id.as_uuid(),
+        });
+        Ok(Page { items, next })
+    }
+
+    /// Deletes a user: it can no longer sign in (tokens already issued run until they expire).
+    pub async fn delete_user(&self, actor: &Principal, id: UserId) -> Result<User, AppError> {
+        require_admin(actor, "manage users")?;
+        let user = self
+            .deps
+            .credentials
+            .delete_user(id)
+            .await
+            .map_err(|e| AppError::from_repo("User", e))?;
+        self.audit(
+            &actor.subject,
+            AuditAction::UserDeleted,
+            Some(id.to_string()),
+            json!({"username": user.username, "role": user.role.as_str()}),
+        )
+        .await;
+        Ok(user)
+    }
+
+    /// Checks a username and password. The same answer, after the same work, for an unknown
+    /// user and a wrong password.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Principal, AppError> {
+        let user = match check_username(username) {
+            Ok(name) => self.deps.credentials.find_user(&name).await.map_err(repo)?,
+            Err(_) => None,
+        };
+        let stored = user
+            .as_ref()
+            .map_or_else(|| stand_in_hash().to_owned(), |u| u.password_hash.clone());
+        let password = password.to_owned();
+        let matches = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&stored).is_ok_and(|hash| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .is_ok()
+            })
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("verification task: {e}")))?;
+        // What is recorded of a failure is the username when it is a well-formed one, never
+        // the password.
+        let shown = check_username(username).unwrap_or_else(|_| "<malformed username>".into());
+        match user {
+            Some(user) if matches => {
+                self.audit(&user.username, AuditAction::LoginSucceeded, None, json!({}))
+                    .await;
+                Ok(Principal {
+                    subject: user.username,
+                    role: user.role,
+                    agent_id: None,
+                    expires_at: None,
+                })
+            }
+            _ => {
+                self.audit(&shown, AuditAction::LoginFailed, None, json!({}))
+                    .await;
+                Err(AppError::Unauthorized(BAD_LOGIN))
+            }
+        }
+    }
+
+    /// The audit trail, newest first; admins only.
+    pub async fn audit_trail(
+        &self,
+        actor: &Principal,
+        after: Option<Cursor>,
+        action: Option<AuditAction>,
+        limit: Limit,
+    ) -> Result<Page<AuditEntry>, AppError> {
+        require_admin(actor, "read the audit trail")?;
+        let rows = self
+            .deps
+            .credentials
+            .audit_entries(after, action, limit.get() + 1)
+            .await
+            .map_err(repo)?;
+        let (items, next) = crate::page_of(rows, limit, |e| Cursor {
+            created_at: e.at,
+            id: e.id,
+        });
+        Ok(Page { items, next })
+    }
+
+    /// Records that a caller was refused (`403`) what it asked for.
+    pub async fn record_denial(&self, actor: &Principal, target: String) {
+        self.audit(
+            &actor.subject,
+            AuditAction::AccessDenied,
+            Some(target),
+            json!({"role": actor.role.as_str()}),
+        )
+        .await;
+    }
+
+    /// At start-up: when no admin credential exists at all, issues an admin API key, stores it
+    /// (hashed) and returns it so it can be shown once.
+    pub async fn bootstrap_admin_key(&self) -> Result<Option<String>, AppError> {
+        let now = self.deps.clock.now();
+        if self
+            .deps
+            .credentials
+            .admin_exists(now)
+            .await
+            .map_err(repo)?
+        {
+            return Ok(None);
+        }
+        let issued = self.issue_key("bootstrap admin".into(), Role::Admin, None, None);
+        self.deps
+            .credentials
+            .insert_api_key(&issued.key)
+            .await
+            .map_err(repo)?;
+        self.audit(
+            "platform",
+            AuditAction::ApiKeyCreated,
+            Some(issued.key.id.to_string()),
+            key_detail(&issued.key),
+        )
+        .await;
+        Ok(Some(issued.secret))
+    }
+
+    /// Appends to the audit trail. A failure to record is logged, not fatal: the change it
+    /// describes has happened.
+    pub(crate) async fn audit(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        target: Option<String>,
+        detail: Value,
+    ) {
+        let entry = AuditEntry {
+            id: self.deps.ids.new_id(),
+            at: self.deps.clock.now(),
+            actor: actor.to_owned(),
+            action,
+            target,
+            detail,
+        };
+        if let Err(e) = self.deps.credentials.record_audit(&entry).await {
+            tracing::warn!(error = %e, action = %action, actor, "cannot record an audit entry");
+        }
+    }
+}
+
+fn key_detail(key: &ApiKey) -> Value {
+    json!({
+        "name": key.name,
+        "prefix": key.prefix,
+        "role": key.role.as_str(),
+        "agent_id": key.agent_id,
+        "expires_at": key.expires_at,
+    })
+}
+
+/// A hash of no one's password, with the real parameters: checking an unknown username
+/// against it costs what checking a real one does.
+fn stand_in_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::encode_b64(b"stand-in-salt-16").expect("a valid salt");
+        Argon2::default()
+            .hash_password(b"no user has this password", &salt)
+            .expect("hashing a constant")
+            .to_string()
+    })
+}
