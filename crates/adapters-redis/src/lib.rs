@@ -5,6 +5,8 @@
 //! bounded queue that one background task drains to Redis in order. While Redis is down the
 //! queue's events are dropped (and logged); they remain in the event log.
 
+mod limits;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +15,8 @@ use deadpool_redis::{Config, Pool, Runtime};
 use domain::Event;
 use ports::{ComponentStatus, EventBus};
 use serde_json::json;
+
+pub use limits::RedisRateLimiter;
 
 /// The pub/sub channel events travel on.
 pub const EVENTS_CHANNEL: &str = "agent_platform:events";
@@ -68,6 +72,11 @@ impl RedisBus {
         let local = tokio::sync::broadcast::channel(LOCAL_CAPACITY).0;
         tokio::spawn(listen(url.to_owned(), local.clone()));
         Ok(Self { pool, queue, local })
+    }
+
+    /// The connection pool, shared with the rate limiter.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     async fn ping(&self) -> Result<(), String> {

@@ -146,6 +146,10 @@ pub struct Admin;
 /// Readers, or an agent for what concerns itself (the app layer checks which agent).
 #[derive(Debug)]
 pub struct AgentOrViewer;
+/// Changes an agent makes about itself, or an operator on its behalf (the app layer checks
+/// which agent, and which changes an operator may make).
+#[derive(Debug)]
+pub struct AgentOrOperator;
 
 impl Requirement for Viewer {
     const NEEDS: &'static str = "the viewer role or higher";
@@ -165,6 +169,13 @@ impl Requirement for Admin {
     const NEEDS: &'static str = "the admin role";
     fn allows(role: Role) -> bool {
         role.includes(Role::Admin)
+    }
+}
+
+impl Requirement for AgentOrOperator {
+    const NEEDS: &'static str = "the operator role or higher, or the agent role";
+    fn allows(role: Role) -> bool {
+        role == Role::Agent || role.includes(Role::Operator)
     }
 }
 

@@ -15,11 +15,17 @@ pub enum ErrorKind {
     Unauthorized,
     Forbidden,
     NotFound,
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
     Validation(Vec<FieldError>),
+    /// Rate limited; a retry may succeed after this many seconds.
+    TooManyRequests {
+        retry_after: u64,
+    },
     Unavailable,
     Internal,
 }
@@ -56,6 +62,18 @@ impl ApiError {
         Self::new(ErrorKind::NotFound, detail)
     }
 
+    /// `429` with `Retry-After`, in whole seconds (at least one).
+    pub fn too_many(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        Self::new(
+            ErrorKind::TooManyRequests {
+                retry_after: seconds,
+            },
+            format!("too many requests; retry after {seconds} s"),
+        )
+    }
+
     pub fn validation(errors: ValidationErrors) -> Self {
         Self::new(ErrorKind::Validation(errors.0), "the request is invalid")
     }
@@ -87,6 +105,11 @@ impl ApiError {
                 "validation-error",
                 "Unprocessable Content",
                 StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            ErrorKind::TooManyRequests { .. } => (
+                "too-many-requests",
+                "Too Many Requests",
+                StatusCode::TOO_MANY_REQUESTS,
             ),
             ErrorKind::Unavailable => (
                 "service-unavailable",
@@ -159,6 +182,9 @@ impl ResponseError for ApiError {
             }
             ErrorKind::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            ErrorKind::TooManyRequests { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             _ => {}
         }

@@ -24,6 +24,7 @@ use app::Platform;
 pub use auth::JwtKeys;
 pub use error::ApiError;
 pub use extract::BodyLimit;
+pub use middleware::REQUEST_DEADLINE;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct AppState {
     pub connections: Arc<AtomicU64>,
     /// This replica's fan-out of events to WebSocket sessions.
     pub hub: ws::Hub,
+    /// Browser origins allowed to call the API cross-origin; empty allows none.
+    pub cors_origins: Vec<String>,
 }
 
 impl AppState {
@@ -52,7 +55,15 @@ impl AppState {
             jwt,
             connections,
             hub,
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// Allows these browser origins cross-origin requests (exact matches, like
+    /// `https://console.example.com`).
+    pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = origins;
+        self
     }
 }
 
@@ -76,6 +87,9 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(extract::query_error))
         .configure(routes::configure)
         .default_service(web::to(middleware::not_found))
+        .wrap(actix_web::middleware::from_fn(middleware::deadline))
+        .wrap(actix_web::middleware::from_fn(middleware::rate_limit))
         .wrap(middleware::security_headers())
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
+        .wrap(actix_web::middleware::from_fn(middleware::cors))
 }

@@ -3,14 +3,16 @@
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, HttpMessage, HttpRequest, Route};
 use tracing::Instrument;
 
+use actix_web::ResponseError;
 use domain::Principal;
+use ports::Admission;
 
 use crate::error::{ApiError, ErrorKind};
 use crate::AppState;
@@ -91,4 +93,127 @@ pub fn method_not_allowed(allow: &'static str) -> Route {
             format!("{} is not allowed here; allowed: {allow}", req.method()),
         )
     })
+}
+
+/// Paths never limited: what orchestrators and load balancers poll.
+const UNLIMITED: [&str; 4] = ["/", "/livez", "/readyz", "/api/v1/health"];
+
+/// Per-credential rate limit: a token bucket per presented credential (its hash, so the key
+/// never sits in memory or Redis in clear), or per client address without one. `429` with
+/// `Retry-After` past the limit.
+pub async fn rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let (Some(state), false) = (state, UNLIMITED.contains(&req.path())) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let credential = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .or_else(|| req.headers().get("x-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start_matches("Bearer ").trim().to_owned());
+    let key = match credential {
+        Some(c) if !c.is_empty() => format!("cred:{}", &app::hash_key(&c).0[..32]),
+        _ => format!("addr:{}", client_address(req.request())),
+    };
+    match state.platform.admit(&key, app::Limited::Request).await {
+        Admission::Allowed => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
+        Admission::Limited { retry_after } => {
+            let response = ApiError::too_many(retry_after).error_response();
+            Ok(req.into_response(response))
+        }
+    }
+}
+
+/// The address a request came from: the TCP peer (a forwarded-for header is not trusted, since
+/// any client can send one).
+pub fn client_address(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+}
+
+/// Longest any request may take, long polls (up to 30 s) included; past it the client gets
+/// `503` and the handler is dropped. WebSocket sessions are not requests: they outlive their
+/// upgrade.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Ends a request that runs past [`REQUEST_DEADLINE`].
+pub async fn deadline(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.call(req)).await {
+        Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
+        Err(_) => {
+            tracing::warn!("request ran past its deadline");
+            // Rendered by `ApiError` itself, in the contract's envelope.
+            Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "the request took too long; try again",
+            )
+            .into())
+        }
+    }
+}
+
+/// Methods and request headers a permitted origin may use.
+const CORS_METHODS: &str = "GET, POST, PATCH, DELETE";
+const CORS_HEADERS: &str = "authorization, content-type, x-api-key, idempotency-key, x-request-id";
+/// Response headers a permitted origin's script may read.
+const CORS_EXPOSED: &str = "link, retry-after, x-request-id";
+
+/// CORS for exactly the origins in `AppState::cors_origins`: a permitted origin gets its grant
+/// and its preflights answered; any other origin gets no grant (so browsers keep the answers
+/// from its pages) and its preflights fall through to the ordinary `405`, in the error envelope.
+pub async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let permitted = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|origin| {
+            req.app_data::<web::Data<AppState>>()
+                .is_some_and(|s| s.cors_origins.iter().any(|allowed| allowed == origin))
+        })
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let Some(origin) = permitted else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let preflight = req.method() == actix_web::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        let response = actix_web::HttpResponse::Ok()
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, CORS_METHODS))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_HEADERS))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .insert_header((header::VARY, "Origin"))
+            .json(serde_json::json!({"message": "preflight accepted"}));
+        return Ok(req.into_response(response));
+    }
+    let mut response = next.call(req).await?.map_into_boxed_body();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(CORS_EXPOSED),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    Ok(response)
 }

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod feed;
 mod health;
+mod limits;
 mod resources;
 mod scheduling;
 mod tasks;
@@ -24,7 +25,7 @@ use chrono::Duration;
 use domain::KeyHash;
 use ports::{
     AgentRepository, Clock, ConflictRepository, CredentialRepository, EventBus, EventLog,
-    HealthCheck, IdGenerator, ResourceRepository, Store, TaskRepository,
+    HealthCheck, IdGenerator, RateLimiter, ResourceRepository, Store, TaskRepository,
 };
 
 pub use agents::{AgentPage, RegisteredAgent};
@@ -35,6 +36,7 @@ pub use credentials::{IssuedKey, Page};
 pub use error::AppError;
 pub use feed::EventPage;
 pub use health::HealthReport;
+pub use limits::{Limited, LocalRateLimiter};
 pub use resources::{ResourceFilter, ResourcePage, ResourceView};
 pub use tasks::{Idempotency, TaskPage, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
 
@@ -62,6 +64,10 @@ pub struct Settings {
     pub conflict_strategies: std::collections::BTreeMap<domain::ConflictType, domain::Strategy>,
     /// Whether reported conflicts are resolved by those strategies too (else operators do).
     pub auto_resolve_reported: bool,
+    /// Requests per credential (or per address without one); `None` is no limit.
+    pub rate_limit: Option<domain::limit::Rate>,
+    /// Sign-in attempts per address and per username; `None` is no limit.
+    pub login_rate_limit: Option<domain::limit::Rate>,
 }
 
 impl Default for Settings {
@@ -77,6 +83,8 @@ impl Default for Settings {
             event_max_count: 1_000_000,
             conflict_strategies: default_conflict_strategies(),
             auto_resolve_reported: false,
+            rate_limit: None,
+            login_rate_limit: None,
         }
     }
 }
@@ -104,6 +112,8 @@ pub struct Dependencies {
     pub bus: Arc<dyn EventBus>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
+    /// Token buckets for rate limits: in process unless the composition root shares them.
+    pub limiter: Arc<dyn RateLimiter>,
     /// Health of the store behind the repositories.
     pub store_health: Arc<dyn HealthCheck>,
 }
@@ -128,6 +138,7 @@ impl Dependencies {
             event_log: store.clone(),
             store_health: store,
             bus,
+            limiter: Arc::new(LocalRateLimiter::new(clock.clone())),
             clock,
             ids,
         }

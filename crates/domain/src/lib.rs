@@ -11,6 +11,7 @@ pub mod conflict;
 pub mod credential;
 pub mod event;
 pub mod ids;
+pub mod limit;
 pub mod metadata;
 pub mod page;
 pub mod quantity;

@@ -22,7 +22,7 @@ pub use credentials::CredentialRepository;
 pub use error::RepoError;
 pub use events::{EventBus, EventLog};
 pub use resources::ResourceRepository;
-pub use system::{Clock, ComponentStatus, HealthCheck, IdGenerator};
+pub use system::{Admission, Clock, ComponentStatus, HealthCheck, IdGenerator, RateLimiter};
 pub use tasks::{
     Changes, Decide, IdempotencyRecord, SchedulingSnapshot, TaskCounts, TaskQuery, TaskRepository,
 };

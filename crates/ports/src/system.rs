@@ -48,3 +48,20 @@ pub trait HealthCheck: Send + Sync {
     /// Checks the component now, within a short timeout.
     async fn status(&self) -> ComponentStatus;
 }
+
+/// Whether a request may go ahead now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Refused; a token is back after this long.
+    Limited {
+        retry_after: std::time::Duration,
+    },
+}
+
+/// Per-caller token buckets, shared by every replica the limiter reaches.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Takes a token from the bucket named `key`, filled at `rate`.
+    async fn admit(&self, key: &str, rate: domain::limit::Rate) -> Admission;
+}

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
 use adapters_postgres::{PgStore, PoolSettings};
-use adapters_redis::RedisBus;
+use adapters_redis::{RedisBus, RedisRateLimiter};
 use api_http::{AppState, JwtKeys};
 use app::{Dependencies, Platform, Settings};
+use domain::limit::Rate;
 use ports::EventBus;
 use secrecy::ExposeSecret;
 
@@ -55,7 +56,7 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         Some(bus) => Arc::new(bus.clone()),
         None => Arc::new(MemoryBus::new()),
     };
-    let deps = match &postgres {
+    let mut deps = match &postgres {
         Some(store) => Dependencies::on_store(Arc::new(store.clone()), bus, clock, ids.clone()),
         None => {
             tracing::warn!(
@@ -64,6 +65,10 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
             Dependencies::on_store(Arc::new(MemoryStore::new()), bus, clock, ids.clone())
         }
     };
+    if let Some(bus) = &redis {
+        // Every replica draws on the same buckets; this process's own decide while Redis is away.
+        deps.limiter = Arc::new(RedisRateLimiter::new(bus, deps.limiter.clone()));
+    }
 
     let admin_key = config
         .admin_api_key
@@ -77,6 +82,14 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         event_max_count: config.event_retention_max,
         conflict_strategies: config.conflict_strategies.clone(),
         auto_resolve_reported: config.conflict_auto_resolve_reported,
+        rate_limit: (config.rate_limit_per_second > 0).then_some(Rate {
+            per_second: config.rate_limit_per_second as f64,
+            burst: config.rate_limit_burst as u32,
+        }),
+        login_rate_limit: (config.login_rate_limit_per_minute > 0).then_some(Rate {
+            per_second: config.login_rate_limit_per_minute as f64 / 60.0,
+            burst: config.login_rate_limit_per_minute.min(10) as u32,
+        }),
         ..Settings::default()
     };
     let jwt = config.jwt_secret.as_ref().map(|secret| {
@@ -104,7 +117,8 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         }
     }
     Ok(Runtime {
-        state: AppState::new(platform, jwt, config.system_metrics_interval),
+        state: AppState::new(platform, jwt, config.system_metrics_interval)
+            .with_cors_origins(config.cors_allowed_origins.clone()),
         postgres,
         redis,
     })

@@ -60,6 +60,43 @@ pub struct Config {
     pub conflict_strategies: BTreeMap<ConflictType, Strategy>,
     /// Whether reported conflicts are settled by those strategies too.
     pub conflict_auto_resolve_reported: bool,
+    /// Requests per second per credential (or per address without one); 0 is no limit.
+    pub rate_limit_per_second: u64,
+    /// How many requests a caller may make at once before the rate applies.
+    pub rate_limit_burst: u64,
+    /// Sign-in attempts per minute per address and per username; 0 is no limit.
+    pub login_rate_limit_per_minute: u64,
+    /// Browser origins allowed cross-origin (`CORS_ALLOWED_ORIGINS`, comma-separated).
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// `CORS_ALLOWED_ORIGINS`: `scheme://host[:port]` origins separated by commas. `*` is refused:
+/// credentials are sent in headers, and an API that trusts every origin trusts every page.
+fn cors_origins(text: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let mut origins = Vec::new();
+    for origin in text
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+            && !origin.ends_with('/')
+            && origin
+                .split("://")
+                .nth(1)
+                .is_some_and(|h| !h.is_empty() && !h.contains('/'));
+        if !valid {
+            return Err(ConfigError::Invalid {
+                name: "CORS_ALLOWED_ORIGINS",
+                message: format!(
+                    "expected origins like https://console.example.com, got {origin:?}"
+                ),
+            });
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(origins)
 }
 
 /// `CONFLICT_STRATEGIES`: `type=strategy` pairs separated by commas, over the defaults;
@@ -213,6 +250,10 @@ impl Config {
                     message,
                 },
             )?,
+            cors_allowed_origins: cors_origins(get("CORS_ALLOWED_ORIGINS"))?,
+            rate_limit_per_second: number("RATE_LIMIT_PER_SECOND", 50, 0, 1_000_000)?,
+            rate_limit_burst: number("RATE_LIMIT_BURST", 100, 1, 1_000_000)?,
+            login_rate_limit_per_minute: number("LOGIN_RATE_LIMIT_PER_MINUTE", 10, 0, 10_000)?,
             conflict_auto_resolve_reported: match get("CONFLICT_AUTO_RESOLVE_REPORTED")
                 .map(str::to_ascii_lowercase)
                 .as_deref()

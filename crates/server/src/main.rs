@@ -40,6 +40,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let body_limit = BodyLimit(config.max_body_bytes);
     let mut server = HttpServer::new(move || api_http::app(state.clone(), body_limit))
         .shutdown_timeout(config.shutdown_timeout.as_secs())
+        // A client must send its request head within 5 s and its body before the request
+        // deadline (`api_http::REQUEST_DEADLINE`); idle keep-alive connections close after 75 s.
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        .keep_alive(std::time::Duration::from_secs(75))
+        .max_connection_rate(1024)
         // Signals are handled below, so SIGINT drains as gracefully as SIGTERM.
         .disable_signals()
         // Events are small frames that should leave at once, not wait for more to coalesce.

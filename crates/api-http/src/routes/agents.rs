@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use domain::AgentId;
 use uuid::Uuid;
 
-use crate::auth::{AgentOrViewer, Auth, Operator};
+use crate::auth::{AgentOrOperator, AgentOrViewer, Auth, Operator};
 use crate::dto::agents::{
     AgentBody, Heartbeat, HeartbeatBody, ListAgents, MessageBody, RegisterAgent, RegisteredBody,
     UpdateAgent,
@@ -117,7 +117,7 @@ async fn deregister(
 
 async fn heartbeat(
     state: web::Data<AppState>,
-    auth: Auth<AgentOrViewer>,
+    auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
     body: ApiJson<Heartbeat>,
 ) -> Result<HttpResponse, ApiError> {

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use domain::ConflictId;
 use uuid::Uuid;
 
-use crate::auth::{AgentOrViewer, Auth, Operator};
+use crate::auth::{AgentOrOperator, AgentOrViewer, Auth, Operator};
 use crate::dto::conflicts::{
     ConflictBody, DismissConflict, ListConflicts, ReportConflict, ResolveConflict,
 };
@@ -42,7 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Operators report any conflict; an agent reports those it is part of (checked in the app).
 async fn report(
     state: web::Data<AppState>,
-    auth: Auth<AgentOrViewer>,
+    auth: Auth<AgentOrOperator>,
     body: ApiJson<ReportConflict>,
 ) -> Result<HttpResponse, ApiError> {
     let report = body.0.into_domain()?;

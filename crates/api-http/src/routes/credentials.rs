@@ -4,6 +4,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ApiKeyId, AuditAction, UserId};
+use ports::Admission;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -146,7 +147,22 @@ async fn delete_user(
 }
 
 /// Open: a username and password for a token. Needs `JWT_SECRET`, which signs the token.
-async fn login(state: web::Data<AppState>, body: ApiJson<Login>) -> Result<HttpResponse, ApiError> {
+/// Attempts are limited per address and per username, more strictly than other calls.
+async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: ApiJson<Login>,
+) -> Result<HttpResponse, ApiError> {
+    for key in [
+        format!("login-addr:{}", crate::middleware::client_address(&req)),
+        format!("login-user:{}", app::hash_key(&body.0.username).0),
+    ] {
+        if let Admission::Limited { retry_after } =
+            state.platform.admit(&key, app::Limited::Login).await
+        {
+            return Err(ApiError::too_many(retry_after));
+        }
+    }
     let Some(keys) = &state.jwt else {
         return Err(ApiError::new(
             ErrorKind::Unavailable,

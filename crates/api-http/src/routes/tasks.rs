@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use domain::TaskId;
 use uuid::Uuid;
 
-use crate::auth::{AgentOrViewer, Auth, Operator};
+use crate::auth::{AgentOrOperator, AgentOrViewer, Auth, Operator};
 use crate::dto::tasks::{
     CompleteTask, EventBody, FailTask, ListTasks, StartTask, SubmitTask, TaskBody, TaskHeartbeat,
     TaskHeartbeatBody,
@@ -171,7 +171,7 @@ async fn operator_action(
 
 async fn start(
     state: web::Data<AppState>,
-    auth: Auth<AgentOrViewer>,
+    auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
     body: ApiJson<StartTask>,
 ) -> Result<HttpResponse, ApiError> {
@@ -184,7 +184,7 @@ async fn start(
 
 async fn heartbeat(
     state: web::Data<AppState>,
-    auth: Auth<AgentOrViewer>,
+    auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
     body: ApiJson<TaskHeartbeat>,
 ) -> Result<HttpResponse, ApiError> {
@@ -208,7 +208,7 @@ async fn heartbeat(
 
 async fn complete(
     state: web::Data<AppState>,
-    auth: Auth<AgentOrViewer>,
+    auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
     body: ApiJson<CompleteTask>,
 ) -> Result<HttpResponse, ApiError> {
@@ -227,7 +227,7 @@ async fn complete(
 
 async fn fail(
     state: web::Data<AppState>,
-    auth: Auth<AgentOrViewer>,
+    auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
     body: ApiJson<FailTask>,
 ) -> Result<HttpResponse, ApiError> {

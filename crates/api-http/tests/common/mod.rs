@@ -41,12 +41,25 @@ impl Harness {
     where
         S: ports::Store + 'static,
     {
+        Self::configured(store, |_| {})
+    }
+
+    /// The platform on the embedded store, with settings changed by `change`.
+    pub fn memory_with(change: impl FnOnce(&mut Settings)) -> Self {
+        Self::configured(Arc::new(MemoryStore::new()), change)
+    }
+
+    fn configured<S>(store: Arc<S>, change: impl FnOnce(&mut Settings)) -> Self
+    where
+        S: ports::Store + 'static,
+    {
         let clock = ManualClock::default();
         let bus = Arc::new(MemoryBus::new());
-        let settings = Settings {
+        let mut settings = Settings {
             admin_key: Some(app::hash_key(ADMIN_KEY)),
             ..Settings::default()
         };
+        change(&mut settings);
         let log: Arc<dyn EventLog> = store.clone();
         let platform: Platform = testkit::platform(store, bus.clone(), clock.clone(), settings);
         let jwt = JwtKeys::new(&SecretString::from(JWT_SECRET.to_owned()), None, None);

@@ -1,0 +1,402 @@
+//! The API as an attacker sees it (OWASP API Security Top 10, 2023): every endpoint family
+//! without credentials, with dead credentials and with too small a role; smuggled fields,
+//! oversized and deeply nested bodies, huge pages; bursts past the rate limits; CORS and the
+//! security headers. Each refusal has the right status and changes nothing.
+
+mod common;
+
+use actix_web::http::Method;
+use chrono::Duration;
+use common::*;
+use domain::limit::Rate;
+use serde_json::{json, Value};
+
+const ID: &str = "6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f";
+
+/// One call of every endpoint family, and whether it only reads.
+fn every_endpoint() -> Vec<(Method, String, bool)> {
+    let mut calls = Vec::new();
+    for (family, item) in [
+        ("agents", true),
+        ("tasks", false),
+        ("resources", true),
+        ("conflicts", false),
+    ] {
+        calls.push((Method::GET, format!("/api/v1/{family}"), true));
+        calls.push((Method::POST, format!("/api/v1/{family}"), false));
+        calls.push((Method::GET, format!("/api/v1/{family}/{ID}"), true));
+        if item {
+            calls.push((Method::PATCH, format!("/api/v1/{family}/{ID}"), false));
+            calls.push((Method::DELETE, format!("/api/v1/{family}/{ID}"), false));
+        }
+    }
+    for write in [
+        "agents/{ID}/heartbeat",
+        "tasks/{ID}/cancel",
+        "tasks/{ID}/retry",
+        "tasks/{ID}/start",
+        "tasks/{ID}/heartbeat",
+        "tasks/{ID}/complete",
+        "tasks/{ID}/fail",
+        "conflicts/{ID}/resolve",
+        "conflicts/{ID}/dismiss",
+    ] {
+        calls.push((
+            Method::POST,
+            format!("/api/v1/{}", write.replace("{ID}", ID)),
+            false,
+        ));
+    }
+    for read in [
+        "agents/{ID}/tasks",
+        "tasks/{ID}/history",
+        "resources/{ID}/allocations",
+        "dashboard/activity",
+    ] {
+        calls.push((
+            Method::GET,
+            format!("/api/v1/{}", read.replace("{ID}", ID)),
+            true,
+        ));
+    }
+    calls
+}
+
+/// The admin-only endpoints.
+fn admin_endpoints() -> Vec<(Method, String)> {
+    vec![
+        (Method::GET, "/api/v1/api-keys".into()),
+        (Method::POST, "/api/v1/api-keys".into()),
+        (Method::DELETE, format!("/api/v1/api-keys/{ID}")),
+        (Method::GET, "/api/v1/users".into()),
+        (Method::POST, "/api/v1/users".into()),
+        (Method::DELETE, format!("/api/v1/users/{ID}")),
+        (Method::GET, "/api/v1/audit".into()),
+    ]
+}
+
+#[actix_web::test]
+async fn every_endpoint_refuses_missing_and_dead_credentials() {
+    let h = Harness::memory();
+    let app = service!(h);
+    let now = chrono::Utc::now().timestamp();
+    let revoked = send(
+        &app,
+        admin(Method::POST, "/api/v1/api-keys").set_json(json!({"name": "old", "role": "admin"})),
+    )
+    .await;
+    let revoked = revoked.ok().clone();
+    send(
+        &app,
+        admin(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{}", revoked["id"].as_str().unwrap()),
+        ),
+    )
+    .await
+    .ok();
+    let revoked = revoked["api_key"].as_str().unwrap().to_owned();
+    let expired = jwt(json!({"sub": "u", "role": "admin", "exp": now - 60}));
+    let early = jwt(json!({"sub": "u", "role": "admin", "nbf": now + 3600}));
+    let mut calls: Vec<(Method, String)> = every_endpoint()
+        .into_iter()
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    calls.extend(admin_endpoints());
+    for (method, path) in calls {
+        let none = send(&app, req(method.clone(), &path).set_json(json!({}))).await;
+        none.problem(401);
+        assert!(none.header("www-authenticate").is_some(), "{method} {path}");
+        for token in [&revoked, &expired, &early] {
+            send(
+                &app,
+                bearer(method.clone(), &path, token).set_json(json!({})),
+            )
+            .await
+            .problem(401);
+        }
+    }
+}
+
+#[actix_web::test]
+async fn roles_are_enforced_on_every_endpoint_and_refusals_change_nothing() {
+    let h = Harness::memory();
+    let app = service!(h);
+    let viewer = jwt(json!({"sub": "v", "role": "viewer"}));
+    let operator = jwt(json!({"sub": "o", "role": "operator"}));
+    for (method, path, reads) in every_endpoint() {
+        let reply = send(
+            &app,
+            bearer(method.clone(), &path, &viewer).set_json(json!({})),
+        )
+        .await;
+        if reads {
+            assert_ne!(reply.status.as_u16(), 403, "a viewer reads {method} {path}");
+        } else {
+            reply.problem(403);
+        }
+    }
+    for (method, path) in admin_endpoints() {
+        for token in [&viewer, &operator] {
+            send(
+                &app,
+                bearer(method.clone(), &path, token).set_json(json!({})),
+            )
+            .await
+            .problem(403);
+        }
+    }
+    // An agent key reaches only its own agent and nothing administrative.
+    let (a, key_a) = register(&app, seed_agent("a")).await;
+    let (b, _) = register(&app, seed_agent("b")).await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            format!("/api/v1/agents/{b}/heartbeat"),
+            json!({}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/agents/{a}"),
+            json!({"status": "idle"}),
+        ),
+        (Method::DELETE, format!("/api/v1/agents/{a}"), json!({})),
+        (
+            Method::POST,
+            "/api/v1/tasks".to_owned(),
+            json!({"title": "t"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/resources".to_owned(),
+            json!({"name": "p", "type": "gpu", "capacity": {"gpus": 1}}),
+        ),
+        (Method::GET, "/api/v1/api-keys".to_owned(), json!({})),
+    ] {
+        send(&app, bearer(method.clone(), &path, &key_a).set_json(body))
+            .await
+            .problem(403);
+    }
+    send(
+        &app,
+        bearer(Method::GET, &format!("/api/v1/agents/{b}"), &key_a),
+    )
+    .await
+    .problem(404);
+    let agents = send(&app, admin(Method::GET, "/api/v1/agents")).await;
+    assert_eq!(
+        agents.ok().as_array().unwrap().len(),
+        2,
+        "nothing was deleted"
+    );
+    let audit = send(
+        &app,
+        admin(Method::GET, "/api/v1/audit?action=access_denied&limit=1000"),
+    )
+    .await;
+    assert!(
+        audit.ok().as_array().unwrap().len() >= 10,
+        "every refusal is on record"
+    );
+}
+
+#[actix_web::test]
+async fn smuggled_fields_oversized_and_nested_bodies_and_huge_pages_are_refused() {
+    let h = Harness::memory();
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("a")).await;
+    let smuggled: [(Method, String, Value); 6] = [
+        (
+            Method::POST,
+            "/api/v1/tasks".into(),
+            json!({"title": "t", "status": "completed"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/tasks".into(),
+            json!({"title": "t", "assigned_agent": agent}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/agents/{agent}"),
+            json!({"current_tasks": 0}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/agents/{agent}"),
+            json!({"reliability": 1.0}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            json!({"username": "eve", "password": "a long password!", "role": "viewer", "is_admin": true}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/conflicts".into(),
+            json!({"conflict_type": "other", "description": "d", "severity": "low", "status": "resolved"}),
+        ),
+    ];
+    for (method, path, body) in smuggled {
+        send(&app, admin(method, &path).set_json(body))
+            .await
+            .problem(422);
+    }
+    // An agent cannot raise its own role or reach another through its key's claims.
+    send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/heartbeat"),
+            &key,
+        )
+        .set_json(json!({"role": "admin"})),
+    )
+    .await
+    .problem(422);
+
+    let big = "x".repeat(2 * 1024 * 1024);
+    send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks").set_json(json!({"title": "t", "description": big})),
+    )
+    .await
+    .problem(413);
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks")
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(format!(
+                "{{\"title\": \"t\", \"metadata\": {{\"x\": {deep}}}}}"
+            )),
+    )
+    .await
+    .problem(400);
+    for path in [
+        "/api/v1/agents?limit=100000",
+        "/api/v1/tasks?limit=0",
+        "/api/v1/conflicts?limit=-1",
+        "/api/v1/audit?limit=5000",
+    ] {
+        send(&app, admin(Method::GET, path)).await.problem(400);
+    }
+    let tasks = send(&app, admin(Method::GET, "/api/v1/tasks")).await;
+    assert!(
+        tasks.ok().as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
+    let reply = send(&app, admin(Method::GET, "/api/v1/agents")).await;
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(reply.header(name), Some(value), "{name}");
+    }
+}
+
+#[actix_web::test]
+async fn a_burst_past_the_rate_limit_is_429_for_that_credential_only() {
+    let h = Harness::memory_with(|s| {
+        s.rate_limit = Some(Rate {
+            per_second: 1.0,
+            burst: 5,
+        });
+        s.login_rate_limit = Some(Rate {
+            per_second: 1.0 / 60.0,
+            burst: 3,
+        });
+    });
+    let app = service!(h);
+    for _ in 0..5 {
+        send(&app, admin(Method::GET, "/api/v1/agents")).await.ok();
+    }
+    let limited = send(&app, admin(Method::GET, "/api/v1/agents")).await;
+    limited.problem(429);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    // Another credential has its own bucket; health checks are never limited.
+    let other = jwt(json!({"sub": "someone-else"}));
+    send(&app, bearer(Method::GET, "/api/v1/agents", &other))
+        .await
+        .ok();
+    for _ in 0..10 {
+        send(&app, req(Method::GET, "/api/v1/health")).await.ok();
+    }
+    h.clock.advance(Duration::seconds(1));
+    send(&app, admin(Method::GET, "/api/v1/agents")).await.ok();
+
+    // Sign-in is limited per username (and per address), more strictly.
+    for _ in 0..3 {
+        send(
+            &app,
+            req(Method::POST, "/api/v1/auth/login")
+                .set_json(json!({"username": "root", "password": "guess"})),
+        )
+        .await
+        .problem(401);
+    }
+    let locked = send(
+        &app,
+        req(Method::POST, "/api/v1/auth/login")
+            .set_json(json!({"username": "root", "password": "guess"})),
+    )
+    .await;
+    locked.problem(429);
+    assert_eq!(locked.header("retry-after"), Some("60"));
+}
+
+#[actix_web::test]
+async fn cors_answers_only_the_configured_origins() {
+    let mut h = Harness::memory();
+    h.state = h
+        .state
+        .clone()
+        .with_cors_origins(vec!["https://console.example.com".into()]);
+    let app = service!(h);
+    let allowed = send(
+        &app,
+        admin(Method::GET, "/api/v1/agents")
+            .insert_header(("Origin", "https://console.example.com")),
+    )
+    .await;
+    allowed.ok();
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://console.example.com")
+    );
+    let preflight = send(
+        &app,
+        req(Method::OPTIONS, "/api/v1/agents")
+            .insert_header(("Origin", "https://console.example.com"))
+            .insert_header(("Access-Control-Request-Method", "POST"))
+            .insert_header((
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )),
+    )
+    .await;
+    assert_eq!(preflight.status.as_u16(), 200);
+    assert!(preflight
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("POST")));
+
+    // A foreign page gets no CORS grant, so the browser keeps the answer from it, and its
+    // preflight is refused.
+    let foreign = send(
+        &app,
+        admin(Method::GET, "/api/v1/agents").insert_header(("Origin", "https://evil.example")),
+    )
+    .await;
+    assert!(foreign.header("access-control-allow-origin").is_none());
+    let foreign_preflight = send(
+        &app,
+        req(Method::OPTIONS, "/api/v1/agents")
+            .insert_header(("Origin", "https://evil.example"))
+            .insert_header(("Access-Control-Request-Method", "DELETE")),
+    )
+    .await;
+    assert!(foreign_preflight
+        .header("access-control-allow-origin")
+        .is_none());
+}
