@@ -1,6 +1,7 @@
 //! The project's chores, in Rust: `cargo xtask <command>`.
 
 mod bench;
+mod credentials;
 mod seed;
 
 use std::process::ExitCode;
@@ -15,6 +16,10 @@ commands:
                   unless --force)
   bench-scheduler B9: scheduling throughput through PostgreSQL, on fresh databases of the
                   test server (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1/postgres)
+  create-user --username U [--role viewer|operator|admin]
+                  a user in DATABASE_URL; the password is read from XTASK_PASSWORD
+  create-api-key --name N [--role viewer|operator|admin|agent] [--agent-id ID]
+                  an API key in DATABASE_URL, printed once on stdout
 ";
 
 fn main() -> ExitCode {
@@ -27,6 +32,8 @@ fn main() -> ExitCode {
         Some("migrate") => runtime.block_on(migrate()),
         Some("seed") => runtime.block_on(seed::run(args.iter().any(|a| a == "--force"))),
         Some("bench-scheduler") => runtime.block_on(bench::run()),
+        Some("create-user") => runtime.block_on(credentials::create_user(&args[1..])),
+        Some("create-api-key") => runtime.block_on(credentials::create_api_key(&args[1..])),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
