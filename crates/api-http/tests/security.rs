@@ -1,7 +1,7 @@
 //! The API as an attacker sees it (OWASP API Security Top 10, 2023): every endpoint family
 //! without credentials, with dead credentials and with too small a role; smuggled fields,
 //! oversized and deeply nested bodies, huge pages; bursts past the rate limits; CORS and the
-//! security headers. Each refusal has the right status and changes nothing.
+//! security headers. (Agents reading each other's events over the WebSocket: `websocket.rs`.) Each refusal has the right status and changes nothing.
 
 mod common;
 
@@ -96,8 +96,41 @@ async fn every_endpoint_refuses_missing_and_dead_credentials() {
     .await
     .ok();
     let revoked = revoked["api_key"].as_str().unwrap().to_owned();
+    let expiring = send(
+        &app,
+        admin(Method::POST, "/api/v1/api-keys").set_json(json!({
+            "name": "short-lived",
+            "role": "admin",
+            "expires_at": (h.clock_now() + Duration::minutes(1)).to_rfc3339()
+        })),
+    )
+    .await;
+    let expired_key = expiring.ok()["api_key"].as_str().unwrap().to_owned();
+    h.clock.advance(Duration::minutes(1));
     let expired = jwt(json!({"sub": "u", "role": "admin", "exp": now - 60}));
     let early = jwt(json!({"sub": "u", "role": "admin", "nbf": now + 3600}));
+    let claims = json!({"sub": "u", "role": "admin", "exp": now + 3600});
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-server-secret-but-long-enough"),
+    )
+    .unwrap();
+    let other_alg = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(claims.clone())
+    );
     let mut calls: Vec<(Method, String)> = every_endpoint()
         .into_iter()
         .map(|(m, p, _)| (m, p))
@@ -107,7 +140,15 @@ async fn every_endpoint_refuses_missing_and_dead_credentials() {
         let none = send(&app, req(method.clone(), &path).set_json(json!({}))).await;
         none.problem(401);
         assert!(none.header("www-authenticate").is_some(), "{method} {path}");
-        for token in [&revoked, &expired, &early] {
+        for token in [
+            &revoked,
+            &expired_key,
+            &expired,
+            &early,
+            &forged,
+            &other_alg,
+            &unsigned,
+        ] {
             send(
                 &app,
                 bearer(method.clone(), &path, token).set_json(json!({})),
