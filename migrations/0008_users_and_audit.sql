@@ -10,6 +10,8 @@ CREATE TABLE users (
 
 CREATE INDEX users_created_at_id_idx ON users (created_at DESC, id DESC);
 CREATE INDEX api_keys_created_at_id_idx ON api_keys (created_at DESC, id DESC);
+-- Recent revocations, which end WebSocket sessions opened with the keys.
+CREATE INDEX api_keys_revoked_at_idx ON api_keys (revoked_at) WHERE revoked_at IS NOT NULL;
 
 CREATE TABLE audit_log (
     id     uuid PRIMARY KEY,

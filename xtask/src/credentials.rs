@@ -15,6 +15,7 @@ fn operator_of_the_database() -> Principal {
         role: Role::Admin,
         agent_id: None,
         expires_at: None,
+        api_key: None,
     }
 }
 

@@ -100,6 +100,7 @@ pub async fn run(force: bool) -> anyhow::Result<()> {
         role: Role::Operator,
         agent_id: None,
         expires_at: None,
+        api_key: None,
     };
     let existing = platform
         .list_agents(

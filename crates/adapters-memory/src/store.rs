@@ -686,6 +686,16 @@ impl CredentialRepository for MemoryStore {
         Ok(key.clone())
     }
 
+    async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<ApiKeyId>, RepoError> {
+        Ok(self
+            .lock()
+            .keys
+            .values()
+            .filter(|k| k.revoked_at.is_some_and(|at| at > since))
+            .map(|k| k.id)
+            .collect())
+    }
+
     async fn admin_exists(&self, now: DateTime<Utc>) -> Result<bool, RepoError> {
         let state = self.lock();
         Ok(state

@@ -112,6 +112,15 @@ impl CredentialRepository for PgStore {
         key_from_row(&row)
     }
 
+    async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<ApiKeyId>, RepoError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM api_keys WHERE revoked_at > $1")
+            .bind(since)
+            .fetch_all(self.pool())
+            .await
+            .map_err(repo_error)?;
+        Ok(ids.into_iter().map(ApiKeyId).collect())
+    }
+
     async fn admin_exists(&self, now: DateTime<Utc>) -> Result<bool, RepoError> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL

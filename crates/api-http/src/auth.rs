@@ -113,6 +113,7 @@ impl JwtKeys {
             role,
             agent_id,
             expires_at: chrono::DateTime::from_timestamp(claims.exp, 0),
+            api_key: None,
         })
     }
 }

@@ -517,6 +517,56 @@ async fn a_backlog_of_thousands_is_replayed_whole_and_in_order() {
 }
 
 #[actix_web::test]
+async fn a_socket_opened_with_a_key_that_is_then_revoked_is_closed() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let app = service!(h);
+    let created = send(
+        &app,
+        admin(actix_web::http::Method::POST, "/api/v1/api-keys")
+            .set_json(json!({"name": "dashboard", "role": "viewer"})),
+    )
+    .await;
+    let created = created.ok().clone();
+    let key = created["api_key"].as_str().unwrap().to_owned();
+    let mut ws = open(addr, Some(&key)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    let mut other = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut other,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+
+    let id = created["id"].as_str().unwrap();
+    send(
+        &app,
+        admin(
+            actix_web::http::Method::DELETE,
+            &format!("/api/v1/api-keys/{id}"),
+        ),
+    )
+    .await
+    .ok();
+    let closed = tokio::time::timeout(Duration::from_secs(15), close_frame(&mut ws))
+        .await
+        .expect("closed within seconds of the revocation")
+        .expect("a close reason");
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert_eq!(closed.reason.as_str(), "credentials revoked");
+    say(&mut other, json!({"type": "ping"})).await;
+    assert_eq!(
+        next(&mut other).await["type"],
+        "pong",
+        "other sessions stay"
+    );
+}
+
+#[actix_web::test]
 async fn a_connected_socket_is_closed_when_its_token_expires() {
     let h = Harness::memory();
     let addr = serve(&h);

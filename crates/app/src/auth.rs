@@ -31,6 +31,7 @@ impl Platform {
                     role: Role::Admin,
                     agent_id: None,
                     expires_at: None,
+                    api_key: None,
                 });
             }
         }
@@ -46,6 +47,7 @@ impl Platform {
                 role: key.role,
                 agent_id: key.agent_id,
                 expires_at: key.expires_at,
+                api_key: Some(key.id),
             }),
             _ => Err(AppError::Unauthorized(
                 "invalid, revoked or expired API key",

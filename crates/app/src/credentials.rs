@@ -263,6 +263,7 @@ impl Platform {
                     role: user.role,
                     agent_id: None,
                     expires_at: None,
+                    api_key: None,
                 })
             }
             _ => {
@@ -293,6 +294,19 @@ impl Platform {
             id: e.id,
         });
         Ok(Page { items, next })
+    }
+
+    /// The keys revoked in the last `window` (by this replica's clock; the window covers clock
+    /// differences between replicas).
+    pub async fn recently_revoked(
+        &self,
+        window: chrono::Duration,
+    ) -> Result<Vec<ApiKeyId>, AppError> {
+        self.deps
+            .credentials
+            .revoked_since(self.deps.clock.now() - window)
+            .await
+            .map_err(repo)
     }
 
     /// Records that a caller was refused (`403`) what it asked for.

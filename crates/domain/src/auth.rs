@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use crate::AgentId;
+use crate::{AgentId, ApiKeyId};
 
 /// The four roles of the platform.
 ///
@@ -80,6 +80,9 @@ pub struct Principal {
     /// When the credential stops being valid (a JWT's `exp`, an API key's expiry); long-lived
     /// connections end then.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The stored API key the caller presented, if it was one: long-lived connections end when
+    /// it is revoked.
+    pub api_key: Option<ApiKeyId>,
 }
 
 impl Principal {
@@ -137,6 +140,7 @@ mod tests {
             role: Role::Agent,
             agent_id: Some(me),
             expires_at: None,
+            api_key: None,
         };
         assert!(caller.can_act_for_agent(me));
         assert!(!caller.can_act_for_agent(other));
@@ -146,6 +150,7 @@ mod tests {
             role: Role::Viewer,
             agent_id: None,
             expires_at: None,
+            api_key: None,
         };
         assert!(viewer.can_see_agent(other));
         assert!(!viewer.can_act_for_agent(other));

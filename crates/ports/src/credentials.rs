@@ -29,6 +29,9 @@ pub trait CredentialRepository: Send + Sync {
     /// `NotFound` if there is none.
     async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, RepoError>;
 
+    /// The keys revoked after `since`.
+    async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<ApiKeyId>, RepoError>;
+
     /// Whether a usable (unrevoked, unexpired at `now`) admin key or an admin user exists.
     async fn admin_exists(&self, now: DateTime<Utc>) -> Result<bool, RepoError>;
 

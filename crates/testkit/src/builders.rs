@@ -57,6 +57,7 @@ pub fn principal(role: Role) -> Principal {
         role,
         agent_id: None,
         expires_at: None,
+        api_key: None,
     }
 }
 
@@ -67,6 +68,7 @@ pub fn agent_principal(agent: AgentId) -> Principal {
         role: Role::Agent,
         agent_id: Some(agent),
         expires_at: None,
+        api_key: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use app::Platform;
 use bytestring::ByteString;
-use domain::{Channel, Event};
+use domain::{ApiKeyId, Channel, Event};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -15,14 +15,19 @@ use tokio::sync::broadcast;
 pub const SESSION_BACKLOG: usize = 1024;
 /// How often the hub compares what it delivered with the log, to deliver what the bus lost.
 const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
+/// How often the hub looks for revoked API keys, and how far back.
+const REVOCATIONS_EVERY: Duration = Duration::from_secs(5);
+const REVOCATIONS_WINDOW_SECS: i64 = 60;
 
-/// An event and its frame, encoded once.
+/// An event and its frame, encoded once; or a notice of revoked API keys.
 #[derive(Debug)]
 pub struct Delivery {
-    /// `None` for frames that are not stored events (`system_metrics`).
+    /// `None` for frames that are not stored events (`system_metrics`, revocations).
     pub event: Option<Event>,
     pub channel: Channel,
     pub frame: ByteString,
+    /// API keys revoked lately: sessions opened with one of them end. Empty for frames.
+    pub revoked: Vec<ApiKeyId>,
 }
 
 /// The frame of a stored event, as every subscriber receives it.
@@ -58,6 +63,8 @@ impl Hub {
             metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut check = tokio::time::interval(CATCH_UP_EVERY);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut revocations = tokio::time::interval(REVOCATIONS_EVERY);
+            revocations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Everything before now is history: subscribers ask for it with `since`.
             let mut delivered = platform.newest_seq().await.unwrap_or(0);
             loop {
@@ -88,6 +95,25 @@ impl Hub {
                             delivered = last;
                         }
                     },
+                    // A key revoked on any replica ends the sessions opened with it on this one.
+                    _ = revocations.tick() => {
+                        if sender.receiver_count() == 0 {
+                            continue;
+                        }
+                        let window = chrono::Duration::seconds(REVOCATIONS_WINDOW_SECS);
+                        match platform.recently_revoked(window).await {
+                            Ok(revoked) if !revoked.is_empty() => {
+                                let _ = sender.send(Arc::new(Delivery {
+                                    event: None,
+                                    channel: Channel::SystemMetrics,
+                                    frame: ByteString::new(),
+                                    revoked,
+                                }));
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot check for revoked API keys"),
+                        }
+                    },
                     _ = metrics.tick() => {
                         if sender.receiver_count() > 0 {
                             let frame = system_metrics(&platform, &connections).await;
@@ -111,6 +137,7 @@ fn delivery(event: Event) -> Delivery {
         frame: encode(&event),
         channel: event.channel(),
         event: Some(event),
+        revoked: Vec::new(),
     }
 }
 
@@ -133,5 +160,6 @@ async fn system_metrics(platform: &Platform, connections: &AtomicU64) -> Deliver
         event: None,
         channel: Channel::SystemMetrics,
         frame: frame.to_string().into(),
+        revoked: Vec::new(),
     }
 }

@@ -100,6 +100,8 @@ enum Blocked {
     Gone,
     /// The client reads too slowly: a frame did not go out in time.
     Slow,
+    /// The API key the session was opened with has been revoked.
+    Revoked,
 }
 
 /// Counts an open connection for as long as it lives.
@@ -324,6 +326,7 @@ impl Session {
         match why {
             Blocked::Gone => None,
             Blocked::Slow => self.too_slow(),
+            Blocked::Revoked => close(CloseCode::Policy, "credentials revoked"),
         }
     }
 
@@ -529,6 +532,13 @@ impl Session {
     }
 
     async fn on_live(&mut self, delivery: &Delivery) -> Result<(), Blocked> {
+        if !delivery.revoked.is_empty() {
+            let key = self.principal.as_ref().and_then(|p| p.api_key);
+            return match key {
+                Some(key) if delivery.revoked.contains(&key) => Err(Blocked::Revoked),
+                _ => Ok(()),
+            };
+        }
         let Some(event) = &delivery.event else {
             // Not a stored event (system metrics): no sequence to keep.
             if self.channels.contains(&delivery.channel) {
