@@ -686,6 +686,31 @@ impl CredentialRepository for MemoryStore {
         Ok(key.clone())
     }
 
+    async fn insert_first_admin_key(
+        &self,
+        key: &ApiKey,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let mut state = self.lock();
+        let admin = state
+            .keys
+            .values()
+            .any(|k| k.role == Role::Admin && k.is_usable(now))
+            || state.users.values().any(|u| u.role == Role::Admin);
+        if admin {
+            return Ok(false);
+        }
+        state.keys.insert(key.hash.clone(), key.clone());
+        Ok(true)
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let mut state = self.lock();
+        let kept = state.audit.len();
+        state.audit.retain(|e| e.at >= before);
+        Ok((kept - state.audit.len()) as u64)
+    }
+
     async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<ApiKeyId>, RepoError> {
         Ok(self
             .lock()

@@ -112,6 +112,40 @@ impl CredentialRepository for PgStore {
         key_from_row(&row)
     }
 
+    async fn insert_first_admin_key(
+        &self,
+        key: &ApiKey,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        // Serializes the check and the insert across replicas.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(BOOTSTRAP_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        let admin: bool = sqlx::query_scalar(ADMIN_EXISTS)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        if admin {
+            return Ok(false);
+        }
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(true)
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let deleted = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await
+            .map_err(repo_error)?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<ApiKeyId>, RepoError> {
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM api_keys WHERE revoked_at > $1")
             .bind(since)
@@ -122,15 +156,11 @@ impl CredentialRepository for PgStore {
     }
 
     async fn admin_exists(&self, now: DateTime<Utc>) -> Result<bool, RepoError> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL
-                                AND (expires_at IS NULL OR expires_at > $1))
-                 OR EXISTS (SELECT 1 FROM users WHERE role = 'admin')",
-        )
-        .bind(now)
-        .fetch_one(self.pool())
-        .await
-        .map_err(repo_error)
+        sqlx::query_scalar(ADMIN_EXISTS)
+            .bind(now)
+            .fetch_one(self.pool())
+            .await
+            .map_err(repo_error)
     }
 
     async fn insert_user(&self, user: &User) -> Result<(), RepoError> {
@@ -245,6 +275,14 @@ impl CredentialRepository for PgStore {
             .collect()
     }
 }
+
+/// The key of the advisory lock that serializes issuing the bootstrap admin key.
+const BOOTSTRAP_LOCK: i64 = 0x424f_4f54_5354_5241; // "BOOTSTRA"
+
+const ADMIN_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL
+                        AND (expires_at IS NULL OR expires_at > $1))
+         OR EXISTS (SELECT 1 FROM users WHERE role = 'admin')";
 
 const KEY_COLUMNS: &str =
     "id, name, prefix, hash, role, agent_id, created_at, expires_at, revoked_at";

@@ -187,6 +187,11 @@ impl Requirement for AgentOrViewer {
     }
 }
 
+/// The outcome of authenticating a request's credential, kept in the request's extensions by
+/// the rate limiter so the `Auth` extractor does not do it twice.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub Result<Principal, ApiError>);
+
 /// An authenticated caller whose role meets `R`.
 #[derive(Debug)]
 pub struct Auth<R> {
@@ -248,7 +253,11 @@ impl<R: Requirement + 'static> FromRequest for Auth<R> {
             let token = token?.ok_or_else(|| {
                 ApiError::unauthorized("credentials required: a Bearer token or an X-API-Key")
             })?;
-            let principal = authenticate(&state, &token).await?;
+            let known = req.extensions().get::<Authenticated>().cloned();
+            let principal = match known {
+                Some(Authenticated(result)) => result?,
+                None => authenticate(&state, &token).await?,
+            };
             // For the audit of refusals, made once the answer is known.
             req.extensions_mut().insert(principal.clone());
             if !R::allows(principal.role) {

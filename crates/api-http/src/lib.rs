@@ -87,7 +87,6 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(extract::query_error))
         .configure(routes::configure)
         .default_service(web::to(middleware::not_found))
-        .wrap(actix_web::middleware::from_fn(middleware::deadline))
         .wrap(actix_web::middleware::from_fn(middleware::rate_limit))
         .wrap(middleware::security_headers())
         .wrap(actix_web::middleware::from_fn(middleware::request_context))

@@ -98,9 +98,10 @@ pub fn method_not_allowed(allow: &'static str) -> Route {
 /// Paths never limited: what orchestrators and load balancers poll.
 const UNLIMITED: [&str; 4] = ["/", "/livez", "/readyz", "/api/v1/health"];
 
-/// Per-credential rate limit: a token bucket per presented credential (its hash, so the key
-/// never sits in memory or Redis in clear), or per client address without one. `429` with
-/// `Retry-After` past the limit.
+/// Per-credential rate limit: a token bucket per authenticated caller (an API key by its ID, a
+/// token by its subject), or per client address when no valid credential is presented, so a
+/// made-up or re-spelt credential never earns a fresh bucket. `429` with `Retry-After` past the
+/// limit. The authentication done here is kept for the handler's `Auth` extractor.
 pub async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -112,16 +113,20 @@ pub async fn rate_limit(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
-    let credential = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .or_else(|| req.headers().get("x-api-key"))
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_start_matches("Bearer ").trim().to_owned());
-    let key = match credential {
-        Some(c) if !c.is_empty() => format!("cred:{}", &app::hash_key(&c).0[..32]),
-        _ => format!("addr:{}", client_address(req.request())),
+    let caller = match crate::auth::presented(req.request()) {
+        Ok(Some(token)) => {
+            let result = crate::auth::authenticate(&state, &token).await;
+            let caller = result.as_ref().ok().map(|p| match p.api_key {
+                Some(id) => format!("key:{id}"),
+                None => format!("sub:{}:{}", p.role, p.subject),
+            });
+            req.extensions_mut()
+                .insert(crate::auth::Authenticated(result));
+            caller
+        }
+        _ => None,
     };
+    let key = caller.unwrap_or_else(|| format!("addr:{}", client_address(req.request())));
     match state.platform.admit(&key, app::Limited::Request).await {
         Admission::Allowed => next
             .call(req)
@@ -146,21 +151,23 @@ pub fn client_address(req: &HttpRequest) -> String {
 /// upgrade.
 pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Ends a request that runs past [`REQUEST_DEADLINE`].
+/// Ends a request that runs past [`REQUEST_DEADLINE`]. Wrapped around each resource, after
+/// routing, so the request can be kept for the answer, which then passes through every outer
+/// middleware (request ID, access log, CORS, security headers) like any other.
 pub async fn deadline(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let request = req.request().clone();
     match tokio::time::timeout(REQUEST_DEADLINE, next.call(req)).await {
         Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
         Err(_) => {
             tracing::warn!("request ran past its deadline");
-            // Rendered by `ApiError` itself, in the contract's envelope.
-            Err(ApiError::new(
+            let error = ApiError::new(
                 ErrorKind::Unavailable,
                 "the request took too long; try again",
-            )
-            .into())
+            );
+            Ok(ServiceResponse::new(request, error.error_response()))
         }
     }
 }

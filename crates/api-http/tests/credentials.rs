@@ -382,7 +382,7 @@ async fn the_audit_trail_records_who_did_what_and_only_admins_read_it(h: Harness
         .iter()
         .find(|e| e["action"] == "login_failed")
         .unwrap();
-    assert_eq!(failed["actor"], "carol");
+    assert_eq!(failed["actor"], "user:carol");
     assert!(!trail
         .iter()
         .any(|e| e.to_string().contains("not her password")));

@@ -448,7 +448,7 @@ async fn a_preemptible_task_makes_room_for_a_higher_priority_one(h: Harness) {
     post(&app, "/api/v1/resources", gpu_pool("gpu_cluster_01", 1))
         .await
         .ok();
-    let (_, key) = register(&app, roomy_agent("gpu-box")).await;
+    let (agent, key) = register(&app, roomy_agent("gpu-box")).await;
     let mut body = claiming("batch", 2, "gpu_cluster_01", 1);
     body["preemptible"] = json!(true);
     body["max_attempts"] = json!(1);
@@ -476,6 +476,13 @@ async fn a_preemptible_task_makes_room_for_a_higher_priority_one(h: Harness) {
     assert_eq!(preempted["status"], "pending", "{preempted}");
     assert_eq!(preempted["attempt"], 2);
     assert!(preempted["error"].as_str().unwrap().contains("preempted"));
+    let holder = get(&app, &format!("/api/v1/agents/{agent}")).await;
+    assert_eq!(holder.ok()["current_tasks"], 0, "its slot is free");
+    assert_eq!(
+        holder.ok()["reliability"],
+        1.0,
+        "being preempted is not the agent's failure"
+    );
 
     assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
     assert_eq!(

@@ -441,3 +441,48 @@ async fn cors_answers_only_the_configured_origins() {
         .header("access-control-allow-origin")
         .is_none());
 }
+
+#[actix_web::test]
+async fn made_up_or_respelt_credentials_earn_no_fresh_bucket() {
+    let h = Harness::memory_with(|s| {
+        s.rate_limit = Some(Rate {
+            per_second: 1.0,
+            burst: 3,
+        });
+    });
+    let app = service!(h);
+    // Invalid credentials are limited by where they come from, however many are made up.
+    for n in 0..3 {
+        send(
+            &app,
+            bearer(Method::GET, "/api/v1/agents", &format!("mapk_fake{n}")),
+        )
+        .await
+        .problem(401);
+    }
+    send(&app, bearer(Method::GET, "/api/v1/agents", "mapk_fake-3"))
+        .await
+        .problem(429);
+    // A valid key spelt another way is still the same caller.
+    let key = send(
+        &app,
+        admin(Method::POST, "/api/v1/api-keys").set_json(json!({"name": "k", "role": "viewer"})),
+    )
+    .await;
+    let key = key.ok()["api_key"].as_str().unwrap().to_owned();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        send(
+            &app,
+            req(Method::GET, "/api/v1/agents")
+                .insert_header(("Authorization", format!("{scheme} {key}"))),
+        )
+        .await
+        .ok();
+    }
+    send(
+        &app,
+        req(Method::GET, "/api/v1/agents").insert_header(("X-API-Key", key.as_str())),
+    )
+    .await
+    .problem(429);
+}

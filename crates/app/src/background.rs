@@ -84,6 +84,9 @@ async fn sweep(platform: Platform, mut stopped: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(tasks = n, "expired pending tasks past their deadline"),
             Err(e) => tracing::warn!(error = %e, "deadline expiry failed; will retry"),
         }
+        if let Err(e) = platform.prune_audit().await {
+            tracing::warn!(error = %e, "pruning the audit trail failed; will retry");
+        }
         if let Err(e) = platform.sweep_conflicts().await {
             tracing::warn!(error = %e, "conflict detection failed; will retry");
         }

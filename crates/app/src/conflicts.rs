@@ -25,8 +25,9 @@ use crate::{events, AppError, Platform};
 const MAX_ATTEMPTS: usize = 16;
 /// Most detected conflicts one sweep re-examines.
 const SWEEP_BATCH: u32 = 500;
-/// The reason the scheduler gives a task no online agent could take.
-pub(crate) const CAPABILITY_REASON: &str = "no online agent has capability ";
+/// How the scheduler's reasons begin when no online agent has the capabilities a task needs
+/// (one named, or all of several together).
+pub(crate) const CAPABILITY_REASON: &str = "no online agent has ";
 
 /// One page of conflicts, and where the next starts.
 #[derive(Debug, Clone)]
@@ -57,8 +58,10 @@ fn busy() -> AppError {
 
 impl Platform {
     /// Records a reported conflict. Operators report any; an agent reports only conflicts it
-    /// is part of (its own `agent_id`, filled in when absent). The agent and task named must
-    /// exist.
+    /// is part of (its own `agent_id`, filled in when absent, and only a task it holds). The
+    /// agent and task named must exist. With `auto_resolve_reported`, an operator's report is
+    /// settled by its type's default strategy at once; an agent's never is, so no agent can
+    /// make the platform act on others' work.
     pub async fn report_conflict(
         &self,
         actor: &Principal,
@@ -97,6 +100,12 @@ impl Platform {
             }
         }
         errors.into_result()?;
+        let by_agent = actor.role == Role::Agent;
+        if by_agent && report.task_id.is_some() && task_holder != actor.agent_id {
+            return Err(AppError::Forbidden(
+                "an agent may report only about tasks it holds".into(),
+            ));
+        }
         let now = self.deps.clock.now();
         let mut conflict = Conflict::report(
             ConflictId(self.deps.ids.new_id()),
@@ -114,11 +123,19 @@ impl Platform {
             .await
             .map_err(repo)?;
         self.publish(&stored).await;
-        if self.settings.auto_resolve_reported {
+        if self.settings.auto_resolve_reported && !by_agent {
             if let Some(strategy) = self.default_strategy(conflict.conflict_type) {
-                return self
-                    .settle(conflict, strategy, None, None, "platform")
-                    .await;
+                // The report is stored: if the strategy cannot settle it, it stays open for
+                // an operator, and the reporter still gets it back.
+                match self
+                    .settle(conflict.clone(), strategy, None, None, None)
+                    .await
+                {
+                    Ok(settled) => return Ok(settled),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a reported conflict was left for an operator")
+                    }
+                }
             }
         }
         Ok(conflict)
@@ -199,26 +216,14 @@ impl Platform {
                     ),
                 )
             })?;
-        let resolved = self
-            .settle(
-                conflict,
-                strategy,
-                request.resolution.as_deref(),
-                request.outcome,
-                &actor.subject,
-            )
-            .await?;
-        self.audit(
-            &actor.subject,
-            domain::AuditAction::ConflictResolved,
-            Some(resolved.id.to_string()),
-            json!({
-                "strategy": strategy.as_str(),
-                "outcome": resolved.resolution.as_ref().map(|r| r.outcome.clone()),
-            }),
+        self.settle(
+            conflict,
+            strategy,
+            request.resolution.as_deref(),
+            request.outcome,
+            Some(actor),
         )
-        .await;
-        Ok(resolved)
+        .await
     }
 
     /// An operator dismisses an open conflict (not a real conflict, or nothing to do).
@@ -254,15 +259,17 @@ impl Platform {
         self.settings.conflict_strategies.get(&kind).copied()
     }
 
-    /// Decides with `strategy`, records the resolution, then applies its effects.
+    /// Decides with `strategy`, records the resolution (and audits it), then applies its
+    /// effects. `by` is the operator who asked, or `None` when the platform settles on its own.
     async fn settle(
         &self,
         conflict: Conflict,
         strategy: Strategy,
         text: Option<&str>,
         outcome: Option<String>,
-        decided_by: &str,
+        by: Option<&Principal>,
     ) -> Result<Conflict, AppError> {
+        let decided_by = by.map_or("platform", |p| p.subject.as_str());
         if !conflict.is_open() {
             return Err(AppError::Conflict(format!(
                 "conflict is {}, not open",
@@ -270,7 +277,7 @@ impl Platform {
             )));
         }
         let decision = self
-            .decide_on(&conflict, strategy, text, decided_by == "platform")
+            .decide_on(&conflict, strategy, text, by.is_none())
             .await?;
         let mut details = decision.details.clone();
         if let Some(text) = text {
@@ -290,6 +297,17 @@ impl Platform {
                 Ok(events::conflict_closed(c))
             })
             .await?;
+        self.audit(
+            decided_by,
+            domain::AuditAction::ConflictResolved,
+            Some(resolved.id.to_string()),
+            json!({
+                "strategy": strategy.as_str(),
+                "outcome": resolved.resolution.as_ref().map(|r| r.outcome.clone()),
+                "effects": decision.effects.len(),
+            }),
+        )
+        .await;
         self.apply(&resolved, &decision.effects).await;
         Ok(resolved)
     }
@@ -445,7 +463,7 @@ impl Platform {
         }
         if let Some(strategy) = self.default_strategy(conflict.conflict_type) {
             match self
-                .settle(conflict.clone(), strategy, None, None, "platform")
+                .settle(conflict.clone(), strategy, None, None, None)
                 .await
             {
                 Ok(resolved) => return Some(resolved),
@@ -511,8 +529,17 @@ impl Platform {
                             Ok(events::conflict_closed(c))
                         })
                         .await;
-                    if let Err(e) = closed {
-                        tracing::debug!(error = %e, "cannot close a contention conflict");
+                    match closed {
+                        Ok(c) => {
+                            self.audit(
+                                "platform",
+                                domain::AuditAction::ConflictResolved,
+                                Some(c.id.to_string()),
+                                json!({"outcome": ended.outcome}),
+                            )
+                            .await
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot close a contention conflict"),
                     }
                 }
             }
@@ -560,6 +587,13 @@ impl Platform {
         if let Err(e) = noted {
             tracing::debug!(error = %e, "cannot note an action on a contention conflict");
         }
+        self.audit(
+            "platform",
+            domain::AuditAction::ConflictActed,
+            Some(conflict.id.to_string()),
+            json!({"strategy": strategy.as_str(), "outcome": decision.outcome}),
+        )
+        .await;
         self.apply(conflict, &decision.effects).await;
     }
 }

@@ -49,6 +49,9 @@ fn require_admin(actor: &Principal, what: &str) -> Result<(), AppError> {
     }
 }
 
+/// How long audit entries are kept.
+pub const AUDIT_RETENTION_DAYS: i64 = 90;
+
 /// The one answer to a failed sign-in, whatever failed.
 const BAD_LOGIN: &str = "invalid username or password";
 
@@ -256,10 +259,12 @@ impl Platform {
         let shown = check_username(username).unwrap_or_else(|_| "<malformed username>".into());
         match user {
             Some(user) if matches => {
-                self.audit(&user.username, AuditAction::LoginSucceeded, None, json!({}))
+                // `user:` keeps a user apart from built-in identities (`platform`, ...).
+                let subject = format!("user:{}", user.username);
+                self.audit(&subject, AuditAction::LoginSucceeded, None, json!({}))
                     .await;
                 Ok(Principal {
-                    subject: user.username,
+                    subject,
                     role: user.role,
                     agent_id: None,
                     expires_at: None,
@@ -267,8 +272,13 @@ impl Platform {
                 })
             }
             _ => {
-                self.audit(&shown, AuditAction::LoginFailed, None, json!({}))
-                    .await;
+                self.audit(
+                    &format!("user:{shown}"),
+                    AuditAction::LoginFailed,
+                    None,
+                    json!({}),
+                )
+                .await;
                 Err(AppError::Unauthorized(BAD_LOGIN))
             }
         }
@@ -309,6 +319,16 @@ impl Platform {
             .map_err(repo)
     }
 
+    /// Deletes audit entries past [`AUDIT_RETENTION_DAYS`]; returns how many.
+    pub async fn prune_audit(&self) -> Result<u64, AppError> {
+        let before = self.deps.clock.now() - chrono::Duration::days(AUDIT_RETENTION_DAYS);
+        self.deps
+            .credentials
+            .prune_audit(before)
+            .await
+            .map_err(repo)
+    }
+
     /// Records that a caller was refused (`403`) what it asked for.
     pub async fn record_denial(&self, actor: &Principal, target: String) {
         self.audit(
@@ -334,11 +354,16 @@ impl Platform {
             return Ok(None);
         }
         let issued = self.issue_key("bootstrap admin".into(), Role::Admin, None, None);
-        self.deps
+        // Replicas starting together on a fresh database: only one issues the key.
+        if !self
+            .deps
             .credentials
-            .insert_api_key(&issued.key)
+            .insert_first_admin_key(&issued.key, now)
             .await
-            .map_err(repo)?;
+            .map_err(repo)?
+        {
+            return Ok(None);
+        }
         self.audit(
             "platform",
             AuditAction::ApiKeyCreated,

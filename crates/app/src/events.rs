@@ -113,6 +113,12 @@ pub(crate) fn task_transition(
             data["not_before"] = json!(task.not_before);
             EventKind::TaskRetrying
         }
+        Outcome::Preempted => {
+            data["error"] = json!(task.error);
+            data["not_before"] = json!(task.not_before);
+            data["preempted"] = json!(true);
+            EventKind::TaskRetrying
+        }
         Outcome::Failed => {
             data["error"] = json!(task.error);
             EventKind::TaskFailed

@@ -10,13 +10,21 @@ use ports::{Admission, Clock, RateLimiter};
 
 use crate::Platform;
 
-/// Buckets remembered before idle full ones are forgotten.
+/// Buckets remembered before idle full ones are first forgotten.
 const SWEEP_AT: usize = 10_000;
 
 /// Token buckets in this process's memory.
 pub struct LocalRateLimiter {
     clock: Arc<dyn Clock>,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    /// Each bucket with the rate it fills at, so a sweep judges it by its own.
+    by_key: HashMap<String, (Bucket, Rate)>,
+    /// How many buckets trigger the next sweep: twice what survived the last one, so a flood
+    /// of new callers costs a sweep per doubling, not one per request.
+    sweep_at: usize,
 }
 
 impl std::fmt::Debug for LocalRateLimiter {
@@ -29,7 +37,10 @@ impl LocalRateLimiter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_key: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         }
     }
 }
@@ -39,13 +50,15 @@ impl RateLimiter for LocalRateLimiter {
     async fn admit(&self, key: &str, rate: Rate) -> Admission {
         let now = self.clock.now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= SWEEP_AT {
+        if buckets.by_key.len() >= buckets.sweep_at {
             // A full bucket is the same as no bucket: forget those.
-            buckets.retain(|_, b| !b.refilled(rate, now));
+            buckets.by_key.retain(|_, (b, r)| !b.refilled(*r, now));
+            buckets.sweep_at = (buckets.by_key.len() * 2).max(SWEEP_AT);
         }
-        let bucket = buckets
+        let (bucket, _) = buckets
+            .by_key
             .entry(key.to_owned())
-            .or_insert_with(|| Bucket::full(rate, now));
+            .or_insert_with(|| (Bucket::full(rate, now), rate));
         match bucket.take(rate, now) {
             Ok(()) => Admission::Allowed,
             Err(wait) => Admission::Limited {

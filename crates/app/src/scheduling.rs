@@ -169,23 +169,30 @@ impl Platform {
             .map_err(|e| AppError::from_repo("Task", e))?;
         let mut count = 0;
         for task in expired {
+            // Set only when this call ended the attempt (not another replica, not a late
+            // completion that got there first).
+            let mut ended = None;
             let result = self
                 .modify_task(task.id, |task, _, now| {
+                    ended = None;
                     if !task.lease_expired(now) {
                         return Ok(Outcome::Progress); // renewed meanwhile
                     }
-                    task.release("lease expired", now)
-                        .ok_or_else(|| AppError::Conflict("task no longer held".into()))
+                    let holder = (task.assigned_agent, task.attempt);
+                    let outcome = task
+                        .release("lease expired", now)
+                        .ok_or_else(|| AppError::Conflict("task no longer held".into()))?;
+                    ended = Some(holder);
+                    Ok(outcome)
                 })
                 .await;
-            match result {
-                Ok(t) if !t.status.is_active() => {
+            match (result, ended) {
+                (Ok(t), Some((holder, attempt))) => {
                     count += 1;
-                    self.detect_lease_expired(&t, task.assigned_agent, task.attempt)
-                        .await;
+                    self.detect_lease_expired(&t, holder, attempt).await;
                 }
-                Ok(_) | Err(AppError::Conflict(_) | AppError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+                (Ok(_), None) | (Err(AppError::Conflict(_) | AppError::NotFound(_)), _) => {}
+                (Err(e), _) => return Err(e),
             }
         }
         Ok(count)
@@ -202,13 +209,17 @@ impl Platform {
             .map_err(|e| AppError::from_repo("Task", e))?;
         let mut count = 0;
         for task in late {
+            // Set only when this call expired it, not another replica.
+            let mut expired = false;
             let result = self
                 .modify_task(task.id, |task, _, now| {
-                    Ok(task.expire_if_late(now).unwrap_or(Outcome::Progress))
+                    let outcome = task.expire_if_late(now);
+                    expired = outcome.is_some();
+                    Ok(outcome.unwrap_or(Outcome::Progress))
                 })
                 .await;
             match result {
-                Ok(t) if t.status == domain::TaskStatus::Expired => {
+                Ok(t) if expired => {
                     count += 1;
                     self.detect_deadline_missed(&t).await;
                 }

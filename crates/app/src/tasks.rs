@@ -78,7 +78,8 @@ fn verdict(outcome: Outcome) -> Option<Option<bool>> {
     match outcome {
         Outcome::Completed => Some(Some(true)),
         Outcome::Failed | Outcome::Requeued => Some(Some(false)),
-        Outcome::Cancelled => Some(None),
+        // Neither the agent's success nor its failure: its slot is free, its record unchanged.
+        Outcome::Cancelled | Outcome::Preempted => Some(None),
         _ => None,
     }
 }

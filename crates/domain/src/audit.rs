@@ -20,10 +20,12 @@ pub enum AuditAction {
     AccessDenied,
     ConflictResolved,
     ConflictDismissed,
+    /// A strategy acted on a conflict that stays open (preemption during contention).
+    ConflictActed,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 10] = [
         AuditAction::ApiKeyCreated,
         AuditAction::ApiKeyRevoked,
         AuditAction::UserCreated,
@@ -33,6 +35,7 @@ impl AuditAction {
         AuditAction::AccessDenied,
         AuditAction::ConflictResolved,
         AuditAction::ConflictDismissed,
+        AuditAction::ConflictActed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl AuditAction {
             AuditAction::AccessDenied => "access_denied",
             AuditAction::ConflictResolved => "conflict_resolved",
             AuditAction::ConflictDismissed => "conflict_dismissed",
+            AuditAction::ConflictActed => "conflict_acted",
         }
     }
 }

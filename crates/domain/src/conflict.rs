@@ -458,7 +458,16 @@ fn priority_based(conflict: &Conflict, ctx: &Context<'_>) -> Result<Decision, St
             .total_cmp(&rank(a))
             .then(a.created_at.cmp(&b.created_at))
     });
-    let winner = contenders[0];
+    // Over a pool, the capacity goes to whoever waits: the top waiter prevails, whatever the
+    // holders' priorities (a holder outranking it keeps what it holds).
+    let winner = match ctx.pool {
+        Some(_) => contenders
+            .iter()
+            .copied()
+            .find(|t| t.status == TaskStatus::Pending)
+            .unwrap_or(contenders[0]),
+        None => contenders[0],
+    };
     let mut details = json!({
         "winner_task": winner.id,
         "effective_priority": rank(winner),
@@ -481,22 +490,27 @@ fn priority_based(conflict: &Conflict, ctx: &Context<'_>) -> Result<Decision, St
             details,
         });
     }
-    // What the winner still lacks of the pool.
+    // What the winner still lacks of the pool, its claims on it counted together.
     let held = resource::allocated(pool, ctx.holders);
     let free = pool.available(&held);
-    let mut lacking: BTreeMap<String, i128> = BTreeMap::new();
+    let mut needs: BTreeMap<String, i128> = BTreeMap::new();
     for claim in winner
         .resource_claims
         .iter()
         .filter(|c| pool.is_named(&c.resource))
     {
         for (dim, q) in claim.amount.iter() {
-            let short = q.nanos() - free.get(dim);
-            if short > 0 {
-                *lacking.entry(dim.to_owned()).or_insert(0) += short;
-            }
+            *needs.entry(dim.to_owned()).or_insert(0) += q.nanos();
         }
     }
+    let mut lacking: BTreeMap<String, i128> = needs
+        .into_iter()
+        .map(|(dim, need)| {
+            let short = need - free.get(&dim);
+            (dim, short)
+        })
+        .filter(|(_, short)| *short > 0)
+        .collect();
     // Lowest priority first, newest first among equals: the least lost work goes back.
     let mut victims: Vec<&Task> = ctx
         .holders
@@ -827,6 +841,86 @@ mod tests {
         .unwrap();
         assert!(high.effects.is_empty());
         assert!(high.outcome.contains("warning"));
+    }
+
+    fn claiming(n: u128, priority: i64, gpus: u32, preemptible: bool) -> Task {
+        let input = crate::TaskInput {
+            title: format!("t{n}"),
+            priority: Some(priority),
+            resource_claims: vec![(
+                "gpus".into(),
+                json!({"gpus": gpus}).as_object().unwrap().clone(),
+            )],
+            preemptible: Some(preemptible),
+            ..crate::TaskInput::default()
+        };
+        let now = Utc::now();
+        Task::submit(
+            crate::NewTask::parse(input, now).unwrap(),
+            TaskId(uuid::Uuid::from_u128(n)),
+            now,
+        )
+    }
+
+    #[test]
+    fn the_top_waiter_gets_room_even_when_a_holder_outranks_it() {
+        let new = crate::NewResource::parse(
+            "gpus",
+            "gpu",
+            json!({"gpus": 4}).as_object().unwrap(),
+            Map::new(),
+        )
+        .unwrap();
+        let pool = Resource::register(ResourceId(uuid::Uuid::from_u128(99)), new, Utc::now());
+        let agent = AgentId(uuid::Uuid::from_u128(50));
+        let mut critical = claiming(1, 10, 2, false);
+        let mut batch = claiming(2, 1, 2, true);
+        for t in [&mut critical, &mut batch] {
+            t.assign(agent, Utc::now()).unwrap();
+        }
+        let waiter = claiming(3, 6, 2, false);
+        let conflict = Conflict::detect(
+            crate::ConflictId(uuid::Uuid::from_u128(7)),
+            Detection {
+                conflict_type: ConflictType::ResourceContention,
+                severity: Severity::Medium,
+                description: "contention".into(),
+                cause: "resource_contention:99".into(),
+                agent_id: None,
+                task_id: Some(waiter.id),
+                involved_agents: vec![agent],
+                involved_tasks: vec![waiter.id, critical.id, batch.id],
+                resource_id: Some(pool.id),
+                metadata: Map::new(),
+            },
+            Utc::now(),
+        );
+        let holders = [critical.clone(), batch.clone()];
+        let tasks = [waiter.clone(), critical, batch.clone()];
+        let policy = Policy::default();
+        let ctx = Context {
+            tasks: &tasks,
+            agents: &[],
+            pool: Some(&pool),
+            holders: &holders,
+            now: Utc::now(),
+            policy: &policy,
+            automatic: true,
+        };
+        let decision = decide(&conflict, Strategy::PriorityBased, None, &ctx).unwrap();
+        assert_eq!(decision.details["winner_task"], json!(waiter.id));
+        assert_eq!(
+            decision.effects,
+            [Effect::Requeue {
+                task: batch.id,
+                attempt: 1,
+                preempt: true,
+                reason: format!(
+                    "preempted to make room on resource gpus for task {}",
+                    waiter.id
+                ),
+            }]
+        );
     }
 
     #[test]

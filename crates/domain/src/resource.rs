@@ -106,7 +106,14 @@ impl NewResource {
         metadata: Map<String, Value>,
     ) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        let name = errors.collect("name", check_name(name));
+        let name = errors.collect(
+            "name",
+            check_name(name).and_then(|n| match n.parse::<uuid::Uuid>() {
+                // Claims name a pool by ID or by name: a name that is an ID would be ambiguous.
+                Ok(_) => Err("must not be a UUID".to_owned()),
+                Err(_) => Ok(n),
+            }),
+        );
         let kind = errors.collect("type", check_kind(kind));
         let capacity = parse_capacity(&mut errors, capacity);
         let metadata = errors.collect("metadata", Metadata::parse(metadata));

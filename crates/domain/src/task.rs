@@ -312,6 +312,8 @@ pub enum Outcome {
     Completed,
     /// Back in the queue after a failure or a lost lease, with a new attempt number.
     Requeued,
+    /// Back in the queue to make room for a more important task: no fault of its agent's.
+    Preempted,
     Failed,
     Cancelled,
     /// Cancellation requested; the agent learns it from its next heartbeat.
@@ -561,7 +563,7 @@ impl Task {
         self.assigned_agent = None;
         self.completed_at = None;
         self.not_before = now;
-        Some(Outcome::Requeued)
+        Some(Outcome::Preempted)
     }
 
     /// True when the task is held and its lease has run out.

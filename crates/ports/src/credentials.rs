@@ -29,6 +29,19 @@ pub trait CredentialRepository: Send + Sync {
     /// `NotFound` if there is none.
     async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, RepoError>;
 
+    /// Stores `key` only if no admin credential exists at `now` (as [`admin_exists`] would
+    /// say), atomically with that check, also against other replicas. Returns whether it did.
+    ///
+    /// [`admin_exists`]: CredentialRepository::admin_exists
+    async fn insert_first_admin_key(
+        &self,
+        key: &ApiKey,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+
+    /// Deletes audit entries older than `before`; returns how many.
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
+
     /// The keys revoked after `since`.
     async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<ApiKeyId>, RepoError>;
 

@@ -1,6 +1,7 @@
 //! `/api/v1/agents`: registration, listing, updates, deregistration and heartbeats.
 
 use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::AgentId;
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use crate::dto::agents::{
 use crate::dto::tasks::{AgentTasks, TaskBody};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::next_link;
 use crate::AppState;
 
@@ -22,24 +23,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/agents")
             .route(web::get().to(list))
             .route(web::post().to(register))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/agents/{agent_id}")
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(deregister))
-            .default_service(method_not_allowed("GET, PATCH, DELETE")),
+            .default_service(method_not_allowed("GET, PATCH, DELETE"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/agents/{agent_id}/heartbeat")
             .route(web::post().to(heartbeat))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/agents/{agent_id}/tasks")
             .route(web::get().to(tasks))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     );
 }
 

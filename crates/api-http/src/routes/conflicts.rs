@@ -1,6 +1,7 @@
 //! `/api/v1/conflicts`: reports, the platform's detections, resolution and dismissal.
 
 use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::ConflictId;
 use uuid::Uuid;
@@ -11,7 +12,7 @@ use crate::dto::conflicts::{
 };
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::next_link;
 use crate::AppState;
 
@@ -20,22 +21,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/conflicts")
             .route(web::get().to(list))
             .route(web::post().to(report))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/conflicts/{conflict_id}")
             .route(web::get().to(get))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/conflicts/{conflict_id}/resolve")
             .route(web::post().to(resolve))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/conflicts/{conflict_id}/dismiss")
             .route(web::post().to(dismiss))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     );
 }
 

@@ -2,6 +2,7 @@
 //! sign-in and the audit trail.
 
 use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ApiKeyId, AuditAction, UserId};
 use ports::Admission;
@@ -15,7 +16,7 @@ use crate::dto::credentials::{
 };
 use crate::error::{ApiError, ErrorKind};
 use crate::extract::ApiJson;
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::next_link;
 use crate::AppState;
 
@@ -24,33 +25,39 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/api-keys")
             .route(web::get().to(list_keys))
             .route(web::post().to(create_key))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/api-keys/{key_id}")
             .route(web::delete().to(revoke_key))
-            .default_service(method_not_allowed("DELETE")),
+            .default_service(method_not_allowed("DELETE"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/users")
             .route(web::get().to(list_users))
             .route(web::post().to(create_user))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/users/{user_id}")
             .route(web::delete().to(delete_user))
-            .default_service(method_not_allowed("DELETE")),
+            .default_service(method_not_allowed("DELETE"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/auth/login")
             .route(web::post().to(login))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/audit")
             .route(web::get().to(audit))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     );
 }
 

@@ -1,5 +1,6 @@
 //! `/api/v1/dashboard`: the activity feed, read from the event log.
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -7,14 +8,15 @@ use serde_json::Value;
 
 use crate::auth::{Auth, Viewer};
 use crate::error::ApiError;
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/dashboard/activity")
             .route(web::get().to(activity))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     );
 }
 

@@ -1,6 +1,7 @@
 //! `/api/v1/resources`: shared pools, their changes and their live allocations.
 
 use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::ResourceId;
 use uuid::Uuid;
@@ -12,7 +13,7 @@ use crate::dto::resources::{
 };
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::next_link;
 use crate::AppState;
 
@@ -21,19 +22,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/resources")
             .route(web::get().to(list))
             .route(web::post().to(register))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/resources/{resource_id}")
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
-            .default_service(method_not_allowed("GET, PATCH, DELETE")),
+            .default_service(method_not_allowed("GET, PATCH, DELETE"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/resources/{resource_id}/allocations")
             .route(web::get().to(allocations))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     );
 }
 

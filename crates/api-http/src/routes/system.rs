@@ -2,28 +2,32 @@
 
 use std::sync::atomic::Ordering;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
 use crate::dto::system::{Components, HealthBody, HealthMetrics, ProbeBody, RootBody};
 use crate::error::{ApiError, ErrorKind};
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")
             .route(web::get().to(root))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/livez")
             .route(web::get().to(livez))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/readyz")
             .route(web::get().to(readyz))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     );
 }
 

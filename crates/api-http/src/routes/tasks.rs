@@ -1,6 +1,7 @@
 //! `/api/v1/tasks`: submission, reads, operator actions and the agent work protocol.
 
 use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::TaskId;
 use uuid::Uuid;
@@ -12,7 +13,7 @@ use crate::dto::tasks::{
 };
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::next_link;
 use crate::AppState;
 
@@ -21,17 +22,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/tasks")
             .route(web::get().to(list))
             .route(web::post().to(submit))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/tasks/{task_id}")
             .route(web::get().to(get))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/tasks/{task_id}/history")
             .route(web::get().to(history))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET"))
+            .wrap(from_fn(deadline)),
     );
     for (path, handler) in [
         ("/tasks/{task_id}/cancel", Action::Cancel),
@@ -41,28 +45,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource(path)
                 .app_data(web::Data::new(handler))
                 .route(web::post().to(operator_action))
-                .default_service(method_not_allowed("POST")),
+                .default_service(method_not_allowed("POST"))
+                .wrap(from_fn(deadline)),
         );
     }
     cfg.service(
         web::resource("/tasks/{task_id}/start")
             .route(web::post().to(start))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/tasks/{task_id}/heartbeat")
             .route(web::post().to(heartbeat))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/tasks/{task_id}/complete")
             .route(web::post().to(complete))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     )
     .service(
         web::resource("/tasks/{task_id}/fail")
             .route(web::post().to(fail))
-            .default_service(method_not_allowed("POST")),
+            .default_service(method_not_allowed("POST"))
+            .wrap(from_fn(deadline)),
     );
 }
 
