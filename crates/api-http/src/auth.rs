@@ -224,12 +224,17 @@ pub(crate) fn presented(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(None)
 }
 
+/// Whether a presented credential is a JWT (three dot-separated parts) rather than an API key.
+pub(crate) fn is_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
 /// Authenticates a token: three dot-separated parts make a JWT, anything else is an API key.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     if token.len() > 4096 {
         return Err(ApiError::unauthorized("invalid credentials"));
     }
-    if token.split('.').count() == 3 {
+    if is_jwt(token) {
         return match &state.jwt {
             Some(verifier) => verifier.verify(token),
             None => Err(ApiError::unauthorized(INVALID_TOKEN)),

@@ -113,8 +113,20 @@ pub async fn rate_limit(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
+    let address = client_address(req.request());
     let caller = match crate::auth::presented(req.request()) {
         Ok(Some(token)) => {
+            // A key (not a token, which is checked without the store) costs a store lookup:
+            // those are limited per address first, so made-up keys cannot flood the store.
+            if !crate::auth::is_jwt(&token) {
+                if let Admission::Limited { retry_after } = state
+                    .platform
+                    .admit(&format!("lookup:{address}"), app::Limited::Lookup)
+                    .await
+                {
+                    return Ok(req.into_response(ApiError::too_many(retry_after).error_response()));
+                }
+            }
             let result = crate::auth::authenticate(&state, &token).await;
             let caller = result.as_ref().ok().map(|p| match p.api_key {
                 Some(id) => format!("key:{id}"),
@@ -126,7 +138,7 @@ pub async fn rate_limit(
         }
         _ => None,
     };
-    let key = caller.unwrap_or_else(|| format!("addr:{}", client_address(req.request())));
+    let key = caller.unwrap_or_else(|| format!("addr:{address}"));
     match state.platform.admit(&key, app::Limited::Request).await {
         Admission::Allowed => next
             .call(req)

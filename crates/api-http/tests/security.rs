@@ -367,7 +367,7 @@ async fn a_burst_past_the_rate_limit_is_429_for_that_credential_only() {
     h.clock.advance(Duration::seconds(1));
     send(&app, admin(Method::GET, "/api/v1/agents")).await.ok();
 
-    // Sign-in is limited per username (and per address), more strictly.
+    // Sign-in is limited per username and address, more strictly.
     for _ in 0..3 {
         send(
             &app,
@@ -385,6 +385,15 @@ async fn a_burst_past_the_rate_limit_is_429_for_that_credential_only() {
     .await;
     locked.problem(429);
     assert_eq!(locked.header("retry-after"), Some("60"));
+    // That does not lock the user out for everyone else.
+    send(
+        &app,
+        req(Method::POST, "/api/v1/auth/login")
+            .peer_addr("10.0.0.2:40000".parse().unwrap())
+            .set_json(json!({"username": "root", "password": "guess"})),
+    )
+    .await
+    .problem(401);
 }
 
 #[actix_web::test]

@@ -73,16 +73,29 @@ impl RateLimiter for LocalRateLimiter {
 pub enum Limited {
     /// Any API call, per credential (or per address without one).
     Request,
-    /// A sign-in attempt, per address and per username.
+    /// Looking up a presented API key in the store, per address: ten times the request rate,
+    /// so many clients behind one address are not held back, but a flood of made-up keys
+    /// cannot keep the store busy.
+    Lookup,
+    /// A sign-in attempt, per username and address.
     Login,
+    /// Sign-in attempts per username from anywhere, or per address for any username: ten
+    /// times the sign-in rate, against guessing spread over many addresses or many names.
+    LoginWide,
 }
 
 impl Platform {
     /// Takes a token for `key` under the configured limit; always allowed when limits are off.
     pub async fn admit(&self, key: &str, kind: Limited) -> Admission {
+        let tenfold = |r: Rate| Rate {
+            per_second: r.per_second * 10.0,
+            burst: r.burst.saturating_mul(10),
+        };
         let rate = match kind {
             Limited::Request => self.settings.rate_limit,
+            Limited::Lookup => self.settings.rate_limit.map(tenfold),
             Limited::Login => self.settings.login_rate_limit,
+            Limited::LoginWide => self.settings.login_rate_limit.map(tenfold),
         };
         match rate {
             Some(rate) => self.deps.limiter.admit(key, rate).await,

@@ -7,6 +7,7 @@ use adapters_postgres::{PgStore, PoolSettings};
 use adapters_redis::{RedisBus, RedisRateLimiter};
 use api_http::{AppState, JwtKeys};
 use app::{Dependencies, Platform, Settings};
+use domain::credential::VISIBLE_PREFIX_CHARS;
 use domain::limit::Rate;
 use ports::EventBus;
 use secrecy::ExposeSecret;
@@ -105,11 +106,13 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
         // any other key, and show it this once.
         match platform.bootstrap_admin_key().await {
             Ok(Some(key)) => {
-                // Also on stderr, so no log level or format can hide it.
+                // The key itself goes to stderr only, once; logs, which are often shipped
+                // elsewhere, get its prefix.
                 eprintln!("agent-platform: generated an admin API key (shown once): {key}");
+                let prefix: String = key.chars().take(VISIBLE_PREFIX_CHARS).collect();
                 tracing::warn!(
-                    admin_api_key = %key,
-                    "no admin credential exists: generated an admin API key (shown once); set ADMIN_API_KEY to choose one instead"
+                    admin_api_key_prefix = %prefix,
+                    "no admin credential exists: generated an admin API key, printed once on stderr; set ADMIN_API_KEY to choose one instead"
                 );
             }
             Ok(None) => {}

@@ -167,26 +167,34 @@ fn without_configuration_it_serves_on_the_embedded_store_and_says_so() {
         .env("PORT", port.to_string())
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut saw_embedded = false;
-    let mut key = None;
+    let mut log = String::new();
     for line in stdout.lines().map_while(Result::ok) {
         saw_embedded |= line.contains("not persisted");
-        if line.contains("admin_api_key") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            key = v["admin_api_key"].as_str().map(str::to_owned);
-        }
+        log.push_str(&line);
         if line.contains("\"listening\"") {
             break;
         }
     }
     let _ = child.kill();
     let _ = child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(saw_embedded, "a log line says data is not persisted");
-    let key = key.expect("a generated admin key is printed once");
+    let key = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("agent-platform: generated an admin API key (shown once): "))
+        .expect("a generated admin key is printed once, on stderr");
     assert!(key.starts_with("mapk_"));
+    assert!(
+        log.contains(&key[..12]),
+        "the log names the key by its prefix"
+    );
+    assert!(!log.contains(key), "the log never holds the key itself");
 }
 
 #[tokio::test(flavor = "multi_thread")]

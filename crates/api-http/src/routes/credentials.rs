@@ -160,13 +160,16 @@ async fn login(
     req: HttpRequest,
     body: ApiJson<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    for key in [
-        format!("login-addr:{}", crate::middleware::client_address(&req)),
-        format!("login-user:{}", app::hash_key(&body.0.username).0),
+    // Strict per username and address, so nobody else can lock a user out; looser per
+    // username from anywhere and per address for any username, against spread-out guessing.
+    let address = crate::middleware::client_address(&req);
+    let user = &app::hash_key(&body.0.username).0[..32];
+    for (key, limit) in [
+        (format!("login:{user}:{address}"), app::Limited::Login),
+        (format!("login-user:{user}"), app::Limited::LoginWide),
+        (format!("login-addr:{address}"), app::Limited::LoginWide),
     ] {
-        if let Admission::Limited { retry_after } =
-            state.platform.admit(&key, app::Limited::Login).await
-        {
+        if let Admission::Limited { retry_after } = state.platform.admit(&key, limit).await {
             return Err(ApiError::too_many(retry_after));
         }
     }

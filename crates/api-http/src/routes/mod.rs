@@ -8,9 +8,10 @@ mod resources;
 mod system;
 mod tasks;
 
+use actix_web::middleware::from_fn;
 use actix_web::web;
 
-use crate::middleware::method_not_allowed;
+use crate::middleware::{deadline, method_not_allowed};
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -19,7 +20,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         api.service(
             web::resource("/health")
                 .route(web::get().to(system::health))
-                .default_service(method_not_allowed("GET")),
+                .default_service(method_not_allowed("GET"))
+                .wrap(from_fn(deadline)),
         );
         agents::configure(api);
         tasks::configure(api);

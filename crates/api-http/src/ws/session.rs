@@ -102,6 +102,10 @@ enum Blocked {
     Slow,
     /// The API key the session was opened with has been revoked.
     Revoked,
+    /// The credentials ran out (noticed during a replay).
+    Expired,
+    /// The log cannot be read to fill a gap: the client must resume later.
+    LogUnavailable,
 }
 
 /// Counts an open connection for as long as it lives.
@@ -188,6 +192,9 @@ struct Session {
     filters: Filters,
     /// The highest `seq` passed (delivered or filtered out); 0 before the first.
     last_seq: i64,
+    /// When the client last showed it is there: a message, a pong, or a page of a replay
+    /// taken.
+    heard: tokio::time::Instant,
 }
 
 /// Why the loop stopped sending: the client went away, or we close it with this reason.
@@ -202,6 +209,7 @@ impl Session {
             channels: BTreeSet::new(),
             filters: Filters::default(),
             last_seq: 0,
+            heard: tokio::time::Instant::now(),
         }
     }
 
@@ -210,7 +218,7 @@ impl Session {
         let mut live = self.state.hub.subscribe();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
-        let mut heard = tokio::time::Instant::now();
+        self.heard = tokio::time::Instant::now();
         let auth_deadline = tokio::time::sleep(AUTH_WINDOW);
         tokio::pin!(auth_deadline);
         let expiry = tokio::time::sleep_until(self.expiry());
@@ -218,7 +226,7 @@ impl Session {
         loop {
             tokio::select! {
                 message = stream.next() => {
-                    heard = tokio::time::Instant::now();
+                    self.heard = tokio::time::Instant::now();
                     match message {
                         Some(Ok(AggregatedMessage::Text(text))) => {
                             let was_anonymous = self.principal.is_none();
@@ -272,13 +280,10 @@ impl Session {
                     return close(CloseCode::Policy, "authentication required");
                 }
                 _ = &mut expiry, if self.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
-                    return close(
-                        CloseCode::Policy,
-                        format!("credentials expired; reconnect with new ones and since={}", self.last_seq),
-                    );
+                    return self.expired();
                 }
                 _ = ping.tick() => {
-                    if heard.elapsed() > DEAD_AFTER {
+                    if self.heard.elapsed() > DEAD_AFTER {
                         return close(CloseCode::Away, "no response to pings");
                     }
                     if let Err(why) = self.control(|mut c| async move { c.ping(b"").await }).await {
@@ -311,6 +316,40 @@ impl Session {
         }
     }
 
+    fn expired(&self) -> Ending {
+        close(
+            CloseCode::Policy,
+            format!(
+                "credentials expired; reconnect with new ones and since={}",
+                self.last_seq
+            ),
+        )
+    }
+
+    /// Between pages of a replay: the credentials must still hold (a long replay does not
+    /// outlive an expiry or a revocation), and taking a page shows the client is there.
+    async fn still_valid(&mut self) -> Result<(), Blocked> {
+        self.heard = tokio::time::Instant::now();
+        let Some(principal) = &self.principal else {
+            return Ok(());
+        };
+        if principal
+            .expires_at
+            .is_some_and(|at| at <= chrono::Utc::now())
+        {
+            return Err(Blocked::Expired);
+        }
+        if let Some(key) = principal.api_key {
+            let window = chrono::Duration::seconds(60);
+            if let Ok(revoked) = self.state.platform.recently_revoked(window).await {
+                if revoked.contains(&key) {
+                    return Err(Blocked::Revoked);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn too_slow(&self) -> Ending {
         close(
             CloseCode::Again,
@@ -327,16 +366,24 @@ impl Session {
             Blocked::Gone => None,
             Blocked::Slow => self.too_slow(),
             Blocked::Revoked => close(CloseCode::Policy, "credentials revoked"),
+            Blocked::Expired => self.expired(),
+            Blocked::LogUnavailable => close(
+                CloseCode::Again,
+                format!(
+                    "the event log cannot be read now; reconnect with since={}",
+                    self.last_seq
+                ),
+            ),
         }
     }
 
-    /// A control frame, given a second at most: a client that cannot take that is not reading.
+    /// A control frame, given as long as any frame: a client that cannot take it is not reading.
     async fn control<F, Fut>(&mut self, send: F) -> Result<(), Blocked>
     where
         F: FnOnce(actix_ws::Session) -> Fut,
         Fut: std::future::Future<Output = Result<(), actix_ws::Closed>>,
     {
-        match tokio::time::timeout(Duration::from_secs(1), send(self.out.clone())).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, send(self.out.clone())).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Blocked::Gone),
             Err(_) => Err(Blocked::Slow),
@@ -515,8 +562,9 @@ impl Session {
             {
                 Ok(page) => page,
                 Err(e) => {
+                    // Going on would skip the missing events for good: the client resumes.
                     tracing::warn!(error = %e, "cannot read the event log for a subscriber");
-                    return self.error("the event log cannot be read right now").await;
+                    return Err(Blocked::LogUnavailable);
                 }
             };
             for event in page.events.iter().filter(|e| e.seq <= until) {
@@ -528,6 +576,7 @@ impl Session {
             if page.exhausted || page.next_after >= until {
                 return Ok(());
             }
+            self.still_valid().await?;
         }
     }
 
