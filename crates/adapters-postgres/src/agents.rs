@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::credentials::insert_key;
-use crate::error::{corrupt, repo_error};
+use crate::error::{corrupt, missed_write, repo_error};
 use crate::events::append;
 use crate::PgStore;
 
@@ -55,20 +55,6 @@ fn agent_from_row(row: &PgRow) -> Result<Agent, RepoError> {
 
 fn as_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
-}
-
-/// Distinguishes "gone" from "changed" after a versioned write matched no row.
-async fn missed_write(conn: &mut PgConnection, agent: &Agent) -> RepoError {
-    let exists =
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)")
-            .bind(agent.id.as_uuid())
-            .fetch_one(conn)
-            .await;
-    match exists {
-        Ok(true) => RepoError::Conflict(format!("agent {} changed since it was read", agent.id)),
-        Ok(false) => RepoError::NotFound,
-        Err(e) => repo_error(e),
-    }
 }
 
 /// Writes every agent over the version it was read at, in one statement, inside the caller's
@@ -117,7 +103,7 @@ pub(crate) async fn update_agents(
         return Ok(());
     }
     if agents.len() == 1 {
-        return Err(missed_write(conn, &agents[0]).await);
+        return Err(missed_write(conn, "agents", "agent", agents[0].id.as_uuid()).await);
     }
     let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
     let present: i64 = sqlx::query_scalar("SELECT count(*) FROM agents WHERE id = ANY($1)")
@@ -239,7 +225,7 @@ impl AgentRepository for PgStore {
             .await
             .map_err(repo_error)?;
         if deleted.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, agent).await);
+            return Err(missed_write(&mut tx, "agents", "agent", agent.id.as_uuid()).await);
         }
         sqlx::query(
             "UPDATE api_keys SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL",

@@ -9,10 +9,10 @@ use domain::{
 use ports::{ConflictQuery, ConflictRepository, RepoError};
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::Row;
 use uuid::Uuid;
 
-use crate::error::{corrupt, repo_error};
+use crate::error::{corrupt, missed_write, repo_error};
 use crate::events::append;
 use crate::PgStore;
 
@@ -97,23 +97,6 @@ fn conflict_from_row(row: &PgRow) -> Result<Conflict, RepoError> {
         resolved_at: row.try_get("resolved_at").map_err(e)?,
         version: row.try_get("version").map_err(e)?,
     })
-}
-
-/// Distinguishes "gone" from "changed" after a versioned write matched no row.
-async fn missed_write(conn: &mut PgConnection, conflict: &Conflict) -> RepoError {
-    let exists =
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM conflicts WHERE id = $1)")
-            .bind(conflict.id.as_uuid())
-            .fetch_one(conn)
-            .await;
-    match exists {
-        Ok(true) => RepoError::Conflict(format!(
-            "conflict {} changed since it was read",
-            conflict.id
-        )),
-        Ok(false) => RepoError::NotFound,
-        Err(e) => repo_error(e),
-    }
 }
 
 fn uuids<T: Copy>(ids: &[T], f: impl Fn(T) -> Uuid) -> Vec<Uuid> {
@@ -253,7 +236,9 @@ impl ConflictRepository for PgStore {
         .await
         .map_err(repo_error)?;
         if updated.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, conflict).await);
+            return Err(
+                missed_write(&mut tx, "conflicts", "conflict", conflict.id.as_uuid()).await,
+            );
         }
         let stored = append(&mut tx, events).await?;
         tx.commit().await.map_err(repo_error)?;

@@ -46,3 +46,24 @@ pub(crate) fn repo_error(error: sqlx::Error) -> RepoError {
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> RepoError {
     RepoError::Internal(format!("corrupt {what} in the database: {detail}"))
 }
+
+/// Distinguishes "gone" from "changed" after a versioned write to `table` matched no row.
+/// `what` names the object in the message (`agent`, `resource`, ...).
+pub(crate) async fn missed_write(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    what: &str,
+    id: uuid::Uuid,
+) -> RepoError {
+    let exists = sqlx::query_scalar::<_, bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)"
+    ))
+    .bind(id)
+    .fetch_one(conn)
+    .await;
+    match exists {
+        Ok(true) => RepoError::Conflict(format!("{what} {id} changed since it was read")),
+        Ok(false) => RepoError::NotFound,
+        Err(e) => repo_error(e),
+    }
+}

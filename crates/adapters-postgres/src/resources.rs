@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::error::{corrupt, repo_error};
+use crate::error::{corrupt, missed_write, repo_error};
 use crate::events::append;
 use crate::PgStore;
 
@@ -79,20 +79,6 @@ pub(crate) async fn mark_allocated(
         ));
     }
     Ok(())
-}
-
-/// Distinguishes "gone" from "changed" after a versioned write matched no row.
-async fn missed_write(conn: &mut PgConnection, pool: &Resource) -> RepoError {
-    let exists =
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM resources WHERE id = $1)")
-            .bind(pool.id.as_uuid())
-            .fetch_one(conn)
-            .await;
-    match exists {
-        Ok(true) => RepoError::Conflict(format!("resource {} changed since it was read", pool.id)),
-        Ok(false) => RepoError::NotFound,
-        Err(e) => repo_error(e),
-    }
 }
 
 #[async_trait]
@@ -188,7 +174,7 @@ impl ResourceRepository for PgStore {
         .await
         .map_err(repo_error)?;
         if updated.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, pool).await);
+            return Err(missed_write(&mut tx, "resources", "resource", pool.id.as_uuid()).await);
         }
         let stored = append(&mut tx, events).await?;
         tx.commit().await.map_err(repo_error)?;
@@ -208,7 +194,7 @@ impl ResourceRepository for PgStore {
             .await
             .map_err(repo_error)?;
         if deleted.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, pool).await);
+            return Err(missed_write(&mut tx, "resources", "resource", pool.id.as_uuid()).await);
         }
         let stored = append(&mut tx, events).await?;
         tx.commit().await.map_err(repo_error)?;

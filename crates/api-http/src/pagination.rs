@@ -1,8 +1,18 @@
-//! The `Link: <...>; rel="next"` header of paged lists.
+//! Paged lists: a bare JSON array, and a `Link: <...>; rel="next"` header when there is more.
 
-use actix_web::http::header::HeaderValue;
-use actix_web::HttpRequest;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
 use domain::Cursor;
+use serde::Serialize;
+
+/// A page of a list: `200` with the items, and the `Link` header when `next` says there is more.
+pub fn page<T: Serialize>(req: &HttpRequest, next: Option<Cursor>, items: Vec<T>) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    if let Some(link) = next.as_ref().and_then(|c| next_link(req, c)) {
+        response.insert_header((header::LINK, link));
+    }
+    response.json(items)
+}
 
 /// The `Link` header pointing at the page after `next`, keeping the request's other parameters.
 pub fn next_link(req: &HttpRequest, next: &Cursor) -> Option<HeaderValue> {

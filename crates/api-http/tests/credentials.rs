@@ -10,28 +10,6 @@ use chrono::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[actix_web::test]
-                async fn $name() {
-                    super::$name(super::Harness::memory()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[actix_web::test]
-                async fn $name() {
-                    let store = adapters_postgres::testing::fresh_store().await;
-                    super::$name(super::Harness::on(std::sync::Arc::new(store))).await
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
     api_keys_are_shown_once_listed_without_secrets_and_revocable,
     expired_keys_stop_working_and_agent_keys_act_only_for_their_agent,

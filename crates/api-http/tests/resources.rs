@@ -11,28 +11,6 @@ use chrono::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[actix_web::test]
-                async fn $name() {
-                    super::$name(super::Harness::memory()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[actix_web::test]
-                async fn $name() {
-                    let store = adapters_postgres::testing::fresh_store().await;
-                    super::$name(super::Harness::on(std::sync::Arc::new(store))).await
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
     pools_are_registered_listed_filtered_and_changed,
     bad_pool_input_is_refused_and_changes_nothing,

@@ -9,28 +9,6 @@ use chrono::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[actix_web::test]
-                async fn $name() {
-                    super::$name(super::Harness::memory()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[actix_web::test]
-                async fn $name() {
-                    let store = adapters_postgres::testing::fresh_store().await;
-                    super::$name(super::Harness::on(std::sync::Arc::new(store))).await
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
     a_task_is_scheduled_run_and_completed_with_its_history,
     an_unplaceable_task_says_what_is_missing_and_waits_for_an_agent,

@@ -1,6 +1,5 @@
 //! `/api/v1/agents`: registration, listing, updates, deregistration and heartbeats.
 
-use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::AgentId;
@@ -15,7 +14,6 @@ use crate::dto::tasks::{AgentTasks, TaskBody};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::middleware::{deadline, method_not_allowed};
-use crate::pagination::next_link;
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -72,12 +70,8 @@ async fn list(
         .platform
         .list_agents(&auth.principal, query, limit)
         .await?;
-    let mut response = HttpResponse::Ok();
-    if let Some(link) = page.next.as_ref().and_then(|c| next_link(&req, c)) {
-        response.insert_header((header::LINK, link));
-    }
     let body: Vec<AgentBody> = page.agents.into_iter().map(AgentBody::from).collect();
-    Ok(response.json(body))
+    Ok(crate::pagination::page(&req, page.next, body))
 }
 
 async fn get(

@@ -1,6 +1,5 @@
 //! `/api/v1/conflicts`: reports, the platform's detections, resolution and dismissal.
 
-use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::ConflictId;
@@ -13,7 +12,6 @@ use crate::dto::conflicts::{
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::middleware::{deadline, method_not_allowed};
-use crate::pagination::next_link;
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -69,12 +67,8 @@ async fn list(
         .platform
         .list_conflicts(&auth.principal, query, limit)
         .await?;
-    let mut response = HttpResponse::Ok();
-    if let Some(link) = page.next.as_ref().and_then(|c| next_link(&req, c)) {
-        response.insert_header((header::LINK, link));
-    }
     let body: Vec<ConflictBody> = page.conflicts.into_iter().map(ConflictBody::from).collect();
-    Ok(response.json(body))
+    Ok(crate::pagination::page(&req, page.next, body))
 }
 
 async fn get(

@@ -1,12 +1,10 @@
 //! `/api/v1/api-keys`, `/api/v1/users`, `/api/v1/auth/login` and `/api/v1/audit`: credentials,
 //! sign-in and the audit trail.
 
-use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ApiKeyId, AuditAction, UserId};
 use ports::Admission;
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::auth::{Admin, Auth, LOGIN_TOKEN_SECONDS};
@@ -17,7 +15,7 @@ use crate::dto::credentials::{
 use crate::error::{ApiError, ErrorKind};
 use crate::extract::ApiJson;
 use crate::middleware::{deadline, method_not_allowed};
-use crate::pagination::next_link;
+use crate::pagination::page;
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -59,19 +57,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(method_not_allowed("GET"))
             .wrap(from_fn(deadline)),
     );
-}
-
-/// A list, with the `Link` header when there is more.
-fn page<T: Serialize>(
-    req: &HttpRequest,
-    next: Option<domain::Cursor>,
-    items: Vec<T>,
-) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    if let Some(link) = next.as_ref().and_then(|c| next_link(req, c)) {
-        response.insert_header((header::LINK, link));
-    }
-    response.json(items)
 }
 
 async fn create_key(

@@ -1,6 +1,5 @@
 //! `/api/v1/resources`: shared pools, their changes and their live allocations.
 
-use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::ResourceId;
@@ -14,7 +13,6 @@ use crate::dto::resources::{
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::middleware::{deadline, method_not_allowed};
-use crate::pagination::next_link;
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -65,12 +63,8 @@ async fn list(
         .platform
         .list_resources(&auth.principal, filter, limit)
         .await?;
-    let mut response = HttpResponse::Ok();
-    if let Some(link) = page.next.as_ref().and_then(|c| next_link(&req, c)) {
-        response.insert_header((header::LINK, link));
-    }
     let body: Vec<ResourceBody> = page.resources.into_iter().map(ResourceBody::from).collect();
-    Ok(response.json(body))
+    Ok(crate::pagination::page(&req, page.next, body))
 }
 
 async fn get(

@@ -1,6 +1,5 @@
 //! `/api/v1/tasks`: submission, reads, operator actions and the agent work protocol.
 
-use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::TaskId;
@@ -14,7 +13,6 @@ use crate::dto::tasks::{
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::middleware::{deadline, method_not_allowed};
-use crate::pagination::next_link;
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -131,12 +129,8 @@ async fn list(
         .platform
         .list_tasks(&auth.principal, query, limit)
         .await?;
-    let mut response = HttpResponse::Ok();
-    if let Some(link) = page.next.as_ref().and_then(|c| next_link(&req, c)) {
-        response.insert_header((header::LINK, link));
-    }
     let body: Vec<TaskBody> = page.tasks.into_iter().map(TaskBody::from).collect();
-    Ok(response.json(body))
+    Ok(crate::pagination::page(&req, page.next, body))
 }
 
 async fn get(

@@ -79,6 +79,31 @@ impl Harness {
     }
 }
 
+/// Runs each named scenario `async fn name(h: Harness)` twice: on the embedded store
+/// (`memory::name`) and on a fresh PostgreSQL database (`postgres::name`).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$name(super::Harness::memory()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let store = adapters_postgres::testing::fresh_store().await;
+                    super::$name(super::Harness::on(std::sync::Arc::new(store))).await
+                }
+            )*
+        }
+    };
+}
+
 /// Builds the service under test.
 #[macro_export]
 macro_rules! service {
