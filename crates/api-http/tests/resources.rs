@@ -165,6 +165,20 @@ async fn pools_are_registered_listed_filtered_and_changed(h: Harness) {
     ] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
+
+    // A report naming the pool, by name as the seed's example does, is about that pool.
+    let reported = post(
+        &app,
+        "/api/v1/conflicts",
+        json!({
+            "conflict_type": "resource_contention",
+            "description": "Multiple agents requesting same GPU resource",
+            "severity": "high",
+            "metadata": {"resource_id": "gpu_cluster_01"}
+        }),
+    )
+    .await;
+    assert_eq!(reported.ok()["resource_id"], gpu["id"]);
 }
 
 async fn bad_pool_input_is_refused_and_changes_nothing(h: Harness) {

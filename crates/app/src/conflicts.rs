@@ -116,6 +116,22 @@ impl Platform {
         if let Some(holder) = task_holder.filter(|h| !conflict.involved_agents.contains(h)) {
             conflict.involved_agents.push(holder);
         }
+        // `metadata.resource_id` names a pool by ID or name, as claims do; an unknown one is
+        // kept in the metadata as reported, and the conflict names no pool.
+        let named = conflict
+            .metadata
+            .as_map()
+            .get("resource_id")
+            .and_then(Value::as_str);
+        if let Some(reference) = named {
+            conflict.resource_id = self
+                .deps
+                .resources
+                .find_resource(reference)
+                .await
+                .map_err(|e| AppError::from_repo("Resource", e))?
+                .map(|pool| pool.id);
+        }
         let stored = self
             .deps
             .conflicts
@@ -777,8 +793,17 @@ impl Platform {
                         Ok(events::conflict_closed(c))
                     })
                     .await;
-                if let Err(e) = closed {
-                    tracing::debug!(error = %e, "cannot close a detected conflict");
+                match closed {
+                    Ok(c) => {
+                        self.audit(
+                            "platform",
+                            domain::AuditAction::ConflictResolved,
+                            Some(c.id.to_string()),
+                            json!({"outcome": gone.outcome}),
+                        )
+                        .await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot close a detected conflict"),
                 }
             }
         }

@@ -170,11 +170,7 @@ pub(crate) fn resource_updated(pool: &Resource, before: &Resource) -> NewEvent {
 }
 
 pub(crate) fn resource_deleted(pool: &Resource, at: DateTime<Utc>) -> NewEvent {
-    NewEvent::about_nothing(
-        EventKind::ResourceDeleted,
-        json!({"resource_id": pool.id, "name": pool.name}),
-        at,
-    )
+    NewEvent::about_nothing(EventKind::ResourceDeleted, resource_snapshot(pool), at)
 }
 
 /// A task's claim on a pool, taken (with its assignment) or given back (as its attempt ended).
@@ -270,6 +266,7 @@ pub(crate) fn conflict_closed(conflict: &Conflict) -> NewEvent {
             "outcome": r.outcome,
             "decided_by": r.decided_by,
             "decided_at": r.decided_at,
+            "details": r.details,
         });
     }
     conflict_event(kind, conflict, data, conflict.updated_at)

@@ -255,12 +255,8 @@ impl Conflict {
             id,
             involved_agents: report.agent_id.into_iter().collect(),
             involved_tasks: report.task_id.into_iter().collect(),
-            resource_id: report
-                .metadata
-                .as_map()
-                .get("resource_id")
-                .and_then(Value::as_str)
-                .and_then(|r| r.parse().ok()),
+            // Resolved against the registered pools by the platform.
+            resource_id: None,
             agent_id: report.agent_id,
             task_id: report.task_id,
             conflict_type: report.conflict_type,

@@ -589,8 +589,10 @@ impl Session {
             };
         }
         let Some(event) = &delivery.event else {
-            // Not a stored event (system metrics): no sequence to keep.
-            if self.channels.contains(&delivery.channel) {
+            // Not a stored event (system metrics): no sequence to keep. The platform-wide
+            // counters are for readers, not for an agent, which sees only what concerns itself.
+            let reader = self.principal.as_ref().is_some_and(|p| p.can_read_all());
+            if reader && self.channels.contains(&delivery.channel) {
                 self.push(delivery.frame.clone()).await?;
             }
             return Ok(());
