@@ -38,6 +38,8 @@ pub struct AppState {
     pub hub: ws::Hub,
     /// Browser origins allowed to call the API cross-origin; empty allows none.
     pub cors_origins: Vec<String>,
+    /// Longest any request may take ([`REQUEST_DEADLINE`] unless changed).
+    pub request_deadline: std::time::Duration,
 }
 
 impl AppState {
@@ -56,7 +58,14 @@ impl AppState {
             connections,
             hub,
             cors_origins: Vec::new(),
+            request_deadline: REQUEST_DEADLINE,
         }
+    }
+
+    /// Changes how long a request may take before it is answered `503`.
+    pub fn with_request_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.request_deadline = deadline;
+        self
     }
 
     /// Allows these browser origins cross-origin requests (exact matches, like

@@ -158,12 +158,12 @@ pub fn client_address(req: &HttpRequest) -> String {
         .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
 }
 
-/// Longest any request may take, long polls (up to 30 s) included; past it the client gets
-/// `503` and the handler is dropped. WebSocket sessions are not requests: they outlive their
-/// upgrade.
+/// Longest any request may take by default, long polls (up to 30 s) included; past it the
+/// client gets `503` and the handler is dropped. WebSocket sessions are not requests: they
+/// outlive their upgrade.
 pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Ends a request that runs past [`REQUEST_DEADLINE`]. Wrapped around each resource, after
+/// Ends a request that runs past `AppState::request_deadline`. Wrapped around each resource, after
 /// routing, so the request can be kept for the answer, which then passes through every outer
 /// middleware (request ID, access log, CORS, security headers) like any other.
 pub async fn deadline(
@@ -171,7 +171,10 @@ pub async fn deadline(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let request = req.request().clone();
-    match tokio::time::timeout(REQUEST_DEADLINE, next.call(req)).await {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(REQUEST_DEADLINE, |s| s.request_deadline);
+    match tokio::time::timeout(limit, next.call(req)).await {
         Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
         Err(_) => {
             tracing::warn!("request ran past its deadline");

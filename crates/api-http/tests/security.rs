@@ -495,3 +495,30 @@ async fn made_up_or_respelt_credentials_earn_no_fresh_bucket() {
     .await
     .problem(429);
 }
+
+#[actix_web::test]
+async fn a_request_past_its_deadline_is_503_in_the_envelope_with_every_header() {
+    let mut h = Harness::memory();
+    h.state = h
+        .state
+        .clone()
+        .with_request_deadline(std::time::Duration::from_millis(200));
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("poller")).await;
+    // A long poll that would wait 5 s for work that never comes.
+    let reply = send(
+        &app,
+        bearer(
+            Method::GET,
+            &format!("/api/v1/agents/{agent}/tasks?status_filter=assigned&wait_seconds=5"),
+            &key,
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.problem(503)["detail"],
+        "the request took too long; try again"
+    );
+    assert!(reply.header("x-request-id").is_some());
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+}
