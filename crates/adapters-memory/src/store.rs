@@ -161,7 +161,7 @@ impl AgentRepository for MemoryStore {
 
     async fn list(&self, query: &AgentQuery) -> Result<Vec<Agent>, RepoError> {
         let state = self.lock();
-        let mut rows: Vec<&Agent> = state
+        let rows = state
             .agents
             .values()
             .filter(|a| query.status.is_none_or(|s| a.status == s))
@@ -170,19 +170,13 @@ impl AgentRepository for MemoryStore {
                     .capability
                     .as_ref()
                     .is_none_or(|c| a.capabilities.contains(c))
-            })
-            .filter(|a| {
-                query
-                    .after
-                    .is_none_or(|c| c.precedes(a.created_at, a.id.as_uuid()))
-            })
-            .collect();
-        newest_first(&mut rows, |a| (a.created_at, a.id));
-        Ok(rows
-            .into_iter()
-            .take(query.limit as usize)
-            .cloned()
-            .collect())
+            });
+        Ok(newest_page(
+            rows,
+            |a| (a.created_at, a.id.as_uuid()),
+            query.after,
+            query.limit,
+        ))
     }
 
     async fn update(
@@ -250,8 +244,22 @@ impl AgentRepository for MemoryStore {
 }
 
 /// Newest first: `created_at`, then ID, descending.
-fn newest_first<T, K: Ord>(rows: &mut [T], key: impl Fn(&T) -> K) {
-    rows.sort_by_key(|r| std::cmp::Reverse(key(r)));
+/// One page of a list, as every list port method defines it: the rows strictly after `after`
+/// in newest-first order (`position` is a row's time and ID), at most `limit` of them.
+fn newest_page<'a, T: Clone + 'a>(
+    rows: impl Iterator<Item = &'a T>,
+    position: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid),
+    after: Option<Cursor>,
+    limit: u32,
+) -> Vec<T> {
+    let mut rows: Vec<&T> = rows
+        .filter(|r| {
+            let (at, id) = position(r);
+            after.is_none_or(|c| c.precedes(at, id))
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(position(r)));
+    rows.into_iter().take(limit as usize).cloned().collect()
 }
 
 #[async_trait]
@@ -312,7 +320,7 @@ impl TaskRepository for MemoryStore {
 
     async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
         let state = self.lock();
-        let mut rows: Vec<&Task> = state
+        let rows = state
             .tasks
             .values()
             .filter(|t| query.status.is_none_or(|s| t.status == s))
@@ -325,19 +333,13 @@ impl TaskRepository for MemoryStore {
             })
             .filter(|t| query.agent.is_none_or(|a| t.assigned_agent == Some(a)))
             .filter(|t| query.workflow_id.is_none_or(|w| t.workflow_id == Some(w)))
-            .filter(|t| query.execution_id.is_none_or(|e| t.execution_id == Some(e)))
-            .filter(|t| {
-                query
-                    .after
-                    .is_none_or(|c| c.precedes(t.created_at, t.id.as_uuid()))
-            })
-            .collect();
-        newest_first(&mut rows, |t| (t.created_at, t.id));
-        Ok(rows
-            .into_iter()
-            .take(query.limit as usize)
-            .cloned()
-            .collect())
+            .filter(|t| query.execution_id.is_none_or(|e| t.execution_id == Some(e)));
+        Ok(newest_page(
+            rows,
+            |t| (t.created_at, t.id.as_uuid()),
+            query.after,
+            query.limit,
+        ))
     }
 
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
@@ -500,15 +502,17 @@ impl ResourceRepository for MemoryStore {
     }
 
     async fn list_resources(&self, kind: Option<&str>) -> Result<Vec<Resource>, RepoError> {
-        let mut rows: Vec<Resource> = self
-            .lock()
+        let state = self.lock();
+        let rows = state
             .resources
             .values()
-            .filter(|p| kind.is_none_or(|k| p.kind == k))
-            .cloned()
-            .collect();
-        newest_first(&mut rows, |p| (p.created_at, p.id));
-        Ok(rows)
+            .filter(|p| kind.is_none_or(|k| p.kind == k));
+        Ok(newest_page(
+            rows,
+            |p| (p.created_at, p.id.as_uuid()),
+            None,
+            u32::MAX,
+        ))
     }
 
     async fn claim_holders(&self) -> Result<Vec<Task>, RepoError> {
@@ -573,25 +577,19 @@ impl ConflictRepository for MemoryStore {
 
     async fn list_conflicts(&self, query: &ConflictQuery) -> Result<Vec<Conflict>, RepoError> {
         let state = self.lock();
-        let mut rows: Vec<&Conflict> = state
+        let rows = state
             .conflicts
             .values()
             .filter(|c| query.status.is_none_or(|s| c.status == s))
             .filter(|c| query.severity.is_none_or(|s| c.severity == s))
             .filter(|c| query.conflict_type.is_none_or(|t| c.conflict_type == t))
-            .filter(|c| query.agent.is_none_or(|a| c.involves(a)))
-            .filter(|c| {
-                query
-                    .after
-                    .is_none_or(|cur| cur.precedes(c.created_at, c.id.as_uuid()))
-            })
-            .collect();
-        newest_first(&mut rows, |c| (c.created_at, c.id));
-        Ok(rows
-            .into_iter()
-            .take(query.limit as usize)
-            .cloned()
-            .collect())
+            .filter(|c| query.agent.is_none_or(|a| c.involves(a)));
+        Ok(newest_page(
+            rows,
+            |c| (c.created_at, c.id.as_uuid()),
+            query.after,
+            query.limit,
+        ))
     }
 
     async fn open_detected(
@@ -666,13 +664,12 @@ impl CredentialRepository for MemoryStore {
         limit: u32,
     ) -> Result<Vec<ApiKey>, RepoError> {
         let state = self.lock();
-        let mut rows: Vec<&ApiKey> = state
-            .keys
-            .values()
-            .filter(|k| after.is_none_or(|c| c.precedes(k.created_at, k.id.as_uuid())))
-            .collect();
-        newest_first(&mut rows, |k| (k.created_at, k.id));
-        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+        Ok(newest_page(
+            state.keys.values(),
+            |k| (k.created_at, k.id.as_uuid()),
+            after,
+            limit,
+        ))
     }
 
     async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, RepoError> {
@@ -754,13 +751,12 @@ impl CredentialRepository for MemoryStore {
 
     async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError> {
         let state = self.lock();
-        let mut rows: Vec<&User> = state
-            .users
-            .values()
-            .filter(|u| after.is_none_or(|c| c.precedes(u.created_at, u.id.as_uuid())))
-            .collect();
-        newest_first(&mut rows, |u| (u.created_at, u.id));
-        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+        Ok(newest_page(
+            state.users.values(),
+            |u| (u.created_at, u.id.as_uuid()),
+            after,
+            limit,
+        ))
     }
 
     async fn delete_user(&self, id: UserId) -> Result<User, RepoError> {
@@ -783,14 +779,11 @@ impl CredentialRepository for MemoryStore {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, RepoError> {
         let state = self.lock();
-        let mut rows: Vec<&AuditEntry> = state
+        let rows = state
             .audit
             .iter()
-            .filter(|e| action.is_none_or(|a| e.action == a))
-            .filter(|e| after.is_none_or(|c| c.precedes(e.at, e.id)))
-            .collect();
-        newest_first(&mut rows, |e| (e.at, e.id));
-        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+            .filter(|e| action.is_none_or(|a| e.action == a));
+        Ok(newest_page(rows, |e| (e.at, e.id), after, limit))
     }
 }
 

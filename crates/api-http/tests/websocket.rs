@@ -567,6 +567,33 @@ async fn a_socket_opened_with_a_key_that_is_then_revoked_is_closed() {
 }
 
 #[actix_web::test]
+async fn platform_counters_go_to_readers_not_to_agents() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let app = service!(h);
+    let (_, agent_key) = register(&app, seed_agent("worker")).await;
+    let mut agent = open(addr, Some(&agent_key)).await;
+    subscribe(
+        &mut agent,
+        json!({"type": "subscribe", "subscriptions": ["system_metrics"]}),
+    )
+    .await;
+    let mut reader = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut reader,
+        json!({"type": "subscribe", "subscriptions": ["system_metrics"]}),
+    )
+    .await;
+    // Two rounds of counters reach the reader (one a second in the harness)...
+    for _ in 0..2 {
+        assert_eq!(next(&mut reader).await["type"], "system_metrics");
+    }
+    // ...and none the agent: the first thing it gets is the answer to its ping.
+    say(&mut agent, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut agent).await["type"], "pong");
+}
+
+#[actix_web::test]
 async fn a_connected_socket_is_closed_when_its_token_expires() {
     let h = Harness::memory();
     let addr = serve(&h);
