@@ -27,6 +27,10 @@ pub enum ErrorKind {
         retry_after: u64,
     },
     Unavailable,
+    /// Too busy to take this now; a retry may succeed after this many seconds (`503`).
+    Overloaded {
+        retry_after: u64,
+    },
     Internal,
 }
 
@@ -111,7 +115,7 @@ impl ApiError {
                 "Too Many Requests",
                 StatusCode::TOO_MANY_REQUESTS,
             ),
-            ErrorKind::Unavailable => (
+            ErrorKind::Unavailable | ErrorKind::Overloaded { .. } => (
                 "service-unavailable",
                 "Service Unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -183,7 +187,7 @@ impl ResponseError for ApiError {
             ErrorKind::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
-            ErrorKind::TooManyRequests { retry_after } => {
+            ErrorKind::TooManyRequests { retry_after } | ErrorKind::Overloaded { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             _ => {}
@@ -217,6 +221,10 @@ impl From<AppError> for ApiError {
                     "a required dependency is unavailable; try again shortly",
                 )
             }
+            AppError::Overloaded { what, retry_after } => ApiError::new(
+                ErrorKind::Overloaded { retry_after },
+                format!("too many {what} under way; retry after {retry_after} s"),
+            ),
             AppError::Internal(internal) => {
                 tracing::error!(error = %internal, "internal error");
                 ApiError::new(ErrorKind::Internal, "internal server error")

@@ -522,3 +522,85 @@ async fn a_request_past_its_deadline_is_503_in_the_envelope_with_every_header() 
     assert!(reply.header("x-request-id").is_some());
     assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
 }
+
+/// A sign-in to `/api/v1/auth/login` from an address.
+fn login_from(address: &str, username: &str, password: &str) -> actix_web::test::TestRequest {
+    req(Method::POST, "/api/v1/auth/login")
+        .peer_addr(format!("{address}:40000").parse().unwrap())
+        .set_json(json!({"username": username, "password": password}))
+}
+
+#[actix_web::test]
+async fn a_sign_in_flood_is_refused_before_hashing_with_retry_after() {
+    // One hashing slot and its queue of four: a flood of made-up usernames from many
+    // addresses gets five checks under way, and every other attempt is refused at once.
+    let h = Harness::memory_with(|s| s.password_hash_concurrency = 1);
+    let app = service!(h);
+    let flood = (0..16).map(|i| {
+        send(
+            &app,
+            login_from(&format!("10.1.0.{i}"), &format!("nobody{i}"), "guess"),
+        )
+    });
+    let replies = futures_util::future::join_all(flood).await;
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(refused.len(), 11, "{replies:?}");
+    for reply in &refused {
+        reply.problem(503);
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+    assert!(replies
+        .iter()
+        .filter(|r| r.status != 503)
+        .all(|r| r.status == 401));
+    // The slots are free again afterwards.
+    send(&app, login_from("10.1.1.1", "nobody", "guess"))
+        .await
+        .problem(401);
+}
+
+#[actix_web::test]
+async fn failures_from_other_addresses_never_lock_a_user_out() {
+    let h = Harness::memory_with(|s| {
+        s.login_rate_limit = Some(Rate {
+            per_second: 1.0 / 60.0,
+            burst: 3,
+        });
+        s.password_hash_concurrency = 2;
+    });
+    let app = service!(h);
+    send(
+        &app,
+        admin(Method::POST, "/api/v1/users").set_json(
+            json!({"username": "alice", "password": "correct horse battery staple", "role": "viewer"}),
+        ),
+    )
+    .await
+    .ok();
+    // Guessing from 26 addresses: each is throttled on its own after three tries.
+    for a in 0..26 {
+        let address = format!("10.2.{a}.1");
+        for _ in 0..3 {
+            send(&app, login_from(&address, "alice", "wrong guess"))
+                .await
+                .problem(401);
+        }
+        send(&app, login_from(&address, "alice", "wrong guess"))
+            .await
+            .problem(429);
+    }
+    // The real user, from an address that has not been failing, signs in.
+    send(
+        &app,
+        login_from("10.3.0.1", "alice", "correct horse battery staple"),
+    )
+    .await
+    .ok();
+    // A failing address stays throttled, even with the right password.
+    send(
+        &app,
+        login_from("10.2.0.1", "alice", "correct horse battery staple"),
+    )
+    .await
+    .problem(429);
+}

@@ -5,7 +5,8 @@
 //! username is checked against a stand-in hash, so neither the answer nor its timing tells an
 //! attacker which usernames exist.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -54,6 +55,49 @@ pub const AUDIT_RETENTION_DAYS: i64 = 90;
 
 /// The one answer to a failed sign-in, whatever failed.
 const BAD_LOGIN: &str = "invalid username or password";
+
+/// How many callers may wait for a hashing turn, per hashing slot.
+const QUEUE_PER_SLOT: usize = 4;
+/// Longest a caller waits in that queue before it is told to come back.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// What a refused caller is told to wait, in seconds.
+const HASHING_RETRY_AFTER: u64 = 1;
+
+/// Admission to password hashing. Argon2id is memory-hard (about 19 MiB per hash), so only
+/// `slots` hashes run at once; a few callers more may wait for a slot, and everyone past them
+/// is refused at once, before any hashing. Memory for hashing therefore never exceeds
+/// `slots` × 19 MiB, whatever arrives, and the other cores stay free for other requests.
+#[derive(Debug)]
+pub(crate) struct Hashing {
+    slots: Arc<tokio::sync::Semaphore>,
+    queue: Arc<tokio::sync::Semaphore>,
+}
+
+impl Hashing {
+    pub(crate) fn new(slots: usize) -> Self {
+        let slots = slots.max(1);
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            queue: Arc::new(tokio::sync::Semaphore::new(slots * QUEUE_PER_SLOT)),
+        }
+    }
+
+    /// A hashing slot, or `Overloaded` when the queue is full or the wait runs out. The slot is
+    /// held by the hashing itself, so a caller that goes away does not free it early.
+    async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+        let refused = AppError::Overloaded {
+            what: "password checks",
+            retry_after: HASHING_RETRY_AFTER,
+        };
+        let Ok(_place) = self.queue.clone().try_acquire_owned() else {
+            return Err(refused);
+        };
+        match tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(refused),
+        }
+    }
+}
 
 impl Platform {
     /// Issues an API key. The key is in the answer and nowhere else: only its hash is kept.
@@ -160,7 +204,9 @@ impl Platform {
         let salt = SaltString::encode_b64(&self.deps.ids.secret_bytes()[..16])
             .map_err(|e| AppError::Internal(format!("salt: {e}")))?;
         let password = new.password;
+        let slot = self.hashing.admit().await?;
         let hash = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             Argon2::default()
                 .hash_password(password.as_bytes(), &salt)
                 .map(|h| h.to_string())
@@ -237,6 +283,8 @@ impl Platform {
     /// Checks a username and password. The same answer, after the same work, for an unknown
     /// user and a wrong password.
     pub async fn login(&self, username: &str, password: &str) -> Result<Principal, AppError> {
+        // Admitted before anything else, so a refusal costs the same for every username.
+        let slot = self.hashing.admit().await?;
         let user = match check_username(username) {
             Ok(name) => self.deps.credentials.find_user(&name).await.map_err(repo)?,
             Err(_) => None,
@@ -246,6 +294,7 @@ impl Platform {
             .map_or_else(|| stand_in_hash().to_owned(), |u| u.password_hash.clone());
         let password = password.to_owned();
         let matches = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             PasswordHash::new(&stored).is_ok_and(|hash| {
                 Argon2::default()
                     .verify_password(password.as_bytes(), &hash)

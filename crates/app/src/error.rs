@@ -24,6 +24,13 @@ pub enum AppError {
     /// A required dependency is down (503).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Too much of this work is under way; the caller may retry after this many seconds (503
+    /// with `Retry-After`). Nothing was done.
+    #[error("overloaded: {what}")]
+    Overloaded {
+        what: &'static str,
+        retry_after: u64,
+    },
     /// A bug or corrupt data (500). The message is for logs, never for clients.
     #[error("internal error: {0}")]
     Internal(String),

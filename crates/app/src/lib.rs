@@ -68,6 +68,10 @@ pub struct Settings {
     pub rate_limit: Option<domain::limit::Rate>,
     /// Sign-in attempts per address and per username; `None` is no limit.
     pub login_rate_limit: Option<domain::limit::Rate>,
+    /// Most password hashes (sign-in checks, new passwords) computed at once. Each takes about
+    /// 19 MiB while it runs, so this bounds their memory; attempts past the bound and its short
+    /// queue are refused before any hashing.
+    pub password_hash_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -85,6 +89,7 @@ impl Default for Settings {
             auto_resolve_reported: false,
             rate_limit: None,
             login_rate_limit: None,
+            password_hash_concurrency: 1,
         }
     }
 }
@@ -168,6 +173,8 @@ pub struct Platform {
     /// Whether an open contention conflict may exist, so passes without contention know
     /// whether to look for ones to close.
     contention_open: Arc<std::sync::atomic::AtomicBool>,
+    /// Admission to password hashing: who may hash now, and who may wait for a turn.
+    hashing: Arc<credentials::Hashing>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -198,9 +205,12 @@ impl Platform {
     pub fn new(deps: Dependencies, settings: Settings) -> Self {
         Self {
             deps,
-            settings,
             signals: Arc::default(),
             contention_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            hashing: Arc::new(credentials::Hashing::new(
+                settings.password_hash_concurrency,
+            )),
+            settings,
         }
     }
 

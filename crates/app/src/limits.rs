@@ -79,9 +79,10 @@ pub enum Limited {
     Lookup,
     /// A sign-in attempt, per username and address.
     Login,
-    /// Sign-in attempts per username from anywhere, or per address for any username: ten
-    /// times the sign-in rate, against guessing spread over many addresses or many names.
-    LoginWide,
+    /// Sign-in attempts per address for any username: ten times the sign-in rate, against one
+    /// address guessing across many names. There is deliberately no limit per username from
+    /// anywhere: it would let anyone lock a user out by failing on purpose.
+    LoginAddress,
 }
 
 impl Platform {
@@ -95,7 +96,7 @@ impl Platform {
             Limited::Request => self.settings.rate_limit,
             Limited::Lookup => self.settings.rate_limit.map(tenfold),
             Limited::Login => self.settings.login_rate_limit,
-            Limited::LoginWide => self.settings.login_rate_limit.map(tenfold),
+            Limited::LoginAddress => self.settings.login_rate_limit.map(tenfold),
         };
         match rate {
             Some(rate) => self.deps.limiter.admit(key, rate).await,

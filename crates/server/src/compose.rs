@@ -91,6 +91,7 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
             per_second: config.login_rate_limit_per_minute as f64 / 60.0,
             burst: config.login_rate_limit_per_minute.min(10) as u32,
         }),
+        password_hash_concurrency: config.password_hash_concurrency,
         ..Settings::default()
     };
     let jwt = config.jwt_secret.as_ref().map(|secret| {

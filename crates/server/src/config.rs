@@ -66,8 +66,16 @@ pub struct Config {
     pub rate_limit_burst: u64,
     /// Sign-in attempts per minute per address and per username; 0 is no limit.
     pub login_rate_limit_per_minute: u64,
+    /// Password hashes computed at once (about 19 MiB each while they run).
+    pub password_hash_concurrency: usize,
     /// Browser origins allowed cross-origin (`CORS_ALLOWED_ORIGINS`, comma-separated).
     pub cors_allowed_origins: Vec<String>,
+}
+
+/// Half the cores, at least one: sign-in floods never take every core from other requests.
+fn default_hash_concurrency() -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores as u64 / 2).max(1)
 }
 
 /// `CORS_ALLOWED_ORIGINS`: `scheme://host[:port]` origins separated by commas. `*` is refused:
@@ -254,6 +262,12 @@ impl Config {
             rate_limit_per_second: number("RATE_LIMIT_PER_SECOND", 50, 0, 1_000_000)?,
             rate_limit_burst: number("RATE_LIMIT_BURST", 100, 1, 1_000_000)?,
             login_rate_limit_per_minute: number("LOGIN_RATE_LIMIT_PER_MINUTE", 10, 0, 10_000)?,
+            password_hash_concurrency: number(
+                "PASSWORD_HASH_CONCURRENCY",
+                default_hash_concurrency(),
+                1,
+                256,
+            )? as usize,
             conflict_auto_resolve_reported: match get("CONFLICT_AUTO_RESOLVE_REPORTED")
                 .map(str::to_ascii_lowercase)
                 .as_deref()

@@ -139,20 +139,21 @@ async fn delete_user(
 }
 
 /// Open: a username and password for a token. Needs `JWT_SECRET`, which signs the token.
-/// Attempts are limited per address and per username, more strictly than other calls.
+/// Attempts are limited per username and address, more strictly than other calls, and then
+/// wait for one of the few password-hashing slots (`503` with `Retry-After` when none frees up).
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: ApiJson<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    // Strict per username and address, so nobody else can lock a user out; looser per
-    // username from anywhere and per address for any username, against spread-out guessing.
+    // Strict per username and address, and looser per address for any username, against one
+    // address trying many names. Nothing is counted per username from anywhere: failures
+    // elsewhere never refuse the real user at an address that has not been failing.
     let address = crate::middleware::client_address(&req);
     let user = &app::hash_key(&body.0.username).0[..32];
     for (key, limit) in [
         (format!("login:{user}:{address}"), app::Limited::Login),
-        (format!("login-user:{user}"), app::Limited::LoginWide),
-        (format!("login-addr:{address}"), app::Limited::LoginWide),
+        (format!("login-addr:{address}"), app::Limited::LoginAddress),
     ] {
         if let Admission::Limited { retry_after } = state.platform.admit(&key, limit).await {
             return Err(ApiError::too_many(retry_after));
