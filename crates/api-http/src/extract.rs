@@ -1,14 +1,19 @@
 //! Request extractors that fail in the contract's envelope: JSON bodies, paths and queries.
+//!
+//! Text from outside may hold any Unicode character but NUL (U+0000): PostgreSQL can store it
+//! neither in `text` nor in `jsonb`, so both stores refuse it here, the same way, before anything
+//! is stored (`422` naming the field in a body, `400` naming the parameter in a query).
 
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::error::{PathError, QueryPayloadError};
+use actix_web::error::PathError;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::{ApiError, ErrorKind};
 
@@ -134,12 +139,52 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "must be a JSON object",
         )));
     }
+    if let Some(field) = nul_in(&value, "") {
+        return Err(ApiError::validation(domain::ValidationErrors::single(
+            field,
+            NUL_REFUSED,
+        )));
+    }
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let message = error.into_inner().to_string();
         let field = field_name(&path, &message);
         ApiError::validation(domain::ValidationErrors::single(field, message))
     })
+}
+
+const NUL_REFUSED: &str = "must not contain the NUL character (U+0000)";
+
+/// The path of the first key or string in `value` that holds a NUL character, if any: `title`,
+/// `metadata.key`, `tasks[2].description`.
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    let shown = |key: &str| key.replace('\0', "\\u0000");
+    let join = |key: &str| {
+        if path.is_empty() {
+            shown(key)
+        } else {
+            format!("{path}.{}", shown(key))
+        }
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Some(if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(join(key))
+            } else {
+                nul_in(item, &join(key))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// The field an error is about: the path, plus the field named in "unknown field `x`" or
@@ -171,9 +216,65 @@ pub fn path_error(error: PathError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request(detail.replace("UUID parsing failed", "not a UUID")).into()
 }
 
-/// `400` for a query string that does not parse.
-pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request(format!("invalid query parameter: {error}")).into()
+/// A query string deserialized strictly: `400` naming the parameter when one is unknown, has a
+/// value of the wrong shape or holds a NUL character. The answer never carries parser text.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T> ApiQuery<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for ApiQuery<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(ApiQuery))
+    }
+}
+
+fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs = form_urlencoded::parse(query.as_bytes());
+    if let Some((name, _)) = pairs
+        .clone()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "query parameter '{}' {NUL_REFUSED}",
+            name.replace('\0', "\\u0000")
+        )));
+    }
+    let deserializer = serde_urlencoded::Deserializer::new(pairs);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        let detail = match (
+            message.strip_prefix("unknown field `"),
+            message.strip_prefix("missing field `"),
+        ) {
+            (Some(rest), _) => format!(
+                "unknown query parameter '{}'",
+                rest.split('`').next().unwrap_or_default()
+            ),
+            (_, Some(rest)) => format!(
+                "missing query parameter '{}'",
+                rest.split('`').next().unwrap_or_default()
+            ),
+            _ if path != "." => format!("invalid value for query parameter '{path}'"),
+            _ => "invalid query string".to_owned(),
+        };
+        ApiError::bad_request(detail)
+    })
 }
 
 #[cfg(test)]
@@ -194,6 +295,45 @@ mod tests {
         assert_eq!(field_name("resources", "invalid type"), "resources");
         assert_eq!(field_name("filters", "unknown field `x`"), "filters.x");
         assert_eq!(field_name(".", "invalid type: string"), "body");
+    }
+
+    #[test]
+    fn nul_characters_are_found_in_keys_and_strings_at_any_depth() {
+        let found = |v: Value| nul_in(&v, "");
+        assert_eq!(found(serde_json::json!({"title": "ok", "n": 1})), None);
+        assert_eq!(
+            found(serde_json::json!({"description": "d\u{0}"})).as_deref(),
+            Some("description")
+        );
+        assert_eq!(
+            found(serde_json::json!({"tasks": [{"title": "a"}, {"metadata": {"k": ["x\u{0}"]}}]}))
+                .as_deref(),
+            Some("tasks[1].metadata.k[0]")
+        );
+        assert_eq!(
+            found(serde_json::json!({"metadata": {"k\u{0}": 1}})).as_deref(),
+            Some("metadata.k\\u0000")
+        );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Paging {
+        limit: Option<u32>,
+        cursor: Option<String>,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter_without_parser_text() {
+        let detail = |q: &str| parse_query::<Paging>(q).unwrap_err().detail;
+        assert_eq!(
+            detail("limit=abc"),
+            "invalid value for query parameter 'limit'"
+        );
+        assert_eq!(detail("size=3"), "unknown query parameter 'size'");
+        assert!(detail("cursor=a%00b").starts_with("query parameter 'cursor' must not contain"));
+        assert!(parse_query::<Paging>("limit=5&cursor=x").is_ok());
     }
 
     #[test]

@@ -93,7 +93,6 @@ pub fn app(
         .app_data(web::Data::new(state))
         .app_data(body_limit)
         .app_data(web::PathConfig::default().error_handler(extract::path_error))
-        .app_data(web::QueryConfig::default().error_handler(extract::query_error))
         .configure(routes::configure)
         .default_service(web::to(middleware::not_found))
         .wrap(actix_web::middleware::from_fn(middleware::rate_limit))

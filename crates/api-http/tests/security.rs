@@ -604,3 +604,105 @@ async fn failures_from_other_addresses_never_lock_a_user_out() {
     .await
     .problem(429);
 }
+
+on_both_stores!(nul_characters_are_refused_naming_the_field_on_every_store);
+
+/// PostgreSQL can store NUL neither in text nor in JSON: every store refuses it the same way,
+/// naming the field, and stores nothing.
+async fn nul_characters_are_refused_naming_the_field_on_every_store(h: Harness) {
+    let app = service!(h);
+    let (agent, key) = register(&app, seed_agent("worker")).await;
+    let task = send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks").set_json(json!({
+            "title": "t", "required_capabilities": ["data_processing"]
+        })),
+    )
+    .await;
+    let task = task.ok()["id"].as_str().unwrap().to_owned();
+    h.state.platform.run_scheduler().await.unwrap();
+    let as_agent = |method: Method, path: &str| bearer(method, path, &key);
+    let cases: Vec<(actix_web::test::TestRequest, Value, &str)> = vec![
+        (
+            admin(Method::POST, "/api/v1/tasks"),
+            json!({"title": "t", "description": "d\u{0}"}),
+            "description",
+        ),
+        (
+            admin(Method::POST, "/api/v1/tasks"),
+            json!({"title": "t", "required_capabilities": ["ok", "c\u{0}"]}),
+            "required_capabilities[1]",
+        ),
+        (
+            admin(Method::POST, "/api/v1/agents"),
+            json!({"name": "a", "metadata": {"k\u{0}": "v"}}),
+            "metadata.k\\u0000",
+        ),
+        (
+            admin(Method::POST, "/api/v1/agents"),
+            json!({"name": "a", "metadata": {"k": ["v\u{0}"]}}),
+            "metadata.k[0]",
+        ),
+        (
+            admin(Method::POST, "/api/v1/conflicts"),
+            json!({"agent_id": agent, "task_id": task, "conflict_type": "other",
+                   "description": "\u{0}", "severity": "low"}),
+            "description",
+        ),
+        (
+            as_agent(Method::POST, &format!("/api/v1/agents/{agent}/heartbeat")),
+            json!({"metadata": {"note": "x\u{0}"}}),
+            "metadata.note",
+        ),
+        (
+            as_agent(Method::POST, &format!("/api/v1/tasks/{task}/heartbeat")),
+            json!({"attempt": 1, "message": "m\u{0}"}),
+            "message",
+        ),
+        (
+            as_agent(Method::POST, &format!("/api/v1/tasks/{task}/fail")),
+            json!({"attempt": 1, "error": "e\u{0}"}),
+            "error",
+        ),
+        (
+            as_agent(Method::POST, &format!("/api/v1/tasks/{task}/complete")),
+            json!({"attempt": 1, "result": {"out": "\u{0}"}}),
+            "result.out",
+        ),
+        (
+            admin(Method::POST, "/api/v1/resources"),
+            json!({"name": "gpus", "type": "gpu", "capacity": {"gpu": 1}, "metadata": {"m": "\u{0}"}}),
+            "metadata.m",
+        ),
+    ];
+    for (request, body, field) in cases {
+        let reply = send(&app, request.set_json(body.clone())).await;
+        assert_eq!(reply.problem(422)["errors"][0]["field"], field, "{body}");
+    }
+    // Nothing was stored: one agent, one task, still assigned; no conflict, no pool.
+    let agents = send(&app, admin(Method::GET, "/api/v1/agents")).await;
+    assert_eq!(agents.ok().as_array().unwrap().len(), 1);
+    let tasks = send(&app, admin(Method::GET, "/api/v1/tasks")).await;
+    assert_eq!(tasks.ok().as_array().unwrap().len(), 1);
+    assert_eq!(tasks.ok()[0]["status"], "assigned");
+    let conflicts = send(&app, admin(Method::GET, "/api/v1/conflicts")).await;
+    assert!(conflicts.ok().as_array().unwrap().is_empty());
+    // Query strings too: 400 naming the parameter, never a store error.
+    for path in [
+        "/api/v1/agents?capability_filter=a%00b",
+        "/api/v1/tasks?capability_filter=%00",
+        "/api/v1/resources?type_filter=gpu%00",
+    ] {
+        let reply = send(&app, admin(Method::GET, path)).await;
+        let detail = reply.problem(400)["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains("NUL"), "{path}: {detail}");
+    }
+    // The same text without the NUL is stored faithfully, other control characters included.
+    let kept = send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks")
+            .set_json(json!({"title": "t", "description": "a\u{1}b\u{7f}c\u{2028}"})),
+    )
+    .await;
+    assert_eq!(kept.ok()["description"], "a\u{1}b\u{7f}c\u{2028}");
+}

@@ -12,7 +12,7 @@ use crate::dto::agents::{
 };
 use crate::dto::tasks::{AgentTasks, TaskBody};
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
@@ -63,7 +63,7 @@ async fn list(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     req: HttpRequest,
-    params: web::Query<ListAgents>,
+    params: ApiQuery<ListAgents>,
 ) -> Result<HttpResponse, ApiError> {
     let (query, limit) = params.into_inner().into_query()?;
     let page = state
@@ -137,7 +137,7 @@ async fn tasks(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     id: web::Path<Uuid>,
-    params: web::Query<AgentTasks>,
+    params: ApiQuery<AgentTasks>,
 ) -> Result<HttpResponse, ApiError> {
     let (status, wait) = params.into_inner().parse()?;
     let tasks = state

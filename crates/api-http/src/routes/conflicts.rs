@@ -10,7 +10,7 @@ use crate::dto::conflicts::{
     ConflictBody, DismissConflict, ListConflicts, ReportConflict, ResolveConflict,
 };
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
@@ -60,7 +60,7 @@ async fn list(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     req: HttpRequest,
-    params: web::Query<ListConflicts>,
+    params: ApiQuery<ListConflicts>,
 ) -> Result<HttpResponse, ApiError> {
     let (query, limit) = params.into_inner().into_query()?;
     let page = state

@@ -13,7 +13,7 @@ use crate::dto::credentials::{
     TokenBody, UserBody,
 };
 use crate::error::{ApiError, ErrorKind};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::page;
 use crate::AppState;
@@ -76,7 +76,7 @@ async fn list_keys(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     req: HttpRequest,
-    params: web::Query<Paging>,
+    params: ApiQuery<Paging>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let (limit, after) = crate::dto::page_params(params.limit, params.cursor)?;
@@ -114,7 +114,7 @@ async fn list_users(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     req: HttpRequest,
-    params: web::Query<Paging>,
+    params: ApiQuery<Paging>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let (limit, after) = crate::dto::page_params(params.limit, params.cursor)?;
@@ -182,7 +182,7 @@ async fn audit(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     req: HttpRequest,
-    params: web::Query<ListAudit>,
+    params: ApiQuery<ListAudit>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let (limit, after) = crate::dto::page_params(params.limit, params.cursor)?;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::auth::{Auth, Viewer};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
@@ -41,7 +42,7 @@ struct ActivityBody {
 async fn activity(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
-    query: web::Query<ActivityQuery>,
+    query: ApiQuery<ActivityQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = match query.limit {
         None => 50,

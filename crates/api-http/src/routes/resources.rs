@@ -11,7 +11,7 @@ use crate::dto::resources::{
     AllocationBody, ListResources, RegisterResource, ResourceBody, UpdateResource,
 };
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
@@ -56,7 +56,7 @@ async fn list(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
     req: HttpRequest,
-    params: web::Query<ListResources>,
+    params: ApiQuery<ListResources>,
 ) -> Result<HttpResponse, ApiError> {
     let (filter, limit) = params.into_inner().into_filter()?;
     let page = state

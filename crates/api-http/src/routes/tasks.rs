@@ -11,7 +11,7 @@ use crate::dto::tasks::{
     TaskHeartbeatBody,
 };
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
@@ -122,7 +122,7 @@ async fn list(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     req: HttpRequest,
-    params: web::Query<ListTasks>,
+    params: ApiQuery<ListTasks>,
 ) -> Result<HttpResponse, ApiError> {
     let (query, limit) = params.into_inner().into_query()?;
     let page = state

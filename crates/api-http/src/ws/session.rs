@@ -23,6 +23,7 @@ use super::hub::{encode, Delivery};
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::authenticate;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::AppState;
 
 /// How long a connection without credentials has to send an `auth` message.
@@ -52,7 +53,7 @@ pub async fn connect(
     body: web::Payload,
     state: web::Data<AppState>,
     client_id: web::Path<String>,
-    query: web::Query<Connect>,
+    query: ApiQuery<Connect>,
 ) -> Result<HttpResponse, ApiError> {
     let client_id = client_id.into_inner();
     if client_id.is_empty()
