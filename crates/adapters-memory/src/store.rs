@@ -113,14 +113,25 @@ impl State {
 }
 
 /// The in-process store. Nothing survives a restart.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Names this store's log; random, as no other process shares it.
+    log_id: uuid::Uuid,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            state: Mutex::default(),
+            log_id: uuid::Uuid::new_v4(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -855,6 +866,10 @@ impl EventLog for MemoryStore {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+
+    async fn log_id(&self) -> Result<uuid::Uuid, RepoError> {
+        Ok(self.log_id)
     }
 }
 

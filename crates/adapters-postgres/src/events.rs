@@ -167,4 +167,11 @@ impl EventLog for PgStore {
         .map(event_from_row)
         .collect()
     }
+
+    async fn log_id(&self) -> Result<uuid::Uuid, RepoError> {
+        sqlx::query_scalar("SELECT id FROM deployment")
+            .fetch_one(self.pool())
+            .await
+            .map_err(repo_error)
+    }
 }

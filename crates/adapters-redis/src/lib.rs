@@ -1,30 +1,45 @@
 //! The event bus on Redis pub/sub, so events committed on any replica reach every replica.
 //!
-//! Redis carries events; it does not keep them. The durable copy is the event log in the
-//! store, written with each change. Publishing never makes a request wait: events go into a
-//! bounded queue that one background task drains to Redis in order. While Redis is down the
-//! queue's events are dropped (and logged); they remain in the event log.
+//! Redis carries notices; it does not keep events, and it is not trusted with them. The durable
+//! copy is the event log in the store, written with each change. A replica publishes, for each
+//! batch of committed events, the `seq` of the newest; a replica that hears a notice reads the
+//! log after what it has delivered and hands on exactly what it read. So a message that is not
+//! a committed event of this deployment (another deployment's, or anything else somebody with
+//! access to Redis sends) delivers nothing and moves no cursor.
+//!
+//! Each deployment has its own channel, `<namespace>:events`, since pub/sub ignores Redis's
+//! database numbers; the namespace defaults to one derived from the store's identity.
+//!
+//! Publishing never makes a request wait: notices go into a bounded queue that one background
+//! task drains to Redis in order. While Redis is down notices are dropped (and logged); the
+//! events remain in the log, and readers catch up from it.
 
 mod limits;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis;
 use deadpool_redis::{Config, Pool, Runtime};
 use domain::Event;
-use ports::{ComponentStatus, EventBus};
-use serde_json::json;
+use futures_util::FutureExt;
+use ports::{ComponentStatus, EventBus, EventLog};
 
 pub use limits::RedisRateLimiter;
 
-/// The pub/sub channel events travel on.
-pub const EVENTS_CHANNEL: &str = "agent_platform:events";
+/// The namespace's pub/sub channel for event notices.
+pub fn events_channel(namespace: &str) -> String {
+    format!("{namespace}:events")
+}
+/// Events read from the log per page when a notice arrives.
+const READ_PAGE: u32 = 500;
 /// How long a health check or a publish may wait for Redis.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// Events waiting to be published; beyond this, new ones are dropped (they stay in the log).
+/// Notices waiting to be published; beyond this, new ones are dropped (the events stay in the
+/// log).
 const QUEUE: usize = 10_000;
-/// Most events sent in one pipeline.
+/// Most notices sent in one pipeline.
 const BATCH: usize = 256;
 /// How far this process's slowest subscriber may fall behind the events received.
 const LOCAL_CAPACITY: usize = 4096;
@@ -36,12 +51,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[error("invalid REDIS_URL: {0}")]
 pub struct ConfigError(String);
 
-/// Publishes committed events to Redis.
+/// Publishes notices of committed events to Redis, and delivers this deployment's events,
+/// read from its log, to this process's subscribers.
 #[derive(Clone)]
 pub struct RedisBus {
     pool: Pool,
-    queue: tokio::sync::mpsc::Sender<String>,
-    /// Events received from Redis (this replica's included), for this process's subscribers.
+    namespace: Arc<str>,
+    queue: tokio::sync::mpsc::Sender<i64>,
+    /// Events read from the log on a notice (this replica's included), for this process's
+    /// subscribers.
     local: tokio::sync::broadcast::Sender<Event>,
 }
 
@@ -52,10 +70,15 @@ impl std::fmt::Debug for RedisBus {
 }
 
 impl RedisBus {
-    /// Builds the connection pool and starts the publishing task on the current tokio runtime.
-    /// Connections are opened on first use, so a Redis that is down now only makes the bus
-    /// report itself unhealthy until it is back.
-    pub fn new(url: &str) -> Result<Self, ConfigError> {
+    /// Builds the connection pool and starts the publishing and listening tasks on the current
+    /// tokio runtime. `namespace` names this deployment on Redis (its channel, its rate-limit
+    /// keys); `log` is where events heard of are read from. Connections are opened on first
+    /// use, so a Redis that is down now only makes the bus report itself unhealthy until it is
+    /// back.
+    pub fn new(url: &str, namespace: &str, log: Arc<dyn EventLog>) -> Result<Self, ConfigError> {
+        if namespace.is_empty() {
+            return Err(ConfigError("the Redis namespace must not be empty".into()));
+        }
         redis::Client::open(url).map_err(|e| ConfigError(e.to_string()))?;
         let pool = Config::from_url(url)
             .builder()
@@ -67,11 +90,22 @@ impl RedisBus {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| ConfigError(e.to_string()))?;
+        let channel = events_channel(namespace);
         let (queue, pending) = tokio::sync::mpsc::channel(QUEUE);
-        tokio::spawn(drain(pool.clone(), pending));
+        tokio::spawn(drain(pool.clone(), channel.clone(), pending));
         let local = tokio::sync::broadcast::channel(LOCAL_CAPACITY).0;
-        tokio::spawn(listen(url.to_owned(), local.clone()));
-        Ok(Self { pool, queue, local })
+        tokio::spawn(listen(url.to_owned(), channel, log, local.clone()));
+        Ok(Self {
+            pool,
+            namespace: namespace.into(),
+            queue,
+            local,
+        })
+    }
+
+    /// The namespace this deployment's keys and channel live under.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The connection pool, shared with the rate limiter.
@@ -98,52 +132,53 @@ impl RedisBus {
     }
 }
 
-/// The form an event travels in between replicas.
-pub fn encode(event: &Event) -> String {
-    json!({
-        "seq": event.seq,
-        "type": event.kind.as_str(),
-        "channel": event.channel().as_str(),
-        "agent_id": event.agent_id,
-        "task_id": event.task_id,
-        "data": event.data,
-        "timestamp": event.timestamp,
-    })
-    .to_string()
+/// The notice a batch of events travels as between replicas: the newest `seq`.
+pub fn encode(newest_seq: i64) -> String {
+    newest_seq.to_string()
 }
 
-async fn publish_all(pool: &Pool, payloads: &[String]) -> Result<(), String> {
+async fn publish_all(pool: &Pool, channel: &str, notices: &[i64]) -> Result<(), String> {
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let mut pipe = redis::pipe();
-    for payload in payloads {
-        pipe.publish(EVENTS_CHANNEL, payload).ignore();
-    }
-    pipe.query_async::<()>(&mut conn)
+    // Only the newest matters: a reader reads everything up to it.
+    let newest = notices.iter().copied().max().unwrap_or_default();
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(encode(newest))
+        .query_async::<()>(&mut conn)
         .await
         .map_err(|e| e.to_string())
 }
 
-/// The event an encoded payload carries, if it is one.
-pub fn decode(payload: &str) -> Option<Event> {
-    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
-    let id = |key: &str| v[key].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok());
-    Some(Event {
-        seq: v["seq"].as_i64()?,
-        kind: v["type"].as_str()?.parse().ok()?,
-        agent_id: id("agent_id").map(domain::AgentId),
-        task_id: id("task_id").map(domain::TaskId),
-        data: v["data"].clone(),
-        timestamp: v["timestamp"].as_str()?.parse().ok()?,
+/// The `seq` a message announces, if it is a notice: a number, or an object with a numeric
+/// `seq` (what replicas of earlier versions publish). It is only ever a hint to read the log.
+pub fn decode(payload: &str) -> Option<i64> {
+    let payload = payload.trim();
+    if payload.len() > 64 * 1024 {
+        return None;
+    }
+    payload.parse::<i64>().ok().or_else(|| {
+        serde_json::from_str::<serde_json::Value>(payload)
+            .ok()?
+            .get("seq")?
+            .as_i64()
     })
 }
 
-/// One subscription per process: every event on the channel goes to this process's local
-/// subscribers. Resubscribes with a growing pause while Redis is away.
-async fn listen(url: String, local: tokio::sync::broadcast::Sender<Event>) {
+/// One subscription per process. Each notice newer than what was delivered makes the listener
+/// read the log from there and deliver what it finds to this process's subscribers; notices
+/// that arrive meanwhile are folded into one read. Resubscribes with a growing pause while
+/// Redis is away.
+async fn listen(
+    url: String,
+    channel: String,
+    log: Arc<dyn EventLog>,
+    local: tokio::sync::broadcast::Sender<Event>,
+) {
     let mut pause = Duration::from_millis(100);
     let mut failing = false;
+    let mut delivered = None;
     loop {
-        match listen_once(&url, &local).await {
+        match listen_once(&url, &channel, log.as_ref(), &local, &mut delivered).await {
             Ok(()) => pause = Duration::from_millis(100),
             Err(e) => {
                 if !failing {
@@ -159,36 +194,89 @@ async fn listen(url: String, local: tokio::sync::broadcast::Sender<Event>) {
 
 async fn listen_once(
     url: &str,
+    channel: &str,
+    log: &dyn EventLog,
     local: &tokio::sync::broadcast::Sender<Event>,
+    delivered: &mut Option<i64>,
 ) -> Result<(), String> {
     use futures_util::StreamExt;
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-    pubsub
-        .subscribe(EVENTS_CHANNEL)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!("subscribed to Redis events");
+    pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
+    tracing::info!(channel, "subscribed to Redis event notices");
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        let payload: String = message.get_payload().map_err(|e| e.to_string())?;
-        match decode(&payload) {
-            Some(event) => {
-                let _ = local.send(event); // no local subscriber is fine
-            }
-            None => tracing::warn!("ignoring a malformed message on the events channel"),
+        let mut newest = notice(&message);
+        while let Some(Some(more)) = messages.next().now_or_never() {
+            newest = newest.max(notice(&more));
+        }
+        let Some(newest) = newest else {
+            tracing::warn!("ignoring a message on the events channel that is not a notice");
+            continue;
+        };
+        let from = match *delivered {
+            Some(from) => from,
+            // Subscribed now: what came before is history, read with `since`.
+            None => match log.latest_events(1).await {
+                Ok(latest) => {
+                    let head = latest.first().map_or(0, |e| e.seq);
+                    *delivered = Some(head);
+                    head
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event log for a notice");
+                    continue;
+                }
+            },
+        };
+        if newest > from {
+            *delivered = Some(read_after(log, from, local).await);
         }
     }
     Err("the subscription ended".into())
 }
 
-/// Publishes queued events in order, a pipeline at a time, until every sender is gone.
-/// Logs when delivery stops working and when it works again, not for every event.
-async fn drain(pool: Pool, mut pending: tokio::sync::mpsc::Receiver<String>) {
+fn notice(message: &redis::Msg) -> Option<i64> {
+    message
+        .get_payload::<String>()
+        .ok()
+        .and_then(|p| decode(&p))
+}
+
+/// Delivers every event in the log after `from`; returns the last `seq` delivered. Stops early,
+/// keeping its place, when the log cannot be read: subscribers catch up from the log later.
+async fn read_after(
+    log: &dyn EventLog,
+    mut from: i64,
+    local: &tokio::sync::broadcast::Sender<Event>,
+) -> i64 {
+    loop {
+        match log.events_after(from, READ_PAGE).await {
+            Ok(events) => {
+                let exhausted = events.len() < READ_PAGE as usize;
+                for event in events {
+                    from = event.seq;
+                    let _ = local.send(event); // no local subscriber is fine
+                }
+                if exhausted {
+                    return from;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event log for a notice");
+                return from;
+            }
+        }
+    }
+}
+
+/// Publishes queued notices, the newest of each batch, until every sender is gone. Logs when
+/// delivery stops working and when it works again, not for every notice.
+async fn drain(pool: Pool, channel: String, mut pending: tokio::sync::mpsc::Receiver<i64>) {
     let mut failing = false;
     let mut batch = Vec::with_capacity(BATCH);
     while pending.recv_many(&mut batch, BATCH).await > 0 {
-        let result = tokio::time::timeout(TIMEOUT, publish_all(&pool, &batch))
+        let result = tokio::time::timeout(TIMEOUT, publish_all(&pool, &channel, &batch))
             .await
             .unwrap_or_else(|_| Err("timed out".into()));
         match result {
@@ -211,13 +299,14 @@ async fn drain(pool: Pool, mut pending: tokio::sync::mpsc::Receiver<String>) {
 #[async_trait]
 impl EventBus for RedisBus {
     async fn publish(&self, events: &[Event]) {
-        for event in events {
-            if self.queue.try_send(encode(event)).is_err() {
-                tracing::warn!(
-                    seq = event.seq,
-                    "the Redis publish queue is full; the event is in the log only"
-                );
-            }
+        let Some(newest) = events.iter().map(|e| e.seq).max() else {
+            return;
+        };
+        if self.queue.try_send(newest).is_err() {
+            tracing::warn!(
+                seq = newest,
+                "the Redis publish queue is full; the events are in the log only"
+            );
         }
     }
 

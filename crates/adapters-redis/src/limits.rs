@@ -12,8 +12,6 @@ use deadpool_redis::{redis, Pool};
 use domain::limit::Rate;
 use ports::{Admission, RateLimiter};
 
-/// Key prefix of the buckets.
-const PREFIX: &str = "agent_platform:rate:";
 /// How long a call may wait for Redis before the local bucket decides.
 const TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -41,6 +39,8 @@ return wait
 #[derive(Clone)]
 pub struct RedisRateLimiter {
     pool: Pool,
+    /// Key prefix of the buckets: `<namespace>:rate:`.
+    prefix: String,
     fallback: Arc<dyn RateLimiter>,
 }
 
@@ -55,6 +55,7 @@ impl RedisRateLimiter {
     pub fn new(bus: &crate::RedisBus, fallback: Arc<dyn RateLimiter>) -> Self {
         Self {
             pool: bus.pool().clone(),
+            prefix: format!("{}:rate:", bus.namespace()),
             fallback,
         }
     }
@@ -64,7 +65,7 @@ impl RedisRateLimiter {
         redis::cmd("EVAL")
             .arg(SCRIPT)
             .arg(1)
-            .arg(format!("{PREFIX}{key}"))
+            .arg(format!("{}{key}", self.prefix))
             .arg(rate.per_second)
             .arg(rate.burst)
             .query_async(&mut conn)

@@ -31,7 +31,7 @@ impl RateLimiter for Fallback {
 #[tokio::test]
 async fn two_replicas_share_one_bucket() {
     let url = redis_url();
-    let bus = RedisBus::new(&url).unwrap();
+    let bus = RedisBus::new(&url, "test-limits", log()).unwrap();
     assert!(
         bus.status().await.is_up(),
         "Redis is not reachable at {url}. These tests need it. Start it with:\n  \
@@ -39,7 +39,10 @@ async fn two_replicas_share_one_bucket() {
     );
     let fallback = Arc::new(Fallback::default());
     let one = RedisRateLimiter::new(&bus, fallback.clone());
-    let two = RedisRateLimiter::new(&RedisBus::new(&url).unwrap(), fallback.clone());
+    let two = RedisRateLimiter::new(
+        &RedisBus::new(&url, "test-limits", log()).unwrap(),
+        fallback.clone(),
+    );
     let rate = Rate {
         per_second: 0.5,
         burst: 4,
@@ -69,7 +72,7 @@ async fn two_replicas_share_one_bucket() {
 #[tokio::test]
 async fn without_redis_the_local_bucket_decides() {
     // Nothing listens on port 1.
-    let bus = RedisBus::new("redis://127.0.0.1:1").unwrap();
+    let bus = RedisBus::new("redis://127.0.0.1:1", "test-limits", log()).unwrap();
     let fallback = Arc::new(Fallback::default());
     let limiter = RedisRateLimiter::new(&bus, fallback.clone());
     let rate = Rate {
@@ -84,4 +87,9 @@ async fn without_redis_the_local_bucket_decides() {
         }
     );
     assert_eq!(fallback.0.load(Ordering::Relaxed), 1);
+}
+
+/// A log for the bus to read: an empty embedded store.
+fn log() -> std::sync::Arc<dyn ports::EventLog> {
+    std::sync::Arc::new(adapters_memory::MemoryStore::new())
 }

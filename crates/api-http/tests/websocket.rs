@@ -676,13 +676,27 @@ async fn system_metrics_arrive_every_interval_and_the_activity_feed_reads_the_lo
 /// Two replicas on one fresh PostgreSQL database, each with its own Redis bus on `redis`.
 async fn two_replicas(redis: &str) -> (api_http::AppState, api_http::AppState) {
     let url = adapters_postgres::testing::fresh_database().await;
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
+    let one = replica(&url, redis, None).await;
+    (one, replica(&url, redis, None).await)
+}
+
+/// A replica on the database at `url` with a Redis bus on `redis`, under `namespace` or, as the
+/// server does by default, one named after the database's log.
+async fn replica(url: &str, redis: &str, namespace: Option<&str>) -> api_http::AppState {
+    {
         let store =
-            adapters_postgres::PgStore::connect(&url, &adapters_postgres::PoolSettings::default())
+            adapters_postgres::PgStore::connect(url, &adapters_postgres::PoolSettings::default())
                 .await
                 .unwrap();
-        let bus = adapters_redis::RedisBus::new(redis).unwrap();
+        let namespace = match namespace {
+            Some(namespace) => namespace.to_owned(),
+            None => format!(
+                "agent_platform:{}",
+                ports::EventLog::log_id(&store).await.unwrap().simple()
+            ),
+        };
+        let bus =
+            adapters_redis::RedisBus::new(redis, &namespace, Arc::new(store.clone())).unwrap();
         let settings = app::Settings {
             admin_key: Some(app::hash_key(ADMIN_KEY)),
             ..app::Settings::default()
@@ -693,14 +707,8 @@ async fn two_replicas(redis: &str) -> (api_http::AppState, api_http::AppState) {
             testkit::ManualClock::default(),
             settings,
         );
-        replicas.push(api_http::AppState::new(
-            platform,
-            None,
-            Duration::from_secs(60),
-        ));
+        api_http::AppState::new(platform, None, Duration::from_secs(60))
     }
-    let two = replicas.pop().unwrap();
-    (replicas.pop().unwrap(), two)
 }
 
 #[actix_web::test]
@@ -728,6 +736,57 @@ async fn an_event_made_on_one_replica_reaches_a_subscriber_on_another_through_re
     let event = next_event(&mut ws).await;
     assert_eq!(event["type"], "agent_registered");
     assert_eq!(event["data"]["agent_id"], made.agent.id.to_string());
+}
+
+#[actix_web::test]
+async fn a_deployment_delivers_only_its_own_committed_events_whatever_is_on_its_channel() {
+    let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // Two deployments (two databases) on one Redis, even configured onto one channel.
+    let namespace = format!("test-shared:{}", uuid::Uuid::new_v4().simple());
+    let channel = adapters_redis::events_channel(&namespace);
+    let first = adapters_postgres::testing::fresh_database().await;
+    let second = adapters_postgres::testing::fresh_database().await;
+    let one = replica(&first, &redis, Some(&namespace)).await;
+    let mut h = Harness::memory();
+    h.state = replica(&second, &redis, Some(&namespace)).await;
+    let addr = serve(&h);
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity", "task_activity"]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Anyone who reaches Redis publishes a made-up event, far ahead of the log...
+    let client = deadpool_redis::redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let forged = json!({"seq": 1_000_000, "type": "task_assigned", "channel": "task_activity",
+        "agent_id": null, "task_id": uuid::Uuid::new_v4(), "data": {"forged": true},
+        "timestamp": "2026-01-01T00:00:00Z"});
+    let _: () = deadpool_redis::redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg(forged.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // ...the other deployment registers an agent, and this one registers its own.
+    let operator = principal(domain::Role::Operator);
+    one.platform
+        .register_agent(&operator, new_agent("theirs"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.state
+        .platform
+        .register_agent(&operator, new_agent("ours"))
+        .await
+        .unwrap();
+    // The first thing the subscriber hears is this deployment's own event, numbered 1.
+    let event = next_event(&mut ws).await;
+    assert_eq!(event["type"], "agent_registered", "{event}");
+    assert_eq!(event["data"]["name"], "ours", "{event}");
+    assert_eq!(event["seq"], 1);
 }
 
 /// A Redis server of the test's own, on a free port, that the test may stop and start.

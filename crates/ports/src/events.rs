@@ -35,6 +35,11 @@ pub trait EventLog: Send + Sync {
 
     /// The newest numbered events, newest first, at most `limit`.
     async fn latest_events(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
+
+    /// The identity of this log: the same for every replica that reads it, different for every
+    /// other store, and unchanged for the store's life. It names this deployment's events on a
+    /// bus that other deployments may share.
+    async fn log_id(&self) -> Result<uuid::Uuid, RepoError>;
 }
 
 /// Live delivery of committed events to whoever listens, on this replica or all of them.
@@ -48,6 +53,11 @@ pub trait EventBus: Send + Sync {
     /// A receiver of every event published from now on, on any replica the bus reaches, in the
     /// order published. A receiver that falls more than the channel's capacity behind gets
     /// `RecvError::Lagged` and must catch up from the log.
+    ///
+    /// What a receiver gets MUST be committed events of this deployment's log, exactly as
+    /// stored: a bus that hears from outside the process (Redis, which others may reach) takes
+    /// what it hears only as a notice that there is news, and delivers events it has read back
+    /// from the log. A message that is not a committed event of this log is never delivered.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
 
     /// Whether the bus can deliver right now.

@@ -9,7 +9,7 @@ use api_http::{AppState, JwtKeys};
 use app::{Dependencies, Platform, Settings};
 use domain::credential::VISIBLE_PREFIX_CHARS;
 use domain::limit::Rate;
-use ports::EventBus;
+use ports::{EventBus, EventLog, Store};
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
@@ -23,6 +23,8 @@ pub enum StartupError {
     Redis(#[from] adapters_redis::ConfigError),
     #[error("cannot issue the bootstrap admin key: {0}")]
     Bootstrap(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The running adapters, kept so shutdown can close them.
@@ -47,29 +49,16 @@ impl Runtime {
 
 /// Chooses and connects the adapters the configuration asks for, and builds the platform.
 pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
-    let ids = Arc::new(RandomIds);
-    let clock = Arc::new(SystemClock);
-    let (postgres, redis) = (
-        connect_postgres(config).await?,
-        connect_redis(config).await?,
-    );
-    let bus: Arc<dyn EventBus> = match &redis {
-        Some(bus) => Arc::new(bus.clone()),
-        None => Arc::new(MemoryBus::new()),
-    };
-    let mut deps = match &postgres {
-        Some(store) => Dependencies::on_store(Arc::new(store.clone()), bus, clock, ids.clone()),
+    let postgres = connect_postgres(config).await?;
+    let (deps, redis) = match &postgres {
+        Some(store) => wire(Arc::new(store.clone()), config).await?,
         None => {
             tracing::warn!(
                 "DATABASE_URL is not set: using the embedded in-process store; data is not persisted and is lost when the server stops"
             );
-            Dependencies::on_store(Arc::new(MemoryStore::new()), bus, clock, ids.clone())
+            wire(Arc::new(MemoryStore::new()), config).await?
         }
     };
-    if let Some(bus) = &redis {
-        // Every replica draws on the same buckets; this process's own decide while Redis is away.
-        deps.limiter = Arc::new(RedisRateLimiter::new(bus, deps.limiter.clone()));
-    }
 
     let admin_key = config
         .admin_api_key
@@ -128,6 +117,25 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
     })
 }
 
+/// The platform's adapters around one store: the bus (Redis, named after the store unless
+/// configured, or in process) and the rate limiter.
+async fn wire<S: Store + 'static>(
+    store: Arc<S>,
+    config: &Config,
+) -> Result<(Dependencies, Option<RedisBus>), StartupError> {
+    let redis = connect_redis(config, store.clone()).await?;
+    let bus: Arc<dyn EventBus> = match &redis {
+        Some(bus) => Arc::new(bus.clone()),
+        None => Arc::new(MemoryBus::new()),
+    };
+    let mut deps = Dependencies::on_store(store, bus, Arc::new(SystemClock), Arc::new(RandomIds));
+    if let Some(bus) = &redis {
+        // Every replica draws on the same buckets; this process's own decide while Redis is away.
+        deps.limiter = Arc::new(RedisRateLimiter::new(bus, deps.limiter.clone()));
+    }
+    Ok((deps, redis))
+}
+
 async fn connect_postgres(config: &Config) -> Result<Option<PgStore>, StartupError> {
     let Some(url) = &config.database_url else {
         return Ok(None);
@@ -142,15 +150,30 @@ async fn connect_postgres(config: &Config) -> Result<Option<PgStore>, StartupErr
     Ok(Some(store))
 }
 
-async fn connect_redis(config: &Config) -> Result<Option<RedisBus>, StartupError> {
+async fn connect_redis(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+) -> Result<Option<RedisBus>, StartupError> {
     let Some(url) = &config.redis_url else {
         tracing::info!("REDIS_URL is not set: events are delivered in process only");
         return Ok(None);
     };
-    let bus = RedisBus::new(url.expose_secret())?;
+    let namespace = match &config.redis_namespace {
+        Some(namespace) => namespace.clone(),
+        // Replicas on one database share its log's identity, and so their channel; other
+        // deployments on the same Redis have their own.
+        None => {
+            let id = log.log_id().await.map_err(|e| {
+                StartupError::Store(format!("cannot read the store's identity: {e}"))
+            })?;
+            format!("agent_platform:{}", id.simple())
+        }
+    };
+    let bus = RedisBus::new(url.expose_secret(), &namespace, log)?;
     match bus.status().await {
-        ports::ComponentStatus::Healthy => tracing::info!("connected to Redis"),
+        ports::ComponentStatus::Healthy => tracing::info!(namespace, "connected to Redis"),
         _ => tracing::warn!(
+            namespace,
             "Redis does not answer yet; the API keeps working and health reports redis as unhealthy until it does"
         ),
     }

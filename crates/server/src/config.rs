@@ -37,6 +37,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Redis; `None` runs on the in-process event bus.
     pub redis_url: Option<SecretString>,
+    /// What this deployment's keys and channel on Redis are named under; `None` derives one
+    /// from the store's identity, so deployments sharing a Redis never meet.
+    pub redis_namespace: Option<String>,
     pub jwt_secret: Option<SecretString>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
@@ -219,6 +222,18 @@ impl Config {
                 ),
             });
         }
+        let redis_namespace = get("REDIS_NAMESPACE").map(str::to_owned);
+        if redis_namespace.as_deref().is_some_and(|n| {
+            n.len() > 64
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        }) {
+            return Err(ConfigError::Invalid {
+                name: "REDIS_NAMESPACE",
+                message: "must be 1 to 64 letters, digits, '_', '-', '.' or ':'".into(),
+            });
+        }
         let workers = match number("WORKERS", 0, 0, 1024)? {
             0 => None,
             n => Some(n as usize),
@@ -229,6 +244,7 @@ impl Config {
             database_url: secret("DATABASE_URL"),
             database_max_connections: number("DATABASE_MAX_CONNECTIONS", 16, 1, 1000)? as u32,
             redis_url: secret("REDIS_URL"),
+            redis_namespace,
             jwt_secret,
             jwt_issuer: get("JWT_ISSUER").map(str::to_owned),
             jwt_audience: get("JWT_AUDIENCE").map(str::to_owned),
