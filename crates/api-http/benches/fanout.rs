@@ -445,7 +445,12 @@ mod server {
                             ..Settings::default()
                         },
                     );
-                    let state = api_http::AppState::new(platform, None, Duration::from_secs(5));
+                    // Every subscriber here uses one key: no cap gets in the way.
+                    let state = api_http::AppState::new(platform, None, Duration::from_secs(5))
+                        .with_ws_limits(api_http::ws::WsLimits {
+                            total: 1_000_000,
+                            per_credential: 1_000_000,
+                        });
                     listen!(HttpServer::new(move || {
                         api_http::app(
                             state.clone(),

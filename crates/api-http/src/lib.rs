@@ -13,7 +13,6 @@ mod pagination;
 mod routes;
 pub mod ws;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
@@ -32,8 +31,8 @@ pub struct AppState {
     pub platform: Platform,
     /// `None` when no `JWT_SECRET` is configured: JWTs are then refused.
     pub jwt: Option<JwtKeys>,
-    /// Open WebSocket connections on this replica.
-    pub connections: Arc<AtomicU64>,
+    /// Open WebSocket connections on this replica, and their caps.
+    pub connections: Arc<ws::Connections>,
     /// This replica's fan-out of events to WebSocket sessions.
     pub hub: ws::Hub,
     /// Browser origins allowed to call the API cross-origin; empty allows none.
@@ -50,7 +49,7 @@ impl AppState {
         jwt: Option<JwtKeys>,
         metrics_every: std::time::Duration,
     ) -> Self {
-        let connections = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(ws::Connections::new(ws::WsLimits::default()));
         let hub = ws::Hub::start(platform.clone(), connections.clone(), metrics_every);
         Self {
             platform,
@@ -60,6 +59,12 @@ impl AppState {
             cors_origins: Vec::new(),
             request_deadline: REQUEST_DEADLINE,
         }
+    }
+
+    /// Caps the WebSocket connections open at once on this replica.
+    pub fn with_ws_limits(self, limits: ws::WsLimits) -> Self {
+        self.connections.set_limits(limits);
+        self
     }
 
     /// Changes how long a request may take before it is answered `503`.

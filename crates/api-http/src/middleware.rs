@@ -128,10 +128,7 @@ pub async fn rate_limit(
                 }
             }
             let result = crate::auth::authenticate(&state, &token).await;
-            let caller = result.as_ref().ok().map(|p| match p.api_key {
-                Some(id) => format!("key:{id}"),
-                None => format!("sub:{}:{}", p.role, p.subject),
-            });
+            let caller = result.as_ref().ok().map(crate::auth::caller_key);
             req.extensions_mut()
                 .insert(crate::auth::Authenticated(result));
             caller

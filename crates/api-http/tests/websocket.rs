@@ -893,3 +893,129 @@ async fn events_made_while_redis_is_down_are_delivered_when_it_returns() {
         "nothing lost, in order, once"
     );
 }
+
+/// Tries to open a socket; the HTTP status it is refused with, if it is.
+async fn try_open(addr: SocketAddr, credential: Option<&str>) -> Result<Socket, (u16, Value)> {
+    let mut request = format!("ws://{addr}/api/v1/ws/test-client")
+        .into_client_request()
+        .unwrap();
+    if let Some(key) = credential {
+        request
+            .headers_mut()
+            .insert("X-API-Key", key.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let retry = response.headers().get("retry-after").cloned();
+            let body = response
+                .into_body()
+                .map(|b| serde_json::from_slice(&b).unwrap())
+                .unwrap_or(Value::Null);
+            assert!(retry.is_some(), "a refusal says when to retry");
+            Err((status, body))
+        }
+        Err(e) => panic!("unexpected failure {e}"),
+    }
+}
+
+#[actix_web::test]
+async fn websocket_connections_are_capped_per_credential_and_in_total_and_health_still_answers() {
+    let mut h = Harness::memory();
+    h.state = h.state.clone().with_ws_limits(api_http::ws::WsLimits {
+        total: 4,
+        per_credential: 2,
+    });
+    let addr = serve(&h);
+    let app = service!(h);
+    let (_, agent_key) = register(&app, seed_agent("worker")).await;
+    let first = try_open(addr, Some(ADMIN_KEY)).await.unwrap();
+    let _second = try_open(addr, Some(ADMIN_KEY)).await.unwrap();
+    let refused = try_open(addr, Some(ADMIN_KEY)).await.unwrap_err();
+    assert_eq!(refused.0, 429, "{:?}", refused.1);
+    assert_eq!(refused.1["status"], 429);
+    // Another credential has its own two, up to the total of four.
+    let _third = try_open(addr, Some(&agent_key)).await.unwrap();
+    let mut anonymous = try_open(addr, None).await.unwrap();
+    let full = try_open(addr, Some(&agent_key)).await.unwrap_err();
+    assert_eq!(full.0, 503, "{:?}", full.1);
+    // At the cap, health checks still answer.
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    let mut client = client;
+    client
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A socket that authenticates by message is held to its credential's cap too.
+    say(&mut anonymous, json!({"type": "auth", "token": ADMIN_KEY})).await;
+    let closed = close_frame(&mut anonymous).await.unwrap();
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert!(
+        closed.reason.contains("WebSocket connections"),
+        "{closed:?}"
+    );
+    // Closing gives the place back.
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(socket) = try_open(addr, Some(ADMIN_KEY)).await {
+            again = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a closed connection frees its place");
+}
+
+#[actix_web::test]
+async fn a_since_ahead_of_the_log_is_an_error_naming_the_newest_seq() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let app = service!(h);
+    register(&app, seed_agent("worker")).await;
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    for since in [1_001, i64::MAX] {
+        say(
+            &mut ws,
+            json!({"type": "subscribe", "subscriptions": ["agent_activity"], "since": since}),
+        )
+        .await;
+        let error = next(&mut ws).await;
+        assert_eq!(error["type"], "error", "{error}");
+        let detail = error["data"]["detail"].as_str().unwrap();
+        assert!(detail.contains("seq 1"), "{detail}");
+    }
+    // The socket stays open, and a valid subscription then gets every event live.
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"], "since": 1}),
+    )
+    .await;
+    register(&app, seed_agent("second")).await;
+    let event = next_event(&mut ws).await;
+    assert_eq!(event["seq"], 2, "{event}");
+    assert_eq!(event["data"]["name"], "second");
+}
+
+#[actix_web::test]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let mut ws = open(addr, Some(ADMIN_KEY)).await;
+    // tungstenite checks text it sends, so the bad bytes go out as a raw frame.
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![b'{', 0xff, 0xfe, b'}'],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    ws.send(Message::Frame(frame)).await.unwrap();
+    let closed = close_frame(&mut ws).await.unwrap();
+    assert_eq!(closed.code, CloseCode::Invalid);
+    assert_eq!(closed.reason.as_str(), "text messages must be valid UTF-8");
+}

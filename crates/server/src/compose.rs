@@ -5,6 +5,7 @@ use std::sync::Arc;
 use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
 use adapters_postgres::{PgStore, PoolSettings};
 use adapters_redis::{RedisBus, RedisRateLimiter};
+use api_http::ws::WsLimits;
 use api_http::{AppState, JwtKeys};
 use app::{Dependencies, Platform, Settings};
 use domain::credential::VISIBLE_PREFIX_CHARS;
@@ -48,7 +49,7 @@ impl Runtime {
 }
 
 /// Chooses and connects the adapters the configuration asks for, and builds the platform.
-pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
+pub async fn build(config: &Config, open_files: u64) -> Result<Runtime, StartupError> {
     let postgres = connect_postgres(config).await?;
     let (deps, redis) = match &postgres {
         Some(store) => wire(Arc::new(store.clone()), config).await?,
@@ -111,10 +112,28 @@ pub async fn build(config: &Config) -> Result<Runtime, StartupError> {
     }
     Ok(Runtime {
         state: AppState::new(platform, jwt, config.system_metrics_interval)
-            .with_cors_origins(config.cors_allowed_origins.clone()),
+            .with_cors_origins(config.cors_allowed_origins.clone())
+            .with_ws_limits(websocket_limits(config, open_files)),
         postgres,
         redis,
     })
+}
+
+/// The WebSocket caps: as configured, the total lowered to fit the open-file limit.
+fn websocket_limits(config: &Config, open_files: u64) -> WsLimits {
+    let budget = crate::files::websocket_budget(open_files);
+    if config.ws_max_connections > budget {
+        tracing::warn!(
+            configured = config.ws_max_connections,
+            allowed = budget,
+            open_files,
+            "WS_MAX_CONNECTIONS does not fit the open-file limit; lowered (raise the hard limit to allow more)"
+        );
+    }
+    WsLimits {
+        total: config.ws_max_connections.min(budget),
+        per_credential: config.ws_max_connections_per_credential,
+    }
 }
 
 /// The platform's adapters around one store: the bus (Redis, named after the store unless

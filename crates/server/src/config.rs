@@ -73,6 +73,11 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     /// Browser origins allowed cross-origin (`CORS_ALLOWED_ORIGINS`, comma-separated).
     pub cors_allowed_origins: Vec<String>,
+    /// WebSocket connections open at once on this replica (lowered to fit the open-file
+    /// limit).
+    pub ws_max_connections: usize,
+    /// WebSocket connections open at once for one credential.
+    pub ws_max_connections_per_credential: usize,
 }
 
 /// Half the cores, at least one: sign-in floods never take every core from other requests.
@@ -275,6 +280,13 @@ impl Config {
                 },
             )?,
             cors_allowed_origins: cors_origins(get("CORS_ALLOWED_ORIGINS"))?,
+            ws_max_connections: number("WS_MAX_CONNECTIONS", 10_000, 1, 1_000_000)? as usize,
+            ws_max_connections_per_credential: number(
+                "WS_MAX_CONNECTIONS_PER_CREDENTIAL",
+                1_000,
+                1,
+                1_000_000,
+            )? as usize,
             rate_limit_per_second: number("RATE_LIMIT_PER_SECOND", 50, 0, 1_000_000)?,
             rate_limit_burst: number("RATE_LIMIT_BURST", 100, 1, 1_000_000)?,
             login_rate_limit_per_minute: number("LOGIN_RATE_LIMIT_PER_MINUTE", 10, 0, 10_000)?,

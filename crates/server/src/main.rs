@@ -3,6 +3,7 @@
 
 mod compose;
 mod config;
+mod files;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -33,7 +34,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = compose::build(&config).await?;
+    let open_files = files::raise_limit();
+    tracing::info!(open_files, "open-file limit");
+    let runtime = compose::build(&config, open_files).await?;
     let jobs = app::spawn_background_jobs(runtime.state.platform.clone());
 
     let state = runtime.state.clone();
@@ -55,9 +58,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         })
         .bind((config.host, config.port))?;
-    if let Some(workers) = config.workers {
-        server = server.workers(workers);
-    }
+    let workers = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    server = server
+        .workers(workers)
+        // Every connection takes a descriptor: together they never take them all.
+        .max_connections(files::connections_per_worker(open_files, workers));
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");
     }

@@ -26,8 +26,12 @@ struct Server {
 
 impl Server {
     fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_as(Command::new(BINARY), env)
+    }
+
+    /// Starts the server through `command`, which ends by running the binary.
+    fn start_as(mut command: Command, env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let mut command = Command::new(BINARY);
         command
             .env_clear()
             .env("HOST", "127.0.0.1")
@@ -125,6 +129,32 @@ fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
         status,
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// The soft and hard limits on open files of a process, from `/proc`.
+fn open_file_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn the_open_file_limit_is_raised_as_far_as_the_hard_limit_allows() {
+    let (_, hard) = open_file_limits("self");
+    let mut command = Command::new("sh");
+    command.args(["-c", "ulimit -Sn 300 && exec \"$0\"", BINARY]);
+    let server = Server::start_as(command, &[("WS_MAX_CONNECTIONS", "1000000")]);
+    let (soft, _) = open_file_limits(&server.child.id().to_string());
+    assert_eq!(soft, hard, "the soft limit was raised from 300 to the hard limit");
+    let (status, _) = http(server.port, "GET", "/livez", None);
+    assert_eq!(status, 200);
 }
 
 #[test]

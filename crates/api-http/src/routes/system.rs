@@ -1,7 +1,5 @@
 //! Service endpoints: the root document, health and the orchestrator probes. No credentials.
 
-use std::sync::atomic::Ordering;
-
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
@@ -57,7 +55,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         metrics: HealthMetrics {
             active_agents: report.active_agents,
             active_tasks: report.active_tasks,
-            active_connections: state.connections.load(Ordering::Relaxed),
+            active_connections: state.connections.open(),
         },
         timestamp: report.timestamp,
     };

@@ -1,7 +1,6 @@
 //! One subscription to the platform's events per process, each event encoded once and shared by
 //! every session; and the periodic `system_metrics` frame.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +51,11 @@ pub struct Hub {
 impl Hub {
     /// Starts relaying the platform's events (and, every `metrics_every`, the system metrics)
     /// to sessions, on the current tokio runtime.
-    pub fn start(platform: Platform, connections: Arc<AtomicU64>, metrics_every: Duration) -> Self {
+    pub fn start(
+        platform: Platform,
+        connections: Arc<super::Connections>,
+        metrics_every: Duration,
+    ) -> Self {
         let sender = broadcast::channel(SESSION_BACKLOG).0;
         let hub = Self {
             sender: sender.clone(),
@@ -142,7 +145,7 @@ fn delivery(event: Event) -> Delivery {
 }
 
 /// The dashboard counters, as a `system_metrics` frame. Not stored: it has no `seq`.
-async fn system_metrics(platform: &Platform, connections: &AtomicU64) -> Delivery {
+async fn system_metrics(platform: &Platform, connections: &super::Connections) -> Delivery {
     let health = platform.health().await;
     let frame = json!({
         "type": "system_metrics",
@@ -150,7 +153,7 @@ async fn system_metrics(platform: &Platform, connections: &AtomicU64) -> Deliver
         "data": {
             "active_agents": health.active_agents,
             "active_tasks": health.active_tasks,
-            "websocket_connections": connections.load(Ordering::Relaxed),
+            "websocket_connections": connections.open(),
             "database": health.database.as_str(),
             "redis": health.redis.as_str(),
         },

@@ -3,9 +3,11 @@
 
 mod hub;
 mod session;
+mod slots;
 
 pub use hub::{encode, Delivery, Hub};
 pub use session::connect;
+pub use slots::{Connections, WsLimits};
 
 /// Largest message a client may send.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

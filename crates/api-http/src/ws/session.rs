@@ -5,7 +5,6 @@
 //! something, say while Redis was away) it reads the missing events from the log first.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +19,10 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use uuid::Uuid;
 
 use super::hub::{encode, Delivery};
+use super::slots::CredentialSlot;
 use super::MAX_MESSAGE_BYTES;
-use crate::auth::authenticate;
-use crate::error::ApiError;
+use crate::auth::{authenticate, caller_key};
+use crate::error::{ApiError, ErrorKind};
 use crate::extract::ApiQuery;
 use crate::AppState;
 
@@ -74,6 +74,24 @@ pub async fn connect(
         Some(token) => Some(authenticate(&state, &token).await?),
         None => None,
     };
+    // Places are taken before the upgrade, so a refusal is an ordinary answer.
+    let Some(slot) = state.connections.admit() else {
+        return Err(ApiError::new(
+            ErrorKind::Overloaded {
+                retry_after: CAPPED_RETRY_AFTER,
+            },
+            "this server has as many WebSocket connections open as it allows; try again later",
+        ));
+    };
+    let credential_slot = match &principal {
+        Some(principal) => Some(
+            state
+                .connections
+                .admit_credential(caller_key(principal))
+                .ok_or_else(too_many_for_credential)?,
+        ),
+        None => None,
+    };
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     let stream = stream
@@ -82,12 +100,12 @@ pub async fn connect(
         .max_continuation_size(MAX_MESSAGE_BYTES);
     let state = state.into_inner();
     actix_web::rt::spawn(async move {
-        let _open = Connected::new(&state.connections);
+        let _slot = slot;
         tracing::info!(client_id, "WebSocket connected");
         let closing = session.clone();
-        let reason = Session::new(state.clone(), principal, session)
-            .run(stream)
-            .await;
+        let mut open = Session::new(state.clone(), principal, session);
+        open.credential_slot = credential_slot;
+        let reason = open.run(stream).await;
         tracing::info!(client_id, reason = ?reason.as_ref().map(|r| r.code), "WebSocket closed");
         let _ = tokio::time::timeout(WRITE_TIMEOUT, closing.close(reason)).await;
     });
@@ -109,20 +127,35 @@ enum Blocked {
     LogUnavailable,
 }
 
-/// Counts an open connection for as long as it lives.
-struct Connected(Arc<AtomicU64>);
-
-impl Connected {
-    fn new(counter: &Arc<AtomicU64>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter.clone())
+/// The close for a frame the protocol layer refused, with the code RFC 6455 gives its cause
+/// and a description of our own (never the parser's text).
+fn refused(error: &actix_ws::ProtocolError) -> Ending {
+    use actix_ws::ProtocolError;
+    match error {
+        ProtocolError::Overflow => close(
+            CloseCode::Size,
+            format!("messages may be at most {MAX_MESSAGE_BYTES} bytes"),
+        ),
+        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            close(CloseCode::Invalid, "text messages must be valid UTF-8")
+        }
+        _ => close(
+            CloseCode::Protocol,
+            "the frame breaks the WebSocket protocol",
+        ),
     }
 }
 
-impl Drop for Connected {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+/// What a client refused for a connection cap is told to wait, in seconds.
+const CAPPED_RETRY_AFTER: u64 = 5;
+
+fn too_many_for_credential() -> ApiError {
+    ApiError::new(
+        ErrorKind::TooManyRequests {
+            retry_after: CAPPED_RETRY_AFTER,
+        },
+        "this credential has as many WebSocket connections open as it may; close one first",
+    )
 }
 
 fn close(code: CloseCode, description: impl Into<String>) -> Option<CloseReason> {
@@ -196,6 +229,8 @@ struct Session {
     /// When the client last showed it is there: a message, a pong, or a page of a replay
     /// taken.
     heard: tokio::time::Instant,
+    /// The connection's place among its credential's, once it has one.
+    credential_slot: Option<CredentialSlot>,
 }
 
 /// Why the loop stopped sending: the client went away, or we close it with this reason.
@@ -211,6 +246,7 @@ impl Session {
             filters: Filters::default(),
             last_seq: 0,
             heard: tokio::time::Instant::now(),
+            credential_slot: None,
         }
     }
 
@@ -250,9 +286,7 @@ impl Session {
                         }
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
                         Some(Ok(AggregatedMessage::Close(_))) | None => return None,
-                        Some(Err(e)) => {
-                            return close(CloseCode::Size, format!("message refused: {e}"));
-                        }
+                        Some(Err(e)) => return refused(&e),
                     }
                 }
                 delivery = live.recv(), if self.principal.is_some() => match delivery {
@@ -413,6 +447,17 @@ impl Session {
                 };
                 match authenticate(&self.state, token).await {
                     Ok(principal) => {
+                        let Some(slot) = self
+                            .state
+                            .connections
+                            .admit_credential(caller_key(&principal))
+                        else {
+                            return Some(close(
+                                CloseCode::Policy,
+                                too_many_for_credential().detail,
+                            ));
+                        };
+                        self.credential_slot = Some(slot);
                         let role = principal.role.as_str();
                         self.principal = Some(principal);
                         self.send(json!({"type": "authenticated", "data": {"role": role}}))
@@ -493,6 +538,24 @@ impl Session {
                 }
             },
         };
+        if let Some(since) = since {
+            // A cursor from the future would skip what happens next: refused, naming the head.
+            match self.state.platform.newest_seq().await {
+                Ok(newest) if since > newest => {
+                    return self
+                        .error(format!(
+                            "since {since} is ahead of the newest event, seq {newest}; \
+                             subscribe with since at most {newest}"
+                        ))
+                        .await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event log for a subscriber");
+                    return Err(Blocked::LogUnavailable);
+                }
+            }
+        }
         self.channels.extend(channels);
         if let Some(filters) = filters {
             self.filters = filters;
@@ -538,7 +601,7 @@ impl Session {
     /// continue from there. Tells the client when the log no longer reaches back that far.
     async fn replay_from(&mut self, since: i64) -> Result<(), Blocked> {
         if let Ok(Some(oldest)) = self.state.platform.oldest_retained_seq().await {
-            if oldest > since + 1 {
+            if oldest > since.saturating_add(1) {
                 self.error(format!(
                     "events after {since} and before {oldest} are no longer retained; replaying from {oldest}"
                 ))
@@ -601,7 +664,7 @@ impl Session {
         if event.seq <= self.last_seq {
             return Ok(()); // already sent during replay
         }
-        if self.last_seq > 0 && event.seq > self.last_seq + 1 {
+        if self.last_seq > 0 && event.seq > self.last_seq.saturating_add(1) {
             self.catch_up(event.seq - 1).await?;
         }
         if self.wants(event) {
