@@ -51,6 +51,7 @@ async fn measure(agents: usize) -> anyhow::Result<(usize, f64)> {
         agent_id: None,
         expires_at: None,
         api_key: None,
+        user_token: None,
     };
     let slots = TASKS.div_ceil(agents) as u32;
     for n in 0..agents {

@@ -16,6 +16,7 @@ fn operator_of_the_database() -> Principal {
         agent_id: None,
         expires_at: None,
         api_key: None,
+        user_token: None,
     }
 }
 

@@ -101,6 +101,7 @@ pub async fn run(force: bool) -> anyhow::Result<()> {
         agent_id: None,
         expires_at: None,
         api_key: None,
+        user_token: None,
     };
     let existing = platform
         .list_agents(

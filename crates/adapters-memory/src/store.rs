@@ -760,6 +760,28 @@ impl CredentialRepository for MemoryStore {
             .cloned())
     }
 
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, RepoError> {
+        Ok(self.lock().users.get(&id).cloned())
+    }
+
+    async fn update_user(
+        &self,
+        id: UserId,
+        role: Option<Role>,
+        password_hash: Option<&str>,
+    ) -> Result<User, RepoError> {
+        let mut state = self.lock();
+        let user = state.users.get_mut(&id).ok_or(RepoError::NotFound)?;
+        if let Some(role) = role {
+            user.role = role;
+        }
+        if let Some(hash) = password_hash {
+            user.password_hash = hash.to_owned();
+        }
+        user.token_version += 1;
+        Ok(user.clone())
+    }
+
     async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError> {
         let state = self.lock();
         Ok(newest_page(

@@ -192,6 +192,39 @@ impl CredentialRepository for PgStore {
         .transpose()
     }
 
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, RepoError> {
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(repo_error)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn update_user(
+        &self,
+        id: UserId,
+        role: Option<Role>,
+        password_hash: Option<&str>,
+    ) -> Result<User, RepoError> {
+        let row = sqlx::query(&format!(
+            "UPDATE users SET role = COALESCE($2, role),
+                 password_hash = COALESCE($3, password_hash),
+                 token_version = token_version + 1
+             WHERE id = $1 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .bind(role.map(Role::as_str))
+        .bind(password_hash)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_error)?
+        .ok_or(RepoError::NotFound)?;
+        user_from_row(&row)
+    }
+
     async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError> {
         let (at, id) = split(after);
         sqlx::query(&format!(
@@ -286,7 +319,7 @@ const ADMIN_EXISTS: &str =
 
 const KEY_COLUMNS: &str =
     "id, name, prefix, hash, role, agent_id, created_at, expires_at, revoked_at";
-const USER_COLUMNS: &str = "id, username, password_hash, role, created_at";
+const USER_COLUMNS: &str = "id, username, password_hash, role, created_at, token_version";
 
 fn split(after: Option<Cursor>) -> (Option<DateTime<Utc>>, Option<Uuid>) {
     match after {
@@ -303,5 +336,6 @@ fn user_from_row(row: &PgRow) -> Result<User, RepoError> {
         password_hash: row.try_get("password_hash").map_err(repo_error)?,
         role: role.parse::<Role>().map_err(|e| corrupt("user role", e))?,
         created_at: row.try_get("created_at").map_err(repo_error)?,
+        token_version: row.try_get("token_version").map_err(repo_error)?,
     })
 }

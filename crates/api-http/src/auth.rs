@@ -12,7 +12,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use domain::{AgentId, Principal, Role};
+use domain::{AgentId, Principal, Role, UserId, UserToken};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -24,8 +24,10 @@ use crate::AppState;
 /// The one answer to every refused token, so a caller learns nothing about which check failed.
 const INVALID_TOKEN: &str = "invalid or expired token";
 
-/// How JWTs are checked (HS256 only, `exp` required, `nbf`, `iss` and `aud` when configured)
-/// and issued to users who sign in.
+/// How JWTs are checked and issued to users who sign in. A token is refused unless it is
+/// HS256, has an `exp` no further ahead than the maximum lifetime (and, with an `iat`, was not
+/// issued for longer or in the future), has a non-empty `sub`, names no `crit` extension (none
+/// is understood), and carries `iss` and `aud` when they are configured.
 #[derive(Clone)]
 pub struct JwtKeys {
     key: DecodingKey,
@@ -33,10 +35,17 @@ pub struct JwtKeys {
     validation: Validation,
     issuer: Option<String>,
     audience: Option<String>,
+    max_lifetime: i64,
 }
 
 /// How long a token issued at sign-in is valid.
 pub const LOGIN_TOKEN_SECONDS: i64 = 3600;
+/// The longest lifetime a token may claim unless configured otherwise: one day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: i64 = 86_400;
+/// Clock difference tolerated between the token's issuer and this server.
+const LEEWAY_SECONDS: i64 = 5;
+/// Longest `sub` accepted.
+const MAX_SUBJECT_CHARS: usize = 200;
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +59,7 @@ impl JwtKeys {
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS as u64;
         if let Some(issuer) = issuer {
             validation.set_issuer(&[issuer]);
             validation.required_spec_claims.insert("iss".into());
@@ -68,7 +77,14 @@ impl JwtKeys {
             validation,
             issuer: issuer.map(str::to_owned),
             audience: audience.map(str::to_owned),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
         }
+    }
+
+    /// Refuses tokens that claim to be valid for longer than `seconds`.
+    pub fn with_max_lifetime(mut self, seconds: i64) -> Self {
+        self.max_lifetime = seconds;
+        self
     }
 
     /// A token for a user who signed in, valid for [`LOGIN_TOKEN_SECONDS`] from `now`.
@@ -80,6 +96,10 @@ impl JwtKeys {
             "nbf": now,
             "exp": now + LOGIN_TOKEN_SECONDS,
         });
+        if let Some(token) = principal.user_token {
+            claims["uid"] = token.user.as_uuid().to_string().into();
+            claims["tv"] = token.version.into();
+        }
         if let Some(iss) = &self.issuer {
             claims["iss"] = iss.as_str().into();
         }
@@ -90,32 +110,73 @@ impl JwtKeys {
             .map_err(|e| ApiError::from(app::AppError::Internal(format!("signing a token: {e}"))))
     }
 
-    /// The caller a token stands for, or why it is refused.
+    /// The caller a token stands for, or why it is refused. A token issued at sign-in comes
+    /// back with its user to check against the store (`authenticate` does); any other token's
+    /// subject is `token:<sub>`, so no token can pass for a user, a key or the platform.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let refused = || ApiError::unauthorized(INVALID_TOKEN);
+        if names_critical_extensions(token) {
+            tracing::debug!("JWT refused: it names crit extensions");
+            return Err(refused());
+        }
         let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
             tracing::debug!(error = %e, "JWT refused");
-            ApiError::unauthorized(INVALID_TOKEN)
+            refused()
         })?;
         let claims = data.claims;
+        let now = chrono::Utc::now().timestamp();
+        let too_long = claims.exp.saturating_sub(now) > self.max_lifetime + LEEWAY_SECONDS
+            || claims
+                .iat
+                .is_some_and(|iat| claims.exp.saturating_sub(iat) > self.max_lifetime);
+        let from_the_future = claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECONDS);
+        let subject_ok = !claims.sub.is_empty()
+            && claims.sub.chars().count() <= MAX_SUBJECT_CHARS
+            && !claims.sub.chars().any(char::is_control);
+        if too_long || from_the_future || !subject_ok {
+            tracing::debug!(too_long, from_the_future, subject_ok, "JWT refused");
+            return Err(refused());
+        }
         let role = match claims.role.as_deref() {
             None => Role::Operator,
-            Some(role) => role
-                .parse::<Role>()
-                .map_err(|_| ApiError::unauthorized(INVALID_TOKEN))?,
+            Some(role) => role.parse::<Role>().map_err(|_| refused())?,
         };
         let agent_id = match (role, claims.agent_id) {
             (Role::Agent, Some(id)) => Some(AgentId(id)),
-            (Role::Agent, None) => return Err(ApiError::unauthorized(INVALID_TOKEN)),
+            (Role::Agent, None) => return Err(refused()),
             (_, _) => None,
         };
+        let user_token = match (claims.uid, claims.tv) {
+            (Some(user), Some(version)) => Some(UserToken {
+                user: UserId(user),
+                version,
+            }),
+            (None, None) => None,
+            _ => return Err(refused()),
+        };
         Ok(Principal {
-            subject: claims.sub,
+            subject: format!("token:{}", claims.sub),
             role,
             agent_id,
             expires_at: chrono::DateTime::from_timestamp(claims.exp, 0),
             api_key: None,
+            user_token,
         })
     }
+}
+
+/// Whether the token's header names `crit` extensions, which this server understands none of
+/// (RFC 7515 §4.1.11: such a token must be refused). An unreadable header is left to `decode`.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|header| header.get("crit").is_some())
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,9 +184,16 @@ struct Claims {
     sub: String,
     exp: i64,
     #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
     role: Option<String>,
     #[serde(default)]
     agent_id: Option<Uuid>,
+    /// Tokens issued at sign-in: the user and its token version.
+    #[serde(default)]
+    uid: Option<Uuid>,
+    #[serde(default)]
+    tv: Option<i64>,
 }
 
 /// A role requirement, named by a marker type.
@@ -244,12 +312,39 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
         return Err(ApiError::unauthorized("invalid credentials"));
     }
     if is_jwt(token) {
-        return match &state.jwt {
-            Some(verifier) => verifier.verify(token),
-            None => Err(ApiError::unauthorized(INVALID_TOKEN)),
+        let Some(verifier) = &state.jwt else {
+            return Err(ApiError::unauthorized(INVALID_TOKEN));
+        };
+        let principal = verifier.verify(token)?;
+        return match principal.user_token {
+            // The user as stored now: deleted, or changed since, is refused.
+            Some(user) => Ok(Principal {
+                expires_at: principal.expires_at,
+                ..state.platform.authenticate_user_token(user).await?
+            }),
+            None => Ok(principal),
         };
     }
     Ok(state.platform.authenticate_api_key(token).await?)
+}
+
+/// The authenticated caller of a request, reusing what the rate limiter found; `401` without
+/// valid credentials.
+pub(crate) async fn caller(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::from(app::AppError::Internal("application state missing".into()))
+        })?;
+    let token = presented(req)?.ok_or_else(|| {
+        ApiError::unauthorized("credentials required: a Bearer token or an X-API-Key")
+    })?;
+    let known = req.extensions().get::<Authenticated>().cloned();
+    match known {
+        Some(Authenticated(result)) => result,
+        None => authenticate(&state, &token).await,
+    }
 }
 
 impl<R: Requirement + 'static> FromRequest for Auth<R> {
@@ -257,21 +352,9 @@ impl<R: Requirement + 'static> FromRequest for Auth<R> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = presented(req);
         let req = req.clone();
         Box::pin(async move {
-            let state = state.ok_or_else(|| {
-                ApiError::from(app::AppError::Internal("application state missing".into()))
-            })?;
-            let token = token?.ok_or_else(|| {
-                ApiError::unauthorized("credentials required: a Bearer token or an X-API-Key")
-            })?;
-            let known = req.extensions().get::<Authenticated>().cloned();
-            let principal = match known {
-                Some(Authenticated(result)) => result?,
-                None => authenticate(&state, &token).await?,
-            };
+            let principal = caller(&req).await?;
             // For the audit of refusals, made once the answer is known.
             req.extensions_mut().insert(principal.clone());
             if !R::allows(principal.role) {

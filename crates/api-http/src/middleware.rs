@@ -85,9 +85,25 @@ pub async fn not_found(req: HttpRequest) -> ApiError {
     ApiError::not_found(format!("no route for {} {}", req.method(), req.path()))
 }
 
-/// The answer for a known route called with a method it does not have.
+/// Paths anyone may call without credentials.
+const OPEN: [&str; 5] = [
+    "/",
+    "/livez",
+    "/readyz",
+    "/api/v1/health",
+    "/api/v1/auth/login",
+];
+
+/// The answer for a known route called with a method it does not have. On a protected route,
+/// a caller without valid credentials gets `401` first, as from any method that exists there:
+/// the route's methods are not shown to anonymous callers.
 pub fn method_not_allowed(allow: &'static str) -> Route {
     web::to(move |req: HttpRequest| async move {
+        if !OPEN.contains(&req.path()) {
+            if let Err(refused) = crate::auth::caller(&req).await {
+                return refused;
+            }
+        }
         ApiError::new(
             ErrorKind::MethodNotAllowed { allow },
             format!("{} is not allowed here; allowed: {allow}", req.method()),

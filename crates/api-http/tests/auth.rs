@@ -83,7 +83,40 @@ async fn bad_tokens_are_401() {
     );
     let unknown_role = jwt(json!({"sub": "u", "role": "superuser"}));
     let agent_without_id = jwt(json!({"sub": "u", "role": "agent"}));
+    // Past the maximum lifetime (a day by default), from now or from its own `iat`.
+    let for_ever = jwt(json!({"sub": "u", "exp": now + 10 * 86_400}));
+    let issued_long = jwt(json!({"sub": "u", "iat": now - 2 * 86_400, "exp": now + 60}));
+    let issued_later = jwt(json!({"sub": "u", "iat": now + 3600}));
+    let critical = {
+        // jsonwebtoken cannot write `crit`: sign a header that names it by hand.
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let signing_input = format!(
+            "{}.{}",
+            b64(json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"]})),
+            b64(json!({"sub": "u", "exp": now + 3600}))
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{signing_input}.{signature}")
+    };
+    let no_subject = jwt(json!({"sub": ""}));
+    let control_subject = jwt(json!({"sub": "a\nb"}));
+    let half_user =
+        jwt(json!({"sub": "user:alice", "uid": "6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f"}));
+    let unknown_user = jwt(json!({"sub": "user:alice", "role": "admin",
+        "uid": "6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f", "tv": 1}));
     for token in [
+        for_ever,
+        issued_long,
+        issued_later,
+        critical,
+        no_subject,
+        control_subject,
+        half_user,
+        unknown_user,
         expired,
         not_yet,
         no_exp,
@@ -277,4 +310,46 @@ async fn an_operator_may_heartbeat_for_an_agent_and_admins_do_everything() {
     )
     .await
     .ok();
+}
+
+#[actix_web::test]
+async fn token_subjects_never_pass_for_the_platform_in_the_audit_trail() {
+    let h = Harness::memory();
+    let app = service!(h);
+    for sub in [
+        "platform",
+        "admin-api-key",
+        "api-key:mapk_0000000",
+        "user:alice",
+    ] {
+        let token = jwt(json!({"sub": sub, "role": "viewer"}));
+        send(
+            &app,
+            bearer(Method::POST, "/api/v1/agents", &token).set_json(seed_agent("x")),
+        )
+        .await
+        .problem(403);
+    }
+    let denied = send(
+        &app,
+        admin(Method::GET, "/api/v1/audit?action=access_denied"),
+    )
+    .await;
+    let mut actors: Vec<String> = denied
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap().to_owned())
+        .collect();
+    actors.sort();
+    assert_eq!(
+        actors,
+        [
+            "token:admin-api-key",
+            "token:api-key:mapk_0000000",
+            "token:platform",
+            "token:user:alice"
+        ]
+    );
 }

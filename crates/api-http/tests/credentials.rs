@@ -15,6 +15,7 @@ on_both_stores!(
     expired_keys_stop_working_and_agent_keys_act_only_for_their_agent,
     users_sign_in_with_a_password_and_failures_reveal_nothing,
     the_audit_trail_records_who_did_what_and_only_admins_read_it,
+    deleting_a_user_or_changing_their_role_or_password_ends_their_tokens_at_once,
 );
 
 fn keys_of(body: &Value) -> Vec<String> {
@@ -373,4 +374,132 @@ async fn the_audit_trail_records_who_did_what_and_only_admins_read_it(h: Harness
     send(&app, admin(Method::GET, "/api/v1/audit?action=nope"))
         .await
         .problem(400);
+}
+
+/// Signs in; the token.
+async fn sign_in<S, B>(app: &S, username: &str, password: &str) -> String
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let reply = send(
+        app,
+        req(Method::POST, "/api/v1/auth/login")
+            .set_json(json!({"username": username, "password": password})),
+    )
+    .await;
+    reply.ok()["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn deleting_a_user_or_changing_their_role_or_password_ends_their_tokens_at_once(h: Harness) {
+    let app = service!(h);
+    let password = "correct horse battery staple";
+    let create = |role: &str| {
+        admin(Method::POST, "/api/v1/users")
+            .set_json(json!({"username": "alice", "password": password, "role": role}))
+    };
+    let alice = send(&app, create("admin")).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = sign_in(&app, "alice", password).await;
+    send(&app, bearer(Method::GET, "/api/v1/api-keys", &token))
+        .await
+        .ok();
+
+    // Deleted: the token is dead at once, and stays dead when the name comes back as a viewer.
+    send(
+        &app,
+        admin(Method::DELETE, &format!("/api/v1/users/{alice}")),
+    )
+    .await
+    .ok();
+    let key = bearer(Method::POST, "/api/v1/api-keys", &token)
+        .set_json(json!({"name": "for ever", "role": "admin"}));
+    send(&app, key).await.problem(401);
+    let alice = send(&app, create("viewer")).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(&app, bearer(Method::GET, "/api/v1/agents", &token))
+        .await
+        .problem(401);
+
+    // A role change ends the tokens issued under the old role; a new sign-in has the new one.
+    let viewer = sign_in(&app, "alice", password).await;
+    send(&app, bearer(Method::GET, "/api/v1/agents", &viewer))
+        .await
+        .ok();
+    let changed = send(
+        &app,
+        admin(Method::PATCH, &format!("/api/v1/users/{alice}"))
+            .set_json(json!({"role": "operator"})),
+    )
+    .await;
+    assert_eq!(changed.ok()["role"], "operator");
+    send(&app, bearer(Method::GET, "/api/v1/agents", &viewer))
+        .await
+        .problem(401);
+    let operator = sign_in(&app, "alice", password).await;
+    send(
+        &app,
+        bearer(Method::POST, "/api/v1/agents", &operator).set_json(seed_agent("by-alice")),
+    )
+    .await
+    .ok();
+
+    // A new password ends the tokens too, and only the new password signs in.
+    let new_password = "a completely different passphrase";
+    send(
+        &app,
+        admin(Method::PATCH, &format!("/api/v1/users/{alice}"))
+            .set_json(json!({"password": new_password})),
+    )
+    .await
+    .ok();
+    send(&app, bearer(Method::GET, "/api/v1/agents", &operator))
+        .await
+        .problem(401);
+    send(
+        &app,
+        req(Method::POST, "/api/v1/auth/login")
+            .set_json(json!({"username": "alice", "password": password})),
+    )
+    .await
+    .problem(401);
+    sign_in(&app, "alice", new_password).await;
+
+    // Bad changes change nothing.
+    for (body, field) in [
+        (json!({}), "body"),
+        (json!({"role": "agent"}), "role"),
+        (json!({"password": "short"}), "password"),
+    ] {
+        let reply = send(
+            &app,
+            admin(Method::PATCH, &format!("/api/v1/users/{alice}")).set_json(body),
+        )
+        .await;
+        assert_eq!(reply.problem(422)["errors"][0]["field"], field);
+    }
+    send(
+        &app,
+        admin(
+            Method::PATCH,
+            "/api/v1/users/6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f",
+        )
+        .set_json(json!({"role": "viewer"})),
+    )
+    .await
+    .problem(404);
+    let audit = send(
+        &app,
+        admin(Method::GET, "/api/v1/audit?action=user_updated"),
+    )
+    .await;
+    assert_eq!(audit.ok().as_array().unwrap().len(), 2);
 }

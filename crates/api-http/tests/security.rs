@@ -706,3 +706,29 @@ async fn nul_characters_are_refused_naming_the_field_on_every_store(h: Harness) 
     .await;
     assert_eq!(kept.ok()["description"], "a\u{1}b\u{7f}c\u{2028}");
 }
+
+#[actix_web::test]
+async fn a_wrong_method_on_a_protected_route_is_401_before_405_for_anonymous_callers() {
+    let h = Harness::memory();
+    let app = service!(h);
+    let mut routes: Vec<String> = every_endpoint().into_iter().map(|(_, p, _)| p).collect();
+    routes.extend(admin_endpoints().into_iter().map(|(_, p)| p));
+    for path in routes {
+        let anonymous = send(&app, req(Method::PUT, &path)).await;
+        anonymous.problem(401);
+        assert!(anonymous.header("allow").is_none(), "{path}");
+        let forged = send(
+            &app,
+            req(Method::PUT, &path).insert_header(("X-API-Key", "made-up")),
+        )
+        .await;
+        forged.problem(401);
+        let known = send(&app, admin(Method::PUT, &path)).await;
+        known.problem(405);
+        assert!(known.header("allow").is_some(), "{path}");
+    }
+    // Open routes answer the method question to anyone.
+    for path in ["/api/v1/health", "/api/v1/auth/login", "/livez"] {
+        send(&app, req(Method::PUT, path)).await.problem(405);
+    }
+}

@@ -1019,3 +1019,46 @@ async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     assert_eq!(closed.code, CloseCode::Invalid);
     assert_eq!(closed.reason.as_str(), "text messages must be valid UTF-8");
 }
+
+#[actix_web::test]
+async fn a_signed_in_users_socket_closes_when_the_user_is_deleted() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let app = service!(h);
+    let bob = send(
+        &app,
+        admin(actix_web::http::Method::POST, "/api/v1/users").set_json(
+            json!({"username": "bob", "password": "correct horse battery staple", "role": "viewer"}),
+        ),
+    )
+    .await;
+    let bob = bob.ok()["id"].as_str().unwrap().to_owned();
+    let login = send(
+        &app,
+        req(actix_web::http::Method::POST, "/api/v1/auth/login")
+            .set_json(json!({"username": "bob", "password": "correct horse battery staple"})),
+    )
+    .await;
+    let token = login.ok()["access_token"].as_str().unwrap().to_owned();
+    let mut ws = open(addr, Some(&token)).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    send(
+        &app,
+        admin(
+            actix_web::http::Method::DELETE,
+            &format!("/api/v1/users/{bob}"),
+        ),
+    )
+    .await
+    .ok();
+    let closed = tokio::time::timeout(Duration::from_secs(15), close_frame(&mut ws))
+        .await
+        .expect("closed within a check interval")
+        .unwrap();
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert_eq!(closed.reason.as_str(), "credentials revoked");
+}

@@ -32,6 +32,7 @@ impl Platform {
                     agent_id: None,
                     expires_at: None,
                     api_key: None,
+                    user_token: None,
                 });
             }
         }
@@ -48,6 +49,7 @@ impl Platform {
                 agent_id: key.agent_id,
                 expires_at: key.expires_at,
                 api_key: Some(key.id),
+                user_token: None,
             }),
             _ => Err(AppError::Unauthorized(
                 "invalid, revoked or expired API key",

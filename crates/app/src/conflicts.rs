@@ -285,7 +285,7 @@ impl Platform {
         outcome: Option<String>,
         by: Option<&Principal>,
     ) -> Result<Conflict, AppError> {
-        let decided_by = by.map_or("platform", |p| p.subject.as_str());
+        let decided_by = by.map_or(domain::PLATFORM_ACTOR, |p| p.subject.as_str());
         if !conflict.is_open() {
             return Err(AppError::Conflict(format!(
                 "conflict is {}, not open",
@@ -534,7 +534,7 @@ impl Platform {
                     let ended = Resolution {
                         strategy,
                         outcome: "contention ended: every waiting task got its share".into(),
-                        decided_by: "platform".into(),
+                        decided_by: domain::PLATFORM_ACTOR.into(),
                         decided_at: self.deps.clock.now(),
                         details: json!({"actions": conflict.metadata.as_map().get("actions").cloned().unwrap_or(Value::Array(Vec::new()))}),
                     };
@@ -548,7 +548,7 @@ impl Platform {
                     match closed {
                         Ok(c) => {
                             self.audit(
-                                "platform",
+                                domain::PLATFORM_ACTOR,
                                 domain::AuditAction::ConflictResolved,
                                 Some(c.id.to_string()),
                                 json!({"outcome": ended.outcome}),
@@ -604,7 +604,7 @@ impl Platform {
             tracing::debug!(error = %e, "cannot note an action on a contention conflict");
         }
         self.audit(
-            "platform",
+            domain::PLATFORM_ACTOR,
             domain::AuditAction::ConflictActed,
             Some(conflict.id.to_string()),
             json!({"strategy": strategy.as_str(), "outcome": decision.outcome}),
@@ -782,7 +782,7 @@ impl Platform {
                 let gone = Resolution {
                     strategy: None,
                     outcome: why,
-                    decided_by: "platform".into(),
+                    decided_by: domain::PLATFORM_ACTOR.into(),
                     decided_at: self.deps.clock.now(),
                     details: json!({"cause_gone": true}),
                 };
@@ -796,7 +796,7 @@ impl Platform {
                 match closed {
                     Ok(c) => {
                         self.audit(
-                            "platform",
+                            domain::PLATFORM_ACTOR,
                             domain::AuditAction::ConflictResolved,
                             Some(c.id.to_string()),
                             json!({"outcome": gone.outcome}),

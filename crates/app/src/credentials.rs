@@ -201,25 +201,14 @@ impl Platform {
     /// Creates a user; the password is kept only as an Argon2id hash. A taken username is `409`.
     pub async fn create_user(&self, actor: &Principal, new: NewUser) -> Result<User, AppError> {
         require_admin(actor, "manage users")?;
-        let salt = SaltString::encode_b64(&self.deps.ids.secret_bytes()[..16])
-            .map_err(|e| AppError::Internal(format!("salt: {e}")))?;
-        let password = new.password;
-        let slot = self.hashing.admit().await?;
-        let hash = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| AppError::Internal(format!("hashing task: {e}")))?
-        .map_err(|e| AppError::Internal(format!("hashing: {e}")))?;
+        let hash = self.hash_password(new.password).await?;
         let user = User {
             id: UserId(self.deps.ids.new_id()),
             username: new.username,
             password_hash: hash,
             role: new.role,
             created_at: self.deps.clock.now(),
+            token_version: 1,
         };
         match self.deps.credentials.insert_user(&user).await {
             Ok(()) => {}
@@ -261,7 +250,74 @@ impl Platform {
         Ok(Page { items, next })
     }
 
-    /// Deletes a user: it can no longer sign in (tokens already issued run until they expire).
+    /// An Argon2id hash of a new password, in one of the hashing slots.
+    async fn hash_password(&self, password: String) -> Result<String, AppError> {
+        let salt = SaltString::encode_b64(&self.deps.ids.secret_bytes()[..16])
+            .map_err(|e| AppError::Internal(format!("salt: {e}")))?;
+        let slot = self.hashing.admit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("hashing task: {e}")))?
+        .map_err(|e| AppError::Internal(format!("hashing: {e}")))
+    }
+
+    /// Changes a user's role or password. Every token the user was issued before stops
+    /// working at once, on every replica.
+    pub async fn update_user(
+        &self,
+        actor: &Principal,
+        id: UserId,
+        change: domain::UserChange,
+    ) -> Result<User, AppError> {
+        require_admin(actor, "manage users")?;
+        let hash = match change.password {
+            Some(password) => Some(self.hash_password(password).await?),
+            None => None,
+        };
+        let user = self
+            .deps
+            .credentials
+            .update_user(id, change.role, hash.as_deref())
+            .await
+            .map_err(|e| AppError::from_repo("User", e))?;
+        self.audit(
+            &actor.subject,
+            AuditAction::UserUpdated,
+            Some(id.to_string()),
+            json!({
+                "username": user.username,
+                "role": user.role.as_str(),
+                "password_changed": hash.is_some(),
+            }),
+        )
+        .await;
+        Ok(user)
+    }
+
+    /// The caller a token issued at sign-in stands for now: `Unauthorized` once the user is
+    /// deleted or its role or password has changed since the token was issued.
+    pub async fn authenticate_user_token(
+        &self,
+        token: domain::UserToken,
+    ) -> Result<Principal, AppError> {
+        let user = self
+            .deps
+            .credentials
+            .get_user(token.user)
+            .await
+            .map_err(repo)?;
+        match user {
+            Some(user) if user.token_version == token.version => Ok(user_principal(&user)),
+            _ => Err(AppError::Unauthorized("invalid or expired token")),
+        }
+    }
+
+    /// Deletes a user: it can no longer sign in, and its tokens stop working at once.
     pub async fn delete_user(&self, actor: &Principal, id: UserId) -> Result<User, AppError> {
         require_admin(actor, "manage users")?;
         let user = self
@@ -308,17 +364,15 @@ impl Platform {
         let shown = check_username(username).unwrap_or_else(|_| "<malformed username>".into());
         match user {
             Some(user) if matches => {
-                // `user:` keeps a user apart from built-in identities (`platform`, ...).
-                let subject = format!("user:{}", user.username);
-                self.audit(&subject, AuditAction::LoginSucceeded, None, json!({}))
-                    .await;
-                Ok(Principal {
-                    subject,
-                    role: user.role,
-                    agent_id: None,
-                    expires_at: None,
-                    api_key: None,
-                })
+                let principal = user_principal(&user);
+                self.audit(
+                    &principal.subject,
+                    AuditAction::LoginSucceeded,
+                    None,
+                    json!({}),
+                )
+                .await;
+                Ok(principal)
             }
             _ => {
                 self.audit(
@@ -414,7 +468,7 @@ impl Platform {
             return Ok(None);
         }
         self.audit(
-            "platform",
+            domain::PLATFORM_ACTOR,
             AuditAction::ApiKeyCreated,
             Some(issued.key.id.to_string()),
             key_detail(&issued.key),
@@ -443,6 +497,22 @@ impl Platform {
         if let Err(e) = self.deps.credentials.record_audit(&entry).await {
             tracing::warn!(error = %e, action = %action, actor, "cannot record an audit entry");
         }
+    }
+}
+
+/// A signed-in user as a caller. `user:` keeps users apart from every other kind of subject
+/// (`platform`, keys, other tokens).
+fn user_principal(user: &User) -> Principal {
+    Principal {
+        subject: format!("user:{}", user.username),
+        role: user.role,
+        agent_id: None,
+        expires_at: None,
+        api_key: None,
+        user_token: Some(domain::UserToken {
+            user: user.id,
+            version: user.token_version,
+        }),
     }
 }
 

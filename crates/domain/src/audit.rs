@@ -14,6 +14,8 @@ pub enum AuditAction {
     ApiKeyCreated,
     ApiKeyRevoked,
     UserCreated,
+    /// A user's role or password changed (their earlier tokens ended).
+    UserUpdated,
     UserDeleted,
     LoginSucceeded,
     LoginFailed,
@@ -25,10 +27,11 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 10] = [
+    pub const ALL: [AuditAction; 11] = [
         AuditAction::ApiKeyCreated,
         AuditAction::ApiKeyRevoked,
         AuditAction::UserCreated,
+        AuditAction::UserUpdated,
         AuditAction::UserDeleted,
         AuditAction::LoginSucceeded,
         AuditAction::LoginFailed,
@@ -43,6 +46,7 @@ impl AuditAction {
             AuditAction::ApiKeyCreated => "api_key_created",
             AuditAction::ApiKeyRevoked => "api_key_revoked",
             AuditAction::UserCreated => "user_created",
+            AuditAction::UserUpdated => "user_updated",
             AuditAction::UserDeleted => "user_deleted",
             AuditAction::LoginSucceeded => "login_succeeded",
             AuditAction::LoginFailed => "login_failed",
@@ -75,8 +79,9 @@ impl FromStr for AuditAction {
 pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,
-    /// Who: a user name, a JWT `sub`, `api-key:<prefix>`, or what was presented on a failed
-    /// login (the username only, never a password).
+    /// Who: `user:<name>` (signed in), `token:<sub>` (any other JWT), `api-key:<prefix>`,
+    /// `admin-api-key`, or `platform` (the platform itself); on a failed sign-in, `user:` and
+    /// the username presented, never a password.
     pub actor: String,
     pub action: AuditAction,
     /// What it was done to: a key's or user's ID, a conflict's ID, a method and path.

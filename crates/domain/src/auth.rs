@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use crate::{AgentId, ApiKeyId};
+use crate::{AgentId, ApiKeyId, UserId};
 
 /// The four roles of the platform.
 ///
@@ -69,10 +69,23 @@ impl FromStr for Role {
     }
 }
 
+/// The user a token issued at sign-in stands for, and the user's token version when it was
+/// issued: the token holds only while the user exists at that version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserToken {
+    pub user: UserId,
+    pub version: i64,
+}
+
+/// The actor the platform itself is recorded as. No credential can be it: every principal's
+/// subject carries a prefix saying what kind of credential it came from.
+pub const PLATFORM_ACTOR: &str = "platform";
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// Who: a user name, a JWT `sub`, or `api-key:<prefix>`.
+    /// Who, prefixed by the kind of credential: `user:<name>` (signed in), `token:<sub>` (any
+    /// other JWT), `api-key:<prefix>` or `admin-api-key`.
     pub subject: String,
     pub role: Role,
     /// For the `agent` role: the one agent this caller is.
@@ -83,6 +96,8 @@ pub struct Principal {
     /// The stored API key the caller presented, if it was one: long-lived connections end when
     /// it is revoked.
     pub api_key: Option<ApiKeyId>,
+    /// For a token issued at sign-in: the user, checked on every use.
+    pub user_token: Option<UserToken>,
 }
 
 impl Principal {
@@ -141,6 +156,7 @@ mod tests {
             agent_id: Some(me),
             expires_at: None,
             api_key: None,
+            user_token: None,
         };
         assert!(caller.can_act_for_agent(me));
         assert!(!caller.can_act_for_agent(other));
@@ -151,6 +167,7 @@ mod tests {
             agent_id: None,
             expires_at: None,
             api_key: None,
+            user_token: None,
         };
         assert!(viewer.can_see_agent(other));
         assert!(!viewer.can_act_for_agent(other));

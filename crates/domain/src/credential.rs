@@ -96,6 +96,9 @@ pub struct User {
     pub password_hash: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Tokens issued at sign-in carry this; changing the user's role or password moves it on,
+    /// which ends every token issued before, and deleting the user ends them all.
+    pub token_version: i64,
 }
 
 /// Shortest and longest password accepted.
@@ -115,31 +118,8 @@ impl NewUser {
     pub fn parse(username: &str, password: &str, role: &str) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let username = errors.collect("username", check_username(username));
-        let chars = password.chars().count();
-        if !PASSWORD_CHARS.contains(&chars) {
-            errors.push(
-                "password",
-                format!(
-                    "must be {} to {} characters",
-                    PASSWORD_CHARS.start(),
-                    PASSWORD_CHARS.end()
-                ),
-            );
-        }
-        let role = match role.parse::<Role>() {
-            Ok(Role::Agent) => {
-                errors.push(
-                    "role",
-                    "users are viewer, operator or admin; agents use API keys",
-                );
-                None
-            }
-            Ok(r) => Some(r),
-            Err(e) => {
-                errors.push("role", e);
-                None
-            }
-        };
+        errors.collect("password", check_password(password));
+        let role = errors.collect("role", check_user_role(role));
         match (username, role) {
             (Some(username), Some(role)) if errors.is_empty() => Ok(Self {
                 username,
@@ -148,6 +128,50 @@ impl NewUser {
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// A validated change to a user: a new role, a new password (hashed by the caller), or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    pub role: Option<Role>,
+    pub password: Option<String>,
+}
+
+impl UserChange {
+    /// The same rules as for a new user; a change that changes nothing is refused.
+    pub fn parse(role: Option<&str>, password: Option<&str>) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if role.is_none() && password.is_none() {
+            errors.push("body", "name a role, a password, or both");
+        }
+        let role = role.and_then(|r| errors.collect("role", check_user_role(r)));
+        if let Some(p) = password {
+            errors.collect("password", check_password(p));
+        }
+        errors.into_result().map(|()| Self {
+            role,
+            password: password.map(str::to_owned),
+        })
+    }
+}
+
+fn check_password(password: &str) -> Result<(), String> {
+    if PASSWORD_CHARS.contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be {} to {} characters",
+            PASSWORD_CHARS.start(),
+            PASSWORD_CHARS.end()
+        ))
+    }
+}
+
+fn check_user_role(role: &str) -> Result<Role, String> {
+    match role.parse::<Role>()? {
+        Role::Agent => Err("users are viewer, operator or admin; agents use API keys".into()),
+        role => Ok(role),
     }
 }
 
@@ -189,5 +213,18 @@ mod tests {
         let err = NewUser::parse("al ice", "short", "agent").unwrap_err();
         let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["username", "password", "role"]);
+    }
+
+    #[test]
+    fn a_user_change_names_something_valid_to_change() {
+        assert!(UserChange::parse(Some("viewer"), None).is_ok());
+        assert!(UserChange::parse(None, Some("a new long password")).is_ok());
+        assert_eq!(
+            UserChange::parse(None, None).unwrap_err().0[0].field,
+            "body"
+        );
+        let err = UserChange::parse(Some("agent"), Some("short")).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["role", "password"]);
     }
 }

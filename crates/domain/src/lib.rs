@@ -22,12 +22,12 @@ pub mod validation;
 
 pub use agent::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, NewAgent, StatusRequest};
 pub use audit::{AuditAction, AuditEntry};
-pub use auth::{Principal, Role};
+pub use auth::{Principal, Role, UserToken, PLATFORM_ACTOR};
 pub use capability::{Capability, CapabilitySet};
 pub use conflict::{
     Conflict, ConflictReport, ConflictStatus, ConflictType, Severity, Source, Strategy,
 };
-pub use credential::{ApiKey, KeyHash, NewApiKey, NewUser, User};
+pub use credential::{ApiKey, KeyHash, NewApiKey, NewUser, User, UserChange};
 pub use event::{Channel, Event, EventKind, NewEvent};
 pub use ids::{AgentId, ApiKeyId, ConflictId, ResourceId, TaskId, UserId};
 pub use metadata::Metadata;

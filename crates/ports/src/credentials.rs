@@ -54,6 +54,19 @@ pub trait CredentialRepository: Send + Sync {
     /// The user with this username, if any.
     async fn find_user(&self, username: &str) -> Result<Option<User>, RepoError>;
 
+    /// The user with this ID, if any.
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, RepoError>;
+
+    /// Sets the user's role and password hash where given, and moves its token version on by
+    /// one, in one step (two concurrent changes move it by two); returns the user as stored
+    /// after. `NotFound` if there is none.
+    async fn update_user(
+        &self,
+        id: UserId,
+        role: Option<domain::Role>,
+        password_hash: Option<&str>,
+    ) -> Result<User, RepoError>;
+
     /// Users, newest first, strictly after `after`, at most `limit`.
     async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError>;
 

@@ -90,6 +90,7 @@ pub async fn build(config: &Config, open_files: u64) -> Result<Runtime, StartupE
             config.jwt_issuer.as_deref(),
             config.jwt_audience.as_deref(),
         )
+        .with_max_lifetime(config.jwt_max_lifetime.as_secs() as i64)
     });
     let platform = Platform::new(deps, settings);
     if config.admin_api_key.is_none() {

@@ -43,6 +43,8 @@ pub struct Config {
     pub jwt_secret: Option<SecretString>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// The longest lifetime a JWT may claim (`exp` from now, or from its `iat`).
+    pub jwt_max_lifetime: Duration,
     pub admin_api_key: Option<SecretString>,
     /// A `tracing` filter: a level (`info`) or directives (`info,sqlx=warn`).
     pub log_level: String,
@@ -253,6 +255,12 @@ impl Config {
             jwt_secret,
             jwt_issuer: get("JWT_ISSUER").map(str::to_owned),
             jwt_audience: get("JWT_AUDIENCE").map(str::to_owned),
+            jwt_max_lifetime: Duration::from_secs(number(
+                "JWT_MAX_LIFETIME_SECS",
+                86_400,
+                60,
+                31_536_000,
+            )?),
             admin_api_key: secret("ADMIN_API_KEY"),
             log_level,
             log_format,

@@ -152,7 +152,10 @@ fn the_open_file_limit_is_raised_as_far_as_the_hard_limit_allows() {
     command.args(["-c", "ulimit -Sn 300 && exec \"$0\"", BINARY]);
     let server = Server::start_as(command, &[("WS_MAX_CONNECTIONS", "1000000")]);
     let (soft, _) = open_file_limits(&server.child.id().to_string());
-    assert_eq!(soft, hard, "the soft limit was raised from 300 to the hard limit");
+    assert_eq!(
+        soft, hard,
+        "the soft limit was raised from 300 to the hard limit"
+    );
     let (status, _) = http(server.port, "GET", "/livez", None);
     assert_eq!(status, 200);
 }

@@ -58,6 +58,7 @@ pub fn principal(role: Role) -> Principal {
         agent_id: None,
         expires_at: None,
         api_key: None,
+        user_token: None,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn agent_principal(agent: AgentId) -> Principal {
         agent_id: Some(agent),
         expires_at: None,
         api_key: None,
+        user_token: None,
     }
 }
 

@@ -33,6 +33,8 @@ macro_rules! store_contract {
             heartbeat_before_finds_only_silent_online_agents,
             count_by_status_counts_every_status,
             api_keys_are_found_by_hash_only,
+            a_user_change_moves_the_token_version_and_a_missing_user_is_not_found,
+            the_log_keeps_one_identity,
             events_are_numbered_and_read_back_in_order,
             sequencing_numbers_events_once_consecutively_in_write_order,
             pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest
@@ -420,6 +422,63 @@ pub async fn api_keys_are_found_by_hash_only(store: StoreUnderTest) {
             .unwrap(),
         None
     );
+}
+
+pub async fn a_user_change_moves_the_token_version_and_a_missing_user_is_not_found(
+    store: StoreUnderTest,
+) {
+    let users = &store.credentials;
+    let alice = domain::User {
+        id: domain::UserId(uuid::Uuid::from_u128(1)),
+        username: "alice".into(),
+        password_hash: "$argon2id$first".into(),
+        role: domain::Role::Viewer,
+        created_at: t(0),
+        token_version: 1,
+    };
+    users.insert_user(&alice).await.unwrap();
+    assert_eq!(users.get_user(alice.id).await.unwrap(), Some(alice.clone()));
+    let promoted = users
+        .update_user(alice.id, Some(domain::Role::Operator), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            promoted.role,
+            promoted.token_version,
+            promoted.password_hash.as_str()
+        ),
+        (domain::Role::Operator, 2, "$argon2id$first")
+    );
+    let rekeyed = users
+        .update_user(alice.id, None, Some("$argon2id$second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            rekeyed.role,
+            rekeyed.token_version,
+            rekeyed.password_hash.as_str()
+        ),
+        (domain::Role::Operator, 3, "$argon2id$second")
+    );
+    assert_eq!(users.get_user(alice.id).await.unwrap(), Some(rekeyed));
+    let nobody = domain::UserId(uuid::Uuid::from_u128(2));
+    assert_eq!(users.get_user(nobody).await.unwrap(), None);
+    assert_eq!(
+        users
+            .update_user(nobody, Some(domain::Role::Admin), None)
+            .await,
+        Err(RepoError::NotFound)
+    );
+    users.delete_user(alice.id).await.unwrap();
+    assert_eq!(users.get_user(alice.id).await.unwrap(), None);
+}
+
+pub async fn the_log_keeps_one_identity(store: StoreUnderTest) {
+    let first = store.events.log_id().await.unwrap();
+    assert!(!first.is_nil());
+    assert_eq!(store.events.log_id().await.unwrap(), first);
 }
 
 pub async fn events_are_numbered_and_read_back_in_order(store: StoreUnderTest) {

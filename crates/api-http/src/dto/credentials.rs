@@ -1,7 +1,7 @@
 //! API key, user, sign-in and audit requests and responses.
 
 use chrono::{DateTime, Utc};
-use domain::{ApiKey, AuditEntry, NewApiKey, NewUser, User};
+use domain::{ApiKey, AuditEntry, NewApiKey, NewUser, User, UserChange};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -79,6 +79,23 @@ pub struct CreateUser {
 impl CreateUser {
     pub fn into_domain(self) -> Result<NewUser, ApiError> {
         NewUser::parse(&self.username, &self.password, &self.role).map_err(ApiError::validation)
+    }
+}
+
+/// `PATCH /users/{id}`: a new role, a new password, or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl UpdateUser {
+    pub fn into_domain(self) -> Result<UserChange, ApiError> {
+        UserChange::parse(self.role.as_deref(), self.password.as_deref())
+            .map_err(ApiError::validation)
     }
 }
 

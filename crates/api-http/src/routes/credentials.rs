@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::auth::{Admin, Auth, LOGIN_TOKEN_SECONDS};
 use crate::dto::credentials::{
     ApiKeyBody, AuditBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
-    TokenBody, UserBody,
+    TokenBody, UpdateUser, UserBody,
 };
 use crate::error::{ApiError, ErrorKind};
 use crate::extract::{ApiJson, ApiQuery};
@@ -41,8 +41,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/users/{user_id}")
+            .route(web::patch().to(update_user))
             .route(web::delete().to(delete_user))
-            .default_service(method_not_allowed("DELETE"))
+            .default_service(method_not_allowed("PATCH, DELETE"))
             .wrap(from_fn(deadline)),
     )
     .service(
@@ -124,6 +125,20 @@ async fn list_users(
         .await?;
     let items: Vec<UserBody> = found.items.into_iter().map(UserBody::from).collect();
     Ok(page(&req, found.next, items))
+}
+
+async fn update_user(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    id: web::Path<Uuid>,
+    body: ApiJson<UpdateUser>,
+) -> Result<HttpResponse, ApiError> {
+    let change = body.0.into_domain()?;
+    let user = state
+        .platform
+        .update_user(&auth.principal, UserId(id.into_inner()), change)
+        .await?;
+    Ok(HttpResponse::Ok().json(UserBody::from(user)))
 }
 
 async fn delete_user(

@@ -38,6 +38,9 @@ const REPLAY_PAGE: u32 = 500;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most live events handled per wake-up.
 const LIVE_BATCH: usize = 64;
+/// How often a session opened with a signed-in user's token checks that the user still
+/// holds it (not deleted, role and password unchanged).
+const USER_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// `?token=` on the upgrade request.
 #[derive(Debug, Deserialize)]
@@ -260,6 +263,8 @@ impl Session {
         tokio::pin!(auth_deadline);
         let expiry = tokio::time::sleep_until(self.expiry());
         tokio::pin!(expiry);
+        let mut user_check = tokio::time::interval(USER_CHECK_EVERY);
+        user_check.reset();
         loop {
             tokio::select! {
                 message = stream.next() => {
@@ -316,6 +321,11 @@ impl Session {
                 }
                 _ = &mut expiry, if self.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
                     return self.expired();
+                }
+                _ = user_check.tick(), if self.principal.as_ref().is_some_and(|p| p.user_token.is_some()) => {
+                    if let Err(why) = self.user_still_valid().await {
+                        return self.blocked(why);
+                    }
                 }
                 _ = ping.tick() => {
                     if self.heard.elapsed() > DEAD_AFTER {
@@ -382,7 +392,19 @@ impl Session {
                 }
             }
         }
-        Ok(())
+        self.user_still_valid().await
+    }
+
+    /// A signed-in user's token holds while the user exists with the role and password it was
+    /// issued under. A store that cannot answer now is asked again later.
+    async fn user_still_valid(&self) -> Result<(), Blocked> {
+        let Some(token) = self.principal.as_ref().and_then(|p| p.user_token) else {
+            return Ok(());
+        };
+        match self.state.platform.authenticate_user_token(token).await {
+            Err(app::AppError::Unauthorized(_)) => Err(Blocked::Revoked),
+            _ => Ok(()),
+        }
     }
 
     fn too_slow(&self) -> Ending {
