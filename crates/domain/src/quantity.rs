@@ -13,6 +13,11 @@ const SCALE: i128 = 1_000_000_000;
 const MAX_TEXT: usize = 64;
 /// Largest decimal exponent accepted (`1e18`); keeps every value inside `i128`.
 const MAX_EXPONENT: i32 = 18;
+/// The largest amount of anything, whatever the spelling: 2^63 - 1 units. Every amount up to it
+/// is held exactly and written back exactly, so one rule holds for `9223372036854775807`,
+/// `"8Ei"` (one more, refused) and `"1e28"` (refused) alike.
+pub const MAX_UNITS: i64 = i64::MAX;
+const MAX_NANOS: i128 = MAX_UNITS as i128 * SCALE;
 
 /// Why a quantity was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +26,7 @@ pub enum QuantityError {
     Malformed,
     #[error("must not be negative")]
     Negative,
-    #[error("is too large")]
+    #[error("must be at most 9223372036854775807 (2^63 - 1) in any spelling")]
     TooLarge,
 }
 
@@ -168,7 +173,9 @@ fn parse_text(text: &str) -> Result<i128, QuantityError> {
             .checked_mul(multiplier)
             .map(|v| (v + divisor - 1) / divisor)
     };
-    scaled.ok_or(QuantityError::TooLarge)
+    scaled
+        .filter(|nanos| *nanos <= MAX_NANOS)
+        .ok_or(QuantityError::TooLarge)
 }
 
 /// Returns (binary multiplier, decimal exponent) for a suffix.
@@ -293,24 +300,37 @@ impl FromIterator<(String, Quantity)> for ResourceMap {
     }
 }
 
-/// A nano-unit amount, written the short way: `2`, `0.5`.
+/// A nano-unit amount, written exactly and the short way: `2`, `0.5`, `1.000000001`.
 pub fn show_nanos(nanos: i128) -> String {
-    let whole = nanos / 1_000_000_000;
-    let frac = nanos % 1_000_000_000;
+    let sign = if nanos < 0 { "-" } else { "" };
+    let (whole, frac) = (nanos.abs() / SCALE, nanos.abs() % SCALE);
     if frac == 0 {
-        whole.to_string()
+        format!("{sign}{whole}")
     } else {
-        format!("{}", nanos as f64 / 1e9)
+        let frac = format!("{frac:09}");
+        format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
     }
 }
 
-/// A nano-unit amount as a JSON number: an integer when whole, else a decimal.
+/// A nano-unit amount as JSON, exactly: an integer when whole, a decimal number when a float
+/// says exactly that amount, and otherwise the exact decimal as a quantity string. Never
+/// `null`, and never a rounded value.
 pub fn nanos_to_json(nanos: i128) -> Value {
     if nanos % SCALE == 0 {
-        i64::try_from(nanos / SCALE).map_or(Value::Null, Value::from)
+        let whole = nanos / SCALE;
+        if let Ok(v) = i64::try_from(whole) {
+            return Value::from(v);
+        }
+        if let Ok(v) = u64::try_from(whole) {
+            return Value::from(v);
+        }
     } else {
-        Value::from(nanos as f64 / 1e9)
+        let float = nanos as f64 / 1e9;
+        if parse_text(&float.to_string()) == Ok(nanos) {
+            return Value::from(float);
+        }
     }
+    Value::String(show_nanos(nanos))
 }
 
 #[cfg(test)]
@@ -362,6 +382,42 @@ mod tests {
         assert_eq!(q(json!(-1)).unwrap_err(), QuantityError::Negative);
         assert_eq!(q(json!("-5Mi")).unwrap_err(), QuantityError::Negative);
         assert_eq!(q(json!("1e400")).unwrap_err(), QuantityError::TooLarge);
+    }
+
+    #[test]
+    fn one_bound_holds_for_every_spelling_and_everything_below_it_is_exact() {
+        let max = q(json!(9_223_372_036_854_775_807_i64)).unwrap();
+        assert_eq!(max, q(json!("9223372036854775807")).unwrap());
+        assert_eq!(
+            nanos_to_json(max.nanos()),
+            json!(9_223_372_036_854_775_807_i64)
+        );
+        for too_large in [
+            json!(9_223_372_036_854_775_808_u64),
+            json!("9223372036854775808"),
+            json!("8Ei"),
+            json!("68719476736Gi"),
+            json!("79228162514264337593543950336"),
+            json!("1e28"),
+            json!("18446744073709551616"),
+            json!(1e19),
+        ] {
+            assert_eq!(
+                q(too_large.clone()).unwrap_err(),
+                QuantityError::TooLarge,
+                "{too_large}"
+            );
+        }
+        assert!(q(json!("7.99Ei")).is_ok());
+        // Fractions too large for a float to say exactly come back as exact strings.
+        let fine = q(json!("9007199254740993.5")).unwrap();
+        assert_eq!(nanos_to_json(fine.nanos()), json!("9007199254740993.5"));
+        assert_eq!(nanos_to_json(q(json!("1.5")).unwrap().nanos()), json!(1.5));
+        assert_eq!(
+            nanos_to_json(q(json!("0.000000001")).unwrap().nanos()),
+            json!(1e-9)
+        );
+        assert_eq!(show_nanos(1_000_000_001), "1.000000001");
     }
 
     #[test]
