@@ -291,3 +291,86 @@ async fn a_heartbeat_with_an_invalid_status_changes_nothing() {
     );
     assert!(agent["metadata"].get("load").is_none());
 }
+
+#[actix_web::test]
+async fn actions_without_fields_hold_their_bodies_to_the_same_rules() {
+    let h = Harness::memory();
+    let app = service!(h);
+    let (agent, _) = register(&app, seed_agent("worker")).await;
+    let task = send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks").set_json(json!({"title": "t"})),
+    )
+    .await;
+    let task = task.ok()["id"].as_str().unwrap().to_owned();
+    let pool = send(
+        &app,
+        admin(Method::POST, "/api/v1/resources")
+            .set_json(json!({"name": "p", "type": "gpu", "capacity": {"gpus": 1}})),
+    )
+    .await;
+    let pool = pool.ok()["id"].as_str().unwrap().to_owned();
+    let calls = [
+        (Method::POST, format!("/api/v1/tasks/{task}/cancel")),
+        (Method::POST, format!("/api/v1/tasks/{task}/retry")),
+        (Method::DELETE, format!("/api/v1/agents/{agent}")),
+        (Method::DELETE, format!("/api/v1/resources/{pool}")),
+        (
+            Method::DELETE,
+            "/api/v1/api-keys/6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f".to_owned(),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/users/6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f".to_owned(),
+        ),
+    ];
+    for (method, path) in &calls {
+        let call = || admin(method.clone(), path);
+        send(
+            &app,
+            call()
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{\"max_attempts\": "),
+        )
+        .await
+        .problem(400);
+        send(
+            &app,
+            call()
+                .insert_header(("content-type", "text/plain"))
+                .set_payload("cancel it"),
+        )
+        .await
+        .problem(415);
+        let unknown = send(&app, call().set_json(json!({"max_attempts": 100}))).await;
+        assert_eq!(
+            unknown.problem(422)["errors"][0]["field"],
+            "max_attempts",
+            "{path}"
+        );
+    }
+    // Refused bodies changed nothing.
+    let now = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{task}"))).await;
+    assert_eq!(now.ok()["status"], "pending");
+    assert_eq!(now.ok()["max_attempts"], 3);
+    assert_eq!(agent_count!(app), 1);
+    // No body, or `{}`, is the ordinary call.
+    send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{task}/cancel")).set_json(json!({})),
+    )
+    .await
+    .ok();
+    send(
+        &app,
+        admin(Method::POST, &format!("/api/v1/tasks/{task}/retry")),
+    )
+    .await
+    .ok();
+    send(
+        &app,
+        admin(Method::DELETE, &format!("/api/v1/agents/{agent}")),
+    )
+    .await
+    .ok();
+}

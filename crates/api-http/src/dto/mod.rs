@@ -11,6 +11,13 @@ use domain::{Capability, Cursor, Limit};
 
 use crate::error::ApiError;
 
+/// The body of an action that takes no fields (cancel, retry, deletes): absent or `{}`, and
+/// held to the same rules as every other body (`400` malformed, `415` not JSON, `422` for any
+/// field, since none would do anything).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
 /// A bad query parameter: `400` naming it.
 pub(crate) fn bad_param(name: &str, error: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("{name}: {error}"))

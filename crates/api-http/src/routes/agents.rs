@@ -11,6 +11,7 @@ use crate::dto::agents::{
     UpdateAgent,
 };
 use crate::dto::tasks::{AgentTasks, TaskBody};
+use crate::dto::NoFields;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
@@ -104,6 +105,7 @@ async fn deregister(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
+    _body: ApiJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     state
         .platform

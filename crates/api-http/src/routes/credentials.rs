@@ -12,6 +12,7 @@ use crate::dto::credentials::{
     ApiKeyBody, AuditBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
     TokenBody, UpdateUser, UserBody,
 };
+use crate::dto::NoFields;
 use crate::error::{ApiError, ErrorKind};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
@@ -93,6 +94,7 @@ async fn revoke_key(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     id: web::Path<Uuid>,
+    _body: ApiJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let key = state
         .platform
@@ -145,6 +147,7 @@ async fn delete_user(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     id: web::Path<Uuid>,
+    _body: ApiJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let user = state
         .platform

@@ -10,6 +10,7 @@ use crate::dto::agents::MessageBody;
 use crate::dto::resources::{
     AllocationBody, ListResources, RegisterResource, ResourceBody, UpdateResource,
 };
+use crate::dto::NoFields;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
@@ -97,6 +98,7 @@ async fn delete(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
+    _body: ApiJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     state
         .platform

@@ -10,6 +10,7 @@ use crate::dto::tasks::{
     CompleteTask, EventBody, FailTask, ListTasks, StartTask, SubmitTask, TaskBody, TaskHeartbeat,
     TaskHeartbeatBody,
 };
+use crate::dto::NoFields;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::{deadline, method_not_allowed};
@@ -163,6 +164,7 @@ async fn operator_action(
     auth: Auth<Operator>,
     action: web::Data<Action>,
     id: web::Path<Uuid>,
+    _body: ApiJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let id = TaskId(id.into_inner());
     let task = match **action {
