@@ -20,6 +20,8 @@ pub enum ErrorKind {
     },
     Conflict,
     PayloadTooLarge,
+    /// The request head (request line and headers) is larger than allowed.
+    HeadTooLarge,
     UnsupportedMediaType,
     Validation(Vec<FieldError>),
     /// Rate limited; a retry may succeed after this many seconds.
@@ -99,6 +101,11 @@ impl ApiError {
                 "payload-too-large",
                 "Payload Too Large",
                 StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            ErrorKind::HeadTooLarge => (
+                "request-header-fields-too-large",
+                "Request Header Fields Too Large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ),
             ErrorKind::UnsupportedMediaType => (
                 "unsupported-media-type",

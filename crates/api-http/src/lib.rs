@@ -101,6 +101,7 @@ pub fn app(
         .configure(routes::configure)
         .default_service(web::to(middleware::not_found))
         .wrap(actix_web::middleware::from_fn(middleware::rate_limit))
+        .wrap(actix_web::middleware::from_fn(middleware::head_limit))
         .wrap(middleware::security_headers())
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
         .wrap(actix_web::middleware::from_fn(middleware::cors))

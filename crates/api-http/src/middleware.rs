@@ -71,6 +71,34 @@ pub async fn request_context(
     Ok(response)
 }
 
+/// Largest request head (request line and headers) the application takes.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Refuses a request whose head is larger than [`MAX_HEAD_BYTES`] with `431` in the envelope.
+/// (Heads the HTTP server cannot take at all, over 128 KiB, it refuses itself.)
+pub async fn head_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let size = req.method().as_str().len()
+        + req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > MAX_HEAD_BYTES {
+        let error = ApiError::new(
+            ErrorKind::HeadTooLarge,
+            format!("the request head is larger than {MAX_HEAD_BYTES} bytes"),
+        );
+        return Ok(req.into_response(error.error_response()));
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
 /// Headers every response carries.
 pub fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()

@@ -732,3 +732,27 @@ async fn a_wrong_method_on_a_protected_route_is_401_before_405_for_anonymous_cal
         send(&app, req(Method::PUT, path)).await.problem(405);
     }
 }
+
+#[actix_web::test]
+async fn a_request_head_over_32_kib_is_431_in_the_envelope() {
+    let h = Harness::memory();
+    let app = service!(h);
+    for size in [33 * 1024, 130_000] {
+        let reply = send(
+            &app,
+            admin(Method::GET, "/api/v1/agents").insert_header(("x-padding", "a".repeat(size))),
+        )
+        .await;
+        reply.problem(431);
+    }
+    let long_query = format!("/api/v1/agents?capability_filter={}", "a".repeat(40_000));
+    send(&app, admin(Method::GET, &long_query))
+        .await
+        .problem(431);
+    send(
+        &app,
+        admin(Method::GET, "/api/v1/agents").insert_header(("x-padding", "a".repeat(30 * 1024))),
+    )
+    .await
+    .ok();
+}
