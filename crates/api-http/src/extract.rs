@@ -207,13 +207,20 @@ fn field_name(path: &str, message: &str) -> String {
     }
 }
 
-/// `400` for a path segment that does not parse (an ID that is not a UUID).
-pub fn path_error(error: PathError, _req: &HttpRequest) -> actix_web::Error {
-    let detail = match &error {
-        PathError::Deserialize(e) => format!("invalid path parameter: {e}"),
-        other => format!("invalid path parameter: {other}"),
+/// `400` for a path segment that does not parse. Every path parameter of the API is an ID, so
+/// the answer says that, in its own words rather than the parser's.
+pub fn path_error(error: PathError, req: &HttpRequest) -> actix_web::Error {
+    tracing::debug!(error = %error, "path parameter refused");
+    let segment = req
+        .match_info()
+        .iter()
+        .find(|(_, value)| uuid::Uuid::parse_str(value).is_err())
+        .map(|(name, _)| name.to_owned());
+    let detail = match segment {
+        Some(name) => format!("path parameter '{name}' must be a UUID"),
+        None => "a path parameter must be a UUID".to_owned(),
     };
-    ApiError::bad_request(detail.replace("UUID parsing failed", "not a UUID")).into()
+    ApiError::bad_request(detail).into()
 }
 
 /// A query string deserialized strictly: `400` naming the parameter when one is unknown, has a

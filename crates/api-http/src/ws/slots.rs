@@ -141,12 +141,12 @@ mod tests {
         drop(b);
         assert!(connections.admit().is_some());
         let x1 = connections.admit_credential("key:x".into()).unwrap();
-        let _x2 = connections.admit_credential("key:x".into()).unwrap();
+        let x2 = connections.admit_credential("key:x".into()).unwrap();
         assert!(connections.admit_credential("key:x".into()).is_none());
         assert!(connections.admit_credential("key:y".into()).is_some());
         drop(x1);
         assert!(connections.admit_credential("key:x".into()).is_some());
-        drop((a, c));
+        drop((a, c, x2));
         assert_eq!(connections.open(), 0);
         assert!(connections.by_credential.lock().unwrap().is_empty());
     }
