@@ -5,11 +5,7 @@
 //! username is checked against a stand-in hash, so neither the answer nor its timing tells an
 //! attacker which usernames exist.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
-
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::SaltString;
 use domain::credential::{check_username, VISIBLE_PREFIX_CHARS};
 use domain::{
     ApiKey, ApiKeyId, AuditAction, AuditEntry, Cursor, Limit, NewApiKey, NewUser, Principal, Role,
@@ -19,6 +15,7 @@ use ports::RepoError;
 use serde_json::{json, Value};
 
 use crate::auth::{hash_key, new_api_key};
+use crate::passwords;
 use crate::{AppError, Platform};
 
 /// A key as issued: the stored record and, this once, the key itself.
@@ -55,49 +52,6 @@ pub const AUDIT_RETENTION_DAYS: i64 = 90;
 
 /// The one answer to a failed sign-in, whatever failed.
 const BAD_LOGIN: &str = "invalid username or password";
-
-/// How many callers may wait for a hashing turn, per hashing slot.
-const QUEUE_PER_SLOT: usize = 4;
-/// Longest a caller waits in that queue before it is told to come back.
-const QUEUE_WAIT: Duration = Duration::from_secs(5);
-/// What a refused caller is told to wait, in seconds.
-const HASHING_RETRY_AFTER: u64 = 1;
-
-/// Admission to password hashing. Argon2id is memory-hard (about 19 MiB per hash), so only
-/// `slots` hashes run at once; a few callers more may wait for a slot, and everyone past them
-/// is refused at once, before any hashing. Memory for hashing therefore never exceeds
-/// `slots` × 19 MiB, whatever arrives, and the other cores stay free for other requests.
-#[derive(Debug)]
-pub(crate) struct Hashing {
-    slots: Arc<tokio::sync::Semaphore>,
-    queue: Arc<tokio::sync::Semaphore>,
-}
-
-impl Hashing {
-    pub(crate) fn new(slots: usize) -> Self {
-        let slots = slots.max(1);
-        Self {
-            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
-            queue: Arc::new(tokio::sync::Semaphore::new(slots * QUEUE_PER_SLOT)),
-        }
-    }
-
-    /// A hashing slot, or `Overloaded` when the queue is full or the wait runs out. The slot is
-    /// held by the hashing itself, so a caller that goes away does not free it early.
-    async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
-        let refused = AppError::Overloaded {
-            what: "password checks",
-            retry_after: HASHING_RETRY_AFTER,
-        };
-        let Ok(_place) = self.queue.clone().try_acquire_owned() else {
-            return Err(refused);
-        };
-        match tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(slot),
-            _ => Err(refused),
-        }
-    }
-}
 
 impl Platform {
     /// Issues an API key. The key is in the answer and nowhere else: only its hash is kept.
@@ -255,15 +209,10 @@ impl Platform {
         let salt = SaltString::encode_b64(&self.deps.ids.secret_bytes()[..16])
             .map_err(|e| AppError::Internal(format!("salt: {e}")))?;
         let slot = self.hashing.admit().await?;
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| AppError::Internal(format!("hashing task: {e}")))?
-        .map_err(|e| AppError::Internal(format!("hashing: {e}")))
+        self.hashing
+            .run(slot, move || passwords::hash(password.as_bytes(), &salt))
+            .await?
+            .map_err(|e| AppError::Internal(format!("hashing: {e}")))
     }
 
     /// Changes a user's role or password. Every token the user was issued before stops
@@ -345,20 +294,15 @@ impl Platform {
             Ok(name) => self.deps.credentials.find_user(&name).await.map_err(repo)?,
             Err(_) => None,
         };
-        let stored = user
-            .as_ref()
-            .map_or_else(|| stand_in_hash().to_owned(), |u| u.password_hash.clone());
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
         let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            PasswordHash::new(&stored).is_ok_and(|hash| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
+        let matches = self
+            .hashing
+            .run(slot, move || {
+                let stored = stored.as_deref().unwrap_or_else(|| passwords::stand_in());
+                passwords::verify(password.as_bytes(), stored)
             })
-        })
-        .await
-        .map_err(|e| AppError::Internal(format!("verification task: {e}")))?;
+            .await?;
         // What is recorded of a failure is the username when it is a well-formed one, never
         // the password.
         let shown = check_username(username).unwrap_or_else(|_| "<malformed username>".into());
@@ -523,18 +467,5 @@ fn key_detail(key: &ApiKey) -> Value {
         "role": key.role.as_str(),
         "agent_id": key.agent_id,
         "expires_at": key.expires_at,
-    })
-}
-
-/// A hash of no one's password, with the real parameters: checking an unknown username
-/// against it costs what checking a real one does.
-fn stand_in_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"stand-in-salt-16").expect("a valid salt");
-        Argon2::default()
-            .hash_password(b"no user has this password", &salt)
-            .expect("hashing a constant")
-            .to_string()
     })
 }

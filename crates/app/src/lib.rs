@@ -15,6 +15,7 @@ mod events;
 mod feed;
 mod health;
 mod limits;
+mod passwords;
 mod resources;
 mod scheduling;
 mod tasks;
@@ -174,7 +175,7 @@ pub struct Platform {
     /// whether to look for ones to close.
     contention_open: Arc<std::sync::atomic::AtomicBool>,
     /// Admission to password hashing: who may hash now, and who may wait for a turn.
-    hashing: Arc<credentials::Hashing>,
+    hashing: Arc<passwords::Hashing>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -207,9 +208,7 @@ impl Platform {
             deps,
             signals: Arc::default(),
             contention_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            hashing: Arc::new(credentials::Hashing::new(
-                settings.password_hash_concurrency,
-            )),
+            hashing: Arc::new(passwords::Hashing::new(settings.password_hash_concurrency)),
             settings,
         }
     }

@@ -160,6 +160,46 @@ fn the_open_file_limit_is_raised_as_far_as_the_hard_limit_allows() {
     assert_eq!(status, 200);
 }
 
+/// Resident memory of a process, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn sign_in_attempts_leave_no_memory_behind() {
+    let server = Server::start(&[
+        ("JWT_SECRET", "binary-test-jwt-secret-0123456789abcdef"),
+        ("LOGIN_RATE_LIMIT_PER_MINUTE", "0"),
+        ("PASSWORD_HASH_CONCURRENCY", "1"),
+    ]);
+    let attempt = || {
+        let (status, _) = http(
+            server.port,
+            "POST",
+            "/api/v1/auth/login",
+            Some(r#"{"username": "nobody", "password": "not the password"}"#),
+        );
+        assert_eq!(status, 401);
+    };
+    attempt();
+    let after_one = resident_kib(server.child.id());
+    for _ in 0..10 {
+        attempt();
+    }
+    let after_eleven = resident_kib(server.child.id());
+    // Each check fills 19 MiB of Argon2 memory; the hashing thread reuses one buffer.
+    assert!(
+        after_eleven < after_one + 8 * 1024,
+        "resident memory grew from {after_one} KiB to {after_eleven} KiB over ten sign-ins"
+    );
+}
+
 #[test]
 fn invalid_configuration_exits_with_status_2_naming_the_variable() {
     let output = Command::new(BINARY)
