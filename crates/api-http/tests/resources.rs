@@ -20,7 +20,6 @@ on_both_stores!(
     bad_conflict_reports_are_refused_and_agents_see_only_their_own,
     strategies_refuse_what_they_cannot_settle_and_manual_records_the_words,
     the_platform_detects_lost_leases_missed_deadlines_gaps_and_stale_reports,
-    the_largest_quantities_round_trip_exactly_and_larger_ones_are_refused_in_every_spelling,
 );
 
 fn gpu_pool(name: &str, gpus: u32) -> Value {
@@ -902,69 +901,4 @@ async fn the_platform_detects_lost_leases_missed_deadlines_gaps_and_stale_report
     assert_eq!(missed[0]["task_id"], late.as_str());
     assert_eq!(missed[0]["severity"], "high");
     assert_eq!(missed[0]["status"], "open");
-}
-
-async fn the_largest_quantities_round_trip_exactly_and_larger_ones_are_refused_in_every_spelling(
-    h: Harness,
-) {
-    let app = service!(h);
-    let max = json!(9_223_372_036_854_775_807_i64);
-    let pool = send(
-        &app,
-        admin(Method::POST, "/api/v1/resources").set_json(json!({
-            "name": "huge", "type": "storage",
-            "capacity": {"bytes": max, "blocks": "7Ei", "slices": "9007199254740993.5"}
-        })),
-    )
-    .await;
-    let pool = pool.ok().clone();
-    assert_eq!(pool["capacity"]["bytes"], max);
-    assert_eq!(pool["available"]["bytes"], max);
-    assert_eq!(pool["available"]["blocks"], 8_070_450_532_247_928_832_i64);
-    assert_eq!(pool["available"]["slices"], "9007199254740993.5");
-    // Allocated and available stay exact with a claim on the pool.
-    register(
-        &app,
-        json!({"name": "w", "capabilities": [], "resources": {"cpu": 2}}),
-    )
-    .await;
-    send(
-        &app,
-        admin(Method::POST, "/api/v1/tasks").set_json(json!({
-            "title": "t", "resource_claims": [{"resource_id": "huge", "amount": {"bytes": 1}}]
-        })),
-    )
-    .await
-    .ok();
-    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
-    let id = pool["id"].as_str().unwrap();
-    let after = send(&app, admin(Method::GET, &format!("/api/v1/resources/{id}"))).await;
-    assert_eq!(after.ok()["allocated"]["bytes"], 1);
-    assert_eq!(
-        after.ok()["available"]["bytes"],
-        9_223_372_036_854_775_806_i64
-    );
-    for too_large in [
-        json!(9_223_372_036_854_775_808_u64),
-        json!("8Ei"),
-        json!("68719476736Gi"),
-        json!("79228162514264337593543950336"),
-        json!("1e28"),
-        json!(18_446_744_073_709_551_615_u64),
-    ] {
-        let reply = send(
-            &app,
-            admin(Method::POST, "/api/v1/resources").set_json(json!({
-                "name": "too-big", "type": "storage", "capacity": {"bytes": too_large}
-            })),
-        )
-        .await;
-        let problem = reply.problem(422);
-        assert_eq!(
-            problem["errors"][0]["field"], "capacity.bytes",
-            "{too_large}"
-        );
-    }
-    let pools = send(&app, admin(Method::GET, "/api/v1/resources")).await;
-    assert_eq!(pools.ok().as_array().unwrap().len(), 1);
 }
