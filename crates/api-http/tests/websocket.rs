@@ -89,6 +89,17 @@ async fn next_event(socket: &mut Socket) -> Value {
     }
 }
 
+/// Waits for the server to close the socket because its credentials no longer hold: within a
+/// revocation check (5 s) and some slack.
+async fn closed_as_revoked(socket: &mut Socket) {
+    let closed = tokio::time::timeout(Duration::from_secs(15), close_frame(socket))
+        .await
+        .expect("closed within seconds of the revocation")
+        .expect("a close reason");
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert_eq!(closed.reason.as_str(), "credentials revoked");
+}
+
 /// The close frame the server ends with, skipping whatever comes before it.
 async fn close_frame(
     socket: &mut Socket,
@@ -552,12 +563,7 @@ async fn a_socket_opened_with_a_key_that_is_then_revoked_is_closed() {
     )
     .await
     .ok();
-    let closed = tokio::time::timeout(Duration::from_secs(15), close_frame(&mut ws))
-        .await
-        .expect("closed within seconds of the revocation")
-        .expect("a close reason");
-    assert_eq!(closed.code, CloseCode::Policy);
-    assert_eq!(closed.reason.as_str(), "credentials revoked");
+    closed_as_revoked(&mut ws).await;
     say(&mut other, json!({"type": "ping"})).await;
     assert_eq!(
         next(&mut other).await["type"],
@@ -1055,10 +1061,5 @@ async fn a_signed_in_users_socket_closes_when_the_user_is_deleted() {
     )
     .await
     .ok();
-    let closed = tokio::time::timeout(Duration::from_secs(15), close_frame(&mut ws))
-        .await
-        .expect("closed within a check interval")
-        .unwrap();
-    assert_eq!(closed.code, CloseCode::Policy);
-    assert_eq!(closed.reason.as_str(), "credentials revoked");
+    closed_as_revoked(&mut ws).await;
 }
