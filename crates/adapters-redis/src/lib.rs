@@ -204,6 +204,10 @@ async fn listen_once(
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
     pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
     tracing::info!(channel, "subscribed to Redis event notices");
+    if delivered.is_none() {
+        // Subscribed now: what came before is history, which subscribers read with `since`.
+        *delivered = head(log).await;
+    }
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         let mut newest = notice(&message);
@@ -214,26 +218,27 @@ async fn listen_once(
             tracing::warn!("ignoring a message on the events channel that is not a notice");
             continue;
         };
-        let from = match *delivered {
-            Some(from) => from,
-            // Subscribed now: what came before is history, read with `since`.
-            None => match log.latest_events(1).await {
-                Ok(latest) => {
-                    let head = latest.first().map_or(0, |e| e.seq);
-                    *delivered = Some(head);
-                    head
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the event log for a notice");
-                    continue;
-                }
-            },
-        };
-        if newest > from {
-            *delivered = Some(read_after(log, from, local).await);
+        match *delivered {
+            Some(from) if newest > from => *delivered = Some(read_after(log, from, local).await),
+            Some(_) => {}
+            // The log could not be read when the subscription began: start from its head now
+            // (a notice's own number is never trusted as a place); what this skips reaches
+            // subscribers through their catch-up from the log.
+            None => *delivered = head(log).await,
         }
     }
     Err("the subscription ended".into())
+}
+
+/// The newest `seq` in the log, if it can be read.
+async fn head(log: &dyn EventLog) -> Option<i64> {
+    match log.latest_events(1).await {
+        Ok(latest) => Some(latest.first().map_or(0, |e| e.seq)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the event log's head");
+            None
+        }
+    }
 }
 
 fn notice(message: &redis::Msg) -> Option<i64> {

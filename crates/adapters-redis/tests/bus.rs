@@ -87,3 +87,59 @@ fn a_malformed_url_is_refused() {
     assert!(RedisBus::new("not a url", "test", no_log()).is_err());
     assert!(RedisBus::new("redis://127.0.0.1:6379", "", no_log()).is_err());
 }
+
+/// An agent registered in `store`, its event numbered as the relay would: the events it made.
+async fn committed_event(store: &adapters_memory::MemoryStore, n: u128) -> Vec<Event> {
+    use ports::{AgentRepository, EventLog};
+    let at = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap();
+    let agent = testkit::builders::agent(n, &format!("agent-{n}"), &[], at);
+    let key = testkit::builders::agent_key(n, agent.id, at);
+    let event =
+        domain::NewEvent::about_agent(EventKind::AgentRegistered, agent.id, json!({"n": 1}), at);
+    store.insert(&agent, &key, vec![event]).await.unwrap();
+    store.sequence(100).await.unwrap()
+}
+
+#[tokio::test]
+async fn subscribers_get_the_logs_events_and_nothing_forged_on_the_channel() {
+    let url = redis_url();
+    let namespace = format!("test:{}", uuid::Uuid::new_v4().simple());
+    let store = Arc::new(adapters_memory::MemoryStore::new());
+    let bus = RedisBus::new(&url, &namespace, store.clone()).unwrap();
+    let mut received = bus.subscribe();
+    // Redis delivers only to subscriptions made before the publish: give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // The first event committed after the subscription arrives, exactly as stored.
+    let events = committed_event(&store, 1).await;
+    bus.publish(&events).await;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), received.recv())
+        .await
+        .expect("the event within 5 s")
+        .unwrap();
+    assert_eq!(first, events[0]);
+    // A made-up event, and a notice far ahead of the log, straight onto the channel...
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for forged in [
+        json!({"seq": 2, "type": "task_assigned", "data": {}, "timestamp": "2026-01-01T00:00:00Z"})
+            .to_string(),
+        "1000000".to_owned(),
+    ] {
+        let _: () = redis::cmd("PUBLISH")
+            .arg(events_channel(&namespace))
+            .arg(forged)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // ...deliver nothing and move no cursor: the next real event is the next to arrive.
+    let events = committed_event(&store, 2).await;
+    bus.publish(&events).await;
+    let second = tokio::time::timeout(std::time::Duration::from_secs(5), received.recv())
+        .await
+        .expect("the event within 5 s")
+        .unwrap();
+    assert_eq!(second.seq, 2);
+    assert!(received.try_recv().is_err(), "nothing else was delivered");
+}

@@ -81,7 +81,7 @@ pub async fn head_limit(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let size = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req
             .headers()
             .iter()
