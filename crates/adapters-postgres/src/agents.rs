@@ -32,7 +32,7 @@ fn agent_from_row(row: &PgRow) -> Result<Agent, RepoError> {
         capabilities: CapabilitySet::parse("capabilities", &capabilities)
             .map_err(|e| corrupt("agent capabilities", e))?,
         resources: match &resources {
-            Value::Object(map) => ResourceMap::from_json("resources", map)
+            Value::Object(map) => ResourceMap::from_stored_json("resources", map)
                 .map_err(|e| corrupt("agent resources", e))?,
             other => return Err(corrupt("agent resources", other)),
         },

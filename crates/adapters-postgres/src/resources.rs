@@ -24,7 +24,7 @@ fn resource_from_row(row: &PgRow) -> Result<Resource, RepoError> {
         name: row.try_get("name").map_err(e)?,
         kind: row.try_get("type").map_err(e)?,
         capacity: match &capacity {
-            Value::Object(map) => ResourceMap::from_json("capacity", map)
+            Value::Object(map) => ResourceMap::from_stored_json("capacity", map)
                 .map_err(|err| corrupt("resource capacity", err))?,
             other => return Err(corrupt("resource capacity", other)),
         },

@@ -60,7 +60,7 @@ fn claims_from(value: Value) -> Result<Vec<ResourceClaim>, RepoError> {
                 .ok_or_else(|| bad(&"no amount"))?;
             Ok(ResourceClaim {
                 resource: resource.to_owned(),
-                amount: ResourceMap::from_json("amount", amount).map_err(|e| bad(&e))?,
+                amount: ResourceMap::from_stored_json("amount", amount).map_err(|e| bad(&e))?,
             })
         })
         .collect()
@@ -89,8 +89,11 @@ fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
         priority: Priority::new(i64::from(priority)).map_err(|m| corrupt("task priority", m))?,
         required_capabilities: CapabilitySet::parse("required_capabilities", &caps)
             .map_err(|m| corrupt("task capabilities", m))?,
-        resources: ResourceMap::from_json("resources", &object("task resources", resources)?)
-            .map_err(|m| corrupt("task resources", m))?,
+        resources: ResourceMap::from_stored_json(
+            "resources",
+            &object("task resources", resources)?,
+        )
+        .map_err(|m| corrupt("task resources", m))?,
         deadline: row.try_get("deadline").map_err(e)?,
         metadata: Metadata::parse(object("task metadata", metadata)?)
             .map_err(|m| corrupt("task metadata", m))?,

@@ -210,3 +210,37 @@ async fn concurrent_writes_to_one_agent_lose_nothing() {
         assert_eq!(metadata[&format!("k{n}")], n, "write {n} was lost");
     }
 }
+
+#[actix_web::test]
+async fn a_pool_stored_past_the_largest_quantity_is_still_read_and_scheduled() {
+    let store = adapters_postgres::testing::fresh_store().await;
+    // Written before quantities were bounded at 2^63 - 1 units.
+    sqlx::query(
+        "INSERT INTO resources (id, name, type, capacity, metadata, created_at, updated_at)
+         VALUES ('6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f', 'legacy', 'storage',
+                 '{\"bytes\": \"8Ei\", \"blocks\": 9223372036854775808}', '{}', now(), now())",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let h = Harness::on(Arc::new(store));
+    let app = service!(h);
+    let pools = send(&app, admin(Method::GET, "/api/v1/resources")).await;
+    let pool = pools.ok()[0].clone();
+    assert_eq!(pool["capacity"]["bytes"], "8Ei", "echoed as stored");
+    assert_eq!(
+        pool["available"]["bytes"],
+        i64::MAX,
+        "counted as the largest amount"
+    );
+    register(&app, seed_agent("worker")).await;
+    send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks").set_json(json!({
+            "title": "t", "resource_claims": [{"resource_id": "legacy", "amount": {"bytes": "1Gi"}}]
+        })),
+    )
+    .await
+    .ok();
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
+}

@@ -41,11 +41,24 @@ pub struct Quantity {
 }
 
 impl Quantity {
-    /// Parses a JSON number or string.
+    /// Parses a JSON number or string, at most [`MAX_UNITS`].
     pub fn from_json(value: &Value) -> Result<Self, QuantityError> {
+        Self::from_json_within(value, MAX_NANOS)
+    }
+
+    /// Parses a quantity as stored: written by this or an earlier version, which did not yet
+    /// hold amounts to [`MAX_UNITS`]. A larger one is read back, echoed as written, and counted
+    /// as [`MAX_UNITS`], so it neither fails the read nor overflows any sum.
+    pub fn from_stored_json(value: &Value) -> Result<Self, QuantityError> {
+        let mut quantity = Self::from_json_within(value, i128::MAX)?;
+        quantity.nanos = quantity.nanos.min(MAX_NANOS);
+        Ok(quantity)
+    }
+
+    fn from_json_within(value: &Value, most_nanos: i128) -> Result<Self, QuantityError> {
         let nanos = match value {
-            Value::Number(n) => parse_text(&n.to_string())?,
-            Value::String(s) => parse_text(s.trim())?,
+            Value::Number(n) => parse_text(&n.to_string(), most_nanos)?,
+            Value::String(s) => parse_text(s.trim(), most_nanos)?,
             _ => return Err(QuantityError::Malformed),
         };
         Ok(Self {
@@ -124,7 +137,7 @@ impl fmt::Display for Quantity {
     }
 }
 
-fn parse_text(text: &str) -> Result<i128, QuantityError> {
+fn parse_text(text: &str, most_nanos: i128) -> Result<i128, QuantityError> {
     if text.is_empty() || text.len() > MAX_TEXT {
         return Err(QuantityError::Malformed);
     }
@@ -174,7 +187,7 @@ fn parse_text(text: &str) -> Result<i128, QuantityError> {
             .map(|v| (v + divisor - 1) / divisor)
     };
     scaled
-        .filter(|nanos| *nanos <= MAX_NANOS)
+        .filter(|nanos| *nanos <= most_nanos)
         .ok_or(QuantityError::TooLarge)
 }
 
@@ -242,6 +255,22 @@ impl ResourceMap {
         field: &str,
         object: &serde_json::Map<String, Value>,
     ) -> Result<Self, crate::ValidationErrors> {
+        Self::parse_with(field, object, Quantity::from_json)
+    }
+
+    /// Parses a map as stored, its quantities as [`Quantity::from_stored_json`] does.
+    pub fn from_stored_json(
+        field: &str,
+        object: &serde_json::Map<String, Value>,
+    ) -> Result<Self, crate::ValidationErrors> {
+        Self::parse_with(field, object, Quantity::from_stored_json)
+    }
+
+    fn parse_with(
+        field: &str,
+        object: &serde_json::Map<String, Value>,
+        quantity: fn(&Value) -> Result<Quantity, QuantityError>,
+    ) -> Result<Self, crate::ValidationErrors> {
         let mut errors = crate::ValidationErrors::default();
         if object.len() > MAX_DIMENSIONS {
             errors.push(field, format!("must have at most {MAX_DIMENSIONS} entries"));
@@ -262,7 +291,7 @@ impl ResourceMap {
                 );
                 continue;
             }
-            if let Some(quantity) = errors.collect(&path, Quantity::from_json(value)) {
+            if let Some(quantity) = errors.collect(&path, quantity(value)) {
                 map.insert(key.clone(), quantity);
             }
         }
@@ -326,7 +355,7 @@ pub fn nanos_to_json(nanos: i128) -> Value {
         }
     } else {
         let float = nanos as f64 / 1e9;
-        if parse_text(&float.to_string()) == Ok(nanos) {
+        if parse_text(&float.to_string(), i128::MAX) == Ok(nanos) {
             return Value::from(float);
         }
     }
@@ -409,6 +438,16 @@ mod tests {
             );
         }
         assert!(q(json!("7.99Ei")).is_ok());
+        // What an earlier version stored past the bound is read back, counted as the bound.
+        let stored = Quantity::from_stored_json(&json!("8Ei")).unwrap();
+        assert_eq!(stored.raw(), &json!("8Ei"));
+        assert_eq!(stored, max);
+        let larger = Quantity::from_stored_json(&json!("79228162514264337593543950336")).unwrap();
+        assert_eq!(larger, max);
+        let map = json!({"a": "8Ei"});
+        let refused = ResourceMap::from_json("c", map.as_object().unwrap()).unwrap_err();
+        assert_eq!(refused.0[0].field, "c.a");
+        assert!(ResourceMap::from_stored_json("c", map.as_object().unwrap()).is_ok());
         // Fractions too large for a float to say exactly come back as exact strings.
         let fine = q(json!("9007199254740993.5")).unwrap();
         assert_eq!(nanos_to_json(fine.nanos()), json!("9007199254740993.5"));
