@@ -87,14 +87,21 @@ impl JwtKeys {
         self
     }
 
-    /// A token for a user who signed in, valid for [`LOGIN_TOKEN_SECONDS`] from `now`.
+    /// How long a token issued at sign-in is valid: [`LOGIN_TOKEN_SECONDS`], or the maximum
+    /// lifetime when that is shorter.
+    pub fn login_token_seconds(&self) -> i64 {
+        LOGIN_TOKEN_SECONDS.min(self.max_lifetime)
+    }
+
+    /// A token for a user who signed in, valid for [`login_token_seconds`](Self::login_token_seconds)
+    /// from `now`.
     pub fn issue(&self, principal: &Principal, now: i64) -> Result<String, ApiError> {
         let mut claims = serde_json::json!({
             "sub": principal.subject,
             "role": principal.role.as_str(),
             "iat": now,
             "nbf": now,
-            "exp": now + LOGIN_TOKEN_SECONDS,
+            "exp": now + self.login_token_seconds(),
         });
         if let Some(token) = principal.user_token {
             claims["uid"] = token.user.as_uuid().to_string().into();

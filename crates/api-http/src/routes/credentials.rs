@@ -7,7 +7,7 @@ use domain::{ApiKeyId, AuditAction, UserId};
 use ports::Admission;
 use uuid::Uuid;
 
-use crate::auth::{Admin, Auth, LOGIN_TOKEN_SECONDS};
+use crate::auth::{Admin, Auth};
 use crate::dto::credentials::{
     ApiKeyBody, AuditBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
     TokenBody, UpdateUser, UserBody,
@@ -192,7 +192,7 @@ async fn login(
     Ok(HttpResponse::Ok().json(TokenBody {
         access_token: token,
         token_type: "bearer",
-        expires_in: LOGIN_TOKEN_SECONDS,
+        expires_in: keys.login_token_seconds(),
     }))
 }
 

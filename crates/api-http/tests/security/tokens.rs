@@ -178,3 +178,36 @@ async fn deleting_a_user_or_changing_their_role_or_password_ends_their_tokens_at
     .await;
     assert_eq!(audit.ok().as_array().unwrap().len(), 2);
 }
+
+#[actix_web::test]
+async fn sign_in_tokens_fit_a_maximum_lifetime_shorter_than_an_hour() {
+    let mut h = Harness::memory();
+    h.state.jwt = Some(
+        api_http::JwtKeys::new(&JWT_SECRET.to_owned().into(), None, None).with_max_lifetime(600),
+    );
+    let app = service!(h);
+    let password = "correct horse battery staple";
+    send(
+        &app,
+        admin(Method::POST, "/api/v1/users")
+            .set_json(json!({"username": "dana", "password": password, "role": "viewer"})),
+    )
+    .await
+    .ok();
+    let login = send(
+        &app,
+        req(Method::POST, "/api/v1/auth/login")
+            .set_json(json!({"username": "dana", "password": password})),
+    )
+    .await;
+    assert_eq!(login.ok()["expires_in"], 600);
+    let token = login.ok()["access_token"].as_str().unwrap().to_owned();
+    send(&app, bearer(Method::GET, "/api/v1/agents", &token))
+        .await
+        .ok();
+    // Anyone else's token past the limit is refused, as before.
+    let long = jwt(json!({"sub": "someone", "exp": chrono::Utc::now().timestamp() + 3600}));
+    send(&app, bearer(Method::GET, "/api/v1/agents", &long))
+        .await
+        .problem(401);
+}
