@@ -1063,3 +1063,21 @@ async fn a_signed_in_users_socket_closes_when_the_user_is_deleted() {
     .ok();
     closed_as_revoked(&mut ws).await;
 }
+
+#[actix_web::test]
+async fn sockets_waiting_to_authenticate_are_capped_per_address() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let mut waiting = Vec::new();
+    for _ in 0..api_http::ws::PENDING_PER_ADDRESS {
+        waiting.push(try_open(addr, None).await.unwrap());
+    }
+    let refused = try_open(addr, None).await.unwrap_err();
+    assert_eq!(refused.0, 429, "{:?}", refused.1);
+    // Callers with credentials are not held back by them, and one that authenticates frees
+    // its address's place.
+    let _known = try_open(addr, Some(ADMIN_KEY)).await.unwrap();
+    say(&mut waiting[0], json!({"type": "auth", "token": ADMIN_KEY})).await;
+    assert_eq!(next(&mut waiting[0]).await["type"], "authenticated");
+    let _another = try_open(addr, None).await.unwrap();
+}

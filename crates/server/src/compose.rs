@@ -49,7 +49,7 @@ impl Runtime {
 }
 
 /// Chooses and connects the adapters the configuration asks for, and builds the platform.
-pub async fn build(config: &Config, open_files: u64) -> Result<Runtime, StartupError> {
+pub async fn build(config: &Config, websocket_budget: usize) -> Result<Runtime, StartupError> {
     let postgres = connect_postgres(config).await?;
     let (deps, redis) = match &postgres {
         Some(store) => wire(Arc::new(store.clone()), config).await?,
@@ -114,26 +114,29 @@ pub async fn build(config: &Config, open_files: u64) -> Result<Runtime, StartupE
     Ok(Runtime {
         state: AppState::new(platform, jwt, config.system_metrics_interval)
             .with_cors_origins(config.cors_allowed_origins.clone())
-            .with_ws_limits(websocket_limits(config, open_files)),
+            .with_ws_limits(websocket_limits(config, websocket_budget)),
         postgres,
         redis,
     })
 }
 
-/// The WebSocket caps: as configured, the total lowered to fit the open-file limit.
-fn websocket_limits(config: &Config, open_files: u64) -> WsLimits {
-    let budget = crate::files::websocket_budget(open_files);
+/// The WebSocket caps: the total as configured, lowered to fit what the open-file limit
+/// leaves for WebSockets; per credential as configured, else a quarter of the total (at most
+/// 1,000), so one credential never holds them all.
+fn websocket_limits(config: &Config, budget: usize) -> WsLimits {
     if config.ws_max_connections > budget {
         tracing::warn!(
             configured = config.ws_max_connections,
             allowed = budget,
-            open_files,
             "WS_MAX_CONNECTIONS does not fit the open-file limit; lowered (raise the hard limit to allow more)"
         );
     }
+    let total = config.ws_max_connections.min(budget);
     WsLimits {
-        total: config.ws_max_connections.min(budget),
-        per_credential: config.ws_max_connections_per_credential,
+        total,
+        per_credential: config
+            .ws_max_connections_per_credential
+            .unwrap_or_else(|| (total / 4).clamp(1, 1_000)),
     }
 }
 

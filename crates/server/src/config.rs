@@ -78,8 +78,9 @@ pub struct Config {
     /// WebSocket connections open at once on this replica (lowered to fit the open-file
     /// limit).
     pub ws_max_connections: usize,
-    /// WebSocket connections open at once for one credential.
-    pub ws_max_connections_per_credential: usize,
+    /// WebSocket connections open at once for one credential; `None` is a quarter of the total
+    /// (at most 1,000), so no one credential can hold every connection.
+    pub ws_max_connections_per_credential: Option<usize>,
 }
 
 /// Half the cores, at least one: sign-in floods never take every core from other requests.
@@ -289,12 +290,15 @@ impl Config {
             )?,
             cors_allowed_origins: cors_origins(get("CORS_ALLOWED_ORIGINS"))?,
             ws_max_connections: number("WS_MAX_CONNECTIONS", 10_000, 1, 1_000_000)? as usize,
-            ws_max_connections_per_credential: number(
+            ws_max_connections_per_credential: match number(
                 "WS_MAX_CONNECTIONS_PER_CREDENTIAL",
-                1_000,
-                1,
+                0,
+                0,
                 1_000_000,
-            )? as usize,
+            )? {
+                0 => None,
+                n => Some(n as usize),
+            },
             rate_limit_per_second: number("RATE_LIMIT_PER_SECOND", 50, 0, 1_000_000)?,
             rate_limit_burst: number("RATE_LIMIT_BURST", 100, 1, 1_000_000)?,
             login_rate_limit_per_minute: number("LOGIN_RATE_LIMIT_PER_MINUTE", 10, 0, 10_000)?,

@@ -2,11 +2,43 @@
 //! budget the connection caps are fitted into, so that connections can never take the
 //! descriptors health checks, the database pool and Redis need.
 
-/// Descriptors kept back from WebSocket connections: the pools, listeners, logs, and room for
-/// plain requests (health checks above all) while every WebSocket slot is taken.
-pub const RESERVED_FOR_OTHERS: u64 = 256;
-/// Descriptors kept back from all client connections together.
-pub const RESERVED_FOR_PROCESS: u64 = 64;
+/// Descriptors plain requests keep while every WebSocket slot is taken: health checks above
+/// all.
+pub const KEPT_FOR_REQUESTS: u64 = 192;
+/// Descriptors the process needs besides its pools and client connections: listeners, logs,
+/// the runtime's own.
+pub const KEPT_FOR_PROCESS: u64 = 64;
+/// Descriptors each HTTP worker keeps for itself (its event loop and wake-ups).
+pub const KEPT_PER_WORKER: u64 = 8;
+/// Descriptors of the Redis connections: the pool and the subscription.
+pub const REDIS_CONNECTIONS: u64 = 17;
+
+/// How the open-file limit is shared out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Client connections per HTTP worker, WebSockets included.
+    pub connections_per_worker: usize,
+    /// WebSocket connections in all.
+    pub websockets: usize,
+}
+
+impl Budget {
+    /// Shares `files` descriptors: first what the process, its workers and its database and
+    /// Redis pools need, then client connections, of which WebSockets may take all but
+    /// [`KEPT_FOR_REQUESTS`].
+    pub fn new(files: u64, workers: usize, database_connections: u32) -> Self {
+        let workers = workers.max(1);
+        let kept = KEPT_FOR_PROCESS
+            + KEPT_PER_WORKER * workers as u64
+            + u64::from(database_connections)
+            + REDIS_CONNECTIONS;
+        let connections = files.saturating_sub(kept);
+        Self {
+            connections_per_worker: (connections as usize / workers).max(1),
+            websockets: connections.saturating_sub(KEPT_FOR_REQUESTS).max(1) as usize,
+        }
+    }
+}
 
 /// Raises the soft limit on open files to the hard limit and returns the limit now in force.
 pub fn raise_limit() -> u64 {
@@ -20,25 +52,25 @@ pub fn raise_limit() -> u64 {
     }
 }
 
-/// The most WebSocket connections that fit under `files` descriptors.
-pub fn websocket_budget(files: u64) -> usize {
-    files.saturating_sub(RESERVED_FOR_OTHERS).max(1) as usize
-}
-
-/// The most client connections one of `workers` HTTP workers may hold.
-pub fn connections_per_worker(files: u64, workers: usize) -> usize {
-    (files.saturating_sub(RESERVED_FOR_PROCESS) as usize / workers.max(1)).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn websockets_leave_room_for_everything_else() {
-        assert_eq!(websocket_budget(1024), 768);
-        assert_eq!(websocket_budget(100), 1);
-        assert_eq!(connections_per_worker(1024, 2), 480);
-        assert!(websocket_budget(1024) < connections_per_worker(1024, 1));
+    fn pools_and_plain_requests_keep_their_descriptors() {
+        // 1024 files, 2 workers, 16 database connections: 64 + 16 + 16 + 17 = 113 kept.
+        let budget = Budget::new(1024, 2, 16);
+        assert_eq!(budget.connections_per_worker, 455);
+        assert_eq!(budget.websockets, 911 - 192);
+        // A larger pool leaves fewer connections, never none.
+        let budget = Budget::new(1024, 2, 1000);
+        assert_eq!(
+            budget,
+            Budget {
+                connections_per_worker: 1,
+                websockets: 1
+            }
+        );
+        assert!(Budget::new(1_048_576, 2, 16).websockets > 1_000_000);
     }
 }

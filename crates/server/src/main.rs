@@ -35,8 +35,17 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let open_files = files::raise_limit();
-    tracing::info!(open_files, "open-file limit");
-    let runtime = compose::build(&config, open_files).await?;
+    let workers = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let database_connections = if config.database_url.is_some() {
+        config.database_max_connections
+    } else {
+        0
+    };
+    let budget = files::Budget::new(open_files, workers, database_connections);
+    tracing::info!(open_files, ?budget, "open-file limit");
+    let runtime = compose::build(&config, budget.websockets).await?;
     let jobs = app::spawn_background_jobs(runtime.state.platform.clone());
 
     let state = runtime.state.clone();
@@ -58,13 +67,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         })
         .bind((config.host, config.port))?;
-    let workers = config.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
     server = server
         .workers(workers)
         // Every connection takes a descriptor: together they never take them all.
-        .max_connections(files::connections_per_worker(open_files, workers));
+        .max_connections(budget.connections_per_worker);
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");
     }

@@ -7,7 +7,7 @@ mod slots;
 
 pub use hub::{encode, Delivery, Hub};
 pub use session::connect;
-pub use slots::{Connections, WsLimits};
+pub use slots::{Connections, WsLimits, PENDING_PER_ADDRESS};
 
 /// Largest message a client may send.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

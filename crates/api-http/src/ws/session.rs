@@ -86,17 +86,32 @@ pub async fn connect(
             "this server has as many WebSocket connections open as it allows; try again later",
         ));
     };
+    // Until it authenticates, a connection counts against its address, so nobody can fill
+    // the total without credentials.
     let credential_slot = match &principal {
-        Some(principal) => Some(
-            state
-                .connections
-                .admit_credential(caller_key(principal))
-                .ok_or_else(too_many_for_credential)?,
-        ),
-        None => None,
+        Some(principal) => state
+            .connections
+            .admit_credential(caller_key(principal))
+            .ok_or_else(too_many_for_credential)?,
+        None => state
+            .connections
+            .admit_pending(&crate::middleware::client_address(&req))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::TooManyRequests {
+                        retry_after: CAPPED_RETRY_AFTER,
+                    },
+                    "this address has as many WebSocket connections waiting to authenticate as it may",
+                )
+            })?,
     };
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        tracing::debug!(error = %e, "not a WebSocket upgrade");
+        ApiError::bad_request(
+            "not a WebSocket upgrade: a GET with Upgrade: websocket, Connection: Upgrade, \
+             Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
+        )
+    })?;
     let stream = stream
         .max_frame_size(MAX_MESSAGE_BYTES)
         .aggregate_continuations()
@@ -107,7 +122,7 @@ pub async fn connect(
         tracing::info!(client_id, "WebSocket connected");
         let closing = session.clone();
         let mut open = Session::new(state.clone(), principal, session);
-        open.credential_slot = credential_slot;
+        open.credential_slot = Some(credential_slot);
         let reason = open.run(stream).await;
         tracing::info!(client_id, reason = ?reason.as_ref().map(|r| r.code), "WebSocket closed");
         let _ = tokio::time::timeout(WRITE_TIMEOUT, closing.close(reason)).await;
@@ -232,7 +247,8 @@ struct Session {
     /// When the client last showed it is there: a message, a pong, or a page of a replay
     /// taken.
     heard: tokio::time::Instant,
-    /// The connection's place among its credential's, once it has one.
+    /// The connection's place among its credential's, or among its address's until it
+    /// authenticates.
     credential_slot: Option<CredentialSlot>,
 }
 

@@ -1,6 +1,7 @@
-//! How many WebSocket connections may be open at once on this replica: in total, and per
-//! credential. A connection holds its slots for as long as it lives; past a cap, new ones are
-//! refused (`503` in total, `429` per credential) before they are upgraded.
+//! How many WebSocket connections may be open at once on this replica: in total, per
+//! credential, and per client address while they have not yet authenticated. A connection
+//! holds its slots for as long as it lives; past a cap, new ones are refused (`503` in total,
+//! `429` per credential or address) before they are upgraded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,11 @@ impl Default for WsLimits {
         }
     }
 }
+
+/// Connections one client address may hold open before they authenticate (which they must
+/// within 10 s): enough for a few clients behind one address, too few for anyone to fill the
+/// total without credentials.
+pub const PENDING_PER_ADDRESS: usize = 16;
 
 /// The open connections of this replica, counted against [`WsLimits`].
 #[derive(Debug)]
@@ -74,9 +80,20 @@ impl Connections {
 
     /// A place among the credential's connections, or `None` at its cap.
     pub(crate) fn admit_credential(self: &Arc<Self>, credential: String) -> Option<CredentialSlot> {
+        let cap = self.per_credential.load(Ordering::Relaxed);
+        self.admit_keyed(format!("credential:{credential}"), cap)
+    }
+
+    /// A place among the connections from `address` that have not authenticated yet, or
+    /// `None` at [`PENDING_PER_ADDRESS`].
+    pub(crate) fn admit_pending(self: &Arc<Self>, address: &str) -> Option<CredentialSlot> {
+        self.admit_keyed(format!("pending:{address}"), PENDING_PER_ADDRESS)
+    }
+
+    fn admit_keyed(self: &Arc<Self>, credential: String, cap: usize) -> Option<CredentialSlot> {
         let mut counts = self.by_credential.lock().unwrap_or_else(|p| p.into_inner());
         let count = counts.entry(credential.clone()).or_insert(0);
-        if *count >= self.per_credential.load(Ordering::Relaxed) {
+        if *count >= cap {
             if *count == 0 {
                 counts.remove(&credential);
             }
@@ -100,7 +117,8 @@ impl Drop for Slot {
     }
 }
 
-/// One connection's place among its credential's; given back when dropped.
+/// One connection's place among its credential's (or its address's, before it has one); given
+/// back when dropped.
 #[derive(Debug)]
 pub(crate) struct CredentialSlot {
     connections: Arc<Connections>,
@@ -146,7 +164,12 @@ mod tests {
         assert!(connections.admit_credential("key:y".into()).is_some());
         drop(x1);
         assert!(connections.admit_credential("key:x".into()).is_some());
-        drop((a, c, x2));
+        let pending: Vec<_> = (0..PENDING_PER_ADDRESS)
+            .map(|_| connections.admit_pending("10.0.0.1").unwrap())
+            .collect();
+        assert!(connections.admit_pending("10.0.0.1").is_none());
+        assert!(connections.admit_pending("10.0.0.2").is_some());
+        drop((a, c, x2, pending));
         assert_eq!(connections.open(), 0);
         assert!(connections.by_credential.lock().unwrap().is_empty());
     }
