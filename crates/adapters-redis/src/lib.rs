@@ -176,9 +176,8 @@ async fn listen(
 ) {
     let mut pause = Duration::from_millis(100);
     let mut failing = false;
-    let mut delivered = None;
     loop {
-        match listen_once(&url, &channel, log.as_ref(), &local, &mut delivered).await {
+        match listen_once(&url, &channel, log.as_ref(), &local).await {
             Ok(()) => pause = Duration::from_millis(100),
             Err(e) => {
                 if !failing {
@@ -197,17 +196,17 @@ async fn listen_once(
     channel: &str,
     log: &dyn EventLog,
     local: &tokio::sync::broadcast::Sender<Event>,
-    delivered: &mut Option<i64>,
 ) -> Result<(), String> {
     use futures_util::StreamExt;
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+    // The place is taken before subscribing, on every (re)subscription: events committed in
+    // between are read at the first notice, and what was committed while the subscription was
+    // down has reached subscribers through their catch-up from the log, so it is not read
+    // again here.
+    let mut delivered = head(log).await;
     pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
     tracing::info!(channel, "subscribed to Redis event notices");
-    if delivered.is_none() {
-        // Subscribed now: what came before is history, which subscribers read with `since`.
-        *delivered = head(log).await;
-    }
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         let mut newest = notice(&message);
@@ -218,13 +217,13 @@ async fn listen_once(
             tracing::warn!("ignoring a message on the events channel that is not a notice");
             continue;
         };
-        match *delivered {
-            Some(from) if newest > from => *delivered = Some(read_after(log, from, local).await),
+        match delivered {
+            Some(from) if newest > from => delivered = Some(read_after(log, from, local).await),
             Some(_) => {}
             // The log could not be read when the subscription began: start from its head now
             // (a notice's own number is never trusted as a place); what this skips reaches
             // subscribers through their catch-up from the log.
-            None => *delivered = head(log).await,
+            None => delivered = head(log).await,
         }
     }
     Err("the subscription ended".into())

@@ -57,7 +57,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| {
-                    ApiError::bad_request(format!("cannot read the request body: {e}"))
+                    tracing::debug!(error = %e, "cannot read a request body");
+                    ApiError::bad_request("the request body could not be read whole")
                 })?;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(limit));

@@ -19,6 +19,9 @@ use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::page;
 use crate::AppState;
 
+/// Largest sign-in body accepted.
+const LOGIN_BODY_BYTES: usize = 4 * 1024;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api-keys")
@@ -49,6 +52,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/auth/login")
+            // A username and a password: nothing larger is a sign-in.
+            .app_data(crate::BodyLimit(LOGIN_BODY_BYTES))
             .route(web::post().to(login))
             .default_service(method_not_allowed("POST"))
             .wrap(from_fn(deadline)),

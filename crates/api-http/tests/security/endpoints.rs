@@ -67,6 +67,7 @@ pub(crate) fn admin_endpoints() -> Vec<(Method, String)> {
         (Method::DELETE, format!("/api/v1/api-keys/{ID}")),
         (Method::GET, "/api/v1/users".into()),
         (Method::POST, "/api/v1/users".into()),
+        (Method::PATCH, format!("/api/v1/users/{ID}")),
         (Method::DELETE, format!("/api/v1/users/{ID}")),
         (Method::GET, "/api/v1/audit".into()),
     ]

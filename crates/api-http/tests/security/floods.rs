@@ -194,3 +194,16 @@ async fn failures_from_other_addresses_never_lock_a_user_out() {
     .await
     .problem(429);
 }
+
+#[actix_web::test]
+async fn a_sign_in_body_is_at_most_4_kib() {
+    let h = Harness::memory();
+    let app = service!(h);
+    let body = json!({"username": "alice", "password": "p".repeat(5000)});
+    send(&app, req(Method::POST, "/api/v1/auth/login").set_json(body))
+        .await
+        .problem(413);
+    send(&app, login_from("10.4.0.1", "alice", "not her password"))
+        .await
+        .problem(401);
+}
