@@ -213,27 +213,6 @@ fn limited_as(ip: std::net::IpAddr) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv6_peers_count_by_their_64_block() {
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        assert_eq!(limited_as(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
-        assert_eq!(
-            limited_as(ip("2001:db8:1:2:ffff::1")),
-            limited_as(ip("2001:db8:1:2::9"))
-        );
-        assert_ne!(
-            limited_as(ip("2001:db8:1:3::1")),
-            limited_as(ip("2001:db8:1:2::1"))
-        );
-        assert_eq!(limited_as(ip("::ffff:10.0.0.1")), "10.0.0.1");
-        assert_eq!(limited_as(ip("10.0.0.1")), "10.0.0.1");
-    }
-}
-
 /// Longest any request may take by default, long polls (up to 30 s) included; past it the
 /// client gets `503` and the handler is dropped. WebSocket sessions are not requests: they
 /// outlive their upgrade.
@@ -314,4 +293,25 @@ pub async fn cors(
     );
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_peers_count_by_their_64_block() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(limited_as(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
+        assert_eq!(
+            limited_as(ip("2001:db8:1:2:ffff::1")),
+            limited_as(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            limited_as(ip("2001:db8:1:3::1")),
+            limited_as(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(limited_as(ip("::ffff:10.0.0.1")), "10.0.0.1");
+        assert_eq!(limited_as(ip("10.0.0.1")), "10.0.0.1");
+    }
 }
