@@ -180,3 +180,86 @@ fn each_crate_has_a_paragraph_in_the_architecture_document() {
         );
     }
 }
+
+/// The store's ports, and the field of `testkit::StoreUnderTest` through which the contract
+/// suite calls each.
+const STORE_PORTS: [(&str, &str); 7] = [
+    ("AgentRepository", "agents"),
+    ("TaskRepository", "tasks"),
+    ("ResourceRepository", "resources"),
+    ("ConflictRepository", "conflicts"),
+    ("CredentialRepository", "credentials"),
+    ("EventLog", "events"),
+    ("HealthCheck", "health"),
+];
+
+/// The methods a trait declares in the port sources: `(trait, method)`.
+fn port_methods() -> Vec<(String, String)> {
+    let mut methods = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates/ports/src")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed.strip_prefix("pub trait ") {
+                current = Some(
+                    rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                        .next()
+                        .unwrap()
+                        .to_owned(),
+                );
+                continue;
+            }
+            if line.starts_with('}') {
+                current = None;
+            }
+            let Some(name) = &current else { continue };
+            let declared = trimmed
+                .strip_prefix("async fn ")
+                .or_else(|| trimmed.strip_prefix("fn "));
+            if let Some(rest) = declared {
+                let method: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                methods.push((name.clone(), method));
+            }
+        }
+    }
+    methods
+}
+
+#[test]
+fn every_store_port_method_has_a_contract_case() {
+    let mut suite = String::new();
+    for entry in std::fs::read_dir(root().join("crates/testkit/src")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("contract"))
+        {
+            suite.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    // rustfmt breaks method chains over lines: compare without whitespace.
+    let suite: String = suite.chars().filter(|c| !c.is_whitespace()).collect();
+    let methods = port_methods();
+    let mut missing = Vec::new();
+    for (port, field) in STORE_PORTS {
+        let declared: Vec<&String> = methods
+            .iter()
+            .filter(|(t, _)| t == port)
+            .map(|(_, m)| m)
+            .collect();
+        assert!(!declared.is_empty(), "no methods found for the port {port}");
+        for method in declared {
+            if !suite.contains(&format!(".{field}.{method}(")) {
+                missing.push(format!("{port}::{method}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "port methods without a contract case in testkit (called as store.<port>.<method>): {missing:?}"
+    );
+}

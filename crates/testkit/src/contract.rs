@@ -33,8 +33,10 @@ macro_rules! store_contract {
             heartbeat_before_finds_only_silent_online_agents,
             count_by_status_counts_every_status,
             api_keys_are_found_by_hash_only,
-            a_user_change_moves_the_token_version_and_a_missing_user_is_not_found,
             the_log_keeps_one_identity,
+            capable_exists_looks_at_every_registered_agent,
+            task_events_are_a_tasks_numbered_events_oldest_first,
+            a_reachable_store_reports_itself_up,
             events_are_numbered_and_read_back_in_order,
             sequencing_numbers_events_once_consecutively_in_write_order,
             pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest
@@ -46,8 +48,36 @@ macro_rules! store_contract {
             a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision,
             lease_deadline_and_holder_queries_find_the_right_tasks,
             idempotency_keys_are_recorded_with_the_task_and_expire,
-            the_scheduling_batch_follows_effective_priority_and_skips_late_tasks
+            the_scheduling_batch_follows_effective_priority_and_skips_late_tasks,
+            waiting_tasks_are_found_by_why_they_wait_oldest_first
         );
+        $crate::store_contract!(@in resources_contract, $make;
+            pools_round_trip_and_names_and_ids_are_unique,
+            pools_are_found_by_id_or_name_and_listed_newest_first,
+            pool_updates_and_deletes_hold_to_the_version_read,
+            claim_holders_are_the_assigned_and_running_tasks_that_claim
+        );
+        $crate::store_contract!(@in conflicts_contract, $make;
+            conflicts_round_trip_and_one_cause_has_one_open_conflict,
+            conflict_updates_hold_to_the_version_read,
+            conflict_lists_filter_and_page_newest_first,
+            open_detected_conflicts_are_found_by_type_oldest_first
+        );
+        $crate::store_contract!(@in credentials_contract, $make;
+            api_keys_are_unique_listed_newest_first_and_revoked_once,
+            the_first_admin_key_is_stored_only_while_no_admin_exists,
+            users_are_unique_by_name_found_listed_and_deleted,
+            a_user_change_moves_the_token_version_and_a_missing_user_is_not_found,
+            the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age
+        );
+    };
+    (@in $module:ident, $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::$module::$case($make().await).await;
+            }
+        )*
     };
     (@tasks $make:path; $($case:ident),* $(,)?) => {
         $(
@@ -424,57 +454,6 @@ pub async fn api_keys_are_found_by_hash_only(store: StoreUnderTest) {
     );
 }
 
-pub async fn a_user_change_moves_the_token_version_and_a_missing_user_is_not_found(
-    store: StoreUnderTest,
-) {
-    let users = &store.credentials;
-    let alice = domain::User {
-        id: domain::UserId(uuid::Uuid::from_u128(1)),
-        username: "alice".into(),
-        password_hash: "$argon2id$first".into(),
-        role: domain::Role::Viewer,
-        created_at: t(0),
-        token_version: 1,
-    };
-    users.insert_user(&alice).await.unwrap();
-    assert_eq!(users.get_user(alice.id).await.unwrap(), Some(alice.clone()));
-    let promoted = users
-        .update_user(alice.id, Some(domain::Role::Operator), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            promoted.role,
-            promoted.token_version,
-            promoted.password_hash.as_str()
-        ),
-        (domain::Role::Operator, 2, "$argon2id$first")
-    );
-    let rekeyed = users
-        .update_user(alice.id, None, Some("$argon2id$second"))
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            rekeyed.role,
-            rekeyed.token_version,
-            rekeyed.password_hash.as_str()
-        ),
-        (domain::Role::Operator, 3, "$argon2id$second")
-    );
-    assert_eq!(users.get_user(alice.id).await.unwrap(), Some(rekeyed));
-    let nobody = domain::UserId(uuid::Uuid::from_u128(2));
-    assert_eq!(users.get_user(nobody).await.unwrap(), None);
-    assert_eq!(
-        users
-            .update_user(nobody, Some(domain::Role::Admin), None)
-            .await,
-        Err(RepoError::NotFound)
-    );
-    users.delete_user(alice.id).await.unwrap();
-    assert_eq!(users.get_user(alice.id).await.unwrap(), None);
-}
-
 pub async fn the_log_keeps_one_identity(store: StoreUnderTest) {
     let first = store.events.log_id().await.unwrap();
     assert!(!first.is_nil());
@@ -579,19 +558,19 @@ pub async fn pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest(store:
             .collect()
     };
     assert_eq!(
-        log.prune(t(25), 100).await.unwrap(),
+        store.events.prune(t(25), 100).await.unwrap(),
         2,
         "older than 25 s: n = 1 and 2"
     );
     assert_eq!(ns(log.events_after(0, 10).await.unwrap()), [3, 4, 5, 6]);
     assert_eq!(
-        log.prune(t(0), 3).await.unwrap(),
+        store.events.prune(t(0), 3).await.unwrap(),
         1,
         "beyond the newest three"
     );
     assert_eq!(ns(log.events_after(0, 10).await.unwrap()), [4, 5, 6]);
     assert_eq!(
-        log.prune(t(1000), 0).await.unwrap(),
+        store.events.prune(t(1000), 0).await.unwrap(),
         2,
         "everything old goes..."
     );
@@ -609,4 +588,84 @@ pub async fn pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest(store:
     let next = store.events.sequence(10).await.unwrap();
     let last = log.events_after(0, 10).await.unwrap()[0].seq;
     assert_eq!(next[0].seq, last + 1);
+}
+
+pub async fn capable_exists_looks_at_every_registered_agent(store: StoreUnderTest) {
+    let caps = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        domain::CapabilitySet::parse("capabilities", &names).expect("valid capabilities")
+    };
+    assert!(!store.agents.capable_exists(&caps(&["gpu"])).await.unwrap());
+    let mut a = agent(1, "worker", &["gpu", "etl"], t(0));
+    store
+        .agents
+        .insert(&a, &agent_key(1, a.id, t(0)), vec![])
+        .await
+        .unwrap();
+    assert!(store
+        .agents
+        .capable_exists(&caps(&["gpu", "etl"]))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .agents
+            .capable_exists(&caps(&["gpu", "vision"]))
+            .await
+            .unwrap(),
+        "one agent must have every capability"
+    );
+    // In whatever status.
+    a.status = AgentStatus::Offline;
+    store.agents.update(&a, vec![]).await.unwrap();
+    assert!(store.agents.capable_exists(&caps(&["etl"])).await.unwrap());
+}
+
+pub async fn task_events_are_a_tasks_numbered_events_oldest_first(store: StoreUnderTest) {
+    let mine = crate::builders::task(1, 5, &[], t(0));
+    let other = crate::builders::task(2, 5, &[], t(0));
+    let about = |x: &domain::Task, n: u64| {
+        NewEvent::about_task(EventKind::TaskProgress, x.id, None, json!({"n": n}), t(0))
+    };
+    store
+        .tasks
+        .insert(&mine, vec![about(&mine, 1), about(&mine, 2)], None)
+        .await
+        .unwrap();
+    store
+        .tasks
+        .insert(&other, vec![about(&other, 3)], None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .events
+            .task_events(mine.id, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "unnumbered events are not read back"
+    );
+    numbered(&store).await;
+    let ns: Vec<u64> = store
+        .events
+        .task_events(mine.id, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, [1, 2]);
+    assert_eq!(store.events.task_events(mine.id, 1).await.unwrap().len(), 1);
+}
+
+pub async fn a_reachable_store_reports_itself_up(store: StoreUnderTest) {
+    let status = store.health.status().await;
+    assert!(
+        matches!(
+            status,
+            ports::ComponentStatus::Healthy | ports::ComponentStatus::Embedded
+        ),
+        "{status:?}"
+    );
 }

@@ -2,7 +2,10 @@
 //! builders for realistic inputs, and a clock tests move by hand.
 
 pub mod builders;
+pub mod conflicts_contract;
 pub mod contract;
+pub mod credentials_contract;
+pub mod resources_contract;
 mod system;
 pub mod tasks_contract;
 
@@ -10,7 +13,8 @@ use std::sync::Arc;
 
 use app::{Dependencies, Platform, Settings};
 use ports::{
-    AgentRepository, CredentialRepository, EventBus, EventLog, ResourceRepository, TaskRepository,
+    AgentRepository, ConflictRepository, CredentialRepository, EventBus, EventLog, HealthCheck,
+    ResourceRepository, TaskRepository,
 };
 
 pub use system::{ManualClock, SequentialIds};
@@ -23,6 +27,8 @@ pub struct StoreUnderTest {
     pub events: Arc<dyn EventLog>,
     pub tasks: Arc<dyn TaskRepository>,
     pub resources: Arc<dyn ResourceRepository>,
+    pub conflicts: Arc<dyn ConflictRepository>,
+    pub health: Arc<dyn HealthCheck>,
 }
 
 impl std::fmt::Debug for StoreUnderTest {
@@ -42,7 +48,9 @@ impl StoreUnderTest {
             credentials: store.clone(),
             events: store.clone(),
             tasks: store.clone(),
-            resources: store,
+            resources: store.clone(),
+            conflicts: store.clone(),
+            health: store,
         }
     }
 }
