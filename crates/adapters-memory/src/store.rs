@@ -458,7 +458,7 @@ impl TaskRepository for MemoryStore {
         Ok(counts)
     }
 
-    async fn waiting_because(&self, reason: &str, limit: u32) -> Result<Vec<Task>, RepoError> {
+    async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {
         let state = self.lock();
         let mut rows: Vec<&Task> = state
             .tasks
@@ -466,8 +466,8 @@ impl TaskRepository for MemoryStore {
             .filter(|t| {
                 t.status == TaskStatus::Pending
                     && t.pending_reason
-                        .as_deref()
-                        .is_some_and(|r| r.starts_with(reason))
+                        .as_ref()
+                        .is_some_and(domain::WaitReason::is_capability_gap)
             })
             .collect();
         rows.sort_by_key(|t| (t.created_at, t.id));

@@ -32,8 +32,13 @@ const COLUMNS: &str =
     "id, title, description, priority, required_capabilities, resources, deadline, \
     metadata, status, assigned_agent, attempt, max_attempts, lease_seconds, preemptible, \
     lease_expires_at, assigned_at, started_at, completed_at, progress, result, error, \
-    resource_claims, workflow_id, execution_id, step, pending_reason, not_before, \
+    resource_claims, workflow_id, execution_id, step, wait_reason, not_before, \
     cancel_requested, created_at, updated_at, round_start, version";
+
+/// Why a pending task waits, as stored: the reason's value, tagged by its kind.
+fn wait_reason_json(reason: &Option<domain::WaitReason>) -> Option<Value> {
+    reason.as_ref().and_then(|r| serde_json::to_value(r).ok())
+}
 
 fn claims_json(claims: &[ResourceClaim]) -> Value {
     Value::Array(
@@ -120,7 +125,12 @@ fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
         workflow_id: row.try_get("workflow_id").map_err(e)?,
         execution_id: row.try_get("execution_id").map_err(e)?,
         step: row.try_get("step").map_err(e)?,
-        pending_reason: row.try_get("pending_reason").map_err(e)?,
+        pending_reason: row
+            .try_get::<Option<Value>, _>("wait_reason")
+            .map_err(e)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|m| corrupt("task wait reason", m))?,
         not_before: row.try_get("not_before").map_err(e)?,
         cancel_requested: row.try_get("cancel_requested").map_err(e)?,
         created_at: row.try_get("created_at").map_err(e)?,
@@ -162,7 +172,7 @@ macro_rules! bind_task {
             .bind($t.workflow_id)
             .bind($t.execution_id)
             .bind(&$t.step)
-            .bind(&$t.pending_reason)
+            .bind(wait_reason_json(&$t.pending_reason))
             .bind($t.not_before)
             .bind($t.cancel_requested)
             .bind($t.created_at)
@@ -200,7 +210,7 @@ fn task_row(t: &Task) -> Value {
         "workflow_id": t.workflow_id,
         "execution_id": t.execution_id,
         "step": t.step,
-        "pending_reason": t.pending_reason,
+        "wait_reason": wait_reason_json(&t.pending_reason),
         "not_before": t.not_before,
         "cancel_requested": t.cancel_requested,
         "created_at": t.created_at,
@@ -228,7 +238,7 @@ async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Rep
                 completed_at = r.completed_at, progress = r.progress, result = r.result,
                 error = r.error, resource_claims = r.resource_claims,
                 workflow_id = r.workflow_id, execution_id = r.execution_id, step = r.step,
-                pending_reason = r.pending_reason, not_before = r.not_before,
+                wait_reason = r.wait_reason, not_before = r.not_before,
                 cancel_requested = r.cancel_requested, updated_at = r.updated_at,
                 version = t.version + 1
          FROM jsonb_populate_recordset(NULL::tasks, $1) AS r
@@ -561,21 +571,18 @@ impl TaskRepository for PgStore {
         Ok(counts)
     }
 
-    async fn waiting_because(&self, reason: &str, limit: u32) -> Result<Vec<Task>, RepoError> {
-        // The reason is ours, never a client's, but `LIKE` metacharacters are escaped anyway.
-        let pattern = format!(
-            "{}%",
-            reason
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+    async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {
+        // The kinds are written into the statement, so it matches the partial index on them.
+        let kinds: Vec<String> = domain::WaitReason::CAPABILITY_GAP_KINDS
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect();
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM tasks
-             WHERE status = 'pending' AND pending_reason LIKE $1
-             ORDER BY created_at, id LIMIT $2"
+             WHERE status = 'pending' AND wait_reason->>'kind' IN ({})
+             ORDER BY created_at, id LIMIT $1",
+            kinds.join(", ")
         ))
-        .bind(pattern)
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await

@@ -25,9 +25,6 @@ use crate::{events, AppError, Platform};
 const MAX_ATTEMPTS: usize = 16;
 /// Most detected conflicts one sweep re-examines.
 const SWEEP_BATCH: u32 = 500;
-/// How the scheduler's reasons begin when no online agent has the capabilities a task needs
-/// (one named, or all of several together).
-pub(crate) const CAPABILITY_REASON: &str = "no online agent has ";
 
 /// One page of conflicts, and where the next starts.
 #[derive(Debug, Clone)]
@@ -674,7 +671,7 @@ impl Platform {
                 "task {} expired: its deadline passed before any agent could run it{}",
                 task.id,
                 task.pending_reason
-                    .as_deref()
+                    .as_ref()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default()
             ),
@@ -722,7 +719,7 @@ impl Platform {
         let waiting = self
             .deps
             .tasks
-            .waiting_because(CAPABILITY_REASON, SWEEP_BATCH)
+            .waiting_for_capabilities(SWEEP_BATCH)
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
         let mut covered: BTreeMap<Vec<String>, bool> = BTreeMap::new();

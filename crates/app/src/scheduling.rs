@@ -98,7 +98,7 @@ fn decide(
     }
     for waiting in plan.unplaced {
         if let Some(mut task) = tasks.remove(&waiting.task) {
-            if task.pending_reason.as_deref() != Some(waiting.reason.as_str()) {
+            if task.pending_reason.as_ref() != Some(&waiting.reason) {
                 task.pending_reason = Some(waiting.reason);
                 task.updated_at = now;
                 changes.tasks.push(task);

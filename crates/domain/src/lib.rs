@@ -19,6 +19,7 @@ pub mod resource;
 pub mod scheduler;
 pub mod task;
 pub mod validation;
+pub mod waiting;
 
 pub use agent::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, NewAgent, StatusRequest};
 pub use audit::{AuditAction, AuditEntry};
@@ -36,3 +37,4 @@ pub use quantity::{Quantity, QuantityError, ResourceMap};
 pub use resource::{Allocation, Amounts, NewResource, Resource, ResourcePatch, ResourceStatus};
 pub use task::{NewTask, Priority, ResourceClaim, Task, TaskInput, TaskStatus};
 pub use validation::{FieldError, ValidationErrors};
+pub use waiting::WaitReason;

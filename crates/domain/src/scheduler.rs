@@ -12,6 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::quantity::show_nanos;
 use crate::resource::{self, Resource};
 use crate::task::{Task, TaskId};
+use crate::WaitReason;
 use crate::{Agent, AgentId, CapabilitySet, ResourceMap};
 
 /// How agents are chosen among the eligible ones.
@@ -159,7 +160,7 @@ pub struct Pools {
 
 /// Why a task's claims do not fit now.
 struct Shortfall {
-    reason: String,
+    reason: WaitReason,
     /// The pool it waits on, when capacity is what is missing.
     pool: Option<usize>,
 }
@@ -205,13 +206,17 @@ impl Pools {
         for claim in &task.resource_claims {
             let Some(key) = self.key_of(&claim.resource) else {
                 return Some(Shortfall {
-                    reason: format!("resource {} does not exist", claim.resource),
+                    reason: WaitReason::UnknownPool {
+                        pool: claim.resource.clone(),
+                    },
                     pool: None,
                 });
             };
             if self.closed[key] {
                 return Some(Shortfall {
-                    reason: format!("resource {} is in maintenance", self.names[key]),
+                    reason: WaitReason::PoolInMaintenance {
+                        pool: self.names[key].clone(),
+                    },
                     pool: None,
                 });
             }
@@ -223,12 +228,12 @@ impl Pools {
             let free = self.free[key].get(dim).copied().unwrap_or(0);
             if free < need {
                 return Some(Shortfall {
-                    reason: format!(
-                        "resource {} has {} of {} {dim} free",
-                        self.names[key],
-                        show_nanos(free.max(0)),
-                        show_nanos(need)
-                    ),
+                    reason: WaitReason::PoolShort {
+                        pool: self.names[key].clone(),
+                        dimension: dim.to_owned(),
+                        free: show_nanos(free.max(0)),
+                        needs: show_nanos(need),
+                    },
                     pool: Some(key),
                 });
             }
@@ -258,7 +263,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unplaced {
     pub task: TaskId,
-    pub reason: String,
+    pub reason: WaitReason,
     /// The ID of the pool whose free capacity it waits for, if that is what stops it.
     pub waits_on: Option<String>,
 }
@@ -408,7 +413,7 @@ impl Fleet {
     }
 
     /// Why `task` cannot be placed: a full look at the fleet, done only for tasks that wait.
-    fn explain(&self, task: &Task) -> String {
+    fn explain(&self, task: &Task) -> WaitReason {
         let mut capable = 0usize;
         let mut with_room = 0usize;
         let mut short: Option<(String, i128, i128)> = None;
@@ -427,18 +432,19 @@ impl Fleet {
                 }
             }
         }
+        let matching = u32::try_from(capable).unwrap_or(u32::MAX);
         if capable == 0 {
-            "no online agent has all the required capabilities".to_owned()
+            WaitReason::NoAgentWithAll
         } else if with_room == 0 {
-            format!("{capable} {} match, all at capacity", agents_word(capable))
+            WaitReason::AllAtCapacity { matching }
         } else {
-            let (dim, need, free) = short.unwrap_or_default();
-            format!(
-                "{capable} {} match, none has enough free {dim} (needs {}, at most {} free)",
-                agents_word(capable),
-                show_nanos(need),
-                show_nanos(free.max(0))
-            )
+            let (dimension, need, free) = short.unwrap_or_default();
+            WaitReason::AgentsShort {
+                matching,
+                dimension,
+                needs: show_nanos(need),
+                most_free: show_nanos(free.max(0)),
+            }
         }
     }
 }
@@ -466,7 +472,9 @@ pub fn schedule(
     for task in queue_order(&ready, now, policy) {
         let refusal = if let Some(missing) = fleet.missing_capability(task) {
             Some(Shortfall {
-                reason: format!("no online agent has capability {missing}"),
+                reason: WaitReason::MissingCapability {
+                    capability: missing.to_string(),
+                },
                 pool: None,
             })
         } else {
@@ -497,12 +505,4 @@ pub fn schedule(
         }
     }
     plan
-}
-
-fn agents_word(n: usize) -> &'static str {
-    if n == 1 {
-        "agent"
-    } else {
-        "agents"
-    }
 }

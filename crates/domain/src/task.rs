@@ -355,7 +355,7 @@ pub struct Task {
     pub workflow_id: Option<Uuid>,
     pub execution_id: Option<Uuid>,
     pub step: Option<String>,
-    pub pending_reason: Option<String>,
+    pub pending_reason: Option<crate::WaitReason>,
     /// A pending task is not scheduled before this (retry backoff).
     pub not_before: DateTime<Utc>,
     pub cancel_requested: bool,

@@ -175,6 +175,8 @@ pub trait TaskRepository: Send + Sync {
     /// How many tasks are in each status.
     async fn count_by_status(&self) -> Result<TaskCounts, RepoError>;
 
-    /// Pending tasks whose `pending_reason` starts with `reason`, oldest first, at most `limit`.
-    async fn waiting_because(&self, reason: &str, limit: u32) -> Result<Vec<Task>, RepoError>;
+    /// Pending tasks that wait because no online agent has a capability they need (their
+    /// `pending_reason` is a capability gap), oldest first (`created_at` then `id`), at most
+    /// `limit`.
+    async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError>;
 }

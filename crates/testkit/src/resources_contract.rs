@@ -226,7 +226,8 @@ pub async fn claim_holders_are_the_assigned_and_running_tasks_that_claim(store: 
     let mut assigned = store.tasks.get(holding.id).await.unwrap();
     let mut plain_assigned = store.tasks.get(plain.id).await.unwrap();
     for x in [&mut assigned, &mut plain_assigned] {
-        x.assign(worker.id, t(4)).expect("a pending task can be assigned");
+        x.assign(worker.id, t(4))
+            .expect("a pending task can be assigned");
     }
     store
         .tasks

@@ -422,28 +422,28 @@ pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_task
 }
 
 pub async fn waiting_tasks_are_found_by_why_they_wait_oldest_first(store: StoreUnderTest) {
+    use domain::WaitReason;
     let mut first = task(1, 5, &["gpu"], t(0));
-    let mut second = task(2, 5, &["gpu"], t(1));
+    let mut second = task(2, 5, &["gpu", "vision"], t(1));
     let mut full = task(3, 5, &["etl"], t(2));
     let placed = task(4, 5, &["gpu"], t(3));
-    first.pending_reason = Some("no online agent has capability gpu".into());
-    second.pending_reason = Some("no online agent has capability gpu, vision".into());
-    full.pending_reason = Some("2 agents match, all at capacity".into());
+    first.pending_reason = Some(WaitReason::MissingCapability {
+        capability: "gpu".into(),
+    });
+    second.pending_reason = Some(WaitReason::NoAgentWithAll);
+    full.pending_reason = Some(WaitReason::AllAtCapacity { matching: 2 });
     for x in [&first, &second, &full, &placed] {
         store.tasks.insert(x, vec![], None).await.unwrap();
     }
+    assert_eq!(
+        store.tasks.get(first.id).await.unwrap().pending_reason,
+        first.pending_reason,
+        "the reason is stored as the value it is"
+    );
     let ids = |list: Vec<domain::Task>| list.iter().map(|x| x.id).collect::<Vec<_>>();
-    let gaps = store
-        .tasks
-        .waiting_because("no online agent has capability", 10)
-        .await
-        .unwrap();
+    let gaps = store.tasks.waiting_for_capabilities(10).await.unwrap();
     assert_eq!(ids(gaps), [first.id, second.id]);
-    let one = store
-        .tasks
-        .waiting_because("no online agent has capability", 1)
-        .await
-        .unwrap();
+    let one = store.tasks.waiting_for_capabilities(1).await.unwrap();
     assert_eq!(ids(one), [first.id]);
     // Only pending tasks wait.
     let mut started = store.tasks.get(first.id).await.unwrap();
@@ -456,10 +456,6 @@ pub async fn waiting_tasks_are_found_by_why_they_wait_oldest_first(store: StoreU
         })
         .await
         .unwrap();
-    let gaps = store
-        .tasks
-        .waiting_because("no online agent has capability", 10)
-        .await
-        .unwrap();
+    let gaps = store.tasks.waiting_for_capabilities(10).await.unwrap();
     assert_eq!(ids(gaps), [second.id]);
 }

@@ -252,7 +252,7 @@ impl From<Task> for TaskBody {
             workflow_id: t.workflow_id,
             execution_id: t.execution_id,
             step: t.step,
-            pending_reason: t.pending_reason,
+            pending_reason: t.pending_reason.map(|r| r.to_string()),
             cancel_requested: t.cancel_requested,
             updated_at: t.updated_at,
         }
