@@ -1,7 +1,7 @@
 //! Conflicts in PostgreSQL.
 
 use async_trait::async_trait;
-use domain::conflict::Resolution;
+use domain::conflict::{Cause, Resolution};
 use domain::{
     AgentId, Conflict, ConflictId, ConflictStatus, ConflictType, Metadata, NewEvent, ResourceId,
     TaskId,
@@ -90,7 +90,12 @@ fn conflict_from_row(row: &PgRow) -> Result<Conflict, RepoError> {
             .map_err(e)?
             .map(ResourceId),
         resolution: resolution.map(resolution_from).transpose()?,
-        cause: row.try_get("cause").map_err(e)?,
+        cause: row
+            .try_get::<Option<String>, _>("cause")
+            .map_err(e)?
+            .map(|c| c.parse::<Cause>())
+            .transpose()
+            .map_err(|m| corrupt("conflict cause", m))?,
         reported_by: row.try_get("reported_by").map_err(e)?,
         created_at: row.try_get("created_at").map_err(e)?,
         updated_at: row.try_get("updated_at").map_err(e)?,
@@ -130,7 +135,7 @@ impl ConflictRepository for PgStore {
         .bind(uuids(&conflict.involved_tasks, |t| t.as_uuid()))
         .bind(conflict.resource_id.map(|r| r.as_uuid()))
         .bind(conflict.resolution.as_ref().map(resolution_json))
-        .bind(&conflict.cause)
+        .bind(conflict.cause.as_ref().map(Cause::to_string))
         .bind(&conflict.reported_by)
         .bind(conflict.created_at)
         .bind(conflict.updated_at)

@@ -120,7 +120,7 @@ fn decide(
                 .cloned(),
         );
         *contended.lock().unwrap_or_else(|p| p.into_inner()) =
-            crate::conflicts::contention(&waiting, &snapshot.resources, &holders);
+            domain::conflict::contention(&waiting, &snapshot.resources, &holders);
     }
     changes
 }

@@ -1,7 +1,7 @@
 //! The conflict contract: what every implementation of `ConflictRepository` must do.
 
 use chrono::{DateTime, Utc};
-use domain::conflict::{Detection, Resolution};
+use domain::conflict::{Cause, Detection, Resolution};
 use domain::{
     AgentId, Conflict, ConflictId, ConflictReport, ConflictStatus, ConflictType, Cursor, EventKind,
     NewEvent, Severity,
@@ -15,6 +15,19 @@ use crate::StoreUnderTest;
 
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600 + secs, 0).expect("valid time")
+}
+
+/// The cause a capability gap for task number `n` has.
+fn gap(n: u128) -> Cause {
+    Cause::CapabilityGap {
+        task: domain::TaskId(Uuid::from_u128(n)),
+    }
+}
+
+fn contention(n: u128) -> Cause {
+    Cause::ResourceContention {
+        pool: domain::ResourceId(Uuid::from_u128(n)),
+    }
 }
 
 fn id(n: u128) -> ConflictId {
@@ -37,14 +50,14 @@ pub fn reported(n: u128, kind: &str, severity: &str, agent: u128, at: DateTime<U
 }
 
 /// A detected conflict with the given cause, made at `at`.
-pub fn detected(n: u128, kind: ConflictType, cause: &str, at: DateTime<Utc>) -> Conflict {
+pub fn detected(n: u128, kind: ConflictType, cause: Cause, at: DateTime<Utc>) -> Conflict {
     Conflict::detect(
         id(n),
         Detection {
             conflict_type: kind,
             severity: Severity::Medium,
             description: format!("detected: {cause}"),
-            cause: cause.to_owned(),
+            cause,
             agent_id: None,
             task_id: None,
             involved_agents: vec![AgentId(Uuid::from_u128(7))],
@@ -65,7 +78,7 @@ fn noted(conflict: &Conflict) -> NewEvent {
 }
 
 pub async fn conflicts_round_trip_and_one_cause_has_one_open_conflict(store: StoreUnderTest) {
-    let first = detected(1, ConflictType::ResourceContention, "contention:gpus", t(0));
+    let first = detected(1, ConflictType::ResourceContention, contention(1), t(0));
     let stored = store
         .conflicts
         .insert_conflict(&first, vec![noted(&first)])
@@ -75,7 +88,7 @@ pub async fn conflicts_round_trip_and_one_cause_has_one_open_conflict(store: Sto
     assert_eq!(store.conflicts.get_conflict(first.id).await.unwrap(), first);
 
     // A second open conflict with the same cause is refused, and nothing of it is written.
-    let twin = detected(2, ConflictType::ResourceContention, "contention:gpus", t(1));
+    let twin = detected(2, ConflictType::ResourceContention, contention(1), t(1));
     assert!(matches!(
         store
             .conflicts
@@ -192,7 +205,7 @@ pub async fn conflict_updates_hold_to_the_version_read(store: StoreUnderTest) {
 pub async fn conflict_lists_filter_and_page_newest_first(store: StoreUnderTest) {
     let a = reported(1, "goal_conflict", "low", 5, t(0));
     let b = reported(2, "policy_violation", "critical", 6, t(1));
-    let c = detected(3, ConflictType::CapabilityGap, "gap:gpu", t(2));
+    let c = detected(3, ConflictType::CapabilityGap, gap(11), t(2));
     let d = reported(4, "goal_conflict", "low", 6, t(3));
     for x in [&a, &b, &c, &d] {
         store.conflicts.insert_conflict(x, vec![]).await.unwrap();
@@ -291,11 +304,18 @@ pub async fn conflict_lists_filter_and_page_newest_first(store: StoreUnderTest) 
 }
 
 pub async fn open_detected_conflicts_are_found_by_type_oldest_first(store: StoreUnderTest) {
-    let gap_new = detected(1, ConflictType::CapabilityGap, "gap:b", t(5));
-    let gap_old = detected(2, ConflictType::CapabilityGap, "gap:a", t(1));
-    let late = detected(3, ConflictType::DeadlineMissed, "late:x", t(2));
+    let gap_new = detected(1, ConflictType::CapabilityGap, gap(22), t(5));
+    let gap_old = detected(2, ConflictType::CapabilityGap, gap(21), t(1));
+    let late = detected(
+        3,
+        ConflictType::DeadlineMissed,
+        Cause::DeadlineMissed {
+            task: domain::TaskId(Uuid::from_u128(31)),
+        },
+        t(2),
+    );
     let report = reported(4, "capability_gap", "low", 5, t(0));
-    let mut closed = detected(5, ConflictType::CapabilityGap, "gap:c", t(0));
+    let mut closed = detected(5, ConflictType::CapabilityGap, gap(23), t(0));
     for x in [&gap_new, &gap_old, &late, &report, &closed] {
         store.conflicts.insert_conflict(x, vec![]).await.unwrap();
     }
