@@ -9,6 +9,7 @@ mod credentials;
 mod error;
 mod events;
 mod resources;
+mod scheduling;
 mod tasks;
 pub mod testing;
 

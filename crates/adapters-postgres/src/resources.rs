@@ -150,7 +150,7 @@ impl ResourceRepository for PgStore {
 
     async fn claim_holders(&self) -> Result<Vec<Task>, RepoError> {
         let mut conn = self.pool().acquire().await.map_err(repo_error)?;
-        crate::tasks::claim_holders(&mut conn).await
+        crate::tasks::rows::claim_holders(&mut conn).await
     }
 
     async fn update_resource(

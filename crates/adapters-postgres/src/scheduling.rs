@@ -1,0 +1,106 @@
+//! The scheduling pass, and every write of a set of changes (tasks, agents, pools allocated
+//! from, events) in one transaction.
+//!
+//! A pass holds a transaction-scoped advisory lock, so passes never overlap across replicas; it
+//! locks the serving agents and the pending tasks it reads (`FOR UPDATE`, skipping tasks another
+//! transaction holds), so its writes cannot lose a race and no task is assigned twice.
+
+use chrono::{DateTime, Utc};
+use domain::NewEvent;
+use ports::{Changes, Decide, RepoError, SchedulingSnapshot};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::agents::{lock_serving, update_agents};
+use crate::error::repo_error;
+use crate::events::append;
+use crate::resources::{lock_pools, mark_allocated};
+use crate::tasks::rows::{
+    claim_holders, select, task_from_row, update_tasks, SelectBinds, COLUMNS,
+};
+use crate::PgStore;
+
+/// The key of the advisory lock that serializes scheduling passes.
+const SCHEDULER_LOCK: i64 = 0x5343_4845_4455_4c45; // "SCHEDULE"
+
+/// Writes a set of changes inside the caller's transaction: one statement per kind of row.
+pub(crate) async fn write(
+    conn: &mut PgConnection,
+    changes: Changes,
+) -> Result<Vec<NewEvent>, RepoError> {
+    update_tasks(conn, &changes.tasks).await?;
+    update_agents(conn, &changes.agents).await?;
+    mark_allocated(conn, &changes.allocated_from).await?;
+    append(conn, changes.events).await
+}
+
+/// One scheduling pass (see `TaskRepository::schedule`).
+pub(crate) async fn pass(
+    store: &PgStore,
+    now: DateTime<Utc>,
+    limit: u32,
+    policy: &domain::scheduler::Policy,
+    decide: Decide,
+) -> Result<Vec<NewEvent>, RepoError> {
+    let mut tx = store.pool().begin().await.map_err(repo_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SCHEDULER_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+    let agents = lock_serving(&mut tx).await?;
+    let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
+    let held = select(
+        &mut tx,
+        &format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE status IN ('assigned', 'running') AND assigned_agent = ANY($1)"
+        ),
+        SelectBinds::Agents(ids),
+    )
+    .await?;
+    // The same effective priority as `domain::scheduler::effective_priority`, so the batch
+    // holds the tasks the scheduler would take first: aging and deadlines lift old and
+    // urgent tasks into it however many higher-priority tasks wait.
+    let pending = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks
+         WHERE status = 'pending' AND not_before <= $1 AND (deadline IS NULL OR deadline > $1)
+         ORDER BY priority
+                  + LEAST(GREATEST(extract(epoch FROM ($1 - created_at)), 0) / $3, $4)
+                  + CASE WHEN deadline IS NULL THEN 0
+                         WHEN extract(epoch FROM (deadline - $1)) < $5
+                         THEN $6 * (1 - extract(epoch FROM (deadline - $1)) / $5)
+                         ELSE 0 END DESC,
+                  deadline NULLS LAST, created_at, id
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(now)
+    .bind(i64::from(limit))
+    .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
+    .bind(policy.max_aging)
+    .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
+    .bind(policy.max_urgency)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(repo_error)?
+    .iter()
+    .map(task_from_row)
+    .collect::<Result<Vec<_>, _>>()?;
+    // Pools are read (and locked) only when a task in the batch claims one.
+    let (resources, claim_holders) = if pending.iter().any(|t| !t.resource_claims.is_empty()) {
+        (lock_pools(&mut tx).await?, claim_holders(&mut tx).await?)
+    } else {
+        Default::default()
+    };
+    let changes = decide(SchedulingSnapshot {
+        pending,
+        agents,
+        held,
+        resources,
+        claim_holders,
+    });
+    let stored = write(&mut tx, changes).await?;
+    tx.commit().await.map_err(repo_error)?;
+    Ok(stored)
+}

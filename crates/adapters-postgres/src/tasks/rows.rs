@@ -1,0 +1,293 @@
+//! Tasks as rows of the `tasks` table: the columns, reading and writing them, and the queries
+//! the task, pool and scheduling modules share.
+
+use chrono::{DateTime, Utc};
+use domain::{
+    AgentId, CapabilitySet, Metadata, Priority, ResourceClaim, ResourceMap, Task, TaskId,
+    TaskStatus,
+};
+use ports::RepoError;
+use serde_json::{json, Value};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::error::{corrupt, repo_error};
+
+pub(crate) const COLUMNS: &str =
+    "id, title, description, priority, required_capabilities, resources, deadline, \
+    metadata, status, assigned_agent, attempt, max_attempts, lease_seconds, preemptible, \
+    lease_expires_at, assigned_at, started_at, completed_at, progress, result, error, \
+    resource_claims, workflow_id, execution_id, step, wait_reason, not_before, \
+    cancel_requested, created_at, updated_at, round_start, version";
+
+/// Why a pending task waits, as stored: the reason's value, tagged by its kind.
+pub(crate) fn wait_reason_json(reason: &Option<domain::WaitReason>) -> Option<Value> {
+    reason.as_ref().and_then(|r| serde_json::to_value(r).ok())
+}
+
+pub(crate) fn claims_json(claims: &[ResourceClaim]) -> Value {
+    Value::Array(
+        claims
+            .iter()
+            .map(|c| json!({"resource_id": c.resource, "amount": c.amount.to_json()}))
+            .collect(),
+    )
+}
+
+fn claims_from(value: Value) -> Result<Vec<ResourceClaim>, RepoError> {
+    let bad = |d: &dyn std::fmt::Display| corrupt("task resource claims", d.to_string());
+    let Value::Array(items) = value else {
+        return Err(bad(&"not an array"));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let resource = item["resource_id"]
+                .as_str()
+                .ok_or_else(|| bad(&"no resource_id"))?;
+            let amount = item["amount"]
+                .as_object()
+                .ok_or_else(|| bad(&"no amount"))?;
+            Ok(ResourceClaim {
+                resource: resource.to_owned(),
+                amount: ResourceMap::from_stored_json("amount", amount).map_err(|e| bad(&e))?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
+    let e = repo_error;
+    let caps: Vec<String> = row.try_get("required_capabilities").map_err(e)?;
+    let resources: Value = row.try_get("resources").map_err(e)?;
+    let metadata: Value = row.try_get("metadata").map_err(e)?;
+    let status: String = row.try_get("status").map_err(e)?;
+    let priority: i16 = row.try_get("priority").map_err(e)?;
+    let result: Option<Value> = row.try_get("result").map_err(e)?;
+    let to_u32 = |column: &str| -> Result<u32, RepoError> {
+        let v: i32 = row.try_get(column).map_err(repo_error)?;
+        u32::try_from(v).map_err(|err| corrupt(column, err))
+    };
+    let object = |what: &str, v: Value| match v {
+        Value::Object(map) => Ok(map),
+        other => Err(corrupt(what, other)),
+    };
+    Ok(Task {
+        id: TaskId(row.try_get("id").map_err(e)?),
+        title: row.try_get("title").map_err(e)?,
+        description: row.try_get("description").map_err(e)?,
+        priority: Priority::new(i64::from(priority)).map_err(|m| corrupt("task priority", m))?,
+        required_capabilities: CapabilitySet::parse("required_capabilities", &caps)
+            .map_err(|m| corrupt("task capabilities", m))?,
+        resources: ResourceMap::from_stored_json(
+            "resources",
+            &object("task resources", resources)?,
+        )
+        .map_err(|m| corrupt("task resources", m))?,
+        deadline: row.try_get("deadline").map_err(e)?,
+        metadata: Metadata::parse(object("task metadata", metadata)?)
+            .map_err(|m| corrupt("task metadata", m))?,
+        status: status
+            .parse::<TaskStatus>()
+            .map_err(|m| corrupt("task status", m))?,
+        assigned_agent: row
+            .try_get::<Option<Uuid>, _>("assigned_agent")
+            .map_err(e)?
+            .map(AgentId),
+        attempt: to_u32("attempt")?,
+        round_start: to_u32("round_start")?,
+        max_attempts: to_u32("max_attempts")?,
+        lease_seconds: to_u32("lease_seconds")?,
+        preemptible: row.try_get("preemptible").map_err(e)?,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(e)?,
+        assigned_at: row.try_get("assigned_at").map_err(e)?,
+        started_at: row.try_get("started_at").map_err(e)?,
+        completed_at: row.try_get("completed_at").map_err(e)?,
+        progress: row.try_get("progress").map_err(e)?,
+        result: result.map(|v| object("task result", v)).transpose()?,
+        error: row.try_get("error").map_err(e)?,
+        resource_claims: claims_from(row.try_get("resource_claims").map_err(e)?)?,
+        workflow_id: row.try_get("workflow_id").map_err(e)?,
+        execution_id: row.try_get("execution_id").map_err(e)?,
+        step: row.try_get("step").map_err(e)?,
+        pending_reason: row
+            .try_get::<Option<Value>, _>("wait_reason")
+            .map_err(e)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|m| corrupt("task wait reason", m))?,
+        not_before: row.try_get("not_before").map_err(e)?,
+        cancel_requested: row.try_get("cancel_requested").map_err(e)?,
+        created_at: row.try_get("created_at").map_err(e)?,
+        updated_at: row.try_get("updated_at").map_err(e)?,
+        version: row.try_get("version").map_err(e)?,
+    })
+}
+
+pub(crate) fn i32_of(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// Binds every column but `version`, in `COLUMNS` order, as `$1..$31`.
+macro_rules! bind_task {
+    ($query:expr, $t:expr) => {
+        $query
+            .bind($t.id.as_uuid())
+            .bind(&$t.title)
+            .bind(&$t.description)
+            .bind(i16::from($t.priority.get()))
+            .bind($t.required_capabilities.to_strings())
+            .bind(serde_json::Value::Object($t.resources.to_json()))
+            .bind($t.deadline)
+            .bind(serde_json::Value::Object($t.metadata.as_map().clone()))
+            .bind($t.status.as_str())
+            .bind($t.assigned_agent.map(|a| a.as_uuid()))
+            .bind($crate::tasks::rows::i32_of($t.attempt))
+            .bind($crate::tasks::rows::i32_of($t.max_attempts))
+            .bind($crate::tasks::rows::i32_of($t.lease_seconds))
+            .bind($t.preemptible)
+            .bind($t.lease_expires_at)
+            .bind($t.assigned_at)
+            .bind($t.started_at)
+            .bind($t.completed_at)
+            .bind($t.progress)
+            .bind($t.result.clone().map(serde_json::Value::Object))
+            .bind(&$t.error)
+            .bind($crate::tasks::rows::claims_json(&$t.resource_claims))
+            .bind($t.workflow_id)
+            .bind($t.execution_id)
+            .bind(&$t.step)
+            .bind($crate::tasks::rows::wait_reason_json(&$t.pending_reason))
+            .bind($t.not_before)
+            .bind($t.cancel_requested)
+            .bind($t.created_at)
+            .bind($t.updated_at)
+            .bind($crate::tasks::rows::i32_of($t.round_start))
+    };
+}
+pub(crate) use bind_task;
+
+/// A task as a row of the `tasks` table, in JSON, for `jsonb_populate_recordset`.
+fn task_row(t: &Task) -> Value {
+    json!({
+        "id": t.id,
+        "title": t.title,
+        "description": t.description,
+        "priority": t.priority.get(),
+        "required_capabilities": t.required_capabilities.to_strings(),
+        "resources": t.resources.to_json(),
+        "deadline": t.deadline,
+        "metadata": t.metadata.as_map(),
+        "status": t.status.as_str(),
+        "assigned_agent": t.assigned_agent,
+        "attempt": t.attempt,
+        "round_start": t.round_start,
+        "max_attempts": t.max_attempts,
+        "lease_seconds": t.lease_seconds,
+        "preemptible": t.preemptible,
+        "lease_expires_at": t.lease_expires_at,
+        "assigned_at": t.assigned_at,
+        "started_at": t.started_at,
+        "completed_at": t.completed_at,
+        "progress": t.progress,
+        "result": t.result,
+        "error": t.error,
+        "resource_claims": claims_json(&t.resource_claims),
+        "workflow_id": t.workflow_id,
+        "execution_id": t.execution_id,
+        "step": t.step,
+        "wait_reason": wait_reason_json(&t.pending_reason),
+        "not_before": t.not_before,
+        "cancel_requested": t.cancel_requested,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "version": t.version,
+    })
+}
+
+/// Writes every task over the version it was read at, in one statement, inside the caller's
+/// transaction. `NotFound` if one is gone, `Conflict` if one moved.
+pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), RepoError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(tasks.iter().map(task_row).collect());
+    let written = sqlx::query(
+        "UPDATE tasks AS t SET title = r.title, description = r.description,
+                priority = r.priority, required_capabilities = r.required_capabilities,
+                resources = r.resources, deadline = r.deadline, metadata = r.metadata,
+                status = r.status, assigned_agent = r.assigned_agent, attempt = r.attempt,
+                round_start = r.round_start, max_attempts = r.max_attempts,
+                lease_seconds = r.lease_seconds,
+                preemptible = r.preemptible, lease_expires_at = r.lease_expires_at,
+                assigned_at = r.assigned_at, started_at = r.started_at,
+                completed_at = r.completed_at, progress = r.progress, result = r.result,
+                error = r.error, resource_claims = r.resource_claims,
+                workflow_id = r.workflow_id, execution_id = r.execution_id, step = r.step,
+                wait_reason = r.wait_reason, not_before = r.not_before,
+                cancel_requested = r.cancel_requested, updated_at = r.updated_at,
+                version = t.version + 1
+         FROM jsonb_populate_recordset(NULL::tasks, $1) AS r
+         WHERE t.id = r.id AND t.version = r.version",
+    )
+    .bind(rows)
+    .execute(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    if written.rows_affected() == tasks.len() as u64 {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id.as_uuid()).collect();
+    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(conn)
+        .await
+        .map_err(repo_error)?;
+    Err(if present < ids.len() as i64 {
+        RepoError::NotFound
+    } else {
+        RepoError::Conflict("a task changed since it was read".into())
+    })
+}
+
+/// The assigned and running tasks that claim a pool: the live allocations.
+pub(crate) async fn claim_holders(conn: &mut PgConnection) -> Result<Vec<Task>, RepoError> {
+    select(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE status IN ('assigned', 'running') AND resource_claims <> '[]'::jsonb"
+        ),
+        SelectBinds::Nothing,
+    )
+    .await
+}
+
+pub(crate) async fn select(
+    conn: &mut PgConnection,
+    sql: &str,
+    binds: SelectBinds,
+) -> Result<Vec<Task>, RepoError> {
+    let query = sqlx::query(sql);
+    let query = match binds {
+        SelectBinds::TimeLimit(at, limit) => query.bind(at).bind(i64::from(limit)),
+        SelectBinds::Agent(agent) => query.bind(agent.as_uuid()),
+        SelectBinds::Agents(ids) => query.bind(ids),
+        SelectBinds::Nothing => query,
+    };
+    query
+        .fetch_all(conn)
+        .await
+        .map_err(repo_error)?
+        .iter()
+        .map(task_from_row)
+        .collect()
+}
+
+pub(crate) enum SelectBinds {
+    TimeLimit(DateTime<Utc>, u32),
+    Agent(AgentId),
+    Agents(Vec<Uuid>),
+    Nothing,
+}
