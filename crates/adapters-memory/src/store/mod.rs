@@ -1,0 +1,174 @@
+//! The embedded store: all repositories behind one mutex, so every call is atomic. One module
+//! per port, as in the PostgreSQL adapter; the state they share, and the version checks every
+//! write makes, are here.
+
+mod agents;
+mod conflicts;
+mod credentials;
+mod events;
+mod resources;
+mod tasks;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{
+    Agent, AgentId, ApiKey, AuditEntry, Conflict, ConflictId, Cursor, Event, KeyHash, NewEvent,
+    Resource, ResourceId, Task, TaskId, User, UserId,
+};
+use ports::{Changes, ComponentStatus, HealthCheck, IdempotencyRecord, RepoError};
+
+/// Events kept in memory; the oldest are dropped beyond this.
+pub(crate) const EVENT_RETENTION: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    agents: HashMap<AgentId, Agent>,
+    keys: HashMap<KeyHash, ApiKey>,
+    tasks: HashMap<TaskId, Task>,
+    resources: HashMap<ResourceId, Resource>,
+    conflicts: HashMap<ConflictId, Conflict>,
+    users: HashMap<UserId, User>,
+    /// The audit trail, oldest first; the oldest are dropped beyond [`EVENT_RETENTION`].
+    audit: VecDeque<AuditEntry>,
+    idempotency: HashMap<String, IdempotencyRecord>,
+    /// Numbered events, oldest first.
+    events: VecDeque<Event>,
+    /// Committed events waiting for `sequence` to number them, in write order.
+    unsequenced: VecDeque<NewEvent>,
+    last_seq: i64,
+}
+
+impl State {
+    fn append(&mut self, events: Vec<NewEvent>) -> Vec<NewEvent> {
+        self.unsequenced.extend(events.iter().cloned());
+        events
+    }
+
+    /// Applies `changes` if every version matches; otherwise changes nothing.
+    fn apply(&mut self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
+        for task in &changes.tasks {
+            match self.tasks.get(&task.id) {
+                None => return Err(RepoError::NotFound),
+                Some(stored) if stored.version != task.version => {
+                    return Err(RepoError::Conflict(format!(
+                        "task {} changed since it was read",
+                        task.id
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        for agent in &changes.agents {
+            self.check_version(agent)?;
+        }
+        for pool in &changes.allocated_from {
+            self.check_pool(pool)?;
+        }
+        for pool in &changes.allocated_from {
+            if let Some(stored) = self.resources.get_mut(&pool.id) {
+                stored.version += 1;
+            }
+        }
+        for task in changes.tasks {
+            let mut stored = task;
+            stored.version += 1;
+            self.tasks.insert(stored.id, stored);
+        }
+        for agent in changes.agents {
+            let mut stored = agent;
+            stored.version += 1;
+            self.agents.insert(stored.id, stored);
+        }
+        Ok(self.append(changes.events))
+    }
+
+    fn check_pool(&self, pool: &Resource) -> Result<(), RepoError> {
+        match self.resources.get(&pool.id) {
+            None => Err(RepoError::NotFound),
+            Some(stored) if stored.version != pool.version => Err(RepoError::Conflict(format!(
+                "resource {} changed since it was read",
+                pool.id
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn claim_holders(&self) -> Vec<Task> {
+        self.tasks
+            .values()
+            .filter(|t| t.status.is_active() && !t.resource_claims.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    fn check_version(&self, agent: &Agent) -> Result<(), RepoError> {
+        match self.agents.get(&agent.id) {
+            None => Err(RepoError::NotFound),
+            Some(stored) if stored.version != agent.version => Err(RepoError::Conflict(format!(
+                "agent {} changed since it was read",
+                agent.id
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// The in-process store. Nothing survives a restart.
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    /// Names this store's log; random, as no other process shares it.
+    log_id: uuid::Uuid,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::default(),
+            log_id: uuid::Uuid::new_v4(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change: every method
+        // validates before it mutates, so the state is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Newest first: `created_at`, then ID, descending.
+/// One page of a list, as every list port method defines it: the rows strictly after `after`
+/// in newest-first order (`position` is a row's time and ID), at most `limit` of them.
+pub(crate) fn newest_page<'a, T: Clone + 'a>(
+    rows: impl Iterator<Item = &'a T>,
+    position: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid),
+    after: Option<Cursor>,
+    limit: u32,
+) -> Vec<T> {
+    let mut rows: Vec<&T> = rows
+        .filter(|r| {
+            let (at, id) = position(r);
+            after.is_none_or(|c| c.precedes(at, id))
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(position(r)));
+    rows.into_iter().take(limit as usize).cloned().collect()
+}
+
+#[async_trait]
+impl HealthCheck for MemoryStore {
+    async fn status(&self) -> ComponentStatus {
+        ComponentStatus::Embedded
+    }
+}

@@ -1,0 +1,213 @@
+//! Tasks in memory, and the scheduling pass under the store's lock.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{Agent, AgentId, NewEvent, Task, TaskId, TaskStatus};
+use ports::{
+    Changes, Decide, IdempotencyRecord, RepoError, SchedulingSnapshot, TaskCounts, TaskQuery,
+    TaskRepository,
+};
+
+use super::{newest_page, MemoryStore};
+
+#[async_trait]
+impl TaskRepository for MemoryStore {
+    async fn insert(
+        &self,
+        task: &Task,
+        events: Vec<NewEvent>,
+        idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let mut state = self.lock();
+        if state.tasks.contains_key(&task.id) {
+            return Err(RepoError::Conflict(format!("task {} exists", task.id)));
+        }
+        if let Some((record, lifetime)) = idempotency {
+            let live = state
+                .idempotency
+                .get(&record.key)
+                .is_some_and(|r| r.created_at >= record.created_at - lifetime);
+            if live {
+                return Err(RepoError::Conflict("idempotency key in use".into()));
+            }
+            state.idempotency.insert(record.key.clone(), record.clone());
+        }
+        let mut stored = task.clone();
+        stored.version = 0;
+        state.tasks.insert(task.id, stored);
+        Ok(state.append(events))
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
+        self.lock()
+            .tasks
+            .get(&id)
+            .cloned()
+            .ok_or(RepoError::NotFound)
+    }
+
+    async fn find_idempotency(
+        &self,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError> {
+        Ok(self
+            .lock()
+            .idempotency
+            .get(key)
+            .filter(|r| r.created_at >= since)
+            .cloned())
+    }
+
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let mut state = self.lock();
+        let count = state.idempotency.len();
+        state.idempotency.retain(|_, r| r.created_at >= before);
+        Ok((count - state.idempotency.len()) as u64)
+    }
+
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let rows = state
+            .tasks
+            .values()
+            .filter(|t| query.status.is_none_or(|s| t.status == s))
+            .filter(|t| query.priority.is_none_or(|p| t.priority == p))
+            .filter(|t| {
+                query
+                    .capability
+                    .as_ref()
+                    .is_none_or(|c| t.required_capabilities.contains(c))
+            })
+            .filter(|t| query.agent.is_none_or(|a| t.assigned_agent == Some(a)))
+            .filter(|t| query.workflow_id.is_none_or(|w| t.workflow_id == Some(w)))
+            .filter(|t| query.execution_id.is_none_or(|e| t.execution_id == Some(e)));
+        Ok(newest_page(
+            rows,
+            |t| (t.created_at, t.id.as_uuid()),
+            query.after,
+            query.limit,
+        ))
+    }
+
+    async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
+        self.lock().apply(changes)
+    }
+
+    async fn schedule(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        policy: &domain::scheduler::Policy,
+        decide: Decide,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        // The whole pass runs under the store's lock: nothing can change in between.
+        let mut state = self.lock();
+        let ready: Vec<Task> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.status == TaskStatus::Pending
+                    && t.not_before <= now
+                    && t.deadline.is_none_or(|d| d > now)
+            })
+            .cloned()
+            .collect();
+        let pending: Vec<Task> = domain::scheduler::queue_order(&ready, now, policy)
+            .into_iter()
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        let agents: Vec<Agent> = state
+            .agents
+            .values()
+            .filter(|a| a.status.is_serving())
+            .cloned()
+            .collect();
+        let held: Vec<Task> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.status.is_active()
+                    && t.assigned_agent.is_some_and(|a| {
+                        state.agents.get(&a).is_some_and(|a| a.status.is_serving())
+                    })
+            })
+            .cloned()
+            .collect();
+        let claims = pending.iter().any(|t| !t.resource_claims.is_empty());
+        let (resources, claim_holders) = if claims {
+            (
+                state.resources.values().cloned().collect(),
+                state.claim_holders(),
+            )
+        } else {
+            Default::default()
+        };
+        let changes = decide(SchedulingSnapshot {
+            pending,
+            agents,
+            held,
+            resources,
+            claim_holders,
+        });
+        state.apply(changes)
+    }
+
+    async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.lease_expired(now))
+            .collect();
+        rows.sort_by_key(|t| (t.lease_expires_at, t.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn past_deadline(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Pending && t.deadline.is_some_and(|d| d <= now))
+            .collect();
+        rows.sort_by_key(|t| (t.deadline, t.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn held_by(&self, agent: AgentId) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.status.is_active() && t.assigned_agent == Some(agent))
+            .collect();
+        rows.sort_by_key(|t| (t.assigned_at, t.id));
+        Ok(rows.into_iter().cloned().collect())
+    }
+
+    async fn count_by_status(&self) -> Result<TaskCounts, RepoError> {
+        let mut counts = TaskCounts::default();
+        for task in self.lock().tasks.values() {
+            counts.add(task.status, 1);
+        }
+        Ok(counts)
+    }
+
+    async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        let mut rows: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.status == TaskStatus::Pending
+                    && t.pending_reason
+                        .as_ref()
+                        .is_some_and(domain::WaitReason::is_capability_gap)
+            })
+            .collect();
+        rows.sort_by_key(|t| (t.created_at, t.id));
+        Ok(rows.into_iter().take(limit as usize).cloned().collect())
+    }
+}
