@@ -602,6 +602,8 @@ async fn platform_counters_go_to_readers_not_to_agents() {
 #[actix_web::test]
 async fn a_connected_socket_is_closed_when_its_token_expires() {
     let h = Harness::memory();
+    // Tokens are checked against the wall clock; the session keeps time by the platform's.
+    h.clock.set(chrono::Utc::now());
     let addr = serve(&h);
     let expires = chrono::Utc::now().timestamp() + 2;
     let token = jwt(json!({"sub": "v", "role": "viewer", "exp": expires}));
@@ -1080,4 +1082,24 @@ async fn sockets_waiting_to_authenticate_are_capped_per_address() {
     say(&mut waiting[0], json!({"type": "auth", "token": ADMIN_KEY})).await;
     assert_eq!(next(&mut waiting[0]).await["type"], "authenticated");
     let _another = try_open(addr, None).await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_session_keeps_time_by_the_platforms_clock() {
+    let h = Harness::memory();
+    // By the platform's clock the token ran out an hour ago, though the wall clock says not.
+    h.clock.set(chrono::Utc::now() + chrono::Duration::hours(2));
+    let addr = serve(&h);
+    let token =
+        jwt(json!({"sub": "v", "role": "viewer", "exp": chrono::Utc::now().timestamp() + 3600}));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/ws/clock?token={token}"))
+            .await
+            .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), close_frame(&mut ws))
+        .await
+        .expect("closed at once")
+        .expect("a close reason");
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert!(closed.reason.contains("expired"), "{}", closed.reason);
 }
