@@ -61,6 +61,8 @@ pub struct RedisBus {
     /// Events read from the log on a notice (this replica's included), for this process's
     /// subscribers.
     local: tokio::sync::broadcast::Sender<Event>,
+    /// Whether the listener is subscribed now.
+    subscribed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -94,13 +96,22 @@ impl RedisBus {
         let (queue, pending) = tokio::sync::mpsc::channel(QUEUE);
         tokio::spawn(drain(pool.clone(), channel.clone(), pending));
         let local = tokio::sync::broadcast::channel(LOCAL_CAPACITY).0;
-        tokio::spawn(listen(url.to_owned(), channel, log, local.clone()));
+        let (ready, subscribed) = tokio::sync::watch::channel(false);
+        tokio::spawn(listen(url.to_owned(), channel, log, local.clone(), ready));
         Ok(Self {
             pool,
             namespace: namespace.into(),
             queue,
             local,
+            subscribed,
         })
+    }
+
+    /// Resolves once the listener is subscribed: from then on, notices any replica publishes
+    /// reach this one. (Redis delivers only to subscriptions made before a publish.)
+    pub async fn subscribed(&self) {
+        let mut subscribed = self.subscribed.clone();
+        let _ = subscribed.wait_for(|s| *s).await;
     }
 
     /// The namespace this deployment's keys and channel live under.
@@ -173,11 +184,14 @@ async fn listen(
     channel: String,
     log: Arc<dyn EventLog>,
     local: tokio::sync::broadcast::Sender<Event>,
+    ready: tokio::sync::watch::Sender<bool>,
 ) {
     let mut pause = Duration::from_millis(100);
     let mut failing = false;
     loop {
-        match listen_once(&url, &channel, log.as_ref(), &local).await {
+        let result = listen_once(&url, &channel, log.as_ref(), &local, &ready).await;
+        ready.send_replace(false);
+        match result {
             Ok(()) => pause = Duration::from_millis(100),
             Err(e) => {
                 if !failing {
@@ -196,6 +210,7 @@ async fn listen_once(
     channel: &str,
     log: &dyn EventLog,
     local: &tokio::sync::broadcast::Sender<Event>,
+    ready: &tokio::sync::watch::Sender<bool>,
 ) -> Result<(), String> {
     use futures_util::StreamExt;
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
@@ -206,6 +221,7 @@ async fn listen_once(
     // again here.
     let mut delivered = head(log).await;
     pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
+    ready.send_replace(true);
     tracing::info!(channel, "subscribed to Redis event notices");
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {

@@ -107,8 +107,8 @@ async fn subscribers_get_the_logs_events_and_nothing_forged_on_the_channel() {
     let store = Arc::new(adapters_memory::MemoryStore::new());
     let bus = RedisBus::new(&url, &namespace, store.clone()).unwrap();
     let mut received = bus.subscribe();
-    // Redis delivers only to subscriptions made before the publish: give it a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Redis delivers only to subscriptions made before the publish.
+    bus.subscribed().await;
 
     // The first event committed after the subscription arrives, exactly as stored.
     let events = committed_event(&store, 1).await;

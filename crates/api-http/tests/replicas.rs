@@ -212,8 +212,23 @@ async fn two_replicas_never_over_allocate_a_pool() {
 }
 
 #[actix_web::test]
-async fn an_agent_long_polls_until_work_is_assigned() {
-    let h = Harness::memory();
+async fn an_agent_long_polls_until_work_is_assigned_on_the_embedded_store() {
+    let store = Arc::new(adapters_memory::MemoryStore::new());
+    long_polls_until_work_is_assigned(store).await;
+}
+
+#[actix_web::test]
+async fn an_agent_long_polls_until_work_is_assigned_on_postgres() {
+    let store = Arc::new(adapters_postgres::testing::fresh_store().await);
+    long_polls_until_work_is_assigned(store).await;
+}
+
+/// The assignment itself wakes the poll: it never looks again by itself in this test, so
+/// without the wake-up it would answer empty when its wait ran out.
+async fn long_polls_until_work_is_assigned<S: ports::Store + 'static>(store: Arc<S>) {
+    let h = Harness::on_with(store, |s| {
+        s.long_poll_recheck = std::time::Duration::from_secs(3600);
+    });
     let app = service!(h);
     let (agent, key) = register(&app, seed_agent("poller")).await;
 
@@ -227,28 +242,52 @@ async fn an_agent_long_polls_until_work_is_assigned() {
         "without wait_seconds it answers at once"
     );
 
-    let poll = send(
-        &app,
-        bearer(
-            Method::GET,
-            &format!("/api/v1/agents/{agent}/tasks?status_filter=assigned&wait_seconds=10"),
-            &key,
-        ),
-    );
+    let (answered, answer) = tokio::sync::oneshot::channel::<()>();
+    let poll = async {
+        let reply = send(
+            &app,
+            bearer(
+                Method::GET,
+                &format!("/api/v1/agents/{agent}/tasks?status_filter=assigned&wait_seconds=20"),
+                &key,
+            ),
+        )
+        .await;
+        let _ = answered.send(());
+        reply
+    };
     let work = async {
         tokio::task::yield_now().await;
-        send(
+        let task = send(
             &app,
             admin(Method::POST, "/api/v1/tasks")
                 .set_json(json!({"title": "wake up", "priority": 5})),
         )
-        .await
-        .ok();
+        .await;
+        let task = task.ok()["id"].as_str().unwrap().to_owned();
         h.state.platform.run_scheduler().await.unwrap();
+        // A poll that was not woken would only find the task when its wait ran out; by then
+        // the task is no longer `assigned`, so it would answer empty.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), answer)
+            .await
+            .is_err()
+        {
+            send(
+                &app,
+                bearer(Method::POST, &format!("/api/v1/tasks/{task}/start"), &key)
+                    .set_json(json!({"attempt": 1})),
+            )
+            .await
+            .ok();
+        }
     };
     let (reply, ()) = tokio::join!(poll, work);
     let tasks = reply.ok().as_array().unwrap().clone();
-    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        tasks.len(),
+        1,
+        "woken by the assignment, not by its wait running out"
+    );
     assert_eq!(tasks[0]["title"], "wake up");
 
     send(

@@ -705,6 +705,8 @@ async fn replica(url: &str, redis: &str, namespace: Option<&str>) -> api_http::A
         };
         let bus =
             adapters_redis::RedisBus::new(redis, &namespace, Arc::new(store.clone())).unwrap();
+        // Redis delivers only to subscriptions made before a publish.
+        bus.subscribed().await;
         let settings = app::Settings {
             admin_key: Some(app::hash_key(ADMIN_KEY)),
             ..app::Settings::default()
@@ -732,8 +734,6 @@ async fn an_event_made_on_one_replica_reaches_a_subscriber_on_another_through_re
         json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
     )
     .await;
-    // Redis delivers only to subscriptions made before the publish: give both a moment to start.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let operator = principal(domain::Role::Operator);
     let made = one
@@ -764,7 +764,6 @@ async fn a_deployment_delivers_only_its_own_committed_events_whatever_is_on_its_
         json!({"type": "subscribe", "subscriptions": ["agent_activity", "task_activity"]}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Anyone who reaches Redis publishes a made-up event, far ahead of the log...
     let client = deadpool_redis::redis::Client::open(redis.as_str()).unwrap();
@@ -784,7 +783,6 @@ async fn a_deployment_delivers_only_its_own_committed_events_whatever_is_on_its_
         .register_agent(&operator, new_agent("theirs"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     h.state
         .platform
         .register_agent(&operator, new_agent("ours"))
@@ -864,7 +862,6 @@ async fn events_made_while_redis_is_down_are_delivered_when_it_returns() {
         json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let operator = principal(domain::Role::Operator);
     one.platform
         .register_agent(&operator, new_agent("before"))

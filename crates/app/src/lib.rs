@@ -73,6 +73,9 @@ pub struct Settings {
     /// 19 MiB while it runs, so this bounds their memory; attempts past the bound and its short
     /// queue are refused before any hashing.
     pub password_hash_concurrency: usize,
+    /// How often a long poll looks again by itself: assignments on this replica wake it at
+    /// once, those made by another replica only when it looks.
+    pub long_poll_recheck: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -91,6 +94,7 @@ impl Default for Settings {
             rate_limit: None,
             login_rate_limit: None,
             password_hash_concurrency: 1,
+            long_poll_recheck: std::time::Duration::from_secs(1),
         }
     }
 }

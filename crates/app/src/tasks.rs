@@ -403,8 +403,8 @@ impl Platform {
             if !tasks.is_empty() || now >= deadline {
                 return Ok(tasks);
             }
-            // Assignments made by another replica do not ring this bell: look again every second.
-            let nap = (deadline - now).min(std::time::Duration::from_secs(1));
+            // Assignments made by another replica do not ring this bell: look again now and then.
+            let nap = (deadline - now).min(self.settings.long_poll_recheck);
             let _ = tokio::time::timeout(nap, assigned).await;
         }
     }

@@ -49,6 +49,14 @@ impl Harness {
         Self::configured(Arc::new(MemoryStore::new()), change)
     }
 
+    /// The platform on any store, with settings changed by `change`.
+    pub fn on_with<S>(store: Arc<S>, change: impl FnOnce(&mut Settings)) -> Self
+    where
+        S: ports::Store + 'static,
+    {
+        Self::configured(store, change)
+    }
+
     fn configured<S>(store: Arc<S>, change: impl FnOnce(&mut Settings)) -> Self
     where
         S: ports::Store + 'static,
