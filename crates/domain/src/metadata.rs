@@ -4,6 +4,8 @@ use serde_json::{Map, Value};
 
 /// Largest serialized size of one metadata object.
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// The key under which [`Metadata::bounded`] says what it left out.
+pub const TRUNCATED: &str = "_truncated";
 
 /// A JSON object the platform stores and returns but never interprets, unless a rule says so.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +24,29 @@ impl Metadata {
         Ok(Self(object))
     }
 
+    /// Metadata the platform writes itself: the object as it is when it fits, else as many of
+    /// its keys as fit, in order, and a `_truncated` marker saying how many were left out, so
+    /// nothing disappears without a trace.
+    pub fn bounded(object: Map<String, Value>) -> Self {
+        if let Ok(fits) = Self::parse(object.clone()) {
+            return fits;
+        }
+        let total = object.len();
+        let mut kept = Map::new();
+        let marker = |omitted: usize| serde_json::json!({"omitted_keys": omitted});
+        for (key, value) in object {
+            let mut trial = kept.clone();
+            trial.insert(key.clone(), value.clone());
+            trial.insert(TRUNCATED.into(), marker(total));
+            if Self::parse(trial).is_ok() {
+                kept.insert(key, value);
+            }
+        }
+        let omitted = total - kept.len();
+        kept.insert(TRUNCATED.into(), marker(omitted));
+        Self(kept)
+    }
+
     /// Shallow merge: keys of `other` replace keys of `self`; the result is bounded again.
     pub fn merged(&self, other: &Metadata) -> Result<Self, String> {
         let mut object = self.0.clone();
@@ -35,5 +60,25 @@ impl Metadata {
 
     pub fn into_map(self) -> Map<String, Value> {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_does_not_fit_is_cut_with_a_marker_never_emptied() {
+        let small = serde_json::json!({"a": 1}).as_object().unwrap().clone();
+        assert_eq!(Metadata::bounded(small.clone()).into_map(), small);
+        let mut big = Map::new();
+        big.insert("first".into(), Value::from("x"));
+        big.insert("huge".into(), Value::from("y".repeat(MAX_METADATA_BYTES)));
+        big.insert("last".into(), Value::from("z"));
+        let cut = Metadata::bounded(big).into_map();
+        assert_eq!(cut["first"], "x");
+        assert_eq!(cut["last"], "z");
+        assert!(cut.get("huge").is_none());
+        assert_eq!(cut[TRUNCATED]["omitted_keys"], 1);
     }
 }

@@ -157,7 +157,7 @@ impl Platform {
                     let excess = list.len().saturating_sub(20);
                     list.drain(..excess);
                 }
-                c.metadata = domain::Metadata::parse(metadata).unwrap_or_default();
+                c.metadata = domain::Metadata::bounded(metadata);
                 c.updated_at = now;
                 Ok(events::conflict_updated(c))
             })

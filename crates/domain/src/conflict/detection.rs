@@ -300,4 +300,43 @@ mod tests {
             assert!(junk.parse::<Cause>().is_err(), "{junk}");
         }
     }
+
+    #[test]
+    fn a_contention_lists_at_most_a_hundred_waiters_and_counts_the_rest() {
+        use crate::{NewResource, NewTask, ResourceClaim, ResourceMap, TaskInput};
+        let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        let object = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let pool = Resource::register(
+            ResourceId(uuid::Uuid::from_u128(1)),
+            NewResource::parse("gpus", "gpu", &object(json!({"gpus": 1})), Map::new()).unwrap(),
+            now,
+        );
+        let claim = ResourceClaim {
+            resource: "gpus".into(),
+            amount: ResourceMap::from_json("a", &object(json!({"gpus": 1}))).unwrap(),
+        };
+        let input = TaskInput {
+            title: "t".into(),
+            ..TaskInput::default()
+        };
+        let mut holder = Task::submit(
+            NewTask::parse(input, now).unwrap(),
+            TaskId(uuid::Uuid::from_u128(2)),
+            now,
+        );
+        holder.resource_claims = vec![claim];
+        holder
+            .assign(AgentId(uuid::Uuid::from_u128(3)), now)
+            .unwrap();
+        let waiting: Vec<(TaskId, String)> = (0..150u128)
+            .map(|n| (TaskId(uuid::Uuid::from_u128(100 + n)), pool.id.to_string()))
+            .collect();
+        let found = contention(&waiting, std::slice::from_ref(&pool), &[holder]);
+        assert_eq!(found.len(), 1);
+        let metadata = &found[0].metadata;
+        assert_eq!(metadata["waiting"].as_array().unwrap().len(), MAX_LISTED);
+        assert_eq!(metadata["waiting_not_listed"], 50);
+        assert_eq!(metadata["holding_not_listed"], 0);
+        assert!(found[0].description.starts_with("150 task(s) wait"));
+    }
 }

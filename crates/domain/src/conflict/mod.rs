@@ -202,7 +202,7 @@ impl Conflict {
             conflict_type: found.conflict_type,
             description: found.description,
             severity: found.severity,
-            metadata: Metadata::parse(found.metadata).unwrap_or_default(),
+            metadata: Metadata::bounded(found.metadata),
             status: ConflictStatus::Open,
             source: Source::Detected,
             involved_agents,
@@ -243,6 +243,11 @@ impl Conflict {
         self.involved_agents = agents;
         self.involved_tasks = tasks;
         self.description = found.description.clone();
+        // What the detector found now replaces what it found before; notes of its own (the
+        // actions taken) stay.
+        let mut metadata = self.metadata.clone().into_map();
+        metadata.extend(found.metadata.clone());
+        self.metadata = Metadata::bounded(metadata);
         self.updated_at = now;
         true
     }
