@@ -299,14 +299,7 @@ pub(crate) fn presented(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(None)
 }
 
-/// Who a caller is, for what is counted per caller (rate limits, WebSocket connections): an API
-/// key by its ID, a token by its role and subject.
-pub(crate) fn caller_key(principal: &Principal) -> String {
-    match principal.api_key {
-        Some(id) => format!("key:{id}"),
-        None => format!("sub:{}:{}", principal.role, principal.subject),
-    }
-}
+pub(crate) use app::caller_key;
 
 /// Whether a presented credential is a JWT (three dot-separated parts) rather than an API key.
 pub(crate) fn is_jwt(token: &str) -> bool {

@@ -163,24 +163,25 @@ pub async fn rate_limit(
             // A key (not a token, which is checked without the store) costs a store lookup:
             // those are limited per address first, so made-up keys cannot flood the store.
             if !crate::auth::is_jwt(&token) {
-                if let Admission::Limited { retry_after } = state
-                    .platform
-                    .admit(&format!("lookup:{address}"), app::Limited::Lookup)
-                    .await
+                if let Admission::Limited { retry_after } =
+                    state.platform.admit_key_lookup(&address).await
                 {
                     return Ok(req.into_response(ApiError::too_many(retry_after).error_response()));
                 }
             }
             let result = crate::auth::authenticate(&state, &token).await;
-            let caller = result.as_ref().ok().map(crate::auth::caller_key);
+            let caller = result.as_ref().ok().cloned();
             req.extensions_mut()
                 .insert(crate::auth::Authenticated(result));
             caller
         }
         _ => None,
     };
-    let key = caller.unwrap_or_else(|| format!("addr:{address}"));
-    match state.platform.admit(&key, app::Limited::Request).await {
+    match state
+        .platform
+        .admit_request(caller.as_ref(), &address)
+        .await
+    {
         Admission::Allowed => next
             .call(req)
             .await

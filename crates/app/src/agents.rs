@@ -20,6 +20,13 @@ const RELAY_BATCH: u32 = 1000;
 /// How many stale agents one offline-detection pass loads at a time.
 const SWEEP_BATCH: u32 = 500;
 
+/// The answer to a heartbeat: the agent as it is now, and the tasks it holds.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    pub agent: Agent,
+    pub tasks: Vec<domain::Task>,
+}
+
 /// A registration's result: the agent and its one-time credential.
 #[derive(Debug, Clone)]
 pub struct RegisteredAgent {
@@ -181,7 +188,7 @@ impl Platform {
         id: AgentId,
         status: Option<HeartbeatStatus>,
         metadata: Option<Metadata>,
-    ) -> Result<Agent, AppError> {
+    ) -> Result<Beat, AppError> {
         if !actor.can_act_for_agent(id) {
             return Err(AppError::Forbidden(
                 "a heartbeat may be sent only by the agent itself or an operator".into(),
@@ -199,7 +206,8 @@ impl Platform {
         if agent.status.is_serving() {
             self.signals.work.notify_one(); // an agent back in service may take waiting tasks
         }
-        Ok(agent)
+        let tasks = self.held_tasks(agent.id).await?;
+        Ok(Beat { agent, tasks })
     }
 
     /// Marks every agent that missed its heartbeats offline. Returns how many were marked.

@@ -29,7 +29,7 @@ use ports::{
     HealthCheck, IdGenerator, RateLimiter, ResourceRepository, Store, TaskRepository,
 };
 
-pub use agents::{AgentPage, RegisteredAgent};
+pub use agents::{AgentPage, Beat, RegisteredAgent};
 pub use auth::{hash_key, new_api_key};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use conflicts::{ConflictPage, ResolveRequest};
@@ -37,7 +37,7 @@ pub use credentials::{IssuedKey, Page};
 pub use error::AppError;
 pub use feed::EventPage;
 pub use health::HealthReport;
-pub use limits::{Limited, LocalRateLimiter};
+pub use limits::{caller_key, LocalRateLimiter};
 pub use resources::{ResourceFilter, ResourcePage, ResourceView};
 pub use tasks::{Idempotency, TaskPage, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
 

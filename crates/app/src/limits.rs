@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use domain::limit::{Bucket, Rate};
+use domain::Principal;
 use ports::{Admission, Clock, RateLimiter};
 
 use crate::Platform;
@@ -70,7 +71,7 @@ impl RateLimiter for LocalRateLimiter {
 
 /// Which limit a request falls under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
+enum Limited {
     /// Any API call, per credential (or per address without one).
     Request,
     /// Looking up a presented API key in the store, per address: ten times the request rate,
@@ -85,9 +86,49 @@ pub enum Limited {
     LoginAddress,
 }
 
+/// Who a caller is, for what is counted per caller (rate limits, WebSocket connections): an
+/// API key by its ID, a token by its role and subject.
+pub fn caller_key(principal: &Principal) -> String {
+    match principal.api_key {
+        Some(id) => format!("key:{id}"),
+        None => format!("sub:{}:{}", principal.role, principal.subject),
+    }
+}
+
 impl Platform {
+    /// A request by `caller`, or, without valid credentials, from `address`: so a made-up or
+    /// re-spelt credential never earns a bucket of its own.
+    pub async fn admit_request(&self, caller: Option<&Principal>, address: &str) -> Admission {
+        let key = caller.map_or_else(|| format!("addr:{address}"), caller_key);
+        self.admit(&key, Limited::Request).await
+    }
+
+    /// A store lookup of an API key presented from `address`.
+    pub async fn admit_key_lookup(&self, address: &str) -> Admission {
+        self.admit(&format!("lookup:{address}"), Limited::Lookup)
+            .await
+    }
+
+    /// A sign-in attempt for `username` from `address`: strict per username and address, and
+    /// looser per address for any username. Nothing is counted per username from anywhere, so
+    /// failures elsewhere never refuse the real user at an address that has not been failing.
+    pub async fn admit_login(&self, username: &str, address: &str) -> Admission {
+        // Hashed: a username is chosen by the caller, a key is the limiter's.
+        let user = &crate::hash_key(username).0[..32];
+        for (key, limit) in [
+            (format!("login:{user}:{address}"), Limited::Login),
+            (format!("login-addr:{address}"), Limited::LoginAddress),
+        ] {
+            let admission = self.admit(&key, limit).await;
+            if matches!(admission, Admission::Limited { .. }) {
+                return admission;
+            }
+        }
+        Admission::Allowed
+    }
+
     /// Takes a token for `key` under the configured limit; always allowed when limits are off.
-    pub async fn admit(&self, key: &str, kind: Limited) -> Admission {
+    async fn admit(&self, key: &str, kind: Limited) -> Admission {
         let tenfold = |r: Rate| Rate {
             per_second: r.per_second * 10.0,
             burst: r.burst.saturating_mul(10),

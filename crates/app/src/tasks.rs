@@ -101,9 +101,8 @@ impl Platform {
             )));
         }
         let now = self.deps.clock.now();
-        // Keys are scoped to the caller, so two clients can never collide.
         let record = idempotency.map(|i| IdempotencyRecord {
-            key: format!("{}:{}", actor.subject, i.key),
+            key: scoped_key(actor, &i.key),
             fingerprint: i.fingerprint,
             task: TaskId(self.deps.ids.new_id()),
             created_at: now,
@@ -143,27 +142,36 @@ impl Platform {
         }
     }
 
-    /// The task an earlier submission with this key created, if the key is live and the body
-    /// the same; a validation error if the body differs. Checked before the body is validated
-    /// again, so a replay answers as the original did even once, say, its deadline has passed.
-    pub async fn replay_submission(
+    /// A client's submission: with an `Idempotency-Key`, the task an earlier submission with
+    /// the key created when the key is live and the body the same (a validation error if the
+    /// body differs), checked before the body is validated again, so a replay answers as the
+    /// original did even once, say, its deadline has passed; otherwise the input is validated
+    /// and the task submitted.
+    pub async fn submit(
         &self,
         actor: &Principal,
-        idempotency: &Idempotency,
-    ) -> Result<Option<Task>, AppError> {
-        if !actor.can_operate() {
-            return Err(AppError::Forbidden(format!(
-                "role {} may not submit tasks",
-                actor.role
-            )));
+        input: domain::TaskInput,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Task, AppError> {
+        if let Some(idempotency) = &idempotency {
+            if !actor.can_operate() {
+                return Err(AppError::Forbidden(format!(
+                    "role {} may not submit tasks",
+                    actor.role
+                )));
+            }
+            let record = IdempotencyRecord {
+                key: scoped_key(actor, &idempotency.key),
+                fingerprint: idempotency.fingerprint.clone(),
+                task: TaskId(uuid::Uuid::nil()),
+                created_at: self.deps.clock.now(),
+            };
+            if let Some(task) = self.replay(&record).await? {
+                return Ok(task);
+            }
         }
-        let record = IdempotencyRecord {
-            key: format!("{}:{}", actor.subject, idempotency.key),
-            fingerprint: idempotency.fingerprint.clone(),
-            task: TaskId(uuid::Uuid::nil()),
-            created_at: self.deps.clock.now(),
-        };
-        self.replay(&record).await
+        let new = NewTask::parse(input, self.deps.clock.now())?;
+        self.submit_task(actor, new, idempotency).await
     }
 
     async fn replay(&self, record: &IdempotencyRecord) -> Result<Option<Task>, AppError> {
@@ -573,4 +581,9 @@ fn require_operator(actor: &Principal) -> Result<(), AppError> {
             actor.role
         )))
     }
+}
+
+/// An `Idempotency-Key` as stored: scoped to the caller, so two clients can never collide.
+fn scoped_key(actor: &Principal, key: &str) -> String {
+    format!("{}:{key}", actor.subject)
 }

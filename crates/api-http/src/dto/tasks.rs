@@ -1,7 +1,7 @@
 //! Task requests and responses.
 
 use chrono::{DateTime, Utc};
-use domain::{Event, NewTask, Priority, Task, TaskInput, TaskStatus};
+use domain::{Event, Priority, Task, TaskInput, TaskStatus};
 use ports::TaskQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -43,28 +43,25 @@ pub struct SubmitTask {
 }
 
 impl SubmitTask {
-    pub fn into_domain(self, now: DateTime<Utc>) -> Result<NewTask, ApiError> {
-        NewTask::parse(
-            TaskInput {
-                title: self.title,
-                description: self.description,
-                priority: self.priority,
-                required_capabilities: self.required_capabilities,
-                resources: self.resources,
-                deadline: self.deadline,
-                metadata: self.metadata,
-                max_attempts: self.max_attempts,
-                lease_seconds: self.lease_seconds,
-                resource_claims: self
-                    .resource_claims
-                    .into_iter()
-                    .map(|c| (c.resource_id, c.amount))
-                    .collect(),
-                preemptible: self.preemptible,
-            },
-            now,
-        )
-        .map_err(ApiError::validation)
+    /// The submission as the domain takes it; the platform validates it.
+    pub fn into_input(self) -> TaskInput {
+        TaskInput {
+            title: self.title,
+            description: self.description,
+            priority: self.priority,
+            required_capabilities: self.required_capabilities,
+            resources: self.resources,
+            deadline: self.deadline,
+            metadata: self.metadata,
+            max_attempts: self.max_attempts,
+            lease_seconds: self.lease_seconds,
+            resource_claims: self
+                .resource_claims
+                .into_iter()
+                .map(|c| (c.resource_id, c.amount))
+                .collect(),
+            preemptible: self.preemptible,
+        }
     }
 }
 

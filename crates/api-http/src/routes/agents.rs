@@ -123,14 +123,13 @@ async fn heartbeat(
     body: ApiJson<Heartbeat>,
 ) -> Result<HttpResponse, ApiError> {
     let (status, metadata) = body.0.into_domain()?;
-    let agent = state
+    let beat = state
         .platform
         .agent_heartbeat(&auth.principal, AgentId(id.into_inner()), status, metadata)
         .await?;
-    let tasks = state.platform.held_tasks(agent.id).await?;
     Ok(HttpResponse::Ok().json(HeartbeatBody {
-        agent: agent.into(),
-        tasks: tasks.into_iter().map(TaskBody::from).collect(),
+        agent: beat.agent.into(),
+        tasks: beat.tasks.into_iter().map(TaskBody::from).collect(),
     }))
 }
 

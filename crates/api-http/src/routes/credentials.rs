@@ -169,18 +169,11 @@ async fn login(
     req: HttpRequest,
     body: ApiJson<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    // Strict per username and address, and looser per address for any username, against one
-    // address trying many names. Nothing is counted per username from anywhere: failures
-    // elsewhere never refuse the real user at an address that has not been failing.
     let address = crate::middleware::client_address(&req);
-    let user = &app::hash_key(&body.0.username).0[..32];
-    for (key, limit) in [
-        (format!("login:{user}:{address}"), app::Limited::Login),
-        (format!("login-addr:{address}"), app::Limited::LoginAddress),
-    ] {
-        if let Admission::Limited { retry_after } = state.platform.admit(&key, limit).await {
-            return Err(ApiError::too_many(retry_after));
-        }
+    if let Admission::Limited { retry_after } =
+        state.platform.admit_login(&body.0.username, &address).await
+    {
+        return Err(ApiError::too_many(retry_after));
     }
     let Some(keys) = &state.jwt else {
         return Err(ApiError::new(

@@ -102,19 +102,9 @@ async fn submit(
             Some(app::Idempotency::new(key, &canonical).map_err(ApiError::bad_request)?)
         }
     };
-    if let Some(idempotency) = &idempotency {
-        if let Some(task) = state
-            .platform
-            .replay_submission(&auth.principal, idempotency)
-            .await?
-        {
-            return Ok(ok(task));
-        }
-    }
-    let new = body.0.into_domain(state.platform.clock().now())?;
     let task = state
         .platform
-        .submit_task(&auth.principal, new, idempotency)
+        .submit(&auth.principal, body.0.into_input(), idempotency)
         .await?;
     Ok(ok(task))
 }
