@@ -1,10 +1,10 @@
 //! `/api/v1/agents`: registration, listing, updates, deregistration and heartbeats.
 
-use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::AgentId;
 use uuid::Uuid;
 
+use super::endpoint;
 use crate::auth::{AgentOrOperator, AgentOrViewer, Auth, Operator};
 use crate::dto::agents::{
     AgentBody, Heartbeat, HeartbeatBody, ListAgents, MessageBody, RegisterAgent, RegisteredBody,
@@ -14,37 +14,23 @@ use crate::dto::tasks::{AgentTasks, TaskBody};
 use crate::dto::NoFields;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/agents")
-            .route(web::get().to(list))
-            .route(web::post().to(register))
-            .default_service(method_not_allowed("GET, POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/agents/{agent_id}")
-            .route(web::get().to(get))
+    cfg.service(endpoint("/agents", "GET, POST", |r| {
+        r.route(web::get().to(list)).route(web::post().to(register))
+    }))
+    .service(endpoint("/agents/{agent_id}", "GET, PATCH, DELETE", |r| {
+        r.route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(deregister))
-            .default_service(method_not_allowed("GET, PATCH, DELETE"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/agents/{agent_id}/heartbeat")
-            .route(web::post().to(heartbeat))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/agents/{agent_id}/tasks")
-            .route(web::get().to(tasks))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    );
+    }))
+    .service(endpoint("/agents/{agent_id}/heartbeat", "POST", |r| {
+        r.route(web::post().to(heartbeat))
+    }))
+    .service(endpoint("/agents/{agent_id}/tasks", "GET", |r| {
+        r.route(web::get().to(tasks))
+    }));
 }
 
 async fn register(

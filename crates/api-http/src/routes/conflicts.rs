@@ -1,45 +1,31 @@
 //! `/api/v1/conflicts`: reports, the platform's detections, resolution and dismissal.
 
-use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::ConflictId;
 use uuid::Uuid;
 
+use super::endpoint;
 use crate::auth::{AgentOrOperator, AgentOrViewer, Auth, Operator};
 use crate::dto::conflicts::{
     ConflictBody, DismissConflict, ListConflicts, ReportConflict, ResolveConflict,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/conflicts")
-            .route(web::get().to(list))
-            .route(web::post().to(report))
-            .default_service(method_not_allowed("GET, POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/conflicts/{conflict_id}")
-            .route(web::get().to(get))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/conflicts/{conflict_id}/resolve")
-            .route(web::post().to(resolve))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/conflicts/{conflict_id}/dismiss")
-            .route(web::post().to(dismiss))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    );
+    cfg.service(endpoint("/conflicts", "GET, POST", |r| {
+        r.route(web::get().to(list)).route(web::post().to(report))
+    }))
+    .service(endpoint("/conflicts/{conflict_id}", "GET", |r| {
+        r.route(web::get().to(get))
+    }))
+    .service(endpoint("/conflicts/{conflict_id}/resolve", "POST", |r| {
+        r.route(web::post().to(resolve))
+    }))
+    .service(endpoint("/conflicts/{conflict_id}/dismiss", "POST", |r| {
+        r.route(web::post().to(dismiss))
+    }));
 }
 
 /// Operators report any conflict; an agent reports those it is part of (checked in the app).

@@ -1,12 +1,12 @@
 //! `/api/v1/api-keys`, `/api/v1/users`, `/api/v1/auth/login` and `/api/v1/audit`: credentials,
 //! sign-in and the audit trail.
 
-use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ApiKeyId, AuditAction, UserId};
 use ports::Admission;
 use uuid::Uuid;
 
+use super::endpoint;
 use crate::auth::{Admin, Auth};
 use crate::dto::credentials::{
     ApiKeyBody, AuditBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
@@ -15,7 +15,6 @@ use crate::dto::credentials::{
 use crate::dto::NoFields;
 use crate::error::{ApiError, ErrorKind};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::middleware::{deadline, method_not_allowed};
 use crate::pagination::page;
 use crate::AppState;
 
@@ -23,47 +22,28 @@ use crate::AppState;
 const LOGIN_BODY_BYTES: usize = 4 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api-keys")
-            .route(web::get().to(list_keys))
+    cfg.service(endpoint("/api-keys", "GET, POST", |r| {
+        r.route(web::get().to(list_keys))
             .route(web::post().to(create_key))
-            .default_service(method_not_allowed("GET, POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/api-keys/{key_id}")
-            .route(web::delete().to(revoke_key))
-            .default_service(method_not_allowed("DELETE"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/users")
-            .route(web::get().to(list_users))
+    }))
+    .service(endpoint("/api-keys/{key_id}", "DELETE", |r| {
+        r.route(web::delete().to(revoke_key))
+    }))
+    .service(endpoint("/users", "GET, POST", |r| {
+        r.route(web::get().to(list_users))
             .route(web::post().to(create_user))
-            .default_service(method_not_allowed("GET, POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/users/{user_id}")
-            .route(web::patch().to(update_user))
+    }))
+    .service(endpoint("/users/{user_id}", "PATCH, DELETE", |r| {
+        r.route(web::patch().to(update_user))
             .route(web::delete().to(delete_user))
-            .default_service(method_not_allowed("PATCH, DELETE"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/auth/login")
+    }))
+    .service(endpoint("/auth/login", "POST", |r| {
+        r
             // A username and a password: nothing larger is a sign-in.
             .app_data(crate::BodyLimit(LOGIN_BODY_BYTES))
             .route(web::post().to(login))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/audit")
-            .route(web::get().to(audit))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    );
+    }))
+    .service(endpoint("/audit", "GET", |r| r.route(web::get().to(audit))));
 }
 
 async fn create_key(

@@ -1,24 +1,20 @@
 //! `/api/v1/dashboard`: the activity feed, read from the event log.
 
-use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::endpoint;
 use crate::auth::{Auth, Viewer};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/dashboard/activity")
-            .route(web::get().to(activity))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    );
+    cfg.service(endpoint("/dashboard/activity", "GET", |r| {
+        r.route(web::get().to(activity))
+    }));
 }
 
 #[derive(Debug, Deserialize)]

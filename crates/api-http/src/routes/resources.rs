@@ -1,10 +1,10 @@
 //! `/api/v1/resources`: shared pools, their changes and their live allocations.
 
-use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::ResourceId;
 use uuid::Uuid;
 
+use super::endpoint;
 use crate::auth::{Auth, Operator, Viewer};
 use crate::dto::agents::MessageBody;
 use crate::dto::resources::{
@@ -13,31 +13,26 @@ use crate::dto::resources::{
 use crate::dto::NoFields;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/resources")
-            .route(web::get().to(list))
-            .route(web::post().to(register))
-            .default_service(method_not_allowed("GET, POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/resources/{resource_id}")
-            .route(web::get().to(get))
-            .route(web::patch().to(update))
-            .route(web::delete().to(delete))
-            .default_service(method_not_allowed("GET, PATCH, DELETE"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/resources/{resource_id}/allocations")
-            .route(web::get().to(allocations))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    );
+    cfg.service(endpoint("/resources", "GET, POST", |r| {
+        r.route(web::get().to(list)).route(web::post().to(register))
+    }))
+    .service(endpoint(
+        "/resources/{resource_id}",
+        "GET, PATCH, DELETE",
+        |r| {
+            r.route(web::get().to(get))
+                .route(web::patch().to(update))
+                .route(web::delete().to(delete))
+        },
+    ))
+    .service(endpoint(
+        "/resources/{resource_id}/allocations",
+        "GET",
+        |r| r.route(web::get().to(allocations)),
+    ));
 }
 
 async fn register(

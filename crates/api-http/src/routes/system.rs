@@ -1,32 +1,18 @@
 //! Service endpoints: the root document, health and the orchestrator probes. No credentials.
 
-use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
+use super::endpoint;
 use crate::dto::system::{Components, HealthBody, HealthMetrics, ProbeBody, RootBody};
 use crate::error::{ApiError, ErrorKind};
-use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .route(web::get().to(root))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/livez")
-            .route(web::get().to(livez))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(readyz))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    );
+    cfg.service(endpoint("/", "GET", |r| r.route(web::get().to(root))))
+        .service(endpoint("/livez", "GET", |r| r.route(web::get().to(livez))))
+        .service(endpoint("/readyz", "GET", |r| {
+            r.route(web::get().to(readyz))
+        }));
 }
 
 async fn root() -> HttpResponse {

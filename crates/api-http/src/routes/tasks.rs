@@ -1,10 +1,10 @@
 //! `/api/v1/tasks`: submission, reads, operator actions and the agent work protocol.
 
-use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::TaskId;
 use uuid::Uuid;
 
+use super::endpoint;
 use crate::auth::{AgentOrOperator, AgentOrViewer, Auth, Operator};
 use crate::dto::tasks::{
     CompleteTask, EventBody, FailTask, ListTasks, StartTask, SubmitTask, TaskBody, TaskHeartbeat,
@@ -13,65 +13,39 @@ use crate::dto::tasks::{
 use crate::dto::NoFields;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::middleware::{deadline, method_not_allowed};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/tasks")
-            .route(web::get().to(list))
-            .route(web::post().to(submit))
-            .default_service(method_not_allowed("GET, POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/tasks/{task_id}")
-            .route(web::get().to(get))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/tasks/{task_id}/history")
-            .route(web::get().to(history))
-            .default_service(method_not_allowed("GET"))
-            .wrap(from_fn(deadline)),
-    );
+    cfg.service(endpoint("/tasks", "GET, POST", |r| {
+        r.route(web::get().to(list)).route(web::post().to(submit))
+    }))
+    .service(endpoint("/tasks/{task_id}", "GET", |r| {
+        r.route(web::get().to(get))
+    }))
+    .service(endpoint("/tasks/{task_id}/history", "GET", |r| {
+        r.route(web::get().to(history))
+    }));
     for (path, handler) in [
         ("/tasks/{task_id}/cancel", Action::Cancel),
         ("/tasks/{task_id}/retry", Action::Retry),
     ] {
-        cfg.service(
-            web::resource(path)
-                .app_data(web::Data::new(handler))
+        cfg.service(endpoint(path, "POST", move |r| {
+            r.app_data(web::Data::new(handler))
                 .route(web::post().to(operator_action))
-                .default_service(method_not_allowed("POST"))
-                .wrap(from_fn(deadline)),
-        );
+        }));
     }
-    cfg.service(
-        web::resource("/tasks/{task_id}/start")
-            .route(web::post().to(start))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/tasks/{task_id}/heartbeat")
-            .route(web::post().to(heartbeat))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/tasks/{task_id}/complete")
-            .route(web::post().to(complete))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    )
-    .service(
-        web::resource("/tasks/{task_id}/fail")
-            .route(web::post().to(fail))
-            .default_service(method_not_allowed("POST"))
-            .wrap(from_fn(deadline)),
-    );
+    cfg.service(endpoint("/tasks/{task_id}/start", "POST", |r| {
+        r.route(web::post().to(start))
+    }))
+    .service(endpoint("/tasks/{task_id}/heartbeat", "POST", |r| {
+        r.route(web::post().to(heartbeat))
+    }))
+    .service(endpoint("/tasks/{task_id}/complete", "POST", |r| {
+        r.route(web::post().to(complete))
+    }))
+    .service(endpoint("/tasks/{task_id}/fail", "POST", |r| {
+        r.route(web::post().to(fail))
+    }));
 }
 
 /// The operator actions that take no body.
