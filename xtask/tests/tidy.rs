@@ -1,6 +1,7 @@
-//! Checks on the workspace itself, so the architecture's rules cannot rot:
-//! the dependency rules between crates, one version per dependency, and a `//!` line atop
-//! every source file.
+//! Checks on the workspace itself, so the architecture's rules cannot rot: the dependency rules
+//! between crates, one version per dependency, a `//!` line atop every source file, a contract
+//! case for every store port method, and an `ARCHITECTURE.md` whose code map names exactly the
+//! crates and modules there are.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -261,5 +262,67 @@ fn every_store_port_method_has_a_contract_case() {
     assert!(
         missing.is_empty(),
         "port methods without a contract case in testkit (called as store.<port>.<method>): {missing:?}"
+    );
+}
+
+/// The top-level modules of a crate's `src`: its `.rs` files and module folders, less the root.
+fn modules(src: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            if p.is_dir() {
+                Some(name)
+            } else {
+                name.strip_suffix(".rs").map(str::to_owned)
+            }
+        })
+        .filter(|m| m != "lib" && m != "main")
+        .collect()
+}
+
+#[test]
+fn the_architecture_map_names_every_crate_and_module_and_nothing_else() {
+    let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let code_map = map
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a Code map section");
+    let mut named_crates = BTreeSet::new();
+    for paragraph in code_map.split("\n- `").skip(1) {
+        let name = paragraph.split('`').next().unwrap().to_owned();
+        let modules_line = paragraph
+            .split("Modules:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("the map's paragraph on {name} has no Modules: line"));
+        let named: BTreeSet<String> = modules_line
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        let dir = if name == "xtask" {
+            root().join("xtask")
+        } else {
+            root().join("crates").join(&name)
+        };
+        assert!(
+            dir.is_dir(),
+            "the map names a crate {name} that does not exist"
+        );
+        let actual = modules(&dir.join("src"));
+        assert_eq!(
+            named, actual,
+            "the map's modules of {name} differ from the code (named, then actual)"
+        );
+        named_crates.insert(name);
+    }
+    let mut actual_crates: BTreeSet<String> = crates().into_iter().collect();
+    actual_crates.insert("xtask".into());
+    assert_eq!(
+        named_crates, actual_crates,
+        "the map names every crate, and only those"
     );
 }
