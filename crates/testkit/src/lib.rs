@@ -1,10 +1,12 @@
 //! Test support shared by every crate: the contract suites each adapter must pass,
 //! builders for realistic inputs, and a clock tests move by hand.
 
+pub mod agents_contract;
 pub mod builders;
 pub mod conflicts_contract;
 pub mod contract;
 pub mod credentials_contract;
+pub mod events_contract;
 pub mod resources_contract;
 mod system;
 pub mod tasks_contract;

@@ -1,14 +1,16 @@
-//! Task use cases: submission, reads, operator actions, and the agent work protocol.
+//! Task use cases: submission, reads and operator actions here; the agent work protocol in
+//! [`protocol`].
+
+mod protocol;
 
 use chrono::{DateTime, Utc};
 use domain::task::{Outcome, TaskError};
 use domain::{
     Agent, AgentId, Cursor, Event, EventKind, Limit, NewTask, Principal, Role, Task, TaskId,
-    TaskStatus,
 };
 use ports::IdempotencyRecord;
 use ports::{Changes, RepoError, TaskQuery};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::Digest;
 
 use crate::{events, AppError, Platform};
@@ -282,139 +284,6 @@ impl Platform {
             .await?;
         self.signals.work.notify_one();
         Ok(task)
-    }
-
-    /// The agent starts the task it was assigned.
-    pub async fn start_task(
-        &self,
-        actor: &Principal,
-        id: TaskId,
-        attempt: u32,
-    ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        self.modify_task(id, |task, _, now| {
-            task.start(agent, attempt, now).map_err(transition_error)
-        })
-        .await
-    }
-
-    /// The agent reports it is alive and how far along; the lease is renewed. The returned
-    /// task's `cancel_requested` tells the agent whether to stop.
-    pub async fn task_heartbeat(
-        &self,
-        actor: &Principal,
-        id: TaskId,
-        attempt: u32,
-        progress: Option<f64>,
-        message: Option<String>,
-    ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        let note = message.map(|m| ("message", Value::String(m)));
-        self.modify_task_noting(id, note, |task, _, now| {
-            task.heartbeat(agent, attempt, progress, now)
-                .map_err(transition_error)
-        })
-        .await
-    }
-
-    /// The agent finished the task.
-    pub async fn complete_task(
-        &self,
-        actor: &Principal,
-        id: TaskId,
-        attempt: u32,
-        result: Map<String, Value>,
-    ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        let stale = std::cell::Cell::new(false);
-        let task = self
-            .modify_task(id, |task, _, now| {
-                let current = task.attempt;
-                task.complete(agent, attempt, result.clone(), now)
-                    .map_err(|e| noting_stale(e, attempt < current, &stale))
-            })
-            .await;
-        if stale.get() {
-            self.detect_stale_report(agent, id, attempt).await;
-        }
-        self.signals.work.notify_one();
-        task
-    }
-
-    /// The agent gave up on the task.
-    pub async fn fail_task(
-        &self,
-        actor: &Principal,
-        id: TaskId,
-        attempt: u32,
-        error: &str,
-        retryable: bool,
-    ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        let stale = std::cell::Cell::new(false);
-        let task = self
-            .modify_task(id, |task, _, now| {
-                let current = task.attempt;
-                task.fail(agent, attempt, error, retryable, now)
-                    .map_err(|e| noting_stale(e, attempt < current, &stale))
-            })
-            .await;
-        if stale.get() {
-            self.detect_stale_report(agent, id, attempt).await;
-        }
-        self.signals.work.notify_one();
-        task
-    }
-
-    /// An agent's tasks, optionally of one status. With `wait`, waits up to that long
-    /// (at most [`MAX_WAIT_SECONDS`]) until at least one matches.
-    pub async fn agent_tasks(
-        &self,
-        actor: &Principal,
-        agent: AgentId,
-        status: Option<TaskStatus>,
-        wait: Option<std::time::Duration>,
-    ) -> Result<Vec<Task>, AppError> {
-        if !actor.can_see_agent(agent) {
-            return Err(AppError::NotFound("Agent"));
-        }
-        self.deps
-            .agents
-            .get(agent)
-            .await
-            .map_err(|e| AppError::from_repo("Agent", e))?;
-        let wait = wait
-            .unwrap_or_default()
-            .min(std::time::Duration::from_secs(u64::from(MAX_WAIT_SECONDS)));
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Registered before the read, so an assignment made in between still wakes us.
-            let assigned = self.signals.assigned.notified();
-            let tasks = match status {
-                // Without a filter: the work it holds now, not its whole past.
-                None => self.held_tasks(agent).await?,
-                Some(status) => {
-                    let query = TaskQuery {
-                        status: Some(status),
-                        agent: Some(agent),
-                        limit: 1000,
-                        ..TaskQuery::default()
-                    };
-                    self.deps
-                        .tasks
-                        .list(&query)
-                        .await
-                        .map_err(|e| AppError::from_repo("Task", e))?
-                }
-            };
-            let now = tokio::time::Instant::now();
-            if !tasks.is_empty() || now >= deadline {
-                return Ok(tasks);
-            }
-            // Assignments made by another replica do not ring this bell: look again now and then.
-            let nap = (deadline - now).min(self.settings.long_poll_recheck);
-            let _ = tokio::time::timeout(nap, assigned).await;
-        }
     }
 
     /// The tasks an agent holds right now.
