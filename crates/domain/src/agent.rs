@@ -1,4 +1,7 @@
 //! Agents: registration, the status state machine, heartbeats and offline detection.
+//!
+//! Longer than most modules on purpose: the status machine and the changes that move it are kept
+//! together, with their unit tests at the end.
 
 use std::fmt;
 use std::str::FromStr;

@@ -4,6 +4,9 @@
 //! theirs, the time and a policy, [`schedule`] returns assignments and, for every task it could
 //! not place, a reason naming what is missing. Tasks are taken in effective-priority order;
 //! a task that cannot be placed is skipped, never blocking smaller tasks behind it.
+//!
+//! Kept whole though it is long: ordering, the fleet index, pool accounting and placement are
+//! one decision, and its property tests (`tests/scheduler.rs`) hold them to each other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -3,6 +3,9 @@
 //! A task moves `pending → assigned → running → completed | failed`, and may also end
 //! `cancelled` or `expired`. Every call an agent makes carries the `attempt` it was assigned;
 //! a stale attempt is refused, so a task never has two live owners.
+//!
+//! Longer than most modules on purpose: every transition of the one state machine is here, so
+//! each can be read beside the others it must agree with.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,6 +1,9 @@
 //! The resolution strategies, as pure functions: each looks at the conflict and the state
 //! around it and returns a [`Decision`]: the outcome to record and the [`Effect`]s the platform
 //! applies.
+//!
+//! Long because the strategies' scenarios follow them as unit tests; the strategies themselves
+//! are about four hundred lines.
 
 use std::collections::BTreeMap;
 
