@@ -3,7 +3,6 @@
 //! Longer than most modules on purpose: the status machine and the changes that move it are kept
 //! together, with their unit tests at the end.
 
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
@@ -21,44 +20,25 @@ pub const INITIAL_RELIABILITY: f64 = 1.0;
 /// Weight of the past in the reliability average: each outcome moves it 10 % of the way.
 pub const RELIABILITY_DECAY: f64 = 0.9;
 
-/// Where an agent is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AgentStatus {
-    /// Online, no tasks.
-    Idle,
-    /// Online, some tasks, room for more.
-    Active,
-    /// Online, at capacity.
-    Busy,
-    /// Finishes its tasks, takes no new ones.
-    Draining,
-    /// Missed its heartbeats.
-    Offline,
-    /// Taken out of service by an operator or a conflict resolution.
-    Suspended,
-}
+named_enum!(
+    /// Where an agent is in its life.
+    AgentStatus, "status" {
+            /// Online, no tasks.
+            Idle => "idle",
+            /// Online, some tasks, room for more.
+            Active => "active",
+            /// Online, at capacity.
+            Busy => "busy",
+            /// Finishes its tasks, takes no new ones.
+            Draining => "draining",
+            /// Missed its heartbeats.
+            Offline => "offline",
+            /// Taken out of service by an operator or a conflict resolution.
+            Suspended => "suspended",
+    }
+);
 
 impl AgentStatus {
-    pub const ALL: [AgentStatus; 6] = [
-        AgentStatus::Idle,
-        AgentStatus::Active,
-        AgentStatus::Busy,
-        AgentStatus::Draining,
-        AgentStatus::Offline,
-        AgentStatus::Suspended,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentStatus::Idle => "idle",
-            AgentStatus::Active => "active",
-            AgentStatus::Busy => "busy",
-            AgentStatus::Draining => "draining",
-            AgentStatus::Offline => "offline",
-            AgentStatus::Suspended => "suspended",
-        }
-    }
-
     /// Online and accepting work, whatever its load.
     pub fn is_serving(self) -> bool {
         matches!(
@@ -70,24 +50,6 @@ impl AgentStatus {
     /// Expected to heartbeat: serving or draining.
     pub fn is_online(self) -> bool {
         self.is_serving() || self == AgentStatus::Draining
-    }
-}
-
-impl fmt::Display for AgentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AgentStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AgentStatus::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown status '{s}' (expected idle, active, busy, draining, offline or suspended)")
-            })
     }
 }
 

@@ -1,34 +1,23 @@
 //! Who is calling, and what each role may do.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 
 use crate::{AgentId, ApiKeyId, UserId};
 
-/// The four roles of the platform.
-///
-/// `viewer` < `operator` < `admin` form a ladder; `agent` stands apart and may act only for
-/// its own agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-    Agent,
-}
+named_enum!(
+    /// The four roles of the platform.
+    ///
+    /// `viewer` < `operator` < `admin` form a ladder; `agent` stands apart and may act only for
+    /// its own agent.
+    Role, "role" {
+            Viewer => "viewer",
+            Operator => "operator",
+            Admin => "admin",
+            Agent => "agent",
+    }
+);
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-            Role::Agent => "agent",
-        }
-    }
-
     /// Position on the viewer < operator < admin ladder; agents are not on it.
     fn rank(self) -> Option<u8> {
         match self {
@@ -44,27 +33,6 @@ impl Role {
         match (self.rank(), required.rank()) {
             (Some(have), Some(need)) => have >= need,
             _ => self == required,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            "agent" => Ok(Role::Agent),
-            other => Err(format!(
-                "unknown role '{other}' (expected viewer, operator, admin or agent)"
-            )),
         }
     }
 }

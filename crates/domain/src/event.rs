@@ -3,146 +3,53 @@
 //! An event is created together with the state change it describes and stored in the same
 //! transaction; the store gives it its platform-wide `seq`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{AgentId, TaskId};
 
-/// The channels a subscriber can choose from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
-    AgentActivity,
-    TaskActivity,
-    ConflictAlerts,
-    ResourceActivity,
-    WorkflowActivity,
-    SystemMetrics,
-}
-
-impl Channel {
-    pub const ALL: [Channel; 6] = [
-        Channel::AgentActivity,
-        Channel::TaskActivity,
-        Channel::ConflictAlerts,
-        Channel::ResourceActivity,
-        Channel::WorkflowActivity,
-        Channel::SystemMetrics,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::AgentActivity => "agent_activity",
-            Channel::TaskActivity => "task_activity",
-            Channel::ConflictAlerts => "conflict_alerts",
-            Channel::ResourceActivity => "resource_activity",
-            Channel::WorkflowActivity => "workflow_activity",
-            Channel::SystemMetrics => "system_metrics",
-        }
+named_enum!(
+    /// The channels a subscriber can choose from.
+    Channel, "channel" {
+            AgentActivity => "agent_activity",
+            TaskActivity => "task_activity",
+            ConflictAlerts => "conflict_alerts",
+            ResourceActivity => "resource_activity",
+            WorkflowActivity => "workflow_activity",
+            SystemMetrics => "system_metrics",
     }
-}
+);
 
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum!(
+    /// What happened. Each kind belongs to exactly one channel.
+    EventKind, "event type" {
+            AgentRegistered => "agent_registered",
+            AgentDeregistered => "agent_deregistered",
+            AgentStatusChanged => "agent_status_changed",
+            AgentUpdated => "agent_updated",
+            TaskSubmitted => "task_submitted",
+            TaskAssigned => "task_assigned",
+            TaskStarted => "task_started",
+            TaskProgress => "task_progress",
+            TaskCompleted => "task_completed",
+            TaskFailed => "task_failed",
+            TaskRetrying => "task_retrying",
+            TaskCancelled => "task_cancelled",
+            TaskExpired => "task_expired",
+            ResourceRegistered => "resource_registered",
+            ResourceUpdated => "resource_updated",
+            ResourceDeleted => "resource_deleted",
+            ResourceAllocated => "resource_allocated",
+            ResourceReleased => "resource_released",
+            ConflictReported => "conflict_reported",
+            ConflictDetected => "conflict_detected",
+            ConflictUpdated => "conflict_updated",
+            ConflictResolved => "conflict_resolved",
+            ConflictDismissed => "conflict_dismissed",
     }
-}
-
-impl FromStr for Channel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Channel::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown channel '{s}'"))
-    }
-}
-
-/// What happened. Each kind belongs to exactly one channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    AgentRegistered,
-    AgentDeregistered,
-    AgentStatusChanged,
-    AgentUpdated,
-    TaskSubmitted,
-    TaskAssigned,
-    TaskStarted,
-    TaskProgress,
-    TaskCompleted,
-    TaskFailed,
-    TaskRetrying,
-    TaskCancelled,
-    TaskExpired,
-    ResourceRegistered,
-    ResourceUpdated,
-    ResourceDeleted,
-    ResourceAllocated,
-    ResourceReleased,
-    ConflictReported,
-    ConflictDetected,
-    ConflictUpdated,
-    ConflictResolved,
-    ConflictDismissed,
-}
+);
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
-        EventKind::AgentRegistered,
-        EventKind::AgentDeregistered,
-        EventKind::AgentStatusChanged,
-        EventKind::AgentUpdated,
-        EventKind::TaskSubmitted,
-        EventKind::TaskAssigned,
-        EventKind::TaskStarted,
-        EventKind::TaskProgress,
-        EventKind::TaskCompleted,
-        EventKind::TaskFailed,
-        EventKind::TaskRetrying,
-        EventKind::TaskCancelled,
-        EventKind::TaskExpired,
-        EventKind::ResourceRegistered,
-        EventKind::ResourceUpdated,
-        EventKind::ResourceDeleted,
-        EventKind::ResourceAllocated,
-        EventKind::ResourceReleased,
-        EventKind::ConflictReported,
-        EventKind::ConflictDetected,
-        EventKind::ConflictUpdated,
-        EventKind::ConflictResolved,
-        EventKind::ConflictDismissed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::AgentRegistered => "agent_registered",
-            EventKind::AgentDeregistered => "agent_deregistered",
-            EventKind::AgentStatusChanged => "agent_status_changed",
-            EventKind::AgentUpdated => "agent_updated",
-            EventKind::TaskSubmitted => "task_submitted",
-            EventKind::TaskAssigned => "task_assigned",
-            EventKind::TaskStarted => "task_started",
-            EventKind::TaskProgress => "task_progress",
-            EventKind::TaskCompleted => "task_completed",
-            EventKind::TaskFailed => "task_failed",
-            EventKind::TaskRetrying => "task_retrying",
-            EventKind::TaskCancelled => "task_cancelled",
-            EventKind::TaskExpired => "task_expired",
-            EventKind::ResourceRegistered => "resource_registered",
-            EventKind::ResourceUpdated => "resource_updated",
-            EventKind::ResourceDeleted => "resource_deleted",
-            EventKind::ResourceAllocated => "resource_allocated",
-            EventKind::ResourceReleased => "resource_released",
-            EventKind::ConflictReported => "conflict_reported",
-            EventKind::ConflictDetected => "conflict_detected",
-            EventKind::ConflictUpdated => "conflict_updated",
-            EventKind::ConflictResolved => "conflict_resolved",
-            EventKind::ConflictDismissed => "conflict_dismissed",
-        }
-    }
-
     pub fn channel(self) -> Channel {
         match self {
             EventKind::AgentRegistered
@@ -169,22 +76,6 @@ impl EventKind {
             | EventKind::ConflictResolved
             | EventKind::ConflictDismissed => Channel::ConflictAlerts,
         }
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown event type '{s}'"))
     }
 }
 

@@ -3,6 +3,9 @@
 //! Everything here is pure. Nothing does I/O, nothing is async, nothing reads a clock:
 //! the time is always a parameter, so every rule can be tested with plain values.
 
+#[macro_use]
+mod names;
+
 pub mod agent;
 pub mod audit;
 pub mod auth;

@@ -7,8 +7,6 @@
 //! the live holders, never kept in a second place that could drift.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -21,56 +19,19 @@ use crate::{AgentId, Metadata, ResourceId, TaskId};
 /// Longest pool type, e.g. `gpu`.
 pub const MAX_TYPE_CHARS: usize = 64;
 
-/// What a pool is doing, as clients see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResourceStatus {
-    /// Nothing allocated.
-    Available,
-    /// Something allocated, something free.
-    InUse,
-    /// Nothing free on some dimension.
-    Exhausted,
-    /// Taken out of service by an operator: no new allocations.
-    Maintenance,
-}
-
-impl ResourceStatus {
-    pub const ALL: [ResourceStatus; 4] = [
-        ResourceStatus::Available,
-        ResourceStatus::InUse,
-        ResourceStatus::Exhausted,
-        ResourceStatus::Maintenance,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceStatus::Available => "available",
-            ResourceStatus::InUse => "in_use",
-            ResourceStatus::Exhausted => "exhausted",
-            ResourceStatus::Maintenance => "maintenance",
-        }
+named_enum!(
+    /// What a pool is doing, as clients see it.
+    ResourceStatus, "status" {
+            /// Nothing allocated.
+            Available => "available",
+            /// Something allocated, something free.
+            InUse => "in_use",
+            /// Nothing free on some dimension.
+            Exhausted => "exhausted",
+            /// Taken out of service by an operator: no new allocations.
+            Maintenance => "maintenance",
     }
-}
-
-impl fmt::Display for ResourceStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ResourceStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown status '{s}' (expected available, in_use, exhausted or maintenance)"
-                )
-            })
-    }
-}
+);
 
 /// A registered pool.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,9 +7,6 @@
 //! Longer than most modules on purpose: every transition of the one state machine is here, so
 //! each can be read beside the others it must agree with.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -57,41 +54,20 @@ impl Priority {
     }
 }
 
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TaskStatus {
-    Pending,
-    Assigned,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-    Expired,
-}
+named_enum!(
+    /// Where a task is in its life.
+    TaskStatus, "status" {
+            Pending => "pending",
+            Assigned => "assigned",
+            Running => "running",
+            Completed => "completed",
+            Failed => "failed",
+            Cancelled => "cancelled",
+            Expired => "expired",
+    }
+);
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] = [
-        TaskStatus::Pending,
-        TaskStatus::Assigned,
-        TaskStatus::Running,
-        TaskStatus::Completed,
-        TaskStatus::Failed,
-        TaskStatus::Cancelled,
-        TaskStatus::Expired,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Pending => "pending",
-            TaskStatus::Assigned => "assigned",
-            TaskStatus::Running => "running",
-            TaskStatus::Completed => "completed",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Cancelled => "cancelled",
-            TaskStatus::Expired => "expired",
-        }
-    }
-
     /// Held by an agent: assigned or running.
     pub fn is_active(self) -> bool {
         matches!(self, TaskStatus::Assigned | TaskStatus::Running)
@@ -106,24 +82,6 @@ impl TaskStatus {
                 | TaskStatus::Cancelled
                 | TaskStatus::Expired
         )
-    }
-}
-
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TaskStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskStatus::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown status '{s}' (expected pending, assigned, running, completed, failed, cancelled or expired)")
-            })
     }
 }
 
