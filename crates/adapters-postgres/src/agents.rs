@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::credentials::insert_key;
 use crate::error::{corrupt, missed_write, repo_error};
-use crate::events::append;
+use crate::events::commit_with;
 use crate::PgStore;
 
 const COLUMNS: &str = "id, name, capabilities, resources, metadata, status, max_concurrent_tasks, \
@@ -161,9 +161,7 @@ impl AgentRepository for PgStore {
         .await
         .map_err(repo_error)?;
         insert_key(&mut tx, key).await?;
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn get(&self, id: AgentId) -> Result<Agent, RepoError> {
@@ -206,9 +204,7 @@ impl AgentRepository for PgStore {
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         update_agents(&mut tx, std::slice::from_ref(agent)).await?;
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn delete(
@@ -235,9 +231,7 @@ impl AgentRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn heartbeat_before(

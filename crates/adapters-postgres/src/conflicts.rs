@@ -13,7 +13,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::error::{corrupt, missed_write, repo_error};
-use crate::events::append;
+use crate::events::commit_with;
 use crate::PgStore;
 
 const COLUMNS: &str = "id, agent_id, task_id, conflict_type, description, severity, metadata, \
@@ -148,9 +148,7 @@ impl ConflictRepository for PgStore {
                 "an open conflict with this cause exists".into(),
             ));
         }
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn get_conflict(&self, id: ConflictId) -> Result<Conflict, RepoError> {
@@ -245,9 +243,7 @@ impl ConflictRepository for PgStore {
                 missed_write(&mut tx, "conflicts", "conflict", conflict.id.as_uuid()).await,
             );
         }
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn count_conflicts(&self) -> Result<(u64, u64, u64), RepoError> {

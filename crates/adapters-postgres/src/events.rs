@@ -15,6 +15,17 @@ use crate::PgStore;
 /// The key of the advisory lock that keeps relays from overlapping.
 const RELAY_LOCK: i64 = 0x4556_454e_5452_454c; // "EVENTREL"
 
+/// The end of every write: stores `events` in the write's transaction and commits it, so the
+/// events exist if and only if the change does. Returns the events as stored.
+pub(crate) async fn commit_with(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    events: Vec<NewEvent>,
+) -> Result<Vec<NewEvent>, RepoError> {
+    let stored = append(&mut tx, events).await?;
+    tx.commit().await.map_err(crate::error::repo_error)?;
+    Ok(stored)
+}
+
 /// Appends events, unnumbered, inside the caller's transaction, in one statement.
 pub(crate) async fn append(
     conn: &mut PgConnection,

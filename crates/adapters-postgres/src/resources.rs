@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::{corrupt, missed_write, repo_error};
-use crate::events::append;
+use crate::events::commit_with;
 use crate::PgStore;
 
 const COLUMNS: &str =
@@ -103,9 +103,7 @@ impl ResourceRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn get_resource(&self, id: ResourceId) -> Result<Resource, RepoError> {
@@ -176,9 +174,7 @@ impl ResourceRepository for PgStore {
         if updated.rows_affected() == 0 {
             return Err(missed_write(&mut tx, "resources", "resource", pool.id.as_uuid()).await);
         }
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn delete_resource(
@@ -196,8 +192,6 @@ impl ResourceRepository for PgStore {
         if deleted.rows_affected() == 0 {
             return Err(missed_write(&mut tx, "resources", "resource", pool.id.as_uuid()).await);
         }
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 }

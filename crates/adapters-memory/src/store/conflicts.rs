@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use domain::{Conflict, ConflictId, ConflictStatus, ConflictType, NewEvent, Source};
 use ports::{ConflictQuery, ConflictRepository, RepoError};
 
-use super::{newest_page, MemoryStore};
+use super::{newest_page, unchanged, MemoryStore};
 
 #[async_trait]
 impl ConflictRepository for MemoryStore {
@@ -77,16 +77,8 @@ impl ConflictRepository for MemoryStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut state = self.lock();
-        match state.conflicts.get(&conflict.id) {
-            None => return Err(RepoError::NotFound),
-            Some(stored) if stored.version != conflict.version => {
-                return Err(RepoError::Conflict(format!(
-                    "conflict {} changed since it was read",
-                    conflict.id
-                )))
-            }
-            Some(_) => {}
-        }
+        let stored = state.conflicts.get(&conflict.id).map(|c| c.version);
+        unchanged("conflict", conflict.id, conflict.version, stored)?;
         let mut stored = conflict.clone();
         stored.version += 1;
         state.conflicts.insert(stored.id, stored);

@@ -50,16 +50,12 @@ impl State {
     /// Applies `changes` if every version matches; otherwise changes nothing.
     fn apply(&mut self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         for task in &changes.tasks {
-            match self.tasks.get(&task.id) {
-                None => return Err(RepoError::NotFound),
-                Some(stored) if stored.version != task.version => {
-                    return Err(RepoError::Conflict(format!(
-                        "task {} changed since it was read",
-                        task.id
-                    )))
-                }
-                Some(_) => {}
-            }
+            unchanged(
+                "task",
+                task.id,
+                task.version,
+                self.tasks.get(&task.id).map(|t| t.version),
+            )?;
         }
         for agent in &changes.agents {
             self.check_version(agent)?;
@@ -86,14 +82,8 @@ impl State {
     }
 
     fn check_pool(&self, pool: &Resource) -> Result<(), RepoError> {
-        match self.resources.get(&pool.id) {
-            None => Err(RepoError::NotFound),
-            Some(stored) if stored.version != pool.version => Err(RepoError::Conflict(format!(
-                "resource {} changed since it was read",
-                pool.id
-            ))),
-            Some(_) => Ok(()),
-        }
+        let stored = self.resources.get(&pool.id).map(|p| p.version);
+        unchanged("resource", pool.id, pool.version, stored)
     }
 
     fn claim_holders(&self) -> Vec<Task> {
@@ -105,14 +95,25 @@ impl State {
     }
 
     fn check_version(&self, agent: &Agent) -> Result<(), RepoError> {
-        match self.agents.get(&agent.id) {
-            None => Err(RepoError::NotFound),
-            Some(stored) if stored.version != agent.version => Err(RepoError::Conflict(format!(
-                "agent {} changed since it was read",
-                agent.id
-            ))),
-            Some(_) => Ok(()),
-        }
+        let stored = self.agents.get(&agent.id).map(|a| a.version);
+        unchanged("agent", agent.id, agent.version, stored)
+    }
+}
+
+/// The version check every write makes: `NotFound` when nothing is stored, `Conflict` when what
+/// is stored has moved on from the version the writer read.
+pub(crate) fn unchanged(
+    what: &str,
+    id: impl std::fmt::Display,
+    read: i64,
+    stored: Option<i64>,
+) -> Result<(), RepoError> {
+    match stored {
+        None => Err(RepoError::NotFound),
+        Some(version) if version != read => Err(RepoError::Conflict(format!(
+            "{what} {id} changed since it was read"
+        ))),
+        Some(_) => Ok(()),
     }
 }
 

@@ -10,7 +10,7 @@ use ports::{Changes, Decide, IdempotencyRecord, RepoError, TaskCounts, TaskQuery
 use sqlx::Row;
 
 use crate::error::{corrupt, repo_error};
-use crate::events::append;
+use crate::events::commit_with;
 use crate::PgStore;
 use rows::{bind_task, select, task_from_row, SelectBinds, COLUMNS};
 
@@ -56,9 +56,7 @@ impl TaskRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-        let stored = append(&mut tx, events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        commit_with(tx, events).await
     }
 
     async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
