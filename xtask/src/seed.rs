@@ -110,7 +110,7 @@ pub async fn run(force: bool) -> anyhow::Result<()> {
             domain::Limit::new(Some(1)).map_err(anyhow::Error::msg)?,
         )
         .await?;
-    if !existing.agents.is_empty() && !force {
+    if !existing.items.is_empty() && !force {
         println!("the database already has agents; nothing seeded (use --force to add the demo fleet anyway)");
         return Ok(());
     }

@@ -5,13 +5,14 @@ use actix_web::{HttpRequest, HttpResponse};
 use domain::Cursor;
 use serde::Serialize;
 
-/// A page of a list: `200` with the items, and the `Link` header when `next` says there is more.
-pub fn page<T: Serialize>(req: &HttpRequest, next: Option<Cursor>, items: Vec<T>) -> HttpResponse {
+/// A page of a list: `200` with the items, and the `Link` header when the page says there is
+/// more.
+pub fn page<T: Serialize>(req: &HttpRequest, page: app::Page<T>) -> HttpResponse {
     let mut response = HttpResponse::Ok();
-    if let Some(link) = next.as_ref().and_then(|c| next_link(req, c)) {
+    if let Some(link) = page.next.as_ref().and_then(|c| next_link(req, c)) {
         response.insert_header((header::LINK, link));
     }
-    response.json(items)
+    response.json(page.items)
 }
 
 /// The `Link` header pointing at the page after `next`, keeping the request's other parameters.

@@ -152,7 +152,7 @@ async fn two_replicas_never_over_allocate_a_pool() {
             )
             .await
             .unwrap()
-            .tasks;
+            .items;
         let finisher = two.state.platform.clone();
         let finish = async move {
             let mut done = 0;

@@ -35,13 +35,6 @@ pub struct RegisteredAgent {
     pub agent_key: String,
 }
 
-/// One page of agents and the cursor of the next, if there is one.
-#[derive(Debug, Clone)]
-pub struct AgentPage {
-    pub agents: Vec<Agent>,
-    pub next: Option<Cursor>,
-}
-
 fn require_operator(actor: &Principal) -> Result<(), AppError> {
     if actor.can_operate() {
         Ok(())
@@ -93,7 +86,7 @@ impl Platform {
         actor: &Principal,
         mut query: AgentQuery,
         limit: Limit,
-    ) -> Result<AgentPage, AppError> {
+    ) -> Result<crate::Page<Agent>, AppError> {
         if !actor.can_read_all() {
             return Err(AppError::Forbidden(format!(
                 "role {} may not list agents",
@@ -107,11 +100,10 @@ impl Platform {
             .list(&query)
             .await
             .map_err(|e| AppError::from_repo("Agent", e))?;
-        let (agents, next) = crate::page_of(rows, limit, |a| Cursor {
+        Ok(crate::Page::of(rows, limit, |a| Cursor {
             created_at: a.created_at,
             id: a.id.as_uuid(),
-        });
-        Ok(AgentPage { agents, next })
+        }))
     }
 
     /// One agent. An agent caller sees only itself; any other ID is `NotFound` to it.

@@ -25,13 +25,6 @@ pub struct IssuedKey {
     pub secret: String,
 }
 
-/// One page of something, and where the next starts.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<Cursor>,
-}
-
 fn repo(e: RepoError) -> AppError {
     AppError::from_repo("Credential", e)
 }
@@ -114,7 +107,7 @@ impl Platform {
         actor: &Principal,
         after: Option<Cursor>,
         limit: Limit,
-    ) -> Result<Page<ApiKey>, AppError> {
+    ) -> Result<crate::Page<ApiKey>, AppError> {
         require_admin(actor, "manage API keys")?;
         let rows = self
             .deps
@@ -122,11 +115,10 @@ impl Platform {
             .list_api_keys(after, limit.get() + 1)
             .await
             .map_err(repo)?;
-        let (items, next) = crate::page_of(rows, limit, |k| Cursor {
+        Ok(crate::Page::of(rows, limit, |k| Cursor {
             created_at: k.created_at,
             id: k.id.as_uuid(),
-        });
-        Ok(Page { items, next })
+        }))
     }
 
     /// Revokes a key; it stops working at once. Revoking a revoked key changes nothing.
@@ -189,7 +181,7 @@ impl Platform {
         actor: &Principal,
         after: Option<Cursor>,
         limit: Limit,
-    ) -> Result<Page<User>, AppError> {
+    ) -> Result<crate::Page<User>, AppError> {
         require_admin(actor, "manage users")?;
         let rows = self
             .deps
@@ -197,11 +189,10 @@ impl Platform {
             .list_users(after, limit.get() + 1)
             .await
             .map_err(repo)?;
-        let (items, next) = crate::page_of(rows, limit, |u| Cursor {
+        Ok(crate::Page::of(rows, limit, |u| Cursor {
             created_at: u.created_at,
             id: u.id.as_uuid(),
-        });
-        Ok(Page { items, next })
+        }))
     }
 
     /// An Argon2id hash of a new password, in one of the hashing slots.
@@ -338,7 +329,7 @@ impl Platform {
         after: Option<Cursor>,
         action: Option<AuditAction>,
         limit: Limit,
-    ) -> Result<Page<AuditEntry>, AppError> {
+    ) -> Result<crate::Page<AuditEntry>, AppError> {
         require_admin(actor, "read the audit trail")?;
         let rows = self
             .deps
@@ -346,11 +337,10 @@ impl Platform {
             .audit_entries(after, action, limit.get() + 1)
             .await
             .map_err(repo)?;
-        let (items, next) = crate::page_of(rows, limit, |e| Cursor {
+        Ok(crate::Page::of(rows, limit, |e| Cursor {
             created_at: e.at,
             id: e.id,
-        });
-        Ok(Page { items, next })
+        }))
     }
 
     /// The keys revoked in the last `window` (by this replica's clock; the window covers clock

@@ -29,17 +29,17 @@ use ports::{
     HealthCheck, IdGenerator, RateLimiter, ResourceRepository, Store, TaskRepository,
 };
 
-pub use agents::{AgentPage, Beat, RegisteredAgent};
+pub use agents::{Beat, RegisteredAgent};
 pub use auth::{hash_key, new_api_key};
 pub use background::{spawn_background_jobs, BackgroundJobs};
-pub use conflicts::{ConflictPage, ResolveRequest};
-pub use credentials::{IssuedKey, Page};
+pub use conflicts::ResolveRequest;
+pub use credentials::IssuedKey;
 pub use error::AppError;
 pub use feed::EventPage;
 pub use health::HealthReport;
 pub use limits::{caller_key, LocalRateLimiter};
-pub use resources::{ResourceFilter, ResourcePage, ResourceView};
-pub use tasks::{Idempotency, TaskPage, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
+pub use resources::{ResourceFilter, ResourceView};
+pub use tasks::{Idempotency, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
 
 /// Tunables of the use cases, read from configuration by the server.
 #[derive(Debug, Clone)]
@@ -190,20 +190,40 @@ impl std::fmt::Debug for Platform {
     }
 }
 
-/// Cuts rows read with a limit of `limit + 1` down to one page, and says where the next starts
-/// (the position of the page's last row) when there were more.
-pub(crate) fn page_of<T>(
-    mut rows: Vec<T>,
-    limit: domain::Limit,
-    position: impl Fn(&T) -> domain::Cursor,
-) -> (Vec<T>, Option<domain::Cursor>) {
-    let limit = limit.get() as usize;
-    if rows.len() <= limit {
-        return (rows, None);
+/// One page of a list, and where the next starts.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<domain::Cursor>,
+}
+
+impl<T> Page<T> {
+    /// Cuts rows read with a limit of `limit + 1` down to one page, and says where the next
+    /// starts (the position of the page's last row) when there were more.
+    pub(crate) fn of(
+        mut rows: Vec<T>,
+        limit: domain::Limit,
+        position: impl Fn(&T) -> domain::Cursor,
+    ) -> Self {
+        let limit = limit.get() as usize;
+        if rows.len() <= limit {
+            return Self {
+                items: rows,
+                next: None,
+            };
+        }
+        rows.truncate(limit);
+        let next = rows.last().map(position);
+        Self { items: rows, next }
     }
-    rows.truncate(limit);
-    let next = rows.last().map(position);
-    (rows, next)
+
+    /// The same page with each item converted.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next: self.next,
+        }
+    }
 }
 
 impl Platform {

@@ -42,13 +42,6 @@ pub struct ResourceFilter {
     pub after: Option<Cursor>,
 }
 
-/// One page of pools, and where the next starts.
-#[derive(Debug, Clone)]
-pub struct ResourcePage {
-    pub resources: Vec<ResourceView>,
-    pub next: Option<Cursor>,
-}
-
 fn require_reader(actor: &Principal) -> Result<(), AppError> {
     if actor.can_read_all() {
         Ok(())
@@ -109,7 +102,7 @@ impl Platform {
         actor: &Principal,
         filter: ResourceFilter,
         limit: Limit,
-    ) -> Result<ResourcePage, AppError> {
+    ) -> Result<crate::Page<ResourceView>, AppError> {
         require_reader(actor)?;
         let pools = self
             .deps
@@ -130,11 +123,10 @@ impl Platform {
             .filter(|v| filter.status.is_none_or(|s| v.status == s))
             .take(limit.get() as usize + 1)
             .collect();
-        let (resources, next) = crate::page_of(rows, limit, |v| Cursor {
+        Ok(crate::Page::of(rows, limit, |v| Cursor {
             created_at: v.resource.created_at,
             id: v.resource.id.as_uuid(),
-        });
-        Ok(ResourcePage { resources, next })
+        }))
     }
 
     pub async fn get_resource(

@@ -57,8 +57,7 @@ async fn list(
         .platform
         .list_agents(&auth.principal, query, limit)
         .await?;
-    let body: Vec<AgentBody> = page.agents.into_iter().map(AgentBody::from).collect();
-    Ok(crate::pagination::page(&req, page.next, body))
+    Ok(crate::pagination::page(&req, page.map(AgentBody::from)))
 }
 
 async fn get(

@@ -53,8 +53,7 @@ async fn list(
         .platform
         .list_conflicts(&auth.principal, query, limit)
         .await?;
-    let body: Vec<ConflictBody> = page.conflicts.into_iter().map(ConflictBody::from).collect();
-    Ok(crate::pagination::page(&req, page.next, body))
+    Ok(crate::pagination::page(&req, page.map(ConflictBody::from)))
 }
 
 async fn get(

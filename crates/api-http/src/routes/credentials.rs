@@ -71,8 +71,7 @@ async fn list_keys(
         .platform
         .list_api_keys(&auth.principal, after, limit)
         .await?;
-    let items: Vec<ApiKeyBody> = found.items.into_iter().map(ApiKeyBody::from).collect();
-    Ok(page(&req, found.next, items))
+    Ok(page(&req, found.map(ApiKeyBody::from)))
 }
 
 async fn revoke_key(
@@ -110,8 +109,7 @@ async fn list_users(
         .platform
         .list_users(&auth.principal, after, limit)
         .await?;
-    let items: Vec<UserBody> = found.items.into_iter().map(UserBody::from).collect();
-    Ok(page(&req, found.next, items))
+    Ok(page(&req, found.map(UserBody::from)))
 }
 
 async fn update_user(
@@ -191,6 +189,5 @@ async fn audit(
         .platform
         .audit_trail(&auth.principal, after, action, limit)
         .await?;
-    let items: Vec<AuditBody> = found.items.into_iter().map(AuditBody::from).collect();
-    Ok(page(&req, found.next, items))
+    Ok(page(&req, found.map(AuditBody::from)))
 }

@@ -59,8 +59,7 @@ async fn list(
         .platform
         .list_resources(&auth.principal, filter, limit)
         .await?;
-    let body: Vec<ResourceBody> = page.resources.into_iter().map(ResourceBody::from).collect();
-    Ok(crate::pagination::page(&req, page.next, body))
+    Ok(crate::pagination::page(&req, page.map(ResourceBody::from)))
 }
 
 async fn get(

@@ -94,8 +94,7 @@ async fn list(
         .platform
         .list_tasks(&auth.principal, query, limit)
         .await?;
-    let body: Vec<TaskBody> = page.tasks.into_iter().map(TaskBody::from).collect();
-    Ok(crate::pagination::page(&req, page.next, body))
+    Ok(crate::pagination::page(&req, page.map(TaskBody::from)))
 }
 
 async fn get(

@@ -27,13 +27,6 @@ const MAX_ATTEMPTS: usize = 16;
 /// Most detected conflicts one sweep re-examines.
 const SWEEP_BATCH: u32 = 500;
 
-/// One page of conflicts, and where the next starts.
-#[derive(Debug, Clone)]
-pub struct ConflictPage {
-    pub conflicts: Vec<Conflict>,
-    pub next: Option<Cursor>,
-}
-
 /// An operator's request to resolve.
 #[derive(Debug, Clone, Default)]
 pub struct ResolveRequest {
@@ -161,14 +154,14 @@ impl Platform {
         actor: &Principal,
         mut query: ConflictQuery,
         limit: Limit,
-    ) -> Result<ConflictPage, AppError> {
+    ) -> Result<crate::Page<Conflict>, AppError> {
         if actor.role == Role::Agent {
             let me = actor
                 .agent_id
                 .ok_or_else(|| AppError::Forbidden("no agent".into()))?;
             if query.agent.is_some_and(|a| a != me) {
-                return Ok(ConflictPage {
-                    conflicts: Vec::new(),
+                return Ok(crate::Page {
+                    items: Vec::new(),
                     next: None,
                 });
             }
@@ -186,11 +179,10 @@ impl Platform {
             .list_conflicts(&query)
             .await
             .map_err(repo)?;
-        let (conflicts, next) = crate::page_of(rows, limit, |c| Cursor {
+        Ok(crate::Page::of(rows, limit, |c| Cursor {
             created_at: c.created_at,
             id: c.id.as_uuid(),
-        });
-        Ok(ConflictPage { conflicts, next })
+        }))
     }
 
     /// One conflict; to an agent that is not part of it, it does not exist.

@@ -45,13 +45,6 @@ impl Idempotency {
     }
 }
 
-/// One page of tasks and the cursor of the next, if there is one.
-#[derive(Debug, Clone)]
-pub struct TaskPage {
-    pub tasks: Vec<Task>,
-    pub next: Option<Cursor>,
-}
-
 /// The agent an agent-role caller is, or why it may not make agent calls.
 fn calling_agent(actor: &Principal) -> Result<AgentId, AppError> {
     match (actor.role, actor.agent_id) {
@@ -216,7 +209,7 @@ impl Platform {
         actor: &Principal,
         mut query: TaskQuery,
         limit: Limit,
-    ) -> Result<TaskPage, AppError> {
+    ) -> Result<crate::Page<Task>, AppError> {
         if !actor.can_read_all() {
             return Err(AppError::Forbidden(format!(
                 "role {} may not list tasks",
@@ -230,11 +223,10 @@ impl Platform {
             .list(&query)
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
-        let (tasks, next) = crate::page_of(rows, limit, |t| Cursor {
+        Ok(crate::Page::of(rows, limit, |t| Cursor {
             created_at: t.created_at,
             id: t.id.as_uuid(),
-        });
-        Ok(TaskPage { tasks, next })
+        }))
     }
 
     /// One task. An agent sees only the tasks assigned to it; others are `NotFound` to it.
