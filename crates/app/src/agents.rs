@@ -11,10 +11,6 @@ use ports::{AgentQuery, RepoError};
 use crate::auth::{hash_key, new_api_key};
 use crate::{events, AppError, Platform};
 
-/// How often a change is tried when it keeps losing optimistic-concurrency races. A writer
-/// loses only to another writer's success, so this many concurrent writers on one agent
-/// always all land.
-const MAX_ATTEMPTS: usize = 16;
 /// Most events numbered and published at a time.
 const RELAY_BATCH: u32 = 1000;
 /// How many stale agents one offline-detection pass loads at a time.
@@ -148,7 +144,7 @@ impl Platform {
         require_operator(actor)?;
         // Its work goes back to the queue first; if the delete then fails, nothing is lost.
         self.release_held(id, "agent deregistered", false).await?;
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..crate::MAX_ATTEMPTS {
             let agent = self
                 .deps
                 .agents
@@ -170,7 +166,7 @@ impl Platform {
                 Err(e) => return Err(AppError::from_repo("Agent", e)),
             }
         }
-        Err(contended())
+        Err(crate::contended("agent"))
     }
 
     /// Records an agent's heartbeat: the agent itself, or an operator on its behalf.
@@ -262,7 +258,7 @@ impl Platform {
     where
         F: FnMut(&mut Agent, DateTime<Utc>) -> Result<Vec<NewEvent>, AppError>,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..crate::MAX_ATTEMPTS {
             let mut agent = self
                 .deps
                 .agents
@@ -284,7 +280,7 @@ impl Platform {
                 Err(e) => return Err(AppError::from_repo("Agent", e)),
             }
         }
-        Err(contended())
+        Err(crate::contended("agent"))
     }
 
     /// Hands what a write stored over for delivery: numbers every committed event not yet
@@ -318,8 +314,4 @@ impl Platform {
             }
         }
     }
-}
-
-fn contended() -> AppError {
-    AppError::Conflict("the agent is being changed concurrently; try again".into())
 }

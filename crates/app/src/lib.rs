@@ -190,6 +190,19 @@ impl std::fmt::Debug for Platform {
     }
 }
 
+/// How many times a change is tried when it keeps losing optimistic-concurrency races: each
+/// use case loads, lets the domain decide, and writes over the version it read, and on a lost
+/// race (`RepoError::Conflict`) loads again.
+pub(crate) const MAX_ATTEMPTS: usize = 16;
+
+/// What a caller is told when its change lost [`MAX_ATTEMPTS`] races in a row: `409`, try
+/// again.
+pub(crate) fn contended(what: &str) -> AppError {
+    AppError::Conflict(format!(
+        "the {what} is being changed concurrently; try again"
+    ))
+}
+
 /// One page of a list, and where the next starts.
 #[derive(Debug, Clone)]
 pub struct Page<T> {

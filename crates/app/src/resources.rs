@@ -10,9 +10,6 @@ use ports::RepoError;
 
 use crate::{events, AppError, Platform};
 
-/// Attempts at a pool change that keeps losing races with scheduling passes.
-const MAX_ATTEMPTS: usize = 16;
-
 /// A pool with what is allocated of it now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceView {
@@ -163,7 +160,7 @@ impl Platform {
         patch: ResourcePatch,
     ) -> Result<ResourceView, AppError> {
         require_operator(actor)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..crate::MAX_ATTEMPTS {
             let mut pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
             let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
             let held = allocated(&pool, &holders);
@@ -192,13 +189,13 @@ impl Platform {
                 Err(e) => return Err(repo(e)),
             }
         }
-        Err(busy())
+        Err(crate::contended("resource pool"))
     }
 
     /// Deletes a pool; `409` while any task holds part of it.
     pub async fn delete_resource(&self, actor: &Principal, id: ResourceId) -> Result<(), AppError> {
         require_operator(actor)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..crate::MAX_ATTEMPTS {
             let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
             let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
             let live = allocations(&pool, &holders);
@@ -224,7 +221,7 @@ impl Platform {
                 Err(e) => return Err(repo(e)),
             }
         }
-        Err(busy())
+        Err(crate::contended("resource pool"))
     }
 
     /// The pool a claim names (ID or name), if there is one.
@@ -272,8 +269,4 @@ impl Platform {
 
 fn name_taken(name: &str) -> AppError {
     AppError::Conflict(format!("a resource pool named '{name}' exists already"))
-}
-
-fn busy() -> AppError {
-    AppError::Conflict("the resource pool is being changed concurrently; try again".into())
 }

@@ -22,8 +22,6 @@ use serde_json::{json, Value};
 
 use crate::{events, AppError, Platform};
 
-/// Attempts at a conflict change that keeps losing races.
-const MAX_ATTEMPTS: usize = 16;
 /// Most detected conflicts one sweep re-examines.
 const SWEEP_BATCH: u32 = 500;
 
@@ -41,10 +39,6 @@ pub struct ResolveRequest {
 
 fn repo(e: RepoError) -> AppError {
     AppError::from_repo("Conflict", e)
-}
-
-fn busy() -> AppError {
-    AppError::Conflict("the conflict is being changed concurrently; try again".into())
 }
 
 impl Platform {
@@ -265,7 +259,7 @@ impl Platform {
     where
         F: FnMut(&mut Conflict, DateTime<Utc>) -> Result<domain::NewEvent, AppError>,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..crate::MAX_ATTEMPTS {
             let mut conflict = self.deps.conflicts.get_conflict(id).await.map_err(repo)?;
             let event = change(&mut conflict, self.deps.clock.now())?;
             match self
@@ -283,7 +277,7 @@ impl Platform {
                 Err(e) => return Err(repo(e)),
             }
         }
-        Err(busy())
+        Err(crate::contended("conflict"))
     }
 }
 

@@ -15,8 +15,6 @@ use sha2::Digest;
 
 use crate::{events, AppError, Platform};
 
-/// How often a change is tried when it keeps losing optimistic-concurrency races.
-const MAX_ATTEMPTS: usize = 16;
 /// Longest long-poll an agent may ask for.
 pub const MAX_WAIT_SECONDS: u32 = 30;
 /// Most events a task's history returns.
@@ -340,7 +338,7 @@ impl Platform {
     where
         F: FnMut(&mut Task, Option<&Agent>, DateTime<Utc>) -> Result<Outcome, AppError>,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..crate::MAX_ATTEMPTS {
             let mut task = self
                 .deps
                 .tasks
@@ -417,9 +415,7 @@ impl Platform {
                 Err(e) => return Err(AppError::from_repo("Task", e)),
             }
         }
-        Err(AppError::Conflict(
-            "the task is being changed concurrently; try again".into(),
-        ))
+        Err(crate::contended("task"))
     }
 
     /// Wakes agents that are long-polling for new assignments.
