@@ -93,9 +93,7 @@ fn conflict_from_row(row: &PgRow) -> Result<Conflict, RepoError> {
         cause: row
             .try_get::<Option<String>, _>("cause")
             .map_err(e)?
-            .map(|c| c.parse::<Cause>())
-            .transpose()
-            .map_err(|m| corrupt("conflict cause", m))?,
+            .map(|c| Cause::read(&c)),
         reported_by: row.try_get("reported_by").map_err(e)?,
         created_at: row.try_get("created_at").map_err(e)?,
         updated_at: row.try_get("updated_at").map_err(e)?,

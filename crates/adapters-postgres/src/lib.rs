@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod resources;
 mod scheduling;
+mod task_rows;
 mod tasks;
 pub mod testing;
 

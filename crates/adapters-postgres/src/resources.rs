@@ -148,7 +148,7 @@ impl ResourceRepository for PgStore {
 
     async fn claim_holders(&self) -> Result<Vec<Task>, RepoError> {
         let mut conn = self.pool().acquire().await.map_err(repo_error)?;
-        crate::tasks::rows::claim_holders(&mut conn).await
+        crate::task_rows::claim_holders(&mut conn).await
     }
 
     async fn update_resource(

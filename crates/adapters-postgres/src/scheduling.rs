@@ -15,9 +15,7 @@ use crate::agents::{lock_serving, update_agents};
 use crate::error::repo_error;
 use crate::events::append;
 use crate::resources::{lock_pools, mark_allocated};
-use crate::tasks::rows::{
-    claim_holders, select, task_from_row, update_tasks, SelectBinds, COLUMNS,
-};
+use crate::task_rows::{claim_holders, select, task_from_row, update_tasks, SelectBinds, COLUMNS};
 use crate::PgStore;
 
 /// The key of the advisory lock that serializes scheduling passes.

@@ -244,3 +244,53 @@ async fn a_pool_stored_past_the_largest_quantity_is_still_read_and_scheduled() {
     .ok();
     assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
 }
+
+#[actix_web::test]
+async fn rows_written_by_other_versions_read_back_and_this_one_writes_what_they_read() {
+    let store = adapters_postgres::testing::fresh_store().await;
+    let pool = store.pool().clone();
+    let h = Harness::on(Arc::new(store));
+    let app = service!(h);
+    let task = send(
+        &app,
+        admin(Method::POST, "/api/v1/tasks")
+            .set_json(json!({"title": "t", "required_capabilities": ["gpu"]})),
+    )
+    .await;
+    let id = task.ok()["id"].as_str().unwrap().to_owned();
+    h.state.platform.run_scheduler().await.unwrap();
+    // The reason is stored as a value, and as the sentence earlier versions read.
+    let (sentence, value): (Option<String>, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT pending_reason, wait_reason FROM tasks WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        sentence.as_deref(),
+        Some("no online agent has capability gpu")
+    );
+    assert_eq!(
+        value,
+        Some(json!({"kind": "missing_capability", "capability": "gpu"}))
+    );
+    // A reason of a kind a later version knows, and a conflict with a later version's cause,
+    // read back without failing the read.
+    sqlx::query("UPDATE tasks SET wait_reason = '{\"kind\": \"from_a_later_version\"}'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let read = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    assert_eq!(read.ok()["pending_reason"], serde_json::Value::Null);
+    sqlx::query(
+        "INSERT INTO conflicts (id, conflict_type, description, severity, metadata, status,
+             source, involved_agents, involved_tasks, cause, reported_by, created_at, updated_at)
+         VALUES ('6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f', 'other', 'later', 'low', '{}', 'open',
+             'detected', '{}', '{}', 'quota_exceeded:42', 'platform', now(), now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let conflicts = send(&app, admin(Method::GET, "/api/v1/conflicts")).await;
+    assert_eq!(conflicts.ok().as_array().unwrap().len(), 1);
+}

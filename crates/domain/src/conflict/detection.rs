@@ -27,6 +27,9 @@ pub enum Cause {
     StaleAttempt { task: TaskId, attempt: u32 },
     /// No registered agent has every capability the task needs.
     CapabilityGap { task: TaskId },
+    /// A cause this version does not know, as stored (a later version wrote it): kept as
+    /// written, so its conflict still counts as that cause's one open conflict.
+    Unknown(String),
 }
 
 impl fmt::Display for Cause {
@@ -37,7 +40,17 @@ impl fmt::Display for Cause {
             Cause::DeadlineMissed { task } => write!(f, "deadline_missed:{task}"),
             Cause::StaleAttempt { task, attempt } => write!(f, "stale_attempt:{task}:{attempt}"),
             Cause::CapabilityGap { task } => write!(f, "capability_gap:{task}"),
+            Cause::Unknown(key) => f.write_str(key),
         }
+    }
+}
+
+impl Cause {
+    /// A stored cause: one this version knows, else kept as written.
+    pub fn read(stored: &str) -> Self {
+        stored
+            .parse()
+            .unwrap_or_else(|_| Cause::Unknown(stored.to_owned()))
     }
 }
 

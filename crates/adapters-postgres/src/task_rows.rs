@@ -18,12 +18,28 @@ pub(crate) const COLUMNS: &str =
     "id, title, description, priority, required_capabilities, resources, deadline, \
     metadata, status, assigned_agent, attempt, max_attempts, lease_seconds, preemptible, \
     lease_expires_at, assigned_at, started_at, completed_at, progress, result, error, \
-    resource_claims, workflow_id, execution_id, step, wait_reason, not_before, \
+    resource_claims, workflow_id, execution_id, step, wait_reason, pending_reason, not_before, \
     cancel_requested, created_at, updated_at, round_start, version";
 
-/// Why a pending task waits, as stored: the reason's value, tagged by its kind.
+/// Why a pending task waits, as stored: the reason's value, tagged by its kind. (The
+/// `pending_reason` column beside it keeps the sentence, for replicas of earlier versions.)
 pub(crate) fn wait_reason_json(reason: &Option<domain::WaitReason>) -> Option<Value> {
-    reason.as_ref().and_then(|r| serde_json::to_value(r).ok())
+    reason
+        .as_ref()
+        .map(|r| serde_json::to_value(r).expect("a wait reason is plain data"))
+}
+
+/// A stored reason, read back. One of a kind this version does not know (a later version wrote
+/// it) is read as no reason: the next scheduling pass that sees the task writes its own.
+fn wait_reason_from(stored: Option<Value>) -> Option<domain::WaitReason> {
+    let stored = stored?;
+    match serde_json::from_value(stored) {
+        Ok(reason) => Some(reason),
+        Err(e) => {
+            tracing::debug!(error = %e, "a stored wait reason of an unknown kind is ignored");
+            None
+        }
+    }
 }
 
 pub(crate) fn claims_json(claims: &[ResourceClaim]) -> Value {
@@ -111,12 +127,9 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
         workflow_id: row.try_get("workflow_id").map_err(e)?,
         execution_id: row.try_get("execution_id").map_err(e)?,
         step: row.try_get("step").map_err(e)?,
-        pending_reason: row
-            .try_get::<Option<Value>, _>("wait_reason")
-            .map_err(e)?
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|m| corrupt("task wait reason", m))?,
+        pending_reason: wait_reason_from(
+            row.try_get::<Option<Value>, _>("wait_reason").map_err(e)?,
+        ),
         not_before: row.try_get("not_before").map_err(e)?,
         cancel_requested: row.try_get("cancel_requested").map_err(e)?,
         created_at: row.try_get("created_at").map_err(e)?,
@@ -129,7 +142,7 @@ pub(crate) fn i32_of(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-/// Binds every column but `version`, in `COLUMNS` order, as `$1..$31`.
+/// Binds every column but `version`, in `COLUMNS` order, as `$1..$32`.
 macro_rules! bind_task {
     ($query:expr, $t:expr) => {
         $query
@@ -143,9 +156,9 @@ macro_rules! bind_task {
             .bind(serde_json::Value::Object($t.metadata.as_map().clone()))
             .bind($t.status.as_str())
             .bind($t.assigned_agent.map(|a| a.as_uuid()))
-            .bind($crate::tasks::rows::i32_of($t.attempt))
-            .bind($crate::tasks::rows::i32_of($t.max_attempts))
-            .bind($crate::tasks::rows::i32_of($t.lease_seconds))
+            .bind($crate::task_rows::i32_of($t.attempt))
+            .bind($crate::task_rows::i32_of($t.max_attempts))
+            .bind($crate::task_rows::i32_of($t.lease_seconds))
             .bind($t.preemptible)
             .bind($t.lease_expires_at)
             .bind($t.assigned_at)
@@ -154,16 +167,17 @@ macro_rules! bind_task {
             .bind($t.progress)
             .bind($t.result.clone().map(serde_json::Value::Object))
             .bind(&$t.error)
-            .bind($crate::tasks::rows::claims_json(&$t.resource_claims))
+            .bind($crate::task_rows::claims_json(&$t.resource_claims))
             .bind($t.workflow_id)
             .bind($t.execution_id)
             .bind(&$t.step)
-            .bind($crate::tasks::rows::wait_reason_json(&$t.pending_reason))
+            .bind($crate::task_rows::wait_reason_json(&$t.pending_reason))
+            .bind($t.pending_reason.as_ref().map(|r| r.to_string()))
             .bind($t.not_before)
             .bind($t.cancel_requested)
             .bind($t.created_at)
             .bind($t.updated_at)
-            .bind($crate::tasks::rows::i32_of($t.round_start))
+            .bind($crate::task_rows::i32_of($t.round_start))
     };
 }
 pub(crate) use bind_task;
@@ -198,6 +212,7 @@ fn task_row(t: &Task) -> Value {
         "execution_id": t.execution_id,
         "step": t.step,
         "wait_reason": wait_reason_json(&t.pending_reason),
+        "pending_reason": t.pending_reason.as_ref().map(|r| r.to_string()),
         "not_before": t.not_before,
         "cancel_requested": t.cancel_requested,
         "created_at": t.created_at,
@@ -225,7 +240,8 @@ pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Res
                 completed_at = r.completed_at, progress = r.progress, result = r.result,
                 error = r.error, resource_claims = r.resource_claims,
                 workflow_id = r.workflow_id, execution_id = r.execution_id, step = r.step,
-                wait_reason = r.wait_reason, not_before = r.not_before,
+                wait_reason = r.wait_reason, pending_reason = r.pending_reason,
+                not_before = r.not_before,
                 cancel_requested = r.cancel_requested, updated_at = r.updated_at,
                 version = t.version + 1
          FROM jsonb_populate_recordset(NULL::tasks, $1) AS r

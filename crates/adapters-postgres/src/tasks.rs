@@ -1,7 +1,5 @@
-//! Tasks in PostgreSQL: the task repository. The rows are in [`rows`]; the scheduling pass,
-//! and every write of a set of changes, in `crate::scheduling`.
-
-pub(crate) mod rows;
+//! Tasks in PostgreSQL: the task repository. The rows are in `crate::task_rows`; the
+//! scheduling pass, and every write of a set of changes, in `crate::scheduling`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,8 +9,8 @@ use sqlx::Row;
 
 use crate::error::{corrupt, repo_error};
 use crate::events::commit_with;
+use crate::task_rows::{bind_task, select, task_from_row, SelectBinds, COLUMNS};
 use crate::PgStore;
-use rows::{bind_task, select, task_from_row, SelectBinds, COLUMNS};
 
 #[async_trait]
 impl TaskRepository for PgStore {
@@ -49,7 +47,7 @@ impl TaskRepository for PgStore {
             sqlx::query(&format!(
                 "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
                  $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
-                 $27, $28, $29, $30, $31, 0)"
+                 $27, $28, $29, $30, $31, $32, 0)"
             )),
             task
         )
