@@ -1100,3 +1100,35 @@ async fn a_session_keeps_time_by_the_platforms_clock() {
     assert_eq!(closed.code, CloseCode::Policy);
     assert!(closed.reason.contains("expired"), "{}", closed.reason);
 }
+
+#[actix_web::test]
+async fn before_authenticating_a_client_is_told_to_authenticate_and_a_bad_auth_closes() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let mut ws = open(addr, None).await;
+    for message in [
+        json!({"type": "dance"}),
+        json!([1]),
+        json!({"type": "ping"}),
+    ] {
+        say(&mut ws, message).await;
+        let error = next(&mut ws).await;
+        assert_eq!(error["type"], "error");
+        assert!(
+            error["data"]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("authenticate first"),
+            "{error}"
+        );
+    }
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    assert_eq!(
+        next(&mut ws).await["data"]["detail"],
+        "messages must be JSON objects"
+    );
+    say(&mut ws, json!({"type": "auth", "token": 5})).await;
+    let closed = close_frame(&mut ws).await.unwrap();
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert_eq!(closed.reason.as_str(), "an auth message needs a token");
+}

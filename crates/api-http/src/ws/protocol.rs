@@ -6,13 +6,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-/// A message from the client, told apart by its `type`.
+/// A message from the client, told apart by its `type`. Only a message whose `type` is one of
+/// these becomes one; [`Incoming::read`] says what else a frame was.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum ClientMessage {
     /// Credentials, for a connection opened without them.
     Auth {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "text_or_nothing")]
         token: Option<String>,
     },
     /// Adds channels, replaces the filters when given, and replays from `since` when given.
@@ -32,17 +33,30 @@ pub(super) enum ClientMessage {
     Ping,
 }
 
-impl ClientMessage {
-    /// Reads a text frame; the error is the detail of the `error` message the client gets.
-    pub(super) fn parse(text: &str) -> Result<Self, String> {
-        let value: Value = serde_json::from_str(text)
-            .ok()
-            .filter(Value::is_object)
-            .ok_or("messages must be JSON objects")?;
+/// A token that is not text is no token.
+fn text_or_nothing<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Value::deserialize(d)?.as_str().map(str::to_owned))
+}
+
+/// What a text frame turned out to be.
+#[derive(Debug)]
+pub(super) enum Incoming {
+    Message(ClientMessage),
+    /// JSON with a `type` that is not a message of the protocol (named, or empty when absent).
+    Unknown(String),
+    NotJson,
+}
+
+impl Incoming {
+    pub(super) fn read(text: &str) -> Self {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return Incoming::NotJson;
+        };
         let kind = value["type"].as_str().unwrap_or_default().to_owned();
-        serde_json::from_value(value).map_err(|_| {
-            format!("unknown message type '{kind}' (expected subscribe, unsubscribe or ping)")
-        })
+        match serde_json::from_value(value) {
+            Ok(message) => Incoming::Message(message),
+            Err(_) => Incoming::Unknown(kind),
+        }
     }
 }
 
@@ -100,10 +114,11 @@ pub(super) fn channels(subscriptions: &Value) -> Result<Vec<Channel>, String> {
     if unknown.is_empty() {
         Ok(channels)
     } else {
+        let known: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
         Err(format!(
-            "unknown channel(s) {}; known: agent_activity, task_activity, conflict_alerts, \
-             resource_activity, workflow_activity, system_metrics",
-            unknown.join(", ")
+            "unknown channel(s) {}; known: {}",
+            unknown.join(", "),
+            known.join(", ")
         ))
     }
 }
@@ -165,20 +180,22 @@ mod tests {
     #[test]
     fn messages_are_told_apart_by_type_and_checked() {
         assert!(matches!(
-            ClientMessage::parse(r#"{"type": "ping"}"#),
-            Ok(ClientMessage::Ping)
+            Incoming::read(r#"{"type": "ping"}"#),
+            Incoming::Message(ClientMessage::Ping)
         ));
         assert!(matches!(
-            ClientMessage::parse(r#"{"type": "auth", "token": "k"}"#),
-            Ok(ClientMessage::Auth { token: Some(_) })
+            Incoming::read(r#"{"type": "auth", "token": "k"}"#),
+            Incoming::Message(ClientMessage::Auth { token: Some(_) })
         ));
-        assert_eq!(
-            ClientMessage::parse("[1]").unwrap_err(),
-            "messages must be JSON objects"
+        assert!(matches!(
+            Incoming::read(r#"{"type": "auth", "token": 5}"#),
+            Incoming::Message(ClientMessage::Auth { token: None })
+        ));
+        assert!(matches!(Incoming::read("not json"), Incoming::NotJson));
+        assert!(matches!(Incoming::read("[1]"), Incoming::Unknown(k) if k.is_empty()));
+        assert!(
+            matches!(Incoming::read(r#"{"type": "dance"}"#), Incoming::Unknown(k) if k == "dance")
         );
-        assert!(ClientMessage::parse(r#"{"type": "dance"}"#)
-            .unwrap_err()
-            .starts_with("unknown message type 'dance'"));
         let sub = Subscription::parse(
             &serde_json::json!(["agent_activity"]),
             Some(&serde_json::json!({"agent_id": "6f1d1d6e-52f5-4b1e-9b1a-1f2b3c4d5e6f"})),

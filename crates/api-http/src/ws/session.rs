@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::delivery::{close, Blocked, LIVE_BATCH};
-use super::protocol::{self, ClientMessage, Filters, Subscription};
+use super::protocol::{self, ClientMessage, Filters, Incoming, Subscription};
 use super::slots::CredentialSlot;
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::{authenticate, caller_key};
@@ -252,38 +252,44 @@ impl Session {
 
     /// Handles one client message; `Some` ends the session.
     async fn on_text(&mut self, text: &str) -> Option<Ending> {
-        let message = match ClientMessage::parse(text) {
-            Ok(message) => message,
-            Err(detail) => return self.error(detail).await.err().map(|why| self.blocked(why)),
-        };
-        let result = match (message, self.principal.is_some()) {
-            (ClientMessage::Auth { token }, false) => {
+        let authenticated = self.principal.is_some();
+        let result = match (Incoming::read(text), authenticated) {
+            (Incoming::NotJson, _) => self.error("messages must be JSON objects").await,
+            (Incoming::Message(ClientMessage::Auth { token }), false) => {
                 let Some(token) = token else {
                     return Some(close(CloseCode::Policy, "an auth message needs a token"));
                 };
                 return self.authenticate(&token).await;
             }
-            (ClientMessage::Auth { .. }, true) => self.error("already authenticated").await,
+            (Incoming::Message(ClientMessage::Auth { .. }), true) => {
+                self.error("already authenticated").await
+            }
             (_, false) => {
                 self.error("authenticate first: {\"type\": \"auth\", \"token\": ...}")
                     .await
             }
-            (ClientMessage::Ping, true) => {
+            (Incoming::Unknown(kind), true) => {
+                self.error(format!(
+                    "unknown message type '{kind}' (expected subscribe, unsubscribe or ping)"
+                ))
+                .await
+            }
+            (Incoming::Message(ClientMessage::Ping), true) => {
                 let now = self.state.platform.clock().now();
                 self.send(json!({"type": "pong", "timestamp": now})).await
             }
             (
-                ClientMessage::Subscribe {
+                Incoming::Message(ClientMessage::Subscribe {
                     subscriptions,
                     filters,
                     since,
-                },
+                }),
                 true,
             ) => match Subscription::parse(&subscriptions, filters.as_ref(), since.as_ref()) {
                 Ok(subscription) => self.subscribe(subscription).await,
                 Err(detail) => self.error(detail).await,
             },
-            (ClientMessage::Unsubscribe { subscriptions }, true) => {
+            (Incoming::Message(ClientMessage::Unsubscribe { subscriptions }), true) => {
                 match protocol::channels(&subscriptions) {
                     Ok(channels) => self.unsubscribe(channels).await,
                     Err(detail) => self.error(detail).await,
