@@ -49,8 +49,24 @@ impl AppState {
         jwt: Option<JwtKeys>,
         metrics_every: std::time::Duration,
     ) -> Self {
+        Self::with_catch_up(platform, jwt, metrics_every, ws::CATCH_UP_EVERY)
+    }
+
+    /// [`new`](Self::new), the hub comparing what it delivered with the log every
+    /// `catch_up_every` instead of [`ws::CATCH_UP_EVERY`].
+    pub fn with_catch_up(
+        platform: Platform,
+        jwt: Option<JwtKeys>,
+        metrics_every: std::time::Duration,
+        catch_up_every: std::time::Duration,
+    ) -> Self {
         let connections = Arc::new(ws::Connections::new(ws::WsLimits::default()));
-        let hub = ws::Hub::start(platform.clone(), connections.clone(), metrics_every);
+        let hub = ws::Hub::start(
+            platform.clone(),
+            connections.clone(),
+            metrics_every,
+            catch_up_every,
+        );
         Self {
             platform,
             jwt,

@@ -257,7 +257,14 @@ async fn long_polls_until_work_is_assigned<S: ports::Store + 'static>(store: Arc
         reply
     };
     let work = async {
-        tokio::task::yield_now().await;
+        // Only once the poll has read and is waiting is the work submitted.
+        for _ in 0..2500 {
+            if h.state.platform.long_polls_waiting() > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert_eq!(h.state.platform.long_polls_waiting(), 1, "the poll waits");
         let task = send(
             &app,
             admin(Method::POST, "/api/v1/tasks")

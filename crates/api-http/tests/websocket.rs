@@ -681,16 +681,25 @@ async fn system_metrics_arrive_every_interval_and_the_activity_feed_reads_the_lo
     .problem(400);
 }
 
-/// Two replicas on one fresh PostgreSQL database, each with its own Redis bus on `redis`.
-async fn two_replicas(redis: &str) -> (api_http::AppState, api_http::AppState) {
+/// Two replicas on one fresh PostgreSQL database, each with its own Redis bus on `redis`,
+/// their hubs catching up from the log every `catch_up`.
+async fn two_replicas(redis: &str, catch_up: Duration) -> (api_http::AppState, api_http::AppState) {
     let url = adapters_postgres::testing::fresh_database().await;
-    let one = replica(&url, redis, None).await;
-    (one, replica(&url, redis, None).await)
+    let one = replica(&url, redis, None, catch_up).await;
+    (one, replica(&url, redis, None, catch_up).await)
 }
+
+/// So long that only the bus can bring an event while a test runs.
+const NEVER: Duration = Duration::from_secs(3600);
 
 /// A replica on the database at `url` with a Redis bus on `redis`, under `namespace` or, as the
 /// server does by default, one named after the database's log.
-async fn replica(url: &str, redis: &str, namespace: Option<&str>) -> api_http::AppState {
+async fn replica(
+    url: &str,
+    redis: &str,
+    namespace: Option<&str>,
+    catch_up: Duration,
+) -> api_http::AppState {
     {
         let store =
             adapters_postgres::PgStore::connect(url, &adapters_postgres::PoolSettings::default())
@@ -717,14 +726,15 @@ async fn replica(url: &str, redis: &str, namespace: Option<&str>) -> api_http::A
             testkit::ManualClock::default(),
             settings,
         );
-        api_http::AppState::new(platform, None, Duration::from_secs(60))
+        api_http::AppState::with_catch_up(platform, None, Duration::from_secs(60), catch_up)
     }
 }
 
 #[actix_web::test]
 async fn an_event_made_on_one_replica_reaches_a_subscriber_on_another_through_redis() {
     let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let (one, two) = two_replicas(&redis).await;
+    // Only Redis can bring the event: the hubs never catch up from the log meanwhile.
+    let (one, two) = two_replicas(&redis, NEVER).await;
     let mut h = Harness::memory();
     h.state = two;
     let addr = serve(&h);
@@ -754,9 +764,9 @@ async fn a_deployment_delivers_only_its_own_committed_events_whatever_is_on_its_
     let channel = adapters_redis::events_channel(&namespace);
     let first = adapters_postgres::testing::fresh_database().await;
     let second = adapters_postgres::testing::fresh_database().await;
-    let one = replica(&first, &redis, Some(&namespace)).await;
+    let one = replica(&first, &redis, Some(&namespace), NEVER).await;
     let mut h = Harness::memory();
-    h.state = replica(&second, &redis, Some(&namespace)).await;
+    h.state = replica(&second, &redis, Some(&namespace), NEVER).await;
     let addr = serve(&h);
     let mut ws = open(addr, Some(ADMIN_KEY)).await;
     subscribe(
@@ -852,7 +862,8 @@ async fn events_made_while_redis_is_down_are_delivered_when_it_returns() {
         .port();
     let mut redis = OwnRedis::start(port);
     let redis_url = format!("redis://127.0.0.1:{}", redis.port);
-    let (one, two) = two_replicas(&redis_url).await;
+    // Catching up from the log is how events made while Redis was down arrive.
+    let (one, two) = two_replicas(&redis_url, api_http::ws::CATCH_UP_EVERY).await;
     let mut h = Harness::memory();
     h.state = two;
     let addr = serve(&h);

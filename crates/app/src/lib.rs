@@ -167,6 +167,8 @@ impl std::fmt::Debug for Dependencies {
 struct Signals {
     work: tokio::sync::Notify,
     assigned: tokio::sync::Notify,
+    /// Long polls waiting for an assignment on this replica now.
+    polling: std::sync::atomic::AtomicUsize,
 }
 
 /// The platform's use cases, shared by every request handler and background job.

@@ -12,8 +12,9 @@ use tokio::sync::broadcast;
 
 /// How many frames a session may fall behind before it is disconnected as too slow.
 pub const SESSION_BACKLOG: usize = 1024;
-/// How often the hub compares what it delivered with the log, to deliver what the bus lost.
-const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
+/// How often the hub compares what it delivered with the log, to deliver what the bus lost,
+/// unless told otherwise.
+pub const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 /// How often the hub looks for revoked API keys, and how far back.
 const REVOCATIONS_EVERY: Duration = Duration::from_secs(5);
 const REVOCATIONS_WINDOW_SECS: i64 = 60;
@@ -55,6 +56,7 @@ impl Hub {
         platform: Platform,
         connections: Arc<super::Connections>,
         metrics_every: Duration,
+        catch_up_every: Duration,
     ) -> Self {
         let sender = broadcast::channel(SESSION_BACKLOG).0;
         let hub = Self {
@@ -64,7 +66,7 @@ impl Hub {
         tokio::spawn(async move {
             let mut metrics = tokio::time::interval(metrics_every);
             metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut check = tokio::time::interval(CATCH_UP_EVERY);
+            let mut check = tokio::time::interval(catch_up_every);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut revocations = tokio::time::interval(REVOCATIONS_EVERY);
             revocations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

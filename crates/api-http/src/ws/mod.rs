@@ -10,7 +10,7 @@ mod session;
 mod slots;
 
 pub use connect::connect;
-pub use hub::{encode, Delivery, Hub};
+pub use hub::{encode, Delivery, Hub, CATCH_UP_EVERY};
 pub use slots::{Connections, WsLimits, PENDING_PER_ADDRESS};
 
 /// Largest message a client may send.

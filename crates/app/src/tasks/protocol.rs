@@ -1,6 +1,8 @@
 //! The agent work protocol: an agent starts the tasks it was assigned, reports progress, and
 //! completes or fails them, each call naming the attempt it is about; and it long-polls for work.
 
+use std::sync::atomic::Ordering;
+
 use domain::{AgentId, Principal, Task, TaskId, TaskStatus};
 use ports::TaskQuery;
 use serde_json::{Map, Value};
@@ -9,6 +11,11 @@ use super::{calling_agent, noting_stale, transition_error, MAX_WAIT_SECONDS};
 use crate::{AppError, Platform};
 
 impl Platform {
+    /// How many agents' long polls are waiting for an assignment on this replica now.
+    pub fn long_polls_waiting(&self) -> usize {
+        self.signals.polling.load(Ordering::Relaxed)
+    }
+
     /// The agent starts the task it was assigned.
     pub async fn start_task(
         &self,
@@ -138,7 +145,9 @@ impl Platform {
             }
             // Assignments made by another replica do not ring this bell: look again now and then.
             let nap = (deadline - now).min(self.settings.long_poll_recheck);
+            self.signals.polling.fetch_add(1, Ordering::Relaxed);
             let _ = tokio::time::timeout(nap, assigned).await;
+            self.signals.polling.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
