@@ -230,20 +230,45 @@ fn port_methods() -> Vec<(String, String)> {
     methods
 }
 
-#[test]
-fn every_store_port_method_has_a_contract_case() {
-    let mut suite = String::new();
+/// The contract files of `testkit`, each as (name, text without line comments).
+fn contract_files() -> Vec<(String, String)> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(root().join("crates/testkit/src")).unwrap() {
         let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().contains("contract"))
-        {
-            suite.push_str(&std::fs::read_to_string(path).unwrap());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.contains("contract") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code: Vec<&str> = text
+                .lines()
+                .map(|l| l.split("//").next().unwrap_or(""))
+                .collect();
+            files.push((name, code.join("\n")));
         }
     }
-    // rustfmt breaks method chains over lines: compare without whitespace.
-    let suite: String = suite.chars().filter(|c| !c.is_whitespace()).collect();
+    files
+}
+
+#[test]
+fn every_store_port_method_has_a_contract_case() {
+    // The ports a store provides are the bounds of `ports::Store`: each must be mapped here.
+    let lib = std::fs::read_to_string(root().join("crates/ports/src/lib.rs")).unwrap();
+    let bounds = lib
+        .split("pub trait Store:")
+        .nth(1)
+        .and_then(|rest| rest.split('{').next())
+        .expect("ports::Store and its bounds");
+    for bound in bounds.split('+').map(str::trim).filter(|b| !b.is_empty()) {
+        assert!(
+            STORE_PORTS.iter().any(|(port, _)| *port == bound),
+            "ports::Store has {bound}, which this check does not know: add it to STORE_PORTS"
+        );
+    }
+    let files = contract_files();
+    let suite: String = files
+        .iter()
+        .flat_map(|(_, code)| code.chars())
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let methods = port_methods();
     let mut missing = Vec::new();
     for (port, field) in STORE_PORTS {
@@ -263,6 +288,24 @@ fn every_store_port_method_has_a_contract_case() {
         missing.is_empty(),
         "port methods without a contract case in testkit (called as store.<port>.<method>): {missing:?}"
     );
+    // Every case is run: each is named in `store_contract!`.
+    let (_, contract) = files
+        .iter()
+        .find(|(name, _)| name == "contract.rs")
+        .expect("testkit/src/contract.rs");
+    let registered = contract.split("macro_rules!").nth(1).unwrap_or_default();
+    for (name, code) in &files {
+        for case in code.split("pub async fn ").skip(1) {
+            let case: String = case
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                registered.contains(&case),
+                "{name}: the contract case {case} is not run by store_contract!"
+            );
+        }
+    }
 }
 
 /// The top-level modules of a crate's `src`: its `.rs` files and module folders, less the root.

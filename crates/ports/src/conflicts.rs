@@ -46,9 +46,11 @@ pub trait ConflictRepository: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Conflict>, RepoError>;
 
-    /// Replaces the stored conflict if its stored `version` still equals `conflict.version`,
-    /// bumps the version, and stores `events`; one transaction. `NotFound` if gone, `Conflict`
-    /// if moved.
+    /// Writes the conflict's changeable fields (description, metadata, status, the involved
+    /// agents and tasks, resolution, `updated_at`, `resolved_at`) if its stored `version` still
+    /// equals `conflict.version`, bumps the version, and stores `events`; one transaction. What
+    /// it is about and how it came to be (type, severity, agent, task, pool, cause, source,
+    /// reporter, `created_at`) stay as inserted. `NotFound` if gone, `Conflict` if moved.
     async fn update_conflict(
         &self,
         conflict: &Conflict,

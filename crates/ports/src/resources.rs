@@ -35,8 +35,10 @@ pub trait ResourceRepository: Send + Sync {
     /// The assigned and running tasks that claim any pool: the live allocations.
     async fn claim_holders(&self) -> Result<Vec<Task>, RepoError>;
 
-    /// Replaces the stored pool if its stored `version` still equals `pool.version`, bumps the
-    /// version, and stores `events`; one transaction. `NotFound` if gone, `Conflict` if moved.
+    /// Writes the pool's changeable fields (capacity, metadata, maintenance, `updated_at`) if
+    /// its stored `version` still equals `pool.version`, bumps the version, and stores
+    /// `events`; one transaction. The name, kind and `created_at` stay as registered. `NotFound`
+    /// if gone, `Conflict` if moved.
     async fn update_resource(
         &self,
         pool: &Resource,

@@ -70,7 +70,8 @@ pub struct Changes {
     pub tasks: Vec<Task>,
     pub agents: Vec<Agent>,
     /// Pools allocated from: only their version is bumped (see `ResourceRepository`), and only
-    /// if it still equals the one read.
+    /// if it still equals the one read; a pool moved or gone since makes the whole write a
+    /// `Conflict`.
     pub allocated_from: Vec<Resource>,
     pub events: Vec<NewEvent>,
 }

@@ -148,16 +148,29 @@ pub async fn conflicts_round_trip_and_one_cause_has_one_open_conflict(store: Sto
 }
 
 pub async fn conflict_updates_hold_to_the_version_read(store: StoreUnderTest) {
-    let open = reported(1, "other", "high", 5, t(0));
+    let mut open = reported(1, "other", "high", 5, t(0));
+    open.version = 3;
     store
         .conflicts
         .insert_conflict(&open, vec![])
         .await
         .unwrap();
+    assert_eq!(
+        store.conflicts.get_conflict(open.id).await.unwrap().version,
+        0,
+        "a new conflict starts at version 0"
+    );
+    open.version = 0;
     let mut dismissed = open.clone();
     dismissed
         .dismiss("noise".into(), "user:alice", t(5))
         .unwrap();
+    dismissed.description = "not a conflict after all".into();
+    dismissed.involved_tasks = vec![domain::TaskId(Uuid::from_u128(8))];
+    // Not the conflict's to change: what it is about and how it came to be.
+    dismissed.severity = Severity::Critical;
+    dismissed.conflict_type = ConflictType::GoalConflict;
+    dismissed.reported_by = "someone else".into();
     store
         .conflicts
         .update_conflict(&dismissed, vec![noted(&dismissed)])
@@ -167,6 +180,17 @@ pub async fn conflict_updates_hold_to_the_version_read(store: StoreUnderTest) {
     assert_eq!(stored.version, 1, "an update bumps the version");
     assert_eq!(stored.status, ConflictStatus::Dismissed);
     assert_eq!(stored.resolution, dismissed.resolution);
+    assert_eq!(stored.description, "not a conflict after all");
+    assert_eq!(stored.involved_tasks, dismissed.involved_tasks);
+    assert_eq!(stored.resolved_at, Some(t(5)));
+    assert_eq!(
+        (
+            stored.severity,
+            stored.conflict_type,
+            stored.reported_by.as_str()
+        ),
+        (Severity::High, ConflictType::Other, "api-key:test")
+    );
 
     let before = numbered(&store)
         .await
@@ -203,10 +227,11 @@ pub async fn conflict_updates_hold_to_the_version_read(store: StoreUnderTest) {
 }
 
 pub async fn conflict_lists_filter_and_page_newest_first(store: StoreUnderTest) {
-    let a = reported(1, "goal_conflict", "low", 5, t(0));
-    let b = reported(2, "policy_violation", "critical", 6, t(1));
-    let c = detected(3, ConflictType::CapabilityGap, gap(11), t(2));
-    let d = reported(4, "goal_conflict", "low", 6, t(3));
+    // IDs fall as time rises: the order is by time, not by ID.
+    let a = reported(4, "goal_conflict", "low", 5, t(0));
+    let b = reported(3, "policy_violation", "critical", 6, t(1));
+    let c = detected(2, ConflictType::CapabilityGap, gap(11), t(2));
+    let d = reported(1, "goal_conflict", "low", 6, t(3));
     for x in [&a, &b, &c, &d] {
         store.conflicts.insert_conflict(x, vec![]).await.unwrap();
     }

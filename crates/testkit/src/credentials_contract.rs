@@ -57,9 +57,9 @@ fn cursor(at: DateTime<Utc>, id: Uuid) -> Option<Cursor> {
 
 pub async fn api_keys_are_unique_listed_newest_first_and_revoked_once(store: StoreUnderTest) {
     let (a, b, c) = (
-        key(1, Role::Viewer, t(0)),
+        key(3, Role::Viewer, t(0)),
         key(2, Role::Operator, t(1)),
-        key(3, Role::Admin, t(2)),
+        key(1, Role::Admin, t(2)),
     );
     for k in [&a, &b, &c] {
         store.credentials.insert_api_key(k).await.unwrap();
@@ -71,7 +71,9 @@ pub async fn api_keys_are_unique_listed_newest_first_and_revoked_once(store: Sto
     // The same ID, or the same hash, is a conflict.
     let mut same_hash = key(4, Role::Admin, t(3));
     same_hash.hash = a.hash.clone();
-    for clash in [&key(1, Role::Admin, t(3)), &same_hash] {
+    let mut same_id = key(5, Role::Admin, t(3));
+    same_id.id = a.id;
+    for clash in [&same_id, &same_hash] {
         assert!(matches!(
             store.credentials.insert_api_key(clash).await,
             Err(RepoError::Conflict(_))
@@ -159,9 +161,9 @@ pub async fn the_first_admin_key_is_stored_only_while_no_admin_exists(store: Sto
 
 pub async fn users_are_unique_by_name_found_listed_and_deleted(store: StoreUnderTest) {
     let (alice, bob, carol) = (
-        user(1, "alice", Role::Viewer, t(0)),
+        user(3, "alice", Role::Viewer, t(0)),
         user(2, "bob", Role::Operator, t(1)),
-        user(3, "carol", Role::Admin, t(2)),
+        user(1, "carol", Role::Admin, t(2)),
     );
     for u in [&alice, &bob, &carol] {
         store.credentials.insert_user(u).await.unwrap();
@@ -261,10 +263,10 @@ pub async fn the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age(
     store: StoreUnderTest,
 ) {
     let entries = [
-        entry(1, AuditAction::LoginFailed, t(0)),
-        entry(2, AuditAction::UserCreated, t(10)),
-        entry(3, AuditAction::LoginFailed, t(20)),
-        entry(4, AuditAction::AccessDenied, t(30)),
+        entry(4, AuditAction::LoginFailed, t(0)),
+        entry(3, AuditAction::UserCreated, t(10)),
+        entry(2, AuditAction::LoginFailed, t(20)),
+        entry(1, AuditAction::AccessDenied, t(30)),
     ];
     for e in &entries {
         store.credentials.record_audit(e).await.unwrap();
@@ -276,19 +278,19 @@ pub async fn the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age(
         .await
         .unwrap();
     assert_eq!(all[0], entries[3], "read back as written");
-    assert_eq!(ids(all), [4, 3, 2, 1]);
+    assert_eq!(ids(all), [1, 2, 3, 4]);
     let failures = store
         .credentials
         .audit_entries(None, Some(AuditAction::LoginFailed), 10)
         .await
         .unwrap();
-    assert_eq!(ids(failures), [3, 1]);
+    assert_eq!(ids(failures), [2, 4]);
     let after = store
         .credentials
-        .audit_entries(cursor(t(20), Uuid::from_u128(3)), None, 1)
+        .audit_entries(cursor(t(20), Uuid::from_u128(2)), None, 1)
         .await
         .unwrap();
-    assert_eq!(ids(after), [2]);
+    assert_eq!(ids(after), [3]);
 
     assert_eq!(
         store
@@ -303,5 +305,5 @@ pub async fn the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age(
         .audit_entries(None, None, 10)
         .await
         .unwrap();
-    assert_eq!(ids(left), [4, 3]);
+    assert_eq!(ids(left), [1, 2]);
 }

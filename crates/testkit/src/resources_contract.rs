@@ -87,9 +87,10 @@ pub async fn pools_round_trip_and_names_and_ids_are_unique(store: StoreUnderTest
 }
 
 pub async fn pools_are_found_by_id_or_name_and_listed_newest_first(store: StoreUnderTest) {
-    let a = pool(1, "gpus-a", "gpu", 1, t(0));
+    // IDs fall as time rises: the order is by time, not by ID.
+    let a = pool(3, "gpus-a", "gpu", 1, t(0));
     let b = pool(2, "licenses", "license", 1, t(1));
-    let c = pool(3, "gpus-c", "gpu", 1, t(2));
+    let c = pool(1, "gpus-c", "gpu", 1, t(2));
     for p in [&a, &b, &c] {
         store.resources.insert_resource(p, vec![]).await.unwrap();
     }
@@ -135,17 +136,30 @@ pub async fn pools_are_found_by_id_or_name_and_listed_newest_first(store: StoreU
 }
 
 pub async fn pool_updates_and_deletes_hold_to_the_version_read(store: StoreUnderTest) {
-    let gpus = pool(1, "gpus", "gpu", 4, t(0));
+    let mut gpus = pool(1, "gpus", "gpu", 4, t(0));
+    gpus.version = 7;
     store
         .resources
         .insert_resource(&gpus, vec![])
         .await
         .unwrap();
+    assert_eq!(
+        store.resources.get_resource(gpus.id).await.unwrap().version,
+        0,
+        "a new pool starts at version 0"
+    );
+    gpus.version = 0;
 
     let mut bigger = gpus.clone();
     bigger.capacity =
         ResourceMap::from_json("capacity", &object(json!({"gpus": 8}))).expect("a capacity");
     bigger.updated_at = t(5);
+    bigger.metadata = domain::Metadata::parse(object(json!({"rack": "r2"}))).unwrap();
+    bigger.maintenance = true;
+    // Not the pool's to change: its name, kind and time of registration.
+    bigger.name = "renamed".into();
+    bigger.kind = "other".into();
+    bigger.created_at = t(4);
     store
         .resources
         .update_resource(&bigger, vec![created(&bigger)])
@@ -153,7 +167,23 @@ pub async fn pool_updates_and_deletes_hold_to_the_version_read(store: StoreUnder
         .unwrap();
     let stored = store.resources.get_resource(gpus.id).await.unwrap();
     assert_eq!(stored.version, 1, "an update bumps the version");
-    assert_eq!(stored.capacity, bigger.capacity);
+    assert_eq!(
+        (
+            &stored.capacity,
+            &stored.metadata,
+            stored.maintenance,
+            stored.updated_at
+        ),
+        (&bigger.capacity, &bigger.metadata, true, t(5))
+    );
+    assert_eq!(
+        (
+            stored.name.as_str(),
+            stored.kind.as_str(),
+            stored.created_at
+        ),
+        ("gpus", "gpu", t(0))
+    );
 
     // A write over the old version loses, and writes nothing (nor its events).
     let events_before = numbered(&store)

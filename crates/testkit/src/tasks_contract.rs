@@ -459,3 +459,69 @@ pub async fn waiting_tasks_are_found_by_why_they_wait_oldest_first(store: StoreU
     let gaps = store.tasks.waiting_for_capabilities(10).await.unwrap();
     assert_eq!(ids(gaps), [second.id]);
 }
+
+pub async fn a_write_allocating_from_a_pool_gone_or_moved_writes_nothing(store: StoreUnderTest) {
+    let pool = crate::resources_contract::pool(1, "gpus", "gpu", 2, t(0));
+    store
+        .resources
+        .insert_resource(&pool, vec![])
+        .await
+        .unwrap();
+    let read = store.resources.get_resource(pool.id).await.unwrap();
+    let x = task(10, 5, &[], t(1));
+    store.tasks.insert(&x, vec![], None).await.unwrap();
+    let mut changed = store.tasks.get(x.id).await.unwrap();
+    changed.title = "changed".into();
+    let write = |allocated_from: Vec<domain::Resource>| Changes {
+        tasks: vec![changed.clone()],
+        allocated_from,
+        ..Changes::default()
+    };
+    // Moved since it was read: a pool change committed first.
+    let mut moved = read.clone();
+    moved.maintenance = true;
+    store
+        .resources
+        .update_resource(&moved, vec![])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.tasks.save(write(vec![read.clone()])).await,
+        Err(RepoError::Conflict(_))
+    ));
+    // Gone since it was read.
+    let current = store.resources.get_resource(pool.id).await.unwrap();
+    store
+        .resources
+        .delete_resource(&current, vec![])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.tasks.save(write(vec![current])).await,
+        Err(RepoError::Conflict(_))
+    ));
+    assert_eq!(
+        store.tasks.get(x.id).await.unwrap().title,
+        x.title,
+        "nothing written"
+    );
+    // Over the version read, the pool's version moves on with the write.
+    let again = crate::resources_contract::pool(2, "more", "gpu", 2, t(2));
+    store
+        .resources
+        .insert_resource(&again, vec![])
+        .await
+        .unwrap();
+    let read = store.resources.get_resource(again.id).await.unwrap();
+    store.tasks.save(write(vec![read])).await.unwrap();
+    assert_eq!(
+        store
+            .resources
+            .get_resource(again.id)
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(store.tasks.get(x.id).await.unwrap().title, "changed");
+}

@@ -25,7 +25,9 @@ impl ConflictRepository for MemoryStore {
                 "an open conflict with this cause exists".into(),
             ));
         }
-        state.conflicts.insert(conflict.id, conflict.clone());
+        let mut stored = conflict.clone();
+        stored.version = 0;
+        state.conflicts.insert(conflict.id, stored);
         Ok(state.append(events))
     }
 
@@ -79,9 +81,18 @@ impl ConflictRepository for MemoryStore {
         let mut state = self.lock();
         let stored = state.conflicts.get(&conflict.id).map(|c| c.version);
         unchanged("conflict", conflict.id, conflict.version, stored)?;
-        let mut stored = conflict.clone();
-        stored.version += 1;
-        state.conflicts.insert(stored.id, stored);
+        if let Some(stored) = state.conflicts.get_mut(&conflict.id) {
+            // What it is about, and how it came to be, are the conflict's for good.
+            stored.description = conflict.description.clone();
+            stored.metadata = conflict.metadata.clone();
+            stored.status = conflict.status;
+            stored.involved_agents = conflict.involved_agents.clone();
+            stored.involved_tasks = conflict.involved_tasks.clone();
+            stored.resolution = conflict.resolution.clone();
+            stored.updated_at = conflict.updated_at;
+            stored.resolved_at = conflict.resolved_at;
+            stored.version += 1;
+        }
         Ok(state.append(events))
     }
 

@@ -61,7 +61,11 @@ impl State {
             self.check_version(agent)?;
         }
         for pool in &changes.allocated_from {
-            self.check_pool(pool)?;
+            // A pool gone since the pass read it has moved on too: the pass reads again.
+            self.check_pool(pool).map_err(|e| match e {
+                RepoError::NotFound => RepoError::Conflict(format!("resource {} is gone", pool.id)),
+                other => other,
+            })?;
         }
         for pool in &changes.allocated_from {
             if let Some(stored) = self.resources.get_mut(&pool.id) {

@@ -22,7 +22,9 @@ impl ResourceRepository for MemoryStore {
                 pool.name
             )));
         }
-        state.resources.insert(pool.id, pool.clone());
+        let mut stored = pool.clone();
+        stored.version = 0;
+        state.resources.insert(pool.id, stored);
         Ok(state.append(events))
     }
 
@@ -68,9 +70,14 @@ impl ResourceRepository for MemoryStore {
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut state = self.lock();
         state.check_pool(pool)?;
-        let mut stored = pool.clone();
-        stored.version += 1;
-        state.resources.insert(stored.id, stored);
+        if let Some(stored) = state.resources.get_mut(&pool.id) {
+            // The name, the kind and the time of registration are the pool's for good.
+            stored.capacity = pool.capacity.clone();
+            stored.metadata = pool.metadata.clone();
+            stored.maintenance = pool.maintenance;
+            stored.updated_at = pool.updated_at;
+            stored.version += 1;
+        }
         Ok(state.append(events))
     }
 
