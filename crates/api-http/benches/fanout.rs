@@ -17,6 +17,9 @@
 //! half a second of the last one published (deliveries per second at that rate), then measures
 //! latency (publish to receipt, one clock) at half that rate. B7 opens 10 000 idle, subscribed
 //! connections and divides the growth of the server's resident memory by that number.
+//!
+//! Long for a bench: both servers, the clients, the measurements and the report are in this one
+//! file, so that what is compared is seen side by side.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -1143,3 +1143,28 @@ async fn before_authenticating_a_client_is_told_to_authenticate_and_a_bad_auth_c
     assert_eq!(closed.code, CloseCode::Policy);
     assert_eq!(closed.reason.as_str(), "an auth message needs a token");
 }
+
+#[actix_web::test]
+async fn an_open_session_ends_when_the_platforms_clock_passes_its_expiry() {
+    let h = Harness::memory();
+    h.clock.set(chrono::Utc::now());
+    let addr = serve(&h);
+    let token =
+        jwt(json!({"sub": "v", "role": "viewer", "exp": chrono::Utc::now().timestamp() + 3600}));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/ws/later?token={token}"))
+            .await
+            .unwrap();
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+    )
+    .await;
+    h.clock.advance(chrono::Duration::hours(2));
+    let closed = tokio::time::timeout(Duration::from_secs(15), close_frame(&mut ws))
+        .await
+        .expect("closed within a check interval")
+        .expect("a close reason");
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert!(closed.reason.contains("expired"), "{}", closed.reason);
+}

@@ -39,10 +39,10 @@ fn decide(
         .collect();
     let pools = Pools::of(&snapshot.resources, &snapshot.claim_holders);
     let plan = schedule(&snapshot.pending, capacity, pools, now, policy);
-    let waiting: Vec<(TaskId, String)> = plan
+    let waiting: Vec<(TaskId, domain::ResourceId)> = plan
         .unplaced
         .iter()
-        .filter_map(|u| u.waits_on.clone().map(|pool| (u.task, pool)))
+        .filter_map(|u| u.waits_on.map(|pool| (u.task, pool)))
         .collect();
 
     let mut tasks: HashMap<TaskId, domain::Task> =

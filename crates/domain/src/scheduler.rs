@@ -16,7 +16,7 @@ use crate::quantity::show_nanos;
 use crate::resource::{self, Resource};
 use crate::task::{Task, TaskId};
 use crate::WaitReason;
-use crate::{Agent, AgentId, CapabilitySet, ResourceMap};
+use crate::{Agent, AgentId, CapabilitySet, ResourceId, ResourceMap};
 
 /// How agents are chosen among the eligible ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl AgentCapacity {
 pub struct Pools {
     /// Pool key by every name a claim may use (ID and name).
     refs: HashMap<String, usize>,
-    ids: Vec<String>,
+    ids: Vec<ResourceId>,
     names: Vec<String>,
     free: Vec<BTreeMap<String, i128>>,
     /// In maintenance: no new allocations.
@@ -170,11 +170,11 @@ struct Shortfall {
 
 impl Pools {
     /// Adds a pool reachable as `id` and as `name`, with its free amounts.
-    pub fn add(&mut self, id: &str, name: &str, free: BTreeMap<String, i128>) {
+    pub fn add(&mut self, id: ResourceId, name: &str, free: BTreeMap<String, i128>) {
         let key = self.free.len();
-        self.refs.insert(id.to_owned(), key);
+        self.refs.insert(id.to_string(), key);
         self.refs.insert(name.to_owned(), key);
-        self.ids.push(id.to_owned());
+        self.ids.push(id);
         self.names.push(name.to_owned());
         self.free.push(free);
         self.closed.push(false);
@@ -186,7 +186,7 @@ impl Pools {
         let mut pools = Self::default();
         for pool in resources {
             let free = pool.available(&resource::allocated(pool, holders));
-            pools.add(&pool.id.to_string(), &pool.name, free.into_map());
+            pools.add(pool.id, &pool.name, free.into_map());
             if pool.maintenance {
                 *pools.closed.last_mut().expect("just added") = true;
             }
@@ -268,7 +268,7 @@ pub struct Unplaced {
     pub task: TaskId,
     pub reason: WaitReason,
     /// The ID of the pool whose free capacity it waits for, if that is what stops it.
-    pub waits_on: Option<String>,
+    pub waits_on: Option<ResourceId>,
 }
 
 /// The scheduler's decision for one pass.
@@ -487,7 +487,7 @@ pub fn schedule(
             plan.unplaced.push(Unplaced {
                 task: task.id,
                 reason: refusal.reason,
-                waits_on: refusal.pool.map(|key| pools.ids[key].clone()),
+                waits_on: refusal.pool.map(|key| pools.ids[key]),
             });
             continue;
         }

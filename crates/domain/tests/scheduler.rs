@@ -196,7 +196,7 @@ fn claims_on_pools_must_fit_and_say_what_is_short() {
     }
     let mut pools = Pools::default();
     pools.add(
-        "7",
+        domain::ResourceId(uuid::Uuid::from_u128(7)),
         "gpu_cluster_01",
         BTreeMap::from([("gpus".to_owned(), G)]),
     );
@@ -306,7 +306,7 @@ fn arb_world() -> impl Strategy<Value = World> {
 fn pools(free: i128) -> Pools {
     let mut p = Pools::default();
     p.add(
-        "pool-id",
+        domain::ResourceId(uuid::Uuid::from_u128(1)),
         "pool",
         BTreeMap::from([("gpus".to_owned(), free * G)]),
     );

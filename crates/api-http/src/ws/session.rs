@@ -29,9 +29,10 @@ const AUTH_WINDOW: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A connection silent this long (no message, no pong) is closed as dead.
 const DEAD_AFTER: Duration = Duration::from_secs(60);
-/// How often a session opened with a signed-in user's token checks that the user still
-/// holds it (not deleted, role and password unchanged).
-const USER_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often a session looks again at its credentials: whether they ran out by the
+/// platform's clock (which tests move), and for a signed-in user's token, whether the user
+/// still holds it (not deleted, role and password unchanged).
+const CREDENTIALS_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// The close for a frame the protocol layer refused, with the code RFC 6455 gives its cause
 /// and a description of our own (never the parser's text).
@@ -115,8 +116,8 @@ impl Session {
         tokio::pin!(auth_deadline);
         let expiry = tokio::time::sleep_until(self.expiry());
         tokio::pin!(expiry);
-        let mut user_check = tokio::time::interval(USER_CHECK_EVERY);
-        user_check.reset();
+        let mut credentials_check = tokio::time::interval(CREDENTIALS_CHECK_EVERY);
+        credentials_check.reset();
         loop {
             tokio::select! {
                 message = stream.next() => {
@@ -174,7 +175,10 @@ impl Session {
                 _ = &mut expiry, if self.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
                     return self.expired();
                 }
-                _ = user_check.tick(), if self.principal.as_ref().is_some_and(|p| p.user_token.is_some()) => {
+                _ = credentials_check.tick(), if self.principal.as_ref().is_some_and(|p| p.user_token.is_some() || p.expires_at.is_some()) => {
+                    if self.ran_out() {
+                        return self.expired();
+                    }
                     if let Err(why) = self.user_still_valid().await {
                         return self.blocked(why);
                     }
@@ -221,10 +225,7 @@ impl Session {
         let Some(principal) = &self.principal else {
             return Ok(());
         };
-        if principal
-            .expires_at
-            .is_some_and(|at| at <= self.state.platform.clock().now())
-        {
+        if self.ran_out() {
             return Err(Blocked::Expired);
         }
         if let Some(key) = principal.api_key {
@@ -236,6 +237,14 @@ impl Session {
             }
         }
         self.user_still_valid().await
+    }
+
+    /// Whether the credentials ran out by the platform's clock.
+    fn ran_out(&self) -> bool {
+        self.principal
+            .as_ref()
+            .and_then(|p| p.expires_at)
+            .is_some_and(|at| at <= self.state.platform.clock().now())
     }
 
     /// A signed-in user's token holds while the user exists with the role and password it was

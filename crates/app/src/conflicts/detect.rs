@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 use super::{repo, SWEEP_BATCH};
 use crate::{events, AppError, Platform};
 
+/// The most recent actions a contention conflict lists.
+const MAX_ACTIONS_KEPT: usize = 20;
+
 impl Platform {
     /// Opens a detected conflict unless one for the same cause is open. With a default
     /// strategy for its type, the platform resolves it at once (contention excepted: it stays
@@ -152,10 +155,22 @@ impl Platform {
                 let actions = metadata
                     .entry("actions")
                     .or_insert_with(|| Value::Array(Vec::new()));
+                let mut dropped = 0;
                 if let Value::Array(list) = actions {
                     list.push(json!({"at": now, "strategy": strategy.as_str(), "outcome": decision.outcome}));
-                    let excess = list.len().saturating_sub(20);
-                    list.drain(..excess);
+                    dropped = list.len().saturating_sub(MAX_ACTIONS_KEPT);
+                    list.drain(..dropped);
+                }
+                if dropped > 0 {
+                    // The oldest go; how many went is kept.
+                    let earlier = metadata
+                        .get("actions_not_listed")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    metadata.insert(
+                        "actions_not_listed".into(),
+                        (earlier + dropped as u64).into(),
+                    );
                 }
                 c.metadata = domain::Metadata::bounded(metadata);
                 c.updated_at = now;

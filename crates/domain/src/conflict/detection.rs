@@ -177,19 +177,19 @@ pub fn capability_gap(task: &Task) -> Detection {
 pub const MAX_LISTED: usize = 100;
 
 /// What one scheduling pass saw of contention: for each pool with tasks waiting (`waiting`:
-/// task and pool ID) for its capacity while others (`holders`) hold it, one detection.
+/// task and pool) for its capacity while others (`holders`) hold it, one detection.
 pub fn contention(
-    waiting: &[(TaskId, String)],
+    waiting: &[(TaskId, ResourceId)],
     pools: &[Resource],
     holders: &[Task],
 ) -> Vec<Detection> {
-    let mut by_pool: BTreeMap<&str, Vec<TaskId>> = BTreeMap::new();
+    let mut by_pool: BTreeMap<ResourceId, Vec<TaskId>> = BTreeMap::new();
     for (task, pool) in waiting {
-        by_pool.entry(pool.as_str()).or_default().push(*task);
+        by_pool.entry(*pool).or_default().push(*task);
     }
     let mut found = Vec::new();
     for (pool_id, waiters) in by_pool {
-        let Some(pool) = pools.iter().find(|p| p.id.to_string() == pool_id) else {
+        let Some(pool) = pools.iter().find(|p| p.id == pool_id) else {
             continue;
         };
         let held = resource::allocations(pool, holders);
@@ -203,8 +203,9 @@ pub fn contention(
             }
         }
         let holding: Vec<TaskId> = held.iter().map(|a| a.task).collect();
-        let mut tasks = waiters.clone();
-        tasks.extend(holding.iter().copied());
+        // Holders first: when the list is cut, the ones a strategy acts on stay in it.
+        let mut tasks = holding.clone();
+        tasks.extend(waiters.iter().copied());
         found.push(Detection {
             conflict_type: ConflictType::ResourceContention,
             severity: Severity::Medium,
@@ -341,8 +342,8 @@ mod tests {
         holder
             .assign(AgentId(uuid::Uuid::from_u128(3)), now)
             .unwrap();
-        let waiting: Vec<(TaskId, String)> = (0..150u128)
-            .map(|n| (TaskId(uuid::Uuid::from_u128(100 + n)), pool.id.to_string()))
+        let waiting: Vec<(TaskId, ResourceId)> = (0..150u128)
+            .map(|n| (TaskId(uuid::Uuid::from_u128(100 + n)), pool.id))
             .collect();
         let found = contention(&waiting, std::slice::from_ref(&pool), &[holder]);
         assert_eq!(found.len(), 1);
@@ -351,5 +352,17 @@ mod tests {
         assert_eq!(metadata["waiting_not_listed"], 50);
         assert_eq!(metadata["holding_not_listed"], 0);
         assert!(found[0].description.starts_with("150 task(s) wait"));
+        // The conflict lists the holder first, and counts who it leaves out.
+        let conflict = Conflict::detect(
+            crate::ConflictId(uuid::Uuid::from_u128(9)),
+            found[0].clone(),
+            now,
+        );
+        assert_eq!(conflict.involved_tasks.len(), super::super::MAX_INVOLVED);
+        assert_eq!(conflict.involved_tasks[0], TaskId(uuid::Uuid::from_u128(2)));
+        assert_eq!(
+            conflict.metadata.as_map()["involved_tasks_not_listed"],
+            151 - super::super::MAX_INVOLVED
+        );
     }
 }

@@ -68,6 +68,32 @@ pub struct Conflict {
     pub version: i64,
 }
 
+/// What a detection lists of who is involved (at most [`MAX_INVOLVED`] of each, the rest
+/// counted in the metadata as `involved_agents_not_listed` and `involved_tasks_not_listed`),
+/// and its metadata, bounded.
+fn listed(found: &Detection) -> (Vec<AgentId>, Vec<TaskId>, Metadata) {
+    let mut metadata = found.metadata.clone();
+    let mut agents = found.involved_agents.clone();
+    let mut tasks = found.involved_tasks.clone();
+    for (key, left_out) in [
+        (
+            "involved_agents_not_listed",
+            agents.len().saturating_sub(MAX_INVOLVED),
+        ),
+        (
+            "involved_tasks_not_listed",
+            tasks.len().saturating_sub(MAX_INVOLVED),
+        ),
+    ] {
+        if left_out > 0 {
+            metadata.insert(key.into(), left_out.into());
+        }
+    }
+    agents.truncate(MAX_INVOLVED);
+    tasks.truncate(MAX_INVOLVED);
+    (agents, tasks, Metadata::bounded(metadata))
+}
+
 /// A validated report, as the seed's `POST /conflicts` sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConflictReport {
@@ -191,10 +217,7 @@ impl Conflict {
     }
 
     pub fn detect(id: crate::ConflictId, found: Detection, now: DateTime<Utc>) -> Self {
-        let mut involved_agents = found.involved_agents;
-        involved_agents.truncate(MAX_INVOLVED);
-        let mut involved_tasks = found.involved_tasks;
-        involved_tasks.truncate(MAX_INVOLVED);
+        let (involved_agents, involved_tasks, metadata) = listed(&found);
         Self {
             id,
             agent_id: found.agent_id,
@@ -202,7 +225,7 @@ impl Conflict {
             conflict_type: found.conflict_type,
             description: found.description,
             severity: found.severity,
-            metadata: Metadata::bounded(found.metadata),
+            metadata,
             status: ConflictStatus::Open,
             source: Source::Detected,
             involved_agents,
@@ -230,10 +253,7 @@ impl Conflict {
     /// Refreshes who is involved in a detected conflict that is still going on. Returns
     /// whether anything changed.
     pub fn refresh(&mut self, found: &Detection, now: DateTime<Utc>) -> bool {
-        let mut agents = found.involved_agents.clone();
-        agents.truncate(MAX_INVOLVED);
-        let mut tasks = found.involved_tasks.clone();
-        tasks.truncate(MAX_INVOLVED);
+        let (agents, tasks, found_metadata) = listed(found);
         if self.involved_agents == agents
             && self.involved_tasks == tasks
             && self.description == found.description
@@ -246,7 +266,8 @@ impl Conflict {
         // What the detector found now replaces what it found before; notes of its own (the
         // actions taken) stay.
         let mut metadata = self.metadata.clone().into_map();
-        metadata.extend(found.metadata.clone());
+        metadata.remove(crate::metadata::TRUNCATED);
+        metadata.extend(found_metadata.into_map());
         self.metadata = Metadata::bounded(metadata);
         self.updated_at = now;
         true
