@@ -151,24 +151,26 @@ pub async fn update_of_a_missing_agent_is_not_found(store: StoreUnderTest) {
 
 pub async fn list_filters_orders_newest_first_and_pages(store: StoreUnderTest) {
     let mut ids = Vec::new();
+    // Agent number n is registered at t(n) with ID 10 - n: IDs fall as time rises, so the
+    // order is by time, not by ID.
     for n in 1..=5u128 {
         let caps: &[&str] = if n % 2 == 0 { &["gpu"] } else { &["cpu_only"] };
-        let mut a = agent(n, &format!("worker-{n}"), caps, t(n as i64));
+        let mut a = agent(10 - n, &format!("worker-{n}"), caps, t(n as i64));
         if n == 5 {
             a.status = AgentStatus::Offline;
         }
         store
             .agents
-            .insert(&a, &agent_key(n, a.id, t(0)), vec![])
+            .insert(&a, &agent_key(10 - n, a.id, t(0)), vec![])
             .await
             .unwrap();
         ids.push(a.id);
     }
     // Two agents created at the same instant are ordered by ID, descending.
-    let twin = agent(6, "twin", &["gpu"], t(5));
+    let twin = agent(11, "twin", &["gpu"], t(5));
     store
         .agents
-        .insert(&twin, &agent_key(6, twin.id, t(0)), vec![])
+        .insert(&twin, &agent_key(11, twin.id, t(0)), vec![])
         .await
         .unwrap();
 
@@ -283,7 +285,7 @@ pub async fn heartbeat_before_finds_only_silent_online_agents(store: StoreUnderT
         a.last_heartbeat = t(beat);
         store
             .agents
-            .insert(&a, &agent_key(n, a.id, t(0)), vec![])
+            .insert(&a, &agent_key(10 - n, a.id, t(0)), vec![])
             .await
             .unwrap();
     }
@@ -326,7 +328,7 @@ pub async fn count_by_status_counts_every_status(store: StoreUnderTest) {
         a.current_tasks = u32::from(status == AgentStatus::Busy) * 2;
         store
             .agents
-            .insert(&a, &agent_key(n, a.id, t(0)), vec![])
+            .insert(&a, &agent_key(10 - n, a.id, t(0)), vec![])
             .await
             .unwrap();
     }

@@ -103,6 +103,12 @@ pub async fn api_keys_are_unique_listed_newest_first_and_revoked_once(store: Sto
     );
     let listed = store.credentials.list_api_keys(None, 10).await.unwrap();
     assert_eq!(listed.len(), 3, "revoked keys stay listed");
+    let found = store.credentials.find_api_key(&b.hash).await.unwrap();
+    assert_eq!(
+        found.and_then(|k| k.revoked_at),
+        Some(t(10)),
+        "a revoked key is still found by its hash: the caller decides it is not usable"
+    );
     assert_eq!(store.credentials.revoked_since(t(5)).await.unwrap(), [b.id]);
     assert!(store
         .credentials

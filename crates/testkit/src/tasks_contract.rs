@@ -43,7 +43,15 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
         amount: ResourceMap::from_json("a", &object(json!({"gpus": 1, "memory": "8Gi"}))).unwrap(),
     }];
     x.workflow_id = Some(uuid::Uuid::from_u128(77));
+    x.execution_id = Some(uuid::Uuid::from_u128(78));
     x.step = Some("ingest".into());
+    x.pending_reason = Some(domain::WaitReason::PoolShort {
+        pool: "gpu_cluster_01".into(),
+        dimension: "gpus".into(),
+        free: "0".into(),
+        needs: "1".into(),
+    });
+    x.version = 4;
     let events = store
         .tasks
         .insert(
@@ -62,7 +70,12 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
     assert_eq!(events[0].task_id, Some(x.id));
     let numbered = store.events.sequence(10).await.unwrap();
     assert_eq!(numbered[0].task_id, Some(x.id));
-    assert_eq!(store.tasks.get(x.id).await.unwrap(), x);
+    x.version = 0;
+    assert_eq!(
+        store.tasks.get(x.id).await.unwrap(),
+        x,
+        "every field as written, at version 0"
+    );
     assert_eq!(
         store.tasks.get(task(2, 1, &[], t(0)).id).await,
         Err(RepoError::NotFound)
@@ -77,15 +90,72 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
         .await
         .unwrap();
     assert_eq!(history.len(), 1);
+
+    // Every field a save may change is written as given.
+    let holder = with_agent(&store, 50).await;
+    let mut running = store.tasks.get(x.id).await.unwrap();
+    running.pending_reason = None;
+    running.assign(holder.id, t(10)).unwrap();
+    running.start(holder.id, running.attempt, t(11)).unwrap();
+    running.progress = Some(0.5);
+    running.cancel_requested = true;
+    running.title = "renamed".into();
+    running.metadata = domain::Metadata::parse(object(json!({"k": "v"}))).unwrap();
+    running.updated_at = t(12);
+    store
+        .tasks
+        .save(Changes {
+            tasks: vec![running.clone()],
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    running.version += 1;
+    assert_eq!(store.tasks.get(x.id).await.unwrap(), running);
+    let mut done = running.clone();
+    done.result = Some(object(json!({"rows": 3})));
+    done.error = Some("an earlier attempt failed".into());
+    done.status = TaskStatus::Completed;
+    done.completed_at = Some(t(13));
+    done.lease_expires_at = None;
+    done.assigned_agent = None;
+    store
+        .tasks
+        .save(Changes {
+            tasks: vec![done.clone()],
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    done.version += 1;
+    assert_eq!(store.tasks.get(x.id).await.unwrap(), done);
+
+    // A task that is not stored cannot be saved, and nothing of the change is written.
+    let ghost = task(9, 1, &[], t(0));
+    let result = store
+        .tasks
+        .save(Changes {
+            tasks: vec![ghost],
+            events: vec![note(&done)],
+            ..Changes::default()
+        })
+        .await;
+    assert_eq!(result, Err(RepoError::NotFound));
 }
 
 pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
     let a = with_agent(&store, 50).await;
+    // Task number n is made at t(n) with ID 10 - n: IDs fall as time rises, so the order
+    // is by time, not by ID.
     for n in 1..=5u128 {
         let caps: &[&str] = if n % 2 == 0 { &["gpu"] } else { &["etl"] };
-        let mut x = task(n, (n % 3 + 1) as i64, caps, t(n as i64));
+        let mut x = task(10 - n, (n % 3 + 1) as i64, caps, t(n as i64));
         if n == 3 {
             x.assign(a.id, t(10)).unwrap();
+        }
+        if n == 5 {
+            x.workflow_id = Some(uuid::Uuid::from_u128(77));
+            x.execution_id = Some(uuid::Uuid::from_u128(78));
         }
         store.tasks.insert(&x, vec![], None).await.unwrap();
     }
@@ -98,27 +168,39 @@ pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
         limit: 100,
         ..TaskQuery::default()
     };
-    assert_eq!(ids(store.tasks.list(&all).await.unwrap()), [5, 4, 3, 2, 1]);
+    assert_eq!(ids(store.tasks.list(&all).await.unwrap()), [5, 6, 7, 8, 9]);
     let gpu = TaskQuery {
         capability: Some(Capability::parse("gpu").unwrap()),
         ..all.clone()
     };
-    assert_eq!(ids(store.tasks.list(&gpu).await.unwrap()), [4, 2]);
+    assert_eq!(ids(store.tasks.list(&gpu).await.unwrap()), [6, 8]);
     let assigned = TaskQuery {
         status: Some(TaskStatus::Assigned),
         ..all.clone()
     };
-    assert_eq!(ids(store.tasks.list(&assigned).await.unwrap()), [3]);
+    assert_eq!(ids(store.tasks.list(&assigned).await.unwrap()), [7]);
     let mine = TaskQuery {
         agent: Some(a.id),
         ..all.clone()
     };
-    assert_eq!(ids(store.tasks.list(&mine).await.unwrap()), [3]);
+    assert_eq!(ids(store.tasks.list(&mine).await.unwrap()), [7]);
+    for query in [
+        TaskQuery {
+            workflow_id: Some(uuid::Uuid::from_u128(77)),
+            ..all.clone()
+        },
+        TaskQuery {
+            execution_id: Some(uuid::Uuid::from_u128(78)),
+            ..all.clone()
+        },
+    ] {
+        assert_eq!(ids(store.tasks.list(&query).await.unwrap()), [5]);
+    }
     let p1 = TaskQuery {
         priority: Some(Priority::new(1).unwrap()),
         ..all.clone()
     };
-    assert_eq!(ids(store.tasks.list(&p1).await.unwrap()), [3]);
+    assert_eq!(ids(store.tasks.list(&p1).await.unwrap()), [7]);
     let first = store
         .tasks
         .list(&TaskQuery {
@@ -136,7 +218,7 @@ pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
         limit: 2,
         ..all
     };
-    assert_eq!(ids(store.tasks.list(&next).await.unwrap()), [3, 2]);
+    assert_eq!(ids(store.tasks.list(&next).await.unwrap()), [7, 8]);
 }
 
 pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnderTest) {
