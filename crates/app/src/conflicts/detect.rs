@@ -96,32 +96,14 @@ impl Platform {
                     }
                 }
                 None => {
-                    let ended = Resolution {
+                    let actions = conflict.metadata.as_map().get("actions").cloned();
+                    self.close_detected(
+                        conflict.id,
                         strategy,
-                        outcome: "contention ended: every waiting task got its share".into(),
-                        decided_by: domain::PLATFORM_ACTOR.into(),
-                        decided_at: self.deps.clock.now(),
-                        details: json!({"actions": conflict.metadata.as_map().get("actions").cloned().unwrap_or(Value::Array(Vec::new()))}),
-                    };
-                    let closed = self
-                        .modify_conflict(conflict.id, |c, _| {
-                            c.resolve(ended.clone())
-                                .map_err(|e| AppError::Conflict(e.to_string()))?;
-                            Ok(events::conflict_closed(c))
-                        })
-                        .await;
-                    match closed {
-                        Ok(c) => {
-                            self.audit(
-                                domain::PLATFORM_ACTOR,
-                                domain::AuditAction::ConflictResolved,
-                                Some(c.id.to_string()),
-                                json!({"outcome": ended.outcome}),
-                            )
-                            .await
-                        }
-                        Err(e) => tracing::debug!(error = %e, "cannot close a contention conflict"),
-                    }
+                        "contention ended: every waiting task got its share".into(),
+                        json!({"actions": actions.unwrap_or(Value::Array(Vec::new()))}),
+                    )
+                    .await;
                 }
             }
         }
@@ -259,35 +241,48 @@ impl Platform {
             .map_err(repo)?;
         for conflict in open {
             if let Some(why) = self.cause_gone(&conflict).await? {
-                let gone = Resolution {
-                    strategy: None,
-                    outcome: why,
-                    decided_by: domain::PLATFORM_ACTOR.into(),
-                    decided_at: self.deps.clock.now(),
-                    details: json!({"cause_gone": true}),
-                };
-                let closed = self
-                    .modify_conflict(conflict.id, |c, _| {
-                        c.resolve(gone.clone())
-                            .map_err(|e| AppError::Conflict(e.to_string()))?;
-                        Ok(events::conflict_closed(c))
-                    })
+                self.close_detected(conflict.id, None, why, json!({"cause_gone": true}))
                     .await;
-                match closed {
-                    Ok(c) => {
-                        self.audit(
-                            domain::PLATFORM_ACTOR,
-                            domain::AuditAction::ConflictResolved,
-                            Some(c.id.to_string()),
-                            json!({"outcome": gone.outcome}),
-                        )
-                        .await
-                    }
-                    Err(e) => tracing::debug!(error = %e, "cannot close a detected conflict"),
-                }
             }
         }
         Ok(())
+    }
+
+    /// Resolves a detected conflict whose cause went away, as the platform, and audits it. A
+    /// conflict that moved on meanwhile (an operator settled it) is left as it is.
+    async fn close_detected(
+        &self,
+        id: ConflictId,
+        strategy: Option<Strategy>,
+        outcome: String,
+        details: Value,
+    ) {
+        let closing = Resolution {
+            strategy,
+            outcome,
+            decided_by: domain::PLATFORM_ACTOR.into(),
+            decided_at: self.deps.clock.now(),
+            details,
+        };
+        let closed = self
+            .modify_conflict(id, |c, _| {
+                c.resolve(closing.clone())
+                    .map_err(|e| AppError::Conflict(e.to_string()))?;
+                Ok(events::conflict_closed(c))
+            })
+            .await;
+        match closed {
+            Ok(c) => {
+                self.audit(
+                    domain::PLATFORM_ACTOR,
+                    domain::AuditAction::ConflictResolved,
+                    Some(c.id.to_string()),
+                    json!({"outcome": closing.outcome}),
+                )
+                .await
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot close a detected conflict"),
+        }
     }
 
     /// Why a detected conflict's cause is gone, if it is: the domain's rule, fed the task as it

@@ -57,20 +57,10 @@ impl Platform {
         attempt: u32,
         result: Map<String, Value>,
     ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        let stale = std::cell::Cell::new(false);
-        let task = self
-            .modify_task(id, |task, _, now| {
-                let current = task.attempt;
-                task.complete(agent, attempt, result.clone(), now)
-                    .map_err(|e| noting_stale(e, attempt < current, &stale))
-            })
-            .await;
-        if stale.get() {
-            self.detect_stale_report(agent, id, attempt).await;
-        }
-        self.signals.work.notify_one();
-        task
+        self.end_attempt(actor, id, attempt, |task, agent, now| {
+            task.complete(agent, attempt, result.clone(), now)
+        })
+        .await
     }
 
     /// The agent gave up on the task.
@@ -82,13 +72,32 @@ impl Platform {
         error: &str,
         retryable: bool,
     ) -> Result<Task, AppError> {
+        self.end_attempt(actor, id, attempt, |task, agent, now| {
+            task.fail(agent, attempt, error, retryable, now)
+        })
+        .await
+    }
+
+    /// The holder ends its attempt (`end` completes or fails it). A report on an attempt that
+    /// is no longer current is refused and recorded as a detected state inconsistency; the
+    /// capacity an ended attempt frees may place a waiting task.
+    async fn end_attempt(
+        &self,
+        actor: &Principal,
+        id: TaskId,
+        attempt: u32,
+        end: impl Fn(
+            &mut Task,
+            AgentId,
+            chrono::DateTime<chrono::Utc>,
+        ) -> Result<domain::task::Outcome, domain::task::TaskError>,
+    ) -> Result<Task, AppError> {
         let agent = calling_agent(actor)?;
         let stale = std::cell::Cell::new(false);
         let task = self
             .modify_task(id, |task, _, now| {
                 let current = task.attempt;
-                task.fail(agent, attempt, error, retryable, now)
-                    .map_err(|e| noting_stale(e, attempt < current, &stale))
+                end(task, agent, now).map_err(|e| noting_stale(e, attempt < current, &stale))
             })
             .await;
         if stale.get() {
