@@ -91,13 +91,16 @@ pub(crate) async fn pass(
     } else {
         Default::default()
     };
-    let changes = decide(SchedulingSnapshot {
+    let snapshot = SchedulingSnapshot {
         pending,
         agents,
         held,
         resources,
         claim_holders,
-    });
+    };
+    let read = snapshot.rows();
+    let changes = decide(snapshot);
+    read.admit(&changes)?;
     let stored = write(&mut tx, changes).await?;
     tx.commit().await.map_err(repo_error)?;
     Ok(stored)

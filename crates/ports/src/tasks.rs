@@ -111,6 +111,52 @@ pub struct SchedulingSnapshot {
     pub claim_holders: Vec<Task>,
 }
 
+impl SchedulingSnapshot {
+    /// What this snapshot holds, to check a pass's changes against once the snapshot has been
+    /// handed to its decision.
+    pub fn rows(&self) -> SnapshotRows {
+        SnapshotRows {
+            tasks: self
+                .pending
+                .iter()
+                .chain(&self.held)
+                .chain(&self.claim_holders)
+                .map(|t| t.id)
+                .collect(),
+            agents: self.agents.iter().map(|a| a.id).collect(),
+            pools: self.resources.iter().map(|p| p.id).collect(),
+        }
+    }
+}
+
+/// The rows a scheduling pass read, and so the only ones it may write.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotRows {
+    tasks: std::collections::HashSet<domain::TaskId>,
+    agents: std::collections::HashSet<AgentId>,
+    pools: std::collections::HashSet<domain::ResourceId>,
+}
+
+impl SnapshotRows {
+    /// `Internal` when `changes` touch a task, agent or pool the pass did not read: nothing it
+    /// did not lock may be written by it. A store checks this before it writes a pass.
+    pub fn admit(&self, changes: &Changes) -> Result<(), RepoError> {
+        let outside = changes.tasks.iter().any(|t| !self.tasks.contains(&t.id))
+            || changes.agents.iter().any(|a| !self.agents.contains(&a.id))
+            || changes
+                .allocated_from
+                .iter()
+                .any(|p| !self.pools.contains(&p.id));
+        if outside {
+            Err(RepoError::Internal(
+                "a scheduling pass may write only what it read".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// The decision a scheduling pass takes on its snapshot.
 pub type Decide = Box<dyn FnOnce(SchedulingSnapshot) -> Changes + Send>;
 
@@ -153,9 +199,11 @@ pub trait TaskRepository: Send + Sync {
     /// One scheduling pass. Loads a snapshot (the `limit` pending tasks ready at `now` that come
     /// first in the `policy`'s effective-priority order, skipping those past their deadline; the
     /// serving agents and the tasks they hold; the pools and their holders when a pending task
-    /// claims one), calls `decide` once with it, and writes the changes it returns, only tasks,
-    /// agents and pools from the snapshot, with their events, in the same transaction. Passes never overlap, on this replica or any other sharing the store,
-    /// and the snapshot's rows cannot change before the write, so the write never loses a race.
+    /// claims one), calls `decide` once with it, and writes the changes it returns, with their
+    /// events, in the same transaction. Changes to a task, agent or pool not in the snapshot
+    /// are refused (`Internal`, see [`SnapshotRows::admit`]) and nothing is written. Passes
+    /// never overlap, on this replica or any other sharing the store, and the snapshot's rows
+    /// cannot change before the write, so the write never loses a race.
     async fn schedule(
         &self,
         now: DateTime<Utc>,

@@ -48,7 +48,8 @@ macro_rules! store_contract {
             idempotency_keys_are_recorded_with_the_task_and_expire,
             the_scheduling_batch_follows_effective_priority_and_skips_late_tasks,
             waiting_tasks_are_found_by_why_they_wait_oldest_first,
-            a_write_allocating_from_a_pool_gone_or_moved_writes_nothing
+            a_write_allocating_from_a_pool_gone_or_moved_writes_nothing,
+            a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read
         );
         $crate::store_contract!(@in resources_contract, $make;
             pools_round_trip_and_names_and_ids_are_unique,

@@ -358,7 +358,13 @@ pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: Store
     let mut late = task(3, 5, &[], t(0));
     late.deadline = Some(t(30));
     let on_time = task(4, 5, &[], t(0));
-    for x in [&leased, &fresh, &late, &on_time] {
+    let mut later = task(5, 5, &[], t(0));
+    later.deadline = Some(t(20));
+    // Past its deadline too, but held: only pending tasks expire.
+    let mut held_late = task(6, 5, &[], t(0));
+    held_late.deadline = Some(t(10));
+    held_late.assign(a.id, t(100)).unwrap();
+    for x in [&leased, &fresh, &late, &on_time, &later, &held_late] {
         store.tasks.insert(x, vec![], None).await.unwrap();
     }
     let ids = |v: Vec<domain::Task>| {
@@ -372,21 +378,34 @@ pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: Store
     );
     assert_eq!(
         ids(store.tasks.lease_expired(t(200), 10).await.unwrap()),
-        [1, 2]
+        [1, 2, 6]
     );
     assert_eq!(
-        ids(store.tasks.past_deadline(t(30), 10).await.unwrap()),
-        [3]
+        ids(store.tasks.lease_expired(t(200), 1).await.unwrap()).len(),
+        1,
+        "at most the limit"
+    );
+    let mut expired = ids(store.tasks.past_deadline(t(30), 10).await.unwrap());
+    expired.sort_unstable();
+    assert_eq!(expired, [3, 5]);
+    assert_eq!(
+        ids(store.tasks.past_deadline(t(30), 1).await.unwrap()).len(),
+        1,
+        "at most the limit"
+    );
+    assert_eq!(
+        ids(store.tasks.past_deadline(t(25), 10).await.unwrap()),
+        [5]
     );
     assert!(store
         .tasks
-        .past_deadline(t(29), 10)
+        .past_deadline(t(19), 10)
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(ids(store.tasks.held_by(a.id).await.unwrap()), [1, 2]);
+    assert_eq!(ids(store.tasks.held_by(a.id).await.unwrap()), [1, 2, 6]);
     let counts = store.tasks.count_by_status().await.unwrap();
-    assert_eq!((counts.pending, counts.assigned, counts.total()), (2, 2, 4));
+    assert_eq!((counts.pending, counts.assigned, counts.total()), (3, 3, 6));
 }
 
 pub async fn idempotency_keys_are_recorded_with_the_task_and_expire(store: StoreUnderTest) {
@@ -606,4 +625,81 @@ pub async fn a_write_allocating_from_a_pool_gone_or_moved_writes_nothing(store: 
         1
     );
     assert_eq!(store.tasks.get(x.id).await.unwrap().title, "changed");
+}
+
+pub async fn a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read(
+    store: StoreUnderTest,
+) {
+    let worker = with_agent(&store, 50).await;
+    let pool = crate::resources_contract::pool(1, "gpus", "gpu", 2, t(0));
+    store
+        .resources
+        .insert_resource(&pool, vec![])
+        .await
+        .unwrap();
+    let claim = ResourceClaim {
+        resource: "gpus".into(),
+        amount: ResourceMap::from_json("a", &object(json!({"gpus": 1}))).unwrap(),
+    };
+    let mut holder = task(1, 5, &["etl"], t(0));
+    holder.resource_claims = vec![claim.clone()];
+    holder.assign(worker.id, t(1)).unwrap();
+    let mut claimant = task(2, 5, &["etl"], t(2));
+    claimant.resource_claims = vec![claim];
+    let bystander = task(3, 5, &["etl"], t(3));
+    let mut finished = task(4, 5, &[], t(0));
+    finished.status = TaskStatus::Cancelled;
+    for x in [&holder, &claimant, &bystander, &finished] {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let kept = seen.clone();
+    store
+        .tasks
+        .schedule(
+            t(10),
+            10,
+            &Policy::default(),
+            Box::new(move |snapshot| {
+                *kept.lock().unwrap() = Some((
+                    snapshot.resources.iter().map(|p| p.id).collect::<Vec<_>>(),
+                    snapshot
+                        .claim_holders
+                        .iter()
+                        .map(|x| x.id)
+                        .collect::<Vec<_>>(),
+                ));
+                Changes::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let (pools, holders) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(
+        pools,
+        [pool.id],
+        "a claiming task brings every pool into the pass"
+    );
+    assert_eq!(holders, [holder.id], "and every task holding part of one");
+
+    // A pass may not write a task it did not read: refused, and nothing is written.
+    let mut outside = store.tasks.get(finished.id).await.unwrap();
+    outside.title = "written from outside".into();
+    let mut inside = store.tasks.get(bystander.id).await.unwrap();
+    inside.title = "written from inside".into();
+    let result = store
+        .tasks
+        .schedule(
+            t(10),
+            10,
+            &Policy::default(),
+            Box::new(move |_| Changes {
+                tasks: vec![inside, outside],
+                ..Changes::default()
+            }),
+        )
+        .await;
+    assert!(matches!(result, Err(RepoError::Internal(_))), "{result:?}");
+    assert_eq!(store.tasks.get(bystander.id).await.unwrap().title, "task-3");
+    assert_eq!(store.tasks.get(finished.id).await.unwrap().title, "task-4");
 }

@@ -144,13 +144,16 @@ impl TaskRepository for MemoryStore {
         } else {
             Default::default()
         };
-        let changes = decide(SchedulingSnapshot {
+        let snapshot = SchedulingSnapshot {
             pending,
             agents,
             held,
             resources,
             claim_holders,
-        });
+        };
+        let read = snapshot.rows();
+        let changes = decide(snapshot);
+        read.admit(&changes)?;
         state.apply(changes)
     }
 
