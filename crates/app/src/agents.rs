@@ -6,10 +6,10 @@ use domain::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Cursor, HeartbeatStatus, Limit, Metadata,
     NewAgent, NewEvent, Principal, Role,
 };
-use ports::{AgentQuery, RepoError};
+use ports::AgentQuery;
 
 use crate::auth::{hash_key, new_api_key};
-use crate::{events, AppError, Platform};
+use crate::{events, AppError, Attempt, Platform};
 
 /// Most events numbered and published at a time.
 const RELAY_BATCH: u32 = 1000;
@@ -144,7 +144,7 @@ impl Platform {
         require_operator(actor)?;
         // Its work goes back to the queue first; if the delete then fails, nothing is lost.
         self.release_held(id, "agent deregistered", false).await?;
-        for _ in 0..crate::MAX_ATTEMPTS {
+        crate::until_won("agent", || async {
             let agent = self
                 .deps
                 .agents
@@ -153,20 +153,21 @@ impl Platform {
                 .map_err(|e| AppError::from_repo("Agent", e))?;
             let now = self.deps.clock.now();
             let event = events::agent_deregistered(&agent, now);
-            match self.deps.agents.delete(&agent, now, vec![event]).await {
-                Ok(stored) => {
-                    self.publish(&stored).await;
-                    // A pass that ran between the release and the delete may have given it
-                    // work; that goes back too.
-                    self.release_held(id, "agent deregistered", false).await?;
-                    tracing::info!(agent_id = %id, "agent deregistered");
-                    return Ok(());
-                }
-                Err(RepoError::Conflict(_)) => continue,
-                Err(e) => return Err(AppError::from_repo("Agent", e)),
-            }
-        }
-        Err(crate::contended("agent"))
+            let written = self.deps.agents.delete(&agent, now, vec![event]).await;
+            let Attempt::Won(stored) =
+                Attempt::of(written).map_err(|e| AppError::from_repo("Agent", e))?
+            else {
+                return Ok(Attempt::Lost);
+            };
+            self.publish(&stored).await;
+            Ok(Attempt::Won(()))
+        })
+        .await?;
+        // A pass that ran between the release and the delete may have given it work; that
+        // goes back too.
+        self.release_held(id, "agent deregistered", false).await?;
+        tracing::info!(agent_id = %id, "agent deregistered");
+        Ok(())
     }
 
     /// Records an agent's heartbeat: the agent itself, or an operator on its behalf.
@@ -250,15 +251,11 @@ impl Platform {
 
     /// Load, decide, save with a version check, publish; retried when another writer won the race.
     /// `decide` returns the events its change causes; it is not called again after a success.
-    pub(crate) async fn modify_agent<F>(
-        &self,
-        id: AgentId,
-        mut decide: F,
-    ) -> Result<Agent, AppError>
+    pub(crate) async fn modify_agent<F>(&self, id: AgentId, decide: F) -> Result<Agent, AppError>
     where
-        F: FnMut(&mut Agent, DateTime<Utc>) -> Result<Vec<NewEvent>, AppError>,
+        F: Fn(&mut Agent, DateTime<Utc>) -> Result<Vec<NewEvent>, AppError>,
     {
-        for _ in 0..crate::MAX_ATTEMPTS {
+        crate::until_won("agent", || async {
             let mut agent = self
                 .deps
                 .agents
@@ -268,19 +265,19 @@ impl Platform {
             let before = agent.clone();
             let events = decide(&mut agent, self.deps.clock.now())?;
             if agent == before {
-                return Ok(agent); // nothing changed: nothing to write
+                return Ok(Attempt::Won(agent)); // nothing changed: nothing to write
             }
-            match self.deps.agents.update(&agent, events).await {
-                Ok(stored) => {
-                    self.publish(&stored).await;
-                    agent.version += 1;
-                    return Ok(agent);
-                }
-                Err(RepoError::Conflict(_)) => continue,
-                Err(e) => return Err(AppError::from_repo("Agent", e)),
-            }
-        }
-        Err(crate::contended("agent"))
+            let written = self.deps.agents.update(&agent, events).await;
+            let Attempt::Won(stored) =
+                Attempt::of(written).map_err(|e| AppError::from_repo("Agent", e))?
+            else {
+                return Ok(Attempt::Lost);
+            };
+            self.publish(&stored).await;
+            agent.version += 1;
+            Ok(Attempt::Won(agent))
+        })
+        .await
     }
 
     /// Hands what a write stored over for delivery: numbers every committed event not yet

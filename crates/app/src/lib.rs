@@ -192,17 +192,44 @@ impl std::fmt::Debug for Platform {
     }
 }
 
-/// How many times a change is tried when it keeps losing optimistic-concurrency races: each
-/// use case loads, lets the domain decide, and writes over the version it read, and on a lost
-/// race (`RepoError::Conflict`) loads again.
-pub(crate) const MAX_ATTEMPTS: usize = 16;
+/// How many times a change is tried when it keeps losing optimistic-concurrency races.
+const MAX_ATTEMPTS: usize = 16;
 
-/// What a caller is told when its change lost [`MAX_ATTEMPTS`] races in a row: `409`, try
-/// again.
-pub(crate) fn contended(what: &str) -> AppError {
-    AppError::Conflict(format!(
+/// How one optimistic attempt ended: its change stored, or lost to a concurrent writer.
+pub(crate) enum Attempt<T> {
+    Won(T),
+    Lost,
+}
+
+impl<T> Attempt<T> {
+    /// What a write over a read version means for the attempt: stored, lost the race
+    /// (`RepoError::Conflict`, the row moved since it was read), or failed.
+    pub(crate) fn of(written: Result<T, ports::RepoError>) -> Result<Self, ports::RepoError> {
+        match written {
+            Ok(stored) => Ok(Self::Won(stored)),
+            Err(ports::RepoError::Conflict(_)) => Ok(Self::Lost),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The one optimistic-concurrency loop every change goes through: `attempt` loads what it
+/// changes, lets the domain decide, and writes over the versions it read; an attempt that lost
+/// the race runs again on fresh rows. After [`MAX_ATTEMPTS`] lost races in a row the caller is
+/// told `409`, try again, naming `what` was contended.
+pub(crate) async fn until_won<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, AppError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Attempt<T>, AppError>>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        if let Attempt::Won(value) = attempt().await? {
+            return Ok(value);
+        }
+    }
+    Err(AppError::Conflict(format!(
         "the {what} is being changed concurrently; try again"
-    ))
+    )))
 }
 
 /// One page of a list, and where the next starts.
@@ -259,5 +286,59 @@ impl Platform {
     /// The clock the platform runs on (tests move it by hand).
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.deps.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_attempt_that_loses_a_race_runs_again_until_it_wins() {
+        let mut tries = 0;
+        let won = until_won("task", || {
+            tries += 1;
+            let this_try = tries;
+            async move {
+                let written = if this_try < 3 {
+                    Err(ports::RepoError::Conflict("version moved".into()))
+                } else {
+                    Ok(this_try)
+                };
+                Attempt::of(written).map_err(|e| AppError::Internal(e.to_string()))
+            }
+        })
+        .await;
+        assert_eq!(won.ok(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn endless_lost_races_end_in_a_conflict_naming_what_was_contended() {
+        let mut tries = 0;
+        let result: Result<(), AppError> = until_won("resource pool", || {
+            tries += 1;
+            async { Ok(Attempt::Lost) }
+        })
+        .await;
+        assert_eq!(tries, MAX_ATTEMPTS);
+        match result {
+            Err(AppError::Conflict(message)) => assert!(message.contains("resource pool")),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_that_is_not_a_lost_race_is_not_retried() {
+        let mut tries = 0;
+        let result: Result<(), AppError> = until_won("agent", || {
+            tries += 1;
+            async {
+                Attempt::of(Err(ports::RepoError::NotFound))
+                    .map_err(|e| AppError::from_repo("Agent", e))
+            }
+        })
+        .await;
+        assert_eq!(tries, 1);
+        assert!(matches!(result, Err(AppError::NotFound(_))));
     }
 }

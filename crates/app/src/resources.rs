@@ -8,7 +8,7 @@ use domain::{
 };
 use ports::RepoError;
 
-use crate::{events, AppError, Platform};
+use crate::{events, AppError, Attempt, Platform};
 
 /// A pool with what is allocated of it now.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +160,7 @@ impl Platform {
         patch: ResourcePatch,
     ) -> Result<ResourceView, AppError> {
         require_operator(actor)?;
-        for _ in 0..crate::MAX_ATTEMPTS {
+        crate::until_won("resource pool", || async {
             let mut pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
             let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
             let held = allocated(&pool, &holders);
@@ -170,32 +170,29 @@ impl Platform {
                 && pool.metadata == before.metadata
                 && pool.maintenance == before.maintenance
             {
-                return Ok(ResourceView::of(before, &holders));
+                return Ok(Attempt::Won(ResourceView::of(before, &holders)));
             }
             let event = events::resource_updated(&pool, &before);
-            match self
+            let written = self
                 .deps
                 .resources
                 .update_resource(&pool, vec![event])
-                .await
-            {
-                Ok(stored) => {
-                    self.publish(&stored).await;
-                    self.signals.work.notify_one(); // more capacity may place waiting tasks
-                    pool.version += 1;
-                    return Ok(ResourceView::of(pool, &holders));
-                }
-                Err(RepoError::Conflict(_)) => continue,
-                Err(e) => return Err(repo(e)),
-            }
-        }
-        Err(crate::contended("resource pool"))
+                .await;
+            let Attempt::Won(stored) = Attempt::of(written).map_err(repo)? else {
+                return Ok(Attempt::Lost);
+            };
+            self.publish(&stored).await;
+            self.signals.work.notify_one(); // more capacity may place waiting tasks
+            pool.version += 1;
+            Ok(Attempt::Won(ResourceView::of(pool, &holders)))
+        })
+        .await
     }
 
     /// Deletes a pool; `409` while any task holds part of it.
     pub async fn delete_resource(&self, actor: &Principal, id: ResourceId) -> Result<(), AppError> {
         require_operator(actor)?;
-        for _ in 0..crate::MAX_ATTEMPTS {
+        crate::until_won("resource pool", || async {
             let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
             let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
             let live = allocations(&pool, &holders);
@@ -207,21 +204,18 @@ impl Platform {
                 )));
             }
             let event = events::resource_deleted(&pool, self.deps.clock.now());
-            match self
+            let written = self
                 .deps
                 .resources
                 .delete_resource(&pool, vec![event])
-                .await
-            {
-                Ok(stored) => {
-                    self.publish(&stored).await;
-                    return Ok(());
-                }
-                Err(RepoError::Conflict(_)) => continue,
-                Err(e) => return Err(repo(e)),
-            }
-        }
-        Err(crate::contended("resource pool"))
+                .await;
+            let Attempt::Won(stored) = Attempt::of(written).map_err(repo)? else {
+                return Ok(Attempt::Lost);
+            };
+            self.publish(&stored).await;
+            Ok(Attempt::Won(()))
+        })
+        .await
     }
 
     /// The pool a claim names (ID or name), if there is one.

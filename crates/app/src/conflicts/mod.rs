@@ -20,7 +20,7 @@ use domain::{
 use ports::{ConflictQuery, RepoError};
 use serde_json::{json, Value};
 
-use crate::{events, AppError, Platform};
+use crate::{events, AppError, Attempt, Platform};
 
 /// Most detected conflicts one sweep re-examines.
 const SWEEP_BATCH: u32 = 500;
@@ -255,29 +255,26 @@ impl Platform {
     }
 
     /// Load, change, save with a version check, publish; retried on a lost race.
-    async fn modify_conflict<F>(&self, id: ConflictId, mut change: F) -> Result<Conflict, AppError>
+    async fn modify_conflict<F>(&self, id: ConflictId, change: F) -> Result<Conflict, AppError>
     where
-        F: FnMut(&mut Conflict, DateTime<Utc>) -> Result<domain::NewEvent, AppError>,
+        F: Fn(&mut Conflict, DateTime<Utc>) -> Result<domain::NewEvent, AppError>,
     {
-        for _ in 0..crate::MAX_ATTEMPTS {
+        crate::until_won("conflict", || async {
             let mut conflict = self.deps.conflicts.get_conflict(id).await.map_err(repo)?;
             let event = change(&mut conflict, self.deps.clock.now())?;
-            match self
+            let written = self
                 .deps
                 .conflicts
                 .update_conflict(&conflict, vec![event])
-                .await
-            {
-                Ok(stored) => {
-                    self.publish(&stored).await;
-                    conflict.version += 1;
-                    return Ok(conflict);
-                }
-                Err(RepoError::Conflict(_)) => continue,
-                Err(e) => return Err(repo(e)),
-            }
-        }
-        Err(crate::contended("conflict"))
+                .await;
+            let Attempt::Won(stored) = Attempt::of(written).map_err(repo)? else {
+                return Ok(Attempt::Lost);
+            };
+            self.publish(&stored).await;
+            conflict.version += 1;
+            Ok(Attempt::Won(conflict))
+        })
+        .await
     }
 }
 

@@ -13,7 +13,7 @@ use ports::{Changes, RepoError, TaskQuery};
 use serde_json::Value;
 use sha2::Digest;
 
-use crate::{events, AppError, Platform};
+use crate::{events, AppError, Attempt, Platform};
 
 /// Longest long-poll an agent may ask for.
 pub const MAX_WAIT_SECONDS: u32 = 30;
@@ -333,12 +333,14 @@ impl Platform {
         &self,
         id: TaskId,
         note: Option<(&str, Value)>,
-        mut decide: F,
+        decide: F,
     ) -> Result<Task, AppError>
     where
         F: FnMut(&mut Task, Option<&Agent>, DateTime<Utc>) -> Result<Outcome, AppError>,
     {
-        for _ in 0..crate::MAX_ATTEMPTS {
+        // Attempts borrow `decide` in turn; the lock only lends it across them.
+        let decide = std::sync::Mutex::new(decide);
+        crate::until_won("task", || async {
             let mut task = self
                 .deps
                 .tasks
@@ -356,9 +358,10 @@ impl Platform {
             };
             let before = task.clone();
             let now = self.deps.clock.now();
-            let outcome = decide(&mut task, agent.as_ref(), now)?;
+            let outcome =
+                (decide.lock().unwrap_or_else(|p| p.into_inner()))(&mut task, agent.as_ref(), now)?;
             if task == before {
-                return Ok(task);
+                return Ok(Attempt::Won(task));
             }
             let mut event = events::task_transition(&task, outcome, holder, now);
             if let Some((key, value)) = &note {
@@ -402,20 +405,20 @@ impl Platform {
                 }
             }
             changes.tasks.push(task.clone());
-            match self.deps.tasks.save(changes).await {
-                Ok(stored) => {
-                    self.publish(&stored).await;
-                    if released && !task.resource_claims.is_empty() {
-                        self.signals.work.notify_one(); // freed capacity may place a waiting task
-                    }
-                    task.version += 1;
-                    return Ok(task);
-                }
-                Err(RepoError::Conflict(_)) => continue,
-                Err(e) => return Err(AppError::from_repo("Task", e)),
+            let written = self.deps.tasks.save(changes).await;
+            let Attempt::Won(stored) =
+                Attempt::of(written).map_err(|e| AppError::from_repo("Task", e))?
+            else {
+                return Ok(Attempt::Lost);
+            };
+            self.publish(&stored).await;
+            if released && !task.resource_claims.is_empty() {
+                self.signals.work.notify_one(); // freed capacity may place a waiting task
             }
-        }
-        Err(crate::contended("task"))
+            task.version += 1;
+            Ok(Attempt::Won(task))
+        })
+        .await
     }
 
     /// Wakes agents that are long-polling for new assignments.
