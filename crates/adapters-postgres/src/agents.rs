@@ -11,6 +11,7 @@ use sqlx::{PgConnection, Row};
 use crate::credentials::insert_key;
 use crate::error::{corrupt, missed_write, repo_error};
 use crate::events::commit_with;
+use crate::rows::ReadRows;
 use crate::PgStore;
 
 const COLUMNS: &str = "id, name, capabilities, resources, metadata, status, max_concurrent_tasks, \
@@ -124,12 +125,8 @@ pub(crate) async fn lock_serving(conn: &mut PgConnection) -> Result<Vec<Agent>, 
         "SELECT {COLUMNS} FROM agents WHERE status IN ('idle', 'active', 'busy')
          ORDER BY id FOR UPDATE"
     ))
-    .fetch_all(conn)
+    .read_all(conn, agent_from_row)
     .await
-    .map_err(repo_error)?
-    .iter()
-    .map(agent_from_row)
-    .collect()
 }
 
 #[async_trait]
@@ -165,14 +162,10 @@ impl AgentRepository for PgStore {
     }
 
     async fn get(&self, id: AgentId) -> Result<Agent, RepoError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM agents WHERE id = $1"))
+        sqlx::query(&format!("SELECT {COLUMNS} FROM agents WHERE id = $1"))
             .bind(id.as_uuid())
-            .fetch_optional(self.pool())
+            .read_one(self.pool(), agent_from_row)
             .await
-            .map_err(repo_error)?;
-        row.as_ref()
-            .map(agent_from_row)
-            .unwrap_or(Err(RepoError::NotFound))
     }
 
     async fn list(&self, query: &AgentQuery) -> Result<Vec<Agent>, RepoError> {
@@ -189,12 +182,8 @@ impl AgentRepository for PgStore {
         .bind(query.after.map(|c| c.created_at))
         .bind(query.after.map(|c| c.id))
         .bind(i64::from(query.limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), agent_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(agent_from_row)
-        .collect()
     }
 
     async fn update(
@@ -247,12 +236,8 @@ impl AgentRepository for PgStore {
         ))
         .bind(cutoff)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), agent_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(agent_from_row)
-        .collect()
     }
 
     async fn count_by_status(&self) -> Result<StatusCounts, RepoError> {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{corrupt, missed_write, repo_error};
 use crate::events::commit_with;
+use crate::rows::ReadRows;
 use crate::PgStore;
 
 const COLUMNS: &str = "id, agent_id, task_id, conflict_type, description, severity, metadata, \
@@ -150,13 +151,10 @@ impl ConflictRepository for PgStore {
     }
 
     async fn get_conflict(&self, id: ConflictId) -> Result<Conflict, RepoError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM conflicts WHERE id = $1"))
+        sqlx::query(&format!("SELECT {COLUMNS} FROM conflicts WHERE id = $1"))
             .bind(id.as_uuid())
-            .fetch_optional(self.pool())
+            .read_one(self.pool(), conflict_from_row)
             .await
-            .map_err(repo_error)?
-            .ok_or(RepoError::NotFound)?;
-        conflict_from_row(&row)
     }
 
     async fn list_conflicts(&self, query: &ConflictQuery) -> Result<Vec<Conflict>, RepoError> {
@@ -181,12 +179,8 @@ impl ConflictRepository for PgStore {
         .bind(after_at)
         .bind(after_id)
         .bind(i64::from(query.limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), conflict_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(conflict_from_row)
-        .collect()
     }
 
     async fn open_detected(
@@ -203,12 +197,8 @@ impl ConflictRepository for PgStore {
         ))
         .bind(types)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), conflict_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(conflict_from_row)
-        .collect()
     }
 
     async fn update_conflict(

@@ -12,6 +12,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::{corrupt, repo_error};
+use crate::rows::ReadRows;
 use crate::PgStore;
 
 /// Stores a key inside the caller's transaction.
@@ -63,12 +64,8 @@ impl CredentialRepository for PgStore {
              FROM api_keys WHERE hash = $1",
         )
         .bind(&hash.0)
-        .fetch_optional(self.pool())
+        .read_optional(self.pool(), key_from_row)
         .await
-        .map_err(repo_error)?
-        .as_ref()
-        .map(key_from_row)
-        .transpose()
     }
 
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), RepoError> {
@@ -90,26 +87,19 @@ impl CredentialRepository for PgStore {
         .bind(at)
         .bind(id)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), key_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(key_from_row)
-        .collect()
     }
 
     async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<ApiKey, RepoError> {
-        let row = sqlx::query(&format!(
+        sqlx::query(&format!(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1
              RETURNING {KEY_COLUMNS}"
         ))
         .bind(id.as_uuid())
         .bind(at)
-        .fetch_optional(self.pool())
+        .read_one(self.pool(), key_from_row)
         .await
-        .map_err(repo_error)?
-        .ok_or(RepoError::NotFound)?;
-        key_from_row(&row)
     }
 
     async fn insert_first_admin_key(
@@ -184,23 +174,15 @@ impl CredentialRepository for PgStore {
             "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
         ))
         .bind(username)
-        .fetch_optional(self.pool())
+        .read_optional(self.pool(), user_from_row)
         .await
-        .map_err(repo_error)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, RepoError> {
         sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(id.as_uuid())
-            .fetch_optional(self.pool())
+            .read_optional(self.pool(), user_from_row)
             .await
-            .map_err(repo_error)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
     }
 
     async fn update_user(
@@ -209,7 +191,7 @@ impl CredentialRepository for PgStore {
         role: Option<Role>,
         password_hash: Option<&str>,
     ) -> Result<User, RepoError> {
-        let row = sqlx::query(&format!(
+        sqlx::query(&format!(
             "UPDATE users SET role = COALESCE($2, role),
                  password_hash = COALESCE($3, password_hash),
                  token_version = token_version + 1
@@ -218,11 +200,8 @@ impl CredentialRepository for PgStore {
         .bind(id.as_uuid())
         .bind(role.map(Role::as_str))
         .bind(password_hash)
-        .fetch_optional(self.pool())
+        .read_one(self.pool(), user_from_row)
         .await
-        .map_err(repo_error)?
-        .ok_or(RepoError::NotFound)?;
-        user_from_row(&row)
     }
 
     async fn list_users(&self, after: Option<Cursor>, limit: u32) -> Result<Vec<User>, RepoError> {
@@ -235,24 +214,17 @@ impl CredentialRepository for PgStore {
         .bind(at)
         .bind(id)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), user_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(user_from_row)
-        .collect()
     }
 
     async fn delete_user(&self, id: UserId) -> Result<User, RepoError> {
-        let row = sqlx::query(&format!(
+        sqlx::query(&format!(
             "DELETE FROM users WHERE id = $1 RETURNING {USER_COLUMNS}"
         ))
         .bind(id.as_uuid())
-        .fetch_optional(self.pool())
+        .read_one(self.pool(), user_from_row)
         .await
-        .map_err(repo_error)?
-        .ok_or(RepoError::NotFound)?;
-        user_from_row(&row)
     }
 
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RepoError> {

@@ -10,6 +10,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::{corrupt, repo_error};
+use crate::rows::ReadRows;
 use crate::PgStore;
 
 /// The key of the advisory lock that keeps relays from overlapping.
@@ -108,12 +109,8 @@ impl EventLog for PgStore {
              RETURNING e.seq, e.type, e.agent_id, e.task_id, e.data, e.created_at",
         )
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(repo_error)?
-        .iter()
-        .map(event_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        .read_all(&mut *tx, event_from_row)
+        .await?;
         tx.commit().await.map_err(repo_error)?;
         events.sort_by_key(|e| e.seq);
         Ok(events)
@@ -126,12 +123,8 @@ impl EventLog for PgStore {
         )
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), event_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(event_from_row)
-        .collect()
     }
 
     async fn task_events(&self, task: TaskId, limit: u32) -> Result<Vec<Event>, RepoError> {
@@ -141,12 +134,8 @@ impl EventLog for PgStore {
         )
         .bind(task.as_uuid())
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), event_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(event_from_row)
-        .collect()
     }
 
     async fn prune(&self, older_than: DateTime<Utc>, keep_newest: u64) -> Result<u64, RepoError> {
@@ -171,12 +160,8 @@ impl EventLog for PgStore {
              WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT $1",
         )
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), event_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(event_from_row)
-        .collect()
     }
 
     async fn log_id(&self) -> Result<uuid::Uuid, RepoError> {

@@ -9,6 +9,7 @@ mod credentials;
 mod error;
 mod events;
 mod resources;
+mod rows;
 mod scheduling;
 mod task_rows;
 mod tasks;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{corrupt, missed_write, repo_error};
 use crate::events::commit_with;
+use crate::rows::ReadRows;
 use crate::PgStore;
 
 const COLUMNS: &str =
@@ -45,12 +46,8 @@ fn resource_from_row(row: &PgRow) -> Result<Resource, RepoError> {
 /// from what it read, and no change to a pool can commit in between.
 pub(crate) async fn lock_pools(conn: &mut PgConnection) -> Result<Vec<Resource>, RepoError> {
     sqlx::query(&format!("SELECT {COLUMNS} FROM resources FOR UPDATE"))
-        .fetch_all(conn)
+        .read_all(conn, resource_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(resource_from_row)
-        .collect()
 }
 
 /// Bumps the version of every pool a pass allocated from, over the version it read.
@@ -107,13 +104,10 @@ impl ResourceRepository for PgStore {
     }
 
     async fn get_resource(&self, id: ResourceId) -> Result<Resource, RepoError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM resources WHERE id = $1"))
+        sqlx::query(&format!("SELECT {COLUMNS} FROM resources WHERE id = $1"))
             .bind(id.as_uuid())
-            .fetch_optional(self.pool())
+            .read_one(self.pool(), resource_from_row)
             .await
-            .map_err(repo_error)?
-            .ok_or(RepoError::NotFound)?;
-        resource_from_row(&row)
     }
 
     async fn find_resource(&self, reference: &str) -> Result<Option<Resource>, RepoError> {
@@ -124,12 +118,8 @@ impl ResourceRepository for PgStore {
         ))
         .bind(id)
         .bind(reference)
-        .fetch_optional(self.pool())
+        .read_optional(self.pool(), resource_from_row)
         .await
-        .map_err(repo_error)?
-        .as_ref()
-        .map(resource_from_row)
-        .transpose()
     }
 
     async fn list_resources(&self, kind: Option<&str>) -> Result<Vec<Resource>, RepoError> {
@@ -138,12 +128,8 @@ impl ResourceRepository for PgStore {
              ORDER BY created_at DESC, id DESC"
         ))
         .bind(kind)
-        .fetch_all(self.pool())
+        .read_all(self.pool(), resource_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(resource_from_row)
-        .collect()
     }
 
     async fn claim_holders(&self) -> Result<Vec<Task>, RepoError> {

@@ -15,6 +15,7 @@ use crate::agents::{lock_serving, update_agents};
 use crate::error::repo_error;
 use crate::events::append;
 use crate::resources::{lock_pools, mark_allocated};
+use crate::rows::ReadRows;
 use crate::task_rows::{claim_holders, select, task_from_row, update_tasks, SelectBinds, COLUMNS};
 use crate::PgStore;
 
@@ -79,12 +80,8 @@ pub(crate) async fn pass(
     .bind(policy.max_aging)
     .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
     .bind(policy.max_urgency)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(repo_error)?
-    .iter()
-    .map(task_from_row)
-    .collect::<Result<Vec<_>, _>>()?;
+    .read_all(&mut *tx, task_from_row)
+    .await?;
     // Pools are read (and locked) only when a task in the batch claims one.
     let (resources, claim_holders) = if pending.iter().any(|t| !t.resource_claims.is_empty()) {
         (lock_pools(&mut tx).await?, claim_holders(&mut tx).await?)

@@ -13,6 +13,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::{corrupt, repo_error};
+use crate::rows::ReadRows;
 
 pub(crate) const COLUMNS: &str =
     "id, title, description, priority, required_capabilities, resources, deadline, \
@@ -292,13 +293,7 @@ pub(crate) async fn select(
         SelectBinds::Agents(ids) => query.bind(ids),
         SelectBinds::Nothing => query,
     };
-    query
-        .fetch_all(conn)
-        .await
-        .map_err(repo_error)?
-        .iter()
-        .map(task_from_row)
-        .collect()
+    query.read_all(conn, task_from_row).await
 }
 
 pub(crate) enum SelectBinds {

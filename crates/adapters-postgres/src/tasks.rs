@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use crate::error::{corrupt, repo_error};
 use crate::events::commit_with;
+use crate::rows::ReadRows;
 use crate::task_rows::{bind_task, select, task_from_row, SelectBinds, COLUMNS};
 use crate::PgStore;
 
@@ -58,14 +59,10 @@ impl TaskRepository for PgStore {
     }
 
     async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
+        sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
             .bind(id.as_uuid())
-            .fetch_optional(self.pool())
+            .read_one(self.pool(), task_from_row)
             .await
-            .map_err(repo_error)?;
-        row.as_ref()
-            .map(task_from_row)
-            .unwrap_or(Err(RepoError::NotFound))
     }
 
     async fn find_idempotency(
@@ -124,12 +121,8 @@ impl TaskRepository for PgStore {
         .bind(query.after.map(|c| c.created_at))
         .bind(query.after.map(|c| c.id))
         .bind(i64::from(query.limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), task_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(task_from_row)
-        .collect()
     }
 
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
@@ -221,11 +214,7 @@ impl TaskRepository for PgStore {
             kinds.join(", ")
         ))
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .read_all(self.pool(), task_from_row)
         .await
-        .map_err(repo_error)?
-        .iter()
-        .map(task_from_row)
-        .collect()
     }
 }
