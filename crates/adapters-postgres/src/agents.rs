@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::credentials::insert_key;
-use crate::error::{corrupt, missed_write, repo_error};
+use crate::error::{check_written, corrupt, repo_error};
 use crate::events::commit_with;
 use crate::rows::ReadRows;
 use crate::PgStore;
@@ -100,23 +100,8 @@ pub(crate) async fn update_agents(
     .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
-    if written.rows_affected() == agents.len() as u64 {
-        return Ok(());
-    }
-    if agents.len() == 1 {
-        return Err(missed_write(conn, "agents", "agent", agents[0].id.as_uuid()).await);
-    }
     let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
-    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM agents WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_one(conn)
-        .await
-        .map_err(repo_error)?;
-    Err(if present < ids.len() as i64 {
-        RepoError::NotFound
-    } else {
-        RepoError::Conflict("an agent changed since it was read".into())
-    })
+    check_written(conn, "agents", "agent", &ids, written.rows_affected()).await
 }
 
 /// Serving agents, locked for the rest of the caller's transaction.
@@ -209,9 +194,8 @@ impl AgentRepository for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(repo_error)?;
-        if deleted.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, "agents", "agent", agent.id.as_uuid()).await);
-        }
+        let ids = [agent.id.as_uuid()];
+        check_written(&mut tx, "agents", "agent", &ids, deleted.rows_affected()).await?;
         sqlx::query(
             "UPDATE api_keys SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL",
         )

@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::error::{corrupt, missed_write, repo_error};
+use crate::error::{check_written, corrupt, repo_error};
 use crate::events::commit_with;
 use crate::rows::ReadRows;
 use crate::PgStore;
@@ -226,11 +226,15 @@ impl ConflictRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-        if updated.rows_affected() == 0 {
-            return Err(
-                missed_write(&mut tx, "conflicts", "conflict", conflict.id.as_uuid()).await,
-            );
-        }
+        let ids = [conflict.id.as_uuid()];
+        check_written(
+            &mut tx,
+            "conflicts",
+            "conflict",
+            &ids,
+            updated.rows_affected(),
+        )
+        .await?;
         commit_with(tx, events).await
     }
 

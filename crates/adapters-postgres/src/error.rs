@@ -47,23 +47,31 @@ pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> RepoError {
     RepoError::Internal(format!("corrupt {what} in the database: {detail}"))
 }
 
-/// Distinguishes "gone" from "changed" after a versioned write to `table` matched no row.
-/// `what` names the object in the message (`agent`, `resource`, ...).
-pub(crate) async fn missed_write(
+/// The one version check of every write: a write "over the versions read" of the rows `ids` of
+/// `table` changed `written` rows. Every row written is success; otherwise the rows that are
+/// gone make it `NotFound`, and rows that are there but moved on make it `Conflict` (a lost
+/// race). `what` names one row in the message (`agent`, `resource`, ...).
+pub(crate) async fn check_written(
     conn: &mut sqlx::PgConnection,
     table: &'static str,
     what: &str,
-    id: uuid::Uuid,
-) -> RepoError {
-    let exists = sqlx::query_scalar::<_, bool>(&format!(
-        "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)"
-    ))
-    .bind(id)
-    .fetch_one(conn)
-    .await;
-    match exists {
-        Ok(true) => RepoError::Conflict(format!("{what} {id} changed since it was read")),
-        Ok(false) => RepoError::NotFound,
-        Err(e) => repo_error(e),
+    ids: &[uuid::Uuid],
+    written: u64,
+) -> Result<(), RepoError> {
+    if written == ids.len() as u64 {
+        return Ok(());
     }
+    let present =
+        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table} WHERE id = ANY($1)"))
+            .bind(ids)
+            .fetch_one(conn)
+            .await
+            .map_err(repo_error)?;
+    Err(if present < ids.len() as i64 {
+        RepoError::NotFound
+    } else if let [id] = ids {
+        RepoError::Conflict(format!("{what} {id} changed since it was read"))
+    } else {
+        RepoError::Conflict(format!("a {what} changed since it was read"))
+    })
 }

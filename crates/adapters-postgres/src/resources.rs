@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::error::{corrupt, missed_write, repo_error};
+use crate::error::{check_written, corrupt, repo_error};
 use crate::events::commit_with;
 use crate::rows::ReadRows;
 use crate::PgStore;
@@ -65,17 +65,27 @@ pub(crate) async fn mark_allocated(
          FROM unnest($1::uuid[], $2::bigint[]) AS v(id, version)
          WHERE r.id = v.id AND r.version = v.version",
     )
-    .bind(ids)
+    .bind(&ids)
     .bind(versions)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
-    if bumped.rows_affected() as usize != pools.len() {
-        return Err(RepoError::Conflict(
-            "a resource pool changed since it was read".into(),
-        ));
-    }
-    Ok(())
+    // A pool gone since it was read is, for the write allocating from it, a lost race like a
+    // pool that moved on: the caller reads again and finds the claim cannot be placed.
+    check_written(
+        conn,
+        "resources",
+        "resource pool",
+        &ids,
+        bumped.rows_affected(),
+    )
+    .await
+    .map_err(|e| match e {
+        RepoError::NotFound => {
+            RepoError::Conflict("a resource pool was deleted since it was read".into())
+        }
+        other => other,
+    })
 }
 
 #[async_trait]
@@ -157,9 +167,15 @@ impl ResourceRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-        if updated.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, "resources", "resource", pool.id.as_uuid()).await);
-        }
+        let ids = [pool.id.as_uuid()];
+        check_written(
+            &mut tx,
+            "resources",
+            "resource",
+            &ids,
+            updated.rows_affected(),
+        )
+        .await?;
         commit_with(tx, events).await
     }
 
@@ -175,9 +191,15 @@ impl ResourceRepository for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(repo_error)?;
-        if deleted.rows_affected() == 0 {
-            return Err(missed_write(&mut tx, "resources", "resource", pool.id.as_uuid()).await);
-        }
+        let ids = [pool.id.as_uuid()];
+        check_written(
+            &mut tx,
+            "resources",
+            "resource",
+            &ids,
+            deleted.rows_affected(),
+        )
+        .await?;
         commit_with(tx, events).await
     }
 }

@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::error::{corrupt, repo_error};
+use crate::error::{check_written, corrupt, repo_error};
 use crate::rows::ReadRows;
 
 pub(crate) const COLUMNS: &str =
@@ -252,20 +252,8 @@ pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Res
     .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
-    if written.rows_affected() == tasks.len() as u64 {
-        return Ok(());
-    }
     let ids: Vec<Uuid> = tasks.iter().map(|t| t.id.as_uuid()).collect();
-    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_one(conn)
-        .await
-        .map_err(repo_error)?;
-    Err(if present < ids.len() as i64 {
-        RepoError::NotFound
-    } else {
-        RepoError::Conflict("a task changed since it was read".into())
-    })
+    check_written(conn, "tasks", "task", &ids, written.rows_affected()).await
 }
 
 /// The assigned and running tasks that claim a pool: the live allocations.
