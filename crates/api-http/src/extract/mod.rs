@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorKind};
+use fields::InputError;
+
+mod fields;
 
 /// Default upper bound on a request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -146,11 +149,11 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             NUL_REFUSED,
         )));
     }
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    fields::from_json(&value).map_err(|error| {
         let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        let field = field_name(&path, &message);
-        ApiError::validation(domain::ValidationErrors::single(field, message))
+        let error = error.into_inner();
+        let field = field_name(&path, error.named_field());
+        ApiError::validation(domain::ValidationErrors::single(field, error.to_string()))
     })
 }
 
@@ -188,16 +191,12 @@ fn nul_in(value: &Value, path: &str) -> Option<String> {
     }
 }
 
-/// The field an error is about: the path, plus the field named in "unknown field `x`" or
-/// "missing field `x`" messages, which serde reports at the enclosing object.
-fn field_name(path: &str, message: &str) -> String {
-    let named = ["unknown field `", "missing field `"]
-        .iter()
-        .find_map(|p| message.strip_prefix(p))
-        .and_then(|rest| rest.split('`').next());
+/// The field an error is about: the path, plus the field a missing- or unknown-field error
+/// names, which serde reports at the enclosing object.
+fn field_name(path: &str, named: Option<&str>) -> String {
     let base = if path == "." { "" } else { path };
     match (base, named) {
-        // serde_path_to_error already descended into an unknown field.
+        // The path already descended into the named field.
         (base, Some(name)) if base == name || base.ends_with(&format!(".{name}")) => {
             base.to_owned()
         }
@@ -262,24 +261,18 @@ fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
             name.replace('\0', "\\u0000")
         )));
     }
-    let deserializer = serde_urlencoded::Deserializer::new(pairs);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let pairs: Vec<(String, String)> = pairs
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    fields::from_pairs(&pairs).map_err(|error| {
         let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        let detail = match (
-            message.strip_prefix("unknown field `"),
-            message.strip_prefix("missing field `"),
-        ) {
-            (Some(rest), _) => format!(
-                "unknown query parameter '{}'",
-                rest.split('`').next().unwrap_or_default()
-            ),
-            (_, Some(rest)) => format!(
-                "missing query parameter '{}'",
-                rest.split('`').next().unwrap_or_default()
-            ),
-            _ if path != "." => format!("invalid value for query parameter '{path}'"),
-            _ => "invalid query string".to_owned(),
+        let detail = match error.into_inner() {
+            InputError::Unknown { field, .. } => format!("unknown query parameter '{field}'"),
+            InputError::Missing { field } => format!("missing query parameter '{field}'"),
+            InputError::Invalid(_) if path != "." => {
+                format!("invalid value for query parameter '{path}'")
+            }
+            InputError::Invalid(_) => "invalid query string".to_owned(),
         };
         ApiError::bad_request(detail)
     })
@@ -289,20 +282,65 @@ fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        filters: Option<Filters>,
+        #[serde(default)]
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Filters {
+        status: Option<String>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        size: u32,
+    }
+
     #[test]
-    fn field_names_come_from_the_path_or_the_message() {
+    fn body_errors_name_the_field_at_any_depth() {
+        let refused = |body: &str| match parse::<Body>(body.as_bytes()).map_err(|e| e.kind) {
+            Err(ErrorKind::Validation(errors)) if errors.len() == 1 => {
+                (errors[0].field.clone(), errors[0].message.clone())
+            }
+            other => panic!("{body}: expected one field error, got {other:?}"),
+        };
+        let (field, message) = refused(r#"{"name": "a", "extra": 1}"#);
+        assert_eq!(field, "extra");
         assert_eq!(
-            field_name(".", "unknown field `status`, expected one of"),
-            "status"
+            message,
+            "unknown field `extra`, expected one of `name`, `filters`, `items`"
         );
         assert_eq!(
-            field_name("status", "unknown field `status`, expected"),
-            "status"
+            refused("{}"),
+            ("name".into(), "missing field `name`".into())
         );
-        assert_eq!(field_name(".", "missing field `name`"), "name");
-        assert_eq!(field_name("resources", "invalid type"), "resources");
-        assert_eq!(field_name("filters", "unknown field `x`"), "filters.x");
-        assert_eq!(field_name(".", "invalid type: string"), "body");
+        assert_eq!(
+            refused(r#"{"name": "a", "filters": {"x": 1}}"#).0,
+            "filters.x"
+        );
+        assert_eq!(
+            refused(r#"{"name": "a", "items": [{}]}"#).0,
+            "items[0].size"
+        );
+        assert_eq!(
+            refused(r#"{"name": "a", "items": [{"size": "big"}]}"#).0,
+            "items[0].size"
+        );
+        assert_eq!(refused(r#"{"name": 5}"#).0, "name");
+        assert!(
+            parse::<Body>(br#"{"name": "a", "filters": null, "items": [{"size": 3}]}"#).is_ok()
+        );
     }
 
     #[test]
