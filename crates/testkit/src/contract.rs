@@ -38,6 +38,7 @@ macro_rules! store_contract {
             pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest,
             task_events_are_a_tasks_numbered_events_oldest_first
         );
+        $crate::store_contract!(@two events_contract, $make; two_stores_keep_different_logs);
         $crate::store_contract!(@in contract, $make; a_reachable_store_reports_itself_up);
         $crate::store_contract!(@in tasks_contract, $make;
             tasks_round_trip_with_every_field,
@@ -68,8 +69,18 @@ macro_rules! store_contract {
             the_first_admin_key_is_stored_only_while_no_admin_exists,
             users_are_unique_by_name_found_listed_and_deleted,
             a_user_change_moves_the_token_version_and_a_missing_user_is_not_found,
-            the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age
+            the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age,
+            racing_writers_store_one_first_admin_and_every_user_change
         );
+    };
+    // Cases about what tells two stores apart get two fresh ones.
+    (@two $module:ident, $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::$module::$case($make().await, $make().await).await;
+            }
+        )*
     };
     (@in $module:ident, $make:path; $($case:ident),* $(,)?) => {
         $(

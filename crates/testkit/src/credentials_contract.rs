@@ -313,3 +313,59 @@ pub async fn the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age(
         .unwrap();
     assert_eq!(ids(left), [1, 2]);
 }
+
+pub async fn racing_writers_store_one_first_admin_and_every_user_change(store: StoreUnderTest) {
+    let now = t(100);
+    // Eight replicas bootstrapping at once: exactly one key becomes the first admin.
+    let racers: Vec<_> = (0..8u128)
+        .map(|n| {
+            let credentials = store.credentials.clone();
+            tokio::spawn(async move {
+                let candidate = key(10 + n, Role::Admin, t(1));
+                let stored = credentials
+                    .insert_first_admin_key(&candidate, now)
+                    .await
+                    .unwrap();
+                (stored, candidate)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (stored, candidate) = racer.await.unwrap();
+        let found = store
+            .credentials
+            .find_api_key(&candidate.hash)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.is_some(),
+            stored,
+            "told {stored} but the key is {found:?}"
+        );
+        if stored {
+            winners.push(candidate.id);
+        }
+    }
+    assert_eq!(winners.len(), 1, "first admin keys stored: {winners:?}");
+
+    // Concurrent changes to one user each move its token version: none is lost.
+    let alice = user(1, "alice", Role::Viewer, t(0));
+    store.credentials.insert_user(&alice).await.unwrap();
+    let changes: Vec<_> = (0..8)
+        .map(|_| {
+            let credentials = store.credentials.clone();
+            tokio::spawn(async move {
+                credentials
+                    .update_user(alice.id, Some(Role::Operator), None)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for change in changes {
+        change.await.unwrap();
+    }
+    let after = store.credentials.get_user(alice.id).await.unwrap().unwrap();
+    assert_eq!(after.token_version, alice.token_version + 8);
+}

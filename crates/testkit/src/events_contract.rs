@@ -28,6 +28,24 @@ pub async fn the_log_keeps_one_identity(store: StoreUnderTest) {
     assert_eq!(store.events.log_id().await.unwrap(), first);
 }
 
+pub async fn two_stores_keep_different_logs(one: StoreUnderTest, other: StoreUnderTest) {
+    let ours = one.events.log_id().await.unwrap();
+    let theirs = other.events.log_id().await.unwrap();
+    assert_ne!(
+        ours, theirs,
+        "two stores must not share a log identity: their events would mix on a shared bus"
+    );
+    // Events written to one are not in the other.
+    let a = agent(1, "worker-1", &[], t(0));
+    one.agents
+        .insert(&a, &agent_key(1, a.id, t(0)), vec![note(1, &a)])
+        .await
+        .unwrap();
+    numbered(&one).await;
+    assert_eq!(one.events.events_after(0, 10).await.unwrap().len(), 1);
+    assert!(other.events.events_after(0, 10).await.unwrap().is_empty());
+}
+
 pub async fn events_are_numbered_and_read_back_in_order(store: StoreUnderTest) {
     let a = agent(1, "worker-1", &[], t(0));
     store
