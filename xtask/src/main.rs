@@ -20,6 +20,10 @@ commands:
                   a user in DATABASE_URL; the password is read from XTASK_PASSWORD
   create-api-key --name N [--role viewer|operator|admin|agent] [--agent-id ID]
                   an API key in DATABASE_URL, printed once on stdout
+  loadtest --auth-token T [options]
+                  drive a running server over HTTP and WebSocket and report latencies,
+                  status codes and throughput; --simulate runs agents that complete the
+                  tasks (cargo xtask loadtest --help lists the options)
 ";
 
 fn main() -> ExitCode {
@@ -28,6 +32,20 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    if args.first().map(String::as_str) == Some("loadtest") {
+        // The load generator spreads its clients over every core.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        return match runtime.block_on(loadtest::main(&args[1..])) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask loadtest: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match args.first().map(String::as_str) {
         Some("migrate") => runtime.block_on(migrate()),
         Some("seed") => runtime.block_on(seed::run(args.iter().any(|a| a == "--force"))),

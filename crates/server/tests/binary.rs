@@ -1,4 +1,5 @@
-//! The real binary: start-up failures, serving, persistence on PostgreSQL, graceful shutdown.
+//! The real binary: start-up failures, serving, persistence on PostgreSQL, graceful shutdown,
+//! and the load generator driving it end to end.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -339,4 +340,98 @@ fn sigint_drains_as_gracefully_as_sigterm() {
     assert!(line.contains("SIGINT"), "{line}");
     server.wait_for("shutdown complete");
     assert_eq!(server.wait_exit(), 0);
+}
+
+#[test]
+fn the_load_generator_drives_the_binary_end_to_end_and_accounts_for_every_request() {
+    let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
+    let args: Vec<String> = [
+        "--base-url",
+        &format!("http://127.0.0.1:{}", server.port),
+        "--auth-token",
+        ADMIN_KEY,
+        "--simulate",
+        "--agents",
+        "4",
+        "--tasks",
+        "120",
+        "--concurrency",
+        "8",
+        "--list-requests",
+        "15",
+        "--health-requests",
+        "15",
+        "--dashboard-requests",
+        "15",
+        "--websocket-connections",
+        "2",
+        "--websocket-duration",
+        "2",
+        "--max-seconds",
+        "120",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let options = loadtest::Options::parse(&args).expect("valid options");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(loadtest::run(&options))
+        .expect("the run completes")
+        .to_json();
+    let summary = &report["summary"];
+    assert_eq!(summary["tasks_submitted"], 120, "{report:#}");
+    assert_eq!(summary["tasks_completed"], 120, "{report:#}");
+    assert_eq!(summary["tasks_not_completed"], 0);
+    assert!(summary["end_to_end_tasks_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let endpoints = &report["endpoints"];
+    assert_eq!(endpoints["POST /agents"]["status_codes"]["200"], 4);
+    assert_eq!(endpoints["POST /tasks"]["status_codes"]["200"], 120);
+    assert_eq!(
+        endpoints["POST /tasks/{id}/complete"]["status_codes"]["200"],
+        120
+    );
+    assert_eq!(endpoints["GET /health"]["requests"], 15);
+    assert_eq!(endpoints["GET /dashboard/activity"]["success_rate"], 1.0);
+    assert_eq!(endpoints["WS connect"]["status_codes"]["101"], 2);
+    let latencies = &report["latencies_ms"];
+    assert_eq!(latencies["submit_to_assignment"]["count"], 120);
+    assert_eq!(latencies["submit_to_complete"]["count"], 120);
+    assert!(summary["websocket_events_received"].as_u64().unwrap() > 0);
+
+    // A server that is gone is counted as errors, not as slow successes.
+    drop(server);
+    let gone = loadtest::Options::parse(
+        &args[..4]
+            .iter()
+            .cloned()
+            .chain(
+                [
+                    "--agents",
+                    "0",
+                    "--tasks",
+                    "3",
+                    "--list-requests",
+                    "0",
+                    "--health-requests",
+                    "2",
+                    "--dashboard-requests",
+                    "0",
+                    "--websocket-connections",
+                    "0",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            )
+            .collect::<Vec<_>>(),
+    )
+    .expect("valid options");
+    let report = runtime
+        .block_on(loadtest::run(&gone))
+        .expect("a run")
+        .to_json();
+    assert_eq!(report["failed"], 5, "{report:#}");
+    assert_eq!(report["endpoints"]["POST /tasks"]["connection_errors"], 3);
+    assert_eq!(report["endpoints"]["GET /health"]["connection_errors"], 2);
 }

@@ -1,0 +1,295 @@
+//! Simulated agents: registered over the API, then, with `--simulate`, each long-polls for the
+//! tasks it is assigned, starts and completes them with its own key, while submitters submit.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{json, Map, Value};
+
+use super::http::{Conn, Target};
+use super::stats::Recorder;
+use super::Options;
+
+/// The capability loadtest agents offer and loadtest tasks require.
+const CAPABILITY: &str = "loadtest";
+/// How long an agent's long-poll waits for work.
+const POLL_SECONDS: u32 = 5;
+/// A run with no completion for this long ends, and says how many tasks were left.
+const STALL: Duration = Duration::from_secs(30);
+
+/// A registered agent: its ID and its one-time key.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    id: String,
+    key: String,
+}
+
+/// Registers `--agents` agents, `--concurrency` at a time.
+pub async fn register(options: &Options, target: &Target, token: &str) -> (Vec<Agent>, Recorder) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..options.concurrency.min(options.agents))
+        .map(|_| {
+            let (next, token, target) = (next.clone(), token.to_owned(), target.clone());
+            let (count, slots) = (options.agents, options.agent_slots);
+            tokio::spawn(async move {
+                let mut conn = Conn::new(target);
+                let mut recorder = Recorder::default();
+                let mut agents = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        return (agents, recorder);
+                    }
+                    let body = json!({
+                        "name": format!("loadtest-agent-{n}"),
+                        "capabilities": [CAPABILITY],
+                        "resources": {"cpu": 4},
+                        "max_concurrent_tasks": slots,
+                    });
+                    let answer = conn
+                        .call(
+                            &mut recorder,
+                            "POST /agents",
+                            Method::POST,
+                            "/api/v1/agents",
+                            Some(&body),
+                            Some(&token),
+                        )
+                        .await;
+                    if let Some((200, bytes)) = answer {
+                        let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                        if let (Some(id), Some(key)) = (v["id"].as_str(), v["agent_key"].as_str()) {
+                            agents.push(Agent {
+                                id: id.to_owned(),
+                                key: key.to_owned(),
+                            });
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut recorder = Recorder::default();
+    for worker in workers {
+        if let Ok((agents, r)) = worker.await {
+            all.extend(agents);
+            recorder.merge(r);
+        }
+    }
+    (all, recorder)
+}
+
+/// What submitters and agents share.
+struct Run {
+    /// When each task of the run was submitted, by its number.
+    submitted_at: Vec<OnceLock<Instant>>,
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    submitting: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// Submits `--tasks` tasks while the agents work; returns what was measured and the headline
+/// figures: end-to-end tasks per second, and how many tasks were submitted and completed.
+pub async fn simulate(
+    options: &Options,
+    target: &Target,
+    token: &str,
+    agents: Vec<Agent>,
+) -> anyhow::Result<(Recorder, Map<String, Value>)> {
+    let run = Arc::new(Run {
+        submitted_at: (0..options.tasks).map(|_| OnceLock::new()).collect(),
+        submitted: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        submitting: AtomicBool::new(true),
+        stop: AtomicBool::new(false),
+    });
+    let started = Instant::now();
+    let workers: Vec<_> = agents
+        .into_iter()
+        .map(|agent| tokio::spawn(work(agent, target.clone(), run.clone())))
+        .collect();
+    let progress = tokio::spawn(report_progress(run.clone(), started));
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let submitters: Vec<_> = (0..options.concurrency.min(options.tasks))
+        .map(|_| {
+            let (next, run, token) = (next.clone(), run.clone(), token.to_owned());
+            let mut conn = Conn::new(target.clone());
+            tokio::spawn(async move {
+                let mut recorder = Recorder::default();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= run.submitted_at.len() {
+                        return recorder;
+                    }
+                    let body = json!({
+                        "title": format!("loadtest task {n}"),
+                        "required_capabilities": [CAPABILITY],
+                        "metadata": {"loadtest_n": n},
+                    });
+                    let _ = run.submitted_at[n].set(Instant::now());
+                    let answer = conn
+                        .call(
+                            &mut recorder,
+                            "POST /tasks",
+                            Method::POST,
+                            "/api/v1/tasks",
+                            Some(&body),
+                            Some(&token),
+                        )
+                        .await;
+                    if matches!(answer, Some((200, _))) {
+                        run.submitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut recorder = Recorder::default();
+    for submitter in submitters {
+        recorder.merge(submitter.await?);
+    }
+    let submit_seconds = started.elapsed().as_secs_f64();
+    run.submitting.store(false, Ordering::Relaxed);
+
+    // Wait for the agents to finish what was submitted, or to stall.
+    let mut last = (run.completed.load(Ordering::Relaxed), Instant::now());
+    while run.completed.load(Ordering::Relaxed) < run.submitted.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let done = run.completed.load(Ordering::Relaxed);
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    run.stop.store(true, Ordering::Relaxed);
+    progress.abort();
+    for worker in workers {
+        recorder.merge(worker.await?);
+    }
+    let submitted = run.submitted.load(Ordering::Relaxed);
+    let completed = run.completed.load(Ordering::Relaxed);
+    let mut figures = Map::new();
+    figures.insert("tasks_submitted".into(), json!(submitted));
+    figures.insert("tasks_completed".into(), json!(completed));
+    figures.insert(
+        "tasks_not_completed".into(),
+        json!(submitted.saturating_sub(completed)),
+    );
+    figures.insert(
+        "submissions_per_second".into(),
+        json!((submitted as f64 / submit_seconds.max(1e-9)).round()),
+    );
+    figures.insert(
+        "end_to_end_tasks_per_second".into(),
+        json!(super::rate(completed, elapsed)),
+    );
+    Ok((recorder, figures))
+}
+
+/// One agent: long-poll for held tasks, start and complete each, until the run stops.
+async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
+    let mut conn = Conn::new(target);
+    let mut recorder = Recorder::default();
+    let poll = format!(
+        "/api/v1/agents/{}/tasks?wait_seconds={POLL_SECONDS}",
+        agent.id
+    );
+    let key = Some(agent.key.as_str());
+    while !run.stop.load(Ordering::Relaxed) {
+        let answer = conn
+            .call(
+                &mut recorder,
+                "GET /agents/{id}/tasks",
+                Method::GET,
+                &poll,
+                None,
+                key,
+            )
+            .await;
+        let Some((200, bytes)) = answer else {
+            tokio::time::sleep(Duration::from_millis(100)).await; // the error is counted
+            continue;
+        };
+        let held: Vec<Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+        for task in held {
+            let (Some(id), Some(attempt)) = (task["id"].as_str(), task["attempt"].as_u64()) else {
+                continue;
+            };
+            let submitted = task["metadata"]["loadtest_n"]
+                .as_u64()
+                .and_then(|n| run.submitted_at.get(n as usize))
+                .and_then(OnceLock::get)
+                .copied();
+            if task["status"] == "assigned" {
+                if let Some(at) = submitted {
+                    recorder.sample("submit_to_assignment", at.elapsed());
+                }
+                let path = format!("/api/v1/tasks/{id}/start");
+                let body = json!({"attempt": attempt});
+                let started = conn
+                    .call(
+                        &mut recorder,
+                        "POST /tasks/{id}/start",
+                        Method::POST,
+                        &path,
+                        Some(&body),
+                        key,
+                    )
+                    .await;
+                if !matches!(started, Some((200, _))) {
+                    continue;
+                }
+            }
+            let path = format!("/api/v1/tasks/{id}/complete");
+            let body = json!({"attempt": attempt, "result": {"ok": true}});
+            let done = conn
+                .call(
+                    &mut recorder,
+                    "POST /tasks/{id}/complete",
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    key,
+                )
+                .await;
+            if matches!(done, Some((200, _))) {
+                if let Some(at) = submitted {
+                    recorder.sample("submit_to_complete", at.elapsed());
+                    run.completed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    recorder
+}
+
+/// A progress line every second while the run goes on.
+async fn report_progress(run: Arc<Run>, started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut before = 0;
+    loop {
+        tick.tick().await;
+        let done = run.completed.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>5.0} s] submitted {:>8}{}  completed {:>8}  {:>7} tasks/s",
+            started.elapsed().as_secs_f64(),
+            run.submitted.load(Ordering::Relaxed),
+            if run.submitting.load(Ordering::Relaxed) {
+                "+"
+            } else {
+                " "
+            },
+            done,
+            done - before
+        );
+        before = done;
+    }
+}

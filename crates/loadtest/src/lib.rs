@@ -1,0 +1,355 @@
+//! The load generator behind `cargo xtask loadtest`: drives a running server over HTTP and WebSocket and reports what it
+//! measured: per endpoint latency percentiles, status codes and success rate; with `--simulate`,
+//! agents that really take, start and complete the tasks submitters submit, end-to-end tasks/s
+//! and submit-to-assignment and submit-to-completion latencies.
+//!
+//! Bounded: every count has a ceiling, the whole run a time limit (`--max-seconds`), and the
+//! target must be a loopback address unless `--allow-remote` is given.
+
+mod agents;
+mod http;
+mod stats;
+mod ws;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{json, Value};
+
+use http::{Conn, Target};
+pub use stats::Recorder;
+
+const USAGE: &str = "cargo xtask loadtest [options]
+  --base-url URL             server to load (default http://127.0.0.1:8000)
+  --auth-token TOKEN         operator credential: a JWT or an API key (required)
+  --agents N                 agents to register (default 10, at most 10000)
+  --tasks N                  tasks to submit (default 100, at most 1000000)
+  --list-requests N          GET /tasks requests (default 100)
+  --health-requests N        GET /health requests (default 100)
+  --dashboard-requests N     GET /dashboard/activity requests (default 100)
+  --websocket-connections N  WebSocket subscribers (default 10, at most 10000)
+  --websocket-duration SECS  how long subscribers stay connected (default 10)
+  --concurrency N            requests in flight at once (default 64, at most 1024)
+  --simulate                 agents take, start and complete the tasks as they are submitted
+  --agent-slots N            with --simulate: tasks one agent holds at once (default 4)
+  --max-seconds SECS         stop the run after this long (default 600)
+  --output FILE              also write the report as JSON
+  --allow-remote             allow a target that is not a loopback address";
+
+/// What to run, from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub base_url: String,
+    pub auth_token: String,
+    pub agents: usize,
+    pub tasks: usize,
+    pub list_requests: usize,
+    pub health_requests: usize,
+    pub dashboard_requests: usize,
+    pub websocket_connections: usize,
+    pub websocket_duration: Duration,
+    pub concurrency: usize,
+    pub simulate: bool,
+    pub agent_slots: usize,
+    pub max_seconds: u64,
+    pub output: Option<String>,
+    pub allow_remote: bool,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let mut o = Options {
+            base_url: "http://127.0.0.1:8000".into(),
+            auth_token: String::new(),
+            agents: 10,
+            tasks: 100,
+            list_requests: 100,
+            health_requests: 100,
+            dashboard_requests: 100,
+            websocket_connections: 10,
+            websocket_duration: Duration::from_secs(10),
+            concurrency: 64,
+            simulate: false,
+            agent_slots: 4,
+            max_seconds: 600,
+            output: None,
+            allow_remote: false,
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let mut value = || {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("{flag} needs a value\n{USAGE}"))
+            };
+            let count = |v: String, max: usize| -> anyhow::Result<usize> {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{flag} takes a number, not {v:?}"))?;
+                anyhow::ensure!(n <= max, "{flag} is at most {max}");
+                Ok(n)
+            };
+            match flag.as_str() {
+                "--base-url" => o.base_url = value()?,
+                "--auth-token" => o.auth_token = value()?,
+                "--agents" => o.agents = count(value()?, 10_000)?,
+                "--tasks" => o.tasks = count(value()?, 1_000_000)?,
+                "--list-requests" => o.list_requests = count(value()?, 1_000_000)?,
+                "--health-requests" => o.health_requests = count(value()?, 1_000_000)?,
+                "--dashboard-requests" => o.dashboard_requests = count(value()?, 1_000_000)?,
+                "--websocket-connections" => o.websocket_connections = count(value()?, 10_000)?,
+                "--websocket-duration" => {
+                    o.websocket_duration = Duration::from_secs(count(value()?, 3_600)? as u64)
+                }
+                "--concurrency" => o.concurrency = count(value()?, 1_024)?.max(1),
+                "--simulate" => o.simulate = true,
+                "--agent-slots" => o.agent_slots = count(value()?, 10_000)?.max(1),
+                "--max-seconds" => o.max_seconds = count(value()?, 86_400)? as u64,
+                "--output" => o.output = Some(value()?),
+                "--allow-remote" => o.allow_remote = true,
+                "--help" | "-h" => anyhow::bail!("{USAGE}"),
+                other => anyhow::bail!("unknown option {other}\n{USAGE}"),
+            }
+        }
+        anyhow::ensure!(
+            !o.auth_token.is_empty(),
+            "--auth-token is required: an operator's JWT or API key\n{USAGE}"
+        );
+        anyhow::ensure!(
+            !o.simulate || o.agents > 0,
+            "--simulate needs at least one agent"
+        );
+        Ok(o)
+    }
+}
+
+/// What a run measured: every request and latency series, and the run's headline figures.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub recorder: Recorder,
+    pub summary: Value,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// The report as JSON: `endpoints`, `latencies_ms`, `summary`, `requests` and `failed`.
+    pub fn to_json(&self) -> Value {
+        let (requests, failed) = self.recorder.totals();
+        let mut report = self.recorder.to_json();
+        report["summary"] = self.summary.clone();
+        report["requests"] = json!(requests);
+        report["failed"] = json!(failed);
+        report["seconds"] = json!(self.elapsed.as_secs_f64());
+        report
+    }
+
+    pub fn print(&self) {
+        let (requests, failed) = self.recorder.totals();
+        self.recorder.print();
+        println!(
+            "\n{requests} requests, {failed} failed ({:.2} % succeeded) in {:.1} s",
+            if requests == 0 {
+                0.0
+            } else {
+                100.0 * (requests - failed) as f64 / requests as f64
+            },
+            self.elapsed.as_secs_f64()
+        );
+        for (key, value) in self.summary.as_object().into_iter().flatten() {
+            println!("{key}: {value}");
+        }
+    }
+}
+
+/// The command line: parses `args`, runs, prints the report and writes it to `--output`.
+pub async fn main(args: &[String]) -> anyhow::Result<()> {
+    let options = Options::parse(args)?;
+    let report = run(&options).await?;
+    println!();
+    report.print();
+    if let Some(path) = &options.output {
+        std::fs::write(path, serde_json::to_vec_pretty(&report.to_json())?)?;
+        println!("report written to {path}");
+    }
+    Ok(())
+}
+
+/// Runs the load test `options` describe, within `--max-seconds`.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let target = Target::resolve(&options.base_url, options.allow_remote).await?;
+    let limit = Duration::from_secs(options.max_seconds);
+    let started = Instant::now();
+    let (recorder, summary) = tokio::time::timeout(limit, phases(options, &target))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the run passed --max-seconds ({}s)", options.max_seconds)
+        })??;
+    Ok(Report {
+        recorder,
+        summary,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The phases in order; returns what was measured and the run's headline figures.
+async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder, Value)> {
+    let mut recorder = Recorder::default();
+    let token = options.auth_token.as_str();
+    let (registered, r) = agents::register(options, target, token).await;
+    recorder.merge(r);
+    anyhow::ensure!(
+        registered.len() == options.agents,
+        "only {} of {} agents could be registered; is the credential an operator's?",
+        registered.len(),
+        options.agents
+    );
+    let mut summary = serde_json::Map::new();
+    let subscribers = ws::spawn(options, target, token);
+    if options.simulate {
+        let (r, figures) = agents::simulate(options, target, token, registered).await?;
+        recorder.merge(r);
+        summary.extend(figures);
+    } else {
+        let phase = Instant::now();
+        let r = repeat(options, target, options.tasks, |n| {
+            let body = json!({
+                "title": format!("loadtest task {n}"),
+                "priority": (n % 10) + 1,
+                "metadata": {"loadtest": true},
+            });
+            (
+                "POST /tasks",
+                Method::POST,
+                "/api/v1/tasks".to_owned(),
+                Some(body),
+            )
+        })
+        .await;
+        let submitted = r.succeeded("POST /tasks");
+        summary.insert(
+            "submissions_per_second".into(),
+            json!(rate(submitted, phase.elapsed())),
+        );
+        recorder.merge(r);
+    }
+    let reads: [(&'static str, &'static str, usize); 3] = [
+        (
+            "GET /tasks",
+            "/api/v1/tasks?limit=50",
+            options.list_requests,
+        ),
+        ("GET /health", "/api/v1/health", options.health_requests),
+        (
+            "GET /dashboard/activity",
+            "/api/v1/dashboard/activity?limit=50",
+            options.dashboard_requests,
+        ),
+    ];
+    for (endpoint, path, count) in reads {
+        let phase = Instant::now();
+        let r = repeat(options, target, count, |_| {
+            (endpoint, Method::GET, path.to_owned(), None)
+        })
+        .await;
+        summary.insert(
+            format!("{endpoint} per second"),
+            json!(rate(r.succeeded(endpoint), phase.elapsed())),
+        );
+        recorder.merge(r);
+    }
+    let (r, figures) = subscribers.await?;
+    recorder.merge(r);
+    summary.extend(figures);
+    Ok((recorder, Value::Object(summary)))
+}
+
+/// A per-second rate, rounded.
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    (count as f64 / elapsed.as_secs_f64().max(1e-9)).round()
+}
+
+/// One request: the endpoint it counts under, its method, path and body.
+type Call = (&'static str, Method, String, Option<Value>);
+
+/// Makes `count` requests from `--concurrency` workers, each on its own connection.
+async fn repeat(
+    options: &Options,
+    target: &Target,
+    count: usize,
+    call: impl Fn(usize) -> Call + Send + Sync + 'static,
+) -> Recorder {
+    let next = Arc::new(AtomicUsize::new(0));
+    let call = Arc::new(call);
+    let workers: Vec<_> = (0..options.concurrency.min(count))
+        .map(|_| {
+            let (next, call, token) = (next.clone(), call.clone(), options.auth_token.clone());
+            let mut conn = Conn::new(target.clone());
+            tokio::spawn(async move {
+                let mut recorder = Recorder::default();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        return recorder;
+                    }
+                    let (endpoint, method, path, body) = call(n);
+                    conn.call(
+                        &mut recorder,
+                        endpoint,
+                        method,
+                        &path,
+                        body.as_ref(),
+                        Some(&token),
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    let mut recorder = Recorder::default();
+    for worker in workers {
+        if let Ok(r) = worker.await {
+            recorder.merge(r);
+        }
+    }
+    recorder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn options_need_a_credential_and_stay_within_their_bounds() {
+        assert!(Options::parse(&args(&[])).is_err());
+        let o = Options::parse(&args(&["--auth-token", "t", "--tasks", "5", "--simulate"]))
+            .expect("valid options");
+        assert_eq!((o.tasks, o.simulate, o.agents), (5, true, 10));
+        let too_many = Options::parse(&args(&["--auth-token", "t", "--tasks", "1000001"]));
+        assert!(too_many
+            .unwrap_err()
+            .to_string()
+            .contains("at most 1000000"));
+        assert!(Options::parse(&args(&["--auth-token", "t", "--bogus"])).is_err());
+        assert!(Options::parse(&args(&["--auth-token", "t", "--agents"])).is_err());
+    }
+
+    #[tokio::test]
+    async fn only_loopback_targets_are_loaded_without_allow_remote() {
+        assert!(Target::resolve("http://127.0.0.1:8000", false)
+            .await
+            .is_ok());
+        assert!(Target::resolve("http://[::1]:8000/base", false)
+            .await
+            .is_ok());
+        let remote = Target::resolve("http://192.0.2.1:8000", false).await;
+        assert!(remote.unwrap_err().to_string().contains("--allow-remote"));
+        assert!(Target::resolve("http://192.0.2.1:8000", true).await.is_ok());
+        assert!(Target::resolve("https://127.0.0.1", false).await.is_err());
+    }
+}
