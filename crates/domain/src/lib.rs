@@ -5,6 +5,7 @@
 
 #[macro_use]
 mod names;
+pub use names::one_of;
 
 pub mod agent;
 pub mod audit;

@@ -3,6 +3,7 @@
 
 /// Declares an enum whose variants each have a name: `ALL`, `as_str`, `Display` and `FromStr`
 /// (refusing unknown names with a message that lists the known ones).
+#[macro_export]
 macro_rules! named_enum {
     (
         $(#[$doc:meta])*
@@ -39,7 +40,7 @@ macro_rules! named_enum {
                     format!(
                         "unknown {} '{s}' (expected {})",
                         $what,
-                        $crate::names::one_of(Self::ALL.iter().map(|v| v.as_str()))
+                        $crate::one_of(Self::ALL.iter().map(|v| v.as_str()))
                     )
                 })
             }
@@ -47,8 +48,8 @@ macro_rules! named_enum {
     };
 }
 
-/// `a, b or c`.
-pub(crate) fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
+/// `a, b or c`: how a refusal lists the names it knows.
+pub fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let names: Vec<&str> = names.collect();
     match names.split_last() {
         Some((last, [])) => (*last).to_owned(),

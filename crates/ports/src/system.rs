@@ -18,24 +18,17 @@ pub trait IdGenerator: Send + Sync {
     fn secret_bytes(&self) -> [u8; 32];
 }
 
-/// The health of one component, as `/api/v1/health` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComponentStatus {
-    Healthy,
-    Unhealthy,
-    /// The in-process default stands in for the component.
-    Embedded,
-}
+domain::named_enum!(
+    /// The health of one component, as `/api/v1/health` reports it.
+    ComponentStatus, "component status" {
+        Healthy => "healthy",
+        Unhealthy => "unhealthy",
+        /// The in-process default stands in for the component.
+        Embedded => "embedded",
+    }
+);
 
 impl ComponentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentStatus::Healthy => "healthy",
-            ComponentStatus::Unhealthy => "unhealthy",
-            ComponentStatus::Embedded => "embedded",
-        }
-    }
-
     /// True unless the component is down.
     pub fn is_up(self) -> bool {
         self != ComponentStatus::Unhealthy

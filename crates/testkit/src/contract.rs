@@ -46,6 +46,7 @@ macro_rules! store_contract {
             save_writes_tasks_and_agents_together_or_not_at_all,
             a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision,
             lease_deadline_and_holder_queries_find_the_right_tasks,
+            holders_are_listed_by_assignment_time_and_every_status_is_counted,
             idempotency_keys_are_recorded_with_the_task_and_expire,
             the_scheduling_batch_follows_effective_priority_and_skips_late_tasks,
             waiting_tasks_are_found_by_why_they_wait_oldest_first,

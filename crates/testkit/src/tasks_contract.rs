@@ -1,4 +1,8 @@
 //! The task store contract: what every implementation of `TaskRepository` must do.
+//!
+//! Longer than the other contract modules because the task port is the widest (rows, paging,
+//! idempotency, leases, the scheduling pass and its snapshot); the cases stay in one module so
+//! they read in the order of the port's documentation.
 
 use chrono::{DateTime, Utc};
 use domain::scheduler::Policy;
@@ -406,6 +410,72 @@ pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: Store
     assert_eq!(ids(store.tasks.held_by(a.id).await.unwrap()), [1, 2, 6]);
     let counts = store.tasks.count_by_status().await.unwrap();
     assert_eq!((counts.pending, counts.assigned, counts.total()), (3, 3, 6));
+}
+
+pub async fn holders_are_listed_by_assignment_time_and_every_status_is_counted(
+    store: StoreUnderTest,
+) {
+    let a = with_agent(&store, 50).await;
+    let b = with_agent(&store, 51).await;
+    // Assigned in the order 8, 7, 9: not the order of their IDs nor of their creation.
+    let mut held = Vec::new();
+    for (n, at) in [(9u128, 30), (8, 10), (7, 20)] {
+        let mut x = task(n, 5, &[], t(0));
+        x.assign(a.id, t(at)).unwrap();
+        held.push(x);
+    }
+    let attempt = held[2].attempt;
+    held[2].start(a.id, attempt, t(25)).unwrap(); // running is held too
+    let mut elsewhere = task(10, 5, &[], t(0));
+    elsewhere.assign(b.id, t(5)).unwrap();
+    let mut done = task(11, 5, &[], t(0));
+    done.assign(a.id, t(1)).unwrap();
+    done.start(a.id, done.attempt, t(2)).unwrap();
+    done.complete(a.id, done.attempt, serde_json::Map::new(), t(3))
+        .unwrap();
+    let mut failed = task(12, 5, &[], t(0));
+    failed.assign(a.id, t(1)).unwrap();
+    failed
+        .fail(a.id, failed.attempt, "broken", false, t(2))
+        .unwrap();
+    let mut cancelled = task(13, 5, &[], t(0));
+    cancelled.cancel(t(1)).unwrap();
+    let mut expired = task(14, 5, &[], t(0));
+    expired.deadline = Some(t(1));
+    expired.expire_if_late(t(2)).unwrap();
+    let pending = task(15, 5, &[], t(0));
+    for x in held
+        .iter()
+        .chain([&elsewhere, &done, &failed, &cancelled, &expired, &pending])
+    {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    let ids: Vec<u128> = store
+        .tasks
+        .held_by(a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id.as_uuid().as_u128())
+        .collect();
+    assert_eq!(
+        ids,
+        [8, 7, 9],
+        "oldest assignment first, finished tasks not held"
+    );
+    let counts = store.tasks.count_by_status().await.unwrap();
+    assert_eq!(
+        counts,
+        ports::TaskCounts {
+            pending: 1,
+            assigned: 3,
+            running: 1,
+            completed: 1,
+            failed: 1,
+            cancelled: 1,
+            expired: 1,
+        }
+    );
 }
 
 pub async fn idempotency_keys_are_recorded_with_the_task_and_expire(store: StoreUnderTest) {
