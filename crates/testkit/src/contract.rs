@@ -35,6 +35,7 @@ macro_rules! store_contract {
             the_log_keeps_one_identity,
             events_are_numbered_and_read_back_in_order,
             sequencing_numbers_events_once_consecutively_in_write_order,
+            racing_sequencers_number_every_event_once_without_gaps,
             pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest,
             task_events_are_a_tasks_numbered_events_oldest_first
         );
@@ -45,6 +46,7 @@ macro_rules! store_contract {
             task_lists_filter_and_page_newest_first,
             save_writes_tasks_and_agents_together_or_not_at_all,
             a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision,
+            passes_racing_on_one_store_never_place_a_task_twice,
             lease_deadline_and_holder_queries_find_the_right_tasks,
             holders_are_listed_by_assignment_time_and_every_status_is_counted,
             idempotency_keys_are_recorded_with_the_task_and_expire,

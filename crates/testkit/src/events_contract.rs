@@ -122,6 +122,50 @@ pub async fn sequencing_numbers_events_once_consecutively_in_write_order(store: 
     assert_eq!(store.events.events_after(0, 10).await.unwrap(), all);
 }
 
+pub async fn racing_sequencers_number_every_event_once_without_gaps(store: StoreUnderTest) {
+    let a = agent(1, "worker-1", &[], t(0));
+    let events: Vec<NewEvent> = (1..=60).map(|n| note(n, &a)).collect();
+    store
+        .agents
+        .insert(&a, &agent_key(1, a.id, t(0)), events)
+        .await
+        .unwrap();
+    // Eight relays at once, a few events at a time, as replicas after a burst of writes.
+    let relays: Vec<_> = (0..8)
+        .map(|_| {
+            let log = store.events.clone();
+            tokio::spawn(async move {
+                let mut numbered = Vec::new();
+                loop {
+                    let batch = log
+                        .sequence(4)
+                        .await
+                        .expect("sequencing never loses a race");
+                    if batch.is_empty() {
+                        return numbered;
+                    }
+                    numbered.extend(batch);
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for relay in relays {
+        all.extend(relay.await.unwrap());
+    }
+    all.sort_by_key(|e| e.seq);
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + 60).collect::<Vec<_>>(),
+        "every event numbered once, consecutively"
+    );
+    let ns: Vec<u64> = all.iter().map(|e| e.data["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, (1..=60).collect::<Vec<_>>(), "numbered in write order");
+    assert_eq!(store.events.events_after(0, 100).await.unwrap(), all);
+}
+
 pub async fn pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest(store: StoreUnderTest) {
     let a = agent(1, "worker-1", &[], t(0));
     let events: Vec<NewEvent> = (1..=6)

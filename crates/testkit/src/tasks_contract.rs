@@ -353,6 +353,66 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
     assert!(limited.is_empty());
 }
 
+pub async fn passes_racing_on_one_store_never_place_a_task_twice(store: StoreUnderTest) {
+    let mut fleet = agent(50, "fleet", &["etl"], t(0));
+    fleet.max_concurrent_tasks = 1_000;
+    store
+        .agents
+        .insert(&fleet, &agent_key(50, fleet.id, t(0)), vec![])
+        .await
+        .unwrap();
+    for n in 1..=20u128 {
+        store
+            .tasks
+            .insert(&task(n, 5, &["etl"], t(0)), vec![], None)
+            .await
+            .unwrap();
+    }
+    // Eight replicas' passes at once; each places every pending task it sees on the fleet.
+    let passes: Vec<_> = (0..8)
+        .map(|_| {
+            let tasks = store.tasks.clone();
+            tokio::spawn(async move {
+                tasks
+                    .schedule(
+                        t(10),
+                        100,
+                        &Policy::default(),
+                        Box::new(|snapshot| {
+                            let mut changes = Changes::default();
+                            let Some(mut agent) = snapshot.agents.first().cloned() else {
+                                return changes;
+                            };
+                            for pending in &snapshot.pending {
+                                let mut placed = pending.clone();
+                                placed.assign(agent.id, t(10)).unwrap();
+                                agent.take_task(t(10));
+                                changes.events.push(note(&placed));
+                                changes.tasks.push(placed);
+                            }
+                            if !changes.tasks.is_empty() {
+                                changes.agents.push(agent);
+                            }
+                            changes
+                        }),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut placements = 0;
+    for pass in passes {
+        placements += pass
+            .await
+            .unwrap()
+            .expect("passes never overlap, so none loses a race")
+            .len();
+    }
+    assert_eq!(placements, 20, "each task placed by exactly one pass");
+    assert_eq!(store.agents.get(fleet.id).await.unwrap().current_tasks, 20);
+    assert_eq!(store.tasks.held_by(fleet.id).await.unwrap().len(), 20);
+}
+
 pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: StoreUnderTest) {
     let a = with_agent(&store, 50).await;
     let mut leased = task(1, 5, &[], t(0));
