@@ -171,6 +171,12 @@ pub async fn conflict_updates_hold_to_the_version_read(store: StoreUnderTest) {
     dismissed.severity = Severity::Critical;
     dismissed.conflict_type = ConflictType::GoalConflict;
     dismissed.reported_by = "someone else".into();
+    dismissed.agent_id = Some(domain::AgentId(Uuid::from_u128(77)));
+    dismissed.task_id = Some(domain::TaskId(Uuid::from_u128(78)));
+    dismissed.resource_id = Some(domain::ResourceId(Uuid::from_u128(79)));
+    dismissed.cause = Some(Cause::Unknown("made up".into()));
+    dismissed.source = domain::conflict::Source::Detected;
+    dismissed.created_at = t(4);
     store
         .conflicts
         .update_conflict(&dismissed, vec![noted(&dismissed)])
@@ -191,6 +197,47 @@ pub async fn conflict_updates_hold_to_the_version_read(store: StoreUnderTest) {
         ),
         (Severity::High, ConflictType::Other, "api-key:test")
     );
+    assert_eq!(
+        (
+            stored.agent_id,
+            stored.task_id,
+            stored.resource_id,
+            &stored.cause,
+            stored.source,
+            stored.created_at
+        ),
+        (
+            open.agent_id,
+            open.task_id,
+            open.resource_id,
+            &open.cause,
+            open.source,
+            open.created_at
+        ),
+        "who, what and how it came to be stay as inserted"
+    );
+    // A resolved conflict counts as resolved, apart from the dismissed one.
+    let mut settled = reported(2, "other", "low", 5, t(1));
+    store
+        .conflicts
+        .insert_conflict(&settled, vec![])
+        .await
+        .unwrap();
+    settled
+        .resolve(Resolution {
+            strategy: None,
+            outcome: "settled".into(),
+            decided_by: "user:alice".into(),
+            decided_at: t(6),
+            details: json!({}),
+        })
+        .unwrap();
+    store
+        .conflicts
+        .update_conflict(&settled, vec![])
+        .await
+        .unwrap();
+    assert_eq!(store.conflicts.count_conflicts().await.unwrap(), (0, 1, 1));
 
     let before = numbered(&store)
         .await
