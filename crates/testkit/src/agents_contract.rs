@@ -272,8 +272,8 @@ pub async fn delete_removes_the_agent_and_revokes_its_keys(store: StoreUnderTest
 
 pub async fn heartbeat_before_finds_only_silent_online_agents(store: StoreUnderTest) {
     let statuses = [
-        (1, AgentStatus::Idle, 0),      // silent and online: found
-        (2, AgentStatus::Busy, 10),     // silent and online: found, after 1
+        (1, AgentStatus::Idle, 10),     // silent and online: found, after 2
+        (2, AgentStatus::Busy, 0),      // silent and online: found first, the longest silent
         (3, AgentStatus::Draining, 20), // silent and draining: found
         (4, AgentStatus::Idle, 100),    // heard from recently
         (5, AgentStatus::Offline, 0),   // already offline
@@ -297,7 +297,7 @@ pub async fn heartbeat_before_finds_only_silent_online_agents(store: StoreUnderT
         .into_iter()
         .map(|a| a.id.as_uuid().as_u128())
         .collect();
-    assert_eq!(found, [1, 2, 3]);
+    assert_eq!(found, [2, 1, 3], "oldest heartbeat first");
     let limited = store.agents.heartbeat_before(t(50), 2).await.unwrap();
     assert_eq!(limited.len(), 2);
     let at_cutoff: Vec<u128> = store
@@ -308,7 +308,7 @@ pub async fn heartbeat_before_finds_only_silent_online_agents(store: StoreUnderT
         .into_iter()
         .map(|a| a.id.as_uuid().as_u128())
         .collect();
-    assert_eq!(at_cutoff, [1, 2], "the cutoff is inclusive");
+    assert_eq!(at_cutoff, [2, 1], "the cutoff is inclusive");
 }
 
 pub async fn count_by_status_counts_every_status(store: StoreUnderTest) {

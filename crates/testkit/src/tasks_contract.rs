@@ -654,7 +654,8 @@ pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_task
 
 pub async fn waiting_tasks_are_found_by_why_they_wait_oldest_first(store: StoreUnderTest) {
     use domain::WaitReason;
-    let mut first = task(1, 5, &["gpu"], t(0));
+    // The oldest has the highest ID and is stored last: only its age puts it first.
+    let mut first = task(9, 5, &["gpu"], t(0));
     let mut second = task(2, 5, &["gpu", "vision"], t(1));
     let mut full = task(3, 5, &["etl"], t(2));
     let placed = task(4, 5, &["gpu"], t(3));
@@ -663,7 +664,7 @@ pub async fn waiting_tasks_are_found_by_why_they_wait_oldest_first(store: StoreU
     });
     second.pending_reason = Some(WaitReason::NoAgentWithAll);
     full.pending_reason = Some(WaitReason::AllAtCapacity { matching: 2 });
-    for x in [&first, &second, &full, &placed] {
+    for x in [&second, &full, &placed, &first] {
         store.tasks.insert(x, vec![], None).await.unwrap();
     }
     assert_eq!(
