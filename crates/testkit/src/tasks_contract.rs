@@ -652,6 +652,58 @@ pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_task
         .unwrap();
 }
 
+pub async fn the_batch_order_is_the_domains_queue_order_with_every_tie_break(
+    store: StoreUnderTest,
+) {
+    with_agent(&store, 50).await;
+    let now = t(3600);
+    let policy = Policy::default(); // aging +1 per 5 min up to 5; urgency up to 5 in 10 min
+    let with_deadline = |mut x: domain::Task, secs: i64| {
+        x.deadline = Some(t(3600 + secs));
+        x
+    };
+    let tasks = [
+        task(7, 2, &[], t(0)),                         // 2 + 5 aging = 7
+        task(5, 6, &[], t(3600)),                      // 6
+        task(4, 6, &[], t(3600)),                      // 6, same age: the lower ID first
+        with_deadline(task(1, 3, &[], t(3600)), 300),  // 3 + 2.5 urgency = 5.5
+        task(2, 5, &[], t(3450)),                      // 5 + 0.5 aging = 5.5, no deadline
+        with_deadline(task(3, 4, &[], t(3150)), 1200), // 4 + 1.5 aging = 5.5, far deadline
+        with_deadline(task(6, 1, &[], t(3600)), 60),   // 1 + 4.5 urgency = 5.5, nearest deadline
+    ];
+    for x in &tasks {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    let expected: Vec<u128> = domain::scheduler::queue_order(&tasks, now, &policy)
+        .iter()
+        .map(|x| x.id.as_uuid().as_u128())
+        .collect();
+    assert_eq!(expected, [7, 4, 5, 6, 1, 3, 2], "the domain's own order");
+    for limit in [7u32, 3] {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        store
+            .tasks
+            .schedule(
+                now,
+                limit,
+                &policy,
+                Box::new(move |snapshot| {
+                    *record.lock().unwrap() = snapshot
+                        .pending
+                        .iter()
+                        .map(|x| x.id.as_uuid().as_u128())
+                        .collect();
+                    Changes::default()
+                }),
+            )
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, expected[..limit as usize], "batch of {limit}");
+    }
+}
+
 pub async fn waiting_tasks_are_found_by_why_they_wait_oldest_first(store: StoreUnderTest) {
     use domain::WaitReason;
     // The oldest has the highest ID and is stored last: only its age puts it first.
