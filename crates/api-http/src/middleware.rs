@@ -193,25 +193,10 @@ pub async fn rate_limit(
     }
 }
 
-/// The address a request came from, as limits count it: the TCP peer (a forwarded-for header
-/// is not trusted, since any client can send one). An IPv6 peer counts by its /64, the block a
-/// single host or site is given, so one client cannot take a fresh bucket per address.
+/// The address a request came from, as limits count it ([`app::address_key`]): the TCP peer,
+/// since a forwarded-for header is not to be trusted.
 pub fn client_address(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| limited_as(a.ip()))
-}
-
-fn limited_as(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or_else(String::new, |v4| v4.to_string()),
-        v4 => v4.to_string(),
-    }
+    app::address_key(req.peer_addr().map(|a| a.ip()))
 }
 
 /// Longest any request may take by default, long polls (up to 30 s) included; past it the
@@ -294,25 +279,4 @@ pub async fn cors(
     );
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv6_peers_count_by_their_64_block() {
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        assert_eq!(limited_as(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
-        assert_eq!(
-            limited_as(ip("2001:db8:1:2:ffff::1")),
-            limited_as(ip("2001:db8:1:2::9"))
-        );
-        assert_ne!(
-            limited_as(ip("2001:db8:1:3::1")),
-            limited_as(ip("2001:db8:1:2::1"))
-        );
-        assert_eq!(limited_as(ip("::ffff:10.0.0.1")), "10.0.0.1");
-        assert_eq!(limited_as(ip("10.0.0.1")), "10.0.0.1");
-    }
 }

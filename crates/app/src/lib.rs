@@ -37,7 +37,7 @@ pub use credentials::IssuedKey;
 pub use error::AppError;
 pub use feed::EventPage;
 pub use health::HealthReport;
-pub use limits::{caller_key, LocalRateLimiter};
+pub use limits::{address_key, caller_key, LocalRateLimiter};
 pub use resources::{ResourceFilter, ResourceView};
 pub use tasks::{Idempotency, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
 

@@ -86,6 +86,23 @@ enum Limited {
     LoginAddress,
 }
 
+/// The address a request came from, as limits count it: the TCP peer (a forwarded-for header
+/// is not trusted, since any client can send one). An IPv6 peer counts by its /64, the block a
+/// single host or site is given, so one client cannot take a fresh bucket per address.
+pub fn address_key(peer: Option<std::net::IpAddr>) -> String {
+    match peer {
+        None => "unknown".to_owned(),
+        Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Some(v4) => v4.to_string(),
+    }
+}
+
 /// Who a caller is, for what is counted per caller (rate limits, WebSocket connections): an
 /// API key by its ID, a token by its role and subject.
 pub fn caller_key(principal: &Principal) -> String {
@@ -143,5 +160,21 @@ impl Platform {
             Some(rate) => self.deps.limiter.admit(key, rate).await,
             None => Admission::Allowed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_key;
+
+    #[test]
+    fn ipv6_peers_count_by_their_64_block() {
+        let key = |s: &str| address_key(Some(s.parse().unwrap()));
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff::1"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_eq!(key("10.0.0.1"), "10.0.0.1");
+        assert_eq!(address_key(None), "unknown");
     }
 }
