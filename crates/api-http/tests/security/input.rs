@@ -109,6 +109,62 @@ async fn smuggled_fields_oversized_and_nested_bodies_and_huge_pages_are_refused(
     }
 }
 
+/// A head the HTTP parser cannot read never reaches the application; the connection answers it
+/// itself, in the same envelope. Through a real socket, since only the real parser sees it.
+#[actix_web::test]
+async fn a_head_the_parser_refuses_is_answered_in_the_envelope() {
+    use std::io::{Read, Write};
+    let h = Harness::memory();
+    let state = h.state.clone();
+    let server = actix_web::HttpServer::new(move || {
+        api_http::app(
+            state.clone(),
+            api_http::BodyLimit(api_http::extract::DEFAULT_MAX_BODY_BYTES),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let addr = server.addrs()[0];
+    let running = server.run();
+    let handle = running.handle();
+    actix_web::rt::spawn(running);
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /api/v1/tasks HTTP/1.1\r\nHost: test\r\nIdempotency-Key: a\x01b\r\n\
+                  Content-Length: 2\r\n\r\n{}",
+            )
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    })
+    .await
+    .unwrap();
+    handle.stop(false).await;
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{raw}"
+    );
+    let problem: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(problem["type"], "/problems/bad-request");
+    assert_eq!(problem["title"], "Bad Request");
+    assert_eq!(problem["status"], 400);
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("control character"));
+}
+
 #[actix_web::test]
 async fn a_request_head_over_32_kib_is_431_in_the_envelope() {
     let h = Harness::memory();
