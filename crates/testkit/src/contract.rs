@@ -54,7 +54,8 @@ macro_rules! store_contract {
             the_batch_order_is_the_domains_queue_order_with_every_tie_break,
             waiting_tasks_are_found_by_why_they_wait_oldest_first,
             a_write_allocating_from_a_pool_gone_or_moved_writes_nothing,
-            a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read
+            a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read,
+            a_pass_with_no_claims_to_place_sees_no_pools
         );
         $crate::store_contract!(@in resources_contract, $make;
             pools_round_trip_and_names_and_ids_are_unique,

@@ -276,6 +276,69 @@ pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnd
             .len(),
         1
     );
+    // The agent's version moved with the first save; one read before it is stale on its own.
+    let now_stored = store.agents.get(a.id).await.unwrap();
+    assert_eq!(
+        now_stored.version,
+        a.version + 1,
+        "a save bumps the agent's version"
+    );
+    let mut stale_agent = a.clone();
+    stale_agent.max_concurrent_tasks = 7;
+    let result = store
+        .tasks
+        .save(Changes {
+            agents: vec![stale_agent],
+            ..Changes::default()
+        })
+        .await;
+    assert!(matches!(result, Err(RepoError::Conflict(_))), "{result:?}");
+    assert_eq!(store.agents.get(a.id).await.unwrap(), now_stored);
+}
+
+pub async fn a_pass_with_no_claims_to_place_sees_no_pools(store: StoreUnderTest) {
+    let worker = with_agent(&store, 50).await;
+    let pool = crate::resources_contract::pool(1, "gpus", "gpu", 2, t(0));
+    store
+        .resources
+        .insert_resource(&pool, vec![])
+        .await
+        .unwrap();
+    // A held task claims the pool, but no pending one does.
+    let mut holder = task(1, 5, &["etl"], t(0));
+    holder.resource_claims = vec![ResourceClaim {
+        resource: "gpus".into(),
+        amount: ResourceMap::from_json("a", &object(json!({"gpus": 1}))).unwrap(),
+    }];
+    holder.assign(worker.id, t(1)).unwrap();
+    let plain = task(2, 5, &["etl"], t(2));
+    for x in [&holder, &plain] {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let kept = seen.clone();
+    store
+        .tasks
+        .schedule(
+            t(10),
+            10,
+            &Policy::default(),
+            Box::new(move |snapshot| {
+                *kept.lock().unwrap() = Some((
+                    snapshot.pending.len(),
+                    snapshot.resources.len(),
+                    snapshot.claim_holders.len(),
+                ));
+                Changes::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some((1, 0, 0)),
+        "pools and their holders are read only when a pending task claims one"
+    );
 }
 
 pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision(
