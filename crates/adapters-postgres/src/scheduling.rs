@@ -95,9 +95,7 @@ pub(crate) async fn pass(
         resources,
         claim_holders,
     };
-    let read = snapshot.rows();
-    let changes = decide(snapshot);
-    read.admit(&changes)?;
+    let changes = snapshot.decide(decide)?;
     let stored = write(&mut tx, changes).await?;
     tx.commit().await.map_err(repo_error)?;
     Ok(stored)

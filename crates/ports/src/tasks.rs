@@ -114,7 +114,7 @@ pub struct SchedulingSnapshot {
 impl SchedulingSnapshot {
     /// What this snapshot holds, to check a pass's changes against once the snapshot has been
     /// handed to its decision.
-    pub fn rows(&self) -> SnapshotRows {
+    fn rows(&self) -> SnapshotRows {
         SnapshotRows {
             tasks: self
                 .pending
@@ -126,6 +126,16 @@ impl SchedulingSnapshot {
             agents: self.agents.iter().map(|a| a.id).collect(),
             pools: self.resources.iter().map(|p| p.id).collect(),
         }
+    }
+
+    /// Hands the snapshot to `decide` and returns its changes, refused (`Internal`, see
+    /// [`SnapshotRows::admit`]) when they touch a row the snapshot does not hold: the one way a
+    /// store runs a pass's decision.
+    pub fn decide(self, decide: Decide) -> Result<Changes, RepoError> {
+        let read = self.rows();
+        let changes = decide(self);
+        read.admit(&changes)?;
+        Ok(changes)
     }
 }
 

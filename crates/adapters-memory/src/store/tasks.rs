@@ -151,9 +151,7 @@ impl TaskRepository for MemoryStore {
             resources,
             claim_holders,
         };
-        let read = snapshot.rows();
-        let changes = decide(snapshot);
-        read.admit(&changes)?;
+        let changes = snapshot.decide(decide)?;
         state.apply(changes)
     }
 
