@@ -729,6 +729,8 @@ pub async fn the_batch_order_is_the_domains_queue_order_with_every_tie_break(
         task(7, 2, &[], t(0)),                         // 2 + 5 aging = 7
         task(5, 6, &[], t(3600)),                      // 6
         task(4, 6, &[], t(3600)),                      // 6, same age: the lower ID first
+        task(10, 1, &[], t(60)),                       // 1 + 5 aging = 6, older than 4 and 5
+        task(11, 1, &[], t(0)),                        // 1 + 5 aging = 6, the oldest of all
         with_deadline(task(1, 3, &[], t(3600)), 300),  // 3 + 2.5 urgency = 5.5
         task(2, 5, &[], t(3450)),                      // 5 + 0.5 aging = 5.5, no deadline
         with_deadline(task(3, 4, &[], t(3150)), 1200), // 4 + 1.5 aging = 5.5, far deadline
@@ -741,8 +743,12 @@ pub async fn the_batch_order_is_the_domains_queue_order_with_every_tie_break(
         .iter()
         .map(|x| x.id.as_uuid().as_u128())
         .collect();
-    assert_eq!(expected, [7, 4, 5, 6, 1, 3, 2], "the domain's own order");
-    for limit in [7u32, 3] {
+    assert_eq!(
+        expected,
+        [7, 11, 10, 4, 5, 6, 1, 3, 2],
+        "the domain's own order"
+    );
+    for limit in [9u32, 3] {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
         store
