@@ -194,13 +194,16 @@ const STORE_PORTS: [(&str, &str); 7] = [
     ("HealthCheck", "health"),
 ];
 
-/// The methods a trait declares in the port sources: `(trait, method)`.
-fn port_methods() -> Vec<(String, String)> {
+/// The methods a trait declares in the port sources: `(trait, method, returns_unit)`, where
+/// `returns_unit` says the method answers nothing but success or failure (`Result<(), _>`), so
+/// only what other methods read back can show its effect.
+fn port_methods() -> Vec<(String, String, bool)> {
     let mut methods = Vec::new();
     for entry in std::fs::read_dir(root().join("crates/ports/src")).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         let mut current: Option<String> = None;
-        for line in text.lines() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
             let trimmed = line.trim_start();
             if let Some(rest) = trimmed.strip_prefix("pub trait ") {
                 current = Some(
@@ -223,11 +226,119 @@ fn port_methods() -> Vec<(String, String)> {
                     .chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
                     .collect();
-                methods.push((name.clone(), method));
+                let signature: String = lines[i..]
+                    .iter()
+                    .scan(false, |done, l| {
+                        if *done {
+                            return None;
+                        }
+                        *done = l.contains(';');
+                        Some(*l)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let returns = squeeze(signature.rsplit("->").next().unwrap_or_default());
+                methods.push((name.clone(), method, returns.starts_with("Result<(),")));
             }
         }
     }
     methods
+}
+
+/// Code with its whitespace taken out, except one space where two words would otherwise meet,
+/// so a call split over lines reads as one: `store.tasks.get(`, `let mut x = ...`.
+fn squeeze(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut gap = false;
+    for c in code.chars() {
+        if c.is_whitespace() {
+            gap = true;
+            continue;
+        }
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        if gap && out.chars().last().is_some_and(word) && word(c) {
+            out.push(' ');
+        }
+        gap = false;
+        out.push(c);
+    }
+    out
+}
+
+/// The spans of `code` inside an assertion's parentheses (`assert!`, `assert_eq!`,
+/// `assert_ne!`), string literals skipped when matching parentheses.
+fn assertion_spans(code: &str) -> Vec<(usize, usize)> {
+    let bytes = code.as_bytes();
+    let mut spans = Vec::new();
+    for macro_name in ["assert!(", "assert_eq!(", "assert_ne!("] {
+        for (start, _) in code.match_indices(macro_name) {
+            let open = start + macro_name.len();
+            let (mut depth, mut in_string, mut i) = (1usize, false, open);
+            while i < bytes.len() && depth > 0 {
+                match bytes[i] {
+                    b'\\' if in_string => i += 1,
+                    b'"' => in_string = !in_string,
+                    b'(' if !in_string => depth += 1,
+                    b')' if !in_string => depth -= 1,
+                    _ => {}
+                }
+                i += 1;
+            }
+            spans.push((open, i));
+        }
+    }
+    spans
+}
+
+/// Whether the port call at `at` in one case's squeezed code is checked: made inside an
+/// assertion, or bound by a `let` whose names (or names later derived from them by other
+/// `let`s) an assertion reads.
+fn asserted(case: &str, at: usize, spans: &[(usize, usize)]) -> bool {
+    if spans.iter().any(|&(from, to)| from <= at && at < to) {
+        return true;
+    }
+    let start = case[..at].rfind([';', '{', '}']).map_or(0, |i| i + 1);
+    let Some(pattern) = case[start..at].strip_prefix("let ") else {
+        return false;
+    };
+    let mut names = bound_names(pattern);
+    // Follow the answer through later bindings made from it.
+    let end = case[at..].find(';').map_or(case.len(), |i| at + i);
+    for statement in case[end..].split(';') {
+        let statement = statement.trim_start_matches(['}', '{', ';']);
+        if let Some((pattern, value)) = statement
+            .strip_prefix("let ")
+            .and_then(|rest| rest.split_once('='))
+        {
+            if names.iter().any(|name| mentions(value, name)) {
+                names.extend(bound_names(pattern));
+            }
+        }
+    }
+    spans
+        .iter()
+        .filter(|&&(from, _)| from > at)
+        .any(|&(from, to)| names.iter().any(|name| mentions(&case[from..to], name)))
+}
+
+/// The variables a `let` pattern binds.
+fn bound_names(pattern: &str) -> Vec<String> {
+    let pattern = pattern.split('=').next().unwrap_or_default();
+    pattern
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_lowercase()) && !["mut", "ref"].contains(w))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `code` uses the identifier `name` (not as part of a longer one).
+fn mentions(code: &str, name: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(name).any(|(i, _)| {
+        let before = code[..i].chars().last();
+        let after = code[i + name.len()..].chars().next();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
 }
 
 /// The contract files of `testkit`, each as (name, text without line comments).
@@ -264,29 +375,39 @@ fn every_store_port_method_has_a_contract_case() {
         );
     }
     let files = contract_files();
-    let suite: String = files
+    // Each case on its own, squeezed, with where its assertions are.
+    let cases: Vec<(String, Vec<(usize, usize)>)> = files
         .iter()
-        .flat_map(|(_, code)| code.chars())
-        .filter(|c| !c.is_whitespace())
+        .flat_map(|(_, code)| code.split("pub async fn ").skip(1))
+        .map(|case| {
+            let case = squeeze(case);
+            let spans = assertion_spans(&case);
+            (case, spans)
+        })
         .collect();
     let methods = port_methods();
     let mut missing = Vec::new();
     for (port, field) in STORE_PORTS {
-        let declared: Vec<&String> = methods
-            .iter()
-            .filter(|(t, _)| t == port)
-            .map(|(_, m)| m)
-            .collect();
+        let declared: Vec<&(String, String, bool)> =
+            methods.iter().filter(|(t, _, _)| t == port).collect();
         assert!(!declared.is_empty(), "no methods found for the port {port}");
-        for method in declared {
-            if !suite.contains(&format!(".{field}.{method}(")) {
+        for (_, method, returns_unit) in declared {
+            let call = format!(".{field}.{method}(");
+            // A call only sets a case up unless its answer is asserted; a method that answers
+            // nothing but success is covered by what the case then reads back.
+            let checked = cases.iter().any(|(case, spans)| {
+                case.match_indices(&call)
+                    .any(|(at, _)| *returns_unit || asserted(case, at, spans))
+            });
+            if !checked {
                 missing.push(format!("{port}::{method}"));
             }
         }
     }
     assert!(
         missing.is_empty(),
-        "port methods without a contract case in testkit (called as store.<port>.<method>): {missing:?}"
+        "port methods no contract case asserts on (a call as store.<port>.<method> inside an \
+         assertion, or bound by a `let` an assertion then reads): {missing:?}"
     );
     // Every case is run: each is named in `store_contract!`.
     let (_, contract) = files
