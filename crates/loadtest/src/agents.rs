@@ -16,6 +16,9 @@ use super::Options;
 const CAPABILITY: &str = "loadtest";
 /// How long an agent's long-poll waits for work.
 const POLL_SECONDS: u32 = 5;
+/// How often a simulated agent reports it is alive, well inside the platform's default 90 s
+/// before an agent that stays silent is taken offline.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// A run with no completion for this long ends, and says how many tasks were left.
 const STALL: Duration = Duration::from_secs(30);
 
@@ -193,7 +196,7 @@ pub async fn simulate(
     Ok((recorder, figures))
 }
 
-/// One agent: long-poll for held tasks, start and complete each, until the run stops.
+/// One agent: heartbeat, long-poll for held tasks, start and complete each, until the run stops.
 async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
     let mut conn = Conn::new(target);
     let mut recorder = Recorder::default();
@@ -201,8 +204,24 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
         "/api/v1/agents/{}/tasks?wait_seconds={POLL_SECONDS}",
         agent.id
     );
+    let beat = format!("/api/v1/agents/{}/heartbeat", agent.id);
     let key = Some(agent.key.as_str());
+    let mut last_beat = Instant::now();
     while !run.stop.load(Ordering::Relaxed) {
+        if last_beat.elapsed() >= HEARTBEAT_EVERY {
+            let body = json!({});
+            let endpoint = "POST /agents/{id}/heartbeat";
+            conn.call(
+                &mut recorder,
+                endpoint,
+                Method::POST,
+                &beat,
+                Some(&body),
+                key,
+            )
+            .await;
+            last_beat = Instant::now();
+        }
         let answer = conn
             .call(
                 &mut recorder,

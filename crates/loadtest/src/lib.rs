@@ -248,6 +248,9 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
         ),
     ];
     for (endpoint, path, count) in reads {
+        if count == 0 {
+            continue;
+        }
         let phase = Instant::now();
         let r = repeat(options, target, count, |_| {
             (endpoint, Method::GET, path.to_owned(), None)
