@@ -53,28 +53,15 @@ impl AgentStatus {
     }
 }
 
-/// A status an operator may set with `PATCH /agents/{id}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusRequest {
-    /// Back into service (from draining or suspended).
-    Idle,
-    Draining,
-    Suspended,
-}
-
-impl FromStr for StatusRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "idle" => Ok(Self::Idle),
-            "draining" => Ok(Self::Draining),
-            "suspended" => Ok(Self::Suspended),
-            other => Err(format!(
-                "cannot be set to '{other}' (expected idle, draining or suspended)"
-            )),
-        }
+named_enum!(
+    /// A status an operator may set with `PATCH /agents/{id}`.
+    StatusRequest, "agent status to set" {
+        /// Back into service (from draining or suspended).
+        Idle => "idle",
+        Draining => "draining",
+        Suspended => "suspended",
     }
-}
+);
 
 /// A status an agent may report in its own heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +72,8 @@ pub enum HeartbeatStatus {
     Draining,
 }
 
+// Not a `named_enum!`: three names (`idle`, `active`, `busy`) read as one variant, since the
+// platform, not the agent, derives which of them applies.
 impl FromStr for HeartbeatStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
