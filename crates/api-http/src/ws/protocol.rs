@@ -152,7 +152,10 @@ impl Filters {
                     filters.task_id =
                         Some(text.parse().map_err(|_| "filters.task_id must be a UUID")?)
                 }
-                "execution_id" if text.len() <= 200 => filters.execution_id = Some(text.into()),
+                "execution_id" if text.len() > 200 => {
+                    return Err("filters.execution_id must be at most 200 characters".into())
+                }
+                "execution_id" => filters.execution_id = Some(text.into()),
                 other => return Err(format!("unknown filter '{other}'")),
             }
         }
@@ -176,6 +179,29 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_say_what_is_wrong_with_them() {
+        let refused = |filters: Value| Filters::parse(&filters).unwrap_err();
+        assert_eq!(
+            refused(serde_json::json!({"execution_id": "x".repeat(201)})),
+            "filters.execution_id must be at most 200 characters"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"agent_id": "nope"})),
+            "filters.agent_id must be a UUID"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"color": "red"})),
+            "unknown filter 'color'"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"task_id": 5})),
+            "filters.task_id must be a string"
+        );
+        let kept = Filters::parse(&serde_json::json!({"execution_id": "x".repeat(200)}));
+        assert_eq!(kept.unwrap().execution_id.map(|x| x.len()), Some(200));
+    }
 
     #[test]
     fn messages_are_told_apart_by_type_and_checked() {
