@@ -281,19 +281,46 @@ impl Platform {
     }
 
     /// Hands what a write stored over for delivery: numbers every committed event not yet
-    /// numbered (this write's and any other's) and publishes them in that order. A failure here
-    /// loses nothing: the events are in the log, and the background relay numbers them later.
+    /// numbered (this write's and any other's) and publishes them in that order, before it
+    /// returns. Concurrent writes share one relay (see `Relay`). A failure here loses nothing:
+    /// the events are in the log, and the background relay numbers them later.
     pub(crate) async fn publish(&self, written: &[NewEvent]) {
+        use std::sync::atomic::Ordering::SeqCst;
         if written.is_empty() {
             return;
         }
-        if let Err(e) = self.relay_events().await {
-            tracing::warn!(error = %e, "cannot number events now; the background relay will");
+        let relay = &self.signals.relay;
+        // This write has committed: any relay that starts from now on numbers its events.
+        let mine = relay.asked.fetch_add(1, SeqCst) + 1;
+        let _turn = relay.turn.lock().await;
+        if relay.served.load(SeqCst) >= mine {
+            return; // the relay that ran while this one waited started after it committed
+        }
+        let asked = relay.asked.load(SeqCst);
+        match self.sequence_and_publish().await {
+            Ok(_) => {
+                relay.served.fetch_max(asked, SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot number events now; the background relay will")
+            }
         }
     }
 
-    /// Numbers committed events and publishes them, until none are left. Returns how many.
+    /// Numbers committed events and publishes them, until none are left, as the one relay in
+    /// flight on this replica. Returns how many.
     pub async fn relay_events(&self) -> Result<usize, AppError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let relay = &self.signals.relay;
+        let _turn = relay.turn.lock().await;
+        let asked = relay.asked.load(SeqCst);
+        let total = self.sequence_and_publish().await?;
+        relay.served.fetch_max(asked, SeqCst);
+        Ok(total)
+    }
+
+    /// Numbers committed events and publishes them, until none are left. Returns how many.
+    async fn sequence_and_publish(&self) -> Result<usize, AppError> {
         let mut total = 0;
         loop {
             let batch = self

@@ -169,6 +169,21 @@ struct Signals {
     assigned: tokio::sync::Notify,
     /// Long polls waiting for an assignment on this replica now.
     polling: std::sync::atomic::AtomicUsize,
+    relay: Relay,
+}
+
+/// One relay in flight per replica. Every committed write asks for its events to be numbered
+/// and published; writes that commit while a relay runs wait for the next one, which numbers
+/// theirs and every other's at once, instead of each taking the store's relay lock in turn.
+#[derive(Debug, Default)]
+struct Relay {
+    /// Held by the relay running now.
+    turn: tokio::sync::Mutex<()>,
+    /// Writes that have asked, counted from start-up.
+    asked: std::sync::atomic::AtomicU64,
+    /// Every write up to this count has had its events numbered by a relay that started after
+    /// it committed.
+    served: std::sync::atomic::AtomicU64,
 }
 
 /// The platform's use cases, shared by every request handler and background job.
