@@ -91,6 +91,8 @@ struct Run {
     submitted_at: Vec<OnceLock<Instant>>,
     submitted: AtomicU64,
     completed: AtomicU64,
+    /// Tasks the agents completed that this run did not submit (left on the server before).
+    others_completed: AtomicU64,
     submitting: AtomicBool,
     stop: AtomicBool,
 }
@@ -107,6 +109,7 @@ pub async fn simulate(
         submitted_at: (0..options.tasks).map(|_| OnceLock::new()).collect(),
         submitted: AtomicU64::new(0),
         completed: AtomicU64::new(0),
+        others_completed: AtomicU64::new(0),
         submitting: AtomicBool::new(true),
         stop: AtomicBool::new(false),
     });
@@ -159,11 +162,14 @@ pub async fn simulate(
     let submit_seconds = started.elapsed().as_secs_f64();
     run.submitting.store(false, Ordering::Relaxed);
 
-    // Wait for the agents to finish what was submitted, or to stall.
-    let mut last = (run.completed.load(Ordering::Relaxed), Instant::now());
+    // Wait for the agents to finish what was submitted, or to stall: no task of any kind
+    // completed for a while.
+    let activity =
+        || run.completed.load(Ordering::Relaxed) + run.others_completed.load(Ordering::Relaxed);
+    let mut last = (activity(), Instant::now());
     while run.completed.load(Ordering::Relaxed) < run.submitted.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let done = run.completed.load(Ordering::Relaxed);
+        let done = activity();
         if done != last.0 {
             last = (done, Instant::now());
         } else if last.1.elapsed() > STALL {
@@ -185,6 +191,10 @@ pub async fn simulate(
         "tasks_not_completed".into(),
         json!(submitted.saturating_sub(completed)),
     );
+    let others = run.others_completed.load(Ordering::Relaxed);
+    if others > 0 {
+        figures.insert("other_tasks_completed".into(), json!(others));
+    }
     figures.insert(
         "submissions_per_second".into(),
         json!((submitted as f64 / submit_seconds.max(1e-9)).round()),
@@ -279,9 +289,14 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
                 )
                 .await;
             if matches!(done, Some((200, _))) {
-                if let Some(at) = submitted {
-                    recorder.sample("submit_to_complete", at.elapsed());
-                    run.completed.fetch_add(1, Ordering::Relaxed);
+                match submitted {
+                    Some(at) => {
+                        recorder.sample("submit_to_complete", at.elapsed());
+                        run.completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        run.others_completed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
