@@ -282,29 +282,39 @@ impl Platform {
 
     /// Hands what a write stored over for delivery: numbers every committed event not yet
     /// numbered (this write's and any other's) and publishes them in that order, before it
-    /// returns. Concurrent writes share one relay (see `Relay`). A failure here loses nothing:
-    /// the events are in the log, and the background relay numbers them later.
+    /// returns. Concurrent writes share one relay (see `Relay`). The relay runs as a task of its
+    /// own, so a request dropped mid-way (its client gone) cannot leave events numbered but
+    /// unpublished. A failure here loses nothing: the events are in the log, and the background
+    /// relay numbers them later.
     pub(crate) async fn publish(&self, written: &[NewEvent]) {
         use std::sync::atomic::Ordering::SeqCst;
         if written.is_empty() {
             return;
         }
-        let relay = &self.signals.relay;
         // This write has committed: any relay that starts from now on numbers its events.
-        let mine = relay.asked.fetch_add(1, SeqCst) + 1;
-        let _turn = relay.turn.lock().await;
-        if relay.served.load(SeqCst) >= mine {
-            return; // the relay that ran while this one waited started after it committed
-        }
-        let asked = relay.asked.load(SeqCst);
-        match self.sequence_and_publish().await {
-            Ok(_) => {
-                relay.served.fetch_max(asked, SeqCst);
+        let mine = self.signals.relay.asked.fetch_add(1, SeqCst) + 1;
+        let platform = self.clone();
+        let relay = tokio::spawn(async move {
+            let relay = &platform.signals.relay;
+            let _turn = relay.turn.lock().await;
+            // A relay that ran while this write waited started after it committed, or failed
+            // after it did: either way there is nothing more to try now.
+            if relay.served.load(SeqCst) >= mine || relay.failed.load(SeqCst) >= mine {
+                return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot number events now; the background relay will")
+            let asked = relay.asked.load(SeqCst);
+            match platform.sequence_and_publish().await {
+                Ok(_) => {
+                    relay.served.fetch_max(asked, SeqCst);
+                }
+                Err(e) => {
+                    // The writes waiting behind this one would fail alike; they return at once.
+                    relay.failed.fetch_max(asked, SeqCst);
+                    tracing::warn!(error = %e, "cannot number events now; the background relay will");
+                }
             }
-        }
+        });
+        let _ = relay.await;
     }
 
     /// Numbers committed events and publishes them, until none are left, as the one relay in

@@ -184,6 +184,9 @@ struct Relay {
     /// Every write up to this count has had its events numbered by a relay that started after
     /// it committed.
     served: std::sync::atomic::AtomicU64,
+    /// Every write up to this count was waiting when a relay failed; it is left to the
+    /// background relay rather than failing again in turn.
+    failed: std::sync::atomic::AtomicU64,
 }
 
 /// The platform's use cases, shared by every request handler and background job.

@@ -17,6 +17,8 @@ use testkit::builders::{new_task, principal};
 struct CountingLog {
     inner: Arc<MemoryStore>,
     sequenced: AtomicUsize,
+    /// Whether numbering fails, as when the database is away.
+    failing: bool,
 }
 
 #[async_trait]
@@ -24,6 +26,9 @@ impl EventLog for CountingLog {
     async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         self.sequenced.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.failing {
+            return Err(RepoError::Unavailable("the log is away".into()));
+        }
         self.inner.sequence(limit).await
     }
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {
@@ -47,13 +52,8 @@ impl EventLog for CountingLog {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_return() {
-    let store = Arc::new(MemoryStore::new());
-    let log = Arc::new(CountingLog {
-        inner: store.clone(),
-        sequenced: AtomicUsize::new(0),
-    });
+/// A platform on the embedded store whose log is `log`.
+fn platform_with(store: &Arc<MemoryStore>, log: &Arc<CountingLog>) -> Platform {
     let mut deps = Dependencies::on_store(
         store.clone(),
         Arc::new(MemoryBus::new()),
@@ -61,7 +61,22 @@ async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_
         Arc::new(RandomIds),
     );
     deps.event_log = log.clone();
-    let platform = Platform::new(deps, Settings::default());
+    Platform::new(deps, Settings::default())
+}
+
+fn counting(store: &Arc<MemoryStore>, failing: bool) -> Arc<CountingLog> {
+    Arc::new(CountingLog {
+        inner: store.clone(),
+        sequenced: AtomicUsize::new(0),
+        failing,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_return() {
+    let store = Arc::new(MemoryStore::new());
+    let log = counting(&store, false);
+    let platform = platform_with(&store, &log);
     let operator = principal(Role::Operator);
     let writes: Vec<_> = (0..50)
         .map(|n| {
@@ -93,4 +108,34 @@ async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_
         relays < 10,
         "50 concurrent writes took {relays} numberings; they should share a few relays"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_numbering_fails_the_writes_still_succeed_and_do_not_retry_in_turn() {
+    let store = Arc::new(MemoryStore::new());
+    let log = counting(&store, true);
+    let platform = platform_with(&store, &log);
+    let operator = principal(Role::Operator);
+    let writes: Vec<_> = (0..30)
+        .map(|n| {
+            let (platform, operator) = (platform.clone(), operator.clone());
+            tokio::spawn(async move {
+                let new = new_task(&format!("task-{n}"), 5, &[], chrono::Utc::now());
+                platform.submit_task(&operator, new, None).await
+            })
+        })
+        .collect();
+    for write in writes {
+        assert!(
+            write.await.unwrap().is_ok(),
+            "a committed write is acknowledged"
+        );
+    }
+    let attempts = log.sequenced.load(Ordering::SeqCst);
+    assert!(
+        attempts < 10,
+        "30 writes tried numbering {attempts} times; those waiting on a failed relay should not"
+    );
+    // Nothing is lost: the events wait in the log for the background relay.
+    assert_eq!(store.sequence(1000).await.unwrap().len(), 30);
 }
