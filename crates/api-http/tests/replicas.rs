@@ -258,12 +258,10 @@ async fn long_polls_until_work_is_assigned<S: ports::Store + 'static>(store: Arc
     };
     let work = async {
         // Only once the poll has read and is waiting is the work submitted.
-        for _ in 0..2500 {
-            if h.state.platform.long_polls_waiting() > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+        let listening = h.state.platform.until_long_polls_waiting(1);
+        tokio::time::timeout(std::time::Duration::from_secs(5), listening)
+            .await
+            .expect("the poll waits");
         assert_eq!(h.state.platform.long_polls_waiting(), 1, "the poll waits");
         let task = send(
             &app,

@@ -974,15 +974,19 @@ async fn websocket_connections_are_capped_per_credential_and_in_total_and_health
         closed.reason.contains("WebSocket connections"),
         "{closed:?}"
     );
-    // Closing gives the place back.
+    // Closing gives the place back: once the server has released it, a new one opens.
     drop(first);
+    let connections = h.state.connections.clone();
     let mut again = None;
     for _ in 0..100 {
+        let released = connections.released();
+        tokio::pin!(released);
+        released.as_mut().enable();
         if let Ok(socket) = try_open(addr, Some(ADMIN_KEY)).await {
             again = Some(socket);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), released).await;
     }
     assert!(again.is_some(), "a closed connection frees its place");
 }

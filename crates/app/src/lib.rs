@@ -169,6 +169,8 @@ struct Signals {
     assigned: tokio::sync::Notify,
     /// Long polls waiting for an assignment on this replica now.
     polling: std::sync::atomic::AtomicUsize,
+    /// Rung whenever a long poll starts waiting.
+    poll_waits: tokio::sync::Notify,
     relay: Relay,
 }
 

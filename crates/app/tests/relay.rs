@@ -1,7 +1,7 @@
 //! One relay in flight per replica: concurrent writes share relays instead of each numbering
 //! the log in turn, and every event is still numbered before its write returns.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,21 +11,44 @@ use async_trait::async_trait;
 use domain::{Event, Role, TaskId};
 use ports::{EventLog, RepoError};
 use testkit::builders::{new_task, principal};
+use tokio::sync::Notify;
 
-/// The store's log, counting how often it is asked to number events; each numbering takes a
-/// while, as a database round trip would.
+/// The store's log, counting how often it is asked to number events. Numbering waits at a gate
+/// the test opens, as a database round trip would take a while: the writes that commit
+/// meanwhile queue behind the relay in flight.
 struct CountingLog {
     inner: Arc<MemoryStore>,
     sequenced: AtomicUsize,
     /// Whether numbering fails, as when the database is away.
     failing: bool,
+    /// Rung when a relay reaches the log.
+    entered: Notify,
+    open: AtomicBool,
+    opened: Notify,
+}
+
+impl CountingLog {
+    /// Lets every numbering through, now and from now on.
+    fn open_gate(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
 }
 
 #[async_trait]
 impl EventLog for CountingLog {
     async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         self.sequenced.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.entered.notify_one();
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) {
+                break;
+            }
+            opened.await;
+        }
         if self.failing {
             return Err(RepoError::Unavailable("the log is away".into()));
         }
@@ -69,10 +92,24 @@ fn counting(store: &Arc<MemoryStore>, failing: bool) -> Arc<CountingLog> {
         inner: store.clone(),
         sequenced: AtomicUsize::new(0),
         failing,
+        entered: Notify::new(),
+        open: AtomicBool::new(false),
+        opened: Notify::new(),
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Waits until the first relay is held at the log's gate, lets the spawned writes (queued to
+/// run before this task on the single-threaded test runtime) commit and queue behind it, then
+/// opens the gate.
+async fn hold_the_first_relay(log: &CountingLog) {
+    tokio::time::timeout(Duration::from_secs(10), log.entered.notified())
+        .await
+        .expect("a relay reaches the log");
+    tokio::task::yield_now().await;
+    log.open_gate();
+}
+
+#[tokio::test]
 async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_return() {
     let store = Arc::new(MemoryStore::new());
     let log = counting(&store, false);
@@ -93,6 +130,7 @@ async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_
             })
         })
         .collect();
+    hold_the_first_relay(&log).await;
     for write in writes {
         write.await.unwrap();
     }
@@ -110,7 +148,7 @@ async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn when_numbering_fails_the_writes_still_succeed_and_do_not_retry_in_turn() {
     let store = Arc::new(MemoryStore::new());
     let log = counting(&store, true);
@@ -125,6 +163,7 @@ async fn when_numbering_fails_the_writes_still_succeed_and_do_not_retry_in_turn(
             })
         })
         .collect();
+    hold_the_first_relay(&log).await;
     for write in writes {
         assert!(
             write.await.unwrap().is_ok(),

@@ -37,6 +37,8 @@ pub struct Connections {
     per_credential: AtomicUsize,
     open: AtomicUsize,
     by_credential: Mutex<HashMap<String, usize>>,
+    /// Rung whenever a connection gives a place back.
+    released: tokio::sync::Notify,
 }
 
 impl Connections {
@@ -46,6 +48,7 @@ impl Connections {
             per_credential: AtomicUsize::new(limits.per_credential),
             open: AtomicUsize::new(0),
             by_credential: Mutex::default(),
+            released: tokio::sync::Notify::new(),
         }
     }
 
@@ -61,6 +64,12 @@ impl Connections {
         self.total.store(limits.total, Ordering::Relaxed);
         self.per_credential
             .store(limits.per_credential, Ordering::Relaxed);
+    }
+
+    /// Resolves once a connection gives a place back after this is enabled or first polled:
+    /// how a caller waiting for room learns there may be some.
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
     }
 
     /// How many connections are open now.
@@ -114,6 +123,7 @@ pub(crate) struct Slot(Arc<Connections>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_waiters();
     }
 }
 
@@ -138,6 +148,8 @@ impl Drop for CredentialSlot {
                 counts.remove(&self.credential);
             }
         }
+        drop(counts);
+        self.connections.released.notify_waiters();
     }
 }
 

@@ -16,6 +16,20 @@ impl Platform {
         self.signals.polling.load(Ordering::Relaxed)
     }
 
+    /// Resolves once at least `count` long polls are waiting on this replica: a readiness
+    /// signal for whoever must act only after agents are listening.
+    pub async fn until_long_polls_waiting(&self, count: usize) {
+        loop {
+            let started = self.signals.poll_waits.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if self.long_polls_waiting() >= count {
+                return;
+            }
+            started.await;
+        }
+    }
+
     /// The agent starts the task it was assigned.
     pub async fn start_task(
         &self,
@@ -155,6 +169,7 @@ impl Platform {
             // Assignments made by another replica do not ring this bell: look again now and then.
             let nap = (deadline - now).min(self.settings.long_poll_recheck);
             self.signals.polling.fetch_add(1, Ordering::Relaxed);
+            self.signals.poll_waits.notify_waiters();
             let _ = tokio::time::timeout(nap, assigned).await;
             self.signals.polling.fetch_sub(1, Ordering::Relaxed);
         }
