@@ -1,7 +1,7 @@
 //! Simulated agents: registered over the API, then, with `--simulate`, each long-polls for the
 //! tasks it is assigned, starts and completes them with its own key, while submitters submit.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -30,59 +30,37 @@ pub struct Agent {
 }
 
 /// Registers `--agents` agents, `--concurrency` at a time.
-pub async fn register(options: &Options, target: &Target, token: &str) -> (Vec<Agent>, Recorder) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..options.concurrency.min(options.agents))
-        .map(|_| {
-            let (next, token, target) = (next.clone(), token.to_owned(), target.clone());
-            let (count, slots) = (options.agents, options.agent_slots);
-            tokio::spawn(async move {
-                let mut conn = Conn::new(target);
-                let mut recorder = Recorder::default();
-                let mut agents = Vec::new();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= count {
-                        return (agents, recorder);
-                    }
-                    let body = json!({
-                        "name": format!("loadtest-agent-{n}"),
-                        "capabilities": [CAPABILITY],
-                        "resources": {"cpu": 4},
-                        "max_concurrent_tasks": slots,
-                    });
-                    let answer = conn
-                        .call(
-                            &mut recorder,
-                            "POST /agents",
-                            Method::POST,
-                            "/api/v1/agents",
-                            Some(&body),
-                            Some(&token),
-                        )
-                        .await;
-                    if let Some((200, bytes)) = answer {
-                        let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                        if let (Some(id), Some(key)) = (v["id"].as_str(), v["agent_key"].as_str()) {
-                            agents.push(Agent {
-                                id: id.to_owned(),
-                                key: key.to_owned(),
-                            });
-                        }
-                    }
-                }
+pub async fn register(options: &Options, target: &Target) -> (Vec<Agent>, Recorder) {
+    let slots = options.agent_slots;
+    let (recorder, agents) = super::repeat(
+        options,
+        target,
+        options.agents,
+        move |n| {
+            let body = json!({
+                "name": format!("loadtest-agent-{n}"),
+                "capabilities": [CAPABILITY],
+                "resources": {"cpu": 4},
+                "max_concurrent_tasks": slots,
+            });
+            (
+                "POST /agents",
+                Method::POST,
+                "/api/v1/agents".to_owned(),
+                Some(body),
+            )
+        },
+        |_, answer| {
+            let (200, bytes) = answer? else { return None };
+            let v: Value = serde_json::from_slice(&bytes).ok()?;
+            Some(Agent {
+                id: v["id"].as_str()?.to_owned(),
+                key: v["agent_key"].as_str()?.to_owned(),
             })
-        })
-        .collect();
-    let mut all = Vec::new();
-    let mut recorder = Recorder::default();
-    for worker in workers {
-        if let Ok((agents, r)) = worker.await {
-            all.extend(agents);
-            recorder.merge(r);
-        }
-    }
-    (all, recorder)
+        },
+    )
+    .await;
+    (agents, recorder)
 }
 
 /// What submitters and agents share.
@@ -102,7 +80,6 @@ struct Run {
 pub async fn simulate(
     options: &Options,
     target: &Target,
-    token: &str,
     agents: Vec<Agent>,
 ) -> anyhow::Result<(Recorder, Map<String, Value>)> {
     let run = Arc::new(Run {
@@ -120,45 +97,33 @@ pub async fn simulate(
         .collect();
     let progress = tokio::spawn(report_progress(run.clone(), started));
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let submitters: Vec<_> = (0..options.concurrency.min(options.tasks))
-        .map(|_| {
-            let (next, run, token) = (next.clone(), run.clone(), token.to_owned());
-            let mut conn = Conn::new(target.clone());
-            tokio::spawn(async move {
-                let mut recorder = Recorder::default();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= run.submitted_at.len() {
-                        return recorder;
-                    }
-                    let body = json!({
-                        "title": format!("loadtest task {n}"),
-                        "required_capabilities": [CAPABILITY],
-                        "metadata": {"loadtest_n": n},
-                    });
-                    let _ = run.submitted_at[n].set(Instant::now());
-                    let answer = conn
-                        .call(
-                            &mut recorder,
-                            "POST /tasks",
-                            Method::POST,
-                            "/api/v1/tasks",
-                            Some(&body),
-                            Some(&token),
-                        )
-                        .await;
-                    if matches!(answer, Some((200, _))) {
-                        run.submitted.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut recorder = Recorder::default();
-    for submitter in submitters {
-        recorder.merge(submitter.await?);
-    }
+    let (submitting, marks) = (run.clone(), run.clone());
+    let (mut recorder, _) = super::repeat(
+        options,
+        target,
+        options.tasks,
+        move |n| {
+            let body = json!({
+                "title": format!("loadtest task {n}"),
+                "required_capabilities": [CAPABILITY],
+                "metadata": {"loadtest_n": n},
+            });
+            let _ = submitting.submitted_at[n].set(Instant::now());
+            (
+                "POST /tasks",
+                Method::POST,
+                "/api/v1/tasks".to_owned(),
+                Some(body),
+            )
+        },
+        move |_, answer| {
+            if matches!(answer, Some((200, _))) {
+                marks.submitted.fetch_add(1, Ordering::Relaxed);
+            }
+            None::<()>
+        },
+    )
+    .await;
     let submit_seconds = started.elapsed().as_secs_f64();
     run.submitting.store(false, Ordering::Relaxed);
 

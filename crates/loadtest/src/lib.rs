@@ -197,7 +197,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder, Value)> {
     let mut recorder = Recorder::default();
     let token = options.auth_token.as_str();
-    let (registered, r) = agents::register(options, target, token).await;
+    let (registered, r) = agents::register(options, target).await;
     recorder.merge(r);
     anyhow::ensure!(
         registered.len() == options.agents,
@@ -208,24 +208,30 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
     let mut summary = serde_json::Map::new();
     let subscribers = ws::spawn(options, target, token);
     if options.simulate {
-        let (r, figures) = agents::simulate(options, target, token, registered).await?;
+        let (r, figures) = agents::simulate(options, target, registered).await?;
         recorder.merge(r);
         summary.extend(figures);
     } else {
         let phase = Instant::now();
-        let r = repeat(options, target, options.tasks, |n| {
-            let body = json!({
-                "title": format!("loadtest task {n}"),
-                "priority": (n % 10) + 1,
-                "metadata": {"loadtest": true},
-            });
-            (
-                "POST /tasks",
-                Method::POST,
-                "/api/v1/tasks".to_owned(),
-                Some(body),
-            )
-        })
+        let (r, _) = repeat(
+            options,
+            target,
+            options.tasks,
+            |n| {
+                let body = json!({
+                    "title": format!("loadtest task {n}"),
+                    "priority": (n % 10) + 1,
+                    "metadata": {"loadtest": true},
+                });
+                (
+                    "POST /tasks",
+                    Method::POST,
+                    "/api/v1/tasks".to_owned(),
+                    Some(body),
+                )
+            },
+            |_, _| None::<()>,
+        )
         .await;
         let submitted = r.succeeded("POST /tasks");
         summary.insert(
@@ -252,9 +258,13 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
             continue;
         }
         let phase = Instant::now();
-        let r = repeat(options, target, count, |_| {
-            (endpoint, Method::GET, path.to_owned(), None)
-        })
+        let (r, _) = repeat(
+            options,
+            target,
+            count,
+            |_| (endpoint, Method::GET, path.to_owned(), None),
+            |_, _| None::<()>,
+        )
         .await;
         summary.insert(
             format!("{endpoint} per second"),
@@ -274,49 +284,58 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
 }
 
 /// One request: the endpoint it counts under, its method, path and body.
-type Call = (&'static str, Method, String, Option<Value>);
+pub(crate) type Call = (&'static str, Method, String, Option<Value>);
 
-/// Makes `count` requests from `--concurrency` workers, each on its own connection.
-async fn repeat(
+/// Makes `count` requests from `--concurrency` workers, each on its own connection and with
+/// the operator's credential: request `n` is `call(n)`, and what `read(n, answer)` makes of each
+/// answer is collected.
+pub(crate) async fn repeat<T: Send + 'static>(
     options: &Options,
     target: &Target,
     count: usize,
     call: impl Fn(usize) -> Call + Send + Sync + 'static,
-) -> Recorder {
+    read: impl Fn(usize, http::Answer) -> Option<T> + Send + Sync + 'static,
+) -> (Recorder, Vec<T>) {
     let next = Arc::new(AtomicUsize::new(0));
-    let call = Arc::new(call);
+    let (call, read) = (Arc::new(call), Arc::new(read));
     let workers: Vec<_> = (0..options.concurrency.min(count))
         .map(|_| {
-            let (next, call, token) = (next.clone(), call.clone(), options.auth_token.clone());
+            let (next, token) = (next.clone(), options.auth_token.clone());
+            let (call, read) = (call.clone(), read.clone());
             let mut conn = Conn::new(target.clone());
             tokio::spawn(async move {
                 let mut recorder = Recorder::default();
+                let mut found = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= count {
-                        return recorder;
+                        return (recorder, found);
                     }
                     let (endpoint, method, path, body) = call(n);
-                    conn.call(
-                        &mut recorder,
-                        endpoint,
-                        method,
-                        &path,
-                        body.as_ref(),
-                        Some(&token),
-                    )
-                    .await;
+                    let answer = conn
+                        .call(
+                            &mut recorder,
+                            endpoint,
+                            method,
+                            &path,
+                            body.as_ref(),
+                            Some(&token),
+                        )
+                        .await;
+                    found.extend(read(n, answer));
                 }
             })
         })
         .collect();
     let mut recorder = Recorder::default();
+    let mut found = Vec::new();
     for worker in workers {
-        if let Ok(r) = worker.await {
+        if let Ok((r, f)) = worker.await {
             recorder.merge(r);
+            found.extend(f);
         }
     }
-    recorder
+    (recorder, found)
 }
 
 #[cfg(test)]
