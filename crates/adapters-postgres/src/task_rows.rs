@@ -139,50 +139,6 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
     })
 }
 
-pub(crate) fn i32_of(v: u32) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-/// Binds every column but `version`, in `COLUMNS` order, as `$1..$32`.
-macro_rules! bind_task {
-    ($query:expr, $t:expr) => {
-        $query
-            .bind($t.id.as_uuid())
-            .bind(&$t.title)
-            .bind(&$t.description)
-            .bind(i16::from($t.priority.get()))
-            .bind($t.required_capabilities.to_strings())
-            .bind(serde_json::Value::Object($t.resources.to_json()))
-            .bind($t.deadline)
-            .bind(serde_json::Value::Object($t.metadata.as_map().clone()))
-            .bind($t.status.as_str())
-            .bind($t.assigned_agent.map(|a| a.as_uuid()))
-            .bind($crate::task_rows::i32_of($t.attempt))
-            .bind($crate::task_rows::i32_of($t.max_attempts))
-            .bind($crate::task_rows::i32_of($t.lease_seconds))
-            .bind($t.preemptible)
-            .bind($t.lease_expires_at)
-            .bind($t.assigned_at)
-            .bind($t.started_at)
-            .bind($t.completed_at)
-            .bind($t.progress)
-            .bind($t.result.clone().map(serde_json::Value::Object))
-            .bind(&$t.error)
-            .bind($crate::task_rows::claims_json(&$t.resource_claims))
-            .bind($t.workflow_id)
-            .bind($t.execution_id)
-            .bind(&$t.step)
-            .bind($crate::task_rows::wait_reason_json(&$t.pending_reason))
-            .bind($t.pending_reason.as_ref().map(|r| r.to_string()))
-            .bind($t.not_before)
-            .bind($t.cancel_requested)
-            .bind($t.created_at)
-            .bind($t.updated_at)
-            .bind($crate::task_rows::i32_of($t.round_start))
-    };
-}
-pub(crate) use bind_task;
-
 /// A task as a row of the `tasks` table, in JSON, for `jsonb_populate_recordset`.
 fn task_row(t: &Task) -> Value {
     json!({
@@ -220,6 +176,36 @@ fn task_row(t: &Task) -> Value {
         "updated_at": t.updated_at,
         "version": t.version,
     })
+}
+
+/// Inserts new tasks (`version` 0), in one statement, inside the caller's transaction.
+/// `Conflict` if one of their IDs is taken.
+pub(crate) async fn insert_tasks(
+    conn: &mut PgConnection,
+    tasks: &[&Task],
+) -> Result<(), RepoError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(
+        tasks
+            .iter()
+            .map(|t| {
+                let mut row = task_row(t);
+                row["version"] = json!(0);
+                row
+            })
+            .collect(),
+    );
+    sqlx::query(&format!(
+        "INSERT INTO tasks ({COLUMNS})
+         SELECT {COLUMNS} FROM jsonb_populate_recordset(NULL::tasks, $1)"
+    ))
+    .bind(rows)
+    .execute(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    Ok(())
 }
 
 /// Writes every task over the version it was read at, in one statement, inside the caller's

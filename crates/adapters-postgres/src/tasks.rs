@@ -4,57 +4,78 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, NewEvent, Task, TaskId, TaskStatus};
-use ports::{Changes, Decide, IdempotencyRecord, RepoError, TaskCounts, TaskQuery, TaskRepository};
+use ports::{
+    Changes, Decide, IdempotencyRecord, RepoError, Submission, TaskCounts, TaskQuery,
+    TaskRepository,
+};
+use serde_json::{json, Value};
 use sqlx::Row;
+use uuid::Uuid;
 
 use crate::error::{corrupt, repo_error};
 use crate::events::commit_with;
 use crate::rows::ReadRows;
-use crate::task_rows::{bind_task, select, task_from_row, SelectBinds, COLUMNS};
+use crate::task_rows::{insert_tasks, select, task_from_row, SelectBinds, COLUMNS};
 use crate::PgStore;
 
 #[async_trait]
 impl TaskRepository for PgStore {
-    async fn insert(
+    async fn insert_all(
         &self,
-        task: &Task,
-        events: Vec<NewEvent>,
-        idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
+        submissions: &[Submission],
+        key_lifetime: chrono::Duration,
     ) -> Result<Vec<NewEvent>, RepoError> {
+        let records: Vec<&IdempotencyRecord> = submissions
+            .iter()
+            .filter_map(|s| s.idempotency.as_ref())
+            .collect();
+        let keys: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.key.as_str()).collect();
+        if keys.len() < records.len() {
+            return Err(RepoError::Conflict("idempotency key in use".into()));
+        }
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        if let Some((record, lifetime)) = idempotency {
-            // Takes the key, or a stale record of it; a live one stops the insert.
+        if !records.is_empty() {
+            // Takes each key, or a stale record of it; a live one stops the whole insert.
+            let rows = Value::Array(
+                records
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "key": r.key,
+                            "fingerprint": r.fingerprint,
+                            "task_id": r.tasks.first(),
+                            "task_ids": r.tasks,
+                            "created_at": r.created_at,
+                        })
+                    })
+                    .collect(),
+            );
             let taken = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, task_id, created_at)
-                 VALUES ($1, $2, $3, $4)
+                "INSERT INTO idempotency_keys (key, fingerprint, task_id, task_ids, created_at)
+                 SELECT key, fingerprint, task_id, task_ids, created_at
+                 FROM jsonb_populate_recordset(NULL::idempotency_keys, $1)
                  ON CONFLICT (key) DO UPDATE
                      SET fingerprint = EXCLUDED.fingerprint, task_id = EXCLUDED.task_id,
-                         created_at = EXCLUDED.created_at
-                     WHERE idempotency_keys.created_at < $5",
+                         task_ids = EXCLUDED.task_ids, created_at = EXCLUDED.created_at
+                     WHERE idempotency_keys.created_at
+                         < EXCLUDED.created_at - $2 * interval '1 microsecond'",
             )
-            .bind(&record.key)
-            .bind(&record.fingerprint)
-            .bind(record.task.as_uuid())
-            .bind(record.created_at)
-            .bind(record.created_at - lifetime)
+            .bind(rows)
+            .bind(key_lifetime.num_microseconds().unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await
             .map_err(repo_error)?;
-            if taken.rows_affected() == 0 {
+            if taken.rows_affected() < records.len() as u64 {
                 return Err(RepoError::Conflict("idempotency key in use".into()));
             }
         }
-        bind_task!(
-            sqlx::query(&format!(
-                "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
-                 $27, $28, $29, $30, $31, $32, 0)"
-            )),
-            task
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(repo_error)?;
+        let tasks: Vec<&Task> = submissions.iter().flat_map(|s| &s.tasks).collect();
+        insert_tasks(&mut tx, &tasks).await?;
+        let events = submissions
+            .iter()
+            .flat_map(|s| s.events.iter().cloned())
+            .collect();
         commit_with(tx, events).await
     }
 
@@ -65,13 +86,27 @@ impl TaskRepository for PgStore {
             .await
     }
 
+    async fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, RepoError> {
+        let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let found = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ANY($1)"))
+            .bind(&uuids)
+            .read_all(self.pool(), task_from_row)
+            .await?;
+        let by_id: std::collections::HashMap<TaskId, Task> =
+            found.into_iter().map(|t| (t.id, t)).collect();
+        ids.iter()
+            .map(|id| by_id.get(id).cloned().ok_or(RepoError::NotFound))
+            .collect()
+    }
+
     async fn find_idempotency(
         &self,
         key: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, RepoError> {
         let row = sqlx::query(
-            "SELECT key, fingerprint, task_id, created_at FROM idempotency_keys
+            "SELECT key, fingerprint, COALESCE(task_ids, ARRAY[task_id]) AS task_ids, created_at
+             FROM idempotency_keys
              WHERE key = $1 AND created_at >= $2",
         )
         .bind(key)
@@ -83,7 +118,12 @@ impl TaskRepository for PgStore {
             Ok(IdempotencyRecord {
                 key: row.try_get("key").map_err(repo_error)?,
                 fingerprint: row.try_get("fingerprint").map_err(repo_error)?,
-                task: TaskId(row.try_get("task_id").map_err(repo_error)?),
+                tasks: row
+                    .try_get::<Vec<Uuid>, _>("task_ids")
+                    .map_err(repo_error)?
+                    .into_iter()
+                    .map(TaskId)
+                    .collect(),
                 created_at: row.try_get("created_at").map_err(repo_error)?,
             })
         })

@@ -21,6 +21,8 @@ on_both_stores!(
     bad_submissions_are_422_and_change_nothing,
     agents_act_only_on_their_own_tasks,
     an_idempotency_key_returns_the_original_task,
+    a_batch_is_stored_whole_in_order_and_replayed_under_its_key,
+    a_batch_with_bad_items_stores_nothing_and_names_each_by_index,
     deregistering_an_agent_puts_its_work_back_in_the_queue,
     a_draining_agent_finishes_its_work_and_gets_no_more,
     a_silent_running_task_loses_its_lease_and_fails_when_attempts_run_out,
@@ -681,6 +683,139 @@ async fn an_idempotency_key_returns_the_original_task(h: Harness) {
     h.clock.advance(Duration::seconds(60));
     let replay = send(&app, post("order-43", &with_deadline)).await;
     assert_eq!(id_of(replay.ok()), original);
+}
+
+async fn a_batch_is_stored_whole_in_order_and_replayed_under_its_key(h: Harness) {
+    let app = service!(h);
+    let (_agent, _key) = register(&app, seed_agent("worker")).await;
+    let batch = json!({"tasks": [
+        submission("ingest", 2, &[]),
+        submission("transform", 9, &["data_processing"]),
+        submission("export", 5, &[]),
+    ]});
+    let post = |key: &'static str, body: &Value| {
+        admin(Method::POST, "/api/v1/tasks/batch")
+            .insert_header(("Idempotency-Key", key))
+            .set_json(body)
+    };
+    let stored = send(&app, post("nightly-7", &batch)).await;
+    let stored = stored.ok()["tasks"].as_array().unwrap().clone();
+    let titles: Vec<&str> = stored
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["ingest", "transform", "export"],
+        "in the order given"
+    );
+    assert!(stored.iter().all(|t| t["status"] == "pending"));
+    let ids: Vec<String> = stored.iter().map(id_of).collect();
+
+    let again = send(&app, post("nightly-7", &batch)).await;
+    let again: Vec<String> = again.ok()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(
+        again, ids,
+        "the same key and body give the same tasks, in order"
+    );
+    let mut changed = batch.clone();
+    changed["tasks"][2]["priority"] = json!(6);
+    let refused = send(&app, post("nightly-7", &changed)).await;
+    assert_eq!(
+        refused.problem(422)["errors"][0]["field"],
+        "Idempotency-Key"
+    );
+
+    let listed = send(&app, admin(Method::GET, "/api/v1/tasks")).await;
+    assert_eq!(
+        listed.ok().as_array().unwrap().len(),
+        3,
+        "replays created nothing"
+    );
+    // Batched tasks are scheduled like any others: the one agent takes the most urgent.
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
+    let placed = send(
+        &app,
+        admin(Method::GET, &format!("/api/v1/tasks/{}", ids[1])),
+    )
+    .await;
+    assert_eq!(placed.ok()["status"], "assigned");
+}
+
+async fn a_batch_with_bad_items_stores_nothing_and_names_each_by_index(h: Harness) {
+    let app = service!(h);
+    let post = |body: Value| admin(Method::POST, "/api/v1/tasks/batch").set_json(body);
+    let mut no_title = submission("x", 1, &[]);
+    no_title.as_object_mut().unwrap().remove("title");
+    let reply = send(
+        &app,
+        post(json!({"tasks": [submission("fine", 1, &[]), no_title]})),
+    )
+    .await;
+    assert_eq!(reply.problem(422)["errors"][0]["field"], "tasks[1].title");
+
+    let reply = send(
+        &app,
+        post(json!({"tasks": [
+            submission("fine", 1, &[]),
+            submission("too urgent", 11, &[]),
+            submission("fine too", 3, &[]),
+            unknown_pool_claim(),
+        ]})),
+    )
+    .await;
+    let fields: Vec<&str> = reply.problem(422)["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "tasks[1].priority",
+            "tasks[3].resource_claims[0].resource_id"
+        ],
+        "every bad item is named in one answer"
+    );
+
+    let reply = send(&app, post(json!({"tasks": []}))).await;
+    assert_eq!(reply.problem(422)["errors"][0]["field"], "tasks");
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({"title": format!("t{i}")}))
+        .collect();
+    let reply = send(&app, post(json!({ "tasks": many }))).await;
+    assert!(reply.problem(413)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("1000"));
+
+    let listed = send(&app, admin(Method::GET, "/api/v1/tasks")).await;
+    assert_eq!(
+        listed.ok().as_array().unwrap().len(),
+        0,
+        "no batch stored anything"
+    );
+    // Only operators submit.
+    let (_agent, key) = register(&app, seed_agent("worker")).await;
+    let reply = send(
+        &app,
+        bearer(Method::POST, "/api/v1/tasks/batch", &key)
+            .set_json(json!({"tasks": [submission("mine", 1, &[])]})),
+    )
+    .await;
+    reply.problem(403);
+}
+
+fn unknown_pool_claim() -> Value {
+    let mut task = submission("claims", 1, &[]);
+    task["resource_claims"] = json!([{"resource_id": "nowhere", "amount": {"gpus": 1}}]);
+    task
 }
 
 async fn deregistering_an_agent_puts_its_work_back_in_the_queue(h: Harness) {

@@ -39,7 +39,7 @@ pub use feed::EventPage;
 pub use health::HealthReport;
 pub use limits::{address_key, caller_key, LocalRateLimiter};
 pub use resources::{ResourceFilter, ResourceView};
-pub use tasks::{Idempotency, IDEMPOTENCY_WINDOW, MAX_WAIT_SECONDS};
+pub use tasks::{Idempotency, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS, MAX_WAIT_SECONDS};
 
 /// Tunables of the use cases, read from configuration by the server.
 #[derive(Debug, Clone)]
@@ -172,6 +172,8 @@ struct Signals {
     /// Rung whenever a long poll starts waiting.
     poll_waits: tokio::sync::Notify,
     relay: Relay,
+    /// Submissions waiting to be committed together.
+    intake: tasks::Intake,
 }
 
 /// One relay in flight per replica. Every committed write asks for its events to be numbered

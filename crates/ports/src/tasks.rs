@@ -85,15 +85,25 @@ impl Changes {
     }
 }
 
-/// An `Idempotency-Key` and the task it created.
+/// An `Idempotency-Key` and the tasks it created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
     /// The key, scoped to the caller that sent it.
     pub key: String,
     /// A digest of the request body it came with.
     pub fingerprint: String,
-    pub task: TaskId,
+    /// The tasks the request created, in the order it gave them (one for `POST /tasks`).
+    pub tasks: Vec<TaskId>,
     pub created_at: DateTime<Utc>,
+}
+
+/// New tasks submitted together, the events their submission causes, and the
+/// `Idempotency-Key` that covers them.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub tasks: Vec<Task>,
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<IdempotencyRecord>,
 }
 
 /// What one scheduling pass sees.
@@ -173,16 +183,33 @@ pub type Decide = Box<dyn FnOnce(SchedulingSnapshot) -> Changes + Send>;
 /// Where tasks live.
 #[async_trait]
 pub trait TaskRepository: Send + Sync {
-    /// Stores a new task (`version` 0) and `events` in one transaction, and with them
-    /// `idempotency`, if given. `Conflict` if a task with this ID exists, or if the key is
-    /// recorded already and its record is not older than `idempotency.created_at` minus
-    /// `key_lifetime` (an older record is replaced). Nothing is written on `Conflict`.
+    /// Stores the tasks (`version` 0), events and idempotency records of every submission in
+    /// one transaction, all or nothing; several requests' submissions share one commit this
+    /// way. `Conflict` if a task with one of these IDs exists (or two share one), if a key is
+    /// recorded already and its record is not older than the new record's `created_at` minus
+    /// `key_lifetime` (an older record is replaced), or if two submissions carry one key.
+    /// Nothing is written on an error. Returns the events, as stored.
+    async fn insert_all(
+        &self,
+        submissions: &[Submission],
+        key_lifetime: chrono::Duration,
+    ) -> Result<Vec<NewEvent>, RepoError>;
+
+    /// [`insert_all`](Self::insert_all) of one submission of one task.
     async fn insert(
         &self,
         task: &Task,
         events: Vec<NewEvent>,
         idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
-    ) -> Result<Vec<NewEvent>, RepoError>;
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let lifetime = idempotency.map_or(chrono::Duration::zero(), |(_, l)| l);
+        let submission = Submission {
+            tasks: vec![task.clone()],
+            events,
+            idempotency: idempotency.map(|(r, _)| r.clone()),
+        };
+        self.insert_all(&[submission], lifetime).await
+    }
 
     /// The record of `key` if it was made at or after `since`.
     async fn find_idempotency(
@@ -196,6 +223,9 @@ pub trait TaskRepository: Send + Sync {
 
     /// The task with this ID. `NotFound` if there is none.
     async fn get(&self, id: TaskId) -> Result<Task, RepoError>;
+
+    /// The tasks with these IDs, in the order asked for. `NotFound` if one is missing.
+    async fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, RepoError>;
 
     /// Tasks matching the query, newest first (`created_at` then `id`, descending), strictly after
     /// `query.after`, at most `query.limit`.

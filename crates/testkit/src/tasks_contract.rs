@@ -9,7 +9,7 @@ use domain::scheduler::Policy;
 use domain::{
     AgentStatus, Capability, EventKind, NewEvent, Priority, ResourceClaim, ResourceMap, TaskStatus,
 };
-use ports::{Changes, IdempotencyRecord, RepoError, TaskQuery};
+use ports::{Changes, IdempotencyRecord, RepoError, Submission, TaskQuery};
 use serde_json::json;
 
 use crate::builders::{agent, agent_key, object, task};
@@ -606,7 +606,7 @@ pub async fn idempotency_keys_are_recorded_with_the_task_and_expire(store: Store
     let record = |n: u128, at: i64| IdempotencyRecord {
         key: "caller:key-1".into(),
         fingerprint: format!("body-{n}"),
-        task: domain::TaskId(uuid::Uuid::from_u128(n)),
+        tasks: vec![domain::TaskId(uuid::Uuid::from_u128(n))],
         created_at: t(at),
     };
     let first = task(1, 5, &[], t(0));
@@ -662,7 +662,7 @@ pub async fn idempotency_keys_are_recorded_with_the_task_and_expire(store: Store
         .find_idempotency("caller:key-1", t(later))
         .await
         .unwrap();
-    assert_eq!(found.map(|r| r.task), Some(second.id));
+    assert_eq!(found.map(|r| r.tasks), Some(vec![second.id]));
 
     assert_eq!(store.tasks.purge_idempotency(t(later)).await.unwrap(), 0);
     assert_eq!(
@@ -677,6 +677,110 @@ pub async fn idempotency_keys_are_recorded_with_the_task_and_expire(store: Store
             .unwrap(),
         None
     );
+}
+
+pub async fn submissions_are_stored_together_or_not_at_all(store: StoreUnderTest) {
+    let day = chrono::Duration::hours(24);
+    let submission = |ids: &[u128], key: Option<&str>| {
+        let tasks: Vec<domain::Task> = ids.iter().map(|&n| task(n, 5, &[], t(0))).collect();
+        Submission {
+            events: tasks.iter().map(note).collect(),
+            idempotency: key.map(|key| IdempotencyRecord {
+                key: key.into(),
+                fingerprint: "body".into(),
+                tasks: tasks.iter().map(|t| t.id).collect(),
+                created_at: t(0),
+            }),
+            tasks,
+        }
+    };
+    let ids = |ns: &[u128]| -> Vec<domain::TaskId> {
+        ns.iter()
+            .map(|&n| domain::TaskId(uuid::Uuid::from_u128(n)))
+            .collect()
+    };
+
+    // Two requests' submissions, one a batch under one key, share one write.
+    let stored = store
+        .tasks
+        .insert_all(
+            &[
+                submission(&[3, 1, 2], Some("caller:batch")),
+                submission(&[4], None),
+            ],
+            day,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 4, "every submission's events are stored");
+    let read: Vec<_> = store
+        .tasks
+        .get_many(&ids(&[2, 4, 3, 1]))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.version))
+        .collect();
+    assert_eq!(
+        read,
+        ids(&[2, 4, 3, 1])
+            .into_iter()
+            .map(|id| (id, 0))
+            .collect::<Vec<_>>()
+    );
+    let record = store
+        .tasks
+        .find_idempotency("caller:batch", t(-1))
+        .await
+        .unwrap()
+        .expect("the batch's key is recorded");
+    assert_eq!(
+        record.tasks,
+        ids(&[3, 1, 2]),
+        "in the order the batch gave them"
+    );
+    assert_eq!(
+        store.tasks.get_many(&ids(&[1, 9])).await,
+        Err(RepoError::NotFound)
+    );
+
+    // One taken ID, a live key, or one key twice: the whole write is refused.
+    for refused in [
+        vec![
+            submission(&[5], Some("caller:fresh")),
+            submission(&[6, 4], None),
+        ],
+        vec![
+            submission(&[5], None),
+            submission(&[6], Some("caller:batch")),
+        ],
+        vec![
+            submission(&[5], Some("caller:twice")),
+            submission(&[6], Some("caller:twice")),
+        ],
+        vec![submission(&[5, 6, 5], None)],
+    ] {
+        let written = store.tasks.insert_all(&refused, day).await;
+        assert!(
+            matches!(written, Err(RepoError::Conflict(_))),
+            "{written:?}"
+        );
+        assert_eq!(
+            store.tasks.get(ids(&[5])[0]).await,
+            Err(RepoError::NotFound)
+        );
+        assert_eq!(
+            store.tasks.get(ids(&[6])[0]).await,
+            Err(RepoError::NotFound)
+        );
+        for key in ["caller:fresh", "caller:twice"] {
+            assert_eq!(
+                store.tasks.find_idempotency(key, t(-1)).await.unwrap(),
+                None
+            );
+        }
+        assert_eq!(store.tasks.count_by_status().await.unwrap().total(), 4);
+    }
 }
 
 pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_tasks(

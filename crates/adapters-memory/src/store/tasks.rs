@@ -1,40 +1,55 @@
 //! Tasks in memory, and the scheduling pass under the store's lock.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{Agent, AgentId, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
-    Changes, Decide, IdempotencyRecord, RepoError, SchedulingSnapshot, TaskCounts, TaskQuery,
-    TaskRepository,
+    Changes, Decide, IdempotencyRecord, RepoError, SchedulingSnapshot, Submission, TaskCounts,
+    TaskQuery, TaskRepository,
 };
 
 use super::{newest_page, MemoryStore};
 
 #[async_trait]
 impl TaskRepository for MemoryStore {
-    async fn insert(
+    async fn insert_all(
         &self,
-        task: &Task,
-        events: Vec<NewEvent>,
-        idempotency: Option<(&IdempotencyRecord, chrono::Duration)>,
+        submissions: &[Submission],
+        key_lifetime: chrono::Duration,
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut state = self.lock();
-        if state.tasks.contains_key(&task.id) {
-            return Err(RepoError::Conflict(format!("task {} exists", task.id)));
-        }
-        if let Some((record, lifetime)) = idempotency {
-            let live = state
-                .idempotency
-                .get(&record.key)
-                .is_some_and(|r| r.created_at >= record.created_at - lifetime);
-            if live {
-                return Err(RepoError::Conflict("idempotency key in use".into()));
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        for submission in submissions {
+            for task in &submission.tasks {
+                if state.tasks.contains_key(&task.id) || !ids.insert(task.id) {
+                    return Err(RepoError::Conflict(format!("task {} exists", task.id)));
+                }
             }
-            state.idempotency.insert(record.key.clone(), record.clone());
+            if let Some(record) = &submission.idempotency {
+                let live = state
+                    .idempotency
+                    .get(&record.key)
+                    .is_some_and(|r| r.created_at >= record.created_at - key_lifetime);
+                if live || !keys.insert(record.key.as_str()) {
+                    return Err(RepoError::Conflict("idempotency key in use".into()));
+                }
+            }
         }
-        let mut stored = task.clone();
-        stored.version = 0;
-        state.tasks.insert(task.id, stored);
+        let mut events = Vec::new();
+        for submission in submissions {
+            if let Some(record) = &submission.idempotency {
+                state.idempotency.insert(record.key.clone(), record.clone());
+            }
+            for task in &submission.tasks {
+                let mut stored = task.clone();
+                stored.version = 0;
+                state.tasks.insert(task.id, stored);
+            }
+            events.extend(submission.events.iter().cloned());
+        }
         Ok(state.append(events))
     }
 
@@ -44,6 +59,13 @@ impl TaskRepository for MemoryStore {
             .get(&id)
             .cloned()
             .ok_or(RepoError::NotFound)
+    }
+
+    async fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, RepoError> {
+        let state = self.lock();
+        ids.iter()
+            .map(|id| state.tasks.get(id).cloned().ok_or(RepoError::NotFound))
+            .collect()
     }
 
     async fn find_idempotency(

@@ -42,6 +42,19 @@ pub struct SubmitTask {
     pub preemptible: Option<bool>,
 }
 
+/// `POST /tasks/batch`. Serializable again, to fingerprint it for `Idempotency-Key`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    pub tasks: Vec<SubmitTask>,
+}
+
+/// The tasks a batch stored, in the order it gave them.
+#[derive(Debug, Serialize)]
+pub struct BatchBody {
+    pub tasks: Vec<TaskBody>,
+}
+
 impl SubmitTask {
     /// The submission as the domain takes it; the platform validates it.
     pub fn into_input(self) -> TaskInput {

@@ -7,17 +7,22 @@ use uuid::Uuid;
 use super::endpoint;
 use crate::auth::{AgentOrOperator, AgentOrViewer, Auth, Operator};
 use crate::dto::tasks::{
-    CompleteTask, EventBody, FailTask, ListTasks, StartTask, SubmitTask, TaskBody, TaskHeartbeat,
-    TaskHeartbeatBody,
+    BatchBody, CompleteTask, EventBody, FailTask, ListTasks, StartTask, SubmitBatch, SubmitTask,
+    TaskBody, TaskHeartbeat, TaskHeartbeatBody,
 };
 use crate::dto::NoFields;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/tasks", "GET, POST", |r| {
         r.route(web::get().to(list)).route(web::post().to(submit))
+    }))
+    // Before `/tasks/{task_id}`, which would take `batch` for an ID.
+    .service(endpoint("/tasks/batch", "POST", |r| {
+        r.app_data(crate::BodyLimit(BATCH_BODY_BYTES))
+            .route(web::post().to(submit_batch))
     }))
     .service(endpoint("/tasks/{task_id}", "GET", |r| {
         r.route(web::get().to(get))
@@ -59,28 +64,71 @@ fn ok(task: domain::Task) -> HttpResponse {
     HttpResponse::Ok().json(TaskBody::from(task))
 }
 
+/// Largest body of a batch: a thousand tasks of about 16 KiB each.
+const BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The request's `Idempotency-Key`, if it has one, with the digest of its parsed body.
+fn idempotency(
+    req: &HttpRequest,
+    body: &impl serde::Serialize,
+) -> Result<Option<app::Idempotency>, ApiError> {
+    let Some(key) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = key
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+    // The parsed body, serialized again, is the fingerprint: formatting does not count.
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    app::Idempotency::new(key, &canonical)
+        .map(Some)
+        .map_err(ApiError::bad_request)
+}
+
 async fn submit(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     req: HttpRequest,
     body: ApiJson<SubmitTask>,
 ) -> Result<HttpResponse, ApiError> {
-    let idempotency = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(key) => {
-            let key = key
-                .to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
-            // The parsed body, serialized again, is the fingerprint: formatting does not count.
-            let canonical = serde_json::to_vec(&body.0).unwrap_or_default();
-            Some(app::Idempotency::new(key, &canonical).map_err(ApiError::bad_request)?)
-        }
-    };
+    let idempotency = idempotency(&req, &body.0)?;
     let task = state
         .platform
         .submit(&auth.principal, body.0.into_input(), idempotency)
         .await?;
     Ok(ok(task))
+}
+
+async fn submit_batch(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    req: HttpRequest,
+    body: ApiJson<SubmitBatch>,
+) -> Result<HttpResponse, ApiError> {
+    if body.0.tasks.len() > app::MAX_BATCH_TASKS {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "a batch holds at most {} tasks; this one has {}",
+                app::MAX_BATCH_TASKS,
+                body.0.tasks.len()
+            ),
+        ));
+    }
+    let idempotency = idempotency(&req, &body.0)?;
+    let inputs = body
+        .0
+        .tasks
+        .into_iter()
+        .map(SubmitTask::into_input)
+        .collect();
+    let tasks = state
+        .platform
+        .submit_batch(&auth.principal, inputs, idempotency)
+        .await?;
+    Ok(HttpResponse::Ok().json(BatchBody {
+        tasks: tasks.into_iter().map(TaskBody::from).collect(),
+    }))
 }
 
 async fn list(

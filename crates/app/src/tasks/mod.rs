@@ -2,16 +2,16 @@
 //! [`protocol`].
 
 mod protocol;
+mod submission;
+
+pub(crate) use submission::Intake;
+pub use submission::{Idempotency, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS};
 
 use chrono::{DateTime, Utc};
 use domain::task::{Outcome, TaskError};
-use domain::{
-    Agent, AgentId, Cursor, Event, EventKind, Limit, NewTask, Principal, Role, Task, TaskId,
-};
-use ports::IdempotencyRecord;
+use domain::{Agent, AgentId, Cursor, Event, EventKind, Limit, Principal, Role, Task, TaskId};
 use ports::{Changes, RepoError, TaskQuery};
 use serde_json::Value;
-use sha2::Digest;
 
 use crate::{events, AppError, Attempt, Platform};
 
@@ -19,29 +19,6 @@ use crate::{events, AppError, Attempt, Platform};
 pub const MAX_WAIT_SECONDS: u32 = 30;
 /// Most events a task's history returns.
 const HISTORY_LIMIT: u32 = 1000;
-
-/// How long an `Idempotency-Key` is honoured.
-pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-
-/// A client's `Idempotency-Key` and a digest of the request it came with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Idempotency {
-    pub key: String,
-    pub fingerprint: String,
-}
-
-impl Idempotency {
-    /// Checks the key (1..=255 visible ASCII characters) and digests the request body.
-    pub fn new(key: &str, body: &[u8]) -> Result<Self, String> {
-        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("Idempotency-Key must be 1 to 255 visible ASCII characters".into());
-        }
-        Ok(Self {
-            key: key.to_owned(),
-            fingerprint: hex::encode(sha2::Sha256::digest(body)),
-        })
-    }
-}
 
 /// The agent an agent-role caller is, or why it may not make agent calls.
 fn calling_agent(actor: &Principal) -> Result<AgentId, AppError> {
@@ -78,129 +55,6 @@ fn verdict(outcome: Outcome) -> Option<Option<bool>> {
 }
 
 impl Platform {
-    /// Submits a task and wakes the scheduler. With an `Idempotency-Key` seen in the last 24 h
-    /// from the same caller, returns the task that key created instead (the same body), or
-    /// refuses (a different body).
-    pub async fn submit_task(
-        &self,
-        actor: &Principal,
-        new: NewTask,
-        idempotency: Option<Idempotency>,
-    ) -> Result<Task, AppError> {
-        if !actor.can_operate() {
-            return Err(AppError::Forbidden(format!(
-                "role {} may not submit tasks",
-                actor.role
-            )));
-        }
-        let now = self.deps.clock.now();
-        let record = idempotency.map(|i| IdempotencyRecord {
-            key: scoped_key(actor, &i.key),
-            fingerprint: i.fingerprint,
-            task: TaskId(self.deps.ids.new_id()),
-            created_at: now,
-        });
-        if let Some(record) = &record {
-            if let Some(task) = self.replay(record).await? {
-                return Ok(task);
-            }
-        }
-        self.check_claims(&new).await?;
-        let id = record
-            .as_ref()
-            .map_or_else(|| TaskId(self.deps.ids.new_id()), |r| r.task);
-        let task = Task::submit(new, id, now);
-        let inserted = self
-            .deps
-            .tasks
-            .insert(
-                &task,
-                vec![events::task_submitted(&task)],
-                record.as_ref().map(|r| (r, IDEMPOTENCY_WINDOW)),
-            )
-            .await;
-        match (inserted, &record) {
-            (Ok(stored), _) => {
-                self.publish(&stored).await;
-                self.signals.work.notify_one();
-                Ok(task)
-            }
-            // The same key won a race a moment ago: answer as if this were the replay.
-            (Err(RepoError::Conflict(_)), Some(record)) => {
-                self.replay(record).await?.ok_or_else(|| {
-                    AppError::Conflict("the Idempotency-Key is in use; try again".into())
-                })
-            }
-            (Err(e), _) => Err(AppError::from_repo("Task", e)),
-        }
-    }
-
-    /// A client's submission: with an `Idempotency-Key`, the task an earlier submission with
-    /// the key created when the key is live and the body the same (a validation error if the
-    /// body differs), checked before the body is validated again, so a replay answers as the
-    /// original did even once, say, its deadline has passed; otherwise the input is validated
-    /// and the task submitted.
-    pub async fn submit(
-        &self,
-        actor: &Principal,
-        input: domain::TaskInput,
-        idempotency: Option<Idempotency>,
-    ) -> Result<Task, AppError> {
-        if let Some(idempotency) = &idempotency {
-            if !actor.can_operate() {
-                return Err(AppError::Forbidden(format!(
-                    "role {} may not submit tasks",
-                    actor.role
-                )));
-            }
-            let record = IdempotencyRecord {
-                key: scoped_key(actor, &idempotency.key),
-                fingerprint: idempotency.fingerprint.clone(),
-                task: TaskId(uuid::Uuid::nil()),
-                created_at: self.deps.clock.now(),
-            };
-            if let Some(task) = self.replay(&record).await? {
-                return Ok(task);
-            }
-        }
-        let new = NewTask::parse(input, self.deps.clock.now())?;
-        self.submit_task(actor, new, idempotency).await
-    }
-
-    async fn replay(&self, record: &IdempotencyRecord) -> Result<Option<Task>, AppError> {
-        let since = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
-        let found = self
-            .deps
-            .tasks
-            .find_idempotency(&record.key, since)
-            .await
-            .map_err(|e| AppError::from_repo("Task", e))?;
-        match found {
-            None => Ok(None),
-            Some(earlier) if earlier.fingerprint == record.fingerprint => self
-                .deps
-                .tasks
-                .get(earlier.task)
-                .await
-                .map(Some)
-                .map_err(|e| AppError::from_repo("Task", e)),
-            Some(_) => Err(AppError::Validation(domain::ValidationErrors::single(
-                "Idempotency-Key",
-                "was already used with a different request body",
-            ))),
-        }
-    }
-
-    /// Forgets `Idempotency-Key`s older than their 24 h window. Returns how many.
-    pub async fn purge_idempotency_keys(&self) -> Result<u64, AppError> {
-        let before = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
-        self.deps
-            .tasks
-            .purge_idempotency(before)
-            .await
-            .map_err(|e| AppError::from_repo("Task", e))
-    }
-
     /// Lists tasks, newest first.
     pub async fn list_tasks(
         &self,
@@ -441,9 +295,4 @@ fn require_operator(actor: &Principal) -> Result<(), AppError> {
             actor.role
         )))
     }
-}
-
-/// An `Idempotency-Key` as stored: scoped to the caller, so two clients can never collide.
-fn scoped_key(actor: &Principal, key: &str) -> String {
-    format!("{}:{key}", actor.subject)
 }

@@ -1,0 +1,366 @@
+//! Submitting tasks, one at a time or in batches, idempotently; and the group commit every
+//! submission goes through: those that arrive while a group is being written are written
+//! together next, in one transaction, so concurrent requests share their commits.
+
+use std::collections::VecDeque;
+use std::sync::PoisonError;
+
+use domain::{NewTask, Principal, Task, TaskId, TaskInput, ValidationErrors};
+use ports::{IdempotencyRecord, RepoError, Submission};
+use sha2::Digest;
+use tokio::sync::oneshot;
+
+use crate::{events, AppError, Platform};
+
+/// How long an `Idempotency-Key` is honoured.
+pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// Most tasks one `POST /tasks/batch` may hold.
+pub const MAX_BATCH_TASKS: usize = 1000;
+
+/// Most tasks one group commit writes; a submission larger than this (none is) still goes
+/// whole, alone.
+const GROUP_TASKS: usize = 2 * MAX_BATCH_TASKS;
+
+/// A client's `Idempotency-Key` and a digest of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl Idempotency {
+    /// Checks the key (1..=255 visible ASCII characters) and digests the request body.
+    pub fn new(key: &str, body: &[u8]) -> Result<Self, String> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("Idempotency-Key must be 1 to 255 visible ASCII characters".into());
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            fingerprint: hex::encode(sha2::Sha256::digest(body)),
+        })
+    }
+}
+
+/// Submissions waiting for the next group commit, and the turn of the group being written.
+#[derive(Debug, Default)]
+pub(crate) struct Intake {
+    /// Held by the writer of the group being committed now.
+    turn: tokio::sync::Mutex<()>,
+    queue: std::sync::Mutex<VecDeque<Waiting>>,
+}
+
+/// A submission and where its outcome goes.
+#[derive(Debug)]
+struct Waiting {
+    submission: Submission,
+    reply: oneshot::Sender<Result<(), RepoError>>,
+}
+
+impl Intake {
+    /// The submissions waiting longest, as many as fit in one group (at least one).
+    fn next_group(&self) -> Vec<Waiting> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut group = Vec::new();
+        let mut tasks = 0;
+        while let Some(next) = queue.front() {
+            let size = next.submission.tasks.len();
+            if !group.is_empty() && tasks + size > GROUP_TASKS {
+                break;
+            }
+            tasks += size;
+            group.extend(queue.pop_front());
+        }
+        group
+    }
+}
+
+impl Platform {
+    /// A client's submission: with an `Idempotency-Key`, the task an earlier submission with
+    /// the key created when the key is live and the body the same (a validation error if the
+    /// body differs), checked before the body is validated again, so a replay answers as the
+    /// original did even once, say, its deadline has passed; otherwise the input is validated
+    /// and the task submitted.
+    pub async fn submit(
+        &self,
+        actor: &Principal,
+        input: TaskInput,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Task, AppError> {
+        first(
+            self.submit_inputs(actor, vec![input], idempotency, false)
+                .await?,
+        )
+    }
+
+    /// A client's batch: every task or none, in the order given, answered like
+    /// [`submit`](Self::submit) (an `Idempotency-Key` covers the whole batch). A batch with
+    /// invalid items is refused naming each by index (`tasks[3].priority`), and stores
+    /// nothing.
+    pub async fn submit_batch(
+        &self,
+        actor: &Principal,
+        inputs: Vec<TaskInput>,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Vec<Task>, AppError> {
+        if inputs.is_empty() || inputs.len() > MAX_BATCH_TASKS {
+            return Err(AppError::Validation(ValidationErrors::single(
+                "tasks",
+                format!("must hold 1 to {MAX_BATCH_TASKS} tasks"),
+            )));
+        }
+        self.submit_inputs(actor, inputs, idempotency, true).await
+    }
+
+    /// Submits a task and wakes the scheduler. With an `Idempotency-Key` seen in the last 24 h
+    /// from the same caller, returns the task that key created instead (the same body), or
+    /// refuses (a different body).
+    pub async fn submit_task(
+        &self,
+        actor: &Principal,
+        new: NewTask,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Task, AppError> {
+        let record = self.record(actor, 1, idempotency)?;
+        if let Some(tasks) = self.replay(record.as_ref()).await? {
+            return first(tasks);
+        }
+        let mut errors = ValidationErrors::default();
+        self.check_all_claims([(0, &new)], false, &mut errors)
+            .await?;
+        errors.into_result()?;
+        first(self.store_new(vec![new], record).await?)
+    }
+
+    /// [`submit`](Self::submit) of one input, or of a `batch`: replayed, else validated (each
+    /// error named by its item's index in a batch), then stored.
+    async fn submit_inputs(
+        &self,
+        actor: &Principal,
+        inputs: Vec<TaskInput>,
+        idempotency: Option<Idempotency>,
+        batch: bool,
+    ) -> Result<Vec<Task>, AppError> {
+        let record = self.record(actor, inputs.len(), idempotency)?;
+        if let Some(tasks) = self.replay(record.as_ref()).await? {
+            return Ok(tasks);
+        }
+        let now = self.deps.clock.now();
+        let mut errors = ValidationErrors::default();
+        let mut news = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            match NewTask::parse(input, now) {
+                Ok(new) => news.push((i, new)),
+                Err(e) => errors.0.extend(in_item(batch, i, e).0),
+            }
+        }
+        self.check_all_claims(news.iter().map(|(i, new)| (*i, new)), batch, &mut errors)
+            .await?;
+        errors.into_result()?;
+        self.store_new(news.into_iter().map(|(_, new)| new).collect(), record)
+            .await
+    }
+
+    /// The idempotency record of a caller's submission of `count` tasks, their IDs chosen
+    /// now. `Forbidden` unless the caller may submit.
+    fn record(
+        &self,
+        actor: &Principal,
+        count: usize,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Option<IdempotencyRecord>, AppError> {
+        if !actor.can_operate() {
+            return Err(AppError::Forbidden(format!(
+                "role {} may not submit tasks",
+                actor.role
+            )));
+        }
+        Ok(idempotency.map(|i| IdempotencyRecord {
+            key: scoped_key(actor, &i.key),
+            fingerprint: i.fingerprint,
+            tasks: (0..count).map(|_| TaskId(self.deps.ids.new_id())).collect(),
+            created_at: self.deps.clock.now(),
+        }))
+    }
+
+    /// Adds to `errors` what is wrong with each item's resource claims (each named by its
+    /// index in a `batch`).
+    async fn check_all_claims(
+        &self,
+        items: impl IntoIterator<Item = (usize, &NewTask)>,
+        batch: bool,
+        errors: &mut ValidationErrors,
+    ) -> Result<(), AppError> {
+        for (i, new) in items {
+            match self.check_claims(new).await {
+                Err(AppError::Validation(e)) => errors.0.extend(in_item(batch, i, e).0),
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores checked tasks through the group commit and returns them; when their key was
+    /// taken a moment ago by a concurrent request, answers as its replay.
+    async fn store_new(
+        &self,
+        news: Vec<NewTask>,
+        record: Option<IdempotencyRecord>,
+    ) -> Result<Vec<Task>, AppError> {
+        let now = self.deps.clock.now();
+        let tasks: Vec<Task> = news
+            .into_iter()
+            .enumerate()
+            .map(|(i, new)| {
+                let id = record
+                    .as_ref()
+                    .map_or_else(|| TaskId(self.deps.ids.new_id()), |r| r.tasks[i]);
+                Task::submit(new, id, now)
+            })
+            .collect();
+        let submission = Submission {
+            events: tasks.iter().map(events::task_submitted).collect(),
+            tasks,
+            idempotency: record.clone(),
+        };
+        let tasks = submission.tasks.clone();
+        match (self.commit_submission(submission).await, &record) {
+            (Ok(()), _) => Ok(tasks),
+            // The same key won a race a moment ago: answer as if this were the replay.
+            (Err(RepoError::Conflict(_)), Some(_)) => {
+                self.replay(record.as_ref()).await?.ok_or_else(|| {
+                    AppError::Conflict("the Idempotency-Key is in use; try again".into())
+                })
+            }
+            (Err(e), _) => Err(AppError::from_repo("Task", e)),
+        }
+    }
+
+    /// The tasks an earlier request with this record's key created, if the key is live and
+    /// the request's body was the same; a validation error if it differed.
+    async fn replay(
+        &self,
+        record: Option<&IdempotencyRecord>,
+    ) -> Result<Option<Vec<Task>>, AppError> {
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let since = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
+        let found = self
+            .deps
+            .tasks
+            .find_idempotency(&record.key, since)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))?;
+        match found {
+            None => Ok(None),
+            Some(earlier) if earlier.fingerprint == record.fingerprint => self
+                .deps
+                .tasks
+                .get_many(&earlier.tasks)
+                .await
+                .map(Some)
+                .map_err(|e| AppError::from_repo("Task", e)),
+            Some(_) => Err(AppError::Validation(ValidationErrors::single(
+                "Idempotency-Key",
+                "was already used with a different request body",
+            ))),
+        }
+    }
+
+    /// Forgets `Idempotency-Key`s older than their 24 h window. Returns how many.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64, AppError> {
+        let before = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
+        self.deps
+            .tasks
+            .purge_idempotency(before)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))
+    }
+
+    /// Commits a submission with every other one waiting (see [`Intake`]), publishes their
+    /// events and wakes the scheduler; returns once all that is done, or with why this
+    /// submission was not stored.
+    async fn commit_submission(&self, submission: Submission) -> Result<(), RepoError> {
+        let (reply, outcome) = oneshot::channel();
+        self.signals
+            .intake
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Waiting { submission, reply });
+        // The writer is a task of its own, so a request dropped while it waits cannot leave
+        // its group unwritten or unanswered. Every submission starts one; each writes whatever
+        // is waiting when its turn comes, and finds nothing if an earlier one took it all.
+        let platform = self.clone();
+        tokio::spawn(async move { platform.write_group().await });
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(RepoError::Internal("the group commit stopped".into())))
+    }
+
+    /// Writes the next group in one transaction. When it is refused as a `Conflict` (one
+    /// submission's key or ID is taken), each of its submissions is written alone, so only
+    /// the one at fault fails.
+    async fn write_group(&self) {
+        let intake = &self.signals.intake;
+        let turn = intake.turn.lock().await;
+        let group = intake.next_group();
+        if group.is_empty() {
+            return;
+        }
+        let (submissions, replies): (Vec<Submission>, Vec<_>) =
+            group.into_iter().map(|w| (w.submission, w.reply)).unzip();
+        let tasks = &self.deps.tasks;
+        let mut written = Vec::new();
+        let outcomes = match tasks.insert_all(&submissions, IDEMPOTENCY_WINDOW).await {
+            Ok(events) => {
+                written = events;
+                vec![Ok(()); submissions.len()]
+            }
+            Err(RepoError::Conflict(_)) if submissions.len() > 1 => {
+                let mut outcomes = Vec::with_capacity(submissions.len());
+                for submission in &submissions {
+                    let alone = tasks
+                        .insert_all(std::slice::from_ref(submission), IDEMPOTENCY_WINDOW)
+                        .await;
+                    outcomes.push(alone.map(|events| written.extend(events)));
+                }
+                outcomes
+            }
+            Err(e) => vec![Err(e); submissions.len()],
+        };
+        // The next group may be written while this one's events are published.
+        drop(turn);
+        if !written.is_empty() {
+            self.publish(&written).await;
+            self.signals.work.notify_one();
+        }
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// The only task of a single submission.
+fn first(mut tasks: Vec<Task>) -> Result<Task, AppError> {
+    tasks
+        .pop()
+        .ok_or_else(|| AppError::Internal("a submission stored no task".into()))
+}
+
+/// A batch item's errors, each named by the item's index (`tasks[3].priority`); a single
+/// submission's, as they are.
+fn in_item(batch: bool, index: usize, mut errors: ValidationErrors) -> ValidationErrors {
+    if batch {
+        for error in &mut errors.0 {
+            error.field = format!("tasks[{index}].{}", error.field);
+        }
+    }
+    errors
+}
+
+/// An `Idempotency-Key` as stored: scoped to the caller, so two clients can never collide.
+fn scoped_key(actor: &Principal, key: &str) -> String {
+    format!("{}:{key}", actor.subject)
+}
