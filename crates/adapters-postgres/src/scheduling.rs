@@ -60,18 +60,21 @@ pub(crate) async fn pass(
     .await?;
     // The same effective priority as `domain::scheduler::effective_priority`, so the batch
     // holds the tasks the scheduler would take first: aging and deadlines lift old and
-    // urgent tasks into it however many higher-priority tasks wait.
-    let pending = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM tasks
-         WHERE status = 'pending' AND not_before <= $1 AND (deadline IS NULL OR deadline > $1)
-         ORDER BY priority
+    // urgent tasks into it however many higher-priority tasks wait. The queue is ranked on
+    // IDs alone, keeping only the first `limit` as it goes, so a long queue costs a scan but no
+    // sort of whole rows; only those are read whole and locked.
+    let ready = "status = 'pending' AND not_before <= $1 AND (deadline IS NULL OR deadline > $1)";
+    let order = "priority
                   + LEAST(GREATEST(extract(epoch FROM ($1 - created_at)), 0) / $3, $4)
                   + CASE WHEN deadline IS NULL THEN 0
                          WHEN extract(epoch FROM (deadline - $1)) < $5
                          THEN $6 * (1 - extract(epoch FROM (deadline - $1)) / $5)
                          ELSE 0 END DESC,
-                  deadline NULLS LAST, created_at, id
-         LIMIT $2
+                  deadline NULLS LAST, created_at, id";
+    let pending = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks
+         WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {order} LIMIT $2) AND {ready}
+         ORDER BY {order}
          FOR UPDATE SKIP LOCKED"
     ))
     .bind(now)

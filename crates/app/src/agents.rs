@@ -71,7 +71,7 @@ impl Platform {
             .await
             .map_err(|e| AppError::from_repo("Agent", e))?;
         self.publish(&stored).await;
-        self.signals.work.notify_one(); // new capacity: waiting tasks may fit now
+        self.wake_for_room(); // new capacity: waiting tasks may fit now
         tracing::info!(agent_id = %agent.id, name = %agent.name, "agent registered");
         Ok(RegisteredAgent { agent, agent_key })
     }
@@ -193,7 +193,7 @@ impl Platform {
             })
             .await?;
         if agent.status.is_serving() {
-            self.signals.work.notify_one(); // an agent back in service may take waiting tasks
+            self.wake_for_room(); // an agent back in service may take waiting tasks
         }
         let tasks = self.held_tasks(agent.id).await?;
         Ok(Beat { agent, tasks })

@@ -166,6 +166,9 @@ impl std::fmt::Debug for Dependencies {
 #[derive(Debug, Default)]
 struct Signals {
     work: tokio::sync::Notify,
+    /// The last scheduling pass left no serving agent a free slot: new tasks alone are not
+    /// worth a pass until capacity frees up (or the periodic pass comes).
+    full: std::sync::atomic::AtomicBool,
     assigned: tokio::sync::Notify,
     /// Long polls waiting for an assignment on this replica now.
     polling: std::sync::atomic::AtomicUsize,

@@ -182,7 +182,7 @@ impl Platform {
                 return Ok(Attempt::Lost);
             };
             self.publish(&stored).await;
-            self.signals.work.notify_one(); // more capacity may place waiting tasks
+            self.wake_for_room(); // more capacity may place waiting tasks
             pool.version += 1;
             Ok(Attempt::Won(ResourceView::of(pool, &holders)))
         })

@@ -19,12 +19,20 @@ use crate::{events, AppError, Platform};
 /// Most tasks one sweep pass looks at.
 const SWEEP_BATCH: u32 = 500;
 
-/// Turns a snapshot into the changes of one pass, and reports the pools contended in it.
+/// What a pass found besides its changes: the pools contended in it, and whether it left a
+/// serving agent a free slot.
+#[derive(Debug, Default)]
+struct Findings {
+    contended: Vec<Detection>,
+    room_left: bool,
+}
+
+/// Turns a snapshot into the changes of one pass, and notes what it found.
 fn decide(
     snapshot: SchedulingSnapshot,
     now: DateTime<Utc>,
     policy: &Policy,
-    contended: &Mutex<Vec<Detection>>,
+    findings: &Mutex<Findings>,
 ) -> Changes {
     let mut held: HashMap<AgentId, Vec<&domain::Task>> = HashMap::new();
     for task in &snapshot.held {
@@ -37,8 +45,10 @@ fn decide(
         .iter()
         .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
         .collect();
+    let free_slots: usize = capacity.iter().map(|c| c.free_slots as usize).sum();
     let pools = Pools::of(&snapshot.resources, &snapshot.claim_holders);
     let plan = schedule(&snapshot.pending, capacity, pools, now, policy);
+    let room_left = free_slots > plan.assignments.len();
     let waiting: Vec<(TaskId, domain::ResourceId)> = plan
         .unplaced
         .iter()
@@ -119,9 +129,10 @@ fn decide(
                 .filter(|t| t.status.is_active() && !t.resource_claims.is_empty())
                 .cloned(),
         );
-        *contended.lock().unwrap_or_else(|p| p.into_inner()) =
+        findings.lock().unwrap_or_else(|p| p.into_inner()).contended =
             domain::conflict::contention(&waiting, &snapshot.resources, &holders);
     }
+    findings.lock().unwrap_or_else(|p| p.into_inner()).room_left = room_left;
     changes
 }
 
@@ -130,8 +141,8 @@ impl Platform {
     pub async fn run_scheduler(&self) -> Result<usize, AppError> {
         let now = self.deps.clock.now();
         let policy = self.settings.policy.clone();
-        let contended = Arc::new(Mutex::new(Vec::new()));
-        let found = contended.clone();
+        let findings = Arc::new(Mutex::new(Findings::default()));
+        let found = findings.clone();
         let stored = self
             .deps
             .tasks
@@ -151,7 +162,15 @@ impl Platform {
         if assigned > 0 {
             self.wake_agents();
         }
-        let contended = std::mem::take(&mut *contended.lock().unwrap_or_else(|p| p.into_inner()));
+        let findings = std::mem::take(&mut *findings.lock().unwrap_or_else(|p| p.into_inner()));
+        self.signals
+            .full
+            .store(!findings.room_left, std::sync::atomic::Ordering::SeqCst);
+        if assigned > 0 && findings.room_left {
+            // More tasks may be ready than one pass takes: pass again while passes place some.
+            self.signals.work.notify_one();
+        }
+        let contended = findings.contended;
         if let Err(e) = self.reconcile_contention(contended).await {
             tracing::warn!(error = %e, "cannot reconcile resource contention conflicts");
         }
@@ -228,5 +247,88 @@ impl Platform {
             }
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
+    use domain::Role;
+    use testkit::builders::{agent_principal, new_agent, new_task, principal};
+
+    use crate::{Dependencies, Platform, Settings};
+
+    /// Whether the scheduler has been woken since it last looked (taking the wake-up).
+    async fn woken(platform: &Platform) -> bool {
+        tokio::time::timeout(Duration::ZERO, platform.work_arrived())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn new_tasks_wake_the_scheduler_only_while_an_agent_has_room() {
+        let platform = Platform::new(
+            Dependencies::on_store(
+                Arc::new(MemoryStore::new()),
+                Arc::new(MemoryBus::new()),
+                Arc::new(SystemClock),
+                Arc::new(RandomIds),
+            ),
+            Settings::default(),
+        );
+        let operator = principal(Role::Operator);
+        let submit = || async {
+            let new = new_task("work", 5, &[], chrono::Utc::now());
+            platform.submit_task(&operator, new, None).await.unwrap()
+        };
+        assert_eq!(platform.run_scheduler().await.unwrap(), 0);
+        woken(&platform).await;
+        submit().await;
+        assert!(
+            !woken(&platform).await,
+            "no agent serves: a pass could place nothing"
+        );
+
+        let agent = platform
+            .register_agent(&operator, new_agent("worker", &[]))
+            .await
+            .unwrap()
+            .agent;
+        assert!(woken(&platform).await, "a new agent brings room");
+        submit().await;
+        assert!(woken(&platform).await, "the agent has room for new tasks");
+        assert_eq!(platform.run_scheduler().await.unwrap(), 2);
+        assert!(
+            !woken(&platform).await,
+            "both slots were filled: no pass again"
+        );
+        let third = submit().await;
+        assert!(
+            !woken(&platform).await,
+            "the only agent is full: a new task waits for room or the periodic pass"
+        );
+
+        let held = platform.held_tasks(agent.id).await.unwrap();
+        let me = agent_principal(agent.id);
+        platform
+            .complete_task(&me, held[0].id, held[0].attempt, Default::default())
+            .await
+            .unwrap();
+        assert!(woken(&platform).await, "a finished task frees a slot");
+        assert_eq!(platform.run_scheduler().await.unwrap(), 1);
+        assert_eq!(
+            platform.held_tasks(agent.id).await.unwrap().len(),
+            2,
+            "the waiting task took the freed slot"
+        );
+        assert!(platform
+            .held_tasks(agent.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == third.id));
     }
 }

@@ -153,7 +153,7 @@ impl Platform {
                         Ok(outcome.unwrap_or(Outcome::Progress))
                     })
                     .await
-                    .map(|_| self.signals.work.notify_one())
+                    .map(|_| self.wake_for_room())
                 }
                 Effect::SuspendAgent { agent, reason } => self.suspend(*agent, reason).await,
                 Effect::Retry { task } => self
@@ -161,7 +161,7 @@ impl Platform {
                         Ok(t.retry(now).unwrap_or(Outcome::Progress))
                     })
                     .await
-                    .map(|_| self.signals.work.notify_one()),
+                    .map(|_| self.wake_for_room()),
             };
             if let Err(e) = result {
                 tracing::warn!(conflict = %conflict.id, ?effect, error = %e, "a resolution's effect could not be applied");

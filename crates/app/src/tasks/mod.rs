@@ -126,7 +126,7 @@ impl Platform {
         let task = self
             .modify_task(id, |task, _, now| task.retry(now).map_err(transition_error))
             .await?;
-        self.signals.work.notify_one();
+        self.wake_for_work();
         Ok(task)
     }
 
@@ -168,7 +168,7 @@ impl Platform {
             }
         }
         if released > 0 {
-            self.signals.work.notify_one();
+            self.wake_for_room();
         }
         Ok(released)
     }
@@ -267,7 +267,7 @@ impl Platform {
             };
             self.publish(&stored).await;
             if released && !task.resource_claims.is_empty() {
-                self.signals.work.notify_one(); // freed capacity may place a waiting task
+                self.wake_for_room(); // freed capacity may place a waiting task
             }
             task.version += 1;
             Ok(Attempt::Won(task))
@@ -278,6 +278,23 @@ impl Platform {
     /// Wakes agents that are long-polling for new assignments.
     pub(crate) fn wake_agents(&self) {
         self.signals.assigned.notify_waiters();
+    }
+
+    /// Wakes the scheduler for tasks that became ready to place: worth a pass only when the
+    /// last one left an agent room.
+    pub(crate) fn wake_for_work(&self) {
+        if !self.signals.full.load(std::sync::atomic::Ordering::SeqCst) {
+            self.signals.work.notify_one();
+        }
+    }
+
+    /// Wakes the scheduler for capacity that may have come free (or rules that changed):
+    /// always worth a pass.
+    pub(crate) fn wake_for_room(&self) {
+        self.signals
+            .full
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.signals.work.notify_one();
     }
 
     /// Waits until something may have made scheduling worthwhile.

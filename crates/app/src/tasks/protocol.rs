@@ -117,7 +117,7 @@ impl Platform {
         if stale.get() {
             self.detect_stale_report(agent, id, attempt).await;
         }
-        self.signals.work.notify_one();
+        self.wake_for_room();
         task
     }
 

@@ -334,7 +334,7 @@ impl Platform {
         drop(turn);
         if !written.is_empty() {
             self.publish(&written).await;
-            self.signals.work.notify_one();
+            self.wake_for_work();
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             let _ = reply.send(outcome);
