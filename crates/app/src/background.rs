@@ -2,7 +2,7 @@
 //! sweeps (offline agents, expired leases, missed deadlines). Each is safe to run on several
 //! replicas at once: passes are serialized by the store and every change is a versioned write.
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::Platform;
@@ -29,10 +29,47 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
     let (stop, stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(platform.clone(), stopped.clone()));
     let scheduler = tokio::spawn(schedule(platform.clone(), stopped.clone()));
+    let assignments = tokio::spawn(follow_assignments(platform.clone(), stopped.clone()));
     let relay = tokio::spawn(relay(platform, stopped));
     BackgroundJobs {
         stop,
-        handles: vec![sweeper, scheduler, relay],
+        handles: vec![sweeper, scheduler, assignments, relay],
+    }
+}
+
+/// Wakes the long polls of agents given work by any replica: the bus brings assignments as
+/// they are made, and every `long_poll_recheck`, while polls wait, the log is read for those
+/// the bus did not bring. That is one read per replica, however many agents wait; with none
+/// waiting, one look at the newest `seq`.
+async fn follow_assignments(platform: Platform, mut stopped: watch::Receiver<bool>) {
+    let mut events = platform.subscribe_events();
+    let mut check = tokio::time::interval(platform.settings().long_poll_recheck);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut delivered = platform.newest_seq().await.unwrap_or(0);
+    loop {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => {
+                    delivered = delivered.max(event.seq);
+                    platform.wake_polls_for(std::slice::from_ref(&event));
+                }
+                // Some were missed: every poll reads again.
+                Err(broadcast::error::RecvError::Lagged(_)) => platform.wake_all_polls(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = check.tick() => {
+                if !platform.polls_waiting() {
+                    delivered = platform.newest_seq().await.unwrap_or(delivered);
+                    continue;
+                }
+                while let Ok(missed) = platform.log_after(delivered, 500).await {
+                    let Some(last) = missed.last().map(|e| e.seq) else { break };
+                    platform.wake_polls_for(&missed);
+                    delivered = last;
+                }
+            },
+            _ = stopped.changed() => return,
+        }
     }
 }
 

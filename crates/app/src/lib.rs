@@ -73,8 +73,9 @@ pub struct Settings {
     /// 19 MiB while it runs, so this bounds their memory; attempts past the bound and its short
     /// queue are refused before any hashing.
     pub password_hash_concurrency: usize,
-    /// How often a long poll looks again by itself: assignments on this replica wake it at
-    /// once, those made by another replica only when it looks.
+    /// How often a replica with long polls waiting reads the event log for assignments its
+    /// bus did not bring (Redis away, or another replica's notice lost): one read per replica,
+    /// however many agents wait. Assignments the bus brings wake their agent's poll at once.
     pub long_poll_recheck: std::time::Duration,
 }
 
@@ -94,7 +95,7 @@ impl Default for Settings {
             rate_limit: None,
             login_rate_limit: None,
             password_hash_concurrency: 1,
-            long_poll_recheck: std::time::Duration::from_secs(1),
+            long_poll_recheck: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -166,14 +167,11 @@ impl std::fmt::Debug for Dependencies {
 #[derive(Debug, Default)]
 struct Signals {
     work: tokio::sync::Notify,
+    /// Long polls waiting for assignments, each woken by its own agent's.
+    polls: tasks::Polls,
     /// The last scheduling pass left no serving agent a free slot: new tasks alone are not
     /// worth a pass until capacity frees up (or the periodic pass comes).
     full: std::sync::atomic::AtomicBool,
-    assigned: tokio::sync::Notify,
-    /// Long polls waiting for an assignment on this replica now.
-    polling: std::sync::atomic::AtomicUsize,
-    /// Rung whenever a long poll starts waiting.
-    poll_waits: tokio::sync::Notify,
     relay: Relay,
     /// Submissions waiting to be committed together.
     intake: tasks::Intake,

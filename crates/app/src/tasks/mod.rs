@@ -4,6 +4,7 @@
 mod protocol;
 mod submission;
 
+pub(crate) use protocol::Polls;
 pub(crate) use submission::Intake;
 pub use submission::{Idempotency, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS};
 
@@ -273,11 +274,6 @@ impl Platform {
             Ok(Attempt::Won(task))
         })
         .await
-    }
-
-    /// Wakes agents that are long-polling for new assignments.
-    pub(crate) fn wake_agents(&self) {
-        self.signals.assigned.notify_waiters();
     }
 
     /// Wakes the scheduler for tasks that became ready to place: worth a pass only when the

@@ -1,26 +1,126 @@
 //! The agent work protocol: an agent starts the tasks it was assigned, reports progress, and
 //! completes or fails them, each call naming the attempt it is about; and it long-polls for work.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use domain::{AgentId, Principal, Task, TaskId, TaskStatus};
+use domain::{AgentId, Event, EventKind, NewEvent, Principal, Task, TaskId, TaskStatus};
 use ports::TaskQuery;
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
 
 use super::{calling_agent, noting_stale, transition_error, MAX_WAIT_SECONDS};
 use crate::{AppError, Platform};
 
+/// The long polls waiting on this replica, by agent: an assignment wakes only its agent's.
+#[derive(Debug, Default)]
+pub(crate) struct Polls {
+    /// Each waiting agent's bell, and how many of its polls wait on it.
+    bells: Mutex<HashMap<AgentId, (Arc<Notify>, usize)>>,
+    /// Long polls waiting now.
+    waiting: AtomicUsize,
+    /// Rung whenever a long poll starts waiting.
+    started: Notify,
+}
+
+impl Polls {
+    /// Wakes the polls of each agent named.
+    pub(crate) fn wake(&self, agents: impl IntoIterator<Item = AgentId>) {
+        let bells = self.bells.lock().unwrap_or_else(PoisonError::into_inner);
+        for agent in agents {
+            if let Some((bell, _)) = bells.get(&agent) {
+                bell.notify_waiters();
+            }
+        }
+    }
+
+    /// Wakes every waiting poll, to read again: for when assignments may have been missed.
+    pub(crate) fn wake_all(&self) {
+        let bells = self.bells.lock().unwrap_or_else(PoisonError::into_inner);
+        for (bell, _) in bells.values() {
+            bell.notify_waiters();
+        }
+    }
+
+    /// Whether any poll waits now.
+    pub(crate) fn any_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// The bell of `agent`, rung by its assignments for as long as the guard lives.
+    fn listen(&self, agent: AgentId) -> Listening<'_> {
+        let mut bells = self.bells.lock().unwrap_or_else(PoisonError::into_inner);
+        let (bell, polls) = bells.entry(agent).or_default();
+        *polls += 1;
+        Listening {
+            polls: self,
+            agent,
+            bell: bell.clone(),
+        }
+    }
+}
+
+/// One long poll listening for its agent's assignments; it stops when dropped, also when the
+/// request is abandoned.
+struct Listening<'a> {
+    polls: &'a Polls,
+    agent: AgentId,
+    bell: Arc<Notify>,
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        let mut bells = self
+            .polls
+            .bells
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, polls)) = bells.get_mut(&self.agent) {
+            *polls -= 1;
+            if *polls == 0 {
+                bells.remove(&self.agent);
+            }
+        }
+    }
+}
+
+/// Counts a poll as waiting while it lives.
+struct Waiting<'a>(&'a Polls);
+
+impl<'a> Waiting<'a> {
+    fn start(polls: &'a Polls) -> Self {
+        polls.waiting.fetch_add(1, Ordering::SeqCst);
+        polls.started.notify_waiters();
+        Self(polls)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The agents `events` assign tasks to.
+fn assignees<'a>(kinds: impl Iterator<Item = (EventKind, Option<AgentId>)> + 'a) -> Vec<AgentId> {
+    kinds
+        .filter(|(kind, _)| *kind == EventKind::TaskAssigned)
+        .filter_map(|(_, agent)| agent)
+        .collect()
+}
+
 impl Platform {
     /// How many agents' long polls are waiting for an assignment on this replica now.
     pub fn long_polls_waiting(&self) -> usize {
-        self.signals.polling.load(Ordering::Relaxed)
+        self.signals.polls.waiting.load(Ordering::SeqCst)
     }
 
     /// Resolves once at least `count` long polls are waiting on this replica: a readiness
     /// signal for whoever must act only after agents are listening.
     pub async fn until_long_polls_waiting(&self, count: usize) {
         loop {
-            let started = self.signals.poll_waits.notified();
+            let started = self.signals.polls.started.notified();
             tokio::pin!(started);
             started.as_mut().enable();
             if self.long_polls_waiting() >= count {
@@ -28,6 +128,31 @@ impl Platform {
             }
             started.await;
         }
+    }
+
+    /// Wakes the long polls of the agents that written events assign tasks to.
+    pub(crate) fn wake_polls(&self, written: &[NewEvent]) {
+        self.signals
+            .polls
+            .wake(assignees(written.iter().map(|e| (e.kind, e.agent_id))));
+    }
+
+    /// Wakes every long poll waiting on this replica, to read again.
+    pub(crate) fn wake_all_polls(&self) {
+        self.signals.polls.wake_all();
+    }
+
+    /// Whether any long poll waits on this replica now.
+    pub(crate) fn polls_waiting(&self) -> bool {
+        self.signals.polls.any_waiting()
+    }
+
+    /// Wakes the long polls of the agents that events from the log or the bus assign tasks
+    /// to (made by any replica).
+    pub(crate) fn wake_polls_for(&self, events: &[Event]) {
+        self.signals
+            .polls
+            .wake(assignees(events.iter().map(|e| (e.kind, e.agent_id))));
     }
 
     /// The agent starts the task it was assigned.
@@ -142,9 +267,12 @@ impl Platform {
             .unwrap_or_default()
             .min(std::time::Duration::from_secs(u64::from(MAX_WAIT_SECONDS)));
         let deadline = tokio::time::Instant::now() + wait;
+        let listening = self.signals.polls.listen(agent);
         loop {
-            // Registered before the read, so an assignment made in between still wakes us.
-            let assigned = self.signals.assigned.notified();
+            // Listening before the read, so an assignment made in between still wakes us.
+            let assigned = listening.bell.notified();
+            tokio::pin!(assigned);
+            assigned.as_mut().enable();
             let tasks = match status {
                 // Without a filter: the work it holds now, not its whole past.
                 None => self.held_tasks(agent).await?,
@@ -166,12 +294,10 @@ impl Platform {
             if !tasks.is_empty() || now >= deadline {
                 return Ok(tasks);
             }
-            // Assignments made by another replica do not ring this bell: look again now and then.
-            let nap = (deadline - now).min(self.settings.long_poll_recheck);
-            self.signals.polling.fetch_add(1, Ordering::Relaxed);
-            self.signals.poll_waits.notify_waiters();
-            let _ = tokio::time::timeout(nap, assigned).await;
-            self.signals.polling.fetch_sub(1, Ordering::Relaxed);
+            // Woken by this agent's assignments, made on this replica or (through the bus or
+            // the log, see `follow_assignments`) on another; it reads again only then.
+            let _waiting = Waiting::start(&self.signals.polls);
+            let _ = tokio::time::timeout(deadline - now, assigned).await;
         }
     }
 }

@@ -1,0 +1,117 @@
+//! A store whose task repository counts the calls tests care about, for tests that check how
+//! often the platform goes to the store.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
+use app::{Dependencies, Platform, Settings};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{AgentId, NewEvent, Task, TaskId};
+use ports::{
+    Changes, Decide, IdempotencyRecord, RepoError, Submission, TaskCounts, TaskQuery,
+    TaskRepository,
+};
+
+/// The embedded store's tasks, counting writes of new tasks and reads of an agent's tasks.
+pub struct CountingTasks {
+    pub inner: Arc<MemoryStore>,
+    pub writes: AtomicUsize,
+    pub agent_reads: AtomicUsize,
+}
+
+impl CountingTasks {
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    pub fn agent_reads(&self) -> usize {
+        self.agent_reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl TaskRepository for CountingTasks {
+    async fn insert_all(
+        &self,
+        submissions: &[Submission],
+        key_lifetime: chrono::Duration,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.insert_all(submissions, key_lifetime).await
+    }
+    async fn find_idempotency(
+        &self,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError> {
+        self.inner.find_idempotency(key, since).await
+    }
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        self.inner.purge_idempotency(before).await
+    }
+    async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
+        self.inner.get(id).await
+    }
+    async fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, RepoError> {
+        self.inner.get_many(ids).await
+    }
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
+        if query.agent.is_some() {
+            self.agent_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.list(query).await
+    }
+    async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
+        self.inner.save(changes).await
+    }
+    async fn schedule(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        policy: &domain::scheduler::Policy,
+        decide: Decide,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        self.inner.schedule(now, limit, policy, decide).await
+    }
+    async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        self.inner.lease_expired(now, limit).await
+    }
+    async fn past_deadline(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        self.inner.past_deadline(now, limit).await
+    }
+    async fn held_by(&self, agent: AgentId) -> Result<Vec<Task>, RepoError> {
+        self.agent_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.held_by(agent).await
+    }
+    async fn count_by_status(&self) -> Result<TaskCounts, RepoError> {
+        self.inner.count_by_status().await
+    }
+    async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {
+        self.inner.waiting_for_capabilities(limit).await
+    }
+}
+
+/// A platform on `store` (with `bus`) whose task repository counts.
+pub fn counting_platform(
+    store: &Arc<MemoryStore>,
+    bus: &Arc<MemoryBus>,
+    settings: Settings,
+) -> (Platform, Arc<CountingTasks>) {
+    let tasks = Arc::new(CountingTasks {
+        inner: store.clone(),
+        writes: AtomicUsize::new(0),
+        agent_reads: AtomicUsize::new(0),
+    });
+    let mut deps = Dependencies::on_store(
+        store.clone(),
+        bus.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+    );
+    deps.tasks = tasks.clone();
+    (Platform::new(deps, settings), tasks)
+}

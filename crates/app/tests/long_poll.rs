@@ -1,0 +1,151 @@
+//! Long polls: an assignment wakes only its own agent's poll, one made by another replica
+//! wakes it through the bus, and waiting agents cost the store nothing while they wait.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters_memory::{MemoryBus, MemoryStore};
+use app::{spawn_background_jobs, Platform, Settings};
+use domain::{AgentId, Role, Task};
+use testkit::builders::{agent_principal, new_agent, new_task, principal};
+
+async fn register(platform: &Platform, name: &str) -> AgentId {
+    platform
+        .register_agent(&principal(Role::Operator), new_agent(name, &[name]))
+        .await
+        .unwrap()
+        .agent
+        .id
+}
+
+/// Starts a long poll of `agent`'s assigned tasks, waiting up to `wait`.
+fn poll(platform: &Platform, agent: AgentId, wait: Duration) -> tokio::task::JoinHandle<Vec<Task>> {
+    let platform = platform.clone();
+    tokio::spawn(async move {
+        platform
+            .agent_tasks(
+                &agent_principal(agent),
+                agent,
+                Some(domain::TaskStatus::Assigned),
+                Some(wait),
+            )
+            .await
+            .unwrap()
+    })
+}
+
+async fn submit(platform: &Platform, capability: &str) -> Task {
+    let new = new_task("work", 5, &[capability], chrono::Utc::now());
+    platform
+        .submit_task(&principal(Role::Operator), new, None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_assignment_wakes_only_its_own_agents_poll() {
+    let store = Arc::new(MemoryStore::new());
+    let settings = Settings {
+        long_poll_recheck: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let (platform, tasks) =
+        common::counting_platform(&store, &Arc::new(MemoryBus::new()), settings);
+    let (gpu, cpu) = (
+        register(&platform, "gpu").await,
+        register(&platform, "cpu").await,
+    );
+    let gpu_poll = poll(&platform, gpu, Duration::from_secs(20));
+    let cpu_poll = poll(&platform, cpu, Duration::from_secs(20));
+    platform.until_long_polls_waiting(2).await;
+    let reads = tasks.agent_reads();
+    assert_eq!(reads, 2, "each poll read once");
+
+    let task = submit(&platform, "gpu").await;
+    assert_eq!(platform.run_scheduler().await.unwrap(), 1);
+    let woken = tokio::time::timeout(Duration::from_secs(5), gpu_poll)
+        .await
+        .expect("the assignment wakes the gpu agent's poll")
+        .unwrap();
+    assert_eq!(
+        woken.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![task.id]
+    );
+    assert_eq!(
+        tasks.agent_reads(),
+        reads + 1,
+        "only the agent given work read again"
+    );
+    assert_eq!(
+        platform.long_polls_waiting(),
+        1,
+        "the cpu agent still waits"
+    );
+    cpu_poll.abort();
+}
+
+#[tokio::test]
+async fn an_assignment_made_by_another_replica_wakes_the_poll_through_the_bus() {
+    let store = Arc::new(MemoryStore::new());
+    let bus = Arc::new(MemoryBus::new());
+    let quiet = Settings {
+        long_poll_recheck: Duration::from_secs(3600),
+        schedule_interval: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let (here, _) = common::counting_platform(&store, &bus, quiet.clone());
+    let (there, _) = common::counting_platform(&store, &bus, quiet);
+    let jobs = spawn_background_jobs(here.clone());
+    let agent = register(&here, "etl").await;
+    let polled = poll(&here, agent, Duration::from_secs(20));
+    here.until_long_polls_waiting(1).await;
+
+    let task = submit(&there, "etl").await;
+    assert_eq!(
+        there.run_scheduler().await.unwrap(),
+        1,
+        "the other replica assigns"
+    );
+    let woken = tokio::time::timeout(Duration::from_secs(5), polled)
+        .await
+        .expect("the other replica's assignment wakes the poll")
+        .unwrap();
+    assert_eq!(
+        woken.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![task.id]
+    );
+    jobs.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_agents_cost_the_store_nothing_while_they_wait() {
+    let store = Arc::new(MemoryStore::new());
+    let (platform, tasks) =
+        common::counting_platform(&store, &Arc::new(MemoryBus::new()), Settings::default());
+    let jobs = spawn_background_jobs(platform.clone());
+    let mut polls = Vec::new();
+    for n in 0..40 {
+        let agent = register(&platform, &format!("agent-{n}")).await;
+        polls.push(poll(&platform, agent, Duration::from_secs(30)));
+    }
+    platform.until_long_polls_waiting(40).await;
+    let reads = tasks.agent_reads();
+    // Twenty-five seconds of waiting (time runs ahead while everything is idle), during which
+    // the replica looks in its log every two seconds: once for all forty.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(
+        tasks.agent_reads(),
+        reads,
+        "no waiting poll read the store again"
+    );
+    assert_eq!(platform.long_polls_waiting(), 40);
+    for poll in polls {
+        assert!(
+            poll.await.unwrap().is_empty(),
+            "no work came: each answers empty"
+        );
+    }
+    jobs.shutdown().await;
+}
