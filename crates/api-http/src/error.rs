@@ -159,26 +159,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (slug, title, status) = self.describe();
-        let errors = match &self.kind {
-            ErrorKind::Validation(errors) => Some(
-                errors
-                    .iter()
-                    .map(|e| FieldProblem {
-                        field: &e.field,
-                        message: &e.message,
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        };
-        let body = Problem {
-            kind: format!("/problems/{slug}"),
-            title,
-            status: status.as_u16(),
-            detail: &self.detail,
-            errors,
-        };
+        let status = self.status_code();
         let mut response = HttpResponse::build(status);
         response.insert_header((
             header::CONTENT_TYPE,
@@ -199,7 +180,35 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.body(serde_json::to_vec(&body).unwrap_or_default())
+        response.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
+    }
+}
+
+impl ApiError {
+    /// The problem document: the body of this error's response, and how an answer that
+    /// carries several outcomes reports a refused one.
+    pub fn problem(&self) -> serde_json::Value {
+        let (slug, title, status) = self.describe();
+        let errors = match &self.kind {
+            ErrorKind::Validation(errors) => Some(
+                errors
+                    .iter()
+                    .map(|e| FieldProblem {
+                        field: &e.field,
+                        message: &e.message,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        serde_json::to_value(Problem {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: &self.detail,
+            errors,
+        })
+        .unwrap_or_default()
     }
 }
 

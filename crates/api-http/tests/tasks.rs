@@ -23,6 +23,8 @@ on_both_stores!(
     an_idempotency_key_returns_the_original_task,
     a_batch_is_stored_whole_in_order_and_replayed_under_its_key,
     a_batch_with_bad_items_stores_nothing_and_names_each_by_index,
+    an_agent_reports_on_several_tasks_in_one_call,
+    bad_reports_change_nothing_and_only_the_holder_reports,
     deregistering_an_agent_puts_its_work_back_in_the_queue,
     a_draining_agent_finishes_its_work_and_gets_no_more,
     a_silent_running_task_loses_its_lease_and_fails_when_attempts_run_out,
@@ -810,6 +812,205 @@ async fn a_batch_with_bad_items_stores_nothing_and_names_each_by_index(h: Harnes
     )
     .await;
     reply.problem(403);
+}
+
+/// Registers a four-slot agent, submits `n` plain tasks and assigns them; returns the agent,
+/// its key and the task IDs in submission order.
+async fn agent_with_tasks<S, B>(h: &Harness, app: &S, n: usize) -> (String, String, Vec<String>)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let mut body = seed_agent("batcher");
+    body["max_concurrent_tasks"] = json!(4);
+    let (agent, key) = register(app, body).await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let task = json!({"title": format!("t{i}"), "priority": 5});
+        ids.push(id_of(
+            send(app, admin(Method::POST, "/api/v1/tasks").set_json(task))
+                .await
+                .ok(),
+        ));
+    }
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), n);
+    (agent, key, ids)
+}
+
+async fn an_agent_reports_on_several_tasks_in_one_call(h: Harness) {
+    let app = service!(h);
+    let (agent, key, ids) = agent_with_tasks(&h, &app, 3).await;
+    let report = |id: &str, action: &str, extra: Value| {
+        let mut r = json!({"task_id": id, "action": action, "attempt": 1});
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        r
+    };
+    let unknown = "00000000-0000-4000-8000-000000000001";
+    let reply = send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/reports"),
+            &key,
+        )
+        .set_json(json!({
+            "reports": [
+                report(&ids[0], "start", json!({})),
+                report(&ids[0], "heartbeat", json!({"progress": 0.5, "message": "halfway"})),
+                report(&ids[0], "complete", json!({"result": {"rows": 10}})),
+                report(&ids[1], "complete", json!({})),
+                report(&ids[2], "fail", json!({"error": "bad input", "retryable": false})),
+                report(&ids[2], "complete", json!({})),
+                report(unknown, "start", json!({})),
+            ]
+        })),
+    )
+    .await;
+    let results = reply.ok()["results"].as_array().unwrap().clone();
+    let statuses: Vec<i64> = results
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 409, 404], "{results:?}");
+    assert_eq!(results[2]["task"]["status"], "completed");
+    assert_eq!(results[2]["task"]["result"]["rows"], 10);
+    assert_eq!(
+        results[5]["error"]["status"], 409,
+        "a refused report carries its problem"
+    );
+    assert_eq!(results[6]["task_id"], unknown);
+
+    let status = |id: String| {
+        let app = &app;
+        async move {
+            send(app, admin(Method::GET, &format!("/api/v1/tasks/{id}")))
+                .await
+                .ok()["status"]
+                .clone()
+        }
+    };
+    assert_eq!(status(ids[0].clone()).await, "completed");
+    assert_eq!(
+        status(ids[1].clone()).await,
+        "completed",
+        "completed without a start"
+    );
+    assert_eq!(status(ids[2].clone()).await, "failed");
+    let history = send(
+        &app,
+        admin(Method::GET, &format!("/api/v1/tasks/{}/history", ids[0])),
+    )
+    .await;
+    let kinds: Vec<&str> = history
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "task_submitted",
+            "task_assigned",
+            "task_started",
+            "task_progress",
+            "task_completed"
+        ]
+    );
+    let idle = send(&app, admin(Method::GET, &format!("/api/v1/agents/{agent}"))).await;
+    assert_eq!(idle.ok()["current_tasks"], 0, "every slot is free again");
+    assert_eq!(idle.ok()["status"], "idle");
+
+    // A late report of an earlier attempt is refused, as the per-task call refuses it.
+    let reply = send(
+        &app,
+        bearer(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/reports"),
+            &key,
+        )
+        .set_json(json!({"reports": [report(&ids[1], "complete", json!({}))]})),
+    )
+    .await;
+    assert_eq!(reply.ok()["results"][0]["status"], 409);
+}
+
+async fn bad_reports_change_nothing_and_only_the_holder_reports(h: Harness) {
+    let app = service!(h);
+    let (agent, key, ids) = agent_with_tasks(&h, &app, 1).await;
+    let path = format!("/api/v1/agents/{agent}/reports");
+    let post = |body: Value| bearer(Method::POST, &path, &key).set_json(body);
+    let fields = |reply: &Reply| -> Vec<String> {
+        reply.problem(422)["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let reply = send(
+        &app,
+        post(json!({"reports": [
+            {"task_id": ids[0], "action": "complete", "attempt": 1},
+            {"task_id": ids[0], "action": "explode", "attempt": 1},
+            {"task_id": ids[0], "action": "complete", "attempt": 1, "error": "no"},
+            {"task_id": ids[0], "action": "fail", "attempt": 1},
+        ]})),
+    )
+    .await;
+    assert_eq!(
+        fields(&reply),
+        ["reports[1].action", "reports[2].error", "reports[3].error"]
+    );
+    let reply = send(
+        &app,
+        post(json!({"reports": [{"task_id": ids[0], "attempt": 1}]})),
+    )
+    .await;
+    assert_eq!(fields(&reply), ["reports[0].action"]);
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"task_id": ids[0], "action": "start", "attempt": 1}))
+        .collect();
+    let reply = send(&app, post(json!({ "reports": many }))).await;
+    assert!(reply.problem(413)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("1000"));
+    let task = send(
+        &app,
+        admin(Method::GET, &format!("/api/v1/tasks/{}", ids[0])),
+    )
+    .await;
+    assert_eq!(
+        task.ok()["status"],
+        "assigned",
+        "no bad call changed anything"
+    );
+
+    // Only the agent itself reports on its tasks.
+    let complete = json!({"reports": [{"task_id": ids[0], "action": "complete", "attempt": 1}]});
+    let reply = send(&app, admin(Method::POST, &path).set_json(&complete)).await;
+    reply.problem(403);
+    let (_other, other_key) = register(&app, seed_agent("other")).await;
+    let reply = send(
+        &app,
+        bearer(Method::POST, &path, &other_key).set_json(&complete),
+    )
+    .await;
+    reply.problem(403);
+    let task = send(
+        &app,
+        admin(Method::GET, &format!("/api/v1/tasks/{}", ids[0])),
+    )
+    .await;
+    assert_eq!(task.ok()["status"], "assigned");
 }
 
 fn unknown_pool_claim() -> Value {

@@ -39,7 +39,10 @@ pub use feed::EventPage;
 pub use health::HealthReport;
 pub use limits::{address_key, caller_key, LocalRateLimiter};
 pub use resources::{ResourceFilter, ResourceView};
-pub use tasks::{Idempotency, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS, MAX_WAIT_SECONDS};
+pub use tasks::{
+    Idempotency, Report, ReportKind, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS, MAX_REPORTS,
+    MAX_WAIT_SECONDS,
+};
 
 /// Tunables of the use cases, read from configuration by the server.
 #[derive(Debug, Clone)]

@@ -108,6 +108,121 @@ impl TaskHeartbeat {
     }
 }
 
+/// `POST /agents/{id}/reports`: what the per-task calls say, for several tasks at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitReports {
+    pub reports: Vec<ReportBody>,
+}
+
+/// One report: the task, the call it stands for (`action`), and that call's body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    pub task_id: Uuid,
+    pub action: String,
+    pub attempt: u32,
+    pub progress: Option<f64>,
+    pub message: Option<String>,
+    pub result: Option<Map<String, Value>>,
+    pub error: Option<String>,
+    pub retryable: Option<bool>,
+}
+
+impl SubmitReports {
+    /// The reports as the platform takes them; every field that does not belong to its
+    /// action, or is missing from it, is named (`reports[2].error`).
+    pub fn into_reports(self) -> Result<Vec<app::Report>, ApiError> {
+        use app::ReportKind;
+        let mut errors = domain::ValidationErrors::default();
+        let mut reports = Vec::with_capacity(self.reports.len());
+        for (i, r) in self.reports.into_iter().enumerate() {
+            let field = |name: &str| format!("reports[{i}].{name}");
+            let allowed: &[&str] = match r.action.as_str() {
+                "start" => &[],
+                "heartbeat" => &["progress", "message"],
+                "complete" => &["result"],
+                "fail" => &["error", "retryable"],
+                _ => {
+                    errors.push(
+                        field("action"),
+                        "must be start, heartbeat, complete or fail",
+                    );
+                    continue;
+                }
+            };
+            let given = [
+                ("progress", r.progress.is_some()),
+                ("message", r.message.is_some()),
+                ("result", r.result.is_some()),
+                ("error", r.error.is_some()),
+                ("retryable", r.retryable.is_some()),
+            ];
+            for (name, _) in given.iter().filter(|(n, set)| *set && !allowed.contains(n)) {
+                errors.push(
+                    field(name),
+                    format!("does not belong to action {}", r.action),
+                );
+            }
+            if r.message
+                .as_ref()
+                .is_some_and(|m| m.chars().count() > MAX_MESSAGE_CHARS)
+            {
+                errors.push(
+                    field("message"),
+                    format!("must be at most {MAX_MESSAGE_CHARS} characters"),
+                );
+            }
+            let kind = match r.action.as_str() {
+                "start" => ReportKind::Start,
+                "heartbeat" => ReportKind::Heartbeat {
+                    progress: r.progress,
+                    message: r.message,
+                },
+                "complete" => ReportKind::Complete {
+                    result: r.result.unwrap_or_default(),
+                },
+                _ => match r.error {
+                    Some(error) => ReportKind::Fail {
+                        error,
+                        retryable: r.retryable.unwrap_or(true),
+                    },
+                    None => {
+                        errors.push(field("error"), "is required for action fail");
+                        continue;
+                    }
+                },
+            };
+            reports.push(app::Report {
+                task: domain::TaskId(r.task_id),
+                attempt: r.attempt,
+                kind,
+            });
+        }
+        errors
+            .into_result()
+            .map(|()| reports)
+            .map_err(ApiError::validation)
+    }
+}
+
+/// The answer to each report, in order: the task as it is now, or the problem that refused
+/// the report, with the status its per-task call would have answered.
+#[derive(Debug, Serialize)]
+pub struct ReportsBody {
+    pub results: Vec<ReportResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportResult {
+    pub task_id: Uuid,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
 /// `POST /tasks/{id}/complete`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

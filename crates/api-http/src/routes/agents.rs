@@ -10,7 +10,7 @@ use crate::dto::agents::{
     AgentBody, Heartbeat, HeartbeatBody, ListAgents, MessageBody, RegisterAgent, RegisteredBody,
     UpdateAgent,
 };
-use crate::dto::tasks::{AgentTasks, TaskBody};
+use crate::dto::tasks::{AgentTasks, ReportResult, ReportsBody, SubmitReports, TaskBody};
 use crate::dto::NoFields;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -30,7 +30,60 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }))
     .service(endpoint("/agents/{agent_id}/tasks", "GET", |r| {
         r.route(web::get().to(tasks))
+    }))
+    .service(endpoint("/agents/{agent_id}/reports", "POST", |r| {
+        r.app_data(crate::BodyLimit(REPORTS_BODY_BYTES))
+            .route(web::post().to(reports))
     }));
+}
+
+/// Largest body of a call carrying reports: a thousand of about 16 KiB each.
+const REPORTS_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+async fn reports(
+    state: web::Data<AppState>,
+    auth: Auth<AgentOrOperator>,
+    id: web::Path<Uuid>,
+    body: ApiJson<SubmitReports>,
+) -> Result<HttpResponse, ApiError> {
+    if body.0.reports.len() > app::MAX_REPORTS {
+        return Err(ApiError::new(
+            crate::error::ErrorKind::PayloadTooLarge,
+            format!(
+                "a call carries at most {} reports; this one has {}",
+                app::MAX_REPORTS,
+                body.0.reports.len()
+            ),
+        ));
+    }
+    let reports = body.0.into_reports()?;
+    let ids: Vec<Uuid> = reports.iter().map(|r| r.task.as_uuid()).collect();
+    let answers = state
+        .platform
+        .report(&auth.principal, AgentId(id.into_inner()), reports)
+        .await?;
+    let results = ids
+        .into_iter()
+        .zip(answers)
+        .map(|(task_id, answer)| match answer {
+            Ok(task) => ReportResult {
+                task_id,
+                status: 200,
+                task: Some(TaskBody::from(task)),
+                error: None,
+            },
+            Err(e) => {
+                let e = ApiError::from(e);
+                ReportResult {
+                    task_id,
+                    status: actix_web::ResponseError::status_code(&e).as_u16(),
+                    task: None,
+                    error: Some(e.problem()),
+                }
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ReportsBody { results }))
 }
 
 async fn register(

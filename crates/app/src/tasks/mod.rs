@@ -5,6 +5,7 @@ mod protocol;
 mod submission;
 
 pub(crate) use protocol::Polls;
+pub use protocol::{Report, ReportKind, MAX_REPORTS};
 pub(crate) use submission::Intake;
 pub use submission::{Idempotency, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS};
 
@@ -187,7 +188,7 @@ impl Platform {
     async fn modify_task_noting<F>(
         &self,
         id: TaskId,
-        note: Option<(&str, Value)>,
+        note: Option<(&'static str, Value)>,
         decide: F,
     ) -> Result<Task, AppError>
     where
@@ -218,47 +219,20 @@ impl Platform {
             if task == before {
                 return Ok(Attempt::Won(task));
             }
-            let mut event = events::task_transition(&task, outcome, holder, now);
-            if let Some((key, value)) = &note {
-                event.data[*key] = value.clone();
-            }
-            let mut changes = Changes {
-                events: vec![event],
-                ..Changes::default()
-            };
-            if let (Some(agent), Some(verdict)) = (agent.as_mut(), verdict(outcome)) {
-                if before.status.is_active() {
-                    if let Some(change) = agent.release_task(verdict, now) {
-                        changes.events.push(events::agent_status_changed(
-                            agent,
-                            change,
-                            "task finished",
-                            now,
-                        ));
-                    }
-                    changes.agents.push(agent.clone());
-                }
-            }
-            // The attempt's pool allocations end with it.
-            let released = before.status.is_active() && !task.status.is_active();
-            if released {
-                for claim in &task.resource_claims {
-                    let pool = self
-                        .deps
-                        .resources
-                        .find_resource(&claim.resource)
-                        .await
-                        .map_err(|e| AppError::from_repo("Resource", e))?;
-                    changes.events.push(events::resource_claim(
-                        EventKind::ResourceReleased,
-                        pool.as_ref(),
-                        claim,
-                        &task,
-                        holder,
+            let mut changes = Changes::default();
+            let released = self
+                .record_transition(
+                    Transition {
+                        before: &before,
+                        task: &task,
+                        outcome,
+                        note: note.clone(),
                         now,
-                    ));
-                }
-            }
+                    },
+                    agent.as_mut(),
+                    &mut changes,
+                )
+                .await?;
             changes.tasks.push(task.clone());
             let written = self.deps.tasks.save(changes).await;
             let Attempt::Won(stored) =
@@ -274,6 +248,61 @@ impl Platform {
             Ok(Attempt::Won(task))
         })
         .await
+    }
+
+    /// Adds to `changes` what one transition of a task means: its event (with `note`), the
+    /// holder's slot given back when an attempt ended (`agent` changed in place, and listed in
+    /// `changes.agents` if it did), and the release of the attempt's pool allocations. Returns
+    /// whether the attempt ended.
+    pub(crate) async fn record_transition(
+        &self,
+        t: Transition<'_>,
+        agent: Option<&mut Agent>,
+        changes: &mut Changes,
+    ) -> Result<bool, AppError> {
+        let holder = t.before.assigned_agent;
+        let mut event = events::task_transition(t.task, t.outcome, holder, t.now);
+        if let Some((key, value)) = t.note {
+            event.data[key] = value;
+        }
+        changes.events.push(event);
+        if let (Some(agent), Some(verdict)) = (agent, verdict(t.outcome)) {
+            if t.before.status.is_active() {
+                if let Some(change) = agent.release_task(verdict, t.now) {
+                    changes.events.push(events::agent_status_changed(
+                        agent,
+                        change,
+                        "task finished",
+                        t.now,
+                    ));
+                }
+                match changes.agents.iter_mut().find(|a| a.id == agent.id) {
+                    Some(listed) => *listed = agent.clone(),
+                    None => changes.agents.push(agent.clone()),
+                }
+            }
+        }
+        // The attempt's pool allocations end with it.
+        let released = t.before.status.is_active() && !t.task.status.is_active();
+        if released {
+            for claim in &t.task.resource_claims {
+                let pool = self
+                    .deps
+                    .resources
+                    .find_resource(&claim.resource)
+                    .await
+                    .map_err(|e| AppError::from_repo("Resource", e))?;
+                changes.events.push(events::resource_claim(
+                    EventKind::ResourceReleased,
+                    pool.as_ref(),
+                    claim,
+                    t.task,
+                    holder,
+                    t.now,
+                ));
+            }
+        }
+        Ok(released)
     }
 
     /// Wakes the scheduler for tasks that became ready to place: worth a pass only when the
@@ -297,6 +326,16 @@ impl Platform {
     pub(crate) async fn work_arrived(&self) {
         self.signals.work.notified().await;
     }
+}
+
+/// One transition of a task, as [`Platform::record_transition`] records it.
+pub(crate) struct Transition<'a> {
+    pub before: &'a Task,
+    pub task: &'a Task,
+    pub outcome: Outcome,
+    /// A key and value added to the event's data.
+    pub note: Option<(&'static str, Value)>,
+    pub now: DateTime<Utc>,
 }
 
 fn require_operator(actor: &Principal) -> Result<(), AppError> {

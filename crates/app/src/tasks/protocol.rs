@@ -301,3 +301,214 @@ impl Platform {
         }
     }
 }
+
+/// Most reports one call may carry.
+pub const MAX_REPORTS: usize = 1000;
+
+/// What an agent reports about one of its tasks: the per-task calls, as data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportKind {
+    Start,
+    Heartbeat {
+        progress: Option<f64>,
+        message: Option<String>,
+    },
+    Complete {
+        result: Map<String, Value>,
+    },
+    Fail {
+        error: String,
+        retryable: bool,
+    },
+}
+
+/// One report: about which task, on which attempt, and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub kind: ReportKind,
+}
+
+impl Report {
+    /// Applies the report to `task`, as the per-task call would.
+    fn apply(
+        &self,
+        task: &mut Task,
+        agent: AgentId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<domain::task::Outcome, domain::task::TaskError> {
+        match &self.kind {
+            ReportKind::Start => task.start(agent, self.attempt, now),
+            ReportKind::Heartbeat { progress, .. } => {
+                task.heartbeat(agent, self.attempt, *progress, now)
+            }
+            ReportKind::Complete { result } => {
+                task.complete(agent, self.attempt, result.clone(), now)
+            }
+            ReportKind::Fail { error, retryable } => {
+                task.fail(agent, self.attempt, error, *retryable, now)
+            }
+        }
+    }
+
+    /// Whether the report ends the attempt.
+    fn ends(&self) -> bool {
+        matches!(
+            self.kind,
+            ReportKind::Complete { .. } | ReportKind::Fail { .. }
+        )
+    }
+
+    /// Whether `error`, refusing this report on `task` as it was read, means the report came
+    /// late: an earlier attempt ending after the task moved on, recorded as a detected state
+    /// inconsistency (as the per-task calls do).
+    fn is_late(&self, task: &Task, error: &domain::task::TaskError) -> bool {
+        self.ends()
+            && self.attempt < task.attempt
+            && matches!(error, domain::task::TaskError::Stale(_))
+    }
+
+    fn note(&self) -> Option<(&'static str, Value)> {
+        match &self.kind {
+            ReportKind::Heartbeat {
+                message: Some(m), ..
+            } => Some(("message", Value::String(m.clone()))),
+            _ => None,
+        }
+    }
+}
+
+impl Platform {
+    /// Several reports of one agent about its tasks, applied in order and written together in
+    /// one transaction: what `start`, `heartbeat`, `complete` and `fail` do one task at a
+    /// time. Each report is answered on its own, as its per-task call would be (a stale
+    /// attempt is `409` and changes nothing, and is recorded like one); one refused report
+    /// does not stop the others.
+    pub async fn report(
+        &self,
+        actor: &Principal,
+        agent: AgentId,
+        reports: Vec<Report>,
+    ) -> Result<Vec<Result<Task, AppError>>, AppError> {
+        if calling_agent(actor)? != agent {
+            return Err(AppError::Forbidden(
+                "an agent reports only on its own tasks".into(),
+            ));
+        }
+        if reports.len() > MAX_REPORTS {
+            return Err(AppError::Validation(domain::ValidationErrors::single(
+                "reports",
+                format!("must hold at most {MAX_REPORTS} reports"),
+            )));
+        }
+        let stale: Mutex<Vec<usize>> = Mutex::default();
+        let answers = crate::until_won("agent", || async {
+            stale.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            let mut holder = self
+                .deps
+                .agents
+                .get(agent)
+                .await
+                .map_err(|e| AppError::from_repo("Agent", e))?;
+            let mut tasks: HashMap<TaskId, Task> = self
+                .deps
+                .tasks
+                .held_by(agent)
+                .await
+                .map_err(|e| AppError::from_repo("Task", e))?
+                .into_iter()
+                .map(|t| (t.id, t))
+                .collect();
+            let now = self.deps.clock.now();
+            let mut changes = ports::Changes::default();
+            let mut changed: Vec<TaskId> = Vec::new();
+            let mut answers = Vec::with_capacity(reports.len());
+            for (i, report) in reports.iter().enumerate() {
+                let Some(task) = tasks.get_mut(&report.task) else {
+                    // Not this agent's to report on now: answered as the per-task call would.
+                    let (error, late) = self.not_held(report, agent).await;
+                    if late {
+                        stale.lock().unwrap_or_else(PoisonError::into_inner).push(i);
+                    }
+                    answers.push(Err(error));
+                    continue;
+                };
+                let before = task.clone();
+                let outcome = match report.apply(task, agent, now) {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        *task = before;
+                        if report.is_late(task, &e) {
+                            stale.lock().unwrap_or_else(PoisonError::into_inner).push(i);
+                        }
+                        answers.push(Err(transition_error(e)));
+                        continue;
+                    }
+                };
+                if *task != before {
+                    let transition = super::Transition {
+                        before: &before,
+                        task,
+                        outcome,
+                        note: report.note(),
+                        now,
+                    };
+                    self.record_transition(transition, Some(&mut holder), &mut changes)
+                        .await?;
+                    if !changed.contains(&task.id) {
+                        changed.push(task.id);
+                    }
+                }
+                answers.push(Ok(task.clone()));
+            }
+            changes.tasks = changed.iter().filter_map(|id| tasks.remove(id)).collect();
+            if changes.is_empty() {
+                return Ok(crate::Attempt::Won(answers));
+            }
+            let written = self.deps.tasks.save(changes).await;
+            let crate::Attempt::Won(stored) =
+                crate::Attempt::of(written).map_err(|e| AppError::from_repo("Task", e))?
+            else {
+                return Ok(crate::Attempt::Lost);
+            };
+            self.publish(&stored).await;
+            // Each written task's version moved by one.
+            for answer in answers.iter_mut().flatten() {
+                if changed.contains(&answer.id) {
+                    answer.version += 1;
+                }
+            }
+            Ok(crate::Attempt::Won(answers))
+        })
+        .await?;
+        for i in std::mem::take(&mut *stale.lock().unwrap_or_else(PoisonError::into_inner)) {
+            self.detect_stale_report(agent, reports[i].task, reports[i].attempt)
+                .await;
+        }
+        if reports.iter().any(Report::ends) {
+            self.wake_for_room(); // freed capacity may place a waiting task
+        }
+        Ok(answers)
+    }
+
+    /// The answer to a report on a task the agent does not hold now: what its per-task call
+    /// answers (`NotFound`, or why the transition is refused), and whether it came late, from
+    /// an earlier attempt.
+    async fn not_held(&self, report: &Report, agent: AgentId) -> (AppError, bool) {
+        let mut task = match self.deps.tasks.get(report.task).await {
+            Ok(task) => task,
+            Err(e) => return (AppError::from_repo("Task", e), false),
+        };
+        let read = task.clone();
+        match report.apply(&mut task, agent, self.deps.clock.now()) {
+            Err(e) => (transition_error(e.clone()), report.is_late(&read, &e)),
+            // A task it does not hold cannot take its report; should the rules ever allow
+            // one, it is refused all the same rather than written outside the batch.
+            Ok(_) => (
+                AppError::Conflict(format!("task {} is not held by agent {agent}", report.task)),
+                false,
+            ),
+        }
+    }
+}
