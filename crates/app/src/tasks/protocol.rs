@@ -482,7 +482,8 @@ impl Platform {
             Ok(crate::Attempt::Won(answers))
         })
         .await?;
-        for i in std::mem::take(&mut *stale.lock().unwrap_or_else(PoisonError::into_inner)) {
+        let late = std::mem::take(&mut *stale.lock().unwrap_or_else(PoisonError::into_inner));
+        for i in late {
             self.detect_stale_report(agent, reports[i].task, reports[i].attempt)
                 .await;
         }
