@@ -73,6 +73,24 @@ struct Run {
     others_completed: AtomicU64,
     submitting: AtomicBool,
     stop: AtomicBool,
+    /// Agents report every task a poll brought in one `POST /agents/{id}/reports` call
+    /// (completing it without a separate start) instead of the per-task calls.
+    batched: bool,
+}
+
+impl Run {
+    /// Counts a completed task: the run's own, with its submit-to-completion time, or another.
+    fn completed(&self, recorder: &mut Recorder, submitted: Option<Instant>) {
+        match submitted {
+            Some(at) => {
+                recorder.sample("submit_to_complete", at.elapsed());
+                self.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.others_completed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Submits `--tasks` tasks while the agents work; returns what was measured and the headline
@@ -89,6 +107,7 @@ pub async fn simulate(
         others_completed: AtomicU64::new(0),
         submitting: AtomicBool::new(true),
         stop: AtomicBool::new(false),
+        batched: options.batch_reports,
     });
     let started = Instant::now();
     let workers: Vec<_> = agents
@@ -171,7 +190,8 @@ pub async fn simulate(
     Ok((recorder, figures))
 }
 
-/// One agent: heartbeat, long-poll for held tasks, start and complete each, until the run stops.
+/// One agent: heartbeat, long-poll for held tasks, start and complete each (or, batched,
+/// complete them all in one call), until the run stops.
 async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
     let mut conn = Conn::new(target);
     let mut recorder = Recorder::default();
@@ -180,6 +200,7 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
         agent.id
     );
     let beat = format!("/api/v1/agents/{}/heartbeat", agent.id);
+    let report = format!("/api/v1/agents/{}/reports", agent.id);
     let key = Some(agent.key.as_str());
     let mut last_beat = Instant::now();
     while !run.stop.load(Ordering::Relaxed) {
@@ -212,6 +233,8 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
             continue;
         };
         let held: Vec<Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+        let mut reports = Vec::new();
+        let mut reported = Vec::new();
         for task in held {
             let (Some(id), Some(attempt)) = (task["id"].as_str(), task["attempt"].as_u64()) else {
                 continue;
@@ -225,6 +248,15 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
                 if let Some(at) = submitted {
                     recorder.sample("submit_to_assignment", at.elapsed());
                 }
+            }
+            if run.batched {
+                reports.push(json!({
+                    "task_id": id, "action": "complete", "attempt": attempt, "result": {"ok": true},
+                }));
+                reported.push(submitted);
+                continue;
+            }
+            if task["status"] == "assigned" {
                 let path = format!("/api/v1/tasks/{id}/start");
                 let body = json!({"attempt": attempt});
                 let started = conn
@@ -254,15 +286,31 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
                 )
                 .await;
             if matches!(done, Some((200, _))) {
-                match submitted {
-                    Some(at) => {
-                        recorder.sample("submit_to_complete", at.elapsed());
-                        run.completed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => {
-                        run.others_completed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                run.completed(&mut recorder, submitted);
+            }
+        }
+        if reports.is_empty() {
+            continue;
+        }
+        let body = json!({ "reports": reports });
+        let answer = conn
+            .call(
+                &mut recorder,
+                "POST /agents/{id}/reports",
+                Method::POST,
+                &report,
+                Some(&body),
+                key,
+            )
+            .await;
+        let Some((200, bytes)) = answer else {
+            continue;
+        };
+        let answered: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let results = answered["results"].as_array().cloned().unwrap_or_default();
+        for (result, submitted) in results.iter().zip(reported) {
+            if result["status"] == 200 {
+                run.completed(&mut recorder, submitted);
             }
         }
     }

@@ -34,6 +34,8 @@ const USAGE: &str = "cargo xtask loadtest [options]
   --concurrency N            requests in flight at once (default 64, at most 1024)
   --simulate                 agents take, start and complete the tasks as they are submitted
   --agent-slots N            with --simulate: tasks one agent holds at once (default 4)
+  --batch-reports            with --simulate: agents complete all the tasks a poll brought in
+                             one POST /agents/{id}/reports instead of start and complete each
   --max-seconds SECS         stop the run after this long (default 600)
   --output FILE              also write the report as JSON
   --allow-remote             allow a target that is not a loopback address";
@@ -53,6 +55,7 @@ pub struct Options {
     pub concurrency: usize,
     pub simulate: bool,
     pub agent_slots: usize,
+    pub batch_reports: bool,
     pub max_seconds: u64,
     pub output: Option<String>,
     pub allow_remote: bool,
@@ -73,6 +76,7 @@ impl Options {
             concurrency: 64,
             simulate: false,
             agent_slots: 4,
+            batch_reports: false,
             max_seconds: 600,
             output: None,
             allow_remote: false,
@@ -105,6 +109,7 @@ impl Options {
                 }
                 "--concurrency" => o.concurrency = count(value()?, 1_024)?.max(1),
                 "--simulate" => o.simulate = true,
+                "--batch-reports" => o.batch_reports = true,
                 "--agent-slots" => o.agent_slots = count(value()?, 10_000)?.max(1),
                 "--max-seconds" => o.max_seconds = count(value()?, 86_400)? as u64,
                 "--output" => o.output = Some(value()?),

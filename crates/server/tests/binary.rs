@@ -435,3 +435,185 @@ fn the_load_generator_drives_the_binary_end_to_end_and_accounts_for_every_reques
     assert_eq!(report["endpoints"]["POST /tasks"]["connection_errors"], 3);
     assert_eq!(report["endpoints"]["GET /health"]["connection_errors"], 2);
 }
+
+/// One submission with an `Idempotency-Key` over a fresh connection: the answer, or `None`
+/// when the connection failed or ended without one (the server went away).
+fn submit_keyed(port: u16, path: &str, key: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-API-Key: {ADMIN_KEY}\r\n\
+         Idempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, serde_json::from_str(body).ok()?))
+}
+
+/// The task IDs a submission's answer names: its task, or a batch's tasks in order.
+fn ids_of(answer: &serde_json::Value) -> Vec<String> {
+    match answer["tasks"].as_array() {
+        Some(tasks) => tasks
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect(),
+        None => vec![answer["id"].as_str().unwrap().to_owned()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_amid_group_commits_loses_no_acknowledged_task_and_a_retry_duplicates_none() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    let database = adapters_postgres::testing::fresh_database().await;
+    let env = [
+        ("DATABASE_URL", database.as_str()),
+        ("RATE_LIMIT_PER_SECOND", "0"),
+    ];
+    let first = Server::start(&env);
+    let port = first.port;
+    // Each request: its key, path and body; and the IDs it was acknowledged with, if it was.
+    type Sent = (String, &'static str, String);
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let acknowledged: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (sent, acknowledged) = (sent.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                for n in 0.. {
+                    let key = format!("crash-{client}-{n}");
+                    let (path, body) = if client == 0 {
+                        let task = |i: usize| format!(r#"{{"title": "{key}/{i}", "priority": 3}}"#);
+                        let tasks: Vec<String> = (0..3).map(task).collect();
+                        (
+                            "/api/v1/tasks/batch",
+                            format!(r#"{{"tasks": [{}]}}"#, tasks.join(",")),
+                        )
+                    } else {
+                        (
+                            "/api/v1/tasks",
+                            format!(r#"{{"title": "{key}", "priority": 5}}"#),
+                        )
+                    };
+                    sent.lock().unwrap().push((key.clone(), path, body.clone()));
+                    match submit_keyed(port, path, &key, &body) {
+                        Some((200, answer)) => {
+                            acknowledged.lock().unwrap().insert(key, ids_of(&answer));
+                        }
+                        _ => return, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    // Killed without warning while submissions stream in and groups are being committed.
+    while acknowledged.lock().unwrap().len() < 300 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.signal("-KILL");
+    for client in clients {
+        client.join().unwrap();
+    }
+    drop(first);
+
+    let second = Server::start(&env);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    for ids in acknowledged.values() {
+        for id in ids {
+            let (status, task) = http(second.port, "GET", &format!("/api/v1/tasks/{id}"), None);
+            assert_eq!(
+                status, 200,
+                "acknowledged task {id} survived the crash: {task}"
+            );
+        }
+    }
+    // Every client retries what it sent with the same key, acknowledged or not: an
+    // acknowledged request gets the very same tasks, and one that was not is stored once.
+    let sent = sent.lock().unwrap().clone();
+    let mut expected = 0;
+    for (key, path, body) in &sent {
+        let (status, answer) =
+            submit_keyed(second.port, path, key, body).expect("the restarted server answers");
+        assert_eq!(status, 200, "{answer}");
+        if let Some(ids) = acknowledged.get(key) {
+            assert_eq!(
+                &ids_of(&answer),
+                ids,
+                "a retry of {key} returns what was acknowledged"
+            );
+        }
+        expected += ids_of(&answer).len();
+    }
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored as usize, expected, "no request was stored twice");
+    let numbered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE type = 'task_submitted'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        numbered as usize, expected,
+        "each stored task has its one submitted event"
+    );
+}
+
+#[test]
+fn the_load_generators_batched_agents_complete_every_task_through_reports() {
+    let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
+    let args: Vec<String> = [
+        "--base-url",
+        &format!("http://127.0.0.1:{}", server.port),
+        "--auth-token",
+        ADMIN_KEY,
+        "--simulate",
+        "--batch-reports",
+        "--agents",
+        "3",
+        "--agent-slots",
+        "8",
+        "--tasks",
+        "90",
+        "--list-requests",
+        "0",
+        "--health-requests",
+        "0",
+        "--dashboard-requests",
+        "0",
+        "--websocket-connections",
+        "0",
+        "--max-seconds",
+        "120",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let options = loadtest::Options::parse(&args).expect("valid options");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(loadtest::run(&options))
+        .expect("the run completes")
+        .to_json();
+    assert_eq!(report["summary"]["tasks_completed"], 90, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let endpoints = &report["endpoints"];
+    let reports = endpoints["POST /agents/{id}/reports"]["status_codes"]["200"]
+        .as_u64()
+        .unwrap();
+    assert!(reports > 0 && reports <= 90, "{report:#}");
+    assert!(
+        endpoints.get("POST /tasks/{id}/complete").is_none(),
+        "batched agents make no per-task calls: {report:#}"
+    );
+}
