@@ -114,6 +114,16 @@ pub(crate) async fn lock_serving(conn: &mut PgConnection) -> Result<Vec<Agent>, 
     .await
 }
 
+/// One agent, locked until the caller's transaction ends. `NotFound` if there is none.
+pub(crate) async fn lock_one(conn: &mut PgConnection, id: AgentId) -> Result<Agent, RepoError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM agents WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id.as_uuid())
+    .read_one(conn, agent_from_row)
+    .await
+}
+
 #[async_trait]
 impl AgentRepository for PgStore {
     async fn insert(

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
-    Changes, Decide, IdempotencyRecord, RepoError, Submission, TaskCounts, TaskQuery,
-    TaskRepository,
+    Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, Submission, TaskCounts,
+    TaskQuery, TaskRepository,
 };
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -167,6 +167,30 @@ impl TaskRepository for PgStore {
 
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        let stored = crate::scheduling::write(&mut tx, changes).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn update_with_agent(
+        &self,
+        agent: AgentId,
+        tasks: &[TaskId],
+        decide: DecideWithAgent,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        // The agent first, as a scheduling pass locks agents before tasks.
+        let holder = crate::agents::lock_one(&mut tx, agent).await?;
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.as_uuid()).collect();
+        let loaded = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(&ids)
+        .read_all(&mut *tx, task_from_row)
+        .await?;
+        let rows = ports::SnapshotRows::of(&loaded, [&holder]);
+        let changes = decide(holder, loaded);
+        rows.admit(&changes)?;
         let stored = crate::scheduling::write(&mut tx, changes).await?;
         tx.commit().await.map_err(repo_error)?;
         Ok(stored)

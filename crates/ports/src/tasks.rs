@@ -158,6 +158,18 @@ pub struct SnapshotRows {
 }
 
 impl SnapshotRows {
+    /// The rows of `tasks` and `agents` (and no pool).
+    pub fn of<'a>(
+        tasks: impl IntoIterator<Item = &'a Task>,
+        agents: impl IntoIterator<Item = &'a Agent>,
+    ) -> Self {
+        Self {
+            tasks: tasks.into_iter().map(|t| t.id).collect(),
+            agents: agents.into_iter().map(|a| a.id).collect(),
+            pools: Default::default(),
+        }
+    }
+
     /// `Internal` when `changes` touch a task, agent or pool the pass did not read: nothing it
     /// did not lock may be written by it. A store checks this before it writes a pass.
     pub fn admit(&self, changes: &Changes) -> Result<(), RepoError> {
@@ -179,6 +191,10 @@ impl SnapshotRows {
 
 /// The decision a scheduling pass takes on its snapshot.
 pub type Decide = Box<dyn FnOnce(SchedulingSnapshot) -> Changes + Send>;
+
+/// What an agent's reports change, decided on the agent and those of the tasks they name that
+/// exist, as they are when locked.
+pub type DecideWithAgent = Box<dyn FnOnce(Agent, Vec<Task>) -> Changes + Send>;
 
 /// Where tasks live.
 #[async_trait]
@@ -235,6 +251,19 @@ pub trait TaskRepository: Send + Sync {
     /// was read at (bumping it by one), and stores the events; one transaction.
     /// `NotFound` if one is gone, `Conflict` if one moved: then nothing is written.
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError>;
+
+    /// Loads `agent` and those of `tasks` that exist, and holds them against every other
+    /// writer until this call ends; calls `decide` once with them, and writes the changes it
+    /// returns (each row over the version read, bumping it), with their events, in one
+    /// transaction. So an agent's reports never lose a race and never run twice. Changes to
+    /// a row not loaded are refused (`Internal`, see [`SnapshotRows::admit`]) and nothing is
+    /// written. `NotFound` if the agent does not exist.
+    async fn update_with_agent(
+        &self,
+        agent: AgentId,
+        tasks: &[TaskId],
+        decide: DecideWithAgent,
+    ) -> Result<Vec<NewEvent>, RepoError>;
 
     /// One scheduling pass. Loads a snapshot (the `limit` pending tasks ready at `now` that come
     /// first in the `policy`'s effective-priority order, skipping those past their deadline; the

@@ -783,6 +783,117 @@ pub async fn submissions_are_stored_together_or_not_at_all(store: StoreUnderTest
     }
 }
 
+pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only_those(
+    store: StoreUnderTest,
+) {
+    let a = with_agent(&store, 50).await;
+    let (x, y, z) = (
+        task(1, 5, &[], t(0)),
+        task(2, 5, &[], t(0)),
+        task(3, 5, &[], t(0)),
+    );
+    for each in [&x, &y, &z] {
+        store.tasks.insert(each, vec![], None).await.unwrap();
+    }
+    let missing = domain::TaskId(uuid::Uuid::from_u128(99));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let saw = seen.clone();
+    let stored = store
+        .tasks
+        .update_with_agent(
+            a.id,
+            &[y.id, missing, x.id],
+            Box::new(move |agent, tasks| {
+                let mut ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+                ids.sort();
+                *saw.lock().unwrap() = ids;
+                let mut agent = agent;
+                agent.take_task(t(5));
+                let mut changed = tasks.into_iter().find(|t| t.id == x.id).unwrap();
+                changed.title = "renamed".into();
+                Changes {
+                    events: vec![note(&changed)],
+                    tasks: vec![changed],
+                    agents: vec![agent],
+                    ..Changes::default()
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "its events are stored");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![x.id, y.id],
+        "the named tasks that exist"
+    );
+    let written = store.tasks.get(x.id).await.unwrap();
+    assert_eq!((written.title.as_str(), written.version), ("renamed", 1));
+    assert_eq!(store.tasks.get(y.id).await.unwrap().version, 0);
+    assert_eq!(store.agents.get(a.id).await.unwrap().current_tasks, 1);
+
+    // A row it did not load may not be written; an unknown agent is not found.
+    let unloaded = z.clone();
+    let outside = store
+        .tasks
+        .update_with_agent(
+            a.id,
+            &[x.id],
+            Box::new(move |_, _| Changes {
+                tasks: vec![unloaded],
+                ..Changes::default()
+            }),
+        )
+        .await;
+    assert!(
+        matches!(outside, Err(RepoError::Internal(_))),
+        "{outside:?}"
+    );
+    assert_eq!(store.tasks.get(z.id).await.unwrap().version, 0);
+    let nobody = domain::AgentId(uuid::Uuid::from_u128(98));
+    let refused = store
+        .tasks
+        .update_with_agent(nobody, &[x.id], Box::new(|_, _| Changes::default()))
+        .await;
+    assert_eq!(refused, Err(RepoError::NotFound));
+
+    // Racing updates of one agent each see the one before: none loses, none is refused. (The
+    // store's connections are opened first, so the updates do run at once.)
+    let warming: Vec<_> = (0..8)
+        .map(|_| {
+            let tasks = store.tasks.clone();
+            tokio::spawn(async move { tasks.count_by_status().await })
+        })
+        .collect();
+    for warm in warming {
+        warm.await.unwrap().unwrap();
+    }
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let tasks = store.tasks.clone();
+            tokio::spawn(async move {
+                tasks
+                    .update_with_agent(
+                        a.id,
+                        &[],
+                        Box::new(|mut agent, _| {
+                            agent.take_task(t(6));
+                            Changes {
+                                agents: vec![agent],
+                                ..Changes::default()
+                            }
+                        }),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for update in racing {
+        update.await.unwrap().unwrap();
+    }
+    assert_eq!(store.agents.get(a.id).await.unwrap().current_tasks, 9);
+}
+
 pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_tasks(
     store: StoreUnderTest,
 ) {

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{Agent, AgentId, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
-    Changes, Decide, IdempotencyRecord, RepoError, SchedulingSnapshot, Submission, TaskCounts,
-    TaskQuery, TaskRepository,
+    Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, SchedulingSnapshot,
+    SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 
 use super::{newest_page, MemoryStore};
@@ -114,6 +114,33 @@ impl TaskRepository for MemoryStore {
 
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         self.lock().apply(changes)
+    }
+
+    async fn update_with_agent(
+        &self,
+        agent: AgentId,
+        tasks: &[TaskId],
+        decide: DecideWithAgent,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        // Under the store's lock throughout: nothing can change in between.
+        let mut state = self.lock();
+        let holder = state
+            .agents
+            .get(&agent)
+            .cloned()
+            .ok_or(RepoError::NotFound)?;
+        let mut loaded: Vec<Task> = Vec::new();
+        for id in tasks {
+            if let Some(task) = state.tasks.get(id) {
+                if !loaded.iter().any(|t| t.id == *id) {
+                    loaded.push(task.clone());
+                }
+            }
+        }
+        let rows = SnapshotRows::of(&loaded, [&holder]);
+        let changes = decide(holder, loaded);
+        rows.admit(&changes)?;
+        state.apply(changes)
     }
 
     async fn schedule(

@@ -9,9 +9,13 @@ pub use protocol::{Report, ReportKind, MAX_REPORTS};
 pub(crate) use submission::Intake;
 pub use submission::{Idempotency, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS};
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use domain::task::{Outcome, TaskError};
-use domain::{Agent, AgentId, Cursor, Event, EventKind, Limit, Principal, Role, Task, TaskId};
+use domain::{
+    Agent, AgentId, Cursor, Event, EventKind, Limit, Principal, Resource, Role, Task, TaskId,
+};
 use ports::{Changes, RepoError, TaskQuery};
 use serde_json::Value;
 
@@ -37,12 +41,6 @@ fn transition_error(error: TaskError) -> AppError {
         TaskError::Stale(m) | TaskError::InvalidTransition(m) => AppError::Conflict(m),
         TaskError::Invalid(errors) => AppError::Validation(errors),
     }
-}
-
-/// [`transition_error`], remembering whether the report came late, from an earlier attempt.
-fn noting_stale(error: TaskError, earlier: bool, stale: &std::cell::Cell<bool>) -> AppError {
-    stale.set(earlier && matches!(error, TaskError::Stale(_)));
-    transition_error(error)
 }
 
 /// Whether the agent should count this outcome as a success, a failure, or neither.
@@ -219,20 +217,25 @@ impl Platform {
             if task == before {
                 return Ok(Attempt::Won(task));
             }
+            let transition = Transition {
+                before: &before,
+                task: &task,
+                outcome,
+                note: note.clone(),
+                now,
+            };
+            let released = transition.releases();
+            let mut pools = HashMap::new();
+            if released {
+                for claim in &task.resource_claims {
+                    pools.insert(
+                        claim.resource.clone(),
+                        self.pool_named(&claim.resource).await?,
+                    );
+                }
+            }
             let mut changes = Changes::default();
-            let released = self
-                .record_transition(
-                    Transition {
-                        before: &before,
-                        task: &task,
-                        outcome,
-                        note: note.clone(),
-                        now,
-                    },
-                    agent.as_mut(),
-                    &mut changes,
-                )
-                .await?;
+            record_transition(transition, agent.as_mut(), &pools, &mut changes);
             changes.tasks.push(task.clone());
             let written = self.deps.tasks.save(changes).await;
             let Attempt::Won(stored) =
@@ -250,59 +253,13 @@ impl Platform {
         .await
     }
 
-    /// Adds to `changes` what one transition of a task means: its event (with `note`), the
-    /// holder's slot given back when an attempt ended (`agent` changed in place, and listed in
-    /// `changes.agents` if it did), and the release of the attempt's pool allocations. Returns
-    /// whether the attempt ended.
-    pub(crate) async fn record_transition(
-        &self,
-        t: Transition<'_>,
-        agent: Option<&mut Agent>,
-        changes: &mut Changes,
-    ) -> Result<bool, AppError> {
-        let holder = t.before.assigned_agent;
-        let mut event = events::task_transition(t.task, t.outcome, holder, t.now);
-        if let Some((key, value)) = t.note {
-            event.data[key] = value;
-        }
-        changes.events.push(event);
-        if let (Some(agent), Some(verdict)) = (agent, verdict(t.outcome)) {
-            if t.before.status.is_active() {
-                if let Some(change) = agent.release_task(verdict, t.now) {
-                    changes.events.push(events::agent_status_changed(
-                        agent,
-                        change,
-                        "task finished",
-                        t.now,
-                    ));
-                }
-                match changes.agents.iter_mut().find(|a| a.id == agent.id) {
-                    Some(listed) => *listed = agent.clone(),
-                    None => changes.agents.push(agent.clone()),
-                }
-            }
-        }
-        // The attempt's pool allocations end with it.
-        let released = t.before.status.is_active() && !t.task.status.is_active();
-        if released {
-            for claim in &t.task.resource_claims {
-                let pool = self
-                    .deps
-                    .resources
-                    .find_resource(&claim.resource)
-                    .await
-                    .map_err(|e| AppError::from_repo("Resource", e))?;
-                changes.events.push(events::resource_claim(
-                    EventKind::ResourceReleased,
-                    pool.as_ref(),
-                    claim,
-                    t.task,
-                    holder,
-                    t.now,
-                ));
-            }
-        }
-        Ok(released)
+    /// The pool a claim names (by ID or name), if there is one.
+    pub(crate) async fn pool_named(&self, reference: &str) -> Result<Option<Resource>, AppError> {
+        self.deps
+            .resources
+            .find_resource(reference)
+            .await
+            .map_err(|e| AppError::from_repo("Resource", e))
     }
 
     /// Wakes the scheduler for tasks that became ready to place: worth a pass only when the
@@ -328,7 +285,54 @@ impl Platform {
     }
 }
 
-/// One transition of a task, as [`Platform::record_transition`] records it.
+/// Adds to `changes` what one transition of a task means: its event (with `note`), the
+/// holder's slot given back when an attempt ended (`agent` changed in place, and listed in
+/// `changes.agents` if it did), and the release of the attempt's pool allocations, each pool
+/// named as `pools` knows it (by the reference the claim gives, see [`Transition::releases`]).
+pub(crate) fn record_transition(
+    t: Transition<'_>,
+    agent: Option<&mut Agent>,
+    pools: &HashMap<String, Option<Resource>>,
+    changes: &mut Changes,
+) {
+    let holder = t.before.assigned_agent;
+    let releases = t.releases();
+    let mut event = events::task_transition(t.task, t.outcome, holder, t.now);
+    if let Some((key, value)) = t.note {
+        event.data[key] = value;
+    }
+    changes.events.push(event);
+    if let (Some(agent), Some(verdict)) = (agent, verdict(t.outcome)) {
+        if t.before.status.is_active() {
+            if let Some(change) = agent.release_task(verdict, t.now) {
+                changes.events.push(events::agent_status_changed(
+                    agent,
+                    change,
+                    "task finished",
+                    t.now,
+                ));
+            }
+            match changes.agents.iter_mut().find(|a| a.id == agent.id) {
+                Some(listed) => *listed = agent.clone(),
+                None => changes.agents.push(agent.clone()),
+            }
+        }
+    }
+    if releases {
+        for claim in &t.task.resource_claims {
+            changes.events.push(events::resource_claim(
+                EventKind::ResourceReleased,
+                pools.get(&claim.resource).and_then(Option::as_ref),
+                claim,
+                t.task,
+                holder,
+                t.now,
+            ));
+        }
+    }
+}
+
+/// One transition of a task, as [`record_transition`] records it.
 pub(crate) struct Transition<'a> {
     pub before: &'a Task,
     pub task: &'a Task,
@@ -336,6 +340,13 @@ pub(crate) struct Transition<'a> {
     /// A key and value added to the event's data.
     pub note: Option<(&'static str, Value)>,
     pub now: DateTime<Utc>,
+}
+
+impl Transition<'_> {
+    /// Whether the transition ends an attempt, and with it the attempt's pool allocations.
+    pub fn releases(&self) -> bool {
+        self.before.status.is_active() && !self.task.status.is_active()
+    }
 }
 
 fn require_operator(actor: &Principal) -> Result<(), AppError> {

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use domain::{AgentId, Event, EventKind, NewEvent, Principal, Task, TaskId, TaskStatus};
+use domain::{Agent, AgentId, Event, EventKind, NewEvent, Principal, Task, TaskId, TaskStatus};
 use ports::TaskQuery;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
-use super::{calling_agent, noting_stale, transition_error, MAX_WAIT_SECONDS};
+use super::{calling_agent, transition_error, MAX_WAIT_SECONDS};
 use crate::{AppError, Platform};
 
 /// The long polls waiting on this replica, by agent: an assignment wakes only its agent's.
@@ -162,11 +162,7 @@ impl Platform {
         id: TaskId,
         attempt: u32,
     ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        self.modify_task(id, |task, _, now| {
-            task.start(agent, attempt, now).map_err(transition_error)
-        })
-        .await
+        self.report_one(actor, id, attempt, ReportKind::Start).await
     }
 
     /// The agent reports it is alive and how far along; the lease is renewed. The returned
@@ -179,13 +175,8 @@ impl Platform {
         progress: Option<f64>,
         message: Option<String>,
     ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        let note = message.map(|m| ("message", Value::String(m)));
-        self.modify_task_noting(id, note, |task, _, now| {
-            task.heartbeat(agent, attempt, progress, now)
-                .map_err(transition_error)
-        })
-        .await
+        let kind = ReportKind::Heartbeat { progress, message };
+        self.report_one(actor, id, attempt, kind).await
     }
 
     /// The agent finished the task.
@@ -196,10 +187,8 @@ impl Platform {
         attempt: u32,
         result: Map<String, Value>,
     ) -> Result<Task, AppError> {
-        self.end_attempt(actor, id, attempt, |task, agent, now| {
-            task.complete(agent, attempt, result.clone(), now)
-        })
-        .await
+        self.report_one(actor, id, attempt, ReportKind::Complete { result })
+            .await
     }
 
     /// The agent gave up on the task.
@@ -211,39 +200,11 @@ impl Platform {
         error: &str,
         retryable: bool,
     ) -> Result<Task, AppError> {
-        self.end_attempt(actor, id, attempt, |task, agent, now| {
-            task.fail(agent, attempt, error, retryable, now)
-        })
-        .await
-    }
-
-    /// The holder ends its attempt (`end` completes or fails it). A report on an attempt that
-    /// is no longer current is refused and recorded as a detected state inconsistency; the
-    /// capacity an ended attempt frees may place a waiting task.
-    async fn end_attempt(
-        &self,
-        actor: &Principal,
-        id: TaskId,
-        attempt: u32,
-        end: impl Fn(
-            &mut Task,
-            AgentId,
-            chrono::DateTime<chrono::Utc>,
-        ) -> Result<domain::task::Outcome, domain::task::TaskError>,
-    ) -> Result<Task, AppError> {
-        let agent = calling_agent(actor)?;
-        let stale = std::cell::Cell::new(false);
-        let task = self
-            .modify_task(id, |task, _, now| {
-                let current = task.attempt;
-                end(task, agent, now).map_err(|e| noting_stale(e, attempt < current, &stale))
-            })
-            .await;
-        if stale.get() {
-            self.detect_stale_report(agent, id, attempt).await;
-        }
-        self.wake_for_room();
-        task
+        let kind = ReportKind::Fail {
+            error: error.to_owned(),
+            retryable,
+        };
+        self.report_one(actor, id, attempt, kind).await
     }
 
     /// An agent's tasks, optionally of one status. With `wait`, waits up to that long
@@ -379,12 +340,92 @@ impl Report {
     }
 }
 
+/// What the decision on an agent's reports found, for the caller once it is written.
+#[derive(Debug, Default)]
+struct Decided {
+    /// Each report's answer, in order.
+    answers: Vec<Result<Task, AppError>>,
+    /// The reports refused as late: an earlier attempt ending after the task moved on.
+    late: Vec<usize>,
+    /// Tasks the write changed.
+    changed: Vec<TaskId>,
+    /// Pools that ended attempts claim and the decision was not told of: it wrote nothing,
+    /// and is taken again with them.
+    unknown_pools: Vec<String>,
+}
+
+/// Applies an agent's reports, in order, to the agent and the tasks they name as loaded, and
+/// returns the changes to write; what it found goes into `decided`.
+fn decide_reports(
+    reports: &[Report],
+    agent: Agent,
+    tasks: Vec<Task>,
+    pools: &HashMap<String, Option<domain::Resource>>,
+    now: chrono::DateTime<chrono::Utc>,
+    decided: &mut Decided,
+) -> ports::Changes {
+    let mut holder = agent;
+    let mut tasks: HashMap<TaskId, Task> = tasks.into_iter().map(|t| (t.id, t)).collect();
+    let mut changes = ports::Changes::default();
+    for (i, report) in reports.iter().enumerate() {
+        let Some(task) = tasks.get_mut(&report.task) else {
+            decided.answers.push(Err(AppError::NotFound("Task")));
+            continue;
+        };
+        let before = task.clone();
+        let outcome = match report.apply(task, holder.id, now) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                *task = before;
+                if report.is_late(task, &e) {
+                    decided.late.push(i);
+                }
+                decided.answers.push(Err(transition_error(e)));
+                continue;
+            }
+        };
+        if *task != before {
+            let transition = super::Transition {
+                before: &before,
+                task,
+                outcome,
+                note: report.note(),
+                now,
+            };
+            if transition.releases() {
+                let unknown = task
+                    .resource_claims
+                    .iter()
+                    .filter(|c| !pools.contains_key(&c.resource))
+                    .map(|c| c.resource.clone());
+                decided.unknown_pools.extend(unknown);
+            }
+            super::record_transition(transition, Some(&mut holder), pools, &mut changes);
+            if !decided.changed.contains(&task.id) {
+                decided.changed.push(task.id);
+            }
+        }
+        decided.answers.push(Ok(task.clone()));
+    }
+    if !decided.unknown_pools.is_empty() {
+        return ports::Changes::default();
+    }
+    changes.tasks = decided
+        .changed
+        .iter()
+        .filter_map(|id| tasks.remove(id))
+        .collect();
+    changes
+}
+
 impl Platform {
     /// Several reports of one agent about its tasks, applied in order and written together in
-    /// one transaction: what `start`, `heartbeat`, `complete` and `fail` do one task at a
-    /// time. Each report is answered on its own, as its per-task call would be (a stale
-    /// attempt is `409` and changes nothing, and is recorded like one); one refused report
-    /// does not stop the others.
+    /// one transaction, with the agent and the tasks locked meanwhile (so they never lose a
+    /// race to a scheduling pass or another report): what `start`, `heartbeat`, `complete`
+    /// and `fail` do one task at a time, and how they do it. Each report is answered on its
+    /// own, as its per-task call would be (a stale attempt is `409`, changes nothing, and a
+    /// late end is recorded as a detected conflict); one refused report does not stop the
+    /// others.
     pub async fn report(
         &self,
         actor: &Principal,
@@ -402,114 +443,72 @@ impl Platform {
                 format!("must hold at most {MAX_REPORTS} reports"),
             )));
         }
-        let stale: Mutex<Vec<usize>> = Mutex::default();
-        let answers = crate::until_won("agent", || async {
-            stale.lock().unwrap_or_else(PoisonError::into_inner).clear();
-            let mut holder = self
-                .deps
-                .agents
-                .get(agent)
-                .await
-                .map_err(|e| AppError::from_repo("Agent", e))?;
-            let mut tasks: HashMap<TaskId, Task> = self
+        let reports = Arc::new(reports);
+        let ids: Vec<TaskId> = reports.iter().map(|r| r.task).collect();
+        let mut pools = HashMap::new();
+        let decided = loop {
+            let now = self.deps.clock.now();
+            let decided = Arc::new(Mutex::new(Decided::default()));
+            let (into, with, known) = (decided.clone(), reports.clone(), pools.clone());
+            let stored = self
                 .deps
                 .tasks
-                .held_by(agent)
+                .update_with_agent(
+                    agent,
+                    &ids,
+                    Box::new(move |holder, tasks| {
+                        let mut decided = into.lock().unwrap_or_else(PoisonError::into_inner);
+                        decide_reports(&with, holder, tasks, &known, now, &mut decided)
+                    }),
+                )
                 .await
-                .map_err(|e| AppError::from_repo("Task", e))?
-                .into_iter()
-                .map(|t| (t.id, t))
-                .collect();
-            let now = self.deps.clock.now();
-            let mut changes = ports::Changes::default();
-            let mut changed: Vec<TaskId> = Vec::new();
-            let mut answers = Vec::with_capacity(reports.len());
-            for (i, report) in reports.iter().enumerate() {
-                let Some(task) = tasks.get_mut(&report.task) else {
-                    // Not this agent's to report on now: answered as the per-task call would.
-                    let (error, late) = self.not_held(report, agent).await;
-                    if late {
-                        stale.lock().unwrap_or_else(PoisonError::into_inner).push(i);
-                    }
-                    answers.push(Err(error));
-                    continue;
-                };
-                let before = task.clone();
-                let outcome = match report.apply(task, agent, now) {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        *task = before;
-                        if report.is_late(task, &e) {
-                            stale.lock().unwrap_or_else(PoisonError::into_inner).push(i);
-                        }
-                        answers.push(Err(transition_error(e)));
-                        continue;
-                    }
-                };
-                if *task != before {
-                    let transition = super::Transition {
-                        before: &before,
-                        task,
-                        outcome,
-                        note: report.note(),
-                        now,
-                    };
-                    self.record_transition(transition, Some(&mut holder), &mut changes)
-                        .await?;
-                    if !changed.contains(&task.id) {
-                        changed.push(task.id);
-                    }
-                }
-                answers.push(Ok(task.clone()));
+                .map_err(|e| AppError::from_repo("Agent", e))?;
+            let decided =
+                std::mem::take(&mut *decided.lock().unwrap_or_else(PoisonError::into_inner));
+            if decided.unknown_pools.is_empty() {
+                self.publish(&stored).await;
+                break decided;
             }
-            changes.tasks = changed.iter().filter_map(|id| tasks.remove(id)).collect();
-            if changes.is_empty() {
-                return Ok(crate::Attempt::Won(answers));
+            // Claims never change: once their pools are known, the next decision writes.
+            for reference in decided.unknown_pools {
+                let pool = self.pool_named(&reference).await?;
+                pools.insert(reference, pool);
             }
-            let written = self.deps.tasks.save(changes).await;
-            let crate::Attempt::Won(stored) =
-                crate::Attempt::of(written).map_err(|e| AppError::from_repo("Task", e))?
-            else {
-                return Ok(crate::Attempt::Lost);
-            };
-            self.publish(&stored).await;
-            // Each written task's version moved by one.
-            for answer in answers.iter_mut().flatten() {
-                if changed.contains(&answer.id) {
-                    answer.version += 1;
-                }
-            }
-            Ok(crate::Attempt::Won(answers))
-        })
-        .await?;
-        let late = std::mem::take(&mut *stale.lock().unwrap_or_else(PoisonError::into_inner));
-        for i in late {
+        };
+        for &i in &decided.late {
             self.detect_stale_report(agent, reports[i].task, reports[i].attempt)
                 .await;
         }
         if reports.iter().any(Report::ends) {
             self.wake_for_room(); // freed capacity may place a waiting task
         }
+        let mut answers = decided.answers;
+        // Each written task's version moved by one.
+        for answer in answers.iter_mut().flatten() {
+            if decided.changed.contains(&answer.id) {
+                answer.version += 1;
+            }
+        }
         Ok(answers)
     }
 
-    /// The answer to a report on a task the agent does not hold now: what its per-task call
-    /// answers (`NotFound`, or why the transition is refused), and whether it came late, from
-    /// an earlier attempt.
-    async fn not_held(&self, report: &Report, agent: AgentId) -> (AppError, bool) {
-        let mut task = match self.deps.tasks.get(report.task).await {
-            Ok(task) => task,
-            Err(e) => return (AppError::from_repo("Task", e), false),
+    /// One report, as a per-task call makes it: answered with the task, or refused.
+    async fn report_one(
+        &self,
+        actor: &Principal,
+        task: TaskId,
+        attempt: u32,
+        kind: ReportKind,
+    ) -> Result<Task, AppError> {
+        let agent = calling_agent(actor)?;
+        let report = Report {
+            task,
+            attempt,
+            kind,
         };
-        let read = task.clone();
-        match report.apply(&mut task, agent, self.deps.clock.now()) {
-            Err(e) => (transition_error(e.clone()), report.is_late(&read, &e)),
-            // A task it does not hold cannot take its report; should the rules ever allow
-            // one, it is refused all the same rather than written outside the batch.
-            Ok(_) => (
-                AppError::Conflict(format!("task {} is not held by agent {agent}", report.task)),
-                false,
-            ),
-        }
+        self.report(actor, agent, vec![report])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(AppError::Internal("a report went unanswered".into())))
     }
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, NewEvent, Task, TaskId};
 use ports::{
-    Changes, Decide, IdempotencyRecord, RepoError, Submission, TaskCounts, TaskQuery,
-    TaskRepository,
+    Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, Submission, TaskCounts,
+    TaskQuery, TaskRepository,
 };
 
 /// The embedded store's tasks, counting writes of new tasks and reads of an agent's tasks.
@@ -67,6 +67,14 @@ impl TaskRepository for CountingTasks {
     }
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         self.inner.save(changes).await
+    }
+    async fn update_with_agent(
+        &self,
+        agent: AgentId,
+        tasks: &[TaskId],
+        decide: DecideWithAgent,
+    ) -> Result<Vec<NewEvent>, RepoError> {
+        self.inner.update_with_agent(agent, tasks, decide).await
     }
     async fn schedule(
         &self,
