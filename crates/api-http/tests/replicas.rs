@@ -306,3 +306,166 @@ async fn long_polls_until_work_is_assigned<S: ports::Store + 'static>(store: Arc
     .await
     .problem(400);
 }
+
+#[actix_web::test]
+async fn two_replicas_batching_submissions_and_reports_never_double_assign_or_over_commit() {
+    const TASKS: usize = 80;
+    const SLOTS: u64 = 3;
+    let url = adapters_postgres::testing::fresh_database().await;
+    let settings = adapters_postgres::PoolSettings::default();
+    let connect = || adapters_postgres::PgStore::connect(&url, &settings);
+    let one = Harness::replica(Arc::new(connect().await.unwrap()), 1);
+    let two = Harness::replica(Arc::new(connect().await.unwrap()), 2);
+    let (app_one, app_two) = (service!(one), service!(two));
+    let mut agents = Vec::new();
+    for n in 0..4 {
+        let mut body = seed_agent(&format!("worker-{n}"));
+        body["max_concurrent_tasks"] = json!(SLOTS);
+        agents.push(register(&app_one, body).await);
+    }
+
+    // Each replica submits batches while both schedule and the agents report in batches,
+    // alternating between the replicas.
+    let submit = |app_index: usize| {
+        let (app_one, app_two) = (&app_one, &app_two);
+        async move {
+            for batch in 0..2 {
+                let tasks: Vec<_> = (0..TASKS / 4)
+                    .map(|n| json!({"title": format!("r{app_index}-b{batch}-{n}"), "priority": 5}))
+                    .collect();
+                let request =
+                    admin(Method::POST, "/api/v1/tasks/batch").set_json(json!({ "tasks": tasks }));
+                let reply = if app_index == 0 {
+                    send(app_one, request).await
+                } else {
+                    send(app_two, request).await
+                };
+                assert_eq!(reply.ok()["tasks"].as_array().unwrap().len(), TASKS / 4);
+            }
+        }
+    };
+    let schedule = |platform: app::Platform| async move {
+        for _ in 0..200 {
+            platform.run_scheduler().await.expect("a pass never fails");
+            tokio::task::yield_now().await;
+        }
+    };
+    let work = async {
+        let mut completed = 0;
+        for round in 0..2000 {
+            if completed == TASKS {
+                break;
+            }
+            let (id, key) = &agents[round % agents.len()];
+            let app = if round % 2 == 0 { &app_one } else { &app_two };
+            let held = send(
+                app,
+                bearer(Method::GET, &format!("/api/v1/agents/{id}/tasks"), key),
+            )
+            .await;
+            let reports: Vec<_> = held
+                .ok()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| json!({"task_id": t["id"], "action": "complete", "attempt": t["attempt"]}))
+                .collect();
+            if reports.is_empty() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let answer = send(
+                app,
+                bearer(Method::POST, &format!("/api/v1/agents/{id}/reports"), key)
+                    .set_json(json!({ "reports": reports })),
+            )
+            .await;
+            for result in answer.ok()["results"].as_array().unwrap() {
+                assert_eq!(result["status"], 200, "{result}");
+                completed += 1;
+            }
+        }
+        completed
+    };
+    let (_, _, _, _, completed) = tokio::join!(
+        submit(0),
+        submit(1),
+        schedule(one.state.platform.clone()),
+        schedule(two.state.platform.clone()),
+        work
+    );
+    // Whatever the passes left is placed and finished now.
+    let mut completed = completed;
+    while completed < TASKS {
+        one.state.platform.run_scheduler().await.unwrap();
+        for (id, key) in &agents {
+            let held = send(
+                &app_one,
+                bearer(Method::GET, &format!("/api/v1/agents/{id}/tasks"), key),
+            )
+            .await;
+            let reports: Vec<_> = held
+                .ok()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| json!({"task_id": t["id"], "action": "complete", "attempt": t["attempt"]}))
+                .collect();
+            if reports.is_empty() {
+                continue;
+            }
+            let answer = send(
+                &app_one,
+                bearer(Method::POST, &format!("/api/v1/agents/{id}/reports"), key)
+                    .set_json(json!({ "reports": reports })),
+            )
+            .await;
+            completed += answer.ok()["results"].as_array().unwrap().len();
+        }
+    }
+    assert_eq!(completed, TASKS);
+
+    // The log, in commit order: each task assigned and completed once, and no agent ever
+    // holding more than it has room for.
+    one.state.platform.relay_events().await.unwrap();
+    let events = one.log.events_after(0, 100_000).await.unwrap();
+    let mut assigned: HashMap<String, usize> = HashMap::new();
+    let mut finished: HashMap<String, usize> = HashMap::new();
+    let mut holding: HashMap<String, u64> = HashMap::new();
+    for e in &events {
+        let (Some(task), Some(agent)) = (e.task_id, e.agent_id) else {
+            continue;
+        };
+        match e.kind {
+            EventKind::TaskAssigned => {
+                *assigned.entry(task.to_string()).or_default() += 1;
+                let held = holding.entry(agent.to_string()).or_default();
+                *held += 1;
+                assert!(
+                    *held <= SLOTS,
+                    "agent {agent} held {held} with room for {SLOTS}"
+                );
+            }
+            EventKind::TaskCompleted => {
+                *finished.entry(task.to_string()).or_default() += 1;
+                *holding.entry(agent.to_string()).or_default() -= 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(assigned.len(), TASKS);
+    assert!(assigned.values().all(|n| *n == 1), "no task assigned twice");
+    assert_eq!(finished.len(), TASKS);
+    assert!(
+        finished.values().all(|n| *n == 1),
+        "no task completed twice"
+    );
+    for (id, _) in &agents {
+        let agent = send(
+            &app_one,
+            admin(Method::GET, &format!("/api/v1/agents/{id}")),
+        )
+        .await;
+        assert_eq!(agent.ok()["current_tasks"], 0, "every slot is free again");
+    }
+}

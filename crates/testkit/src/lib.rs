@@ -68,13 +68,23 @@ where
     S: ports::Store + 'static,
     B: EventBus + 'static,
 {
+    platform_with_ids(store, bus, clock, settings, SequentialIds::default())
+}
+
+/// [`platform`], its IDs from `ids`: one of several replicas sharing a store.
+pub fn platform_with_ids<S, B>(
+    store: Arc<S>,
+    bus: Arc<B>,
+    clock: ManualClock,
+    settings: Settings,
+    ids: SequentialIds,
+) -> Platform
+where
+    S: ports::Store + 'static,
+    B: EventBus + 'static,
+{
     Platform::new(
-        Dependencies::on_store(
-            store,
-            bus,
-            Arc::new(clock),
-            Arc::new(SequentialIds::default()),
-        ),
+        Dependencies::on_store(store, bus, Arc::new(clock), Arc::new(ids)),
         settings,
     )
 }

@@ -41,6 +41,14 @@ impl ports::Clock for ManualClock {
 #[derive(Debug, Default)]
 pub struct SequentialIds(AtomicU64);
 
+impl SequentialIds {
+    /// IDs counting on from `n`: generators started far apart never give the same ID, as
+    /// replicas' random generators never do.
+    pub fn after(n: u64) -> Self {
+        Self(AtomicU64::new(n))
+    }
+}
+
 impl ports::IdGenerator for SequentialIds {
     fn new_id(&self) -> Uuid {
         let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;

@@ -57,7 +57,26 @@ impl Harness {
         Self::configured(store, change)
     }
 
+    /// Replica number `n` of several on one store: its IDs never meet another replica's.
+    pub fn replica<S>(store: Arc<S>, n: u64) -> Self
+    where
+        S: ports::Store + 'static,
+    {
+        Self::built(store, |_| {}, testkit::SequentialIds::after(n << 40))
+    }
+
     fn configured<S>(store: Arc<S>, change: impl FnOnce(&mut Settings)) -> Self
+    where
+        S: ports::Store + 'static,
+    {
+        Self::built(store, change, testkit::SequentialIds::default())
+    }
+
+    fn built<S>(
+        store: Arc<S>,
+        change: impl FnOnce(&mut Settings),
+        ids: testkit::SequentialIds,
+    ) -> Self
     where
         S: ports::Store + 'static,
     {
@@ -69,7 +88,8 @@ impl Harness {
         };
         change(&mut settings);
         let log: Arc<dyn EventLog> = store.clone();
-        let platform: Platform = testkit::platform(store, bus.clone(), clock.clone(), settings);
+        let platform: Platform =
+            testkit::platform_with_ids(store, bus.clone(), clock.clone(), settings, ids);
         let jwt = JwtKeys::new(&SecretString::from(JWT_SECRET.to_owned()), None, None);
         Self {
             state: AppState::new(platform, Some(jwt), std::time::Duration::from_secs(1)),
