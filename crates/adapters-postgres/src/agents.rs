@@ -67,6 +67,8 @@ pub(crate) async fn update_agents(
     if agents.is_empty() {
         return Ok(());
     }
+    // The IDs as an array too, so each row is reached by its key (see `update_tasks`).
+    let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
     let rows: Vec<Value> = agents
         .iter()
         .map(|a| {
@@ -94,13 +96,13 @@ pub(crate) async fn update_agents(
                 reliability = r.reliability, updated_at = r.updated_at,
                 last_heartbeat = r.last_heartbeat, version = a.version + 1
          FROM jsonb_populate_recordset(NULL::agents, $1) AS r
-         WHERE a.id = r.id AND a.version = r.version",
+         WHERE a.id = ANY($2) AND a.id = r.id AND a.version = r.version",
     )
     .bind(Value::Array(rows))
+    .bind(&ids)
     .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
-    let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
     check_written(conn, "agents", "agent", &ids, written.rows_affected()).await
 }
 

@@ -215,6 +215,9 @@ pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Res
         return Ok(());
     }
     let rows = Value::Array(tasks.iter().map(task_row).collect());
+    // The IDs as an array too: the planner reaches each row by its key, never by a scan of
+    // the whole table (it cannot see how few rows the JSON holds).
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id.as_uuid()).collect();
     let written = sqlx::query(
         "UPDATE tasks AS t SET title = r.title, description = r.description,
                 priority = r.priority, required_capabilities = r.required_capabilities,
@@ -232,13 +235,13 @@ pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Res
                 cancel_requested = r.cancel_requested, updated_at = r.updated_at,
                 version = t.version + 1
          FROM jsonb_populate_recordset(NULL::tasks, $1) AS r
-         WHERE t.id = r.id AND t.version = r.version",
+         WHERE t.id = ANY($2) AND t.id = r.id AND t.version = r.version",
     )
     .bind(rows)
+    .bind(&ids)
     .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
-    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id.as_uuid()).collect();
     check_written(conn, "tasks", "task", &ids, written.rows_affected()).await
 }
 
