@@ -3,6 +3,7 @@
 mod bench;
 mod credentials;
 mod seed;
+mod suite;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,8 @@ commands:
   migrate         apply every pending migration to DATABASE_URL
   seed [--force]  fill DATABASE_URL with a realistic demo fleet (skipped if agents exist,
                   unless --force)
+  bench [--quick] the durable path's benchmarks (B1, B2, B12, B13, B14) on the release
+                  server, each beside its pgbench baseline in the same run, as one table
   bench-scheduler B9: scheduling throughput through PostgreSQL, on fresh databases of the
                   test server (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1/postgres)
   create-user --username U [--role viewer|operator|admin]
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Some("migrate") => runtime.block_on(migrate()),
         Some("seed") => runtime.block_on(seed::run(args.iter().any(|a| a == "--force"))),
         Some("bench-scheduler") => runtime.block_on(bench::run()),
+        Some("bench") => runtime.block_on(suite::run(&args[1..])),
         Some("create-user") => runtime.block_on(credentials::create_user(&args[1..])),
         Some("create-api-key") => runtime.block_on(credentials::create_api_key(&args[1..])),
         Some("help" | "--help" | "-h") => {

@@ -161,6 +161,8 @@ pub async fn simulate(
         }
     }
     let elapsed = started.elapsed();
+    // An idle fleet: the agents keep waiting for work a while longer.
+    tokio::time::sleep(Duration::from_secs(options.hold_seconds)).await;
     run.stop.store(true, Ordering::Relaxed);
     progress.abort();
     for worker in workers {

@@ -36,6 +36,10 @@ const USAGE: &str = "cargo xtask loadtest [options]
   --agent-slots N            with --simulate: tasks one agent holds at once (default 4)
   --batch-reports            with --simulate: agents complete all the tasks a poll brought in
                              one POST /agents/{id}/reports instead of start and complete each
+  --batch-size N             without --simulate: submit N tasks per POST /tasks/batch
+                             (default 1: each its own POST /tasks; at most 1000)
+  --hold-seconds SECS        with --simulate: agents keep waiting for work this long after the
+                             submitted tasks are done (default 0), to measure an idle fleet
   --max-seconds SECS         stop the run after this long (default 600)
   --output FILE              also write the report as JSON
   --allow-remote             allow a target that is not a loopback address";
@@ -56,6 +60,8 @@ pub struct Options {
     pub simulate: bool,
     pub agent_slots: usize,
     pub batch_reports: bool,
+    pub batch_size: usize,
+    pub hold_seconds: u64,
     pub max_seconds: u64,
     pub output: Option<String>,
     pub allow_remote: bool,
@@ -77,6 +83,8 @@ impl Options {
             simulate: false,
             agent_slots: 4,
             batch_reports: false,
+            batch_size: 1,
+            hold_seconds: 0,
             max_seconds: 600,
             output: None,
             allow_remote: false,
@@ -110,6 +118,8 @@ impl Options {
                 "--concurrency" => o.concurrency = count(value()?, 1_024)?.max(1),
                 "--simulate" => o.simulate = true,
                 "--batch-reports" => o.batch_reports = true,
+                "--batch-size" => o.batch_size = count(value()?, 1_000)?.max(1),
+                "--hold-seconds" => o.hold_seconds = count(value()?, 3_600)? as u64,
                 "--agent-slots" => o.agent_slots = count(value()?, 10_000)?.max(1),
                 "--max-seconds" => o.max_seconds = count(value()?, 86_400)? as u64,
                 "--output" => o.output = Some(value()?),
@@ -218,27 +228,33 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
         summary.extend(figures);
     } else {
         let phase = Instant::now();
+        let size = options.batch_size;
+        let task = |n: usize| {
+            json!({
+                "title": format!("loadtest task {n}"),
+                "priority": (n % 10) + 1,
+                "metadata": {"loadtest": true},
+            })
+        };
         let (r, _) = repeat(
             options,
             target,
-            options.tasks,
-            |n| {
-                let body = json!({
-                    "title": format!("loadtest task {n}"),
-                    "priority": (n % 10) + 1,
-                    "metadata": {"loadtest": true},
-                });
-                (
-                    "POST /tasks",
-                    Method::POST,
-                    "/api/v1/tasks".to_owned(),
-                    Some(body),
-                )
+            options.tasks.div_ceil(size),
+            move |n| {
+                if size == 1 {
+                    let path = "/api/v1/tasks".to_owned();
+                    return ("POST /tasks", Method::POST, path, Some(task(n)));
+                }
+                let first = n * size;
+                let tasks: Vec<Value> = (first..first + size).map(task).collect();
+                let path = "/api/v1/tasks/batch".to_owned();
+                let body = json!({ "tasks": tasks });
+                ("POST /tasks/batch", Method::POST, path, Some(body))
             },
             |_, _| None::<()>,
         )
         .await;
-        let submitted = r.succeeded("POST /tasks");
+        let submitted = r.succeeded("POST /tasks") + r.succeeded("POST /tasks/batch") * size as u64;
         summary.insert(
             "submissions_per_second".into(),
             json!(rate(submitted, phase.elapsed())),

@@ -1,0 +1,475 @@
+//! `cargo xtask bench`: the benchmarks of the durable path, each beside its baseline measured
+//! in the same run on the same machine, printed as one table of ratios against the targets.
+//!
+//! The baselines are pgbench on the same PostgreSQL server (a task-shaped single-row `INSERT`;
+//! a `SKIP LOCKED` claim and completion of one job per transaction). Our figures come from the
+//! release server, started on a fresh database for each, driven by the load generator over
+//! loopback. Load only ever goes to loopback, and every run is bounded in count and time.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+const ADMIN_KEY: &str = "bench-suite-admin-key-0123456789";
+/// How long each pgbench baseline runs.
+const PGBENCH_SECONDS: u64 = 10;
+
+const USAGE: &str = "xtask bench: cargo xtask bench [--quick]
+  Builds the release server, then measures, each beside its baseline in the same run:
+  B1 single submissions, B12 batched submissions, B2 end to end (the seed's per-task calls,
+  and batched reports) on PostgreSQL and on the embedded store, and B14 the queries of an
+  idle fleet. Needs PostgreSQL (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/
+  postgres), pgbench and psql. --quick runs each measurement a fifth as long.
+";
+
+/// One line of the table.
+struct Row {
+    id: &'static str,
+    what: String,
+    ours: f64,
+    baseline: Option<(String, f64)>,
+    target: &'static str,
+}
+
+pub async fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let scale = if args.iter().any(|a| a == "--quick") {
+        5
+    } else {
+        1
+    };
+    for tool in ["pgbench", "psql"] {
+        let found = Command::new(tool).arg("--version").output().is_ok();
+        anyhow::ensure!(
+            found,
+            "{tool} is needed (Debian: apt-get install postgresql-client)"
+        );
+    }
+    let binary = build_release()?;
+    if cfg!(debug_assertions) {
+        // The load generator must not be the bottleneck: measure from the release build.
+        let status = Command::new(binary.with_file_name("xtask"))
+            .arg("bench")
+            .args(args)
+            .status()
+            .context("cannot run the release xtask")?;
+        anyhow::ensure!(status.success(), "the benchmarks failed");
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+
+    eprintln!("baselines: pgbench on the same server");
+    let insert = pgbench_insert().await?;
+    let claim = pgbench_claim_complete().await?;
+    let insert_baseline = Some(("pgbench single-row insert".to_owned(), insert));
+    let claim_baseline = Some(("pgbench claim + complete".to_owned(), claim));
+
+    eprintln!("B1: POST /tasks, 64 at once");
+    let tasks = (30_000 / scale).to_string();
+    let b1 = on_postgres(&binary, |url| {
+        loadtest(url, owned(&["--agents", "1", "--tasks", &tasks]))
+    })
+    .await?;
+    rows.push(Row {
+        id: "B1",
+        what: "POST /tasks, 64 concurrent, submissions/s".into(),
+        ours: figure(&b1, "submissions_per_second")?,
+        baseline: insert_baseline.clone(),
+        target: "≥ 1.5×",
+    });
+
+    eprintln!("B12: POST /tasks/batch of 1,000");
+    let tasks = (200_000 / scale).to_string();
+    let b12 = on_postgres(&binary, |url| {
+        loadtest(
+            url,
+            owned(&[
+                "--agents",
+                "1",
+                "--tasks",
+                &tasks,
+                "--batch-size",
+                "1000",
+                "--concurrency",
+                "4",
+            ]),
+        )
+    })
+    .await?;
+    rows.push(Row {
+        id: "B12",
+        what: "POST /tasks/batch of 1,000, tasks/s".into(),
+        ours: figure(&b12, "submissions_per_second")?,
+        baseline: None,
+        target: "≥ 50,000",
+    });
+
+    let per_task = [
+        "--simulate",
+        "--agents",
+        "32",
+        "--agent-slots",
+        "4",
+        "--concurrency",
+        "32",
+    ];
+    let batched = [
+        "--simulate",
+        "--batch-reports",
+        "--agents",
+        "64",
+        "--agent-slots",
+        "16",
+        "--concurrency",
+        "64",
+    ];
+    for (store, postgres) in [("PostgreSQL", true), ("embedded", false)] {
+        for (how, flags, tasks) in [
+            ("per-task calls", &per_task[..], 5_000),
+            ("batched reports", &batched[..], 20_000),
+        ] {
+            eprintln!("B2 on {store}: {how}");
+            let tasks = (tasks / scale).to_string();
+            let mut args: Vec<&str> = flags.to_vec();
+            args.extend(["--tasks", &tasks]);
+            let drive = |url: String| loadtest(url, owned(&args));
+            let report = if postgres {
+                on_postgres(&binary, drive).await?
+            } else {
+                with_server(&binary, None, drive).await?
+            };
+            rows.push(Row {
+                id: if postgres { "B2" } else { "B13" },
+                what: format!("end to end on {store}, {how}, tasks/s"),
+                ours: figure(&report, "end_to_end_tasks_per_second")?,
+                baseline: if postgres {
+                    claim_baseline.clone()
+                } else {
+                    None
+                },
+                target: if postgres {
+                    "≥ 2× and ≥ 8,600"
+                } else {
+                    "≥ 14,000"
+                },
+            });
+        }
+    }
+
+    eprintln!("B14: queries of an idle fleet");
+    let mut idle = Vec::new();
+    for agents in [100, 1_000] {
+        idle.push((agents, idle_queries(&binary, agents).await?));
+    }
+    for &(agents, rate) in &idle {
+        rows.push(Row {
+            id: "B14",
+            what: format!("idle fleet of {agents} long-polling agents, queries/s"),
+            ours: rate,
+            baseline: (agents > 100).then(|| ("the same with 100 agents".to_owned(), idle[0].1)),
+            target: "flat",
+        });
+    }
+
+    println!("| id | what | ours | baseline, same run | ratio | target |");
+    println!("|---|---|---:|---|---:|---|");
+    for row in rows {
+        let (baseline, ratio) = match &row.baseline {
+            Some((name, value)) if *value > 0.0 => (
+                format!("{name}: {value:.0}"),
+                format!("{:.2}×", row.ours / value),
+            ),
+            _ => (String::new(), String::new()),
+        };
+        println!(
+            "| {} | {} | {:.0} | {baseline} | {ratio} | {} |",
+            row.id, row.what, row.ours, row.target
+        );
+    }
+    Ok(())
+}
+
+/// Owned arguments.
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// A headline figure of a load generator report.
+fn figure(report: &Value, name: &str) -> anyhow::Result<f64> {
+    anyhow::ensure!(
+        report["failed"] == 0,
+        "the run had failed requests: {report:#}"
+    );
+    report["summary"][name]
+        .as_f64()
+        .with_context(|| format!("the report has no {name}: {report:#}"))
+}
+
+/// Builds the release server and load generator; returns the server's path.
+fn build_release() -> anyhow::Result<PathBuf> {
+    eprintln!("building the release server and load generator");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "server", "-p", "xtask"])
+        .status()
+        .context("cannot run cargo")?;
+    anyhow::ensure!(status.success(), "the release build failed");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?;
+    Ok(root.join("target/release/agent-platform"))
+}
+
+/// The load generator against `base_url` with the operator key, submitting and nothing else
+/// unless `extra` asks: its report as JSON.
+async fn loadtest(base_url: String, extra: Vec<String>) -> anyhow::Result<Value> {
+    let mut args: Vec<String> = [
+        "--base-url",
+        &base_url,
+        "--auth-token",
+        ADMIN_KEY,
+        "--list-requests",
+        "0",
+        "--health-requests",
+        "0",
+        "--dashboard-requests",
+        "0",
+        "--websocket-connections",
+        "0",
+        "--max-seconds",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra);
+    let options = loadtest::Options::parse(&args)?;
+    // The load generator spreads its clients over every core, off this runtime.
+    let report = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(loadtest::run(&options))
+    })
+    .await??;
+    Ok(report.to_json())
+}
+
+/// `drive` run against the release server on a fresh PostgreSQL database.
+async fn on_postgres<F, Fut>(binary: &Path, drive: F) -> anyhow::Result<Value>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let database = adapters_postgres::testing::fresh_database().await;
+    with_server(binary, Some(&database), drive).await
+}
+
+/// `drive` run against the release server, on `database` or the embedded store; the server
+/// is stopped afterwards.
+async fn with_server<F, Fut>(
+    binary: &Path,
+    database: Option<&str>,
+    drive: F,
+) -> anyhow::Result<Value>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let server = Server::start(binary, database)?;
+    let result = drive(format!("http://127.0.0.1:{}", server.port)).await;
+    drop(server);
+    result
+}
+
+/// The release server, running until dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(binary: &Path, database: Option<&str>) -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = Command::new(binary);
+        command
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("ADMIN_API_KEY", ADMIN_KEY)
+            .env("RATE_LIMIT_PER_SECOND", "0")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(url) = database {
+            command.env("DATABASE_URL", url);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let server = Self { child, port };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!("the server did not listen within 10 s")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs SQL on `database` with psql.
+fn psql(database: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ])
+        .output()
+        .context("cannot run psql")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// pgbench with `script` on `database`, 64 clients: transactions per second.
+fn pgbench(database: &str, script: &str) -> anyhow::Result<f64> {
+    let file = std::env::temp_dir().join(format!("xtask-bench-{}.sql", std::process::id()));
+    std::fs::write(&file, script)?;
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            "64",
+            "-j",
+            "2",
+            "-T",
+            &PGBENCH_SECONDS.to_string(),
+            "-f",
+        ])
+        .arg(&file)
+        .arg(database)
+        .output()
+        .context("cannot run pgbench")?;
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "pgbench failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse().ok())
+        .with_context(|| format!("no tps in pgbench's output: {text}"))
+}
+
+/// A single-row `INSERT` of a task-shaped row per transaction.
+async fn pgbench_insert() -> anyhow::Result<f64> {
+    let database = adapters_postgres::testing::fresh_database().await;
+    psql(
+        &database,
+        "CREATE TABLE tasks_like (id uuid PRIMARY KEY, title text NOT NULL,
+             priority int NOT NULL, status text NOT NULL, required_capabilities text[] NOT NULL,
+             metadata jsonb NOT NULL, created_at timestamptz NOT NULL, version bigint NOT NULL)",
+    )?;
+    pgbench(
+        &database,
+        "INSERT INTO tasks_like VALUES (gen_random_uuid(), 'a task', 5, 'pending',
+             ARRAY['data_processing'], '{\"customer_id\": \"12345\"}', now(), 0);\n",
+    )
+}
+
+/// The durable peer's loop at its cheapest: claim the oldest pending job with `SKIP LOCKED`
+/// and complete it, one job per transaction.
+async fn pgbench_claim_complete() -> anyhow::Result<f64> {
+    let database = adapters_postgres::testing::fresh_database().await;
+    psql(
+        &database,
+        "CREATE TABLE jobs (id bigserial PRIMARY KEY, status text NOT NULL,
+             payload jsonb NOT NULL, completed_at timestamptz);
+         CREATE INDEX jobs_pending ON jobs (id) WHERE status = 'pending';
+         INSERT INTO jobs (status, payload)
+             SELECT 'pending', '{\"n\": 1}' FROM generate_series(1, 400000)",
+    )?;
+    psql(&database, "VACUUM ANALYZE jobs")?;
+    pgbench(
+        &database,
+        "BEGIN;
+SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED \\gset
+UPDATE jobs SET status = 'done', completed_at = now() WHERE id = :id;
+COMMIT;
+",
+    )
+}
+
+/// The database transactions per second of the server with `agents` agents registered and
+/// long-polling for work that never comes.
+async fn idle_queries(binary: &Path, agents: usize) -> anyhow::Result<f64> {
+    let database = adapters_postgres::testing::fresh_database().await;
+    let count = |db: &str| -> anyhow::Result<f64> {
+        let n = psql(
+            db,
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database
+             WHERE datname = current_database()",
+        )?;
+        n.parse().context("a transaction count")
+    };
+    let db = database.clone();
+    with_server(binary, Some(&database), |url| async move {
+        let agents = agents.to_string();
+        let fleet = tokio::spawn(async move {
+            let args = [
+                "--simulate",
+                "--agents",
+                &agents,
+                "--tasks",
+                "0",
+                "--hold-seconds",
+                "16",
+            ];
+            loadtest(url, owned(&args)).await
+        });
+        // Registered and waiting by then; the window is well inside the hold.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let before = count(&db)?;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let after = count(&db)?;
+        fleet.await??;
+        let mut report = serde_json::Map::new();
+        report.insert("failed".into(), 0.into());
+        report.insert(
+            "summary".into(),
+            serde_json::json!({"queries_per_second": (after - before) / 8.0}),
+        );
+        Ok(Value::Object(report))
+    })
+    .await
+    .and_then(|report| figure(&report, "queries_per_second"))
+}
