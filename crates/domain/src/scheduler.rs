@@ -279,12 +279,27 @@ pub struct Plan {
 }
 
 /// The order tasks are considered in: effective priority, then earlier deadline, then older.
-pub fn queue_order<'a>(tasks: &'a [Task], now: DateTime<Utc>, policy: &Policy) -> Vec<&'a Task> {
+pub fn queue_order<'a>(
+    tasks: impl IntoIterator<Item = &'a Task>,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Vec<&'a Task> {
+    first_in_queue(tasks, usize::MAX, now, policy)
+}
+
+/// The first `limit` tasks in [`queue_order`], found without sorting the others: a long queue
+/// costs one pass over it and a sort of only the tasks taken.
+pub fn first_in_queue<'a>(
+    tasks: impl IntoIterator<Item = &'a Task>,
+    limit: usize,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Vec<&'a Task> {
     let mut keyed: Vec<(f64, &Task)> = tasks
-        .iter()
+        .into_iter()
         .map(|t| (effective_priority(t, now, policy), t))
         .collect();
-    keyed.sort_by(|(pa, a), (pb, b)| {
+    let in_order = |(pa, a): &(f64, &Task), (pb, b): &(f64, &Task)| {
         pb.total_cmp(pa)
             .then_with(|| match (a.deadline, b.deadline) {
                 (Some(x), Some(y)) => x.cmp(&y),
@@ -294,7 +309,15 @@ pub fn queue_order<'a>(tasks: &'a [Task], now: DateTime<Utc>, policy: &Policy) -
             })
             .then(a.created_at.cmp(&b.created_at))
             .then(a.id.cmp(&b.id))
-    });
+    };
+    if limit == 0 {
+        return Vec::new();
+    }
+    if limit < keyed.len() {
+        keyed.select_nth_unstable_by(limit - 1, in_order);
+        keyed.truncate(limit);
+    }
+    keyed.sort_by(in_order);
     keyed.into_iter().map(|(_, t)| t).collect()
 }
 

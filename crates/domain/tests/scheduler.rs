@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use domain::scheduler::{
-    effective_priority, queue_order, schedule, AgentCapacity, Plan, Policy, Pools,
+    effective_priority, first_in_queue, queue_order, schedule, AgentCapacity, Plan, Policy, Pools,
     Strategy as Placement,
 };
 use domain::{AgentId, CapabilitySet, NewTask, Task, TaskId, TaskInput};
@@ -366,6 +366,14 @@ proptest! {
         all.sort();
         prop_assert_eq!(seen, all);
         prop_assert!(plan.unplaced.iter().all(|u| !u.reason.to_string().is_empty()));
+    }
+
+    #[test]
+    fn the_first_tasks_in_the_queue_are_the_head_of_the_whole_order(world in arb_world(), limit in 0usize..12) {
+        let policy = Policy::default();
+        let whole: Vec<TaskId> = queue_order(&world.tasks, world.now, &policy).iter().map(|t| t.id).collect();
+        let first: Vec<TaskId> = first_in_queue(&world.tasks, limit, world.now, &policy).iter().map(|t| t.id).collect();
+        prop_assert_eq!(&first[..], &whole[..limit.min(whole.len())]);
     }
 
     #[test]

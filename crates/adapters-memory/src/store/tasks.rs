@@ -152,21 +152,16 @@ impl TaskRepository for MemoryStore {
     ) -> Result<Vec<NewEvent>, RepoError> {
         // The whole pass runs under the store's lock: nothing can change in between.
         let mut state = self.lock();
-        let ready: Vec<Task> = state
-            .tasks
-            .values()
-            .filter(|t| {
-                t.status == TaskStatus::Pending
-                    && t.not_before <= now
-                    && t.deadline.is_none_or(|d| d > now)
-            })
-            .cloned()
-            .collect();
-        let pending: Vec<Task> = domain::scheduler::queue_order(&ready, now, policy)
-            .into_iter()
-            .take(limit as usize)
-            .cloned()
-            .collect();
+        let ready = state.tasks.values().filter(|t| {
+            t.status == TaskStatus::Pending
+                && t.not_before <= now
+                && t.deadline.is_none_or(|d| d > now)
+        });
+        let pending: Vec<Task> =
+            domain::scheduler::first_in_queue(ready, limit as usize, now, policy)
+                .into_iter()
+                .cloned()
+                .collect();
         let agents: Vec<Agent> = state
             .agents
             .values()
