@@ -23,12 +23,14 @@ use crate::PgStore;
 const SCHEDULER_LOCK: i64 = 0x5343_4845_4455_4c45; // "SCHEDULE"
 
 /// Writes a set of changes inside the caller's transaction: one statement per kind of row.
+/// Agents before tasks, the order in which a scheduling pass and an agent's reports lock them,
+/// so that a write taking its locks as it goes cannot deadlock with either.
 pub(crate) async fn write(
     conn: &mut PgConnection,
     changes: Changes,
 ) -> Result<Vec<NewEvent>, RepoError> {
-    update_tasks(conn, &changes.tasks).await?;
     update_agents(conn, &changes.agents).await?;
+    update_tasks(conn, &changes.tasks).await?;
     mark_allocated(conn, &changes.allocated_from).await?;
     append(conn, changes.events).await
 }

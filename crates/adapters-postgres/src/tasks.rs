@@ -105,7 +105,10 @@ impl TaskRepository for PgStore {
         since: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, RepoError> {
         let row = sqlx::query(
-            "SELECT key, fingerprint, COALESCE(task_ids, ARRAY[task_id]) AS task_ids, created_at
+            "SELECT key, fingerprint,
+                    CASE WHEN task_ids[1] = task_id THEN task_ids ELSE ARRAY[task_id] END
+                        AS task_ids,
+                    created_at
              FROM idempotency_keys
              WHERE key = $1 AND created_at >= $2",
         )
@@ -182,13 +185,25 @@ impl TaskRepository for PgStore {
         // The agent first, as a scheduling pass locks agents before tasks.
         let holder = crate::agents::lock_one(&mut tx, agent).await?;
         let ids: Vec<Uuid> = tasks.iter().map(|t| t.as_uuid()).collect();
-        let loaded = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        // Only the agent's own tasks are locked; others it names are read as they are.
+        let held = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE id = ANY($1) AND assigned_agent = $2
+             ORDER BY id FOR UPDATE"
         ))
         .bind(&ids)
+        .bind(agent.as_uuid())
         .read_all(&mut *tx, task_from_row)
         .await?;
-        let rows = ports::SnapshotRows::of(&loaded, [&holder]);
+        let others = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE id = ANY($1) AND assigned_agent IS DISTINCT FROM $2"
+        ))
+        .bind(&ids)
+        .bind(agent.as_uuid())
+        .read_all(&mut *tx, task_from_row)
+        .await?;
+        let rows = ports::SnapshotRows::of(&held, [&holder]);
+        let loaded = held.into_iter().chain(others).collect();
         let changes = decide(holder, loaded);
         rows.admit(&changes)?;
         let stored = crate::scheduling::write(&mut tx, changes).await?;

@@ -123,20 +123,24 @@ impl Platform {
     ) -> Result<Agent, AppError> {
         require_operator(actor)?;
         let reason = format!("changed by {}", actor.subject);
-        self.modify_agent(id, |agent, now| {
-            let outcome = agent
-                .apply(patch.clone(), now)
-                .map_err(|e| AppError::Conflict(e.0))?;
-            let mut out = Vec::new();
-            if !outcome.fields.is_empty() {
-                out.push(events::agent_updated(agent, &outcome.fields, now));
-            }
-            if let Some(change) = outcome.status {
-                out.push(events::agent_status_changed(agent, change, &reason, now));
-            }
-            Ok(out)
-        })
-        .await
+        let agent = self
+            .modify_agent(id, |agent, now| {
+                let outcome = agent
+                    .apply(patch.clone(), now)
+                    .map_err(|e| AppError::Conflict(e.0))?;
+                let mut out = Vec::new();
+                if !outcome.fields.is_empty() {
+                    out.push(events::agent_updated(agent, &outcome.fields, now));
+                }
+                if let Some(change) = outcome.status {
+                    out.push(events::agent_status_changed(agent, change, &reason, now));
+                }
+                Ok(out)
+            })
+            .await?;
+        // More slots or resources, or an agent back in service, may place waiting tasks.
+        self.wake_for_room();
+        Ok(agent)
     }
 
     /// Deregisters an agent and revokes its credentials.
@@ -291,6 +295,9 @@ impl Platform {
         if written.is_empty() {
             return;
         }
+        // Long polls on this replica of the agents these events are about look again at once;
+        // those on other replicas hear of them through the bus.
+        self.wake_polls(written.iter().map(|e| e.agent_id));
         // This write has committed: any relay that starts from now on numbers its events.
         let mine = self.signals.relay.asked.fetch_add(1, SeqCst) + 1;
         let platform = self.clone();

@@ -29,7 +29,7 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
     let (stop, stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(platform.clone(), stopped.clone()));
     let scheduler = tokio::spawn(schedule(platform.clone(), stopped.clone()));
-    let assignments = tokio::spawn(follow_assignments(platform.clone(), stopped.clone()));
+    let assignments = tokio::spawn(follow_events(platform.clone(), stopped.clone()));
     let relay = tokio::spawn(relay(platform, stopped));
     BackgroundJobs {
         stop,
@@ -37,11 +37,12 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
     }
 }
 
-/// Wakes the long polls of agents given work by any replica: the bus brings assignments as
-/// they are made, and every `long_poll_recheck`, while polls wait, the log is read for those
-/// the bus did not bring. That is one read per replica, however many agents wait; with none
+/// Wakes the long polls of agents that events of any replica are about (their assignments
+/// first), and tells the scheduler of capacity other replicas freed: the bus brings events as
+/// they are made, and every `long_poll_recheck`, while polls wait, the log is read for those the
+/// bus did not bring. That is one read per replica, however many agents wait; with none
 /// waiting, one look at the newest `seq`.
-async fn follow_assignments(platform: Platform, mut stopped: watch::Receiver<bool>) {
+async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
     let mut events = platform.subscribe_events();
     let mut check = tokio::time::interval(platform.settings().long_poll_recheck);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,7 +52,8 @@ async fn follow_assignments(platform: Platform, mut stopped: watch::Receiver<boo
             received = events.recv() => match received {
                 Ok(event) => {
                     delivered = delivered.max(event.seq);
-                    platform.wake_polls_for(std::slice::from_ref(&event));
+                    platform.wake_polls([event.agent_id]);
+                    platform.note_capacity(event.kind);
                 }
                 // Some were missed: every poll reads again.
                 Err(broadcast::error::RecvError::Lagged(_)) => platform.wake_all_polls(),
@@ -64,7 +66,7 @@ async fn follow_assignments(platform: Platform, mut stopped: watch::Receiver<boo
                 }
                 while let Ok(missed) = platform.log_after(delivered, 500).await {
                     let Some(last) = missed.last().map(|e| e.seq) else { break };
-                    platform.wake_polls_for(&missed);
+                    platform.wake_polls(missed.iter().map(|e| e.agent_id));
                     delivered = last;
                 }
             },

@@ -1,6 +1,8 @@
 //! Resource pools: registration, changes checked against the live allocations, and views that
 //! derive `allocated`, `available` and `status` from those allocations every time.
 
+use std::collections::HashMap;
+
 use domain::resource::{allocated, allocations};
 use domain::{
     Allocation, Amounts, Cursor, Limit, NewResource, Principal, Resource, ResourceId,
@@ -219,7 +221,10 @@ impl Platform {
     }
 
     /// The pool a claim names (ID or name), if there is one.
-    async fn resource_named(&self, reference: &str) -> Result<Option<Resource>, AppError> {
+    pub(crate) async fn resource_named(
+        &self,
+        reference: &str,
+    ) -> Result<Option<Resource>, AppError> {
         self.deps
             .resources
             .find_resource(reference)
@@ -227,38 +232,56 @@ impl Platform {
             .map_err(repo)
     }
 
-    /// Checks a submission's claims: every pool exists and could hold the claim at all, with
-    /// the task's claims on one pool counted together.
-    pub(crate) async fn check_claims(&self, task: &domain::NewTask) -> Result<(), AppError> {
-        let mut errors = ValidationErrors::default();
-        let mut together: Vec<(Resource, domain::ResourceMap)> = Vec::new();
-        for (i, claim) in task.resource_claims.iter().enumerate() {
-            let Some(pool) = self.resource_named(&claim.resource).await? else {
-                errors.push(
-                    format!("resource_claims[{i}].resource_id"),
-                    format!("no resource pool has ID or name '{}'", claim.resource),
-                );
-                continue;
-            };
-            let total = match together.iter_mut().find(|(p, _)| p.id == pool.id) {
-                Some((_, total)) => {
-                    *total = total.plus(&claim.amount);
-                    total.clone()
-                }
-                None => {
-                    together.push((pool.clone(), claim.amount.clone()));
-                    claim.amount.clone()
-                }
-            };
-            if let Some(why) = pool.never_fits(&total) {
-                errors.push(
-                    format!("resource_claims[{i}].amount"),
-                    format!("can never be satisfied: {why}"),
-                );
+    /// The pools `references` name (by ID or name), each looked up once.
+    pub(crate) async fn pools_named<'a>(
+        &self,
+        references: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, Option<Resource>>, AppError> {
+        let mut pools = HashMap::new();
+        for reference in references {
+            if !pools.contains_key(reference) {
+                let pool = self.resource_named(reference).await?;
+                pools.insert(reference.to_owned(), pool);
             }
         }
-        errors.into_result().map_err(AppError::from)
+        Ok(pools)
     }
+}
+
+/// What is wrong with a submission's claims, given the pools they name: every pool must exist
+/// and be able to hold the claim at all, with the task's claims on one pool counted together.
+pub(crate) fn claim_errors(
+    task: &domain::NewTask,
+    pools: &HashMap<String, Option<Resource>>,
+) -> ValidationErrors {
+    let mut errors = ValidationErrors::default();
+    let mut together: Vec<(&Resource, domain::ResourceMap)> = Vec::new();
+    for (i, claim) in task.resource_claims.iter().enumerate() {
+        let Some(pool) = pools.get(&claim.resource).and_then(Option::as_ref) else {
+            errors.push(
+                format!("resource_claims[{i}].resource_id"),
+                format!("no resource pool has ID or name '{}'", claim.resource),
+            );
+            continue;
+        };
+        let total = match together.iter_mut().find(|(p, _)| p.id == pool.id) {
+            Some((_, total)) => {
+                *total = total.plus(&claim.amount);
+                total.clone()
+            }
+            None => {
+                together.push((pool, claim.amount.clone()));
+                claim.amount.clone()
+            }
+        };
+        if let Some(why) = pool.never_fits(&total) {
+            errors.push(
+                format!("resource_claims[{i}].amount"),
+                format!("can never be satisfied: {why}"),
+            );
+        }
+    }
+    errors
 }
 
 fn name_taken(name: &str) -> AppError {

@@ -159,7 +159,6 @@ impl Platform {
             .filter(|e| e.kind == EventKind::TaskAssigned)
             .count();
         self.publish(&stored).await;
-        self.wake_polls(&stored);
         let findings = std::mem::take(&mut *findings.lock().unwrap_or_else(|p| p.into_inner()));
         self.signals
             .full

@@ -60,34 +60,85 @@ async fn concurrent_submissions_share_writes_and_each_gets_its_own_task() {
 
 #[tokio::test]
 async fn a_submission_the_store_refuses_fails_alone_and_the_rest_of_its_group_is_stored() {
-    let (platform, tasks, store) = platform();
+    let store = Arc::new(MemoryStore::new());
+    let (platform, tasks) = common::gated_platform(
+        &store,
+        &Arc::new(MemoryBus::new()),
+        Settings::default(),
+        false,
+    );
     let operator = principal(Role::Operator);
-    // Two requests race with one new key (and one body): they meet in one group, which the
-    // store refuses; written alone, the first wins and the second answers as its replay.
-    let keyed = Idempotency::new("order-7", b"the same body").unwrap();
-    let submissions: Vec<_> = (0..12)
-        .map(|n| {
-            let (platform, operator) = (platform.clone(), operator.clone());
-            let key = (n % 6 == 0).then(|| keyed.clone());
-            tokio::spawn(async move {
-                let new = new_task(&format!("task-{n}"), 5, &[], Utc::now());
-                platform.submit_task(&operator, new, key).await.unwrap()
-            })
+    let submit = |n: usize, key: Option<Idempotency>| {
+        let (platform, operator) = (platform.clone(), operator.clone());
+        tokio::spawn(async move {
+            let new = new_task(&format!("task-{n}"), 5, &[], Utc::now());
+            platform.submit_task(&operator, new, key).await.unwrap()
         })
-        .collect();
-    let mut answers = Vec::new();
-    for submission in submissions {
-        answers.push(submission.await.unwrap());
+    };
+    // A request with a new key is being written (held at the gate) when its client retries it,
+    // with the same key and body, among ten other requests: they make the next group.
+    let keyed = Idempotency::new("order-7", b"the same body").unwrap();
+    let original = submit(0, Some(keyed.clone()));
+    tokio::time::timeout(std::time::Duration::from_secs(5), tasks.at_gate.notified())
+        .await
+        .expect("the first group is being written");
+    let retry = submit(1, Some(keyed));
+    let others: Vec<_> = (2..12).map(|n| submit(n, None)).collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await; // every request queues behind the write in flight
     }
-    assert_eq!(
-        answers[6].id, answers[0].id,
-        "the key's loser gets the winner's task"
+    tasks.open_gate();
+    let original = original.await.unwrap();
+    let retry = retry.await.unwrap();
+    assert_eq!(retry.id, original.id, "the retry gets the original's task");
+    assert_eq!(retry.title, "task-0");
+    for other in others {
+        let stored = other.await.unwrap();
+        assert_eq!(store.get(stored.id).await.unwrap().id, stored.id);
+    }
+    assert_eq!(store.count_by_status().await.unwrap().pending, 11);
+    // The first group; the second, refused for its taken key; then each of its eleven alone.
+    assert_eq!(tasks.writes(), 13);
+}
+
+#[tokio::test]
+async fn a_retry_queued_with_its_original_waits_for_the_next_group_instead_of_breaking_this_one() {
+    let store = Arc::new(MemoryStore::new());
+    let (platform, tasks) = common::gated_platform(
+        &store,
+        &Arc::new(MemoryBus::new()),
+        Settings::default(),
+        false,
     );
-    assert_eq!(answers[6].title, "task-0");
-    let stored = store.count_by_status().await.unwrap().pending;
-    assert_eq!(stored, 11, "every other submission of the group is stored");
-    assert!(
-        tasks.writes() > 1,
-        "the refused group was written again, one submission at a time"
-    );
+    let operator = principal(Role::Operator);
+    let submit = |n: usize, key: Option<Idempotency>| {
+        let (platform, operator) = (platform.clone(), operator.clone());
+        tokio::spawn(async move {
+            let new = new_task(&format!("task-{n}"), 5, &[], Utc::now());
+            platform.submit_task(&operator, new, key).await.unwrap()
+        })
+    };
+    let first = submit(0, None);
+    tokio::time::timeout(std::time::Duration::from_secs(5), tasks.at_gate.notified())
+        .await
+        .expect("the first group is being written");
+    // A request and its retry (one key, one body) queue together, among five others.
+    let keyed = Idempotency::new("order-8", b"the same body").unwrap();
+    let original = submit(1, Some(keyed.clone()));
+    let retry = submit(2, Some(keyed));
+    let others: Vec<_> = (3..8).map(|n| submit(n, None)).collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tasks.open_gate();
+    first.await.unwrap();
+    let original = original.await.unwrap();
+    assert_eq!(retry.await.unwrap().id, original.id);
+    for other in others {
+        other.await.unwrap();
+    }
+    assert_eq!(store.count_by_status().await.unwrap().pending, 7);
+    // The first group; the original with the five others; the retry alone, refused and
+    // answered as a replay. Not a refused group written again one request at a time.
+    assert_eq!(tasks.writes(), 3);
 }

@@ -149,3 +149,41 @@ async fn waiting_agents_cost_the_store_nothing_while_they_wait() {
     }
     jobs.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_poll_for_running_tasks_wakes_when_its_agent_starts_one() {
+    let store = Arc::new(MemoryStore::new());
+    let settings = Settings {
+        long_poll_recheck: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let (platform, _) = common::counting_platform(&store, &Arc::new(MemoryBus::new()), settings);
+    let agent = register(&platform, "etl").await;
+    let task = submit(&platform, "etl").await;
+    assert_eq!(platform.run_scheduler().await.unwrap(), 1);
+    let watching = {
+        let platform = platform.clone();
+        tokio::spawn(async move {
+            let running = Some(domain::TaskStatus::Running);
+            let me = agent_principal(agent);
+            let wait = Some(Duration::from_secs(20));
+            platform
+                .agent_tasks(&me, agent, running, wait)
+                .await
+                .unwrap()
+        })
+    };
+    platform.until_long_polls_waiting(1).await;
+    platform
+        .start_task(&agent_principal(agent), task.id, task.attempt)
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), watching)
+        .await
+        .expect("the start wakes the poll")
+        .unwrap();
+    assert_eq!(
+        woken.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![task.id]
+    );
+}

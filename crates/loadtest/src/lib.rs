@@ -228,7 +228,9 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
         summary.extend(figures);
     } else {
         let phase = Instant::now();
-        let size = options.batch_size;
+        let (size, total) = (options.batch_size, options.tasks);
+        // Batch `n` holds the tasks from `n * size`, the last one what is left.
+        let batch = move |n: usize| n * size..((n + 1) * size).min(total);
         let task = |n: usize| {
             json!({
                 "title": format!("loadtest task {n}"),
@@ -236,25 +238,24 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
                 "metadata": {"loadtest": true},
             })
         };
-        let (r, _) = repeat(
+        let (r, stored) = repeat(
             options,
             target,
-            options.tasks.div_ceil(size),
+            total.div_ceil(size),
             move |n| {
                 if size == 1 {
                     let path = "/api/v1/tasks".to_owned();
                     return ("POST /tasks", Method::POST, path, Some(task(n)));
                 }
-                let first = n * size;
-                let tasks: Vec<Value> = (first..first + size).map(task).collect();
+                let tasks: Vec<Value> = batch(n).map(task).collect();
                 let path = "/api/v1/tasks/batch".to_owned();
                 let body = json!({ "tasks": tasks });
                 ("POST /tasks/batch", Method::POST, path, Some(body))
             },
-            |_, _| None::<()>,
+            move |n, answer| matches!(answer, Some((200, _))).then(|| batch(n).len() as u64),
         )
         .await;
-        let submitted = r.succeeded("POST /tasks") + r.succeeded("POST /tasks/batch") * size as u64;
+        let submitted: u64 = stored.into_iter().sum();
         summary.insert(
             "submissions_per_second".into(),
             json!(rate(submitted, phase.elapsed())),

@@ -252,12 +252,13 @@ pub trait TaskRepository: Send + Sync {
     /// `NotFound` if one is gone, `Conflict` if one moved: then nothing is written.
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError>;
 
-    /// Loads `agent` and those of `tasks` that exist, and holds them against every other
-    /// writer until this call ends; calls `decide` once with them, and writes the changes it
-    /// returns (each row over the version read, bumping it), with their events, in one
-    /// transaction. So an agent's reports never lose a race and never run twice. Changes to
-    /// a row not loaded are refused (`Internal`, see [`SnapshotRows::admit`]) and nothing is
-    /// written. `NotFound` if the agent does not exist.
+    /// Loads `agent` and those of `tasks` that exist; holds the agent and the tasks assigned
+    /// to it against every other writer until this call ends (the others named are read as
+    /// they are); calls `decide` once with them, and writes the changes it returns (each row
+    /// over the version read, bumping it), with their events, in one transaction. So an
+    /// agent's reports do not lose races to other writers of its rows. Changes to a row not
+    /// held are refused (`Internal`, see [`SnapshotRows::admit`]) and nothing is written.
+    /// `NotFound` if the agent does not exist.
     async fn update_with_agent(
         &self,
         agent: AgentId,

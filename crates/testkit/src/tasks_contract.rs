@@ -783,15 +783,14 @@ pub async fn submissions_are_stored_together_or_not_at_all(store: StoreUnderTest
     }
 }
 
-pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only_those(
+pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only_its_own(
     store: StoreUnderTest,
 ) {
     let a = with_agent(&store, 50).await;
-    let (x, y, z) = (
-        task(1, 5, &[], t(0)),
-        task(2, 5, &[], t(0)),
-        task(3, 5, &[], t(0)),
-    );
+    // x is the agent's; y (named too) and z are not.
+    let mut x = task(1, 5, &[], t(0));
+    x.assign(a.id, t(0)).unwrap();
+    let (y, z) = (task(2, 5, &[], t(0)), task(3, 5, &[], t(0)));
     for each in [&x, &y, &z] {
         store.tasks.insert(each, vec![], None).await.unwrap();
     }
@@ -832,23 +831,26 @@ pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only
     assert_eq!(store.tasks.get(y.id).await.unwrap().version, 0);
     assert_eq!(store.agents.get(a.id).await.unwrap().current_tasks, 1);
 
-    // A row it did not load may not be written; an unknown agent is not found.
-    let unloaded = z.clone();
-    let outside = store
-        .tasks
-        .update_with_agent(
-            a.id,
-            &[x.id],
-            Box::new(move |_, _| Changes {
-                tasks: vec![unloaded],
-                ..Changes::default()
-            }),
-        )
-        .await;
-    assert!(
-        matches!(outside, Err(RepoError::Internal(_))),
-        "{outside:?}"
-    );
+    // A row it did not load, or a task named but not the agent's, may not be written; an
+    // unknown agent is not found.
+    for (named, written) in [(x.id, z.clone()), (y.id, y.clone())] {
+        let outside = store
+            .tasks
+            .update_with_agent(
+                a.id,
+                &[named],
+                Box::new(move |_, _| Changes {
+                    tasks: vec![written],
+                    ..Changes::default()
+                }),
+            )
+            .await;
+        assert!(
+            matches!(outside, Err(RepoError::Internal(_))),
+            "{outside:?}"
+        );
+    }
+    assert_eq!(store.tasks.get(y.id).await.unwrap().version, 0);
     assert_eq!(store.tasks.get(z.id).await.unwrap().version, 0);
     let nobody = domain::AgentId(uuid::Uuid::from_u128(98));
     let refused = store

@@ -137,7 +137,11 @@ impl TaskRepository for MemoryStore {
                 }
             }
         }
-        let rows = SnapshotRows::of(&loaded, [&holder]);
+        let held: Vec<&Task> = loaded
+            .iter()
+            .filter(|t| t.assigned_agent == Some(agent))
+            .collect();
+        let rows = SnapshotRows::of(held, [&holder]);
         let changes = decide(holder, loaded);
         rows.admit(&changes)?;
         state.apply(changes)

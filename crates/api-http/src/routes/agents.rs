@@ -32,13 +32,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         r.route(web::get().to(tasks))
     }))
     .service(endpoint("/agents/{agent_id}/reports", "POST", |r| {
-        r.app_data(crate::BodyLimit(REPORTS_BODY_BYTES))
+        r.app_data(crate::BodyLimit(super::BULK_BODY_BYTES))
             .route(web::post().to(reports))
     }));
 }
-
-/// Largest body of a call carrying reports: a thousand of about 16 KiB each.
-const REPORTS_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 async fn reports(
     state: web::Data<AppState>,
@@ -47,14 +44,8 @@ async fn reports(
     body: ApiJson<SubmitReports>,
 ) -> Result<HttpResponse, ApiError> {
     if body.0.reports.len() > app::MAX_REPORTS {
-        return Err(ApiError::new(
-            crate::error::ErrorKind::PayloadTooLarge,
-            format!(
-                "a call carries at most {} reports; this one has {}",
-                app::MAX_REPORTS,
-                body.0.reports.len()
-            ),
-        ));
+        let got = body.0.reports.len();
+        return Err(super::too_many_items("reports", app::MAX_REPORTS, got));
     }
     let reports = body.0.into_reports()?;
     let ids: Vec<Uuid> = reports.iter().map(|r| r.task.as_uuid()).collect();

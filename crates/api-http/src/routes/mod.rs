@@ -8,12 +8,12 @@ mod resources;
 mod system;
 mod tasks;
 
+use actix_web::dev::HttpServiceFactory;
 use actix_web::middleware::from_fn;
 use actix_web::web;
-
-use actix_web::dev::HttpServiceFactory;
 use actix_web::Resource;
 
+use crate::error::ApiError;
 use crate::middleware::{deadline, method_not_allowed};
 
 /// One path of the API: the routes `routes` adds to it, `405` with `Allow: allow` for any
@@ -26,6 +26,18 @@ pub(crate) fn endpoint(
     routes(web::resource(path))
         .default_service(method_not_allowed(allow))
         .wrap(from_fn(deadline))
+}
+
+/// Largest body of a call that carries many items (a batch of tasks, an agent's reports): a
+/// thousand of about 16 KiB each.
+pub(crate) const BULK_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// `413` for a call carrying more items than it may.
+pub(crate) fn too_many_items(what: &str, limit: usize, got: usize) -> ApiError {
+    ApiError::new(
+        crate::error::ErrorKind::PayloadTooLarge,
+        format!("a call carries at most {limit} {what}; this one has {got}"),
+    )
 }
 
 /// Registers every route.

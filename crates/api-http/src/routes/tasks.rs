@@ -11,7 +11,7 @@ use crate::dto::tasks::{
     TaskBody, TaskHeartbeat, TaskHeartbeatBody,
 };
 use crate::dto::NoFields;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::AppState;
 
@@ -21,7 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }))
     // Before `/tasks/{task_id}`, which would take `batch` for an ID.
     .service(endpoint("/tasks/batch", "POST", |r| {
-        r.app_data(crate::BodyLimit(BATCH_BODY_BYTES))
+        r.app_data(crate::BodyLimit(super::BULK_BODY_BYTES))
             .route(web::post().to(submit_batch))
     }))
     .service(endpoint("/tasks/{task_id}", "GET", |r| {
@@ -64,9 +64,6 @@ fn ok(task: domain::Task) -> HttpResponse {
     HttpResponse::Ok().json(TaskBody::from(task))
 }
 
-/// Largest body of a batch: a thousand tasks of about 16 KiB each.
-const BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
-
 /// The request's `Idempotency-Key`, if it has one, with the digest of its parsed body.
 fn idempotency(
     req: &HttpRequest,
@@ -106,14 +103,8 @@ async fn submit_batch(
     body: ApiJson<SubmitBatch>,
 ) -> Result<HttpResponse, ApiError> {
     if body.0.tasks.len() > app::MAX_BATCH_TASKS {
-        return Err(ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "a batch holds at most {} tasks; this one has {}",
-                app::MAX_BATCH_TASKS,
-                body.0.tasks.len()
-            ),
-        ));
+        let got = body.0.tasks.len();
+        return Err(super::too_many_items("tasks", app::MAX_BATCH_TASKS, got));
     }
     let idempotency = idempotency(&req, &body.0)?;
     let inputs = body

@@ -230,7 +230,7 @@ impl Platform {
                 for claim in &task.resource_claims {
                     pools.insert(
                         claim.resource.clone(),
-                        self.pool_named(&claim.resource).await?,
+                        self.resource_named(&claim.resource).await?,
                     );
                 }
             }
@@ -253,15 +253,6 @@ impl Platform {
         .await
     }
 
-    /// The pool a claim names (by ID or name), if there is one.
-    pub(crate) async fn pool_named(&self, reference: &str) -> Result<Option<Resource>, AppError> {
-        self.deps
-            .resources
-            .find_resource(reference)
-            .await
-            .map_err(|e| AppError::from_repo("Resource", e))
-    }
-
     /// Wakes the scheduler for tasks that became ready to place: worth a pass only when the
     /// last one left an agent room.
     pub(crate) fn wake_for_work(&self) {
@@ -277,6 +268,25 @@ impl Platform {
             .full
             .store(false, std::sync::atomic::Ordering::SeqCst);
         self.signals.work.notify_one();
+    }
+
+    /// An event of any replica's: one that may have freed capacity (an attempt ended, an agent
+    /// came or changed, a pool changed) lets the next submission here wake the scheduler
+    /// again, even if this replica's last pass left no room.
+    pub(crate) fn note_capacity(&self, kind: EventKind) {
+        let fills = matches!(
+            kind,
+            EventKind::TaskSubmitted
+                | EventKind::TaskAssigned
+                | EventKind::TaskStarted
+                | EventKind::TaskProgress
+                | EventKind::ResourceAllocated
+        );
+        if !fills {
+            self.signals
+                .full
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Waits until something may have made scheduling worthwhile.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use domain::{Agent, AgentId, Event, EventKind, NewEvent, Principal, Task, TaskId, TaskStatus};
+use domain::{Agent, AgentId, Principal, Task, TaskId, TaskStatus};
 use ports::TaskQuery;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 use super::{calling_agent, transition_error, MAX_WAIT_SECONDS};
 use crate::{AppError, Platform};
 
-/// The long polls waiting on this replica, by agent: an assignment wakes only its agent's.
+/// The long polls waiting on this replica, by agent: an event about an agent (an assignment
+/// above all) wakes only that agent's.
 #[derive(Debug, Default)]
 pub(crate) struct Polls {
     /// Each waiting agent's bell, and how many of its polls wait on it.
@@ -102,14 +103,6 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// The agents `events` assign tasks to.
-fn assignees<'a>(kinds: impl Iterator<Item = (EventKind, Option<AgentId>)> + 'a) -> Vec<AgentId> {
-    kinds
-        .filter(|(kind, _)| *kind == EventKind::TaskAssigned)
-        .filter_map(|(_, agent)| agent)
-        .collect()
-}
-
 impl Platform {
     /// How many agents' long polls are waiting for an assignment on this replica now.
     pub fn long_polls_waiting(&self) -> usize {
@@ -130,11 +123,10 @@ impl Platform {
         }
     }
 
-    /// Wakes the long polls of the agents that written events assign tasks to.
-    pub(crate) fn wake_polls(&self, written: &[NewEvent]) {
-        self.signals
-            .polls
-            .wake(assignees(written.iter().map(|e| (e.kind, e.agent_id))));
+    /// Wakes the long polls of the agents events are about (assignments, and every other
+    /// change to their tasks), whichever replica made them.
+    pub(crate) fn wake_polls(&self, about: impl IntoIterator<Item = Option<AgentId>>) {
+        self.signals.polls.wake(about.into_iter().flatten());
     }
 
     /// Wakes every long poll waiting on this replica, to read again.
@@ -145,14 +137,6 @@ impl Platform {
     /// Whether any long poll waits on this replica now.
     pub(crate) fn polls_waiting(&self) -> bool {
         self.signals.polls.any_waiting()
-    }
-
-    /// Wakes the long polls of the agents that events from the log or the bus assign tasks
-    /// to (made by any replica).
-    pub(crate) fn wake_polls_for(&self, events: &[Event]) {
-        self.signals
-            .polls
-            .wake(assignees(events.iter().map(|e| (e.kind, e.agent_id))));
     }
 
     /// The agent starts the task it was assigned.
@@ -255,8 +239,9 @@ impl Platform {
             if !tasks.is_empty() || now >= deadline {
                 return Ok(tasks);
             }
-            // Woken by this agent's assignments, made on this replica or (through the bus or
-            // the log, see `follow_assignments`) on another; it reads again only then.
+            // Woken by events about this agent (its assignments first), made on this replica
+            // or (through the bus or the log, see `follow_events`) on another; it reads again
+            // only then.
             let _waiting = Waiting::start(&self.signals.polls);
             let _ = tokio::time::timeout(deadline - now, assigned).await;
         }
@@ -437,32 +422,38 @@ impl Platform {
                 "an agent reports only on its own tasks".into(),
             ));
         }
-        if reports.len() > MAX_REPORTS {
+        if reports.is_empty() || reports.len() > MAX_REPORTS {
             return Err(AppError::Validation(domain::ValidationErrors::single(
                 "reports",
-                format!("must hold at most {MAX_REPORTS} reports"),
+                format!("must hold 1 to {MAX_REPORTS} reports"),
             )));
         }
         let reports = Arc::new(reports);
         let ids: Vec<TaskId> = reports.iter().map(|r| r.task).collect();
         let mut pools = HashMap::new();
         let decided = loop {
-            let now = self.deps.clock.now();
             let decided = Arc::new(Mutex::new(Decided::default()));
-            let (into, with, known) = (decided.clone(), reports.clone(), pools.clone());
-            let stored = self
-                .deps
-                .tasks
-                .update_with_agent(
-                    agent,
-                    &ids,
-                    Box::new(move |holder, tasks| {
-                        let mut decided = into.lock().unwrap_or_else(PoisonError::into_inner);
-                        decide_reports(&with, holder, tasks, &known, now, &mut decided)
-                    }),
-                )
-                .await
-                .map_err(|e| AppError::from_repo("Agent", e))?;
+            // A write refused for a lost race (a deadlock the database broke, say) is taken
+            // again on fresh rows.
+            let stored = crate::until_won("agent's tasks", || async {
+                let now = self.deps.clock.now();
+                let (into, with, known) = (decided.clone(), reports.clone(), pools.clone());
+                let written = self
+                    .deps
+                    .tasks
+                    .update_with_agent(
+                        agent,
+                        &ids,
+                        Box::new(move |holder, tasks| {
+                            let mut decided = into.lock().unwrap_or_else(PoisonError::into_inner);
+                            *decided = Decided::default();
+                            decide_reports(&with, holder, tasks, &known, now, &mut decided)
+                        }),
+                    )
+                    .await;
+                crate::Attempt::of(written).map_err(|e| AppError::from_repo("Agent", e))
+            })
+            .await?;
             let decided =
                 std::mem::take(&mut *decided.lock().unwrap_or_else(PoisonError::into_inner));
             if decided.unknown_pools.is_empty() {
@@ -471,7 +462,7 @@ impl Platform {
             }
             // Claims never change: once their pools are known, the next decision writes.
             for reference in decided.unknown_pools {
-                let pool = self.pool_named(&reference).await?;
+                let pool = self.resource_named(&reference).await?;
                 pools.insert(reference, pool);
             }
         };

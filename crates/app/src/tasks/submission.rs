@@ -58,18 +58,37 @@ struct Waiting {
 }
 
 impl Intake {
-    /// The submissions waiting longest, as many as fit in one group (at least one).
+    /// The submissions waiting longest, as many as fit in one group (at least one). One whose
+    /// `Idempotency-Key` another in the group carries (a client retrying a request still in
+    /// flight) waits for the next group, where it finds the key taken, instead of making the
+    /// store refuse this whole group.
     fn next_group(&self) -> Vec<Waiting> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut group = Vec::new();
+        let mut group: Vec<Waiting> = Vec::new();
+        let mut held_back = VecDeque::new();
         let mut tasks = 0;
-        while let Some(next) = queue.front() {
+        while let Some(next) = queue.pop_front() {
             let size = next.submission.tasks.len();
             if !group.is_empty() && tasks + size > GROUP_TASKS {
+                queue.push_front(next);
                 break;
             }
+            let key = next.submission.idempotency.as_ref().map(|r| &r.key);
+            let repeated = key.is_some_and(|key| {
+                group
+                    .iter()
+                    .any(|w| w.submission.idempotency.as_ref().map(|r| &r.key) == Some(key))
+            });
+            if repeated {
+                held_back.push_back(next);
+                continue;
+            }
             tasks += size;
-            group.extend(queue.pop_front());
+            group.push(next);
+        }
+        // Held back in their order, ahead of what arrived after them.
+        while let Some(waiting) = held_back.pop_back() {
+            queue.push_front(waiting);
         }
         group
     }
@@ -125,11 +144,10 @@ impl Platform {
         if let Some(tasks) = self.replay(record.as_ref()).await? {
             return first(tasks);
         }
-        let mut errors = ValidationErrors::default();
-        self.check_all_claims([(0, &new)], false, &mut errors)
+        let stored = self
+            .store_checked(vec![(0, new)], ValidationErrors::default(), record, false)
             .await?;
-        errors.into_result()?;
-        first(self.store_new(vec![new], record).await?)
+        first(stored)
     }
 
     /// [`submit`](Self::submit) of one input, or of a `batch`: replayed, else validated (each
@@ -154,11 +172,7 @@ impl Platform {
                 Err(e) => errors.0.extend(in_item(batch, i, e).0),
             }
         }
-        self.check_all_claims(news.iter().map(|(i, new)| (*i, new)), batch, &mut errors)
-            .await?;
-        errors.into_result()?;
-        self.store_new(news.into_iter().map(|(_, new)| new).collect(), record)
-            .await
+        self.store_checked(news, errors, record, batch).await
     }
 
     /// The idempotency record of a caller's submission of `count` tasks, their IDs chosen
@@ -184,20 +198,37 @@ impl Platform {
     }
 
     /// Adds to `errors` what is wrong with each item's resource claims (each named by its
-    /// index in a `batch`).
+    /// index in a `batch`), reading each pool they name once.
     async fn check_all_claims(
         &self,
-        items: impl IntoIterator<Item = (usize, &NewTask)>,
+        items: &[(usize, NewTask)],
         batch: bool,
         errors: &mut ValidationErrors,
     ) -> Result<(), AppError> {
+        let mut named: Vec<&str> = Vec::new();
+        for (_, new) in items {
+            named.extend(new.resource_claims.iter().map(|c| c.resource.as_str()));
+        }
+        let pools = self.pools_named(named).await?;
         for (i, new) in items {
-            match self.check_claims(new).await {
-                Err(AppError::Validation(e)) => errors.0.extend(in_item(batch, i, e).0),
-                other => other?,
-            }
+            let found = crate::resources::claim_errors(new, &pools);
+            errors.0.extend(in_item(batch, *i, found).0);
         }
         Ok(())
+    }
+
+    /// Refuses the submission if `errors` or the items' claims say so; otherwise stores it.
+    async fn store_checked(
+        &self,
+        items: Vec<(usize, NewTask)>,
+        mut errors: ValidationErrors,
+        record: Option<IdempotencyRecord>,
+        batch: bool,
+    ) -> Result<Vec<Task>, AppError> {
+        self.check_all_claims(&items, batch, &mut errors).await?;
+        errors.into_result()?;
+        self.store_new(items.into_iter().map(|(_, new)| new).collect(), record)
+            .await
     }
 
     /// Stores checked tasks through the group commit and returns them; when their key was
@@ -343,9 +374,10 @@ impl Platform {
 }
 
 /// The only task of a single submission.
-fn first(mut tasks: Vec<Task>) -> Result<Task, AppError> {
+fn first(tasks: Vec<Task>) -> Result<Task, AppError> {
     tasks
-        .pop()
+        .into_iter()
+        .next()
         .ok_or_else(|| AppError::Internal("a submission stored no task".into()))
 }
 

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
@@ -15,15 +15,28 @@ use ports::{
     Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, Submission, TaskCounts,
     TaskQuery, TaskRepository,
 };
+use tokio::sync::Notify;
 
-/// The embedded store's tasks, counting writes of new tasks and reads of an agent's tasks.
+/// The embedded store's tasks, counting writes of new tasks and reads of an agent's tasks. The
+/// first write of new tasks waits at a gate until the test opens it, as a database round trip
+/// would take a while.
 pub struct CountingTasks {
     pub inner: Arc<MemoryStore>,
     pub writes: AtomicUsize,
     pub agent_reads: AtomicUsize,
+    /// Rung when the first write reaches the gate.
+    pub at_gate: Notify,
+    open: AtomicBool,
+    opened: Notify,
 }
 
 impl CountingTasks {
+    /// Lets every write through, now and from now on.
+    pub fn open_gate(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+
     pub fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
     }
@@ -40,7 +53,18 @@ impl TaskRepository for CountingTasks {
         submissions: &[Submission],
         key_lifetime: chrono::Duration,
     ) -> Result<Vec<NewEvent>, RepoError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
+        if self.writes.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.at_gate.notify_one();
+            loop {
+                let opened = self.opened.notified();
+                tokio::pin!(opened);
+                opened.as_mut().enable();
+                if self.open.load(Ordering::SeqCst) {
+                    break;
+                }
+                opened.await;
+            }
+        }
         self.inner.insert_all(submissions, key_lifetime).await
     }
     async fn find_idempotency(
@@ -103,16 +127,29 @@ impl TaskRepository for CountingTasks {
     }
 }
 
-/// A platform on `store` (with `bus`) whose task repository counts.
+/// A platform on `store` (with `bus`) whose task repository counts; its gate open.
 pub fn counting_platform(
     store: &Arc<MemoryStore>,
     bus: &Arc<MemoryBus>,
     settings: Settings,
 ) -> (Platform, Arc<CountingTasks>) {
+    gated_platform(store, bus, settings, true)
+}
+
+/// [`counting_platform`], its gate open or not.
+pub fn gated_platform(
+    store: &Arc<MemoryStore>,
+    bus: &Arc<MemoryBus>,
+    settings: Settings,
+    gate_open: bool,
+) -> (Platform, Arc<CountingTasks>) {
     let tasks = Arc::new(CountingTasks {
         inner: store.clone(),
         writes: AtomicUsize::new(0),
         agent_reads: AtomicUsize::new(0),
+        at_gate: Notify::new(),
+        open: AtomicBool::new(gate_open),
+        opened: Notify::new(),
     });
     let mut deps = Dependencies::on_store(
         store.clone(),
