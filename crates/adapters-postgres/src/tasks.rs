@@ -194,14 +194,16 @@ impl TaskRepository for PgStore {
         .bind(agent.as_uuid())
         .read_all(&mut *tx, task_from_row)
         .await?;
-        let others = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM tasks
-             WHERE id = ANY($1) AND assigned_agent IS DISTINCT FROM $2"
-        ))
-        .bind(&ids)
-        .bind(agent.as_uuid())
-        .read_all(&mut *tx, task_from_row)
-        .await?;
+        let found: std::collections::HashSet<Uuid> = held.iter().map(|t| t.id.as_uuid()).collect();
+        let rest: Vec<Uuid> = ids.into_iter().filter(|id| !found.contains(id)).collect();
+        let others = if rest.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ANY($1)"))
+                .bind(&rest)
+                .read_all(&mut *tx, task_from_row)
+                .await?
+        };
         let rows = ports::SnapshotRows::of(&held, [&holder]);
         let loaded = held.into_iter().chain(others).collect();
         let changes = decide(holder, loaded);

@@ -203,11 +203,9 @@ impl Platform {
         if !actor.can_see_agent(agent) {
             return Err(AppError::NotFound("Agent"));
         }
-        self.deps
-            .agents
-            .get(agent)
-            .await
-            .map_err(|e| AppError::from_repo("Agent", e))?;
+        // Whether the agent is known to exist: it is when it has tasks; otherwise it is looked
+        // up once (`NotFound` for an unknown agent).
+        let mut exists = false;
         let wait = wait
             .unwrap_or_default()
             .min(std::time::Duration::from_secs(u64::from(MAX_WAIT_SECONDS)));
@@ -235,6 +233,14 @@ impl Platform {
                         .map_err(|e| AppError::from_repo("Task", e))?
                 }
             };
+            if tasks.is_empty() && !exists {
+                self.deps
+                    .agents
+                    .get(agent)
+                    .await
+                    .map_err(|e| AppError::from_repo("Agent", e))?;
+                exists = true;
+            }
             let now = tokio::time::Instant::now();
             if !tasks.is_empty() || now >= deadline {
                 return Ok(tasks);
