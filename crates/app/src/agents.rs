@@ -163,6 +163,8 @@ impl Platform {
             else {
                 return Ok(Attempt::Lost);
             };
+            // Its keys are revoked with it.
+            self.trusted_keys.forget_all();
             self.publish(&stored).await;
             Ok(Attempt::Won(()))
         })

@@ -1,12 +1,55 @@
 //! Authentication by API key: the bootstrap admin key and stored keys.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
 use domain::credential::KEY_PREFIX;
-use domain::{KeyHash, Principal, Role};
+use domain::{ApiKey, KeyHash, Principal, Role};
 use ports::IdGenerator;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{AppError, Platform};
+
+/// How long a stored API key found valid is trusted without reading it again. A key revoked
+/// through this replica stops working here at once; one revoked through another replica stops
+/// working here within this long (as sockets opened with it close within the revocation
+/// check's 5 s).
+pub const KEY_TRUST: chrono::Duration = chrono::Duration::seconds(5);
+/// Most keys trusted at once; past it, trust starts afresh.
+const KEYS_TRUSTED: usize = 10_000;
+
+/// Stored API keys recently found valid, so a busy client's every request does not read the
+/// store. Only keys that were valid are kept, so unknown keys cannot fill it.
+#[derive(Debug, Default)]
+pub(crate) struct TrustedKeys(Mutex<HashMap<KeyHash, (ApiKey, DateTime<Utc>)>>);
+
+impl TrustedKeys {
+    /// The key with this hash, if it was read from the store within [`KEY_TRUST`] of `now`.
+    fn get(&self, hash: &KeyHash, now: DateTime<Utc>) -> Option<ApiKey> {
+        let keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.get(hash)
+            .filter(|(_, read)| now - *read < KEY_TRUST)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn keep(&self, hash: KeyHash, key: ApiKey, now: DateTime<Utc>) {
+        let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= KEYS_TRUSTED {
+            keys.clear();
+        }
+        keys.insert(hash, (key, now));
+    }
+
+    /// Forgets every key: one was revoked.
+    pub(crate) fn forget_all(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
 
 /// The stored form of a key: SHA-256, hex. Keys are 256-bit random, so a fast hash is enough;
 /// passwords, which are not, use Argon2id instead.
@@ -21,7 +64,8 @@ pub fn new_api_key(ids: &dyn IdGenerator) -> String {
 
 impl Platform {
     /// The caller an API key stands for. `Unauthorized` for unknown, revoked or expired keys,
-    /// with one message for all three so a caller learns nothing about which it was.
+    /// with one message for all three so a caller learns nothing about which it was. A stored
+    /// key found valid is trusted for [`KEY_TRUST`] without reading it again.
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<Principal, AppError> {
         let hash = hash_key(presented);
         if let Some(admin) = &self.settings.admin_key {
@@ -36,14 +80,25 @@ impl Platform {
                 });
             }
         }
-        let key = self
-            .deps
-            .credentials
-            .find_api_key(&hash)
-            .await
-            .map_err(|e| AppError::from_repo("API key", e))?;
+        let now = self.deps.clock.now();
+        let key = match self.trusted_keys.get(&hash, now) {
+            Some(key) => Some(key),
+            None => {
+                let found = self
+                    .deps
+                    .credentials
+                    .find_api_key(&hash)
+                    .await
+                    .map_err(|e| AppError::from_repo("API key", e))?;
+                if let Some(key) = found.as_ref().filter(|k| k.is_usable(now)) {
+                    self.trusted_keys.keep(hash, key.clone(), now);
+                }
+                found
+            }
+        };
         match key {
-            Some(key) if key.is_usable(self.deps.clock.now()) => Ok(Principal {
+            // Expiry is checked on every use, trusted or read.
+            Some(key) if key.is_usable(now) => Ok(Principal {
                 subject: format!("api-key:{}", key.prefix),
                 role: key.role,
                 agent_id: key.agent_id,

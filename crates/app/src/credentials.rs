@@ -134,6 +134,7 @@ impl Platform {
             .revoke_api_key(id, self.deps.clock.now())
             .await
             .map_err(|e| AppError::from_repo("API key", e))?;
+        self.trusted_keys.forget_all();
         self.audit(
             &actor.subject,
             AuditAction::ApiKeyRevoked,

@@ -30,7 +30,7 @@ use ports::{
 };
 
 pub use agents::{Beat, RegisteredAgent};
-pub use auth::{hash_key, new_api_key};
+pub use auth::{hash_key, new_api_key, KEY_TRUST};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use conflicts::ResolveRequest;
 pub use credentials::IssuedKey;
@@ -208,6 +208,8 @@ pub struct Platform {
     contention_open: Arc<std::sync::atomic::AtomicBool>,
     /// Admission to password hashing: who may hash now, and who may wait for a turn.
     hashing: Arc<passwords::Hashing>,
+    /// Stored API keys found valid lately.
+    trusted_keys: Arc<auth::TrustedKeys>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -301,6 +303,7 @@ impl Platform {
             signals: Arc::default(),
             contention_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             hashing: Arc::new(passwords::Hashing::new(settings.password_hash_concurrency)),
+            trusted_keys: Arc::default(),
             settings,
         }
     }
