@@ -36,6 +36,7 @@ pub async fn register(options: &Options, target: &Target) -> (Vec<Agent>, Record
         options,
         target,
         options.agents,
+        None,
         move |n| {
             let body = json!({
                 "name": format!("loadtest-agent-{n}"),
@@ -121,6 +122,7 @@ pub async fn simulate(
         options,
         target,
         options.tasks,
+        options.rate,
         move |n| {
             let body = json!({
                 "title": format!("loadtest task {n}"),

@@ -40,6 +40,8 @@ const USAGE: &str = "cargo xtask loadtest [options]
                              (default 1: each its own POST /tasks; at most 1000)
   --hold-seconds SECS        with --simulate: agents keep waiting for work this long after the
                              submitted tasks are done (default 0), to measure an idle fleet
+  --rate N                   with --simulate: submit N tasks per second, evenly spread (a
+                             constant-rate load, for latencies below saturation)
   --max-seconds SECS         stop the run after this long (default 600)
   --output FILE              also write the report as JSON
   --allow-remote             allow a target that is not a loopback address";
@@ -62,6 +64,7 @@ pub struct Options {
     pub batch_reports: bool,
     pub batch_size: usize,
     pub hold_seconds: u64,
+    pub rate: Option<u32>,
     pub max_seconds: u64,
     pub output: Option<String>,
     pub allow_remote: bool,
@@ -85,6 +88,7 @@ impl Options {
             batch_reports: false,
             batch_size: 1,
             hold_seconds: 0,
+            rate: None,
             max_seconds: 600,
             output: None,
             allow_remote: false,
@@ -120,6 +124,7 @@ impl Options {
                 "--batch-reports" => o.batch_reports = true,
                 "--batch-size" => o.batch_size = count(value()?, 1_000)?.max(1),
                 "--hold-seconds" => o.hold_seconds = count(value()?, 3_600)? as u64,
+                "--rate" => o.rate = Some(count(value()?, 1_000_000)?.max(1) as u32),
                 "--agent-slots" => o.agent_slots = count(value()?, 10_000)?.max(1),
                 "--max-seconds" => o.max_seconds = count(value()?, 86_400)? as u64,
                 "--output" => o.output = Some(value()?),
@@ -242,6 +247,7 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
             options,
             target,
             total.div_ceil(size),
+            None,
             move |n| {
                 if size == 1 {
                     let path = "/api/v1/tasks".to_owned();
@@ -284,6 +290,7 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
             options,
             target,
             count,
+            None,
             |_| (endpoint, Method::GET, path.to_owned(), None),
             |_, _| None::<()>,
         )
@@ -309,17 +316,20 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
 pub(crate) type Call = (&'static str, Method, String, Option<Value>);
 
 /// Makes `count` requests from `--concurrency` workers, each on its own connection and with
-/// the operator's credential: request `n` is `call(n)`, and what `read(n, answer)` makes of each
-/// answer is collected.
+/// the operator's credential: request `n` is `call(n)`, made no earlier than `n / pace`
+/// seconds from the start when a pace (requests per second) is given, and what
+/// `read(n, answer)` makes of each answer is collected.
 pub(crate) async fn repeat<T: Send + 'static>(
     options: &Options,
     target: &Target,
     count: usize,
+    pace: Option<u32>,
     call: impl Fn(usize) -> Call + Send + Sync + 'static,
     read: impl Fn(usize, http::Answer) -> Option<T> + Send + Sync + 'static,
 ) -> (Recorder, Vec<T>) {
     let next = Arc::new(AtomicUsize::new(0));
     let (call, read) = (Arc::new(call), Arc::new(read));
+    let started = tokio::time::Instant::now();
     let workers: Vec<_> = (0..options.concurrency.min(count))
         .map(|_| {
             let (next, token) = (next.clone(), options.auth_token.clone());
@@ -332,6 +342,10 @@ pub(crate) async fn repeat<T: Send + 'static>(
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= count {
                         return (recorder, found);
+                    }
+                    if let Some(per_second) = pace {
+                        let due = n as f64 / f64::from(per_second.max(1));
+                        tokio::time::sleep_until(started + Duration::from_secs_f64(due)).await;
                     }
                     let (endpoint, method, path, body) = call(n);
                     let answer = conn
