@@ -28,6 +28,10 @@ pub(crate) struct State {
     agents: HashMap<AgentId, Agent>,
     keys: HashMap<KeyHash, ApiKey>,
     tasks: HashMap<TaskId, Task>,
+    /// The assigned and running tasks of each agent, and the pending tasks: indexes kept by
+    /// [`State::put_task`].
+    held: HashMap<AgentId, std::collections::HashSet<TaskId>>,
+    pending: std::collections::HashSet<TaskId>,
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
     users: HashMap<UserId, User>,
@@ -42,6 +46,42 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Stores a task, keeping the index of held tasks true: the one way tasks are written.
+    fn put_task(&mut self, task: Task) {
+        let holder = |t: &Task| t.assigned_agent.filter(|_| t.status.is_active());
+        if let Some(agent) = self.tasks.get(&task.id).and_then(holder) {
+            if let Some(held) = self.held.get_mut(&agent) {
+                held.remove(&task.id);
+                if held.is_empty() {
+                    self.held.remove(&agent);
+                }
+            }
+        }
+        if let Some(agent) = holder(&task) {
+            self.held.entry(agent).or_default().insert(task.id);
+        }
+        if task.status == domain::TaskStatus::Pending {
+            self.pending.insert(task.id);
+        } else {
+            self.pending.remove(&task.id);
+        }
+        self.tasks.insert(task.id, task);
+    }
+
+    /// The pending tasks.
+    fn pending(&self) -> impl Iterator<Item = &Task> {
+        self.pending.iter().filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The assigned and running tasks of `agent`.
+    fn held_by(&self, agent: AgentId) -> impl Iterator<Item = &Task> {
+        self.held
+            .get(&agent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
     fn append(&mut self, events: Vec<NewEvent>) -> Vec<NewEvent> {
         self.unsequenced.extend(events.iter().cloned());
         events
@@ -75,7 +115,7 @@ impl State {
         for task in changes.tasks {
             let mut stored = task;
             stored.version += 1;
-            self.tasks.insert(stored.id, stored);
+            self.put_task(stored);
         }
         for agent in changes.agents {
             let mut stored = agent;

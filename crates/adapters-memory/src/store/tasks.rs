@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Agent, AgentId, NewEvent, Task, TaskId, TaskStatus};
+use domain::{Agent, AgentId, NewEvent, Task, TaskId};
 use ports::{
     Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, SchedulingSnapshot,
     SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
@@ -46,7 +46,7 @@ impl TaskRepository for MemoryStore {
             for task in &submission.tasks {
                 let mut stored = task.clone();
                 stored.version = 0;
-                state.tasks.insert(task.id, stored);
+                state.put_task(stored);
             }
             events.extend(submission.events.iter().cloned());
         }
@@ -156,11 +156,9 @@ impl TaskRepository for MemoryStore {
     ) -> Result<Vec<NewEvent>, RepoError> {
         // The whole pass runs under the store's lock: nothing can change in between.
         let mut state = self.lock();
-        let ready = state.tasks.values().filter(|t| {
-            t.status == TaskStatus::Pending
-                && t.not_before <= now
-                && t.deadline.is_none_or(|d| d > now)
-        });
+        let ready = state
+            .pending()
+            .filter(|t| t.not_before <= now && t.deadline.is_none_or(|d| d > now));
         let pending: Vec<Task> =
             domain::scheduler::first_in_queue(ready, limit as usize, now, policy)
                 .into_iter()
@@ -172,15 +170,9 @@ impl TaskRepository for MemoryStore {
             .filter(|a| a.status.is_serving())
             .cloned()
             .collect();
-        let held: Vec<Task> = state
-            .tasks
-            .values()
-            .filter(|t| {
-                t.status.is_active()
-                    && t.assigned_agent.is_some_and(|a| {
-                        state.agents.get(&a).is_some_and(|a| a.status.is_serving())
-                    })
-            })
+        let held: Vec<Task> = agents
+            .iter()
+            .flat_map(|a| state.held_by(a.id))
             .cloned()
             .collect();
         let claims = pending.iter().any(|t| !t.resource_claims.is_empty());
@@ -217,9 +209,8 @@ impl TaskRepository for MemoryStore {
     async fn past_deadline(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
         let state = self.lock();
         let mut rows: Vec<&Task> = state
-            .tasks
-            .values()
-            .filter(|t| t.status == TaskStatus::Pending && t.deadline.is_some_and(|d| d <= now))
+            .pending()
+            .filter(|t| t.deadline.is_some_and(|d| d <= now))
             .collect();
         rows.sort_by_key(|t| (t.deadline, t.id));
         Ok(rows.into_iter().take(limit as usize).cloned().collect())
@@ -227,11 +218,7 @@ impl TaskRepository for MemoryStore {
 
     async fn held_by(&self, agent: AgentId) -> Result<Vec<Task>, RepoError> {
         let state = self.lock();
-        let mut rows: Vec<&Task> = state
-            .tasks
-            .values()
-            .filter(|t| t.status.is_active() && t.assigned_agent == Some(agent))
-            .collect();
+        let mut rows: Vec<&Task> = state.held_by(agent).collect();
         rows.sort_by_key(|t| (t.assigned_at, t.id));
         Ok(rows.into_iter().cloned().collect())
     }
@@ -247,13 +234,11 @@ impl TaskRepository for MemoryStore {
     async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {
         let state = self.lock();
         let mut rows: Vec<&Task> = state
-            .tasks
-            .values()
+            .pending()
             .filter(|t| {
-                t.status == TaskStatus::Pending
-                    && t.pending_reason
-                        .as_ref()
-                        .is_some_and(domain::WaitReason::is_capability_gap)
+                t.pending_reason
+                    .as_ref()
+                    .is_some_and(domain::WaitReason::is_capability_gap)
             })
             .collect();
         rows.sort_by_key(|t| (t.created_at, t.id));
