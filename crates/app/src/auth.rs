@@ -23,31 +23,47 @@ const KEYS_TRUSTED: usize = 10_000;
 /// Stored API keys recently found valid, so a busy client's every request does not read the
 /// store. Only keys that were valid are kept, so unknown keys cannot fill it.
 #[derive(Debug, Default)]
-pub(crate) struct TrustedKeys(Mutex<HashMap<KeyHash, (ApiKey, DateTime<Utc>)>>);
+pub(crate) struct TrustedKeys(Mutex<Trusted>);
+
+#[derive(Debug, Default)]
+struct Trusted {
+    keys: HashMap<KeyHash, (ApiKey, DateTime<Utc>)>,
+    /// Moves on whenever every key is forgotten, so a read that began before cannot put back
+    /// a key revoked meanwhile.
+    generation: u64,
+}
 
 impl TrustedKeys {
-    /// The key with this hash, if it was read from the store within [`KEY_TRUST`] of `now`.
-    fn get(&self, hash: &KeyHash, now: DateTime<Utc>) -> Option<ApiKey> {
-        let keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.get(hash)
-            .filter(|(_, read)| now - *read < KEY_TRUST)
-            .map(|(key, _)| key.clone())
+    /// The key with this hash, if it was read from the store within [`KEY_TRUST`] before
+    /// `now` (a clock set back trusts nothing it read "later"); and the generation a read of
+    /// the store starting now belongs to.
+    fn get(&self, hash: &KeyHash, now: DateTime<Utc>) -> (Option<ApiKey>, u64) {
+        let trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = trusted
+            .keys
+            .get(hash)
+            .filter(|(_, read)| *read <= now && now - *read < KEY_TRUST)
+            .map(|(key, _)| key.clone());
+        (key, trusted.generation)
     }
 
-    fn keep(&self, hash: KeyHash, key: ApiKey, now: DateTime<Utc>) {
-        let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if keys.len() >= KEYS_TRUSTED {
-            keys.clear();
+    /// Trusts a key read from the store, unless every key was forgotten since the read began.
+    fn keep(&self, hash: KeyHash, key: ApiKey, now: DateTime<Utc>, generation: u64) {
+        let mut trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if trusted.generation != generation {
+            return;
         }
-        keys.insert(hash, (key, now));
+        if trusted.keys.len() >= KEYS_TRUSTED {
+            trusted.keys.clear();
+        }
+        trusted.keys.insert(hash, (key, now));
     }
 
     /// Forgets every key: one was revoked.
     pub(crate) fn forget_all(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        trusted.keys.clear();
+        trusted.generation += 1;
     }
 }
 
@@ -82,8 +98,8 @@ impl Platform {
         }
         let now = self.deps.clock.now();
         let key = match self.trusted_keys.get(&hash, now) {
-            Some(key) => Some(key),
-            None => {
+            (Some(key), _) => Some(key),
+            (None, generation) => {
                 let found = self
                     .deps
                     .credentials
@@ -91,7 +107,7 @@ impl Platform {
                     .await
                     .map_err(|e| AppError::from_repo("API key", e))?;
                 if let Some(key) = found.as_ref().filter(|k| k.is_usable(now)) {
-                    self.trusted_keys.keep(hash, key.clone(), now);
+                    self.trusted_keys.keep(hash, key.clone(), now, generation);
                 }
                 found
             }

@@ -55,8 +55,11 @@ async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
                     platform.wake_polls([event.agent_id]);
                     platform.note_capacity(event.kind);
                 }
-                // Some were missed: every poll reads again.
-                Err(broadcast::error::RecvError::Lagged(_)) => platform.wake_all_polls(),
+                // Some were missed: every poll reads again, and capacity may have come free.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    platform.wake_all_polls();
+                    platform.capacity_may_be_free();
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = check.tick() => {
@@ -67,6 +70,9 @@ async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
                 while let Ok(missed) = platform.log_after(delivered, 500).await {
                     let Some(last) = missed.last().map(|e| e.seq) else { break };
                     platform.wake_polls(missed.iter().map(|e| e.agent_id));
+                    for event in &missed {
+                        platform.note_capacity(event.kind);
+                    }
                     delivered = last;
                 }
             },

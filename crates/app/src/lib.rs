@@ -172,12 +172,48 @@ struct Signals {
     work: tokio::sync::Notify,
     /// Long polls waiting for assignments, each woken by its own agent's.
     polls: tasks::Polls,
-    /// The last scheduling pass left no serving agent a free slot: new tasks alone are not
-    /// worth a pass until capacity frees up (or the periodic pass comes).
-    full: std::sync::atomic::AtomicBool,
+    /// Whether the last scheduling pass left no serving agent a free slot: new tasks alone are
+    /// not worth a pass until capacity frees up (or the periodic pass comes).
+    room: Room,
     relay: Relay,
     /// Submissions waiting to be committed together.
     intake: tasks::Intake,
+}
+
+/// Whether the last scheduling pass left every agent full, and how often capacity was freed
+/// since: a pass that read the fleet before capacity came free must not mark it full after.
+#[derive(Debug, Default)]
+struct Room(std::sync::Mutex<(bool, u64)>);
+
+impl Room {
+    fn state(&self) -> std::sync::MutexGuard<'_, (bool, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_full(&self) -> bool {
+        self.state().0
+    }
+
+    /// Capacity may have come free.
+    fn freed(&self) {
+        let mut state = self.state();
+        *state = (false, state.1 + 1);
+    }
+
+    /// Where the count of freed capacity stands, as a pass begins.
+    fn epoch(&self) -> u64 {
+        self.state().1
+    }
+
+    /// What a pass that began at `epoch` found, unless capacity came free since.
+    fn settle(&self, epoch: u64, full: bool) {
+        let mut state = self.state();
+        if state.1 == epoch {
+            state.0 = full;
+        }
+    }
 }
 
 /// One relay in flight per replica. Every committed write asks for its events to be numbered

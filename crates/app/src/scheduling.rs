@@ -143,6 +143,7 @@ impl Platform {
         let policy = self.settings.policy.clone();
         let findings = Arc::new(Mutex::new(Findings::default()));
         let found = findings.clone();
+        let epoch = self.signals.room.epoch();
         let stored = self
             .deps
             .tasks
@@ -160,9 +161,7 @@ impl Platform {
             .count();
         self.publish(&stored).await;
         let findings = std::mem::take(&mut *findings.lock().unwrap_or_else(|p| p.into_inner()));
-        self.signals
-            .full
-            .store(!findings.room_left, std::sync::atomic::Ordering::SeqCst);
+        self.signals.room.settle(epoch, !findings.room_left);
         if assigned > 0 && findings.room_left {
             // More tasks may be ready than one pass takes: pass again while passes place some.
             self.signals.work.notify_one();

@@ -66,3 +66,26 @@ async fn a_valid_key_is_trusted_briefly_revoked_here_at_once_and_expired_always(
     clock.advance(chrono::Duration::seconds(3));
     assert!(platform.authenticate_api_key("secret-three").await.is_err());
 }
+
+#[tokio::test]
+async fn a_deregistered_agents_key_stops_working_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    let platform = testkit::platform(
+        store,
+        Arc::new(MemoryBus::new()),
+        ManualClock::default(),
+        app::Settings::default(),
+    );
+    let operator = testkit::builders::principal(Role::Operator);
+    let registered = platform
+        .register_agent(&operator, testkit::builders::new_agent("worker", &[]))
+        .await
+        .unwrap();
+    let key = registered.agent_key;
+    assert!(platform.authenticate_api_key(&key).await.is_ok());
+    platform
+        .deregister_agent(&operator, registered.agent.id)
+        .await
+        .unwrap();
+    assert!(platform.authenticate_api_key(&key).await.is_err());
+}

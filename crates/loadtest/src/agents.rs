@@ -118,6 +118,7 @@ pub async fn simulate(
     let progress = tokio::spawn(report_progress(run.clone(), started));
 
     let (submitting, marks) = (run.clone(), run.clone());
+    let (rate, paced_from) = (options.rate, Instant::now());
     let (mut recorder, _) = super::repeat(
         options,
         target,
@@ -129,7 +130,11 @@ pub async fn simulate(
                 "required_capabilities": [CAPABILITY],
                 "metadata": {"loadtest_n": n},
             });
-            let _ = submitting.submitted_at[n].set(Instant::now());
+            // Paced, a task counts from when it was due, so a submission held up by a slow
+            // server is not measured as if it had been sent on time.
+            let due = rate.map(|r| paced_from + Duration::from_secs_f64(n as f64 / f64::from(r)));
+            let now = Instant::now();
+            let _ = submitting.submitted_at[n].set(due.map_or(now, |due| due.min(now)));
             (
                 "POST /tasks",
                 Method::POST,

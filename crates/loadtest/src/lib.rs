@@ -141,6 +141,14 @@ impl Options {
             !o.simulate || o.agents > 0,
             "--simulate needs at least one agent"
         );
+        anyhow::ensure!(
+            o.simulate || (o.rate.is_none() && o.hold_seconds == 0 && !o.batch_reports),
+            "--rate, --hold-seconds and --batch-reports need --simulate"
+        );
+        anyhow::ensure!(
+            !o.simulate || o.batch_size == 1,
+            "--batch-size is for submissions without --simulate"
+        );
         Ok(o)
     }
 }

@@ -256,7 +256,7 @@ impl Platform {
     /// Wakes the scheduler for tasks that became ready to place: worth a pass only when the
     /// last one left an agent room.
     pub(crate) fn wake_for_work(&self) {
-        if !self.signals.full.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.signals.room.is_full() {
             self.signals.work.notify_one();
         }
     }
@@ -264,9 +264,7 @@ impl Platform {
     /// Wakes the scheduler for capacity that may have come free (or rules that changed):
     /// always worth a pass.
     pub(crate) fn wake_for_room(&self) {
-        self.signals
-            .full
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.signals.room.freed();
         self.signals.work.notify_one();
     }
 
@@ -283,10 +281,13 @@ impl Platform {
                 | EventKind::ResourceAllocated
         );
         if !fills {
-            self.signals
-                .full
-                .store(false, std::sync::atomic::Ordering::SeqCst);
+            self.capacity_may_be_free();
         }
+    }
+
+    /// Lets the next submission here wake the scheduler again (see [`Self::note_capacity`]).
+    pub(crate) fn capacity_may_be_free(&self) {
+        self.signals.room.freed();
     }
 
     /// Waits until something may have made scheduling worthwhile.

@@ -55,19 +55,30 @@ pub(crate) struct Intake {
 struct Waiting {
     submission: Submission,
     reply: oneshot::Sender<Result<(), RepoError>>,
+    /// Held back from a group that carried its key: it goes alone, so that if it finds the
+    /// key taken only it is refused (and answered as a replay).
+    alone: bool,
 }
 
 impl Intake {
     /// The submissions waiting longest, as many as fit in one group (at least one). One whose
     /// `Idempotency-Key` another in the group carries (a client retrying a request still in
-    /// flight) waits for the next group, where it finds the key taken, instead of making the
-    /// store refuse this whole group.
+    /// flight) is held back and later written alone, where it finds the key taken, instead of
+    /// making the store refuse a whole group.
     fn next_group(&self) -> Vec<Waiting> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let mut group: Vec<Waiting> = Vec::new();
         let mut held_back = VecDeque::new();
         let mut tasks = 0;
-        while let Some(next) = queue.pop_front() {
+        while let Some(mut next) = queue.pop_front() {
+            if next.alone {
+                if group.is_empty() {
+                    group.push(next);
+                    break;
+                }
+                held_back.push_back(next);
+                continue;
+            }
             let size = next.submission.tasks.len();
             if !group.is_empty() && tasks + size > GROUP_TASKS {
                 queue.push_front(next);
@@ -80,6 +91,7 @@ impl Intake {
                     .any(|w| w.submission.idempotency.as_ref().map(|r| &r.key) == Some(key))
             });
             if repeated {
+                next.alone = true;
                 held_back.push_back(next);
                 continue;
             }
@@ -319,7 +331,11 @@ impl Platform {
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Waiting { submission, reply });
+            .push_back(Waiting {
+                submission,
+                reply,
+                alone: false,
+            });
         // The writer is a task of its own, so a request dropped while it waits cannot leave
         // its group unwritten or unanswered. Every submission starts one; each writes whatever
         // is waiting when its turn comes, and finds nothing if an earlier one took it all.
