@@ -7,7 +7,7 @@ use domain::{
     TaskStatus,
 };
 use ports::RepoError;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -139,43 +139,83 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
     })
 }
 
-/// A task as a row of the `tasks` table, in JSON, for `jsonb_populate_recordset`.
-fn task_row(t: &Task) -> Value {
-    json!({
-        "id": t.id,
-        "title": t.title,
-        "description": t.description,
-        "priority": t.priority.get(),
-        "required_capabilities": t.required_capabilities.to_strings(),
-        "resources": t.resources.to_json(),
-        "deadline": t.deadline,
-        "metadata": t.metadata.as_map(),
-        "status": t.status.as_str(),
-        "assigned_agent": t.assigned_agent,
-        "attempt": t.attempt,
-        "round_start": t.round_start,
-        "max_attempts": t.max_attempts,
-        "lease_seconds": t.lease_seconds,
-        "preemptible": t.preemptible,
-        "lease_expires_at": t.lease_expires_at,
-        "assigned_at": t.assigned_at,
-        "started_at": t.started_at,
-        "completed_at": t.completed_at,
-        "progress": t.progress,
-        "result": t.result,
-        "error": t.error,
-        "resource_claims": claims_json(&t.resource_claims),
-        "workflow_id": t.workflow_id,
-        "execution_id": t.execution_id,
-        "step": t.step,
-        "wait_reason": wait_reason_json(&t.pending_reason),
-        "pending_reason": t.pending_reason.as_ref().map(|r| r.to_string()),
-        "not_before": t.not_before,
-        "cancel_requested": t.cancel_requested,
-        "created_at": t.created_at,
-        "updated_at": t.updated_at,
-        "version": t.version,
-    })
+/// A task as a row of the `tasks` table, in JSON, for `jsonb_populate_recordset`: serialized
+/// straight from the task, with no JSON tree built first.
+#[derive(serde::Serialize)]
+struct TaskRow<'a> {
+    id: TaskId,
+    title: &'a str,
+    description: &'a str,
+    priority: u8,
+    required_capabilities: Vec<String>,
+    resources: Map<String, Value>,
+    deadline: Option<DateTime<Utc>>,
+    metadata: &'a Map<String, Value>,
+    status: &'static str,
+    assigned_agent: Option<AgentId>,
+    attempt: u32,
+    round_start: u32,
+    max_attempts: u32,
+    lease_seconds: u32,
+    preemptible: bool,
+    lease_expires_at: Option<DateTime<Utc>>,
+    assigned_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    progress: Option<f64>,
+    result: Option<&'a Map<String, Value>>,
+    error: Option<&'a str>,
+    resource_claims: Value,
+    workflow_id: Option<Uuid>,
+    execution_id: Option<Uuid>,
+    step: Option<&'a str>,
+    wait_reason: Option<Value>,
+    pending_reason: Option<String>,
+    not_before: DateTime<Utc>,
+    cancel_requested: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i64,
+}
+
+impl<'a> TaskRow<'a> {
+    fn of(t: &'a Task) -> Self {
+        Self {
+            id: t.id,
+            title: &t.title,
+            description: &t.description,
+            priority: t.priority.get(),
+            required_capabilities: t.required_capabilities.to_strings(),
+            resources: t.resources.to_json(),
+            deadline: t.deadline,
+            metadata: t.metadata.as_map(),
+            status: t.status.as_str(),
+            assigned_agent: t.assigned_agent,
+            attempt: t.attempt,
+            round_start: t.round_start,
+            max_attempts: t.max_attempts,
+            lease_seconds: t.lease_seconds,
+            preemptible: t.preemptible,
+            lease_expires_at: t.lease_expires_at,
+            assigned_at: t.assigned_at,
+            started_at: t.started_at,
+            completed_at: t.completed_at,
+            progress: t.progress,
+            result: t.result.as_ref(),
+            error: t.error.as_deref(),
+            resource_claims: claims_json(&t.resource_claims),
+            workflow_id: t.workflow_id,
+            execution_id: t.execution_id,
+            step: t.step.as_deref(),
+            wait_reason: wait_reason_json(&t.pending_reason),
+            pending_reason: t.pending_reason.as_ref().map(|r| r.to_string()),
+            not_before: t.not_before,
+            cancel_requested: t.cancel_requested,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            version: t.version,
+        }
+    }
 }
 
 /// Inserts new tasks (`version` 0), in one statement, inside the caller's transaction.
@@ -187,21 +227,18 @@ pub(crate) async fn insert_tasks(
     if tasks.is_empty() {
         return Ok(());
     }
-    let rows = Value::Array(
-        tasks
-            .iter()
-            .map(|t| {
-                let mut row = task_row(t);
-                row["version"] = json!(0);
-                row
-            })
-            .collect(),
-    );
+    let rows: Vec<TaskRow> = tasks
+        .iter()
+        .map(|t| TaskRow {
+            version: 0,
+            ..TaskRow::of(t)
+        })
+        .collect();
     sqlx::query(&format!(
         "INSERT INTO tasks ({COLUMNS})
          SELECT {COLUMNS} FROM jsonb_populate_recordset(NULL::tasks, $1)"
     ))
-    .bind(rows)
+    .bind(sqlx::types::Json(&rows))
     .execute(&mut *conn)
     .await
     .map_err(repo_error)?;
@@ -214,7 +251,7 @@ pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Res
     if tasks.is_empty() {
         return Ok(());
     }
-    let rows = Value::Array(tasks.iter().map(task_row).collect());
+    let rows: Vec<TaskRow> = tasks.iter().map(TaskRow::of).collect();
     // The IDs as an array too: the planner reaches each row by its key, never by a scan of
     // the whole table (it cannot see how few rows the JSON holds).
     let ids: Vec<Uuid> = tasks.iter().map(|t| t.id.as_uuid()).collect();
@@ -237,7 +274,7 @@ pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Res
          FROM jsonb_populate_recordset(NULL::tasks, $1) AS r
          WHERE t.id = ANY($2) AND t.id = r.id AND t.version = r.version",
     )
-    .bind(rows)
+    .bind(sqlx::types::Json(&rows))
     .bind(&ids)
     .execute(&mut *conn)
     .await
