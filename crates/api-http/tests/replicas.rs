@@ -358,31 +358,9 @@ async fn two_replicas_batching_submissions_and_reports_never_double_assign_or_ov
             }
             let (id, key) = &agents[round % agents.len()];
             let app = if round % 2 == 0 { &app_one } else { &app_two };
-            let held = send(
-                app,
-                bearer(Method::GET, &format!("/api/v1/agents/{id}/tasks"), key),
-            )
-            .await;
-            let reports: Vec<_> = held
-                .ok()
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| json!({"task_id": t["id"], "action": "complete", "attempt": t["attempt"]}))
-                .collect();
-            if reports.is_empty() {
-                tokio::task::yield_now().await;
-                continue;
-            }
-            let answer = send(
-                app,
-                bearer(Method::POST, &format!("/api/v1/agents/{id}/reports"), key)
-                    .set_json(json!({ "reports": reports })),
-            )
-            .await;
-            for result in answer.ok()["results"].as_array().unwrap() {
-                assert_eq!(result["status"], 200, "{result}");
-                completed += 1;
+            match complete_held(app, id, key).await {
+                0 => tokio::task::yield_now().await,
+                n => completed += n,
             }
         }
         completed
@@ -399,28 +377,7 @@ async fn two_replicas_batching_submissions_and_reports_never_double_assign_or_ov
     while completed < TASKS {
         one.state.platform.run_scheduler().await.unwrap();
         for (id, key) in &agents {
-            let held = send(
-                &app_one,
-                bearer(Method::GET, &format!("/api/v1/agents/{id}/tasks"), key),
-            )
-            .await;
-            let reports: Vec<_> = held
-                .ok()
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| json!({"task_id": t["id"], "action": "complete", "attempt": t["attempt"]}))
-                .collect();
-            if reports.is_empty() {
-                continue;
-            }
-            let answer = send(
-                &app_one,
-                bearer(Method::POST, &format!("/api/v1/agents/{id}/reports"), key)
-                    .set_json(json!({ "reports": reports })),
-            )
-            .await;
-            completed += answer.ok()["results"].as_array().unwrap().len();
+            completed += complete_held(&app_one, id, key).await;
         }
     }
     assert_eq!(completed, TASKS);
@@ -468,4 +425,42 @@ async fn two_replicas_batching_submissions_and_reports_never_double_assign_or_ov
         .await;
         assert_eq!(agent.ok()["current_tasks"], 0, "every slot is free again");
     }
+}
+
+/// The agent reads the tasks it holds and completes them all in one call; returns how many.
+async fn complete_held<S, B>(app: &S, id: &str, key: &str) -> usize
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let held = send(
+        app,
+        bearer(Method::GET, &format!("/api/v1/agents/{id}/tasks"), key),
+    )
+    .await;
+    let reports: Vec<_> = held
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| json!({"task_id": t["id"], "action": "complete", "attempt": t["attempt"]}))
+        .collect();
+    if reports.is_empty() {
+        return 0;
+    }
+    let answer = send(
+        app,
+        bearer(Method::POST, &format!("/api/v1/agents/{id}/reports"), key)
+            .set_json(json!({ "reports": reports })),
+    )
+    .await;
+    let results = answer.ok()["results"].as_array().unwrap().clone();
+    for result in &results {
+        assert_eq!(result["status"], 200, "{result}");
+    }
+    results.len()
 }

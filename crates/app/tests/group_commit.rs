@@ -9,9 +9,10 @@ use adapters_memory::{MemoryBus, MemoryStore};
 use app::{Idempotency, Platform, Settings};
 use chrono::Utc;
 use common::CountingTasks;
-use domain::Role;
+use domain::{Role, Task};
 use ports::TaskRepository;
 use testkit::builders::{new_task, principal};
+use tokio::task::JoinHandle;
 
 fn platform() -> (Platform, Arc<CountingTasks>, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
@@ -58,23 +59,28 @@ async fn concurrent_submissions_share_writes_and_each_gets_its_own_task() {
     );
 }
 
+/// A platform whose first write of new tasks waits at a gate the test opens.
+fn gated() -> (Arc<MemoryStore>, Platform, Arc<CountingTasks>) {
+    let store = Arc::new(MemoryStore::new());
+    let bus = Arc::new(MemoryBus::new());
+    let (platform, tasks) = common::gated_platform(&store, &bus, Settings::default(), false);
+    (store, platform, tasks)
+}
+
+/// An operator submits task `n`, with `key`, as a request of its own.
+fn submit(platform: &Platform, n: usize, key: Option<Idempotency>) -> JoinHandle<Task> {
+    let platform = platform.clone();
+    tokio::spawn(async move {
+        let new = new_task(&format!("task-{n}"), 5, &[], Utc::now());
+        let operator = principal(Role::Operator);
+        platform.submit_task(&operator, new, key).await.unwrap()
+    })
+}
+
 #[tokio::test]
 async fn a_submission_the_store_refuses_fails_alone_and_the_rest_of_its_group_is_stored() {
-    let store = Arc::new(MemoryStore::new());
-    let (platform, tasks) = common::gated_platform(
-        &store,
-        &Arc::new(MemoryBus::new()),
-        Settings::default(),
-        false,
-    );
-    let operator = principal(Role::Operator);
-    let submit = |n: usize, key: Option<Idempotency>| {
-        let (platform, operator) = (platform.clone(), operator.clone());
-        tokio::spawn(async move {
-            let new = new_task(&format!("task-{n}"), 5, &[], Utc::now());
-            platform.submit_task(&operator, new, key).await.unwrap()
-        })
-    };
+    let (store, platform, tasks) = gated();
+    let submit = |n, key| submit(&platform, n, key);
     // A request with a new key is being written (held at the gate) when its client retries it,
     // with the same key and body, among ten other requests: they make the next group.
     let keyed = Idempotency::new("order-7", b"the same body").unwrap();
@@ -103,21 +109,8 @@ async fn a_submission_the_store_refuses_fails_alone_and_the_rest_of_its_group_is
 
 #[tokio::test]
 async fn a_retry_queued_with_its_original_waits_for_the_next_group_instead_of_breaking_this_one() {
-    let store = Arc::new(MemoryStore::new());
-    let (platform, tasks) = common::gated_platform(
-        &store,
-        &Arc::new(MemoryBus::new()),
-        Settings::default(),
-        false,
-    );
-    let operator = principal(Role::Operator);
-    let submit = |n: usize, key: Option<Idempotency>| {
-        let (platform, operator) = (platform.clone(), operator.clone());
-        tokio::spawn(async move {
-            let new = new_task(&format!("task-{n}"), 5, &[], Utc::now());
-            platform.submit_task(&operator, new, key).await.unwrap()
-        })
-    };
+    let (store, platform, tasks) = gated();
+    let submit = |n, key| submit(&platform, n, key);
     let first = submit(0, None);
     tokio::time::timeout(std::time::Duration::from_secs(5), tasks.at_gate.notified())
         .await
