@@ -132,9 +132,12 @@ async fn waiting_agents_cost_the_store_nothing_while_they_wait() {
     }
     platform.until_long_polls_waiting(40).await;
     let reads = tasks.agent_reads();
-    // Twenty-five seconds of waiting (time runs ahead while everything is idle), during which
-    // the replica looks in its log every two seconds: once for all forty.
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    // Twenty-five seconds of waiting on the paused clock, moved by hand a second at a time,
+    // during which the replica looks in its log every two seconds: once for all forty.
+    for _ in 0..25 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
     assert_eq!(
         tasks.agent_reads(),
         reads,

@@ -484,9 +484,12 @@ async fn a_crash_amid_group_commits_loses_no_acknowledged_task_and_a_retry_dupli
     type Sent = (String, &'static str, String);
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let acknowledged: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+    // Rung once, when the 300th submission is acknowledged.
+    let (enough, acknowledged_enough) = std::sync::mpsc::channel::<()>();
     let clients: Vec<_> = (0..8)
         .map(|client| {
             let (sent, acknowledged) = (sent.clone(), acknowledged.clone());
+            let enough = enough.clone();
             std::thread::spawn(move || {
                 for n in 0.. {
                     let key = format!("crash-{client}-{n}");
@@ -506,7 +509,11 @@ async fn a_crash_amid_group_commits_loses_no_acknowledged_task_and_a_retry_dupli
                     sent.lock().unwrap().push((key.clone(), path, body.clone()));
                     match submit_keyed(port, path, &key, &body) {
                         Some((200, answer)) => {
-                            acknowledged.lock().unwrap().insert(key, ids_of(&answer));
+                            let mut acknowledged = acknowledged.lock().unwrap();
+                            acknowledged.insert(key, ids_of(&answer));
+                            if acknowledged.len() == 300 {
+                                let _ = enough.send(());
+                            }
                         }
                         _ => return, // the server is gone
                     }
@@ -515,9 +522,9 @@ async fn a_crash_amid_group_commits_loses_no_acknowledged_task_and_a_retry_dupli
         })
         .collect();
     // Killed without warning while submissions stream in and groups are being committed.
-    while acknowledged.lock().unwrap().len() < 300 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    acknowledged_enough
+        .recv_timeout(Duration::from_secs(60))
+        .expect("300 submissions are acknowledged");
     first.signal("-KILL");
     for client in clients {
         client.join().unwrap();
