@@ -114,20 +114,9 @@ async fn a_task_is_scheduled_run_and_completed_with_its_history(h: Harness) {
     assert_eq!(agent_now.ok()["status"], "idle");
     assert_eq!(agent_now.ok()["current_tasks"], 0);
 
-    let history = send(
-        &app,
-        admin(Method::GET, &format!("/api/v1/tasks/{id}/history")),
-    )
-    .await;
-    let kinds: Vec<&str> = history
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let history = history(&app, &id).await;
     assert_eq!(
-        kinds,
+        kinds(&history),
         [
             "task_submitted",
             "task_assigned",
@@ -136,7 +125,7 @@ async fn a_task_is_scheduled_run_and_completed_with_its_history(h: Harness) {
             "task_completed"
         ]
     );
-    let progress = &history.ok()[3];
+    let progress = &history[3];
     assert_eq!(progress["data"]["message"], "halfway");
     assert_eq!(progress["channel"], "task_activity");
 }
@@ -902,20 +891,8 @@ async fn an_agent_reports_on_several_tasks_in_one_call(h: Harness) {
         "completed without a start"
     );
     assert_eq!(status(ids[2].clone()).await, "failed");
-    let history = send(
-        &app,
-        admin(Method::GET, &format!("/api/v1/tasks/{}/history", ids[0])),
-    )
-    .await;
-    let kinds: Vec<&str> = history
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&history(&app, &ids[0]).await),
         [
             "task_submitted",
             "task_assigned",
@@ -1011,6 +988,29 @@ async fn bad_reports_change_nothing_and_only_the_holder_reports(h: Harness) {
     )
     .await;
     assert_eq!(task.ok()["status"], "assigned");
+}
+
+/// A task's events, oldest first.
+async fn history<S, B>(app: &S, id: &str) -> Vec<Value>
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let history = send(
+        app,
+        admin(Method::GET, &format!("/api/v1/tasks/{id}/history")),
+    )
+    .await;
+    history.ok().as_array().unwrap().clone()
+}
+
+/// The types of events, in order.
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
 fn unknown_pool_claim() -> Value {

@@ -373,12 +373,7 @@ fn the_load_generator_drives_the_binary_end_to_end_and_accounts_for_every_reques
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let options = loadtest::Options::parse(&args).expect("valid options");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let report = runtime
-        .block_on(loadtest::run(&options))
-        .expect("the run completes")
-        .to_json();
+    let report = run_load(&args);
     let summary = &report["summary"];
     assert_eq!(summary["tasks_submitted"], 120, "{report:#}");
     assert_eq!(summary["tasks_completed"], 120, "{report:#}");
@@ -402,38 +397,41 @@ fn the_load_generator_drives_the_binary_end_to_end_and_accounts_for_every_reques
 
     // A server that is gone is counted as errors, not as slow successes.
     drop(server);
-    let gone = loadtest::Options::parse(
-        &args[..4]
-            .iter()
-            .cloned()
-            .chain(
-                [
-                    "--agents",
-                    "0",
-                    "--tasks",
-                    "3",
-                    "--list-requests",
-                    "0",
-                    "--health-requests",
-                    "2",
-                    "--dashboard-requests",
-                    "0",
-                    "--websocket-connections",
-                    "0",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            )
-            .collect::<Vec<_>>(),
-    )
-    .expect("valid options");
-    let report = runtime
-        .block_on(loadtest::run(&gone))
-        .expect("a run")
-        .to_json();
+    let gone: Vec<String> = args[..4]
+        .iter()
+        .cloned()
+        .chain(
+            [
+                "--agents",
+                "0",
+                "--tasks",
+                "3",
+                "--list-requests",
+                "0",
+                "--health-requests",
+                "2",
+                "--dashboard-requests",
+                "0",
+                "--websocket-connections",
+                "0",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    let report = run_load(&gone);
     assert_eq!(report["failed"], 5, "{report:#}");
     assert_eq!(report["endpoints"]["POST /tasks"]["connection_errors"], 3);
     assert_eq!(report["endpoints"]["GET /health"]["connection_errors"], 2);
+}
+
+/// The load generator run with `args` to its end: its report.
+fn run_load(args: &[String]) -> serde_json::Value {
+    let options = loadtest::Options::parse(args).expect("valid options");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(loadtest::run(&options))
+        .expect("the run completes")
+        .to_json()
 }
 
 /// One submission with an `Idempotency-Key` over a fresh connection: the answer, or `None`
@@ -579,7 +577,7 @@ async fn a_crash_amid_group_commits_loses_no_acknowledged_task_and_a_retry_dupli
 #[test]
 fn the_load_generators_batched_agents_complete_every_task_through_reports() {
     let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
-    let args: Vec<String> = [
+    let args = [
         "--base-url",
         &format!("http://127.0.0.1:{}", server.port),
         "--auth-token",
@@ -603,15 +601,8 @@ fn the_load_generators_batched_agents_complete_every_task_through_reports() {
         "--max-seconds",
         "120",
     ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let options = loadtest::Options::parse(&args).expect("valid options");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let report = runtime
-        .block_on(loadtest::run(&options))
-        .expect("the run completes")
-        .to_json();
+    .map(String::from);
+    let report = run_load(&args);
     assert_eq!(report["summary"]["tasks_completed"], 90, "{report:#}");
     assert_eq!(report["failed"], 0, "{report:#}");
     let endpoints = &report["endpoints"];

@@ -129,14 +129,11 @@ impl TaskRepository for MemoryStore {
             .get(&agent)
             .cloned()
             .ok_or(RepoError::NotFound)?;
-        let mut loaded: Vec<Task> = Vec::new();
-        for id in tasks {
-            if let Some(task) = state.tasks.get(id) {
-                if !loaded.iter().any(|t| t.id == *id) {
-                    loaded.push(task.clone());
-                }
-            }
-        }
+        let named: HashSet<&TaskId> = tasks.iter().collect();
+        let loaded: Vec<Task> = named
+            .into_iter()
+            .filter_map(|id| state.tasks.get(id).cloned())
+            .collect();
         let held: Vec<&Task> = loaded
             .iter()
             .filter(|t| t.assigned_agent == Some(agent))

@@ -225,15 +225,16 @@ impl Platform {
                 now,
             };
             let released = transition.releases();
-            let mut pools = HashMap::new();
-            if released {
-                for claim in &task.resource_claims {
-                    pools.insert(
-                        claim.resource.clone(),
-                        self.resource_named(&claim.resource).await?,
-                    );
-                }
-            }
+            let pools = if released {
+                let named: Vec<&str> = task
+                    .resource_claims
+                    .iter()
+                    .map(|c| c.resource.as_str())
+                    .collect();
+                self.pools_named(named).await?
+            } else {
+                HashMap::new()
+            };
             let mut changes = Changes::default();
             record_transition(transition, agent.as_mut(), &pools, &mut changes);
             changes.tasks.push(task.clone());
@@ -264,7 +265,7 @@ impl Platform {
     /// Wakes the scheduler for capacity that may have come free (or rules that changed):
     /// always worth a pass.
     pub(crate) fn wake_for_room(&self) {
-        self.signals.room.freed();
+        self.capacity_may_be_free();
         self.signals.work.notify_one();
     }
 

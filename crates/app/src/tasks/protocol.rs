@@ -467,10 +467,8 @@ impl Platform {
                 break decided;
             }
             // Claims never change: once their pools are known, the next decision writes.
-            for reference in decided.unknown_pools {
-                let pool = self.resource_named(&reference).await?;
-                pools.insert(reference, pool);
-            }
+            let named = decided.unknown_pools.iter().map(String::as_str);
+            pools.extend(self.pools_named(named.collect::<Vec<_>>()).await?);
         };
         for &i in &decided.late {
             self.detect_stale_report(agent, reports[i].task, reports[i].attempt)
