@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::NewEvent;
-use ports::{Changes, Decide, RepoError, SchedulingSnapshot};
+use ports::{Changes, Decide, PassSize, RepoError, SchedulingSnapshot};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -39,7 +39,7 @@ pub(crate) async fn write(
 pub(crate) async fn pass(
     store: &PgStore,
     now: DateTime<Utc>,
-    limit: u32,
+    size: PassSize,
     policy: &domain::scheduler::Policy,
     decide: Decide,
 ) -> Result<Vec<NewEvent>, RepoError> {
@@ -60,6 +60,7 @@ pub(crate) async fn pass(
         SelectBinds::Agents(ids),
     )
     .await?;
+    let limit = size.rows(PassSize::free_slots(&agents, &held));
     // The same effective priority as `domain::scheduler::effective_priority`, so the batch
     // holds the tasks the scheduler would take first: aging and deadlines lift old and
     // urgent tasks into it however many higher-priority tasks wait. The queue is ranked on

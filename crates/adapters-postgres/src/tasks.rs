@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
-    Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, Submission, TaskCounts,
-    TaskQuery, TaskRepository,
+    Changes, Decide, DecideWithAgent, IdempotencyRecord, PassSize, RepoError, Submission,
+    TaskCounts, TaskQuery, TaskRepository,
 };
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -216,11 +216,11 @@ impl TaskRepository for PgStore {
     async fn schedule(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
+        size: PassSize,
         policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
-        crate::scheduling::pass(self, now, limit, policy, decide).await
+        crate::scheduling::pass(self, now, size, policy, decide).await
     }
 
     async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {

@@ -175,6 +175,10 @@ struct Signals {
     /// Whether the last scheduling pass left no serving agent a free slot: new tasks alone are
     /// not worth a pass until capacity frees up (or the periodic pass comes).
     room: Room,
+    /// Whether the next scheduling pass reads its whole batch rather than as many pending tasks
+    /// as the free slots call for: the last one read all it asked for and still left a slot
+    /// free, so tasks that fit no agent may fill the head of the queue.
+    wide: std::sync::atomic::AtomicBool,
     relay: Relay,
     /// Submissions waiting to be committed together.
     intake: tasks::Intake,

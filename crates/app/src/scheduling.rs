@@ -5,6 +5,7 @@
 //! and their events.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -12,24 +13,26 @@ use domain::conflict::Detection;
 use domain::scheduler::{schedule, AgentCapacity, Policy, Pools};
 use domain::task::Outcome;
 use domain::{AgentId, EventKind, TaskId};
-use ports::{Changes, SchedulingSnapshot};
+use ports::{Changes, PassSize, SchedulingSnapshot};
 
 use crate::{events, AppError, Platform};
 
 /// Most tasks one sweep pass looks at.
 const SWEEP_BATCH: u32 = 500;
 
-/// What a pass found besides its changes: the pools contended in it, and whether it left a
-/// serving agent a free slot.
+/// What a pass found besides its changes: the pools contended in it, whether it left a
+/// serving agent a free slot, and whether it read as many pending tasks as it asked for.
 #[derive(Debug, Default)]
 struct Findings {
     contended: Vec<Detection>,
     room_left: bool,
+    read_all_asked: bool,
 }
 
 /// Turns a snapshot into the changes of one pass, and notes what it found.
 fn decide(
     snapshot: SchedulingSnapshot,
+    size: PassSize,
     now: DateTime<Utc>,
     policy: &Policy,
     findings: &Mutex<Findings>,
@@ -46,6 +49,7 @@ fn decide(
         .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
         .collect();
     let free_slots: usize = capacity.iter().map(|c| c.free_slots as usize).sum();
+    let read_all_asked = snapshot.pending.len() >= size.rows(free_slots) as usize;
     let pools = Pools::of(&snapshot.resources, &snapshot.claim_holders);
     let plan = schedule(&snapshot.pending, capacity, pools, now, policy);
     let room_left = free_slots > plan.assignments.len();
@@ -132,7 +136,9 @@ fn decide(
         findings.lock().unwrap_or_else(|p| p.into_inner()).contended =
             domain::conflict::contention(&waiting, &snapshot.resources, &holders);
     }
-    findings.lock().unwrap_or_else(|p| p.into_inner()).room_left = room_left;
+    let mut found = findings.lock().unwrap_or_else(|p| p.into_inner());
+    found.room_left = room_left;
+    found.read_all_asked = read_all_asked;
     changes
 }
 
@@ -144,14 +150,19 @@ impl Platform {
         let findings = Arc::new(Mutex::new(Findings::default()));
         let found = findings.clone();
         let epoch = self.signals.room.epoch();
+        let size = if self.signals.wide.swap(false, Ordering::SeqCst) {
+            PassSize::at_most(self.settings.schedule_batch)
+        } else {
+            PassSize::fitted(self.settings.schedule_batch)
+        };
         let stored = self
             .deps
             .tasks
             .schedule(
                 now,
-                self.settings.schedule_batch,
+                size,
                 &self.settings.policy,
-                Box::new(move |snapshot| decide(snapshot, now, &policy, &found)),
+                Box::new(move |snapshot| decide(snapshot, size, now, &policy, &found)),
             )
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
@@ -162,7 +173,12 @@ impl Platform {
         self.publish(&stored).await;
         let findings = std::mem::take(&mut *findings.lock().unwrap_or_else(|p| p.into_inner()));
         self.signals.room.settle(epoch, !findings.room_left);
-        if assigned > 0 && findings.room_left {
+        if findings.room_left && findings.read_all_asked && size.is_fitted() {
+            // The tasks read fit no free agent, but some further down the queue may: the next
+            // pass reads the whole batch.
+            self.signals.wide.store(true, Ordering::SeqCst);
+            self.signals.work.notify_one();
+        } else if assigned > 0 && findings.room_left {
             // More tasks may be ready than one pass takes: pass again while passes place some.
             self.signals.work.notify_one();
         }
@@ -326,5 +342,61 @@ mod tests {
             .unwrap()
             .iter()
             .any(|t| t.id == third.id));
+    }
+}
+
+#[cfg(test)]
+mod pass_size {
+    use std::sync::Arc;
+
+    use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
+    use domain::Role;
+    use ports::PassSize;
+    use testkit::builders::{new_agent, new_task, principal};
+
+    use crate::{Dependencies, Platform, Settings};
+
+    #[tokio::test]
+    async fn a_queue_headed_by_tasks_no_agent_can_take_does_not_hide_one_that_fits() {
+        let platform = Platform::new(
+            Dependencies::on_store(
+                Arc::new(MemoryStore::new()),
+                Arc::new(MemoryBus::new()),
+                Arc::new(SystemClock),
+                Arc::new(RandomIds),
+            ),
+            Settings::default(),
+        );
+        let operator = principal(Role::Operator);
+        platform
+            .register_agent(&operator, new_agent("worker", &["etl"]))
+            .await
+            .unwrap();
+        // More tasks no agent can take than a fitted pass reads, all ahead of one that fits.
+        let now = chrono::Utc::now();
+        for _ in 0..PassSize::LEAST + 10 {
+            let gpu = new_task("needs a gpu", 9, &["gpu"], now);
+            platform.submit_task(&operator, gpu, None).await.unwrap();
+        }
+        let etl = new_task("fits", 1, &["etl"], now);
+        let fits = platform.submit_task(&operator, etl, None).await.unwrap();
+
+        assert_eq!(
+            platform.run_scheduler().await.unwrap(),
+            0,
+            "the fitted pass read only tasks no agent takes"
+        );
+        assert_eq!(
+            platform.run_scheduler().await.unwrap(),
+            1,
+            "the next pass reads the whole batch"
+        );
+        let placed = platform.get_task(&operator, fits.id).await.unwrap();
+        assert_eq!(placed.status, domain::TaskStatus::Assigned);
+        assert_eq!(
+            platform.run_scheduler().await.unwrap(),
+            0,
+            "and passes are fitted again after it"
+        );
     }
 }

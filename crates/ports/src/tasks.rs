@@ -106,6 +106,76 @@ pub struct Submission {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+/// How many pending tasks a scheduling pass reads: a pass can place no more tasks than there
+/// are free slots, so a `fitted` pass reads a few times that many (tasks that fit no free agent
+/// are read too, and passed over) and never fewer than [`PassSize::LEAST`]; a pass `at_most`
+/// reads up to its whole limit, for when the head of the queue may hold more tasks that fit no
+/// agent than a fitted pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassSize {
+    most: u32,
+    fitted: bool,
+}
+
+impl PassSize {
+    /// Pending tasks a fitted pass reads per free slot.
+    pub const PER_FREE_SLOT: u32 = 4;
+    /// Fewest pending tasks a fitted pass reads, so the waiting reasons at the head of the queue
+    /// stay current while no slot is free.
+    pub const LEAST: u32 = 64;
+
+    /// Reads as many as the free slots call for, at most `most`.
+    pub fn fitted(most: u32) -> Self {
+        Self { most, fitted: true }
+    }
+
+    /// Reads up to `most`, whatever the free slots.
+    pub fn at_most(most: u32) -> Self {
+        Self {
+            most,
+            fitted: false,
+        }
+    }
+
+    /// Whether the size follows the free slots.
+    pub fn is_fitted(&self) -> bool {
+        self.fitted
+    }
+
+    /// How many pending tasks to read when the serving agents have `free_slots` between them.
+    pub fn rows(&self, free_slots: usize) -> u32 {
+        if !self.fitted {
+            return self.most;
+        }
+        let wanted = u32::try_from(free_slots)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(Self::PER_FREE_SLOT)
+            .max(Self::LEAST);
+        wanted.min(self.most)
+    }
+
+    /// The free slots of the serving agents among `agents`, given the tasks they hold.
+    pub fn free_slots(agents: &[Agent], held: &[Task]) -> usize {
+        let mut holding: std::collections::HashMap<AgentId, Vec<&Task>> =
+            std::collections::HashMap::new();
+        for task in held {
+            if let Some(agent) = task.assigned_agent {
+                holding.entry(agent).or_default().push(task);
+            }
+        }
+        agents
+            .iter()
+            .filter_map(|a| {
+                domain::scheduler::AgentCapacity::of(
+                    a,
+                    holding.get(&a.id).into_iter().flatten().copied(),
+                )
+            })
+            .map(|c| c.free_slots as usize)
+            .sum()
+    }
+}
+
 /// What one scheduling pass sees.
 #[derive(Debug, Clone, Default)]
 pub struct SchedulingSnapshot {
@@ -266,8 +336,9 @@ pub trait TaskRepository: Send + Sync {
         decide: DecideWithAgent,
     ) -> Result<Vec<NewEvent>, RepoError>;
 
-    /// One scheduling pass. Loads a snapshot (the `limit` pending tasks ready at `now` that come
-    /// first in the `policy`'s effective-priority order, skipping those past their deadline; the
+    /// One scheduling pass. Loads a snapshot (as many pending tasks ready at `now` as `size`
+    /// asks for the free slots of the serving agents, those that come first in the `policy`'s
+    /// effective-priority order, skipping those past their deadline; the
     /// serving agents and the tasks they hold; the pools and their holders when a pending task
     /// claims one), calls `decide` once with it, and writes the changes it returns, with their
     /// events, in the same transaction. Changes to a task, agent or pool not in the snapshot
@@ -277,7 +348,7 @@ pub trait TaskRepository: Send + Sync {
     async fn schedule(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
+        size: PassSize,
         policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError>;

@@ -54,6 +54,7 @@ macro_rules! store_contract {
             an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only_its_own,
             the_scheduling_batch_follows_effective_priority_and_skips_late_tasks,
             the_batch_order_is_the_domains_queue_order_with_every_tie_break,
+            a_fitted_pass_reads_as_many_pending_tasks_as_the_free_slots_call_for,
             waiting_tasks_are_found_by_why_they_wait_oldest_first,
             a_write_allocating_from_a_pool_gone_or_moved_writes_nothing,
             a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read,

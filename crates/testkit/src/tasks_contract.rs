@@ -9,7 +9,7 @@ use domain::scheduler::Policy;
 use domain::{
     AgentStatus, Capability, EventKind, NewEvent, Priority, ResourceClaim, ResourceMap, TaskStatus,
 };
-use ports::{Changes, IdempotencyRecord, RepoError, Submission, TaskQuery};
+use ports::{Changes, IdempotencyRecord, PassSize, RepoError, Submission, TaskQuery};
 use serde_json::json;
 
 use crate::builders::{agent, agent_key, object, task};
@@ -321,7 +321,7 @@ pub async fn a_pass_with_no_claims_to_place_sees_no_pools(store: StoreUnderTest)
         .tasks
         .schedule(
             t(10),
-            10,
+            PassSize::at_most(10),
             &Policy::default(),
             Box::new(move |snapshot| {
                 *kept.lock().unwrap() = Some((
@@ -365,7 +365,7 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
         .tasks
         .schedule(
             t(10),
-            10,
+            PassSize::at_most(10),
             &Policy::default(),
             Box::new(|snapshot| {
                 let pending: Vec<u128> = snapshot
@@ -404,7 +404,7 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
         .tasks
         .schedule(
             t(10),
-            1,
+            PassSize::at_most(1),
             &Policy::default(),
             Box::new(|s| {
                 assert_eq!(s.pending.len(), 1, "the limit caps the pending tasks read");
@@ -414,6 +414,69 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
         .await
         .unwrap();
     assert!(limited.is_empty());
+}
+
+pub async fn a_fitted_pass_reads_as_many_pending_tasks_as_the_free_slots_call_for(
+    store: StoreUnderTest,
+) {
+    // 30 slots, 10 of them taken: 20 free, so a fitted pass reads 4 pending tasks per slot.
+    let mut fleet = agent(50, "fleet", &["etl"], t(0));
+    fleet.max_concurrent_tasks = 30;
+    store
+        .agents
+        .insert(&fleet, &agent_key(50, fleet.id, t(0)), vec![])
+        .await
+        .unwrap();
+    for n in 1..=130u128 {
+        let mut x = task(n, 5, &["etl"], t(0));
+        if n > 120 {
+            x.assign(fleet.id, t(1)).unwrap();
+        }
+        store.tasks.insert(&x, vec![], None).await.unwrap();
+    }
+    let free = 20 * PassSize::PER_FREE_SLOT as usize;
+    for (size, read) in [
+        (PassSize::fitted(1000), free),
+        (PassSize::fitted(50), 50),
+        (PassSize::at_most(1000), 120),
+    ] {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(0));
+        let record = seen.clone();
+        store
+            .tasks
+            .schedule(
+                t(10),
+                size,
+                &Policy::default(),
+                Box::new(move |snapshot| {
+                    *record.lock().unwrap() = snapshot.pending.len();
+                    Changes::default()
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), read, "{size:?}");
+    }
+    // With no free slot a fitted pass still reads the head of the queue.
+    let mut full = fleet.clone();
+    full.max_concurrent_tasks = 10;
+    store.agents.update(&full, vec![]).await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(0));
+    let record = seen.clone();
+    store
+        .tasks
+        .schedule(
+            t(10),
+            PassSize::fitted(1000),
+            &Policy::default(),
+            Box::new(move |snapshot| {
+                *record.lock().unwrap() = snapshot.pending.len();
+                Changes::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), PassSize::LEAST as usize);
 }
 
 pub async fn passes_racing_on_one_store_never_place_a_task_twice(store: StoreUnderTest) {
@@ -439,7 +502,7 @@ pub async fn passes_racing_on_one_store_never_place_a_task_twice(store: StoreUnd
                 tasks
                     .schedule(
                         t(10),
-                        100,
+                        PassSize::at_most(100),
                         &Policy::default(),
                         Box::new(|snapshot| {
                             let mut changes = Changes::default();
@@ -912,7 +975,7 @@ pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_task
         .tasks
         .schedule(
             t(3600),
-            1,
+            PassSize::at_most(1),
             &Policy::default(),
             Box::new(|snapshot| {
                 let ids: Vec<u128> = snapshot
@@ -972,7 +1035,7 @@ pub async fn the_batch_order_is_the_domains_queue_order_with_every_tie_break(
             .tasks
             .schedule(
                 now,
-                limit,
+                PassSize::at_most(limit),
                 &policy,
                 Box::new(move |snapshot| {
                     *record.lock().unwrap() = snapshot
@@ -1127,7 +1190,7 @@ pub async fn a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_rea
         .tasks
         .schedule(
             t(10),
-            10,
+            PassSize::at_most(10),
             &Policy::default(),
             Box::new(move |snapshot| {
                 *kept.lock().unwrap() = Some((
@@ -1160,7 +1223,7 @@ pub async fn a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_rea
         .tasks
         .schedule(
             t(10),
-            10,
+            PassSize::at_most(10),
             &Policy::default(),
             Box::new(move |_| Changes {
                 tasks: vec![inside, outside],

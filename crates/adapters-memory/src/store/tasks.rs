@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{Agent, AgentId, NewEvent, Task, TaskId};
 use ports::{
-    Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, SchedulingSnapshot,
+    Changes, Decide, DecideWithAgent, IdempotencyRecord, PassSize, RepoError, SchedulingSnapshot,
     SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 
@@ -147,20 +147,12 @@ impl TaskRepository for MemoryStore {
     async fn schedule(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
+        size: PassSize,
         policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
         // The whole pass runs under the store's lock: nothing can change in between.
         let mut state = self.lock();
-        let ready = state
-            .pending()
-            .filter(|t| t.not_before <= now && t.deadline.is_none_or(|d| d > now));
-        let pending: Vec<Task> =
-            domain::scheduler::first_in_queue(ready, limit as usize, now, policy)
-                .into_iter()
-                .cloned()
-                .collect();
         let agents: Vec<Agent> = state
             .agents
             .values()
@@ -172,6 +164,15 @@ impl TaskRepository for MemoryStore {
             .flat_map(|a| state.held_by(a.id))
             .cloned()
             .collect();
+        let limit = size.rows(PassSize::free_slots(&agents, &held));
+        let ready = state
+            .pending()
+            .filter(|t| t.not_before <= now && t.deadline.is_none_or(|d| d > now));
+        let pending: Vec<Task> =
+            domain::scheduler::first_in_queue(ready, limit as usize, now, policy)
+                .into_iter()
+                .cloned()
+                .collect();
         let claims = pending.iter().any(|t| !t.resource_claims.is_empty());
         let (resources, claim_holders) = if claims {
             (

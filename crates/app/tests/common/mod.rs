@@ -103,11 +103,11 @@ impl TaskRepository for CountingTasks {
     async fn schedule(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
+        size: ports::PassSize,
         policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
-        self.inner.schedule(now, limit, policy, decide).await
+        self.inner.schedule(now, size, policy, decide).await
     }
     async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
         self.inner.lease_expired(now, limit).await
