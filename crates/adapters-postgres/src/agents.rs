@@ -116,13 +116,18 @@ pub(crate) async fn lock_serving(conn: &mut PgConnection) -> Result<Vec<Agent>, 
     .await
 }
 
-/// One agent, locked until the caller's transaction ends. `NotFound` if there is none.
-pub(crate) async fn lock_one(conn: &mut PgConnection, id: AgentId) -> Result<Agent, RepoError> {
+/// Those of `ids` that exist, locked in the order of their IDs until the caller's transaction
+/// ends.
+pub(crate) async fn lock_many(
+    conn: &mut PgConnection,
+    ids: &[AgentId],
+) -> Result<Vec<Agent>, RepoError> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|a| a.as_uuid()).collect();
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM agents WHERE id = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     ))
-    .bind(id.as_uuid())
-    .read_one(conn, agent_from_row)
+    .bind(&ids)
+    .read_all(conn, agent_from_row)
     .await
 }
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
-    Changes, Decide, DecideWithAgent, IdempotencyRecord, PassSize, RepoError, Submission,
+    Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, RepoError, Submission,
     TaskCounts, TaskQuery, TaskRepository,
 };
 use serde_json::{json, Value};
@@ -175,23 +175,25 @@ impl TaskRepository for PgStore {
         Ok(stored)
     }
 
-    async fn update_with_agent(
+    async fn update_with_agents(
         &self,
-        agent: AgentId,
+        agents: &[AgentId],
         tasks: &[TaskId],
-        decide: DecideWithAgent,
+        decide: DecideWithAgents,
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        // The agent first, as a scheduling pass locks agents before tasks.
-        let holder = crate::agents::lock_one(&mut tx, agent).await?;
+        // The agents first, in the order of their IDs, as a scheduling pass locks them, before
+        // any task.
+        let holders = crate::agents::lock_many(&mut tx, agents).await?;
+        let holding: Vec<Uuid> = holders.iter().map(|a| a.id.as_uuid()).collect();
         let ids: Vec<Uuid> = tasks.iter().map(|t| t.as_uuid()).collect();
-        // Only the agent's own tasks are locked; others it names are read as they are.
+        // Only their own tasks are locked; others named are read as they are.
         let held = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM tasks WHERE id = ANY($1) AND assigned_agent = $2
+            "SELECT {COLUMNS} FROM tasks WHERE id = ANY($1) AND assigned_agent = ANY($2)
              ORDER BY id FOR UPDATE"
         ))
         .bind(&ids)
-        .bind(agent.as_uuid())
+        .bind(&holding)
         .read_all(&mut *tx, task_from_row)
         .await?;
         let found: std::collections::HashSet<Uuid> = held.iter().map(|t| t.id.as_uuid()).collect();
@@ -204,9 +206,9 @@ impl TaskRepository for PgStore {
                 .read_all(&mut *tx, task_from_row)
                 .await?
         };
-        let rows = ports::SnapshotRows::of(&held, [&holder]);
+        let rows = ports::SnapshotRows::of(&held, &holders);
         let loaded = held.into_iter().chain(others).collect();
-        let changes = decide(holder, loaded);
+        let changes = decide(holders, loaded);
         rows.admit(&changes)?;
         let stored = crate::scheduling::write(&mut tx, changes).await?;
         tx.commit().await.map_err(repo_error)?;

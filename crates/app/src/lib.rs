@@ -13,6 +13,7 @@ mod credentials;
 mod error;
 mod events;
 mod feed;
+mod group;
 mod health;
 mod limits;
 mod passwords;
@@ -182,6 +183,8 @@ struct Signals {
     relay: Relay,
     /// Submissions waiting to be committed together.
     intake: tasks::Intake,
+    /// Agents' reports waiting to be committed together.
+    reports: tasks::Filing,
 }
 
 /// Whether the last scheduling pass left every agent full, and how often capacity was freed

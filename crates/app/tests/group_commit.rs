@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use adapters_memory::{MemoryBus, MemoryStore};
-use app::{Idempotency, Platform, Settings};
+use app::{Idempotency, Platform, Report, ReportKind, Settings};
 use chrono::Utc;
 use common::CountingTasks;
 use domain::{Role, Task};
@@ -134,4 +134,96 @@ async fn a_retry_queued_with_its_original_waits_for_the_next_group_instead_of_br
     // The first group; the original with the five others; the retry alone, refused and
     // answered as a replay. Not a refused group written again one request at a time.
     assert_eq!(tasks.writes(), 3);
+}
+
+#[tokio::test]
+async fn concurrent_reports_of_many_agents_share_writes_and_each_is_answered_on_its_own() {
+    let (platform, tasks, store) = platform();
+    let operator = principal(Role::Operator);
+    let mut agents = Vec::new();
+    for n in 0..20 {
+        let new = testkit::builders::new_agent(&format!("worker-{n}"), &[]);
+        agents.push(platform.register_agent(&operator, new).await.unwrap().agent);
+    }
+    for n in 0..40 {
+        let new = new_task(&format!("task-{n}"), 5, &[], Utc::now());
+        platform.submit_task(&operator, new, None).await.unwrap();
+    }
+    assert_eq!(platform.run_scheduler().await.unwrap(), 40);
+    // Every agent completes what it holds, each in a request of its own; one also reports on a
+    // task it does not hold, and one was deregistered before its report.
+    let stranger = platform.held_tasks(agents[1].id).await.unwrap()[0].clone();
+    let gone = agents.pop().unwrap();
+    let gone_held = platform.held_tasks(gone.id).await.unwrap();
+    let mut reports_of = std::collections::HashMap::new();
+    for agent in agents.iter().chain([&gone]) {
+        reports_of.insert(agent.id, platform.held_tasks(agent.id).await.unwrap());
+    }
+    platform.deregister_agent(&operator, gone.id).await.unwrap();
+    let writes_before = tasks
+        .report_writes
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let mut calls = Vec::new();
+    for agent in agents.iter().chain([&gone]) {
+        let mut reports: Vec<Report> = reports_of[&agent.id]
+            .iter()
+            .map(|t| Report {
+                task: t.id,
+                attempt: t.attempt,
+                kind: ReportKind::Complete {
+                    result: Default::default(),
+                },
+            })
+            .collect();
+        if agent.id == agents[0].id {
+            reports.push(Report {
+                task: stranger.id,
+                attempt: stranger.attempt,
+                kind: ReportKind::Start,
+            });
+        }
+        let (platform, id) = (platform.clone(), agent.id);
+        calls.push(tokio::spawn(async move {
+            let me = testkit::builders::agent_principal(id);
+            platform.report(&me, id, reports).await
+        }));
+    }
+    let mut answered = Vec::new();
+    for call in calls {
+        answered.push(call.await.unwrap());
+    }
+    assert_eq!(
+        answered.pop().unwrap().map(|_| ()),
+        Err(app::AppError::NotFound("Agent")),
+        "the deregistered agent's report, alone"
+    );
+    for (n, answers) in answered.into_iter().enumerate() {
+        let answers = answers.unwrap();
+        let (done, refused): (Vec<_>, Vec<_>) = answers.into_iter().partition(Result::is_ok);
+        assert_eq!(done.len(), 2, "agent {n} completed both its tasks");
+        for task in done {
+            let task = task.unwrap();
+            assert_eq!(task.status, domain::TaskStatus::Completed);
+            assert_eq!(store.get(task.id).await.unwrap().version, task.version);
+        }
+        let expected = usize::from(n == 0);
+        assert_eq!(refused.len(), expected, "only the report on another's task");
+    }
+    assert_eq!(
+        store.count_by_status().await.unwrap().completed,
+        38,
+        "all but the deregistered agent's, which went back to the queue"
+    );
+    for task in gone_held {
+        let now = store.get(task.id).await.unwrap();
+        assert_eq!(now.status, domain::TaskStatus::Pending);
+    }
+    let writes = tasks
+        .report_writes
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - writes_before;
+    assert!(
+        writes < 5,
+        "20 concurrent reports took {writes} writes; they should share a few"
+    );
 }

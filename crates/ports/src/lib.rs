@@ -24,7 +24,7 @@ pub use events::{EventBus, EventLog};
 pub use resources::ResourceRepository;
 pub use system::{Admission, Clock, ComponentStatus, HealthCheck, IdGenerator, RateLimiter};
 pub use tasks::{
-    Changes, Decide, DecideWithAgent, IdempotencyRecord, PassSize, SchedulingSnapshot,
+    Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, SchedulingSnapshot,
     SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 

@@ -262,9 +262,9 @@ impl SnapshotRows {
 /// The decision a scheduling pass takes on its snapshot.
 pub type Decide = Box<dyn FnOnce(SchedulingSnapshot) -> Changes + Send>;
 
-/// What an agent's reports change, decided on the agent and those of the tasks they name that
+/// What agents' reports change, decided on those of the agents and of the tasks they name that
 /// exist, as they are when locked.
-pub type DecideWithAgent = Box<dyn FnOnce(Agent, Vec<Task>) -> Changes + Send>;
+pub type DecideWithAgents = Box<dyn FnOnce(Vec<Agent>, Vec<Task>) -> Changes + Send>;
 
 /// Where tasks live.
 #[async_trait]
@@ -322,18 +322,18 @@ pub trait TaskRepository: Send + Sync {
     /// `NotFound` if one is gone, `Conflict` if one moved: then nothing is written.
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError>;
 
-    /// Loads `agent` and those of `tasks` that exist; holds the agent and the tasks assigned
-    /// to it against every other writer until this call ends (the others named are read as
-    /// they are); calls `decide` once with them, and writes the changes it returns (each row
-    /// over the version read, bumping it), with their events, in one transaction. So an
-    /// agent's reports do not lose races to other writers of its rows. Changes to a row not
-    /// held are refused (`Internal`, see [`SnapshotRows::admit`]) and nothing is written.
-    /// `NotFound` if the agent does not exist.
-    async fn update_with_agent(
+    /// Loads those of `agents` and of `tasks` that exist; holds those agents and the named
+    /// tasks assigned to one of them against every other writer until this call ends (the
+    /// other tasks named are read as they are); calls `decide` once with them, and writes the
+    /// changes it returns (each row over the version read, bumping it), with their events, in
+    /// one transaction. So agents' reports do not lose races to other writers of their rows,
+    /// and the reports of many agents share one commit. Changes to a row not held are refused
+    /// (`Internal`, see [`SnapshotRows::admit`]) and nothing is written.
+    async fn update_with_agents(
         &self,
-        agent: AgentId,
+        agents: &[AgentId],
         tasks: &[TaskId],
-        decide: DecideWithAgent,
+        decide: DecideWithAgents,
     ) -> Result<Vec<NewEvent>, RepoError>;
 
     /// One scheduling pass. Loads a snapshot (as many pending tasks ready at `now` as `size`

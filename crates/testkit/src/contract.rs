@@ -51,7 +51,7 @@ macro_rules! store_contract {
             holders_are_listed_by_assignment_time_and_every_status_is_counted,
             idempotency_keys_are_recorded_with_the_task_and_expire,
             submissions_are_stored_together_or_not_at_all,
-            an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only_its_own,
+            an_update_with_agents_sees_them_and_the_named_tasks_and_writes_only_their_own,
             the_scheduling_batch_follows_effective_priority_and_skips_late_tasks,
             the_batch_order_is_the_domains_queue_order_with_every_tie_break,
             a_fitted_pass_reads_as_many_pending_tasks_as_the_free_slots_call_for,

@@ -846,37 +846,54 @@ pub async fn submissions_are_stored_together_or_not_at_all(store: StoreUnderTest
     }
 }
 
-pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only_its_own(
+pub async fn an_update_with_agents_sees_them_and_the_named_tasks_and_writes_only_their_own(
     store: StoreUnderTest,
 ) {
     let a = with_agent(&store, 50).await;
-    // x is the agent's; y (named too) and z are not.
+    let b = with_agent(&store, 51).await;
+    let nobody = domain::AgentId(uuid::Uuid::from_u128(98));
+    // x is a's, w is b's; y (named too) and z are nobody's.
     let mut x = task(1, 5, &[], t(0));
     x.assign(a.id, t(0)).unwrap();
+    let mut w = task(4, 5, &[], t(0));
+    w.assign(b.id, t(0)).unwrap();
     let (y, z) = (task(2, 5, &[], t(0)), task(3, 5, &[], t(0)));
-    for each in [&x, &y, &z] {
+    for each in [&x, &y, &z, &w] {
         store.tasks.insert(each, vec![], None).await.unwrap();
     }
     let missing = domain::TaskId(uuid::Uuid::from_u128(99));
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
     let saw = seen.clone();
     let stored = store
         .tasks
-        .update_with_agent(
-            a.id,
-            &[y.id, missing, x.id],
-            Box::new(move |agent, tasks| {
+        .update_with_agents(
+            &[b.id, nobody, a.id],
+            &[y.id, missing, x.id, w.id],
+            Box::new(move |agents, tasks| {
+                let mut found: Vec<_> = agents.iter().map(|a| a.id).collect();
+                found.sort();
                 let mut ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
                 ids.sort();
-                *saw.lock().unwrap() = ids;
-                let mut agent = agent;
-                agent.take_task(t(5));
-                let mut changed = tasks.into_iter().find(|t| t.id == x.id).unwrap();
-                changed.title = "renamed".into();
+                *saw.lock().unwrap() = (found, ids);
+                let agents: Vec<_> = agents
+                    .into_iter()
+                    .map(|mut agent| {
+                        agent.take_task(t(5));
+                        agent
+                    })
+                    .collect();
+                let changed: Vec<_> = tasks
+                    .into_iter()
+                    .filter(|t| t.id == x.id || t.id == w.id)
+                    .map(|mut t| {
+                        t.title = "renamed".into();
+                        t
+                    })
+                    .collect();
                 Changes {
-                    events: vec![note(&changed)],
-                    tasks: vec![changed],
-                    agents: vec![agent],
+                    events: vec![note(&changed[0])],
+                    tasks: changed,
+                    agents,
                     ..Changes::default()
                 }
             }),
@@ -886,21 +903,29 @@ pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only
     assert_eq!(stored.len(), 1, "its events are stored");
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![x.id, y.id],
-        "the named tasks that exist"
+        (vec![a.id, b.id], vec![x.id, y.id, w.id]),
+        "the named agents and tasks that exist"
     );
-    let written = store.tasks.get(x.id).await.unwrap();
-    assert_eq!((written.title.as_str(), written.version), ("renamed", 1));
+    for held in [x.id, w.id] {
+        let written = store.tasks.get(held).await.unwrap();
+        assert_eq!((written.title.as_str(), written.version), ("renamed", 1));
+    }
     assert_eq!(store.tasks.get(y.id).await.unwrap().version, 0);
-    assert_eq!(store.agents.get(a.id).await.unwrap().current_tasks, 1);
+    for agent in [a.id, b.id] {
+        assert_eq!(store.agents.get(agent).await.unwrap().current_tasks, 1);
+    }
 
-    // A row it did not load, or a task named but not the agent's, may not be written; an
-    // unknown agent is not found.
-    for (named, written) in [(x.id, z.clone()), (y.id, y.clone())] {
+    // A row it did not load, a task named but none of the agents', or a task of an agent not
+    // named may not be written.
+    for (agents, named, written) in [
+        (vec![a.id], x.id, z.clone()),
+        (vec![a.id], y.id, y.clone()),
+        (vec![a.id, nobody], w.id, w.clone()),
+    ] {
         let outside = store
             .tasks
-            .update_with_agent(
-                a.id,
+            .update_with_agents(
+                &agents,
                 &[named],
                 Box::new(move |_, _| Changes {
                     tasks: vec![written],
@@ -915,12 +940,23 @@ pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only
     }
     assert_eq!(store.tasks.get(y.id).await.unwrap().version, 0);
     assert_eq!(store.tasks.get(z.id).await.unwrap().version, 0);
-    let nobody = domain::AgentId(uuid::Uuid::from_u128(98));
-    let refused = store
+    assert_eq!(store.tasks.get(w.id).await.unwrap().version, 1);
+    // Agents that do not exist are left out.
+    let unknown = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let saw = unknown.clone();
+    store
         .tasks
-        .update_with_agent(nobody, &[x.id], Box::new(|_, _| Changes::default()))
-        .await;
-    assert_eq!(refused, Err(RepoError::NotFound));
+        .update_with_agents(
+            &[nobody],
+            &[x.id],
+            Box::new(move |agents, tasks| {
+                *saw.lock().unwrap() = Some((agents.len(), tasks.len()));
+                Changes::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(*unknown.lock().unwrap(), Some((0, 1)));
 
     // Racing updates of one agent each see the one before: none loses, none is refused. (The
     // store's connections are opened first, so the updates do run at once.)
@@ -938,13 +974,13 @@ pub async fn an_update_with_an_agent_sees_it_and_the_named_tasks_and_writes_only
             let tasks = store.tasks.clone();
             tokio::spawn(async move {
                 tasks
-                    .update_with_agent(
-                        a.id,
+                    .update_with_agents(
+                        &[a.id],
                         &[],
-                        Box::new(|mut agent, _| {
-                            agent.take_task(t(6));
+                        Box::new(|mut agents, _| {
+                            agents[0].take_task(t(6));
                             Changes {
-                                agents: vec![agent],
+                                agents,
                                 ..Changes::default()
                             }
                         }),

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{Agent, AgentId, NewEvent, Task, TaskId};
 use ports::{
-    Changes, Decide, DecideWithAgent, IdempotencyRecord, PassSize, RepoError, SchedulingSnapshot,
+    Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, RepoError, SchedulingSnapshot,
     SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 
@@ -116,19 +116,19 @@ impl TaskRepository for MemoryStore {
         self.lock().apply(changes)
     }
 
-    async fn update_with_agent(
+    async fn update_with_agents(
         &self,
-        agent: AgentId,
+        agents: &[AgentId],
         tasks: &[TaskId],
-        decide: DecideWithAgent,
+        decide: DecideWithAgents,
     ) -> Result<Vec<NewEvent>, RepoError> {
         // Under the store's lock throughout: nothing can change in between.
         let mut state = self.lock();
-        let holder = state
-            .agents
-            .get(&agent)
-            .cloned()
-            .ok_or(RepoError::NotFound)?;
+        let named: HashSet<&AgentId> = agents.iter().collect();
+        let holders: Vec<Agent> = named
+            .into_iter()
+            .filter_map(|id| state.agents.get(id).cloned())
+            .collect();
         let named: HashSet<&TaskId> = tasks.iter().collect();
         let loaded: Vec<Task> = named
             .into_iter()
@@ -136,10 +136,10 @@ impl TaskRepository for MemoryStore {
             .collect();
         let held: Vec<&Task> = loaded
             .iter()
-            .filter(|t| t.assigned_agent == Some(agent))
+            .filter(|t| holders.iter().any(|a| t.assigned_agent == Some(a.id)))
             .collect();
-        let rows = SnapshotRows::of(held, [&holder]);
-        let changes = decide(holder, loaded);
+        let rows = SnapshotRows::of(held, &holders);
+        let changes = decide(holders, loaded);
         rows.admit(&changes)?;
         state.apply(changes)
     }

@@ -4,7 +4,7 @@
 mod protocol;
 mod submission;
 
-pub(crate) use protocol::Polls;
+pub(crate) use protocol::{Filing, Polls};
 pub use protocol::{Report, ReportKind, MAX_REPORTS};
 pub(crate) use submission::Intake;
 pub use submission::{Idempotency, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS};

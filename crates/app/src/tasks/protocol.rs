@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 use super::{calling_agent, transition_error, MAX_WAIT_SECONDS};
+use crate::group::Group;
 use crate::{AppError, Platform};
 
 /// The long polls waiting on this replica, by agent: an event about an agent (an assignment
@@ -333,7 +334,7 @@ impl Report {
 
 /// What the decision on an agent's reports found, for the caller once it is written.
 #[derive(Debug, Default)]
-struct Decided {
+pub(crate) struct Decided {
     /// Each report's answer, in order.
     answers: Vec<Result<Task, AppError>>,
     /// The reports refused as late: an earlier attempt ending after the task moved on.
@@ -345,19 +346,34 @@ struct Decided {
     unknown_pools: Vec<String>,
 }
 
-/// Applies an agent's reports, in order, to the agent and the tasks they name as loaded, and
-/// returns the changes to write; what it found goes into `decided`.
+/// One agent's reports, waiting to be written with other agents'.
+#[derive(Debug)]
+pub(crate) struct Filed {
+    agent: AgentId,
+    reports: Vec<Report>,
+}
+
+/// Agents' reports waiting for the next group commit (see [`crate::group`]): each answered
+/// with what the decision on it found, or `NotFound` when its agent is gone.
+pub(crate) type Filing = Group<Arc<Filed>, Result<Decided, AppError>>;
+
+/// Most reports one group commit writes; a call larger than this (none is) still goes whole,
+/// alone.
+const GROUP_REPORTS: usize = 2 * MAX_REPORTS;
+
+/// Applies an agent's reports, in order, to the agent and the tasks they name as loaded (both
+/// changed in place, so the reports of the next agent in the group see them); what it changes
+/// goes into `changes` (all but the tasks, listed in `decided.changed`), what it found into
+/// `decided`.
 fn decide_reports(
     reports: &[Report],
-    agent: Agent,
-    tasks: Vec<Task>,
+    holder: &mut Agent,
+    tasks: &mut HashMap<TaskId, Task>,
     pools: &HashMap<String, Option<domain::Resource>>,
     now: chrono::DateTime<chrono::Utc>,
+    changes: &mut ports::Changes,
     decided: &mut Decided,
-) -> ports::Changes {
-    let mut holder = agent;
-    let mut tasks: HashMap<TaskId, Task> = tasks.into_iter().map(|t| (t.id, t)).collect();
-    let mut changes = ports::Changes::default();
+) {
     for (i, report) in reports.iter().enumerate() {
         let Some(task) = tasks.get_mut(&report.task) else {
             decided.answers.push(Err(AppError::NotFound("Task")));
@@ -391,32 +407,72 @@ fn decide_reports(
                     .map(|c| c.resource.clone());
                 decided.unknown_pools.extend(unknown);
             }
-            super::record_transition(transition, Some(&mut holder), pools, &mut changes);
+            super::record_transition(transition, Some(holder), pools, changes);
             if !decided.changed.contains(&task.id) {
                 decided.changed.push(task.id);
             }
         }
         decided.answers.push(Ok(task.clone()));
     }
-    if !decided.unknown_pools.is_empty() {
+}
+
+/// Applies a group's reports, agent after agent in the order they were filed, to the agents
+/// and tasks as loaded, and returns the changes to write; what it found for each filing goes
+/// into `decided`. Nothing is written when a filing met pools the decision was not told of.
+fn decide_group(
+    filed: &[Arc<Filed>],
+    agents: Vec<Agent>,
+    tasks: Vec<Task>,
+    pools: &HashMap<String, Option<domain::Resource>>,
+    now: chrono::DateTime<chrono::Utc>,
+    decided: &mut Vec<Result<Decided, AppError>>,
+) -> ports::Changes {
+    let mut agents: HashMap<AgentId, Agent> = agents.into_iter().map(|a| (a.id, a)).collect();
+    let mut tasks: HashMap<TaskId, Task> = tasks.into_iter().map(|t| (t.id, t)).collect();
+    let mut changes = ports::Changes::default();
+    let mut changed: Vec<TaskId> = Vec::new();
+    decided.clear();
+    for filing in filed {
+        let Some(holder) = agents.get_mut(&filing.agent) else {
+            decided.push(Err(AppError::NotFound("Agent")));
+            continue;
+        };
+        let mut found = Decided::default();
+        decide_reports(
+            &filing.reports,
+            holder,
+            &mut tasks,
+            pools,
+            now,
+            &mut changes,
+            &mut found,
+        );
+        for id in &found.changed {
+            if !changed.contains(id) {
+                changed.push(*id);
+            }
+        }
+        decided.push(Ok(found));
+    }
+    let unknown = decided
+        .iter()
+        .flatten()
+        .any(|d| !d.unknown_pools.is_empty());
+    if unknown {
         return ports::Changes::default();
     }
-    changes.tasks = decided
-        .changed
-        .iter()
-        .filter_map(|id| tasks.remove(id))
-        .collect();
+    changes.tasks = changed.iter().filter_map(|id| tasks.remove(id)).collect();
     changes
 }
 
 impl Platform {
-    /// Several reports of one agent about its tasks, applied in order and written together in
-    /// one transaction, with the agent and the tasks locked meanwhile (so they never lose a
-    /// race to a scheduling pass or another report): what `start`, `heartbeat`, `complete`
-    /// and `fail` do one task at a time, and how they do it. Each report is answered on its
-    /// own, as its per-task call would be (a stale attempt is `409`, changes nothing, and a
-    /// late end is recorded as a detected conflict); one refused report does not stop the
-    /// others.
+    /// Several reports of one agent about its tasks, applied in order and written in one
+    /// transaction (shared with the reports other agents make meanwhile, see [`Filing`]), with
+    /// the agent and the tasks locked meanwhile (so they never lose a race to a scheduling pass
+    /// or another report): what `start`, `heartbeat`, `complete` and `fail` do one task at a
+    /// time, and how they do it. Each report is answered on its own, as its per-task call
+    /// would be (a stale attempt is `409`, changes nothing, and a late end is recorded as a
+    /// detected conflict); one refused report does not stop the others.
     pub async fn report(
         &self,
         actor: &Principal,
@@ -434,47 +490,20 @@ impl Platform {
                 format!("must hold 1 to {MAX_REPORTS} reports"),
             )));
         }
-        let reports = Arc::new(reports);
-        let ids: Vec<TaskId> = reports.iter().map(|r| r.task).collect();
-        let mut pools = HashMap::new();
-        let decided = loop {
-            let decided = Arc::new(Mutex::new(Decided::default()));
-            // A write refused for a lost race (a deadlock the database broke, say) is taken
-            // again on fresh rows.
-            let stored = crate::until_won("agent's tasks", || async {
-                let now = self.deps.clock.now();
-                let (into, with, known) = (decided.clone(), reports.clone(), pools.clone());
-                let written = self
-                    .deps
-                    .tasks
-                    .update_with_agent(
-                        agent,
-                        &ids,
-                        Box::new(move |holder, tasks| {
-                            let mut decided = into.lock().unwrap_or_else(PoisonError::into_inner);
-                            *decided = Decided::default();
-                            decide_reports(&with, holder, tasks, &known, now, &mut decided)
-                        }),
-                    )
-                    .await;
-                crate::Attempt::of(written).map_err(|e| AppError::from_repo("Agent", e))
-            })
-            .await?;
-            let decided =
-                std::mem::take(&mut *decided.lock().unwrap_or_else(PoisonError::into_inner));
-            if decided.unknown_pools.is_empty() {
-                self.publish(&stored).await;
-                break decided;
-            }
-            // Claims never change: once their pools are known, the next decision writes.
-            let named = decided.unknown_pools.iter().map(String::as_str);
-            pools.extend(self.pools_named(named.collect::<Vec<_>>()).await?);
-        };
+        let filed = Arc::new(Filed { agent, reports });
+        let platform = self.clone();
+        let decided = self
+            .signals
+            .reports
+            .join(filed.clone(), async move { platform.write_reports().await })
+            .await
+            .unwrap_or_else(|| Err(AppError::Internal("the group commit stopped".into())))?;
         for &i in &decided.late {
-            self.detect_stale_report(agent, reports[i].task, reports[i].attempt)
+            let late = &filed.reports[i];
+            self.detect_stale_report(agent, late.task, late.attempt)
                 .await;
         }
-        if reports.iter().any(Report::ends) {
+        if filed.reports.iter().any(Report::ends) {
             self.wake_for_room(); // freed capacity may place a waiting task
         }
         let mut answers = decided.answers;
@@ -485,6 +514,89 @@ impl Platform {
             }
         }
         Ok(answers)
+    }
+
+    /// Writes the next group of reports in one transaction, publishes its events, and answers
+    /// each filing.
+    async fn write_reports(&self) {
+        let (turn, group) = self
+            .signals
+            .reports
+            .next(|queue| crate::group::take_up_to(queue, GROUP_REPORTS, |f| f.reports.len()))
+            .await;
+        if group.is_empty() {
+            return;
+        }
+        let (filed, replies): (Vec<Arc<Filed>>, Vec<_>) =
+            group.into_iter().map(|m| (m.item, m.reply)).unzip();
+        let written = self.decide_and_write(Arc::new(filed)).await;
+        // The next group may be written while this one's events are published.
+        drop(turn);
+        match written {
+            Ok((stored, decided)) => {
+                self.publish(&stored).await;
+                for (reply, found) in replies.into_iter().zip(decided) {
+                    reply.answer(found);
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    reply.answer(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Locks the filings' agents and named tasks, decides on them and writes the changes, in
+    /// one transaction; taken again on fresh rows when it lost a race, and again with the
+    /// pools ended attempts claim once they are known.
+    async fn decide_and_write(
+        &self,
+        filed: Arc<Vec<Arc<Filed>>>,
+    ) -> Result<(Vec<domain::NewEvent>, Vec<Result<Decided, AppError>>), AppError> {
+        let mut agents: Vec<AgentId> = filed.iter().map(|f| f.agent).collect();
+        agents.sort();
+        agents.dedup();
+        let mut ids: Vec<TaskId> = filed
+            .iter()
+            .flat_map(|f| f.reports.iter().map(|r| r.task))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut pools = HashMap::new();
+        loop {
+            let decided = Arc::new(Mutex::new(Vec::new()));
+            let stored = crate::until_won("agent's tasks", || async {
+                let now = self.deps.clock.now();
+                let (into, with, known) = (decided.clone(), filed.clone(), pools.clone());
+                let written = self
+                    .deps
+                    .tasks
+                    .update_with_agents(
+                        &agents,
+                        &ids,
+                        Box::new(move |holders, tasks| {
+                            let mut decided = into.lock().unwrap_or_else(PoisonError::into_inner);
+                            decide_group(&with, holders, tasks, &known, now, &mut decided)
+                        }),
+                    )
+                    .await;
+                crate::Attempt::of(written).map_err(|e| AppError::from_repo("Agent", e))
+            })
+            .await?;
+            let decided =
+                std::mem::take(&mut *decided.lock().unwrap_or_else(PoisonError::into_inner));
+            let unknown: Vec<&str> = decided
+                .iter()
+                .flatten()
+                .flat_map(|d| d.unknown_pools.iter().map(String::as_str))
+                .collect();
+            if unknown.is_empty() {
+                return Ok((stored, decided));
+            }
+            // Claims never change: once their pools are known, the next decision writes.
+            pools.extend(self.pools_named(unknown).await?);
+        }
     }
 
     /// One report, as a per-task call makes it: answered with the task, or refused.

@@ -3,13 +3,12 @@
 //! together next, in one transaction, so concurrent requests share their commits.
 
 use std::collections::VecDeque;
-use std::sync::PoisonError;
 
 use domain::{NewTask, Principal, Task, TaskId, TaskInput, ValidationErrors};
 use ports::{IdempotencyRecord, RepoError, Submission};
 use sha2::Digest;
-use tokio::sync::oneshot;
 
+use crate::group::{Group, Member};
 use crate::{events, AppError, Platform};
 
 /// How long an `Idempotency-Key` is honoured.
@@ -42,68 +41,61 @@ impl Idempotency {
     }
 }
 
-/// Submissions waiting for the next group commit, and the turn of the group being written.
-#[derive(Debug, Default)]
-pub(crate) struct Intake {
-    /// Held by the writer of the group being committed now.
-    turn: tokio::sync::Mutex<()>,
-    queue: std::sync::Mutex<VecDeque<Waiting>>,
-}
+/// Submissions waiting for the next group commit (see [`crate::group`]).
+pub(crate) type Intake = Group<Queued, Result<(), RepoError>>;
 
-/// A submission and where its outcome goes.
+/// A submission waiting for its group.
 #[derive(Debug)]
-struct Waiting {
+pub(crate) struct Queued {
     submission: Submission,
-    reply: oneshot::Sender<Result<(), RepoError>>,
     /// Held back from a group that carried its key: it goes alone, so that if it finds the
     /// key taken only it is refused (and answered as a replay).
     alone: bool,
 }
 
-impl Intake {
-    /// The submissions waiting longest, as many as fit in one group (at least one). One whose
-    /// `Idempotency-Key` another in the group carries (a client retrying a request still in
-    /// flight) is held back and later written alone, where it finds the key taken, instead of
-    /// making the store refuse a whole group.
-    fn next_group(&self) -> Vec<Waiting> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut group: Vec<Waiting> = Vec::new();
-        let mut held_back = VecDeque::new();
-        let mut tasks = 0;
-        while let Some(mut next) = queue.pop_front() {
-            if next.alone {
-                if group.is_empty() {
-                    group.push(next);
-                    break;
-                }
-                held_back.push_back(next);
-                continue;
-            }
-            let size = next.submission.tasks.len();
-            if !group.is_empty() && tasks + size > GROUP_TASKS {
-                queue.push_front(next);
+/// The submissions waiting longest, as many as fit in one group (at least one). One whose
+/// `Idempotency-Key` another in the group carries (a client retrying a request still in
+/// flight) is held back and later written alone, where it finds the key taken, instead of
+/// making the store refuse a whole group.
+fn next_group(
+    queue: &mut VecDeque<Member<Queued, Result<(), RepoError>>>,
+) -> Vec<Member<Queued, Result<(), RepoError>>> {
+    let mut group: Vec<Member<Queued, _>> = Vec::new();
+    let mut held_back = VecDeque::new();
+    let mut tasks = 0;
+    while let Some(mut next) = queue.pop_front() {
+        if next.item.alone {
+            if group.is_empty() {
+                group.push(next);
                 break;
             }
-            let key = next.submission.idempotency.as_ref().map(|r| &r.key);
-            let repeated = key.is_some_and(|key| {
-                group
-                    .iter()
-                    .any(|w| w.submission.idempotency.as_ref().map(|r| &r.key) == Some(key))
-            });
-            if repeated {
-                next.alone = true;
-                held_back.push_back(next);
-                continue;
-            }
-            tasks += size;
-            group.push(next);
+            held_back.push_back(next);
+            continue;
         }
-        // Held back in their order, ahead of what arrived after them.
-        while let Some(waiting) = held_back.pop_back() {
-            queue.push_front(waiting);
+        let size = next.item.submission.tasks.len();
+        if !group.is_empty() && tasks + size > GROUP_TASKS {
+            queue.push_front(next);
+            break;
         }
-        group
+        let key = next.item.submission.idempotency.as_ref().map(|r| &r.key);
+        let repeated = key.is_some_and(|key| {
+            group
+                .iter()
+                .any(|m| m.item.submission.idempotency.as_ref().map(|r| &r.key) == Some(key))
+        });
+        if repeated {
+            next.item.alone = true;
+            held_back.push_back(next);
+            continue;
+        }
+        tasks += size;
+        group.push(next);
     }
+    // Held back in their order, ahead of what arrived after them.
+    while let Some(waiting) = held_back.pop_back() {
+        queue.push_front(waiting);
+    }
+    group
 }
 
 impl Platform {
@@ -325,39 +317,30 @@ impl Platform {
     /// events and wakes the scheduler; returns once all that is done, or with why this
     /// submission was not stored.
     async fn commit_submission(&self, submission: Submission) -> Result<(), RepoError> {
-        let (reply, outcome) = oneshot::channel();
+        let platform = self.clone();
+        let queued = Queued {
+            submission,
+            alone: false,
+        };
         self.signals
             .intake
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Waiting {
-                submission,
-                reply,
-                alone: false,
-            });
-        // The writer is a task of its own, so a request dropped while it waits cannot leave
-        // its group unwritten or unanswered. Every submission starts one; each writes whatever
-        // is waiting when its turn comes, and finds nothing if an earlier one took it all.
-        let platform = self.clone();
-        tokio::spawn(async move { platform.write_group().await });
-        outcome
+            .join(queued, async move { platform.write_group().await })
             .await
-            .unwrap_or_else(|_| Err(RepoError::Internal("the group commit stopped".into())))
+            .unwrap_or_else(|| Err(RepoError::Internal("the group commit stopped".into())))
     }
 
     /// Writes the next group in one transaction. When it is refused as a `Conflict` (one
     /// submission's key or ID is taken), each of its submissions is written alone, so only
     /// the one at fault fails.
     async fn write_group(&self) {
-        let intake = &self.signals.intake;
-        let turn = intake.turn.lock().await;
-        let group = intake.next_group();
+        let (turn, group) = self.signals.intake.next(next_group).await;
         if group.is_empty() {
             return;
         }
-        let (submissions, replies): (Vec<Submission>, Vec<_>) =
-            group.into_iter().map(|w| (w.submission, w.reply)).unzip();
+        let (submissions, replies): (Vec<Submission>, Vec<_>) = group
+            .into_iter()
+            .map(|m| (m.item.submission, m.reply))
+            .unzip();
         let tasks = &self.deps.tasks;
         let mut written = Vec::new();
         let outcomes = match tasks.insert_all(&submissions, IDEMPOTENCY_WINDOW).await {
@@ -384,7 +367,7 @@ impl Platform {
             self.wake_for_work();
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
+            reply.answer(outcome);
         }
     }
 }

@@ -12,17 +12,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, NewEvent, Task, TaskId};
 use ports::{
-    Changes, Decide, DecideWithAgent, IdempotencyRecord, RepoError, Submission, TaskCounts,
+    Changes, Decide, DecideWithAgents, IdempotencyRecord, RepoError, Submission, TaskCounts,
     TaskQuery, TaskRepository,
 };
 use tokio::sync::Notify;
 
-/// The embedded store's tasks, counting writes of new tasks and reads of an agent's tasks. The
-/// first write of new tasks waits at a gate until the test opens it, as a database round trip
-/// would take a while.
+/// The embedded store's tasks, counting writes of new tasks and of reports, and reads of an
+/// agent's tasks. The first write of new tasks waits at a gate until the test opens it, as a
+/// database round trip would take a while.
 pub struct CountingTasks {
     pub inner: Arc<MemoryStore>,
     pub writes: AtomicUsize,
+    /// Writes of agents' reports.
+    pub report_writes: AtomicUsize,
     pub agent_reads: AtomicUsize,
     /// Rung when the first write reaches the gate.
     pub at_gate: Notify,
@@ -92,13 +94,14 @@ impl TaskRepository for CountingTasks {
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         self.inner.save(changes).await
     }
-    async fn update_with_agent(
+    async fn update_with_agents(
         &self,
-        agent: AgentId,
+        agents: &[AgentId],
         tasks: &[TaskId],
-        decide: DecideWithAgent,
+        decide: DecideWithAgents,
     ) -> Result<Vec<NewEvent>, RepoError> {
-        self.inner.update_with_agent(agent, tasks, decide).await
+        self.report_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.update_with_agents(agents, tasks, decide).await
     }
     async fn schedule(
         &self,
@@ -146,6 +149,7 @@ pub fn gated_platform(
     let tasks = Arc::new(CountingTasks {
         inner: store.clone(),
         writes: AtomicUsize::new(0),
+        report_writes: AtomicUsize::new(0),
         agent_reads: AtomicUsize::new(0),
         at_gate: Notify::new(),
         open: AtomicBool::new(gate_open),
