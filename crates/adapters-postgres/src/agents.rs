@@ -106,11 +106,12 @@ pub(crate) async fn update_agents(
     check_written(conn, "agents", "agent", &ids, written.rows_affected()).await
 }
 
-/// Serving agents, locked for the rest of the caller's transaction.
+/// Serving agents, locked for the rest of the caller's transaction; those another transaction
+/// holds now (agents whose reports are being written) are left out rather than waited for.
 pub(crate) async fn lock_serving(conn: &mut PgConnection) -> Result<Vec<Agent>, RepoError> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM agents WHERE status IN ('idle', 'active', 'busy')
-         ORDER BY id FOR UPDATE"
+         ORDER BY id FOR UPDATE SKIP LOCKED"
     ))
     .read_all(conn, agent_from_row)
     .await

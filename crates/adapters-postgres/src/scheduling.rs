@@ -49,18 +49,19 @@ pub(crate) async fn pass(
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-    let agents = lock_serving(&mut tx).await?;
-    let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
-    let held = select(
-        &mut tx,
-        &format!(
-            "SELECT {COLUMNS} FROM tasks
-             WHERE status IN ('assigned', 'running') AND assigned_agent = ANY($1)"
-        ),
-        SelectBinds::Agents(ids),
+    // The free slots are counted before anything is locked, and the pending tasks read and
+    // locked before the agents: the agents, which agents' reports wait for, stay locked only
+    // for the rest of the pass.
+    let free: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(greatest(a.max_concurrent_tasks - (
+                    SELECT count(*) FROM tasks t
+                    WHERE t.assigned_agent = a.id AND t.status IN ('assigned', 'running')), 0)), 0)::bigint
+         FROM agents a WHERE a.status IN ('idle', 'active', 'busy')",
     )
-    .await?;
-    let limit = size.rows(PassSize::free_slots(&agents, &held));
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(repo_error)?;
+    let limit = size.rows(usize::try_from(free).unwrap_or(0));
     // The same effective priority as `domain::scheduler::effective_priority`, so the batch
     // holds the tasks the scheduler would take first: aging and deadlines lift old and
     // urgent tasks into it however many higher-priority tasks wait. The queue is ranked on
@@ -87,6 +88,17 @@ pub(crate) async fn pass(
     .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
     .bind(policy.max_urgency)
     .read_all(&mut *tx, task_from_row)
+    .await?;
+    let agents = lock_serving(&mut tx).await?;
+    let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
+    let held = select(
+        &mut tx,
+        &format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE status IN ('assigned', 'running') AND assigned_agent = ANY($1)"
+        ),
+        SelectBinds::Agents(ids),
+    )
     .await?;
     // Pools are read (and locked) only when a task in the batch claims one.
     let (resources, claim_holders) = if pending.iter().any(|t| !t.resource_claims.is_empty()) {

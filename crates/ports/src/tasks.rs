@@ -338,8 +338,9 @@ pub trait TaskRepository: Send + Sync {
 
     /// One scheduling pass. Loads a snapshot (as many pending tasks ready at `now` as `size`
     /// asks for the free slots of the serving agents, those that come first in the `policy`'s
-    /// effective-priority order, skipping those past their deadline; the
-    /// serving agents and the tasks they hold; the pools and their holders when a pending task
+    /// effective-priority order, skipping those past their deadline; the serving agents (but
+    /// those another write holds at the moment, left to the next pass) and the tasks they
+    /// hold; the pools and their holders when a pending task
     /// claims one), calls `decide` once with it, and writes the changes it returns, with their
     /// events, in the same transaction. Changes to a task, agent or pool not in the snapshot
     /// are refused (`Internal`, see [`SnapshotRows::admit`]) and nothing is written. Passes
