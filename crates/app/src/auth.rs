@@ -12,11 +12,17 @@ use subtle::ConstantTimeEq;
 
 use crate::{AppError, Platform};
 
-/// How long a stored API key found valid is trusted without reading it again. A key revoked
-/// through this replica stops working here at once; one revoked through another replica stops
-/// working here within this long (as sockets opened with it close within the revocation
-/// check's 5 s).
+/// How long a stored API key found valid is trusted without reading it again, unless a check of
+/// the keys revoked since renews its trust (see [`Platform::renew_trusted_keys`], every
+/// [`KEY_RENEWAL`]). A key revoked through this replica stops working here at once; one
+/// revoked through another replica stops working here within this long (as sockets opened with
+/// it close within the revocation check's 5 s).
 pub const KEY_TRUST: chrono::Duration = chrono::Duration::seconds(5);
+/// How often the keys revoked lately are read, once for every trusted key: a key found not
+/// revoked is trusted for another [`KEY_TRUST`] without being read again.
+pub const KEY_RENEWAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How far back a renewal looks for revocations: what another replica's clock may differ by.
+const RENEWAL_WINDOW: chrono::Duration = chrono::Duration::seconds(60);
 /// Most keys trusted at once; past it, trust starts afresh.
 const KEYS_TRUSTED: usize = 10_000;
 
@@ -60,6 +66,31 @@ impl TrustedKeys {
     }
 
     /// Forgets every key: one was revoked.
+    /// After a check at `checked` found the keys revoked in the window before it: those are
+    /// forgotten, and every other key read within that window is trusted as if read at
+    /// `checked` (it was valid when read and was not revoked since). `generation` is the one
+    /// the check started at: if keys were forgotten meanwhile, nothing is renewed.
+    fn renew(&self, checked: DateTime<Utc>, revoked: &[domain::ApiKeyId], generation: u64) {
+        let mut trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if trusted.generation != generation {
+            return;
+        }
+        trusted
+            .keys
+            .retain(|_, (key, _)| !revoked.contains(&key.id));
+        for (_, read) in trusted.keys.values_mut() {
+            if *read <= checked && checked - *read < RENEWAL_WINDOW {
+                *read = checked;
+            }
+        }
+    }
+
+    /// How many keys are trusted now, and the generation they belong to.
+    fn count(&self) -> (usize, u64) {
+        let trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (trusted.keys.len(), trusted.generation)
+    }
+
     pub(crate) fn forget_all(&self) {
         let mut trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         trusted.keys.clear();
@@ -79,6 +110,20 @@ pub fn new_api_key(ids: &dyn IdGenerator) -> String {
 }
 
 impl Platform {
+    /// Renews the trust of every trusted key with one read of the keys revoked lately (see
+    /// [`KEY_RENEWAL`]): a busy fleet's keys are then read once each, not once every
+    /// [`KEY_TRUST`] each. With no key trusted it reads nothing.
+    pub async fn renew_trusted_keys(&self) -> Result<(), AppError> {
+        let (count, generation) = self.trusted_keys.count();
+        if count == 0 {
+            return Ok(());
+        }
+        let checked = self.deps.clock.now();
+        let revoked = self.recently_revoked(RENEWAL_WINDOW).await?;
+        self.trusted_keys.renew(checked, &revoked, generation);
+        Ok(())
+    }
+
     /// The caller an API key stands for. `Unauthorized` for unknown, revoked or expired keys,
     /// with one message for all three so a caller learns nothing about which it was. A stored
     /// key found valid is trusted for [`KEY_TRUST`] without reading it again.

@@ -1,5 +1,5 @@
-//! Background jobs every replica runs: the scheduler, woken by new work or a timer, and the
-//! sweeps (offline agents, expired leases, missed deadlines). Each is safe to run on several
+//! Background jobs every replica runs: the scheduler, woken by new work or a timer, the sweeps
+//! (offline agents, expired leases, missed deadlines), and the renewal of trusted API keys. Each is safe to run on several
 //! replicas at once: passes are serialized by the store and every change is a versioned write.
 
 use tokio::sync::{broadcast, watch};
@@ -30,10 +30,11 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
     let sweeper = tokio::spawn(sweep(platform.clone(), stopped.clone()));
     let scheduler = tokio::spawn(schedule(platform.clone(), stopped.clone()));
     let assignments = tokio::spawn(follow_events(platform.clone(), stopped.clone()));
-    let relay = tokio::spawn(relay(platform, stopped));
+    let relay = tokio::spawn(relay(platform.clone(), stopped.clone()));
+    let keys = tokio::spawn(renew_keys(platform, stopped));
     BackgroundJobs {
         stop,
-        handles: vec![sweeper, scheduler, assignments, relay],
+        handles: vec![sweeper, scheduler, assignments, relay, keys],
     }
 }
 
@@ -77,6 +78,22 @@ async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
                 }
             },
             _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Renews the trust of the API keys in use with one read of the keys revoked lately, so a
+/// fleet's keys are not each read again every few seconds.
+async fn renew_keys(platform: Platform, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(crate::KEY_RENEWAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        if let Err(e) = platform.renew_trusted_keys().await {
+            tracing::warn!(error = %e, "cannot renew trusted API keys; they are read again");
         }
     }
 }

@@ -31,7 +31,7 @@ use ports::{
 };
 
 pub use agents::{Beat, RegisteredAgent};
-pub use auth::{hash_key, new_api_key, KEY_TRUST};
+pub use auth::{hash_key, new_api_key, KEY_RENEWAL, KEY_TRUST};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use conflicts::ResolveRequest;
 pub use credentials::IssuedKey;

@@ -1,6 +1,6 @@
-//! Trusted API keys: a stored key found valid is not read again for a moment; a key revoked
-//! through this replica stops working at once, one revoked elsewhere within `KEY_TRUST`, and
-//! an expired one always.
+//! Trusted API keys: a stored key found valid is not read again for a moment (longer while
+//! renewals find it not revoked); a key revoked through this replica stops working at once,
+//! one revoked elsewhere within `KEY_TRUST`, and an expired one always.
 
 use std::sync::Arc;
 
@@ -88,4 +88,42 @@ async fn a_deregistered_agents_key_stops_working_at_once() {
         .await
         .unwrap();
     assert!(platform.authenticate_api_key(&key).await.is_err());
+}
+
+#[tokio::test]
+async fn a_renewal_keeps_keys_trusted_and_drops_those_revoked_elsewhere() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = ManualClock::default();
+    let platform = testkit::platform(
+        store.clone(),
+        Arc::new(MemoryBus::new()),
+        clock.clone(),
+        app::Settings::default(),
+    );
+    let now = ports::Clock::now(&clock);
+    let key = stored_key("secret-one", now);
+    store.insert_api_key(&key).await.unwrap();
+    let mut other = stored_key("secret-two", now);
+    other.id = ApiKeyId(uuid::Uuid::from_u128(8));
+    other.hash = hash_key("secret-two");
+    store.insert_api_key(&other).await.unwrap();
+    assert!(platform.authenticate_api_key("secret-one").await.is_ok());
+    assert!(platform.authenticate_api_key("secret-two").await.is_ok());
+
+    // Renewed before its trust lapses, a key is trusted on without being read: a revocation
+    // only a read would show (stamped before the window a renewal looks at) goes unseen.
+    store.revoke_api_key(other.id, now).await.unwrap();
+    let long_ago = now - chrono::Duration::hours(1);
+    store.revoke_api_key(key.id, long_ago).await.unwrap();
+    for _ in 0..5 {
+        clock.advance(chrono::Duration::seconds(2));
+        platform.renew_trusted_keys().await.unwrap();
+        assert!(platform.authenticate_api_key("secret-one").await.is_ok());
+    }
+    // The key revoked through another replica was dropped by the first renewal.
+    assert!(platform.authenticate_api_key("secret-two").await.is_err());
+
+    // Without renewals, trust lapses, and the next use reads the key.
+    clock.advance(KEY_TRUST);
+    assert!(platform.authenticate_api_key("secret-one").await.is_err());
 }
