@@ -201,7 +201,7 @@ impl Platform {
         if agent.status.is_serving() {
             self.wake_for_room(); // an agent back in service may take waiting tasks
         }
-        let tasks = self.held_tasks(agent.id).await?;
+        let (tasks, _) = self.held_tasks_known(agent.id).await?;
         Ok(Beat { agent, tasks })
     }
 

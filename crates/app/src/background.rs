@@ -45,6 +45,9 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
 /// waiting, one look at the newest `seq`.
 async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
     let mut events = platform.subscribe_events();
+    platform.follow_events_from_now(true);
+    // However the job ends, what it vouched for is forgotten.
+    let _following = Following(platform.clone());
     let mut check = tokio::time::interval(platform.settings().long_poll_recheck);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut delivered = platform.newest_seq().await.unwrap_or(0);
@@ -65,7 +68,12 @@ async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
             },
             _ = check.tick() => {
                 if !platform.polls_waiting() {
-                    delivered = platform.newest_seq().await.unwrap_or(delivered);
+                    let newest = platform.newest_seq().await.unwrap_or(delivered);
+                    if newest > delivered {
+                        // Events the bus did not bring, unread: what was known is not.
+                        platform.wake_all_polls();
+                    }
+                    delivered = newest;
                     continue;
                 }
                 while let Ok(missed) = platform.log_after(delivered, 500).await {
@@ -95,6 +103,15 @@ async fn renew_keys(platform: Platform, mut stopped: watch::Receiver<bool>) {
         if let Err(e) = platform.renew_trusted_keys().await {
             tracing::warn!(error = %e, "cannot renew trusted API keys; they are read again");
         }
+    }
+}
+
+/// Marks the end of following events, however `follow_events` ends.
+struct Following(Platform);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.follow_events_from_now(false);
     }
 }
 

@@ -190,3 +190,77 @@ async fn a_poll_for_running_tasks_wakes_when_its_agent_starts_one() {
         vec![task.id]
     );
 }
+
+/// Looks at what `agent` holds as its own long poll does, waiting a moment.
+async fn look(platform: &Platform, agent: AgentId) -> Vec<Task> {
+    platform
+        .agent_tasks(
+            &agent_principal(agent),
+            agent,
+            None,
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_agents_polls_and_heartbeats_read_nothing_until_an_event_about_it() {
+    let store = Arc::new(MemoryStore::new());
+    let (platform, tasks) =
+        common::counting_platform(&store, &Arc::new(MemoryBus::new()), Settings::default());
+    let jobs = spawn_background_jobs(platform.clone());
+    tokio::task::yield_now().await; // the jobs start following events
+    let agent = register(&platform, "etl").await;
+    let me = agent_principal(agent);
+    assert!(look(&platform, agent).await.is_empty());
+    let reads = tasks.agent_reads();
+    for _ in 0..5 {
+        assert!(look(&platform, agent).await.is_empty());
+        let beat = platform
+            .agent_heartbeat(&me, agent, None, None)
+            .await
+            .unwrap();
+        assert!(beat.tasks.is_empty());
+    }
+    assert_eq!(
+        tasks.agent_reads(),
+        reads,
+        "known to hold nothing: no look read"
+    );
+
+    // An assignment (the scheduler's, woken by the submission) is an event about the agent:
+    // the next look reads, and finds it.
+    let task = submit(&platform, "etl").await;
+    let found = look(&platform, agent).await;
+    assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), [task.id]);
+    let beat = platform
+        .agent_heartbeat(&me, agent, None, None)
+        .await
+        .unwrap();
+    assert_eq!(beat.tasks.len(), 1);
+    platform
+        .complete_task(&me, task.id, task.attempt + 1, Default::default())
+        .await
+        .unwrap_err(); // a stale attempt changes nothing
+    platform
+        .complete_task(&me, task.id, found[0].attempt, Default::default())
+        .await
+        .unwrap();
+    assert!(look(&platform, agent).await.is_empty());
+
+    // What is known lasts a while only: past it, a look reads again.
+    let reads = tasks.agent_reads();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(look(&platform, agent).await.is_empty());
+    assert_eq!(tasks.agent_reads(), reads + 1);
+    jobs.shutdown().await;
+
+    // A replica that does not follow every replica's events knows nothing: each look reads,
+    // as it begins and again as its wait ends.
+    let reads = tasks.agent_reads();
+    for _ in 0..3 {
+        assert!(look(&platform, agent).await.is_empty());
+    }
+    assert_eq!(tasks.agent_reads(), reads + 6);
+}

@@ -14,34 +14,108 @@ use super::{calling_agent, transition_error, MAX_WAIT_SECONDS};
 use crate::group::Group;
 use crate::{AppError, Platform};
 
+/// How long an agent found holding nothing is taken to hold nothing still, while no event about
+/// it arrives (see [`Quiet`]); past it, its next look reads the store again.
+const QUIET_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most agents remembered as quiet; past it, the memory starts afresh.
+const QUIET_AGENTS: usize = 100_000;
+
 /// The long polls waiting on this replica, by agent: an event about an agent (an assignment
 /// above all) wakes only that agent's.
 #[derive(Debug, Default)]
 pub(crate) struct Polls {
     /// Each waiting agent's bell, and how many of its polls wait on it.
     bells: Mutex<HashMap<AgentId, (Arc<Notify>, usize)>>,
+    /// Agents known to hold nothing.
+    quiet: Mutex<Quiet>,
+    /// Whether this replica follows every replica's events (the `follow_events` job runs), so
+    /// that what [`Quiet`] remembers is forgotten when it stops being true.
+    following: std::sync::atomic::AtomicBool,
     /// Long polls waiting now.
     waiting: AtomicUsize,
     /// Rung whenever a long poll starts waiting.
     started: Notify,
 }
 
+/// The agents this replica found existing and holding no task, and when, so that an idle
+/// agent's every long poll and heartbeat does not read the store again: every change to what an
+/// agent holds comes with an event about it, and every event of every replica reaches this one
+/// (through the bus, or the log when the bus missed it), so an agent is forgotten here at the
+/// first event about it, and every agent when events may have been missed. Remembered only for
+/// [`QUIET_FOR`], and only while this replica follows the events.
+#[derive(Debug, Default)]
+struct Quiet {
+    since: HashMap<AgentId, tokio::time::Instant>,
+    /// Moves at every event, so that a look that began before one cannot leave the agent
+    /// remembered as quiet after it.
+    epoch: u64,
+}
+
 impl Polls {
-    /// Wakes the polls of each agent named.
+    /// Wakes the polls of each agent named, and forgets that they were quiet.
     pub(crate) fn wake(&self, agents: impl IntoIterator<Item = AgentId>) {
         let bells = self.bells.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+        quiet.epoch += 1;
         for agent in agents {
+            quiet.since.remove(&agent);
             if let Some((bell, _)) = bells.get(&agent) {
                 bell.notify_waiters();
             }
         }
     }
 
-    /// Wakes every waiting poll, to read again: for when assignments may have been missed.
+    /// Wakes every waiting poll, to read again, and forgets every quiet agent: for when
+    /// assignments may have been missed.
     pub(crate) fn wake_all(&self) {
         let bells = self.bells.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+        quiet.epoch += 1;
+        quiet.since.clear();
         for (bell, _) in bells.values() {
             bell.notify_waiters();
+        }
+    }
+
+    /// Whether `agent` is known to exist and hold nothing.
+    fn is_quiet(&self, agent: AgentId) -> bool {
+        let quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+        quiet
+            .since
+            .get(&agent)
+            .is_some_and(|since| since.elapsed() < QUIET_FOR)
+    }
+
+    /// Where the events stand, as a look at an agent begins.
+    fn epoch(&self) -> u64 {
+        self.quiet
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .epoch
+    }
+
+    /// A look that began at `epoch` found `agent` existing and holding nothing: remembered,
+    /// unless an event came meanwhile or this replica does not follow the events.
+    fn found_quiet(&self, agent: AgentId, epoch: u64) {
+        if !self.following.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+        if quiet.epoch != epoch {
+            return;
+        }
+        if quiet.since.len() >= QUIET_AGENTS {
+            quiet.since.clear();
+        }
+        quiet.since.insert(agent, tokio::time::Instant::now());
+    }
+
+    /// Whether this replica follows every replica's events from now on; when it stops, every
+    /// quiet agent is forgotten.
+    pub(crate) fn follow(&self, following: bool) {
+        self.following.store(following, Ordering::SeqCst);
+        if !following {
+            self.wake_all();
         }
     }
 
@@ -140,6 +214,39 @@ impl Platform {
         self.signals.polls.any_waiting()
     }
 
+    /// The tasks `agent` holds, as [`held_tasks`](Self::held_tasks) reads them, but without a
+    /// read when this replica knows the agent exists and holds nothing (see `Quiet`); a read
+    /// that finds nothing is remembered so. With them, whether the agent is known to exist.
+    pub(crate) async fn held_tasks_known(
+        &self,
+        agent: AgentId,
+    ) -> Result<(Vec<Task>, bool), AppError> {
+        let polls = &self.signals.polls;
+        if polls.is_quiet(agent) {
+            return Ok((Vec::new(), true));
+        }
+        let epoch = polls.epoch();
+        let held = self.held_tasks(agent).await?;
+        if !held.is_empty() {
+            return Ok((held, true));
+        }
+        if !polls.following.load(Ordering::SeqCst) {
+            return Ok((held, false));
+        }
+        self.deps
+            .agents
+            .get(agent)
+            .await
+            .map_err(|e| AppError::from_repo("Agent", e))?;
+        polls.found_quiet(agent, epoch);
+        Ok((held, true))
+    }
+
+    /// Whether this replica follows every replica's events (see `Quiet`).
+    pub(crate) fn follow_events_from_now(&self, following: bool) {
+        self.signals.polls.follow(following);
+    }
+
     /// The agent starts the task it was assigned.
     pub async fn start_task(
         &self,
@@ -218,7 +325,13 @@ impl Platform {
             tokio::pin!(assigned);
             assigned.as_mut().enable();
             let tasks = match status {
-                // Without a filter: the work it holds now, not its whole past.
+                // Without a filter: the work it holds now, not its whole past; a long poll
+                // takes what this replica knows of an idle agent (see `Quiet`).
+                None if !wait.is_zero() => {
+                    let (held, known) = self.held_tasks_known(agent).await?;
+                    exists |= known;
+                    held
+                }
                 None => self.held_tasks(agent).await?,
                 Some(status) => {
                     let query = TaskQuery {
