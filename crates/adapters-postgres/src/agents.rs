@@ -225,6 +225,41 @@ impl AgentRepository for PgStore {
         commit_with(tx, events).await
     }
 
+    async fn record_heartbeats(
+        &self,
+        beats: &[(AgentId, DateTime<Utc>)],
+    ) -> Result<u64, RepoError> {
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<uuid::Uuid> = beats.iter().map(|(a, _)| a.as_uuid()).collect();
+        let times: Vec<DateTime<Utc>> = beats.iter().map(|(_, at)| *at).collect();
+        // In the order of the IDs, as every writer of several agents locks them.
+        let written = sqlx::query(
+            "WITH beat AS (
+                 SELECT id, max(at) AS at FROM unnest($1::uuid[], $2::timestamptz[]) AS b(id, at)
+                 GROUP BY id
+             ),
+             locked AS (
+                 SELECT a.id FROM agents a JOIN beat USING (id)
+                 WHERE a.last_heartbeat < beat.at
+                 ORDER BY a.id FOR UPDATE OF a
+             )
+             UPDATE agents AS a
+             SET last_heartbeat = greatest(a.last_heartbeat, beat.at),
+                 updated_at = greatest(a.updated_at, beat.at),
+                 version = a.version + 1
+             FROM beat, locked
+             WHERE a.id = beat.id AND a.id = locked.id AND a.last_heartbeat < beat.at",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(self.pool())
+        .await
+        .map_err(repo_error)?;
+        Ok(written.rows_affected())
+    }
+
     async fn heartbeat_before(
         &self,
         cutoff: DateTime<Utc>,

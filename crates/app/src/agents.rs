@@ -16,6 +16,35 @@ const RELAY_BATCH: u32 = 1000;
 /// How many stale agents one offline-detection pass loads at a time.
 const SWEEP_BATCH: u32 = 500;
 
+/// How often heartbeats that change nothing but the time are written, all at once: an idle
+/// fleet's heartbeats then cost one statement per flush, not one transaction per beat. Such a
+/// beat is answered at once and stored within this long (a replica that dies first loses at
+/// most this much of its agents' liveness; offline detection waits far longer).
+pub const HEARTBEAT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Heartbeats recorded but not yet written: the latest time of each agent.
+#[derive(Debug, Default)]
+pub(crate) struct Beats(std::sync::Mutex<std::collections::HashMap<AgentId, DateTime<Utc>>>);
+
+impl Beats {
+    fn record(&self, agent: AgentId, at: DateTime<Utc>) {
+        let mut beats = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let latest = beats.entry(agent).or_insert(at);
+        *latest = (*latest).max(at);
+    }
+
+    fn take(&self) -> Vec<(AgentId, DateTime<Utc>)> {
+        let mut beats = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *beats).into_iter().collect()
+    }
+}
+
 /// The answer to a heartbeat: the agent as it is now, and the tasks it holds.
 #[derive(Debug, Clone)]
 pub struct Beat {
@@ -189,6 +218,20 @@ impl Platform {
                 "a heartbeat may be sent only by the agent itself or an operator".into(),
             ));
         }
+        let polls = &self.signals.polls;
+        if metadata.is_none() {
+            if let Some(mut agent) = polls.known_agent(id) {
+                let now = self.deps.clock.now();
+                if let Ok(None) = agent.heartbeat(now, status, None) {
+                    // Nothing but the time changes: recorded, and written with every other
+                    // such beat within `HEARTBEAT_FLUSH`.
+                    self.signals.beats.record(id, now);
+                    let (tasks, _) = self.held_tasks_known(id).await?;
+                    return Ok(Beat { agent, tasks });
+                }
+            }
+        }
+        let epoch = polls.epoch();
         let agent = self
             .modify_agent(id, |agent, now| {
                 let change = agent.heartbeat(now, status, metadata.as_ref())?;
@@ -198,6 +241,7 @@ impl Platform {
                     .collect())
             })
             .await?;
+        polls.found_agent(&agent, epoch);
         if agent.status.is_serving() {
             self.wake_for_room(); // an agent back in service may take waiting tasks
         }
@@ -205,9 +249,29 @@ impl Platform {
         Ok(Beat { agent, tasks })
     }
 
+    /// Writes the heartbeats recorded since the last flush (see [`Beats`]), all in one
+    /// statement. Returns how many agents it wrote; on failure they are kept for the next.
+    pub async fn flush_heartbeats(&self) -> Result<u64, AppError> {
+        let beats = self.signals.beats.take();
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        match self.deps.agents.record_heartbeats(&beats).await {
+            Ok(written) => Ok(written),
+            Err(e) => {
+                for (agent, at) in beats {
+                    self.signals.beats.record(agent, at);
+                }
+                Err(AppError::from_repo("Agent", e))
+            }
+        }
+    }
+
     /// Marks every agent that missed its heartbeats offline. Returns how many were marked.
     /// Safe to run on every replica at once: each change is a versioned write.
     pub async fn detect_offline_agents(&self) -> Result<usize, AppError> {
+        // This replica's recorded heartbeats count: written first.
+        self.flush_heartbeats().await?;
         let after = self.settings.agent_offline_after;
         let mut marked = 0;
         loop {

@@ -31,10 +31,11 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
     let scheduler = tokio::spawn(schedule(platform.clone(), stopped.clone()));
     let assignments = tokio::spawn(follow_events(platform.clone(), stopped.clone()));
     let relay = tokio::spawn(relay(platform.clone(), stopped.clone()));
-    let keys = tokio::spawn(renew_keys(platform, stopped));
+    let keys = tokio::spawn(renew_keys(platform.clone(), stopped.clone()));
+    let beats = tokio::spawn(flush_heartbeats(platform, stopped));
     BackgroundJobs {
         stop,
-        handles: vec![sweeper, scheduler, assignments, relay, keys],
+        handles: vec![sweeper, scheduler, assignments, relay, keys, beats],
     }
 }
 
@@ -86,6 +87,25 @@ async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
                 }
             },
             _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Writes the heartbeats recorded since the last flush, every `HEARTBEAT_FLUSH`, and once more
+/// as the replica stops.
+async fn flush_heartbeats(platform: Platform, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(crate::HEARTBEAT_FLUSH);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stopped.changed() => true,
+        };
+        if let Err(e) = platform.flush_heartbeats().await {
+            tracing::warn!(error = %e, "cannot write heartbeats now; will retry");
+        }
+        if stopping {
+            return;
         }
     }
 }

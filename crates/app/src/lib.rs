@@ -30,7 +30,7 @@ use ports::{
     HealthCheck, IdGenerator, RateLimiter, ResourceRepository, Store, TaskRepository,
 };
 
-pub use agents::{Beat, RegisteredAgent};
+pub use agents::{Beat, RegisteredAgent, HEARTBEAT_FLUSH};
 pub use auth::{hash_key, new_api_key, KEY_RENEWAL, KEY_TRUST};
 pub use background::{spawn_background_jobs, BackgroundJobs};
 pub use conflicts::ResolveRequest;
@@ -185,6 +185,8 @@ struct Signals {
     intake: tasks::Intake,
     /// Agents' reports waiting to be committed together.
     reports: tasks::Filing,
+    /// Heartbeats waiting to be written together.
+    beats: agents::Beats,
 }
 
 /// Whether the last scheduling pass left every agent full, and how often capacity was freed

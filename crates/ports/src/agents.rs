@@ -94,6 +94,13 @@ pub trait AgentRepository: Send + Sync {
         events: Vec<NewEvent>,
     ) -> Result<Vec<NewEvent>, RepoError>;
 
+    /// Records heartbeats that change nothing but the time: each named agent that exists gets
+    /// the later of its stored `last_heartbeat` and the one given (and of its `updated_at`),
+    /// and its version bumped when that moved them; nothing else changes, and no event is
+    /// stored. Returns how many agents it wrote.
+    async fn record_heartbeats(&self, beats: &[(AgentId, DateTime<Utc>)])
+        -> Result<u64, RepoError>;
+
     /// Online agents (idle, active, busy or draining) whose last heartbeat is at or before
     /// `cutoff`, oldest heartbeat first, at most `limit`.
     async fn heartbeat_before(

@@ -311,6 +311,50 @@ pub async fn heartbeat_before_finds_only_silent_online_agents(store: StoreUnderT
     assert_eq!(at_cutoff, [2, 1], "the cutoff is inclusive");
 }
 
+pub async fn recorded_heartbeats_move_only_the_time_forward(store: StoreUnderTest) {
+    let mut a = agent(1, "worker-1", &["etl"], t(0));
+    a.status = AgentStatus::Busy;
+    a.last_heartbeat = t(10);
+    a.updated_at = t(10);
+    let b = agent(2, "worker-2", &[], t(0));
+    for x in [&a, &b] {
+        let n = x.id.as_uuid().as_u128();
+        store
+            .agents
+            .insert(x, &agent_key(n, x.id, t(0)), vec![])
+            .await
+            .unwrap();
+    }
+    let gone = domain::AgentId(uuid::Uuid::from_u128(9));
+    // Two beats of one agent (the later counts), one older than what is stored, one of an
+    // agent that does not exist.
+    let written = store
+        .agents
+        .record_heartbeats(&[(a.id, t(30)), (gone, t(30)), (a.id, t(20)), (b.id, t(-5))])
+        .await
+        .unwrap();
+    assert_eq!(written, 1, "only the agent whose time moved");
+    let stored = store.agents.get(a.id).await.unwrap();
+    assert_eq!((stored.last_heartbeat, stored.updated_at), (t(30), t(30)));
+    assert_eq!(stored.version, a.version + 1);
+    let mut unchanged = stored.clone();
+    unchanged.last_heartbeat = a.last_heartbeat;
+    unchanged.updated_at = a.updated_at;
+    unchanged.version = a.version;
+    assert_eq!(unchanged, a, "nothing else changed");
+    assert_eq!(
+        store.agents.get(b.id).await.unwrap(),
+        b,
+        "an older beat changes nothing"
+    );
+    assert_eq!(
+        store.agents.get(gone).await,
+        Err(RepoError::NotFound),
+        "no agent is created"
+    );
+    assert_eq!(store.agents.record_heartbeats(&[]).await.unwrap(), 0);
+}
+
 pub async fn count_by_status_counts_every_status(store: StoreUnderTest) {
     let statuses = [
         AgentStatus::Idle,

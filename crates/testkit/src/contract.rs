@@ -27,6 +27,7 @@ macro_rules! store_contract {
             list_filters_orders_newest_first_and_pages,
             delete_removes_the_agent_and_revokes_its_keys,
             heartbeat_before_finds_only_silent_online_agents,
+            recorded_heartbeats_move_only_the_time_forward,
             count_by_status_counts_every_status,
             api_keys_are_found_by_hash_only,
             capable_exists_looks_at_every_registered_agent

@@ -84,6 +84,26 @@ impl AgentRepository for MemoryStore {
         Ok(state.append(events))
     }
 
+    async fn record_heartbeats(
+        &self,
+        beats: &[(AgentId, DateTime<Utc>)],
+    ) -> Result<u64, RepoError> {
+        let mut state = self.lock();
+        let mut written = std::collections::HashSet::new();
+        for (id, at) in beats {
+            if let Some(agent) = state.agents.get_mut(id) {
+                if agent.last_heartbeat < *at {
+                    agent.last_heartbeat = *at;
+                    agent.updated_at = agent.updated_at.max(*at);
+                    if written.insert(*id) {
+                        agent.version += 1;
+                    }
+                }
+            }
+        }
+        Ok(written.len() as u64)
+    }
+
     async fn heartbeat_before(
         &self,
         cutoff: DateTime<Utc>,

@@ -46,6 +46,9 @@ pub(crate) struct Polls {
 #[derive(Debug, Default)]
 struct Quiet {
     since: HashMap<AgentId, tokio::time::Instant>,
+    /// Agents as last read or written here, and when: what a heartbeat that changes nothing
+    /// but the time answers with (see `Platform::agent_heartbeat`).
+    agents: HashMap<AgentId, (tokio::time::Instant, Agent)>,
     /// Moves at every event, so that a look that began before one cannot leave the agent
     /// remembered as quiet after it.
     epoch: u64,
@@ -59,6 +62,7 @@ impl Polls {
         quiet.epoch += 1;
         for agent in agents {
             quiet.since.remove(&agent);
+            quiet.agents.remove(&agent);
             if let Some((bell, _)) = bells.get(&agent) {
                 bell.notify_waiters();
             }
@@ -72,6 +76,7 @@ impl Polls {
         let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
         quiet.epoch += 1;
         quiet.since.clear();
+        quiet.agents.clear();
         for (bell, _) in bells.values() {
             bell.notify_waiters();
         }
@@ -87,7 +92,7 @@ impl Polls {
     }
 
     /// Where the events stand, as a look at an agent begins.
-    fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.quiet
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -108,6 +113,34 @@ impl Polls {
             quiet.since.clear();
         }
         quiet.since.insert(agent, tokio::time::Instant::now());
+    }
+
+    /// `agent` as this replica last read or wrote it, if no event about it came since.
+    pub(crate) fn known_agent(&self, agent: AgentId) -> Option<Agent> {
+        let quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+        quiet
+            .agents
+            .get(&agent)
+            .filter(|(since, _)| since.elapsed() < QUIET_FOR)
+            .map(|(_, agent)| agent.clone())
+    }
+
+    /// A look (or write) that began at `epoch` found `agent` as it is: remembered, unless an
+    /// event came meanwhile or this replica does not follow the events.
+    pub(crate) fn found_agent(&self, agent: &Agent, epoch: u64) {
+        if !self.following.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+        if quiet.epoch != epoch {
+            return;
+        }
+        if quiet.agents.len() >= QUIET_AGENTS {
+            quiet.agents.clear();
+        }
+        quiet
+            .agents
+            .insert(agent.id, (tokio::time::Instant::now(), agent.clone()));
     }
 
     /// Whether this replica follows every replica's events from now on; when it stops, every
