@@ -266,12 +266,14 @@ impl Platform {
         if !polls.following.load(Ordering::SeqCst) {
             return Ok((held, false));
         }
-        self.deps
+        let found = self
+            .deps
             .agents
             .get(agent)
             .await
             .map_err(|e| AppError::from_repo("Agent", e))?;
         polls.found_quiet(agent, epoch);
+        polls.found_agent(&found, epoch);
         Ok((held, true))
     }
 
