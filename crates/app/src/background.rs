@@ -52,10 +52,18 @@ async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
     let mut check = tokio::time::interval(platform.settings().long_poll_recheck);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut delivered = platform.newest_seq().await.unwrap_or(0);
+    // The newest event in the log at the last check: one the bus has not brought by the next
+    // check was missed, not merely on its way.
+    let mut newest_before = delivered;
     loop {
         tokio::select! {
             received = events.recv() => match received {
                 Ok(event) => {
+                    // Numbers have no gaps: a jump means the bus lost events (Redis away, say).
+                    if event.seq > delivered + 1 {
+                        platform.wake_all_polls();
+                        platform.capacity_may_be_free();
+                    }
                     delivered = delivered.max(event.seq);
                     platform.wake_polls([event.agent_id]);
                     platform.note_capacity(event.kind);
@@ -68,15 +76,17 @@ async fn follow_events(platform: Platform, mut stopped: watch::Receiver<bool>) {
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = check.tick() => {
+                let newest = platform.newest_seq().await.unwrap_or(delivered);
                 if !platform.polls_waiting() {
-                    let newest = platform.newest_seq().await.unwrap_or(delivered);
-                    if newest > delivered {
-                        // Events the bus did not bring, unread: what was known is not.
+                    if newest_before > delivered {
+                        // Missed, and no poll waits to read them: what was known is forgotten.
                         platform.wake_all_polls();
+                        delivered = newest;
                     }
-                    delivered = newest;
+                    newest_before = newest;
                     continue;
                 }
+                newest_before = newest;
                 while let Ok(missed) = platform.log_after(delivered, 500).await {
                     let Some(last) = missed.last().map(|e| e.seq) else { break };
                     platform.wake_polls(missed.iter().map(|e| e.agent_id));

@@ -264,3 +264,29 @@ async fn an_idle_agents_polls_and_heartbeats_read_nothing_until_an_event_about_i
     }
     assert_eq!(tasks.agent_reads(), reads + 6);
 }
+
+#[tokio::test(start_paused = true)]
+async fn events_the_bus_lost_make_a_replica_forget_what_it_knew_of_idle_agents() {
+    let store = Arc::new(MemoryStore::new());
+    let (here, tasks) =
+        common::counting_platform(&store, &Arc::new(MemoryBus::new()), Settings::default());
+    // Another replica on the same store whose events never reach this one's bus, as when
+    // Redis drops them.
+    let (there, _) =
+        common::counting_platform(&store, &Arc::new(MemoryBus::new()), Settings::default());
+    let jobs = spawn_background_jobs(here.clone());
+    tokio::task::yield_now().await; // the jobs start following events
+    let agent = register(&here, "etl").await;
+    assert!(look(&here, agent).await.is_empty());
+    let reads = tasks.agent_reads();
+    assert!(look(&here, agent).await.is_empty());
+    assert_eq!(tasks.agent_reads(), reads, "known to hold nothing");
+
+    let task = submit(&there, "etl").await;
+    assert_eq!(there.run_scheduler().await.unwrap(), 1);
+    // The next event this replica hears of is numbered past the lost ones.
+    register(&here, "other").await;
+    let found = look(&here, agent).await;
+    assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), [task.id]);
+    jobs.shutdown().await;
+}
