@@ -16,12 +16,15 @@ use crate::{AppError, Platform};
 /// the keys revoked since renews its trust (see [`Platform::renew_trusted_keys`], every
 /// [`KEY_RENEWAL`]). A key revoked through this replica stops working here at once; one
 /// revoked through another replica stops working here within this long (as sockets opened with
-/// it close within the revocation check's 5 s).
+/// it close within the revocation check's 5 s) while the replicas' clocks agree within a minute,
+/// and within a minute whatever they say.
 pub const KEY_TRUST: chrono::Duration = chrono::Duration::seconds(5);
 /// How often the keys revoked lately are read, once for every trusted key: a key found not
 /// revoked is trusted for another [`KEY_TRUST`] without being read again.
 pub const KEY_RENEWAL: std::time::Duration = std::time::Duration::from_secs(2);
-/// How far back a renewal looks for revocations: what another replica's clock may differ by.
+/// How far back a renewal looks for revocations (what another replica's clock may differ by),
+/// and how long after a key was read renewals may keep trusting it: past it, the key is read
+/// again, so a revocation no renewal saw stops it within this long.
 const RENEWAL_WINDOW: chrono::Duration = chrono::Duration::seconds(60);
 /// Most keys trusted at once; past it, trust starts afresh.
 const KEYS_TRUSTED: usize = 10_000;
@@ -33,7 +36,8 @@ pub(crate) struct TrustedKeys(Mutex<Trusted>);
 
 #[derive(Debug, Default)]
 struct Trusted {
-    keys: HashMap<KeyHash, (ApiKey, DateTime<Utc>)>,
+    /// Each key, when it was last known valid (read, or renewed), and when it was read.
+    keys: HashMap<KeyHash, (ApiKey, DateTime<Utc>, DateTime<Utc>)>,
     /// Moves on whenever every key is forgotten, so a read that began before cannot put back
     /// a key revoked meanwhile.
     generation: u64,
@@ -48,8 +52,8 @@ impl TrustedKeys {
         let key = trusted
             .keys
             .get(hash)
-            .filter(|(_, read)| *read <= now && now - *read < KEY_TRUST)
-            .map(|(key, _)| key.clone());
+            .filter(|(_, valid, _)| *valid <= now && now - *valid < KEY_TRUST)
+            .map(|(key, _, _)| key.clone());
         (key, trusted.generation)
     }
 
@@ -62,14 +66,15 @@ impl TrustedKeys {
         if trusted.keys.len() >= KEYS_TRUSTED {
             trusted.keys.clear();
         }
-        trusted.keys.insert(hash, (key, now));
+        trusted.keys.insert(hash, (key, now, now));
     }
 
-    /// Forgets every key: one was revoked.
     /// After a check at `checked` found the keys revoked in the window before it: those are
     /// forgotten, and every other key read within that window is trusted as if read at
-    /// `checked` (it was valid when read and was not revoked since). `generation` is the one
-    /// the check started at: if keys were forgotten meanwhile, nothing is renewed.
+    /// `checked` (it was valid when read and was not revoked since). A revocation the window
+    /// cannot show (stamped by a clock more than the window behind) is found by reading the
+    /// key again, which renewals never put off past the window. `generation` is the one the
+    /// check started at: if keys were forgotten meanwhile, nothing is renewed.
     fn renew(&self, checked: DateTime<Utc>, revoked: &[domain::ApiKeyId], generation: u64) {
         let mut trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if trusted.generation != generation {
@@ -77,10 +82,10 @@ impl TrustedKeys {
         }
         trusted
             .keys
-            .retain(|_, (key, _)| !revoked.contains(&key.id));
-        for (_, read) in trusted.keys.values_mut() {
-            if *read <= checked && checked - *read < RENEWAL_WINDOW {
-                *read = checked;
+            .retain(|_, (key, _, _)| !revoked.contains(&key.id));
+        for (_, valid, read) in trusted.keys.values_mut() {
+            if *read <= checked && checked - *read < RENEWAL_WINDOW && *valid <= checked {
+                *valid = checked;
             }
         }
     }
@@ -91,6 +96,7 @@ impl TrustedKeys {
         (trusted.keys.len(), trusted.generation)
     }
 
+    /// Forgets every key: one was revoked.
     pub(crate) fn forget_all(&self) {
         let mut trusted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         trusted.keys.clear();

@@ -101,7 +101,8 @@ async fn a_renewal_keeps_keys_trusted_and_drops_those_revoked_elsewhere() {
         app::Settings::default(),
     );
     let now = ports::Clock::now(&clock);
-    let key = stored_key("secret-one", now);
+    let mut key = stored_key("secret-one", now);
+    key.expires_at = None;
     store.insert_api_key(&key).await.unwrap();
     let mut other = stored_key("secret-two", now);
     other.id = ApiKeyId(uuid::Uuid::from_u128(8));
@@ -123,7 +124,36 @@ async fn a_renewal_keeps_keys_trusted_and_drops_those_revoked_elsewhere() {
     // The key revoked through another replica was dropped by the first renewal.
     assert!(platform.authenticate_api_key("secret-two").await.is_err());
 
-    // Without renewals, trust lapses, and the next use reads the key.
+    // Renewals put off reading a key again for a minute at most: then its trust lapses, it is
+    // read, and the revocation found.
+    for _ in 0..25 {
+        clock.advance(chrono::Duration::seconds(2));
+        platform.renew_trusted_keys().await.unwrap();
+    }
+    assert!(platform.authenticate_api_key("secret-one").await.is_ok());
+    clock.advance(KEY_TRUST);
+    platform.renew_trusted_keys().await.unwrap();
+    assert!(platform.authenticate_api_key("secret-one").await.is_err());
+}
+
+#[tokio::test]
+async fn without_renewals_trust_lapses() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = ManualClock::default();
+    let platform = testkit::platform(
+        store.clone(),
+        Arc::new(MemoryBus::new()),
+        clock.clone(),
+        app::Settings::default(),
+    );
+    let now = ports::Clock::now(&clock);
+    let key = stored_key("secret-one", now);
+    store.insert_api_key(&key).await.unwrap();
+    assert!(platform.authenticate_api_key("secret-one").await.is_ok());
+    store
+        .revoke_api_key(key.id, now - chrono::Duration::hours(1))
+        .await
+        .unwrap();
     clock.advance(KEY_TRUST);
     assert!(platform.authenticate_api_key("secret-one").await.is_err());
 }
