@@ -52,8 +52,8 @@ pub(crate) async fn pass(
     // The free slots are counted before anything is locked, and the pending tasks read and
     // locked before the agents: the agents, which agents' reports wait for, stay locked only
     // for the rest of the pass.
-    let free: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(greatest(a.max_concurrent_tasks - (
+    let (serving, free): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(greatest(a.max_concurrent_tasks - (
                     SELECT count(*) FROM tasks t
                     WHERE t.assigned_agent = a.id AND t.status IN ('assigned', 'running')), 0)), 0)::bigint
          FROM agents a WHERE a.status IN ('idle', 'active', 'busy')",
@@ -106,12 +106,17 @@ pub(crate) async fn pass(
     } else {
         Default::default()
     };
+    let left_out = usize::try_from(serving)
+        .unwrap_or(0)
+        .saturating_sub(agents.len());
     let snapshot = SchedulingSnapshot {
         pending,
         agents,
         held,
         resources,
         claim_holders,
+        asked: limit,
+        left_out,
     };
     let changes = snapshot.decide(decide)?;
     let stored = write(&mut tx, changes).await?;

@@ -256,7 +256,9 @@ impl Platform {
         if beats.is_empty() {
             return Ok(0);
         }
-        match self.deps.agents.record_heartbeats(&beats).await {
+        let written = self.deps.agents.record_heartbeats(&beats).await;
+        self.agents_released();
+        match written {
             Ok(written) => Ok(written),
             Err(e) => {
                 for (agent, at) in beats {

@@ -180,6 +180,9 @@ struct Signals {
     /// as the free slots call for: the last one read all it asked for and still left a slot
     /// free, so tasks that fit no agent may fill the head of the queue.
     wide: std::sync::atomic::AtomicBool,
+    /// Whether the last scheduling pass left out agents another write held: the next write of
+    /// agents (a report group, a heartbeat flush) wakes a pass once it is done.
+    left_out: std::sync::atomic::AtomicBool,
     relay: Relay,
     /// Submissions waiting to be committed together.
     intake: tasks::Intake,

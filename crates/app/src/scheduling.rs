@@ -27,12 +27,13 @@ struct Findings {
     contended: Vec<Detection>,
     room_left: bool,
     read_all_asked: bool,
+    /// Serving agents were left out (another write held them).
+    left_out: bool,
 }
 
 /// Turns a snapshot into the changes of one pass, and notes what it found.
 fn decide(
     snapshot: SchedulingSnapshot,
-    size: PassSize,
     now: DateTime<Utc>,
     policy: &Policy,
     findings: &Mutex<Findings>,
@@ -49,10 +50,13 @@ fn decide(
         .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
         .collect();
     let free_slots: usize = capacity.iter().map(|c| c.free_slots as usize).sum();
-    let read_all_asked = snapshot.pending.len() >= size.rows(free_slots) as usize;
+    let read_all_asked = snapshot.pending.len() >= snapshot.asked as usize;
+    // With agents left out, the fleet seen is not the whole fleet: it is not taken for full,
+    // and no task is told it waits for want of an agent that may be among those left out.
+    let left_out = snapshot.left_out > 0;
     let pools = Pools::of(&snapshot.resources, &snapshot.claim_holders);
     let plan = schedule(&snapshot.pending, capacity, pools, now, policy);
-    let room_left = free_slots > plan.assignments.len();
+    let room_left = free_slots > plan.assignments.len() || left_out;
     let waiting: Vec<(TaskId, domain::ResourceId)> = plan
         .unplaced
         .iter()
@@ -110,7 +114,7 @@ fn decide(
         }
         changes.tasks.push(task);
     }
-    for waiting in plan.unplaced {
+    for waiting in plan.unplaced.into_iter().filter(|_| !left_out) {
         if let Some(mut task) = tasks.remove(&waiting.task) {
             if task.pending_reason.as_ref() != Some(&waiting.reason) {
                 task.pending_reason = Some(waiting.reason);
@@ -139,6 +143,7 @@ fn decide(
     let mut found = findings.lock().unwrap_or_else(|p| p.into_inner());
     found.room_left = room_left;
     found.read_all_asked = read_all_asked;
+    found.left_out = left_out;
     changes
 }
 
@@ -162,7 +167,7 @@ impl Platform {
                 now,
                 size,
                 &self.settings.policy,
-                Box::new(move |snapshot| decide(snapshot, size, now, &policy, &found)),
+                Box::new(move |snapshot| decide(snapshot, now, &policy, &found)),
             )
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
@@ -173,6 +178,11 @@ impl Platform {
         self.publish(&stored).await;
         let findings = std::mem::take(&mut *findings.lock().unwrap_or_else(|p| p.into_inner()));
         self.signals.room.settle(epoch, !findings.room_left);
+        if findings.left_out {
+            // The agents left out are being written: the write that holds them asks for the
+            // next pass once it is done (see `Platform::agents_released`).
+            self.signals.left_out.store(true, Ordering::SeqCst);
+        }
         if findings.room_left && findings.read_all_asked && size.is_fitted() {
             // The tasks read fit no free agent, but some further down the queue may: the next
             // pass reads the whole batch.

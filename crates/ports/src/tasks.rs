@@ -189,6 +189,12 @@ pub struct SchedulingSnapshot {
     /// claims any (whichever agent holds it). Empty otherwise.
     pub resources: Vec<Resource>,
     pub claim_holders: Vec<Task>,
+    /// How many pending tasks the store asked for (see [`PassSize`]): `pending` holds fewer
+    /// when fewer were ready.
+    pub asked: u32,
+    /// Serving agents left out because another write held them at the moment (their capacity,
+    /// and what they could take, are for a later pass to see).
+    pub left_out: usize,
 }
 
 impl SchedulingSnapshot {

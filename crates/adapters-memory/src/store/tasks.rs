@@ -188,6 +188,8 @@ impl TaskRepository for MemoryStore {
             held,
             resources,
             claim_holders,
+            asked: limit,
+            left_out: 0,
         };
         let changes = snapshot.decide(decide)?;
         state.apply(changes)

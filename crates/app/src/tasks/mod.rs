@@ -291,6 +291,18 @@ impl Platform {
         self.signals.room.freed();
     }
 
+    /// After a write of agents: wakes the scheduler if the last pass left out agents another
+    /// write held, as this one may have.
+    pub(crate) fn agents_released(&self) {
+        if self
+            .signals
+            .left_out
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.signals.work.notify_one();
+        }
+    }
+
     /// Waits until something may have made scheduling worthwhile.
     pub(crate) async fn work_arrived(&self) {
         self.signals.work.notified().await;

@@ -680,6 +680,7 @@ impl Platform {
         let written = self.decide_and_write(Arc::new(filed)).await;
         // The next group may be written while this one's events are published.
         drop(turn);
+        self.agents_released();
         match written {
             Ok((stored, decided)) => {
                 self.publish(&stored).await;
