@@ -2,8 +2,9 @@
 //! from, events) in one transaction.
 //!
 //! A pass holds a transaction-scoped advisory lock, so passes never overlap across replicas; it
-//! locks the serving agents and the pending tasks it reads (`FOR UPDATE`, skipping tasks another
-//! transaction holds), so its writes cannot lose a race and no task is assigned twice.
+//! locks the pending tasks it reads, then the serving agents (`FOR UPDATE SKIP LOCKED` both:
+//! rows another transaction holds are left out, and counted, rather than waited for), so its
+//! writes cannot lose a race and no task is assigned twice.
 
 use chrono::{DateTime, Utc};
 use domain::NewEvent;

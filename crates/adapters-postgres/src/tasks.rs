@@ -182,7 +182,7 @@ impl TaskRepository for PgStore {
         decide: DecideWithAgents,
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        // The agents first, in the order of their IDs, as a scheduling pass locks them, before
+        // The agents first, in the order of their IDs (as a heartbeat flush locks them), before
         // any task.
         let holders = crate::agents::lock_many(&mut tx, agents).await?;
         let holding: Vec<Uuid> = holders.iter().map(|a| a.id.as_uuid()).collect();
