@@ -1,5 +1,6 @@
 //! The project's chores, in Rust: `cargo xtask <command>`.
 
+mod baselines;
 mod bench;
 mod credentials;
 mod seed;
@@ -15,8 +16,11 @@ commands:
   migrate         apply every pending migration to DATABASE_URL
   seed [--force]  fill DATABASE_URL with a realistic demo fleet (skipped if agents exist,
                   unless --force)
-  bench [--quick] the durable path's benchmarks (B1, B2, B12, B13, B14) on the release
-                  server, each beside its pgbench baseline in the same run, as one table
+  bench [--quick] the durable path's benchmarks (B1, B2, B3, B4, B5, B12, B13, B14) on the
+                  release server, each beside its baseline (pgbench, or a bare actix-web
+                  program) in the same run, as one table
+  baseline-http PORT BODY_FILE, baseline-sqlx PORT DATABASE_URL
+                  the bare programs B4 and B5 are measured against (started by bench)
   bench-scheduler B9: scheduling throughput through PostgreSQL, on fresh databases of the
                   test server (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1/postgres)
   create-user --username U [--role viewer|operator|admin]
@@ -49,6 +53,12 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The baselines run their own actix runtime.
+    match args.first().map(String::as_str) {
+        Some("baseline-http") => return report(baselines::http(&args[1..])),
+        Some("baseline-sqlx") => return report(baselines::sqlx(&args[1..])),
+        _ => {}
+    }
     let result = match args.first().map(String::as_str) {
         Some("migrate") => runtime.block_on(migrate()),
         Some("seed") => runtime.block_on(seed::run(args.iter().any(|a| a == "--force"))),
@@ -65,6 +75,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    report(result)
+}
+
+/// A command's outcome as the process's exit code, its error printed.
+fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -19,13 +19,17 @@ const ADMIN_KEY: &str = "bench-suite-admin-key-0123456789";
 const PGBENCH_SECONDS: u64 = 10;
 /// How long the idle fleet's queries are counted (B14).
 const WINDOW: u64 = 20;
+/// How long wrk drives each read benchmark (B4, B5), and with how many connections.
+const WRK_SECONDS: u64 = 10;
+const WRK_CONNECTIONS: &str = "64";
 
 const USAGE: &str = "xtask bench: cargo xtask bench [--quick]
   Builds the release server, then measures, each beside its baseline in the same run:
   B1 single submissions, B12 batched submissions, B2 end to end (the seed's per-task calls,
   and batched reports) on PostgreSQL and on the embedded store, B3 submit to assignment at
-  half of B2's rate, and B14 the queries of an idle fleet. Needs PostgreSQL (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/
-  postgres), pgbench and psql. --quick runs each measurement a fifth as long.
+  half of B2's rate, B14 the queries of an idle fleet, and B4 and B5 reads beside bare actix-web
+  programs. Needs PostgreSQL (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/
+  postgres), pgbench, psql, curl and wrk. --quick runs each measurement a fifth as long.
 ";
 
 /// One line of the table.
@@ -47,11 +51,16 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     } else {
         1
     };
-    for tool in ["pgbench", "psql"] {
+    for (tool, package) in [
+        ("pgbench", "postgresql-client"),
+        ("psql", "postgresql-client"),
+        ("curl", "curl"),
+        ("wrk", "wrk"),
+    ] {
         let found = Command::new(tool).arg("--version").output().is_ok();
         anyhow::ensure!(
             found,
-            "{tool} is needed (Debian: apt-get install postgresql-client)"
+            "{tool} is needed (Debian: apt-get install {package})"
         );
     }
     let binary = build_release()?;
@@ -203,6 +212,35 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         });
     }
 
+    eprintln!("B4 and B5: reads beside bare actix-web programs");
+    let seconds = (WRK_SECONDS / scale as u64).max(2);
+    let (ours, bare) = agent_reads(&binary, seconds)?;
+    rows.push(Row {
+        id: "B4",
+        what: "`GET /agents/{id}` on the embedded store, requests/s".into(),
+        ours: ours.per_second,
+        baseline: Some(("bare actix-web JSON handler".to_owned(), bare.per_second)),
+        target: "≥ 0.6×",
+    });
+    let (ours, bare) = task_reads(&binary, seconds).await?;
+    rows.push(Row {
+        id: "B5",
+        what: "`GET /tasks/{id}` on PostgreSQL, requests/s".into(),
+        ours: ours.per_second,
+        baseline: Some((
+            "bare actix-web + sqlx by primary key".to_owned(),
+            bare.per_second,
+        )),
+        target: "≥ 0.8×",
+    });
+    rows.push(Row {
+        id: "B5",
+        what: "`GET /tasks/{id}` on PostgreSQL, p99 ms".into(),
+        ours: ours.p99_ms,
+        baseline: Some(("the bare program's".to_owned(), bare.p99_ms)),
+        target: "≤ 10 ms",
+    });
+
     println!("| id | what | ours | baseline, same run | ratio | target |");
     println!("|---|---|---:|---|---:|---|");
     for row in rows {
@@ -327,7 +365,7 @@ struct Server {
 
 impl Server {
     fn start(binary: &Path, database: Option<&str>) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let mut command = Command::new(binary);
         command
             .env("HOST", "127.0.0.1")
@@ -335,15 +373,27 @@ impl Server {
             .env("ADMIN_API_KEY", ADMIN_KEY)
             .env("RATE_LIMIT_PER_SECOND", "0")
             .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env_remove("REDIS_URL");
         if let Some(url) = database {
             command.env("DATABASE_URL", url);
         }
+        Self::spawn(command, port)
+    }
+
+    /// One of the bare baseline programs (see `crate::baselines`): `xtask <args> PORT <rest>`.
+    fn baseline(command: &str, rest: &[&str]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut program = Command::new(std::env::current_exe()?);
+        program.arg(command).arg(port.to_string()).args(rest);
+        Self::spawn(program, port)
+    }
+
+    /// Runs `command` and waits until it listens on `port`.
+    fn spawn(mut command: Command, port: u16) -> anyhow::Result<Self> {
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         let child = command
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .with_context(|| format!("cannot start {:?}", command.get_program()))?;
         let mut server = Self { child, port };
         for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -358,6 +408,15 @@ impl Server {
         }
         anyhow::bail!("the server did not listen within 10 s")
     }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// A port free on loopback now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Drop for Server {
@@ -505,4 +564,133 @@ async fn idle_queries(binary: &Path, agents: usize) -> anyhow::Result<f64> {
     })
     .await
     .and_then(|report| figure(&report, "queries_per_second"))
+}
+
+/// What wrk measured: requests per second, and the 99th percentile of latency.
+#[derive(Debug, Clone, Copy)]
+struct Reads {
+    per_second: f64,
+    p99_ms: f64,
+}
+
+/// wrk against `url` (loopback) for `seconds`, with the operator key.
+fn wrk(url: &str, seconds: u64) -> anyhow::Result<Reads> {
+    anyhow::ensure!(url.starts_with("http://127.0.0.1:"), "loopback only: {url}");
+    let out = Command::new("wrk")
+        .args(["-t", "2", "-c", WRK_CONNECTIONS, "-d"])
+        .arg(format!("{seconds}s"))
+        .args(["--latency", "-H"])
+        .arg(format!("X-API-Key: {ADMIN_KEY}"))
+        .arg(url)
+        .output()
+        .context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "wrk failed: {text}");
+    anyhow::ensure!(
+        !text.contains("Non-2xx or 3xx responses") && !text.contains("Socket errors"),
+        "wrk saw failed requests: {text}"
+    );
+    let per_second = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no rate in wrk's output: {text}"))?;
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(str::trim)
+        .with_context(|| format!("no 99th percentile in wrk's output: {text}"))?;
+    Ok(Reads {
+        per_second,
+        p99_ms: milliseconds(p99)?,
+    })
+}
+
+/// One of wrk's durations (`850.00us`, `1.23ms`, `2.00s`) in milliseconds.
+fn milliseconds(text: &str) -> anyhow::Result<f64> {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .with_context(|| format!("a duration without a unit: {text}"))?;
+    let (value, unit) = text.split_at(split);
+    let value: f64 = value.parse()?;
+    Ok(match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        "m" => value * 60_000.0,
+        _ => anyhow::bail!("an unknown unit: {text}"),
+    })
+}
+
+/// A JSON request to `url` (loopback) with the operator key: the answer's body.
+fn curl(method: &str, url: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "-f", "-X", method, "-H"])
+        .arg(format!("X-API-Key: {ADMIN_KEY}"));
+    if let Some(body) = body {
+        command
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(body.to_string());
+    }
+    let out = command.arg(url).output().context("cannot run curl")?;
+    anyhow::ensure!(out.status.success(), "{method} {url} failed");
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// B4: one agent read through the whole server on the embedded store, then the same bytes from
+/// a bare actix-web handler.
+fn agent_reads(binary: &Path, seconds: u64) -> anyhow::Result<(Reads, Reads)> {
+    let server = Server::start(binary, None)?;
+    let registered = curl(
+        "POST",
+        &server.url("/api/v1/agents"),
+        Some(&serde_json::json!({
+            "name": "bench-agent",
+            "capabilities": ["data_processing"],
+            "resources": {"cpu": 4, "memory": "8Gi"},
+            "max_concurrent_tasks": 4,
+        })),
+    )?;
+    let id = registered["id"]
+        .as_str()
+        .context("the registration names the agent")?
+        .to_owned();
+    let path = format!("/api/v1/agents/{id}");
+    let body = curl("GET", &server.url(&path), None)?;
+    let ours = wrk(&server.url(&path), seconds)?;
+    drop(server);
+    let file = std::env::temp_dir().join(format!("xtask-bench-body-{}.json", std::process::id()));
+    std::fs::write(&file, body.to_string())?;
+    let bare = Server::baseline("baseline-http", &[&file.to_string_lossy()]);
+    let bare = bare.and_then(|bare| wrk(&bare.url(&path), seconds));
+    let _ = std::fs::remove_file(&file);
+    Ok((ours, bare?))
+}
+
+/// B5: one task read through the whole server on PostgreSQL, then by a bare actix-web + sqlx
+/// program on the same database.
+async fn task_reads(binary: &Path, seconds: u64) -> anyhow::Result<(Reads, Reads)> {
+    let database = adapters_postgres::testing::fresh_database().await;
+    let server = Server::start(binary, Some(&database))?;
+    let task = curl(
+        "POST",
+        &server.url("/api/v1/tasks"),
+        Some(&serde_json::json!({
+            "title": "bench task",
+            "priority": 5,
+            "required_capabilities": ["data_processing"],
+            "metadata": {"customer_id": "12345"},
+        })),
+    )?;
+    let id = task["id"]
+        .as_str()
+        .context("the task has an ID")?
+        .to_owned();
+    let path = format!("/api/v1/tasks/{id}");
+    let ours = wrk(&server.url(&path), seconds)?;
+    drop(server);
+    let bare = Server::baseline("baseline-sqlx", &[&database])?;
+    let bare_reads = wrk(&bare.url(&path), seconds)?;
+    Ok((ours, bare_reads))
 }
