@@ -380,10 +380,11 @@ impl Server {
         Self::spawn(command, port)
     }
 
-    /// One of the bare baseline programs (see `crate::baselines`): `xtask <args> PORT <rest>`.
-    fn baseline(command: &str, rest: &[&str]) -> anyhow::Result<Self> {
+    /// One of the bare baseline programs (see `crate::baselines`), run by the release xtask
+    /// built beside the server `binary`: `xtask <command> PORT <rest>`.
+    fn baseline(binary: &Path, command: &str, rest: &[&str]) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let mut program = Command::new(std::env::current_exe()?);
+        let mut program = Command::new(binary.with_file_name("xtask"));
         program.arg(command).arg(port.to_string()).args(rest);
         Self::spawn(program, port)
     }
@@ -662,7 +663,7 @@ fn agent_reads(binary: &Path, seconds: u64) -> anyhow::Result<(Reads, Reads)> {
     drop(server);
     let file = std::env::temp_dir().join(format!("xtask-bench-body-{}.json", std::process::id()));
     std::fs::write(&file, body.to_string())?;
-    let bare = Server::baseline("baseline-http", &[&file.to_string_lossy()]);
+    let bare = Server::baseline(binary, "baseline-http", &[&file.to_string_lossy()]);
     let bare = bare.and_then(|bare| wrk(&bare.url(&path), seconds));
     let _ = std::fs::remove_file(&file);
     Ok((ours, bare?))
@@ -690,7 +691,7 @@ async fn task_reads(binary: &Path, seconds: u64) -> anyhow::Result<(Reads, Reads
     let path = format!("/api/v1/tasks/{id}");
     let ours = wrk(&server.url(&path), seconds)?;
     drop(server);
-    let bare = Server::baseline("baseline-sqlx", &[&database])?;
+    let bare = Server::baseline(binary, "baseline-sqlx", &[&database])?;
     let bare_reads = wrk(&bare.url(&path), seconds)?;
     Ok((ours, bare_reads))
 }
