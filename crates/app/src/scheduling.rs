@@ -279,9 +279,23 @@ mod tests {
 
     use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
     use domain::Role;
+    use ports::PassSize;
     use testkit::builders::{agent_principal, new_agent, new_task, principal};
 
     use crate::{Dependencies, Platform, Settings};
+
+    /// A platform on a fresh embedded store.
+    fn platform() -> Platform {
+        Platform::new(
+            Dependencies::on_store(
+                Arc::new(MemoryStore::new()),
+                Arc::new(MemoryBus::new()),
+                Arc::new(SystemClock),
+                Arc::new(RandomIds),
+            ),
+            Settings::default(),
+        )
+    }
 
     /// Whether the scheduler has been woken since it last looked (taking the wake-up).
     async fn woken(platform: &Platform) -> bool {
@@ -292,15 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn new_tasks_wake_the_scheduler_only_while_an_agent_has_room() {
-        let platform = Platform::new(
-            Dependencies::on_store(
-                Arc::new(MemoryStore::new()),
-                Arc::new(MemoryBus::new()),
-                Arc::new(SystemClock),
-                Arc::new(RandomIds),
-            ),
-            Settings::default(),
-        );
+        let platform = platform();
         let operator = principal(Role::Operator);
         let submit = || async {
             let new = new_task("work", 5, &[], chrono::Utc::now());
@@ -353,30 +359,10 @@ mod tests {
             .iter()
             .any(|t| t.id == third.id));
     }
-}
-
-#[cfg(test)]
-mod pass_size {
-    use std::sync::Arc;
-
-    use adapters_memory::{MemoryBus, MemoryStore, RandomIds, SystemClock};
-    use domain::Role;
-    use ports::PassSize;
-    use testkit::builders::{new_agent, new_task, principal};
-
-    use crate::{Dependencies, Platform, Settings};
 
     #[tokio::test]
     async fn a_queue_headed_by_tasks_no_agent_can_take_does_not_hide_one_that_fits() {
-        let platform = Platform::new(
-            Dependencies::on_store(
-                Arc::new(MemoryStore::new()),
-                Arc::new(MemoryBus::new()),
-                Arc::new(SystemClock),
-                Arc::new(RandomIds),
-            ),
-            Settings::default(),
-        );
+        let platform = platform();
         let operator = principal(Role::Operator);
         platform
             .register_agent(&operator, new_agent("worker", &["etl"]))
@@ -408,5 +394,54 @@ mod pass_size {
             0,
             "and passes are fitted again after it"
         );
+    }
+
+    #[test]
+    fn a_pass_that_left_agents_out_neither_takes_the_fleet_for_full_nor_says_why_tasks_wait() {
+        let now = chrono::Utc::now();
+        let etl = testkit::builders::agent(1, "etl", &["etl"], now);
+        let needs_gpu = testkit::builders::task(2, 5, &["gpu"], now);
+        for left_out in [0, 1] {
+            let snapshot = ports::SchedulingSnapshot {
+                pending: vec![needs_gpu.clone()],
+                agents: vec![etl.clone()],
+                asked: 64,
+                left_out,
+                ..Default::default()
+            };
+            let findings = std::sync::Mutex::new(super::Findings::default());
+            let changes = super::decide(snapshot, now, &Default::default(), &findings);
+            let findings = findings.into_inner().unwrap();
+            assert!(findings.room_left, "the agent has a free slot either way");
+            assert_eq!(findings.left_out, left_out > 0);
+            if left_out == 0 {
+                let reason = changes.tasks[0].pending_reason.as_ref();
+                assert!(
+                    reason.is_some(),
+                    "the whole fleet seen: why it waits is known"
+                );
+            } else {
+                assert!(
+                    changes.tasks.is_empty(),
+                    "an agent left out may have the capability: no reason is written"
+                );
+            }
+        }
+        // A full agent seen while another was left out: the fleet is not taken for full.
+        let mut full = etl.clone();
+        full.max_concurrent_tasks = 1;
+        let mut held = testkit::builders::task(3, 5, &["etl"], now);
+        held.assign(full.id, now).unwrap();
+        let snapshot = ports::SchedulingSnapshot {
+            pending: vec![needs_gpu],
+            agents: vec![full],
+            held: vec![held],
+            asked: 64,
+            left_out: 1,
+            ..Default::default()
+        };
+        let findings = std::sync::Mutex::new(super::Findings::default());
+        super::decide(snapshot, now, &Default::default(), &findings);
+        assert!(findings.into_inner().unwrap().room_left);
     }
 }

@@ -11,6 +11,19 @@ use domain::{ApiKey, ApiKeyId, KeyHash, Role};
 use ports::CredentialRepository;
 use testkit::ManualClock;
 
+/// A platform on a fresh embedded store, its clock moved by hand.
+fn replica() -> (Arc<MemoryStore>, ManualClock, app::Platform) {
+    let store = Arc::new(MemoryStore::new());
+    let clock = ManualClock::default();
+    let platform = testkit::platform(
+        store.clone(),
+        Arc::new(MemoryBus::new()),
+        clock.clone(),
+        app::Settings::default(),
+    );
+    (store, clock, platform)
+}
+
 /// An operator key stored under the hash of `secret`.
 fn stored_key(secret: &str, at: DateTime<Utc>) -> ApiKey {
     ApiKey {
@@ -28,14 +41,7 @@ fn stored_key(secret: &str, at: DateTime<Utc>) -> ApiKey {
 
 #[tokio::test]
 async fn a_valid_key_is_trusted_briefly_revoked_here_at_once_and_expired_always() {
-    let store = Arc::new(MemoryStore::new());
-    let clock = ManualClock::default();
-    let platform = testkit::platform(
-        store.clone(),
-        Arc::new(MemoryBus::new()),
-        clock.clone(),
-        app::Settings::default(),
-    );
+    let (store, clock, platform) = replica();
     let now = ports::Clock::now(&clock);
     let key = stored_key("secret-one", now);
     store.insert_api_key(&key).await.unwrap();
@@ -69,13 +75,7 @@ async fn a_valid_key_is_trusted_briefly_revoked_here_at_once_and_expired_always(
 
 #[tokio::test]
 async fn a_deregistered_agents_key_stops_working_at_once() {
-    let store = Arc::new(MemoryStore::new());
-    let platform = testkit::platform(
-        store,
-        Arc::new(MemoryBus::new()),
-        ManualClock::default(),
-        app::Settings::default(),
-    );
+    let (_, _, platform) = replica();
     let operator = testkit::builders::principal(Role::Operator);
     let registered = platform
         .register_agent(&operator, testkit::builders::new_agent("worker", &[]))
@@ -92,14 +92,7 @@ async fn a_deregistered_agents_key_stops_working_at_once() {
 
 #[tokio::test]
 async fn a_renewal_keeps_keys_trusted_and_drops_those_revoked_elsewhere() {
-    let store = Arc::new(MemoryStore::new());
-    let clock = ManualClock::default();
-    let platform = testkit::platform(
-        store.clone(),
-        Arc::new(MemoryBus::new()),
-        clock.clone(),
-        app::Settings::default(),
-    );
+    let (store, clock, platform) = replica();
     let now = ports::Clock::now(&clock);
     let mut key = stored_key("secret-one", now);
     key.expires_at = None;
@@ -138,14 +131,7 @@ async fn a_renewal_keeps_keys_trusted_and_drops_those_revoked_elsewhere() {
 
 #[tokio::test]
 async fn without_renewals_trust_lapses() {
-    let store = Arc::new(MemoryStore::new());
-    let clock = ManualClock::default();
-    let platform = testkit::platform(
-        store.clone(),
-        Arc::new(MemoryBus::new()),
-        clock.clone(),
-        app::Settings::default(),
-    );
+    let (store, clock, platform) = replica();
     let now = ports::Clock::now(&clock);
     let key = stored_key("secret-one", now);
     store.insert_api_key(&key).await.unwrap();

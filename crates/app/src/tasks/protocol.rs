@@ -54,6 +54,14 @@ struct Quiet {
     epoch: u64,
 }
 
+/// Inserts into a memory of agents bounded by [`QUIET_AGENTS`]: past it, it starts afresh.
+fn insert_capped<V>(memory: &mut HashMap<AgentId, V>, agent: AgentId, value: V) {
+    if memory.len() >= QUIET_AGENTS {
+        memory.clear();
+    }
+    memory.insert(agent, value);
+}
+
 impl Polls {
     /// Wakes the polls of each agent named, and forgets that they were quiet.
     pub(crate) fn wake(&self, agents: impl IntoIterator<Item = AgentId>) {
@@ -99,20 +107,11 @@ impl Polls {
             .epoch
     }
 
-    /// A look that began at `epoch` found `agent` existing and holding nothing: remembered,
-    /// unless an event came meanwhile or this replica does not follow the events.
+    /// A look that began at `epoch` found `agent` existing and holding nothing.
     fn found_quiet(&self, agent: AgentId, epoch: u64) {
-        if !self.following.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
-        if quiet.epoch != epoch {
-            return;
-        }
-        if quiet.since.len() >= QUIET_AGENTS {
-            quiet.since.clear();
-        }
-        quiet.since.insert(agent, tokio::time::Instant::now());
+        self.remember(epoch, |quiet| {
+            insert_capped(&mut quiet.since, agent, tokio::time::Instant::now());
+        });
     }
 
     /// `agent` as this replica last read or wrote it, if no event about it came since.
@@ -125,22 +124,24 @@ impl Polls {
             .map(|(_, agent)| agent.clone())
     }
 
-    /// A look (or write) that began at `epoch` found `agent` as it is: remembered, unless an
-    /// event came meanwhile or this replica does not follow the events.
+    /// A look (or write) that began at `epoch` found `agent` as it is.
     pub(crate) fn found_agent(&self, agent: &Agent, epoch: u64) {
+        self.remember(epoch, |quiet| {
+            let found = (tokio::time::Instant::now(), agent.clone());
+            insert_capped(&mut quiet.agents, agent.id, found);
+        });
+    }
+
+    /// Records what a look that began at `epoch` found, unless an event came meanwhile or this
+    /// replica does not follow the events (then nothing it found can be vouched for).
+    fn remember(&self, epoch: u64, found: impl FnOnce(&mut Quiet)) {
         if !self.following.load(Ordering::SeqCst) {
             return;
         }
         let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
-        if quiet.epoch != epoch {
-            return;
+        if quiet.epoch == epoch {
+            found(&mut quiet);
         }
-        if quiet.agents.len() >= QUIET_AGENTS {
-            quiet.agents.clear();
-        }
-        quiet
-            .agents
-            .insert(agent.id, (tokio::time::Instant::now(), agent.clone()));
     }
 
     /// Whether this replica follows every replica's events from now on; when it stops, every
