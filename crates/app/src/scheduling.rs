@@ -26,6 +26,8 @@ const SWEEP_BATCH: u32 = 500;
 struct Findings {
     contended: Vec<Detection>,
     room_left: bool,
+    /// A free slot of an agent the pass saw was left empty: the tasks read fit none of them.
+    slot_unfilled: bool,
     read_all_asked: bool,
     /// Serving agents were left out (another write held them).
     left_out: bool,
@@ -56,7 +58,8 @@ fn decide(
     let left_out = snapshot.left_out > 0;
     let pools = Pools::of(&snapshot.resources, &snapshot.claim_holders);
     let plan = schedule(&snapshot.pending, capacity, pools, now, policy);
-    let room_left = free_slots > plan.assignments.len() || left_out;
+    let slot_unfilled = free_slots > plan.assignments.len();
+    let room_left = slot_unfilled || left_out;
     let waiting: Vec<(TaskId, domain::ResourceId)> = plan
         .unplaced
         .iter()
@@ -142,6 +145,7 @@ fn decide(
     }
     let mut found = findings.lock().unwrap_or_else(|p| p.into_inner());
     found.room_left = room_left;
+    found.slot_unfilled = slot_unfilled;
     found.read_all_asked = read_all_asked;
     found.left_out = left_out;
     changes
@@ -183,9 +187,10 @@ impl Platform {
             // next pass once it is done (see `Platform::agents_released`).
             self.signals.left_out.store(true, Ordering::SeqCst);
         }
-        if findings.room_left && findings.read_all_asked && size.is_fitted() {
+        if findings.slot_unfilled && findings.read_all_asked && size.is_fitted() {
             // The tasks read fit no free agent, but some further down the queue may: the next
-            // pass reads the whole batch.
+            // pass reads the whole batch. (Agents left out are not a reason to: the tasks read
+            // were not tried on them.)
             self.signals.wide.store(true, Ordering::SeqCst);
             self.signals.work.notify_one();
         } else if assigned > 0 && findings.room_left {
@@ -413,6 +418,7 @@ mod tests {
             let changes = super::decide(snapshot, now, &Default::default(), &findings);
             let findings = findings.into_inner().unwrap();
             assert!(findings.room_left, "the agent has a free slot either way");
+            assert!(findings.slot_unfilled, "and the pass left it empty");
             assert_eq!(findings.left_out, left_out > 0);
             if left_out == 0 {
                 let reason = changes.tasks[0].pending_reason.as_ref();
@@ -442,6 +448,11 @@ mod tests {
         };
         let findings = std::sync::Mutex::new(super::Findings::default());
         super::decide(snapshot, now, &Default::default(), &findings);
-        assert!(findings.into_inner().unwrap().room_left);
+        let findings = findings.into_inner().unwrap();
+        assert!(findings.room_left);
+        assert!(
+            !findings.slot_unfilled,
+            "the agent seen is full: agents left out do not make the next pass read wide"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Simulated agents: registered over the API, then, with `--simulate`, each long-polls for the
-//! tasks it is assigned, starts and completes them with its own key, while submitters submit.
+//! tasks it is assigned, starts and completes them with its own key, as many at once as it has
+//! slots, while submitters submit.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -113,7 +114,14 @@ pub async fn simulate(
     let started = Instant::now();
     let workers: Vec<_> = agents
         .into_iter()
-        .map(|agent| tokio::spawn(work(agent, target.clone(), run.clone())))
+        .map(|agent| {
+            tokio::spawn(work(
+                agent,
+                target.clone(),
+                run.clone(),
+                options.agent_slots,
+            ))
+        })
         .collect();
     let progress = tokio::spawn(report_progress(run.clone(), started));
 
@@ -199,17 +207,18 @@ pub async fn simulate(
     Ok((recorder, figures))
 }
 
-/// One agent: heartbeat, long-poll for held tasks, start and complete each (or, batched,
-/// complete them all in one call), until the run stops.
-async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
-    let mut conn = Conn::new(target);
+/// One agent: heartbeat, long-poll for held tasks, then work them (see [`work_held`]), until
+/// the run stops.
+async fn work(agent: Agent, target: Target, run: Arc<Run>, slots: usize) -> Recorder {
+    let mut conn = Conn::new(target.clone());
+    // An agent works as many tasks at once as it has slots, each over a connection of its own.
+    let mut workers: Vec<Conn> = (0..slots).map(|_| Conn::new(target.clone())).collect();
     let mut recorder = Recorder::default();
     let poll = format!(
         "/api/v1/agents/{}/tasks?wait_seconds={POLL_SECONDS}",
         agent.id
     );
     let beat = format!("/api/v1/agents/{}/heartbeat", agent.id);
-    let report = format!("/api/v1/agents/{}/reports", agent.id);
     let key = Some(agent.key.as_str());
     let mut last_beat = Instant::now();
     while !run.stop.load(Ordering::Relaxed) {
@@ -242,8 +251,7 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
             continue;
         };
         let held: Vec<Value> = serde_json::from_slice(&bytes).unwrap_or_default();
-        let mut reports = Vec::new();
-        let mut reported = Vec::new();
+        let mut found = Vec::new();
         for task in held {
             let (Some(id), Some(attempt)) = (task["id"].as_str(), task["attempt"].as_u64()) else {
                 continue;
@@ -253,77 +261,131 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
                 .and_then(|n| run.submitted_at.get(n as usize))
                 .and_then(OnceLock::get)
                 .copied();
-            if task["status"] == "assigned" {
+            let assigned = task["status"] == "assigned";
+            if assigned {
                 if let Some(at) = submitted {
                     recorder.sample("submit_to_assignment", at.elapsed());
                 }
             }
-            if run.batched {
-                reports.push(json!({
-                    "task_id": id, "action": "complete", "attempt": attempt, "result": {"ok": true},
-                }));
-                reported.push(submitted);
-                continue;
+            found.push(Held {
+                id: id.to_owned(),
+                attempt,
+                assigned,
+                submitted,
+            });
+        }
+        if run.batched {
+            report_held(&mut conn, &mut recorder, &agent, &run, found).await;
+        } else {
+            // Each slot's worker starts and completes its tasks in turn; the slots at once.
+            let mut queues: Vec<Vec<Held>> = (0..slots).map(|_| Vec::new()).collect();
+            for (n, task) in found.into_iter().enumerate() {
+                queues[n % slots].push(task);
             }
-            if task["status"] == "assigned" {
-                let path = format!("/api/v1/tasks/{id}/start");
-                let body = json!({"attempt": attempt});
-                let started = conn
-                    .call(
-                        &mut recorder,
-                        "POST /tasks/{id}/start",
-                        Method::POST,
-                        &path,
-                        Some(&body),
-                        key,
-                    )
-                    .await;
-                if !matches!(started, Some((200, _))) {
-                    continue;
-                }
+            let worked = workers
+                .iter_mut()
+                .zip(queues)
+                .filter(|(_, queue)| !queue.is_empty())
+                .map(|(worker, queue)| work_held(worker, key, &run, queue));
+            for worked in futures_util::future::join_all(worked).await {
+                recorder.merge(worked);
             }
-            let path = format!("/api/v1/tasks/{id}/complete");
-            let body = json!({"attempt": attempt, "result": {"ok": true}});
-            let done = conn
+        }
+    }
+    recorder
+}
+
+/// A task a poll brought: what the agent needs to report on it.
+struct Held {
+    id: String,
+    attempt: u64,
+    assigned: bool,
+    submitted: Option<Instant>,
+}
+
+/// Starts (if only assigned) and completes `tasks` one after the other with the per-task
+/// calls, over one connection.
+async fn work_held(conn: &mut Conn, key: Option<&str>, run: &Run, tasks: Vec<Held>) -> Recorder {
+    let mut recorder = Recorder::default();
+    for task in tasks {
+        let attempt = task.attempt;
+        if task.assigned {
+            let path = format!("/api/v1/tasks/{}/start", task.id);
+            let body = json!({"attempt": attempt});
+            let started = conn
                 .call(
                     &mut recorder,
-                    "POST /tasks/{id}/complete",
+                    "POST /tasks/{id}/start",
                     Method::POST,
                     &path,
                     Some(&body),
                     key,
                 )
                 .await;
-            if matches!(done, Some((200, _))) {
-                run.completed(&mut recorder, submitted);
+            if !matches!(started, Some((200, _))) {
+                continue;
             }
         }
-        if reports.is_empty() {
-            continue;
-        }
-        let body = json!({ "reports": reports });
-        let answer = conn
+        let path = format!("/api/v1/tasks/{}/complete", task.id);
+        let body = json!({"attempt": attempt, "result": {"ok": true}});
+        let done = conn
             .call(
                 &mut recorder,
-                "POST /agents/{id}/reports",
+                "POST /tasks/{id}/complete",
                 Method::POST,
-                &report,
+                &path,
                 Some(&body),
                 key,
             )
             .await;
-        let Some((200, bytes)) = answer else {
-            continue;
-        };
-        let answered: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let results = answered["results"].as_array().cloned().unwrap_or_default();
-        for (result, submitted) in results.iter().zip(reported) {
-            if result["status"] == 200 {
-                run.completed(&mut recorder, submitted);
-            }
+        if matches!(done, Some((200, _))) {
+            run.completed(&mut recorder, task.submitted);
         }
     }
     recorder
+}
+
+/// Completes every task of `tasks` in one `POST /agents/{id}/reports` call.
+async fn report_held(
+    conn: &mut Conn,
+    recorder: &mut Recorder,
+    agent: &Agent,
+    run: &Run,
+    tasks: Vec<Held>,
+) {
+    if tasks.is_empty() {
+        return;
+    }
+    let reports: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "task_id": t.id, "action": "complete", "attempt": t.attempt, "result": {"ok": true},
+            })
+        })
+        .collect();
+    let path = format!("/api/v1/agents/{}/reports", agent.id);
+    let body = json!({ "reports": reports });
+    let answer = conn
+        .call(
+            recorder,
+            "POST /agents/{id}/reports",
+            Method::POST,
+            &path,
+            Some(&body),
+            Some(agent.key.as_str()),
+        )
+        .await;
+    let Some((200, bytes)) = answer else {
+        return;
+    };
+    let answered: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let results = answered["results"].as_array().cloned().unwrap_or_default();
+    for (result, task) in results.iter().zip(tasks) {
+        if result["status"] == 200 {
+            run.completed(recorder, task.submitted);
+        }
+    }
 }
 
 /// A progress line every second while the run goes on.
