@@ -28,7 +28,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config);
+    let _flush = match telemetry::init(&config) {
+        Ok(flush) => flush,
+        Err(e) => {
+            eprintln!("agent-platform: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

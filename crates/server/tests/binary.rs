@@ -228,7 +228,12 @@ fn an_unreachable_database_at_start_up_is_a_clear_error_not_a_panic() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let all = format!("{stderr}{}", String::from_utf8_lossy(&output.stdout));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("agent-platform could not start"),
+        "the log line written last, just before the exit, is not lost: {stdout}"
+    );
+    let all = format!("{stderr}{stdout}");
     assert!(!all.contains("secret-pw"), "the password is never printed");
 }
 
