@@ -161,7 +161,7 @@ impl AgentRepository for PgStore {
         .await
         .map_err(repo_error)?;
         insert_key(&mut tx, key).await?;
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn get(&self, id: AgentId) -> Result<Agent, RepoError> {
@@ -196,7 +196,7 @@ impl AgentRepository for PgStore {
     ) -> Result<Vec<NewEvent>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         update_agents(&mut tx, std::slice::from_ref(agent)).await?;
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn delete(
@@ -222,7 +222,7 @@ impl AgentRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn record_heartbeats(

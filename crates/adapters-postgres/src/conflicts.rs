@@ -147,7 +147,7 @@ impl ConflictRepository for PgStore {
                 "an open conflict with this cause exists".into(),
             ));
         }
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn get_conflict(&self, id: ConflictId) -> Result<Conflict, RepoError> {
@@ -235,7 +235,7 @@ impl ConflictRepository for PgStore {
             updated.rows_affected(),
         )
         .await?;
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn count_conflicts(&self) -> Result<(u64, u64, u64), RepoError> {

@@ -1,4 +1,13 @@
-//! The event log table: appended to inside other writes' transactions, read by seq.
+//! The event log table: appended to, numbered, inside other writes' transactions; read by seq.
+//!
+//! A write numbers its events as the last thing before it commits, under a transaction-scoped
+//! advisory lock held to the commit: writes on every replica commit in the order of their
+//! numbers, so a reader that has seen `seq` N has seen everything below it. Each store handle
+//! keeps what its own writes numbered in an outbox, in that order, for `EventLog::sequence` to
+//! hand to the relay without reading it back.
+
+use std::collections::VecDeque;
+use std::sync::PoisonError;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,28 +22,191 @@ use crate::error::{corrupt, repo_error};
 use crate::rows::ReadRows;
 use crate::PgStore;
 
-/// The key of the advisory lock that keeps relays from overlapping.
+/// The key of the advisory lock under which events are numbered, held to the commit.
 const RELAY_LOCK: i64 = 0x4556_454e_5452_454c; // "EVENTREL"
 
-/// The end of every write: stores `events` in the write's transaction and commits it, so the
-/// events exist if and only if the change does. Returns the events as stored.
+/// Events an outbox keeps in memory; beyond them, the oldest writes' are remembered only by
+/// their numbers and read back from the log when handed over.
+const KEPT_EVENTS: usize = 50_000;
+
+/// What one store handle's writes numbered, waiting to be handed over in `seq` order.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    /// Held from numbering a write's events until its outcome is queued, so this handle queues
+    /// its writes in the order of their numbers.
+    turn: tokio::sync::Mutex<()>,
+    queue: std::sync::Mutex<Queue>,
+    /// Held while events are handed over; the highest `seq` handed over so far.
+    handed: tokio::sync::Mutex<i64>,
+}
+
+/// The writes waiting, oldest first, and how many events they keep in memory.
+#[derive(Debug, Default)]
+struct Queue {
+    writes: VecDeque<Numbered>,
+    kept: usize,
+}
+
+impl Queue {
+    fn kept_by(numbered: &Numbered) -> usize {
+        match numbered {
+            Numbered::Committed(events) => events.len(),
+            Numbered::Unknown { .. } => 0,
+        }
+    }
+
+    fn push_back(&mut self, numbered: Numbered) {
+        self.kept += Self::kept_by(&numbered);
+        self.writes.push_back(numbered);
+        // Kept bounded when nobody hands events over for a while: the oldest are then read
+        // back from the log.
+        for write in &mut self.writes {
+            if self.kept <= KEPT_EVENTS {
+                break;
+            }
+            if let Numbered::Committed(events) = write {
+                if let (Some(first), Some(last)) = (events.front(), events.back()) {
+                    let (first, last) = (first.seq, last.seq);
+                    self.kept -= events.len();
+                    *write = Numbered::Unknown { first, last };
+                }
+            }
+        }
+    }
+
+    fn push_front(&mut self, numbered: Numbered) {
+        self.kept += Self::kept_by(&numbered);
+        self.writes.push_front(numbered);
+    }
+
+    fn pop_front(&mut self) -> Option<Numbered> {
+        let next = self.writes.pop_front()?;
+        self.kept -= Self::kept_by(&next);
+        Some(next)
+    }
+}
+
+/// One write's numbered events.
+#[derive(Debug)]
+enum Numbered {
+    Committed(VecDeque<Event>),
+    /// A write whose commit failed without saying whether it took effect, or whose events were
+    /// not kept: its numbers are read back from the log (where they may be another write's, if
+    /// it did not take effect).
+    Unknown {
+        first: i64,
+        last: i64,
+    },
+}
+
+impl Outbox {
+    fn push(&self, numbered: Numbered) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(numbered);
+    }
+
+    /// Takes up to `limit` events from the front of the queue, in order, each once.
+    async fn hand_over(&self, store: &PgStore, limit: u32) -> Result<Vec<Event>, RepoError> {
+        let mut handed = self.handed.lock().await;
+        let mut out = Vec::new();
+        while out.len() < limit as usize {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some(next) = next else { break };
+            let found = match next {
+                Numbered::Committed(mut events) => {
+                    let room = limit as usize - out.len();
+                    if events.len() > room {
+                        let rest = events.split_off(room);
+                        self.push_front(Numbered::Committed(rest));
+                    }
+                    Vec::from(events)
+                }
+                Numbered::Unknown { first, last } => match between(store, first, last).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        self.push_front(Numbered::Unknown { first, last });
+                        return Err(e);
+                    }
+                },
+            };
+            // Numbers read back for an unknown outcome may be handed over again by the write
+            // that took them after it: each goes once.
+            for event in found {
+                if event.seq > *handed {
+                    *handed = event.seq;
+                    out.push(event);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn push_front(&self, numbered: Numbered) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_front(numbered);
+    }
+}
+
+/// The numbered events from `first` to `last`, in order.
+async fn between(store: &PgStore, first: i64, last: i64) -> Result<Vec<Event>, RepoError> {
+    sqlx::query(
+        "SELECT seq, type, agent_id, task_id, data, created_at FROM events
+         WHERE seq BETWEEN $1 AND $2 ORDER BY seq",
+    )
+    .bind(first)
+    .bind(last)
+    .read_all(store.pool(), event_from_row)
+    .await
+}
+
+/// The end of every write: numbers `events` and stores them in the write's transaction, and
+/// commits it, so the events exist if and only if the change does. Returns the events.
 pub(crate) async fn commit_with(
+    store: &PgStore,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     events: Vec<NewEvent>,
 ) -> Result<Vec<NewEvent>, RepoError> {
-    let stored = append(&mut tx, events).await?;
-    tx.commit().await.map_err(crate::error::repo_error)?;
-    Ok(stored)
-}
-
-/// Appends events, unnumbered, inside the caller's transaction, in one statement.
-pub(crate) async fn append(
-    conn: &mut PgConnection,
-    events: Vec<NewEvent>,
-) -> Result<Vec<NewEvent>, RepoError> {
     if events.is_empty() {
+        tx.commit().await.map_err(repo_error)?;
         return Ok(events);
     }
+    let outbox = store.outbox();
+    let _turn = outbox.turn.lock().await;
+    // On failure the transaction rolls back as it is dropped: nothing was numbered.
+    let top = append(&mut tx, &events).await?;
+    let numbered = |n: usize| top + i64::try_from(n).unwrap_or(i64::MAX);
+    match tx.commit().await {
+        Ok(()) => {
+            let stored = events
+                .iter()
+                .enumerate()
+                .map(|(n, e)| Event::stored(numbered(n + 1), e.clone()))
+                .collect();
+            outbox.push(Numbered::Committed(stored));
+            Ok(events)
+        }
+        Err(e) => {
+            outbox.push(Numbered::Unknown {
+                first: numbered(1),
+                last: numbered(events.len()),
+            });
+            Err(repo_error(e))
+        }
+    }
+}
+
+/// Numbers `events` after the highest `seq` committed and inserts them, after taking the
+/// numbering lock (held to the end of the transaction), in one call (`append_events`, see its
+/// migration): the last statement of a write. Returns the highest `seq` before them.
+async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<i64, RepoError> {
     let rows: Vec<Value> = events
         .iter()
         .map(|e| {
@@ -48,19 +220,66 @@ pub(crate) async fn append(
             })
         })
         .collect();
-    // Identities follow the ORDER BY, so the relay numbers these in the order given.
-    sqlx::query(
-        "INSERT INTO events (type, channel, agent_id, task_id, data, created_at)
-         SELECT e.v->>'type', e.v->>'channel', (e.v->>'agent_id')::uuid, (e.v->>'task_id')::uuid,
-                e.v->'data', (e.v->>'created_at')::timestamptz
-         FROM jsonb_array_elements($1) WITH ORDINALITY AS e(v, ord)
-         ORDER BY e.ord",
-    )
-    .bind(Value::Array(rows))
-    .execute(&mut *conn)
-    .await
-    .map_err(repo_error)?;
-    Ok(events)
+    sqlx::query_scalar("SELECT append_events($1)")
+        .bind(Value::Array(rows))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(repo_error)
+}
+
+impl PgStore {
+    /// Numbers events that earlier versions stored without a number and their relay left
+    /// behind (a replica stopped between its commit and its relay), and queues them.
+    async fn number_left_behind(&self, limit: u32) -> Result<(), RepoError> {
+        let waiting: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE seq IS NULL)")
+                .fetch_one(self.pool())
+                .await
+                .map_err(repo_error)?;
+        if !waiting {
+            return Ok(());
+        }
+        let outbox = self.outbox();
+        let _turn = outbox.turn.lock().await;
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        // Under the lock no other write numbers events, so the next numbers follow the highest
+        // one given, without gaps; unnumbered rows of transactions still open are invisible and
+        // wait.
+        let mut events = sqlx::query(
+            "WITH top AS (SELECT coalesce(max(seq), 0) AS seq FROM events),
+                  next AS (
+                      SELECT id, row_number() OVER (ORDER BY id) AS n
+                      FROM (SELECT id FROM events WHERE seq IS NULL ORDER BY id LIMIT $1
+                            FOR UPDATE) AS waiting
+                  )
+             UPDATE events AS e SET seq = top.seq + next.n
+             FROM next, top
+             WHERE e.id = next.id
+             RETURNING e.seq, e.type, e.agent_id, e.task_id, e.data, e.created_at",
+        )
+        .bind(i64::from(limit))
+        .read_all(&mut *tx, event_from_row)
+        .await?;
+        events.sort_by_key(|e| e.seq);
+        match tx.commit().await {
+            Ok(()) => outbox.push(Numbered::Committed(events.into())),
+            Err(e) => {
+                if let (Some(first), Some(last)) = (events.first(), events.last()) {
+                    outbox.push(Numbered::Unknown {
+                        first: first.seq,
+                        last: last.seq,
+                    });
+                }
+                return Err(repo_error(e));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
@@ -88,32 +307,8 @@ fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
 #[async_trait]
 impl EventLog for PgStore {
     async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
-        let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(repo_error)?;
-        // Under the lock no other relay runs, so the next numbers follow the highest one given,
-        // without gaps; unnumbered rows of transactions still open are invisible and wait.
-        let mut events = sqlx::query(
-            "WITH top AS (SELECT coalesce(max(seq), 0) AS seq FROM events),
-                  next AS (
-                      SELECT id, row_number() OVER (ORDER BY id) AS n
-                      FROM (SELECT id FROM events WHERE seq IS NULL ORDER BY id LIMIT $1
-                            FOR UPDATE) AS waiting
-                  )
-             UPDATE events AS e SET seq = top.seq + next.n
-             FROM next, top
-             WHERE e.id = next.id
-             RETURNING e.seq, e.type, e.agent_id, e.task_id, e.data, e.created_at",
-        )
-        .bind(i64::from(limit))
-        .read_all(&mut *tx, event_from_row)
-        .await?;
-        tx.commit().await.map_err(repo_error)?;
-        events.sort_by_key(|e| e.seq);
-        Ok(events)
+        self.number_left_behind(limit).await?;
+        self.outbox().hand_over(self, limit).await
     }
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {

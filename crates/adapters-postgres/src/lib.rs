@@ -15,6 +15,7 @@ mod task_rows;
 mod tasks;
 pub mod testing;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,10 +45,12 @@ impl Default for PoolSettings {
     }
 }
 
-/// The store on one PostgreSQL database.
+/// The store on one PostgreSQL database. Clones share the pool and the outbox of numbered
+/// events (see `EventLog::sequence`): one store, and its clones, per replica.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    outbox: Arc<events::Outbox>,
 }
 
 impl PgStore {
@@ -62,12 +65,15 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| StartupError::Unreachable(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// A store on an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            outbox: Arc::default(),
+        }
     }
 
     /// Applies every migration not yet applied.
@@ -80,6 +86,10 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn outbox(&self) -> &events::Outbox {
+        &self.outbox
     }
 
     /// Closes every connection, waiting for those in use to be returned.

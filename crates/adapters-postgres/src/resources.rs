@@ -110,7 +110,7 @@ impl ResourceRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(repo_error)?;
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn get_resource(&self, id: ResourceId) -> Result<Resource, RepoError> {
@@ -176,7 +176,7 @@ impl ResourceRepository for PgStore {
             updated.rows_affected(),
         )
         .await?;
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn delete_resource(
@@ -200,6 +200,6 @@ impl ResourceRepository for PgStore {
             deleted.rows_affected(),
         )
         .await?;
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 }

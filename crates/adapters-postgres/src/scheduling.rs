@@ -9,12 +9,11 @@
 use chrono::{DateTime, Utc};
 use domain::NewEvent;
 use ports::{Changes, Decide, PassSize, RepoError, SchedulingSnapshot};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::agents::{lock_serving, update_agents};
 use crate::error::repo_error;
-use crate::events::append;
+use crate::events::commit_with;
 use crate::resources::{lock_pools, mark_allocated};
 use crate::rows::ReadRows;
 use crate::task_rows::{claim_holders, select, task_from_row, update_tasks, SelectBinds, COLUMNS};
@@ -23,17 +22,19 @@ use crate::PgStore;
 /// The key of the advisory lock that serializes scheduling passes.
 const SCHEDULER_LOCK: i64 = 0x5343_4845_4455_4c45; // "SCHEDULE"
 
-/// Writes a set of changes inside the caller's transaction: one statement per kind of row.
-/// Agents before tasks, the order in which a scheduling pass and an agent's reports lock them,
-/// so that a write taking its locks as it goes cannot deadlock with either.
+/// Writes a set of changes in the transaction `tx` and commits it with their events: one
+/// statement per kind of row. Agents before tasks, the order in which a scheduling pass and an
+/// agent's reports lock them, so that a write taking its locks as it goes cannot deadlock with
+/// either.
 pub(crate) async fn write(
-    conn: &mut PgConnection,
+    store: &PgStore,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     changes: Changes,
 ) -> Result<Vec<NewEvent>, RepoError> {
-    update_agents(conn, &changes.agents).await?;
-    update_tasks(conn, &changes.tasks).await?;
-    mark_allocated(conn, &changes.allocated_from).await?;
-    append(conn, changes.events).await
+    update_agents(&mut tx, &changes.agents).await?;
+    update_tasks(&mut tx, &changes.tasks).await?;
+    mark_allocated(&mut tx, &changes.allocated_from).await?;
+    commit_with(store, tx, changes.events).await
 }
 
 /// One scheduling pass (see `TaskRepository::schedule`).
@@ -120,7 +121,5 @@ pub(crate) async fn pass(
         left_out,
     };
     let changes = snapshot.decide(decide)?;
-    let stored = write(&mut tx, changes).await?;
-    tx.commit().await.map_err(repo_error)?;
-    Ok(stored)
+    write(store, tx, changes).await
 }

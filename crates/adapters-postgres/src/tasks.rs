@@ -76,7 +76,7 @@ impl TaskRepository for PgStore {
             .iter()
             .flat_map(|s| s.events.iter().cloned())
             .collect();
-        commit_with(tx, events).await
+        commit_with(self, tx, events).await
     }
 
     async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
@@ -169,10 +169,8 @@ impl TaskRepository for PgStore {
     }
 
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
-        let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        let stored = crate::scheduling::write(&mut tx, changes).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        let tx = self.pool().begin().await.map_err(repo_error)?;
+        crate::scheduling::write(self, tx, changes).await
     }
 
     async fn update_with_agents(
@@ -210,9 +208,7 @@ impl TaskRepository for PgStore {
         let loaded = held.into_iter().chain(others).collect();
         let changes = decide(holders, loaded);
         rows.admit(&changes)?;
-        let stored = crate::scheduling::write(&mut tx, changes).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        crate::scheduling::write(self, tx, changes).await
     }
 
     async fn schedule(

@@ -1,8 +1,137 @@
-//! The event log on PostgreSQL is an outbox: an event is numbered only once its transaction has
-//! committed, so a reader following `seq` never skips an event that commits late.
+//! The event log on PostgreSQL: writes number their events as they commit, in commit order on
+//! every replica, so a reader following `seq` never skips an event; events an earlier version
+//! stored without a number are numbered after the ones already read.
 
+use adapters_postgres::{PgStore, PoolSettings};
 use ports::{AgentRepository, EventLog};
 use serde_json::json;
+
+/// `n` small events about agent `a`, in the order written.
+fn notes(agent: &domain::Agent, n: std::ops::Range<u64>) -> Vec<domain::NewEvent> {
+    n.map(|n| {
+        domain::NewEvent::about_agent(
+            domain::EventKind::AgentUpdated,
+            agent.id,
+            json!({"n": n}),
+            agent.created_at,
+        )
+    })
+    .collect()
+}
+
+/// Everything `store` hands over, until it has nothing more.
+async fn handed_over(store: &PgStore) -> Vec<domain::Event> {
+    let mut all = Vec::new();
+    loop {
+        let batch = store.sequence(1000).await.unwrap();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+#[tokio::test]
+async fn replicas_writing_at_once_number_the_log_without_gaps_and_each_hands_over_its_own() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let settings = PoolSettings {
+        max_connections: 4,
+        ..PoolSettings::default()
+    };
+    let replicas = [
+        PgStore::connect(&url, &settings).await.unwrap(),
+        PgStore::connect(&url, &settings).await.unwrap(),
+    ];
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let writes: Vec<_> = (0..40u64)
+        .map(|w| {
+            let store = replicas[(w % 2) as usize].clone();
+            tokio::spawn(async move {
+                let agent = testkit::builders::agent(u128::from(w) + 1, &format!("a{w}"), &[], at);
+                let key = testkit::builders::agent_key(u128::from(w) + 1, agent.id, at);
+                let events = notes(&agent, w * 10..w * 10 + 3);
+                store.insert(&agent, &key, events).await.unwrap();
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+    let log = replicas[0].events_after(0, 1000).await.unwrap();
+    let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=120).collect::<Vec<_>>(),
+        "no gap, no number twice"
+    );
+    for window in log.chunks(3) {
+        let n: Vec<u64> = window
+            .iter()
+            .map(|e| e.data["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(n[1], n[0] + 1, "one write's events are numbered together");
+        assert_eq!(n[2], n[0] + 2);
+    }
+    let (first, second) = (
+        handed_over(&replicas[0]).await,
+        handed_over(&replicas[1]).await,
+    );
+    let of = |events: &[domain::Event], replica: u64| {
+        events
+            .iter()
+            .all(|e| (e.data["n"].as_u64().unwrap() / 10) % 2 == replica)
+    };
+    assert!(
+        of(&first, 0) && of(&second, 1),
+        "each hands over its own writes' events"
+    );
+    assert_eq!(first.len() + second.len(), 120);
+    for handed in [&first, &second] {
+        assert!(
+            handed.windows(2).all(|w| w[0].seq < w[1].seq),
+            "in seq order"
+        );
+        assert!(handed.iter().all(|e| log.contains(e)), "as stored");
+    }
+}
+
+#[tokio::test]
+async fn events_not_kept_in_memory_are_read_back_from_the_log_in_order() {
+    let store = adapters_postgres::testing::fresh_store().await;
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    // More than a store keeps in memory for its relay, written while nothing hands them over.
+    let (big, small) = (
+        testkit::builders::agent(1, "big", &[], at),
+        testkit::builders::agent(2, "small", &[], at),
+    );
+    store
+        .insert(
+            &big,
+            &testkit::builders::agent_key(1, big.id, at),
+            notes(&big, 0..60_000),
+        )
+        .await
+        .unwrap();
+    store
+        .insert(
+            &small,
+            &testkit::builders::agent_key(2, small.id, at),
+            notes(&small, 60_000..60_003),
+        )
+        .await
+        .unwrap();
+    let handed = handed_over(&store).await;
+    let n: Vec<u64> = handed
+        .iter()
+        .map(|e| e.data["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        n,
+        (0..60_003).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(handed.last().unwrap().seq, 60_003);
+}
 
 #[tokio::test]
 async fn an_event_committed_late_is_numbered_after_the_ones_already_read() {

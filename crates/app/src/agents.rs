@@ -11,7 +11,7 @@ use ports::AgentQuery;
 use crate::auth::{hash_key, new_api_key};
 use crate::{events, AppError, Attempt, Platform};
 
-/// Most events numbered and published at a time.
+/// Most events handed over and published at a time.
 const RELAY_BATCH: u32 = 1000;
 /// How many stale agents one offline-detection pass loads at a time.
 const SWEEP_BATCH: u32 = 500;
@@ -352,12 +352,12 @@ impl Platform {
         .await
     }
 
-    /// Hands what a write stored over for delivery: numbers every committed event not yet
-    /// numbered (this write's and any other's) and publishes them in that order, before it
-    /// returns. Concurrent writes share one relay (see `Relay`). The relay runs as a task of its
-    /// own, so a request dropped mid-way (its client gone) cannot leave events numbered but
-    /// unpublished. A failure here loses nothing: the events are in the log, and the background
-    /// relay numbers them later.
+    /// Hands what a write stored over for delivery: takes every event this replica's writes
+    /// numbered and have not been published yet (this write's and any other's, see
+    /// `EventLog::sequence`) and publishes them in `seq` order, before it returns. Concurrent
+    /// writes share one relay (see `Relay`). The relay runs as a task of its own, so a request
+    /// dropped mid-way (its client gone) cannot leave events unpublished. A failure here loses
+    /// nothing: the events are in the log, and the background relay publishes them later.
     pub(crate) async fn publish(&self, written: &[NewEvent]) {
         use std::sync::atomic::Ordering::SeqCst;
         if written.is_empty() {
@@ -366,7 +366,7 @@ impl Platform {
         // Long polls on this replica of the agents these events are about look again at once;
         // those on other replicas hear of them through the bus.
         self.wake_polls(written.iter().map(|e| e.agent_id));
-        // This write has committed: any relay that starts from now on numbers its events.
+        // This write has committed: any relay that starts from now on hands its events over.
         let mine = self.signals.relay.asked.fetch_add(1, SeqCst) + 1;
         let platform = self.clone();
         let relay = tokio::spawn(async move {
@@ -385,7 +385,7 @@ impl Platform {
                 Err(e) => {
                     // The writes waiting behind this one would fail alike; they return at once.
                     relay.failed.fetch_max(asked, SeqCst);
-                    tracing::warn!(error = %e, "cannot number events now; the background relay will");
+                    tracing::warn!(error = %e, "cannot publish events now; the background relay will");
                 }
             }
         });

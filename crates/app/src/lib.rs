@@ -228,16 +228,16 @@ impl Room {
     }
 }
 
-/// One relay in flight per replica. Every committed write asks for its events to be numbered
-/// and published; writes that commit while a relay runs wait for the next one, which numbers
-/// theirs and every other's at once, instead of each taking the store's relay lock in turn.
+/// One relay in flight per replica. Every committed write asks for its events to be published;
+/// writes that commit while a relay runs wait for the next one, which publishes theirs and every
+/// other's at once, in `seq` order.
 #[derive(Debug, Default)]
 struct Relay {
     /// Held by the relay running now.
     turn: tokio::sync::Mutex<()>,
     /// Writes that have asked, counted from start-up.
     asked: std::sync::atomic::AtomicU64,
-    /// Every write up to this count has had its events numbered by a relay that started after
+    /// Every write up to this count has had its events published by a relay that started after
     /// it committed.
     served: std::sync::atomic::AtomicU64,
     /// Every write up to this count was waiting when a relay failed; it is left to the

@@ -7,15 +7,16 @@ use crate::{ComponentStatus, RepoError};
 
 /// The stored events, as written by the repositories together with their changes.
 ///
-/// Writers store events without a number. [`sequence`](EventLog::sequence) numbers committed
-/// events afterwards, in the order they were written; only numbered events are read back. So the
-/// order of `seq` is the order in which events became visible, with no gaps between numbers a
-/// reader has seen: a reader at `seq` N that asks for events after N misses nothing.
+/// A write numbers its events with the next `seq` values as the last step before it commits,
+/// and writes commit in the order of their numbers, on every replica: the order of `seq` is
+/// the order in which events became visible, with no gaps, and a reader at `seq` N that asks
+/// for events after N misses nothing.
 #[async_trait]
 pub trait EventLog: Send + Sync {
-    /// Numbers up to `limit` committed, unnumbered events with the next `seq` values, oldest
-    /// first, and returns them in that order. Calls never overlap, on any replica, and numbers
-    /// are consecutive. Empty when there is nothing to number.
+    /// Hands over up to `limit` events this store handle's writes numbered and committed, in
+    /// `seq` order, each once (whichever caller takes it): what the relay publishes. It also
+    /// numbers committed events that an earlier version stored without a number and left
+    /// behind, and hands those over in their turn. Empty when there is nothing new.
     async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
 
     /// Events with `seq` strictly greater than `after_seq`, oldest first, at most `limit`.

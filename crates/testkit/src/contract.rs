@@ -35,8 +35,8 @@ macro_rules! store_contract {
         $crate::store_contract!(@in events_contract, $make;
             the_log_keeps_one_identity,
             events_are_numbered_and_read_back_in_order,
-            sequencing_numbers_events_once_consecutively_in_write_order,
-            racing_sequencers_number_every_event_once_without_gaps,
+            writes_number_events_consecutively_in_write_order_and_hand_each_over_once,
+            racing_relays_are_handed_every_event_once_without_gaps,
             pruning_bounds_the_log_by_age_and_count_and_keeps_the_newest,
             task_events_are_a_tasks_numbered_events_oldest_first
         );

@@ -2,28 +2,26 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{Event, NewEvent, TaskId};
+use domain::{Event, TaskId};
 use ports::{EventLog, RepoError};
 
-use super::{MemoryStore, EVENT_RETENTION};
+use super::MemoryStore;
 
 #[async_trait]
 impl EventLog for MemoryStore {
     async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
         let mut state = self.lock();
-        let n = state.unsequenced.len().min(limit as usize);
-        let waiting: Vec<NewEvent> = state.unsequenced.drain(..n).collect();
-        let mut numbered = Vec::with_capacity(n);
-        for new in waiting {
-            state.last_seq += 1;
-            let event = Event::stored(state.last_seq, new);
-            if state.events.len() == EVENT_RETENTION {
-                state.events.pop_front();
-            }
-            state.events.push_back(event.clone());
-            numbered.push(event);
+        let start = state.events.partition_point(|e| e.seq <= state.handed);
+        let handed: Vec<Event> = state
+            .events
+            .range(start..)
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        if let Some(last) = handed.last() {
+            state.handed = last.seq;
         }
-        Ok(numbered)
+        Ok(handed)
     }
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {

@@ -40,9 +40,9 @@ pub(crate) struct State {
     idempotency: HashMap<String, IdempotencyRecord>,
     /// Numbered events, oldest first.
     events: VecDeque<Event>,
-    /// Committed events waiting for `sequence` to number them, in write order.
-    unsequenced: VecDeque<NewEvent>,
     last_seq: i64,
+    /// The highest `seq` `sequence` has handed over.
+    handed: i64,
 }
 
 impl State {
@@ -82,8 +82,16 @@ impl State {
             .filter_map(|id| self.tasks.get(id))
     }
 
+    /// Numbers `events` and stores them: a write's last step, under the same lock as its change.
     fn append(&mut self, events: Vec<NewEvent>) -> Vec<NewEvent> {
-        self.unsequenced.extend(events.iter().cloned());
+        for new in &events {
+            self.last_seq += 1;
+            if self.events.len() == EVENT_RETENTION {
+                self.events.pop_front();
+            }
+            self.events
+                .push_back(Event::stored(self.last_seq, new.clone()));
+        }
         events
     }
 
