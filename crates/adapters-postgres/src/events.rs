@@ -25,9 +25,13 @@ use crate::PgStore;
 /// The key of the advisory lock under which events are numbered, held to the commit.
 const RELAY_LOCK: i64 = 0x4556_454e_5452_454c; // "EVENTREL"
 
-/// Events an outbox keeps in memory; beyond them, the oldest writes' are remembered only by
-/// their numbers and read back from the log when handed over.
+/// Events an outbox keeps in memory; beyond them, what is queued is remembered only by its
+/// numbers and read back from the log when handed over.
 const KEPT_EVENTS: usize = 50_000;
+
+/// How many times reading a range back may fail before it is given up (with a warning: the
+/// events stay in the log for every reader; only this replica's live delivery skips them).
+const READ_BACK_ATTEMPTS: u8 = 3;
 
 /// What one store handle's writes numbered, waiting to be handed over in `seq` order.
 #[derive(Debug, Default)]
@@ -51,25 +55,34 @@ impl Queue {
     fn kept_by(numbered: &Numbered) -> usize {
         match numbered {
             Numbered::Committed(events) => events.len(),
-            Numbered::Unknown { .. } => 0,
+            Numbered::ReadBack { .. } => 0,
+        }
+    }
+
+    fn numbers(numbered: &Numbered) -> Option<(i64, i64)> {
+        match numbered {
+            Numbered::Committed(events) => Some((events.front()?.seq, events.back()?.seq)),
+            Numbered::ReadBack { first, last, .. } => Some((*first, *last)),
         }
     }
 
     fn push_back(&mut self, numbered: Numbered) {
         self.kept += Self::kept_by(&numbered);
         self.writes.push_back(numbered);
-        // Kept bounded when nobody hands events over for a while: the oldest are then read
-        // back from the log.
-        for write in &mut self.writes {
-            if self.kept <= KEPT_EVENTS {
-                break;
-            }
-            if let Numbered::Committed(events) = write {
-                if let (Some(first), Some(last)) = (events.front(), events.back()) {
-                    let (first, last) = (first.seq, last.seq);
-                    self.kept -= events.len();
-                    *write = Numbered::Unknown { first, last };
-                }
+        if self.kept > KEPT_EVENTS {
+            // Nobody has handed events over for a while: all that waits becomes one range read
+            // back from the log (with any other replica's events between, which are as real).
+            let ranges: Vec<(i64, i64)> = self.writes.iter().filter_map(Self::numbers).collect();
+            let first = ranges.iter().map(|r| r.0).min();
+            let last = ranges.iter().map(|r| r.1).max();
+            self.writes.clear();
+            self.kept = 0;
+            if let (Some(first), Some(last)) = (first, last) {
+                self.writes.push_back(Numbered::ReadBack {
+                    first,
+                    last,
+                    failed: 0,
+                });
             }
         }
     }
@@ -90,12 +103,13 @@ impl Queue {
 #[derive(Debug)]
 enum Numbered {
     Committed(VecDeque<Event>),
-    /// A write whose commit failed without saying whether it took effect, or whose events were
-    /// not kept: its numbers are read back from the log (where they may be another write's, if
-    /// it did not take effect).
-    Unknown {
+    /// Numbers read back from the log when handed over: a write whose commit failed without
+    /// saying whether it took effect (they may be another write's if it did not), or writes
+    /// whose events were not kept.
+    ReadBack {
         first: i64,
         last: i64,
+        failed: u8,
     },
 }
 
@@ -105,6 +119,13 @@ impl Outbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push_back(numbered);
+    }
+
+    fn push_front(&self, numbered: Numbered) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_front(numbered);
     }
 
     /// Takes up to `limit` events from the front of the queue, in order, each once.
@@ -118,25 +139,49 @@ impl Outbox {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_front();
             let Some(next) = next else { break };
+            let room = limit as usize - out.len();
             let found = match next {
                 Numbered::Committed(mut events) => {
-                    let room = limit as usize - out.len();
                     if events.len() > room {
                         let rest = events.split_off(room);
                         self.push_front(Numbered::Committed(rest));
                     }
                     Vec::from(events)
                 }
-                Numbered::Unknown { first, last } => match between(store, first, last).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        self.push_front(Numbered::Unknown { first, last });
+                Numbered::ReadBack {
+                    first,
+                    last,
+                    failed,
+                } => match read_back(store, first, last, room).await {
+                    Ok(found) => {
+                        // What did not fit waits at the front for the next call.
+                        let through = found.last().map_or(last, |e| e.seq);
+                        if found.len() == room && through < last {
+                            self.push_front(Numbered::ReadBack {
+                                first: through + 1,
+                                last,
+                                failed: 0,
+                            });
+                        }
+                        found
+                    }
+                    Err(e) if failed + 1 < READ_BACK_ATTEMPTS => {
+                        self.push_front(Numbered::ReadBack {
+                            first,
+                            last,
+                            failed: failed + 1,
+                        });
                         return Err(e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(first, last, error = %e,
+                            "cannot read numbered events back from the log; not publishing them");
+                        Vec::new()
                     }
                 },
             };
-            // Numbers read back for an unknown outcome may be handed over again by the write
-            // that took them after it: each goes once.
+            // Numbers read back may be handed over again by the write that took them after a
+            // rollback: each goes once.
             for event in found {
                 if event.seq > *handed {
                     *handed = event.seq;
@@ -146,61 +191,78 @@ impl Outbox {
         }
         Ok(out)
     }
-
-    fn push_front(&self, numbered: Numbered) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_front(numbered);
-    }
 }
 
-/// The numbered events from `first` to `last`, in order.
-async fn between(store: &PgStore, first: i64, last: i64) -> Result<Vec<Event>, RepoError> {
-    sqlx::query(
+/// The first `limit` numbered events from `first` to `last`, in order, once no write that may
+/// still be committing numbers holds the numbering lock.
+async fn read_back(
+    store: &PgStore,
+    first: i64,
+    last: i64,
+    limit: usize,
+) -> Result<Vec<Event>, RepoError> {
+    let mut tx = store.pool().begin().await.map_err(repo_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(RELAY_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+    let events = sqlx::query(
         "SELECT seq, type, agent_id, task_id, data, created_at FROM events
-         WHERE seq BETWEEN $1 AND $2 ORDER BY seq",
+         WHERE seq BETWEEN $1 AND $2 ORDER BY seq LIMIT $3",
     )
     .bind(first)
     .bind(last)
-    .read_all(store.pool(), event_from_row)
-    .await
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .read_all(&mut *tx, event_from_row)
+    .await?;
+    tx.commit().await.map_err(repo_error)?;
+    Ok(events)
 }
 
 /// The end of every write: numbers `events` and stores them in the write's transaction, and
 /// commits it, so the events exist if and only if the change does. Returns the events.
+///
+/// Numbering, commit and queueing run as a task of their own: a request dropped meanwhile (its
+/// client gone) cannot leave a committed write's events out of the outbox.
 pub(crate) async fn commit_with(
     store: &PgStore,
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     events: Vec<NewEvent>,
 ) -> Result<Vec<NewEvent>, RepoError> {
     if events.is_empty() {
         tx.commit().await.map_err(repo_error)?;
         return Ok(events);
     }
-    let outbox = store.outbox();
-    let _turn = outbox.turn.lock().await;
-    // On failure the transaction rolls back as it is dropped: nothing was numbered.
-    let top = append(&mut tx, &events).await?;
-    let numbered = |n: usize| top + i64::try_from(n).unwrap_or(i64::MAX);
-    match tx.commit().await {
-        Ok(()) => {
-            let stored = events
-                .iter()
-                .enumerate()
-                .map(|(n, e)| Event::stored(numbered(n + 1), e.clone()))
-                .collect();
-            outbox.push(Numbered::Committed(stored));
-            Ok(events)
+    let outbox = store.outbox.clone();
+    let numbered = tokio::spawn(async move {
+        let _turn = outbox.turn.lock().await;
+        // On failure the transaction rolls back as it is dropped: nothing was numbered.
+        let top = append(&mut tx, &events).await?;
+        let numbered = |n: usize| top + i64::try_from(n).unwrap_or(i64::MAX);
+        match tx.commit().await {
+            Ok(()) => {
+                let stored = events
+                    .iter()
+                    .enumerate()
+                    .map(|(n, e)| Event::stored(numbered(n + 1), e.clone()))
+                    .collect();
+                outbox.push(Numbered::Committed(stored));
+                Ok(events)
+            }
+            Err(e) => {
+                outbox.push(Numbered::ReadBack {
+                    first: numbered(1),
+                    last: numbered(events.len()),
+                    failed: 0,
+                });
+                Err(repo_error(e))
+            }
         }
-        Err(e) => {
-            outbox.push(Numbered::Unknown {
-                first: numbered(1),
-                last: numbered(events.len()),
-            });
-            Err(repo_error(e))
-        }
-    }
+    });
+    numbered
+        .await
+        .map_err(|e| RepoError::Unavailable(format!("the commit stopped: {e}")))?
 }
 
 /// Numbers `events` after the highest `seq` committed and inserts them, after taking the
@@ -239,9 +301,10 @@ impl PgStore {
         if !waiting {
             return Ok(());
         }
+        // The connection first: writers waiting for the turn hold theirs.
+        let mut tx = self.pool().begin().await.map_err(repo_error)?;
         let outbox = self.outbox();
         let _turn = outbox.turn.lock().await;
-        let mut tx = self.pool().begin().await.map_err(repo_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(RELAY_LOCK)
             .execute(&mut *tx)
@@ -270,9 +333,10 @@ impl PgStore {
             Ok(()) => outbox.push(Numbered::Committed(events.into())),
             Err(e) => {
                 if let (Some(first), Some(last)) = (events.first(), events.last()) {
-                    outbox.push(Numbered::Unknown {
+                    outbox.push(Numbered::ReadBack {
                         first: first.seq,
                         last: last.seq,
+                        failed: 0,
                     });
                 }
                 return Err(repo_error(e));
@@ -307,7 +371,10 @@ fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
 #[async_trait]
 impl EventLog for PgStore {
     async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
-        self.number_left_behind(limit).await?;
+        // What this handle's writes numbered is handed over whether or not this works.
+        if let Err(e) = self.number_left_behind(limit).await {
+            tracing::warn!(error = %e, "cannot number events left behind now; will try again");
+        }
         self.outbox().hand_over(self, limit).await
     }
 

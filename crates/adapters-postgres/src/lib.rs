@@ -34,6 +34,10 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// How long a request waits for a connection before the store reports itself unavailable.
     pub acquire_timeout: Duration,
+    /// A pooled connection idle at least this long is checked (a round trip) before it is used
+    /// again, and replaced if the database closed it meanwhile (a restart); one in steady use
+    /// is not checked.
+    pub ping_when_idle: Duration,
 }
 
 impl Default for PoolSettings {
@@ -41,6 +45,7 @@ impl Default for PoolSettings {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            ping_when_idle: Duration::from_secs(1),
         }
     }
 }
@@ -59,9 +64,19 @@ impl PgStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StartupError::InvalidUrl(e.to_string()))?;
+        let ping_when_idle = settings.ping_when_idle;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= ping_when_idle {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| StartupError::Unreachable(e.to_string()))?;

@@ -28,7 +28,7 @@ const SCHEDULER_LOCK: i64 = 0x5343_4845_4455_4c45; // "SCHEDULE"
 /// either.
 pub(crate) async fn write(
     store: &PgStore,
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     changes: Changes,
 ) -> Result<Vec<NewEvent>, RepoError> {
     update_agents(&mut tx, &changes.agents).await?;

@@ -24,6 +24,7 @@ async fn handed_over(store: &PgStore) -> Vec<domain::Event> {
     let mut all = Vec::new();
     loop {
         let batch = store.sequence(1000).await.unwrap();
+        assert!(batch.len() <= 1000, "at most the limit at a time");
         if batch.is_empty() {
             return all;
         }

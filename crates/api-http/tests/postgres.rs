@@ -135,6 +135,7 @@ async fn an_unreachable_database_gives_503_and_the_api_recovers_when_it_returns(
     let settings = PoolSettings {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(1),
+        ..PoolSettings::default()
     };
     let store = Arc::new(PgStore::connect(&proxied, &settings).await.unwrap());
     let h = Harness::on(store);

@@ -392,8 +392,8 @@ impl Platform {
         let _ = relay.await;
     }
 
-    /// Numbers committed events and publishes them, until none are left, as the one relay in
-    /// flight on this replica. Returns how many.
+    /// Publishes the events this replica's writes numbered (see `EventLog::sequence`), until
+    /// none are left, as the one relay in flight on this replica. Returns how many.
     pub async fn relay_events(&self) -> Result<usize, AppError> {
         use std::sync::atomic::Ordering::SeqCst;
         let relay = &self.signals.relay;
@@ -404,7 +404,7 @@ impl Platform {
         Ok(total)
     }
 
-    /// Numbers committed events and publishes them, until none are left. Returns how many.
+    /// Publishes the events the store hands over, until none are left. Returns how many.
     async fn sequence_and_publish(&self) -> Result<usize, AppError> {
         let mut total = 0;
         loop {

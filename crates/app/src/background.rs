@@ -145,7 +145,8 @@ impl Drop for Following {
     }
 }
 
-/// Every write relays its own events; this catches those of a writer that died in between.
+/// Every write relays its own events; this publishes those a failed relay left, and numbers
+/// (and publishes) events an earlier version stored unnumbered and left behind.
 async fn relay(platform: Platform, mut stopped: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

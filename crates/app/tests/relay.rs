@@ -1,5 +1,5 @@
-//! One relay in flight per replica: concurrent writes share relays instead of each numbering
-//! the log in turn, and every event is still numbered before its write returns.
+//! One relay in flight per replica: concurrent writes share relays instead of each publishing
+//! in turn, and every event is still published before its write returns.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,13 +13,13 @@ use ports::{EventLog, RepoError};
 use testkit::builders::{new_task, principal};
 use tokio::sync::Notify;
 
-/// The store's log, counting how often it is asked to number events. Numbering waits at a gate
+/// The store's log, counting how often it is asked to hand events over. A hand-over waits at a gate
 /// the test opens, as a database round trip would take a while: the writes that commit
 /// meanwhile queue behind the relay in flight.
 struct CountingLog {
     inner: Arc<MemoryStore>,
     sequenced: AtomicUsize,
-    /// Whether numbering fails, as when the database is away.
+    /// Whether handing over fails, as when the database is away.
     failing: bool,
     /// Rung when a relay reaches the log.
     entered: Notify,
@@ -28,7 +28,7 @@ struct CountingLog {
 }
 
 impl CountingLog {
-    /// Lets every numbering through, now and from now on.
+    /// Lets every hand-over through, now and from now on.
     fn open_gate(&self) {
         self.open.store(true, Ordering::SeqCst);
         self.opened.notify_waiters();
@@ -110,7 +110,7 @@ async fn hold_the_first_relay(log: &CountingLog) {
 }
 
 #[tokio::test]
-async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_return() {
+async fn concurrent_writes_share_relays_and_every_event_is_published_before_they_return() {
     let store = Arc::new(MemoryStore::new());
     let log = counting(&store, false);
     let platform = platform_with(&store, &log);
@@ -118,15 +118,16 @@ async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_
     let writes: Vec<_> = (0..50)
         .map(|n| {
             let (platform, operator) = (platform.clone(), operator.clone());
+            let mut published = platform.subscribe_events();
             tokio::spawn(async move {
                 let new = new_task(&format!("task-{n}"), 5, &[], chrono::Utc::now());
                 let task = platform.submit_task(&operator, new, None).await.unwrap();
-                // Returned: its event is numbered already.
-                let history = platform.task_history(&operator, task.id).await.unwrap();
-                assert!(
-                    !history.is_empty(),
-                    "task {n}'s event was numbered before it returned"
-                );
+                // Returned: its event is on the bus already.
+                let mut seen = false;
+                while let Ok(event) = published.try_recv() {
+                    seen |= event.task_id == Some(task.id);
+                }
+                assert!(seen, "task {n}'s event was published before it returned");
             })
         })
         .collect();
@@ -136,7 +137,7 @@ async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_
     }
     assert!(
         store.sequence(1000).await.unwrap().is_empty(),
-        "every event was numbered by the writes themselves"
+        "every event was handed over by the writes' relays"
     );
     let numbered = store.events_after(0, 1000).await.unwrap();
     assert_eq!(numbered.len(), 50);
@@ -144,12 +145,12 @@ async fn concurrent_writes_share_relays_and_every_event_is_numbered_before_they_
     let relays = log.sequenced.load(Ordering::SeqCst);
     assert!(
         relays < 10,
-        "50 concurrent writes took {relays} numberings; they should share a few relays"
+        "50 concurrent writes took {relays} hand-overs; they should share a few relays"
     );
 }
 
 #[tokio::test]
-async fn when_numbering_fails_the_writes_still_succeed_and_do_not_retry_in_turn() {
+async fn when_the_relay_fails_the_writes_still_succeed_and_do_not_retry_in_turn() {
     let store = Arc::new(MemoryStore::new());
     let log = counting(&store, true);
     let platform = platform_with(&store, &log);
@@ -173,7 +174,7 @@ async fn when_numbering_fails_the_writes_still_succeed_and_do_not_retry_in_turn(
     let attempts = log.sequenced.load(Ordering::SeqCst);
     assert!(
         attempts < 10,
-        "30 writes tried numbering {attempts} times; those waiting on a failed relay should not"
+        "30 writes tried relaying {attempts} times; those waiting on a failed relay should not"
     );
     // Nothing is lost: the events wait in the log for the background relay.
     assert_eq!(store.sequence(1000).await.unwrap().len(), 30);

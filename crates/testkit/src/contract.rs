@@ -101,7 +101,7 @@ macro_rules! store_contract {
     };
 }
 
-/// Numbers whatever the store holds unnumbered, then hands back its log for reading.
+/// Takes everything the store has to hand over, then hands back its log for reading.
 pub(crate) async fn numbered(store: &StoreUnderTest) -> &dyn ports::EventLog {
     while !store.events.sequence(1000).await.unwrap().is_empty() {}
     store.events.as_ref()

@@ -134,7 +134,7 @@ pub async fn racing_relays_are_handed_every_event_once_without_gaps(store: Store
         .insert(&a, &agent_key(1, a.id, t(0)), events)
         .await
         .unwrap();
-    // Eight relays at once, a few events at a time, as replicas after a burst of writes.
+    // Eight relays at once on one store, a few events at a time, after a burst of writes.
     let relays: Vec<_> = (0..8)
         .map(|_| {
             let log = store.events.clone();
