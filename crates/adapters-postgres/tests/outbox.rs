@@ -96,6 +96,50 @@ async fn replicas_writing_at_once_number_the_log_without_gaps_and_each_hands_ove
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_dropped_midway_leave_no_committed_event_unhanded() {
+    let store = adapters_postgres::testing::fresh_store().await;
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    // Writes whose callers give up at every point of the way, as requests whose clients go
+    // away: some never start, some roll back, some commit while nobody waits for them.
+    for round in 0..30u64 {
+        let writes: Vec<_> = (round * 10..round * 10 + 10)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let n = u128::from(w) + 1;
+                    let agent = testkit::builders::agent(n, &format!("a{w}"), &[], at);
+                    let key = testkit::builders::agent_key(n, agent.id, at);
+                    let write = store.insert(&agent, &key, notes(&agent, w * 10..w * 10 + 2));
+                    let patience = std::time::Duration::from_micros(w % 30 * 300);
+                    let _ = tokio::time::timeout(patience, write).await;
+                })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap();
+        }
+    }
+    // Writes whose callers gave up may still be committing: wait (a while at most) until the
+    // log holds no more events than were handed over.
+    let started = std::time::Instant::now();
+    let mut handed = Vec::new();
+    let log = loop {
+        handed.extend(handed_over(&store).await);
+        let log = store.events_after(0, 10_000).await.unwrap();
+        if log.len() == handed.len() || started.elapsed() > std::time::Duration::from_secs(10) {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(!log.is_empty(), "some writes committed");
+    assert!(log.len() < 600, "and some were given up before they did");
+    assert_eq!(
+        handed, log,
+        "every committed event is handed over, once, in order"
+    );
+}
+
 #[tokio::test]
 async fn events_not_kept_in_memory_are_read_back_from_the_log_in_order() {
     let store = adapters_postgres::testing::fresh_store().await;
