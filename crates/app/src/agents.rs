@@ -27,7 +27,7 @@ pub const HEARTBEAT_FLUSH: std::time::Duration = std::time::Duration::from_secs(
 pub(crate) struct Beats(std::sync::Mutex<std::collections::HashMap<AgentId, DateTime<Utc>>>);
 
 impl Beats {
-    fn record(&self, agent: AgentId, at: DateTime<Utc>) {
+    pub(crate) fn record(&self, agent: AgentId, at: DateTime<Utc>) {
         let mut beats = self
             .0
             .lock()

@@ -366,6 +366,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_of_agents_a_pass_left_out_wakes_the_next_pass() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let platform = platform();
+        let operator = principal(Role::Operator);
+        let agent = platform
+            .register_agent(&operator, new_agent("worker", &[]))
+            .await
+            .unwrap()
+            .agent;
+        let new = new_task("work", 5, &[], chrono::Utc::now());
+        platform.submit_task(&operator, new, None).await.unwrap();
+        assert_eq!(platform.run_scheduler().await.unwrap(), 1);
+        let held = platform.held_tasks(agent.id).await.unwrap();
+        let me = agent_principal(agent.id);
+        platform
+            .start_task(&me, held[0].id, held[0].attempt)
+            .await
+            .unwrap();
+        for left_out in [false, true] {
+            woken(&platform).await; // whatever woke it before
+                                    // As a pass that found the agent held by another write leaves it.
+            platform.signals.left_out.store(left_out, SeqCst);
+            platform
+                .task_heartbeat(&me, held[0].id, held[0].attempt, Some(0.5), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                woken(&platform).await,
+                left_out,
+                "a report group that wrote agents wakes a pass only when one left agents out"
+            );
+
+            platform.signals.left_out.store(left_out, SeqCst);
+            platform.signals.beats.record(agent.id, chrono::Utc::now());
+            assert_eq!(platform.flush_heartbeats().await.unwrap(), 1);
+            assert_eq!(
+                woken(&platform).await,
+                left_out,
+                "so does a heartbeat flush"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_queue_headed_by_tasks_no_agent_can_take_does_not_hide_one_that_fits() {
         let platform = platform();
         let operator = principal(Role::Operator);
