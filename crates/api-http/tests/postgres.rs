@@ -295,3 +295,98 @@ async fn rows_written_by_other_versions_read_back_and_this_one_writes_what_they_
     let conflicts = send(&app, admin(Method::GET, "/api/v1/conflicts")).await;
     assert_eq!(conflicts.ok().as_array().unwrap().len(), 1);
 }
+
+/// A heartbeat flush, scheduling passes and agents' reports lock the same agents (and reports
+/// their tasks too) in one order: run together over and over, none of them ever fails, as it
+/// would if two waited on each other (PostgreSQL ends one of a deadlock with an error).
+#[actix_web::test]
+async fn heartbeat_flushes_passes_and_reports_on_the_same_agents_never_deadlock() {
+    use ports::AgentRepository;
+    let store = Arc::new(adapters_postgres::testing::fresh_store().await);
+    let h = Harness::on(store.clone());
+    let app = service!(h);
+    let mut agents = Vec::new();
+    for n in 0..6 {
+        let mut body = seed_agent(&format!("worker-{n}"));
+        body["max_concurrent_tasks"] = json!(3);
+        let (id, _) = register(&app, body).await;
+        agents.push(domain::AgentId(id.parse().unwrap()));
+    }
+    const TASKS: usize = 60;
+    for n in 0..TASKS {
+        let body = json!({"title": format!("job-{n}"), "required_capabilities": ["ml_inference"]});
+        send(&app, admin(Method::POST, "/api/v1/tasks").set_json(body))
+            .await
+            .ok();
+    }
+    let platform = h.state.platform.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let passes = {
+        let (platform, done) = (platform.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                platform.run_scheduler().await.expect("a pass never fails");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let flushes = {
+        let (store, done, beats) = (store.clone(), done.clone(), agents.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                let now = chrono::Utc::now();
+                let beats: Vec<_> = beats.iter().rev().map(|a| (*a, now)).collect();
+                store
+                    .record_heartbeats(&beats)
+                    .await
+                    .expect("a heartbeat flush never fails");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let workers: Vec<_> = agents
+        .iter()
+        .map(|&agent| {
+            let (platform, done) = (platform.clone(), done.clone());
+            tokio::spawn(async move {
+                let me = testkit::builders::agent_principal(agent);
+                let mut completed = 0;
+                while !done.load(Ordering::SeqCst) {
+                    for task in platform.held_tasks(agent).await.unwrap() {
+                        if task.status == domain::TaskStatus::Assigned {
+                            platform
+                                .start_task(&me, task.id, task.attempt)
+                                .await
+                                .expect("a start never fails");
+                        }
+                        platform
+                            .complete_task(&me, task.id, task.attempt, Default::default())
+                            .await
+                            .expect("a completion never fails");
+                        completed += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                completed
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    loop {
+        let counts = ports::TaskRepository::count_by_status(store.as_ref())
+            .await
+            .unwrap();
+        if counts.completed as usize == TASKS || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    passes.await.unwrap();
+    flushes.await.unwrap();
+    let mut completed = 0;
+    for worker in workers {
+        completed += worker.await.unwrap();
+    }
+    assert_eq!(completed, TASKS, "every task was completed once");
+}
