@@ -25,10 +25,12 @@ impl TaskRepository for PgStore {
         submissions: &[Submission],
         key_lifetime: chrono::Duration,
     ) -> Result<Vec<NewEvent>, RepoError> {
-        let records: Vec<&IdempotencyRecord> = submissions
+        let mut records: Vec<&IdempotencyRecord> = submissions
             .iter()
             .filter_map(|s| s.idempotency.as_ref())
             .collect();
+        // Keys taken in one order by every group, so two written at once cannot deadlock.
+        records.sort_by(|a, b| a.key.cmp(&b.key));
         let keys: std::collections::HashSet<&str> =
             records.iter().map(|r| r.key.as_str()).collect();
         if keys.len() < records.len() {

@@ -1,6 +1,7 @@
 //! Group commit: requests that arrive while a group is being written wait in a queue, and the
 //! next writer takes them all and writes them in one transaction, so concurrent requests share
-//! their commits. Submissions and agents' reports both go through it.
+//! their commits. Submissions and agents' reports both go through it: reports one group at a
+//! time, submissions (independent of each other) up to `Settings::submission_writers` at once.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -8,18 +9,26 @@ use std::sync::PoisonError;
 
 use tokio::sync::oneshot;
 
-/// Requests waiting for the next group commit, and the turn of the group being written.
+/// Requests waiting for the next group commit, and the turns of the groups being written.
 #[derive(Debug)]
 pub(crate) struct Group<T, R> {
-    /// Held by the writer of the group being committed now.
-    turn: tokio::sync::Mutex<()>,
+    /// Held by the writers of the groups being committed now.
+    turn: tokio::sync::Semaphore,
     queue: std::sync::Mutex<VecDeque<Member<T, R>>>,
 }
 
 impl<T, R> Default for Group<T, R> {
+    /// One group written at a time.
     fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl<T, R> Group<T, R> {
+    /// Up to `writers` groups written at once (at least one).
+    pub fn new(writers: usize) -> Self {
         Self {
-            turn: tokio::sync::Mutex::new(()),
+            turn: tokio::sync::Semaphore::new(writers.max(1)),
             queue: std::sync::Mutex::new(VecDeque::new()),
         }
     }
@@ -69,14 +78,14 @@ where
         outcome.await.ok()
     }
 
-    /// Waits for the turn to write, then takes the next group from the queue as `pick`
-    /// chooses (it leaves what it does not take). The turn is held until the guard is dropped:
-    /// the next group may be written once this one has committed.
-    pub async fn next<F>(&self, pick: F) -> (tokio::sync::MutexGuard<'_, ()>, Vec<Member<T, R>>)
+    /// Waits for a turn to write, then takes the next group from the queue as `pick` chooses
+    /// (it leaves what it does not take). The turn is held until the guard is dropped: with one
+    /// writer, the next group may be written once this one has committed.
+    pub async fn next<F>(&self, pick: F) -> (tokio::sync::SemaphorePermit<'_>, Vec<Member<T, R>>)
     where
         F: FnOnce(&mut VecDeque<Member<T, R>>) -> Vec<Member<T, R>>,
     {
-        let turn = self.turn.lock().await;
+        let turn = self.turn.acquire().await.expect("the turn is never closed");
         let group = pick(&mut self.queue.lock().unwrap_or_else(PoisonError::into_inner));
         (turn, group)
     }

@@ -60,6 +60,9 @@ pub struct Settings {
     pub schedule_interval: std::time::Duration,
     /// Most pending tasks one scheduling pass considers.
     pub schedule_batch: u32,
+    /// Groups of submissions written at once (each takes a database connection while it is
+    /// written), so a large batch being written does not hold up the submissions after it.
+    pub submission_writers: usize,
     /// Events older than this are deleted from the log...
     pub event_max_age: Duration,
     /// ...and so are all but this many of the newest.
@@ -92,6 +95,7 @@ impl Default for Settings {
             policy: domain::scheduler::Policy::default(),
             schedule_interval: std::time::Duration::from_secs(1),
             schedule_batch: 2000,
+            submission_writers: 2,
             event_max_age: Duration::days(7),
             event_max_count: 1_000_000,
             conflict_strategies: default_conflict_strategies(),
@@ -348,7 +352,10 @@ impl Platform {
     pub fn new(deps: Dependencies, settings: Settings) -> Self {
         Self {
             deps,
-            signals: Arc::default(),
+            signals: Arc::new(Signals {
+                intake: tasks::Intake::new(settings.submission_writers),
+                ..Signals::default()
+            }),
             contention_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             hashing: Arc::new(passwords::Hashing::new(settings.password_hash_concurrency)),
             trusted_keys: Arc::default(),

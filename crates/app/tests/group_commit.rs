@@ -59,12 +59,22 @@ async fn concurrent_submissions_share_writes_and_each_gets_its_own_task() {
     );
 }
 
-/// A platform whose first write of new tasks waits at a gate the test opens.
-fn gated() -> (Arc<MemoryStore>, Platform, Arc<CountingTasks>) {
+/// A platform whose writes of new tasks wait at a gate the test opens, `writers` groups at a
+/// time.
+fn gated_with(writers: usize) -> (Arc<MemoryStore>, Platform, Arc<CountingTasks>) {
     let store = Arc::new(MemoryStore::new());
     let bus = Arc::new(MemoryBus::new());
-    let (platform, tasks) = common::gated_platform(&store, &bus, Settings::default(), false);
+    let settings = Settings {
+        submission_writers: writers,
+        ..Settings::default()
+    };
+    let (platform, tasks) = common::gated_platform(&store, &bus, settings, false);
     (store, platform, tasks)
+}
+
+/// [`gated_with`] one writer: groups are written strictly one after another.
+fn gated() -> (Arc<MemoryStore>, Platform, Arc<CountingTasks>) {
+    gated_with(1)
 }
 
 /// An operator submits task `n`, with `key`, as a request of its own.
@@ -75,6 +85,31 @@ fn submit(platform: &Platform, n: usize, key: Option<Idempotency>) -> JoinHandle
         let operator = principal(Role::Operator);
         platform.submit_task(&operator, new, key).await.unwrap()
     })
+}
+
+#[tokio::test]
+async fn a_group_is_written_while_another_still_is() {
+    // By default two groups are written at once: a large batch being written does not hold up
+    // the submissions after it.
+    let writers = Settings::default().submission_writers;
+    assert_eq!(writers, 2);
+    let (store, platform, tasks) = gated_with(writers);
+    let first = submit(&platform, 0, None);
+    tokio::time::timeout(std::time::Duration::from_secs(5), tasks.at_gate.notified())
+        .await
+        .expect("the first group is being written");
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        submit(&platform, 1, None),
+    )
+    .await
+    .expect("the second group is written while the first still is")
+    .unwrap();
+    assert_eq!(store.get(second.id).await.unwrap().title, "task-1");
+    tasks.open_gate();
+    let first = first.await.unwrap();
+    assert_eq!(store.get(first.id).await.unwrap().title, "task-0");
+    assert_eq!(tasks.writes(), 2);
 }
 
 #[tokio::test]
