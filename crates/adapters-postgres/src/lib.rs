@@ -35,8 +35,9 @@ pub struct PoolSettings {
     /// How long a request waits for a connection before the store reports itself unavailable.
     pub acquire_timeout: Duration,
     /// A pooled connection idle at least this long is checked (a round trip) before it is used
-    /// again, and replaced if the database closed it meanwhile (a restart); one in steady use
-    /// is not checked.
+    /// again, and replaced, with a warning logged, if the database closed it meanwhile (a
+    /// restart); one in steady use is not checked before use. (The pool checks each connection
+    /// as it is returned, after the call has been answered.)
     pub ping_when_idle: Duration,
 }
 

@@ -21,6 +21,18 @@ async fn a_connection_the_database_closed_while_idle_is_replaced_before_a_call_u
         };
         let store = PgStore::connect(&url, &settings).await.unwrap();
         store.log_id().await.unwrap();
+        // Back in the pool (after the check the pool makes as a connection is returned).
+        for _ in 0..500 {
+            if store.pool().num_idle() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            store.pool().num_idle(),
+            1,
+            "the connection is idle in the pool"
+        );
         let ended: Vec<bool> = sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()",

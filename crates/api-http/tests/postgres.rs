@@ -335,6 +335,7 @@ async fn heartbeat_flushes_passes_and_reports_on_the_same_agents_never_deadlock(
         tokio::spawn(async move {
             while !done.load(Ordering::SeqCst) {
                 let now = chrono::Utc::now();
+                // Named in the reverse order: the store locks them in its own.
                 let beats: Vec<_> = beats.iter().rev().map(|a| (*a, now)).collect();
                 store
                     .record_heartbeats(&beats)

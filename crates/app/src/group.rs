@@ -91,6 +91,17 @@ where
     }
 }
 
+impl<T, R> Group<T, R> {
+    /// Whether any request waits for a group.
+    pub fn is_waiting(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+}
+
 /// Takes members from the front of `queue` while their sizes add up to at most `most` (always
 /// at least one).
 pub(crate) fn take_up_to<T, R>(

@@ -113,6 +113,36 @@ async fn a_group_is_written_while_another_still_is() {
 }
 
 #[tokio::test]
+async fn a_retry_of_a_request_being_written_waits_for_it_while_other_groups_go_ahead() {
+    // Two writers: the retry must not race its original's group for the key (one of the two
+    // groups would be refused whole), yet the submissions after it need not wait.
+    let (store, platform, tasks) = gated_with(2);
+    let keyed = Idempotency::new("order-9", b"the same body").unwrap();
+    let original = submit(&platform, 0, Some(keyed.clone()));
+    tokio::time::timeout(std::time::Duration::from_secs(5), tasks.at_gate.notified())
+        .await
+        .expect("the original's group is being written");
+    let retry = submit(&platform, 1, Some(keyed));
+    let others: Vec<_> = (2..12).map(|n| submit(&platform, n, None)).collect();
+    for other in others {
+        let stored = tokio::time::timeout(std::time::Duration::from_secs(5), other)
+            .await
+            .expect("the others are written while the original still is")
+            .unwrap();
+        assert_eq!(store.get(stored.id).await.unwrap().id, stored.id);
+    }
+    assert!(!retry.is_finished(), "the retry waits for its original");
+    tasks.open_gate();
+    let original = original.await.unwrap();
+    let retry = retry.await.unwrap();
+    assert_eq!(retry.id, original.id, "the retry gets the original's task");
+    assert_eq!(retry.title, "task-0");
+    assert_eq!(store.count_by_status().await.unwrap().pending, 11);
+    // The original; the others together; the retry alone, which finds the key taken.
+    assert_eq!(tasks.writes(), 3);
+}
+
+#[tokio::test]
 async fn a_submission_the_store_refuses_fails_alone_and_the_rest_of_its_group_is_stored() {
     let (store, platform, tasks) = gated();
     let submit = |n, key| submit(&platform, n, key);

@@ -20,6 +20,9 @@ const POLL_SECONDS: u32 = 5;
 /// How often a simulated agent reports it is alive, well inside the platform's default 90 s
 /// before an agent that stays silent is taken offline.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+/// Most tasks one simulated agent works at once with per-task calls, each over a connection of
+/// its own (its further slots' tasks wait their turn on those).
+const MAX_WORKERS: usize = 16;
 /// A run with no completion for this long ends, and says how many tasks were left.
 const STALL: Duration = Duration::from_secs(30);
 
@@ -211,7 +214,9 @@ pub async fn simulate(
 /// the run stops.
 async fn work(agent: Agent, target: Target, run: Arc<Run>, slots: usize) -> Recorder {
     let mut conn = Conn::new(target.clone());
-    // An agent works as many tasks at once as it has slots, each over a connection of its own.
+    // An agent works as many tasks at once as it has slots (up to `MAX_WORKERS`), each over a
+    // connection of its own.
+    let slots = slots.clamp(1, MAX_WORKERS);
     let mut workers: Vec<Conn> = (0..slots).map(|_| Conn::new(target.clone())).collect();
     let mut recorder = Recorder::default();
     let poll = format!(

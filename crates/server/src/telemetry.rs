@@ -1,8 +1,9 @@
 //! Structured logging: `LOG_LEVEL` filters, `LOG_FORMAT` chooses JSON or human-readable lines.
 //!
 //! Lines are formatted where they are logged and written to stdout by a thread of their own,
-//! which wakes at most once per few milliseconds and writes whatever has queued up in one go: a
-//! request thread never makes a `write` call, or wakes another thread, for its access-log line.
+//! which, woken by the first line of a batch, lets lines gather for a few milliseconds and
+//! writes them in one go: a request thread makes no `write` call for its access-log line, and
+//! wakes the writer at most once per batch.
 
 use std::io::{BufWriter, Write};
 use std::sync::mpsc;
@@ -53,10 +54,13 @@ impl Write for Line<'_> {
 
 impl Drop for Line<'_> {
     fn drop(&mut self) {
-        if !self.bytes.is_empty() {
-            let _ = self
-                .queue
-                .send(Message::Line(std::mem::take(&mut self.bytes)));
+        if self.bytes.is_empty() {
+            return;
+        }
+        let line = Message::Line(std::mem::take(&mut self.bytes));
+        // Without the writer thread (it stopped), the line goes straight to stdout.
+        if let Err(mpsc::SendError(Message::Line(bytes))) = self.queue.send(line) {
+            let _ = std::io::stdout().write_all(&bytes);
         }
     }
 }
@@ -95,17 +99,28 @@ fn write_lines(queue: mpsc::Receiver<Message>) {
     }
 }
 
-/// Kept by `main` until the process ends: dropping it waits (briefly) until every line logged
-/// so far is written.
+/// Kept by `main` until it returns: dropping it waits (briefly) until every line logged so far
+/// is written.
 #[must_use]
 pub struct Flush(mpsc::SyncSender<Message>);
 
 impl Drop for Flush {
+    /// Waits at most [`FLUSH_WAIT`] in all, however stuck stdout is.
     fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
         let (done, written) = mpsc::channel();
-        if self.0.send(Message::Flush(done)).is_ok() {
-            let _ = written.recv_timeout(FLUSH_WAIT);
+        let mut request = Message::Flush(done);
+        loop {
+            match self.0.try_send(request) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(again)) if std::time::Instant::now() < deadline => {
+                    request = again;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = written.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 }
 

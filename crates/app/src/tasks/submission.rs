@@ -2,7 +2,7 @@
 //! submission goes through: those that arrive while a group is being written are written
 //! together next, in one transaction, so concurrent requests share their commits.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use domain::{NewTask, Principal, Task, TaskId, TaskInput, ValidationErrors};
 use ports::{IdempotencyRecord, RepoError, Submission};
@@ -41,8 +41,37 @@ impl Idempotency {
     }
 }
 
-/// Submissions waiting for the next group commit (see [`crate::group`]).
-pub(crate) type Intake = Group<Queued, Result<(), RepoError>>;
+/// Submissions waiting for the next group commit (see [`crate::group`]), and the
+/// `Idempotency-Key`s of the groups being written now: a submission carrying one waits until
+/// that group is written, so groups written at once never race for a key (which would make
+/// the store refuse one of them whole).
+#[derive(Debug)]
+pub(crate) struct Intake {
+    group: Group<Queued, Result<(), RepoError>>,
+    keys_in_flight: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Intake {
+    /// Up to `writers` groups written at once.
+    pub fn new(writers: usize) -> Self {
+        Self {
+            group: Group::new(writers),
+            keys_in_flight: std::sync::Mutex::default(),
+        }
+    }
+
+    fn keys_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.keys_in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
 
 /// A submission waiting for its group.
 #[derive(Debug)]
@@ -53,17 +82,25 @@ pub(crate) struct Queued {
     alone: bool,
 }
 
-/// The submissions waiting longest, as many as fit in one group (at least one). One whose
-/// `Idempotency-Key` another in the group carries (a client retrying a request still in
-/// flight) is held back and later written alone, where it finds the key taken, instead of
-/// making the store refuse a whole group.
+/// The submissions waiting longest, as many as fit in one group (at least one, unless all that
+/// wait are held back). One whose `Idempotency-Key` another in the group carries, or a group
+/// being written now (`in_flight`: a client retrying a request still in flight), is held back
+/// and later written alone, once that group is written, where it finds the key taken, instead
+/// of making the store refuse a whole group. The group's keys are added to `in_flight`.
 fn next_group(
     queue: &mut VecDeque<Member<Queued, Result<(), RepoError>>>,
+    in_flight: &mut HashSet<String>,
 ) -> Vec<Member<Queued, Result<(), RepoError>>> {
     let mut group: Vec<Member<Queued, _>> = Vec::new();
     let mut held_back = VecDeque::new();
     let mut tasks = 0;
     while let Some(mut next) = queue.pop_front() {
+        let key = next.item.submission.idempotency.as_ref().map(|r| &r.key);
+        if key.is_some_and(|key| in_flight.contains(key)) {
+            next.item.alone = true;
+            held_back.push_back(next);
+            continue;
+        }
         if next.item.alone {
             if group.is_empty() {
                 group.push(next);
@@ -95,7 +132,17 @@ fn next_group(
     while let Some(waiting) = held_back.pop_back() {
         queue.push_front(waiting);
     }
+    in_flight.extend(group.iter().filter_map(|m| key_of(&m.item)));
     group
+}
+
+/// The `Idempotency-Key` a queued submission carries, if any.
+fn key_of(queued: &Queued) -> Option<String> {
+    queued
+        .submission
+        .idempotency
+        .as_ref()
+        .map(|r| r.key.clone())
 }
 
 impl Platform {
@@ -324,19 +371,30 @@ impl Platform {
         };
         self.signals
             .intake
+            .group
             .join(queued, async move { platform.write_group().await })
             .await
             .unwrap_or_else(|| Err(RepoError::Internal("the group commit stopped".into())))
+    }
+
+    /// A writer of the next group, as a future of a known type (`write_group` starts one).
+    fn another_writer(self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move { self.write_group().await })
     }
 
     /// Writes the next group in one transaction. When it is refused as a `Conflict` (one
     /// submission's key or ID is taken), each of its submissions is written alone, so only
     /// the one at fault fails.
     async fn write_group(&self) {
-        let (turn, group) = self.signals.intake.next(next_group).await;
+        let intake = &self.signals.intake;
+        let (turn, group) = intake
+            .group
+            .next(|queue| next_group(queue, &mut intake.keys_in_flight()))
+            .await;
         if group.is_empty() {
             return;
         }
+        let keys: Vec<String> = group.iter().filter_map(|m| key_of(&m.item)).collect();
         let (submissions, replies): (Vec<Submission>, Vec<_>) = group
             .into_iter()
             .map(|m| (m.item.submission, m.reply))
@@ -362,6 +420,17 @@ impl Platform {
         };
         // The next group may be written while this one's events are published.
         drop(turn);
+        if !keys.is_empty() {
+            let mut in_flight = intake.keys_in_flight();
+            for key in &keys {
+                in_flight.remove(key);
+            }
+            drop(in_flight);
+            // Submissions held back for these keys may have found no writer left to take them.
+            if intake.group.is_waiting() {
+                tokio::spawn(self.clone().another_writer());
+            }
+        }
         if !written.is_empty() {
             self.publish(&written).await;
             self.wake_for_work();
