@@ -29,7 +29,8 @@ impl TaskRepository for PgStore {
             .iter()
             .filter_map(|s| s.idempotency.as_ref())
             .collect();
-        // Keys taken in one order by every group, so two written at once cannot deadlock.
+        // Keys taken in one order by every group (the statement inserts them by key, too), so
+        // two written at once cannot deadlock on them.
         records.sort_by(|a, b| a.key.cmp(&b.key));
         let keys: std::collections::HashSet<&str> =
             records.iter().map(|r| r.key.as_str()).collect();
@@ -57,6 +58,7 @@ impl TaskRepository for PgStore {
                 "INSERT INTO idempotency_keys (key, fingerprint, task_id, task_ids, created_at)
                  SELECT key, fingerprint, task_id, task_ids, created_at
                  FROM jsonb_populate_recordset(NULL::idempotency_keys, $1)
+                 ORDER BY key
                  ON CONFLICT (key) DO UPDATE
                      SET fingerprint = EXCLUDED.fingerprint, task_id = EXCLUDED.task_id,
                          task_ids = EXCLUDED.task_ids, created_at = EXCLUDED.created_at
