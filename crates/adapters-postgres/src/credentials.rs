@@ -109,11 +109,7 @@ impl CredentialRepository for PgStore {
     ) -> Result<bool, RepoError> {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         // Serializes the check and the insert across replicas.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(BOOTSTRAP_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(repo_error)?;
+        crate::advisory_lock(&mut tx, BOOTSTRAP_LOCK, crate::Hold::Exclusive).await?;
         let admin: bool = sqlx::query_scalar(ADMIN_EXISTS)
             .bind(now)
             .fetch_one(&mut *tx)

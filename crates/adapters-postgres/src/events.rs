@@ -202,11 +202,7 @@ async fn read_back(
     limit: usize,
 ) -> Result<Vec<Event>, RepoError> {
     let mut tx = store.pool().begin().await.map_err(repo_error)?;
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-        .bind(RELAY_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(repo_error)?;
+    crate::advisory_lock(&mut tx, RELAY_LOCK, crate::Hold::Shared).await?;
     let events = sqlx::query(
         "SELECT seq, type, agent_id, task_id, data, created_at FROM events
          WHERE seq BETWEEN $1 AND $2 ORDER BY seq LIMIT $3",
@@ -305,11 +301,7 @@ impl PgStore {
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
         let outbox = self.outbox();
         let _turn = outbox.turn.lock().await;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(repo_error)?;
+        crate::advisory_lock(&mut tx, RELAY_LOCK, crate::Hold::Exclusive).await?;
         // Under the lock no other write numbers events, so the next numbers follow the highest
         // one given, without gaps; unnumbered rows of transactions still open are invisible and
         // wait.

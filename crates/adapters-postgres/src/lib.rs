@@ -114,6 +114,32 @@ impl PgStore {
     }
 }
 
+/// How a transaction holds an advisory lock: alone, or beside other shared holders.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Hold {
+    Exclusive,
+    Shared,
+}
+
+/// Takes the transaction-scoped advisory lock `key`, waiting for it; held to the end of the
+/// transaction.
+pub(crate) async fn advisory_lock(
+    conn: &mut sqlx::PgConnection,
+    key: i64,
+    hold: Hold,
+) -> Result<(), ports::RepoError> {
+    let statement = match hold {
+        Hold::Exclusive => "SELECT pg_advisory_xact_lock($1)",
+        Hold::Shared => "SELECT pg_advisory_xact_lock_shared($1)",
+    };
+    sqlx::query(statement)
+        .bind(key)
+        .execute(conn)
+        .await
+        .map_err(error::repo_error)?;
+    Ok(())
+}
+
 #[async_trait]
 impl HealthCheck for PgStore {
     async fn status(&self) -> ComponentStatus {

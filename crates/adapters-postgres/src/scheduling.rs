@@ -46,11 +46,7 @@ pub(crate) async fn pass(
     decide: Decide,
 ) -> Result<Vec<NewEvent>, RepoError> {
     let mut tx = store.pool().begin().await.map_err(repo_error)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(SCHEDULER_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(repo_error)?;
+    crate::advisory_lock(&mut tx, SCHEDULER_LOCK, crate::Hold::Exclusive).await?;
     // The free slots are counted before anything is locked, and the pending tasks read and
     // locked before the agents: the agents, which agents' reports wait for, stay locked only
     // for the rest of the pass.

@@ -145,26 +145,14 @@ async fn events_not_kept_in_memory_are_read_back_from_the_log_in_order() {
     let store = adapters_postgres::testing::fresh_store().await;
     let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
     // More than a store keeps in memory for its relay, written while nothing hands them over.
-    let (big, small) = (
-        testkit::builders::agent(1, "big", &[], at),
-        testkit::builders::agent(2, "small", &[], at),
-    );
-    store
-        .insert(
-            &big,
-            &testkit::builders::agent_key(1, big.id, at),
-            notes(&big, 0..60_000),
-        )
-        .await
-        .unwrap();
-    store
-        .insert(
-            &small,
-            &testkit::builders::agent_key(2, small.id, at),
-            notes(&small, 60_000..60_003),
-        )
-        .await
-        .unwrap();
+    for (n, name, events) in [(1, "big", 0..60_000), (2, "small", 60_000..60_003)] {
+        let agent = testkit::builders::agent(n, name, &[], at);
+        let key = testkit::builders::agent_key(n, agent.id, at);
+        store
+            .insert(&agent, &key, notes(&agent, events))
+            .await
+            .unwrap();
+    }
     let handed = handed_over(&store).await;
     let n: Vec<u64> = handed
         .iter()
