@@ -13,8 +13,18 @@ use ports::AgentRepository;
 use testkit::builders::{agent_principal, new_agent, principal};
 use testkit::ManualClock;
 
-#[tokio::test(start_paused = true)]
-async fn a_beat_that_changes_only_the_time_is_written_with_the_next_flush() {
+/// A replica on the embedded store with its background jobs running (offline detection aside),
+/// following the events, and one registered agent.
+struct Replica {
+    store: Arc<MemoryStore>,
+    clock: ManualClock,
+    platform: app::Platform,
+    jobs: app::BackgroundJobs,
+    agent: domain::Agent,
+    me: domain::Principal,
+}
+
+async fn replica() -> Replica {
     let store = Arc::new(MemoryStore::new());
     let clock = ManualClock::default();
     let settings = Settings {
@@ -36,6 +46,26 @@ async fn a_beat_that_changes_only_the_time_is_written_with_the_next_flush() {
         .unwrap()
         .agent;
     let me = agent_principal(agent.id);
+    Replica {
+        store,
+        clock,
+        platform,
+        jobs,
+        agent,
+        me,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_beat_that_changes_only_the_time_is_written_with_the_next_flush() {
+    let Replica {
+        store,
+        clock,
+        platform,
+        jobs,
+        agent,
+        me,
+    } = replica().await;
     // The first beat is written: this replica did not know the agent yet.
     clock.advance(chrono::Duration::seconds(5));
     let first = platform
@@ -107,4 +137,36 @@ async fn a_beat_that_changes_only_the_time_is_written_with_the_next_flush() {
         store.get(agent.id).await.unwrap().last_heartbeat,
         last.agent.last_heartbeat
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_is_answered_from_memory_for_at_most_30_s_then_its_beat_is_written() {
+    let r = replica().await;
+    let (store, clock, id) = (&r.store, &r.clock, r.agent.id);
+    let beat = || async {
+        r.platform
+            .agent_heartbeat(&r.me, id, None, None)
+            .await
+            .unwrap()
+    };
+    clock.advance(chrono::Duration::seconds(5));
+    beat().await; // written, and the agent remembered
+    clock.advance(chrono::Duration::seconds(5));
+    let remembered = beat().await;
+    assert_ne!(
+        store.get(id).await.unwrap().last_heartbeat,
+        remembered.agent.last_heartbeat,
+        "answered from memory, written later"
+    );
+
+    // Past the 30 s the memory lasts (flushes meanwhile write the recorded beat).
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    clock.advance(chrono::Duration::seconds(31));
+    let late = beat().await;
+    assert_eq!(
+        store.get(id).await.unwrap().last_heartbeat,
+        late.agent.last_heartbeat,
+        "the agent is read and the beat written before it is answered"
+    );
+    r.jobs.shutdown().await;
 }
