@@ -7,7 +7,7 @@
 //! hand to the relay without reading it back.
 
 use std::collections::VecDeque;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -42,6 +42,50 @@ pub(crate) struct Outbox {
     queue: std::sync::Mutex<Queue>,
     /// Held while events are handed over; the highest `seq` handed over so far.
     handed: tokio::sync::Mutex<i64>,
+    /// Commits running as tasks of their own (see [`commit_with`]), and a bell rung whenever
+    /// the last of them is done.
+    committing: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// One commit counted in [`Outbox::committing`] until it is dropped, however its task ends.
+struct Committing(Arc<Outbox>);
+
+impl Committing {
+    fn start(outbox: Arc<Outbox>) -> Self {
+        outbox
+            .committing
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(outbox)
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        let left = self
+            .0
+            .committing
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if left == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+impl Outbox {
+    /// Waits until no commit begun so far is still running: each has queued its events, or
+    /// failed.
+    pub(crate) async fn settled(&self) {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.committing.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
 }
 
 /// The writes waiting, oldest first, and how many events they keep in memory.
@@ -231,7 +275,10 @@ pub(crate) async fn commit_with(
         return Ok(events);
     }
     let outbox = store.outbox.clone();
+    // Counted before the task exists, so a caller dropped from here on is still waited for.
+    let committing = Committing::start(outbox.clone());
     let numbered = tokio::spawn(async move {
+        let _committing = committing;
         let _turn = outbox.turn.lock().await;
         // On failure the transaction rolls back as it is dropped: nothing was numbered.
         let top = append(&mut tx, &events).await?;

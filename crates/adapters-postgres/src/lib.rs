@@ -108,6 +108,13 @@ impl PgStore {
         &self.outbox
     }
 
+    /// Waits until every write that has begun to commit on this handle is done, its events
+    /// queued for the relay (or it failed): what a shutdown, or a test, waits for before the
+    /// last hand-over.
+    pub async fn commits_settled(&self) {
+        self.outbox.settled().await;
+    }
+
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -296,6 +296,15 @@ async fn rows_written_by_other_versions_read_back_and_this_one_writes_what_they_
     assert_eq!(conflicts.ok().as_array().unwrap().len(), 1);
 }
 
+/// Sets the flag when dropped: a loop that ends, even by a panic, stops the others with it.
+struct StopAllOnExit(Arc<AtomicBool>);
+
+impl Drop for StopAllOnExit {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A heartbeat flush, scheduling passes and agents' reports lock the same agents (and reports
 /// their tasks too) in one order: run together over and over, none of them ever fails, as it
 /// would if two waited on each other (PostgreSQL ends one of a deadlock with an error).
@@ -324,6 +333,7 @@ async fn heartbeat_flushes_passes_and_reports_on_the_same_agents_never_deadlock(
     let passes = {
         let (platform, done) = (platform.clone(), done.clone());
         tokio::spawn(async move {
+            let _stop = StopAllOnExit(done.clone());
             while !done.load(Ordering::SeqCst) {
                 platform.run_scheduler().await.expect("a pass never fails");
                 tokio::task::yield_now().await;
@@ -333,6 +343,7 @@ async fn heartbeat_flushes_passes_and_reports_on_the_same_agents_never_deadlock(
     let flushes = {
         let (store, done, beats) = (store.clone(), done.clone(), agents.clone());
         tokio::spawn(async move {
+            let _stop = StopAllOnExit(done.clone());
             while !done.load(Ordering::SeqCst) {
                 let now = chrono::Utc::now();
                 // Named in the reverse order: the store locks them in its own.
@@ -345,11 +356,14 @@ async fn heartbeat_flushes_passes_and_reports_on_the_same_agents_never_deadlock(
             }
         })
     };
+    // Completions of all agents; the one that completes the last task stops everyone.
+    let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = agents
         .iter()
         .map(|&agent| {
-            let (platform, done) = (platform.clone(), done.clone());
+            let (platform, done, total) = (platform.clone(), done.clone(), total.clone());
             tokio::spawn(async move {
+                let _stop = StopAllOnExit(done.clone());
                 let me = testkit::builders::agent_principal(agent);
                 let mut completed = 0;
                 while !done.load(Ordering::SeqCst) {
@@ -365,6 +379,9 @@ async fn heartbeat_flushes_passes_and_reports_on_the_same_agents_never_deadlock(
                             .await
                             .expect("a completion never fails");
                         completed += 1;
+                        if total.fetch_add(1, Ordering::SeqCst) + 1 == TASKS {
+                            done.store(true, Ordering::SeqCst);
+                        }
                     }
                     tokio::task::yield_now().await;
                 }
@@ -372,22 +389,15 @@ async fn heartbeat_flushes_passes_and_reports_on_the_same_agents_never_deadlock(
             })
         })
         .collect();
-    let started = std::time::Instant::now();
-    loop {
-        let counts = ports::TaskRepository::count_by_status(store.as_ref())
-            .await
-            .unwrap();
-        if counts.completed as usize == TASKS || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done.store(true, Ordering::SeqCst);
-    passes.await.unwrap();
-    flushes.await.unwrap();
     let mut completed = 0;
     for worker in workers {
         completed += worker.await.unwrap();
     }
+    passes.await.unwrap();
+    flushes.await.unwrap();
     assert_eq!(completed, TASKS, "every task was completed once");
+    let counts = ports::TaskRepository::count_by_status(store.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(counts.completed as usize, TASKS);
 }

@@ -160,7 +160,7 @@ async fn an_agent_is_answered_from_memory_for_at_most_30_s_then_its_beat_is_writ
     );
 
     // Past the 30 s the memory lasts (flushes meanwhile write the recorded beat).
-    tokio::time::sleep(Duration::from_secs(31)).await;
+    tokio::time::advance(Duration::from_secs(31)).await;
     clock.advance(chrono::Duration::seconds(31));
     let late = beat().await;
     assert_eq!(
