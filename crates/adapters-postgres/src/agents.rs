@@ -279,7 +279,8 @@ impl AgentRepository for PgStore {
 
     async fn count_by_status(&self) -> Result<StatusCounts, RepoError> {
         let rows = sqlx::query(
-            "SELECT status, count(*) AS n, coalesce(sum(current_tasks), 0)::bigint AS tasks
+            "SELECT status, count(*) AS n, coalesce(sum(current_tasks), 0)::bigint AS tasks,
+                    coalesce(sum(max_concurrent_tasks), 0)::bigint AS slots
              FROM agents GROUP BY status",
         )
         .fetch_all(self.pool())
@@ -295,6 +296,10 @@ impl AgentRepository for PgStore {
                 .map_err(|e| corrupt("agent status", e))?;
             counts.add(status, u64::try_from(n).unwrap_or(0));
             counts.running_tasks += u64::try_from(tasks).unwrap_or(0);
+            if status.is_serving() {
+                let slots: i64 = row.try_get("slots").map_err(repo_error)?;
+                counts.slots += u64::try_from(slots).unwrap_or(0);
+            }
         }
         Ok(counts)
     }

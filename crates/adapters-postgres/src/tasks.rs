@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, NewEvent, Task, TaskId, TaskStatus};
 use ports::{
-    Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, RepoError, Submission,
-    TaskCounts, TaskQuery, TaskRepository,
+    AgentOutcomes, Changes, Decide, DecideWithAgents, Durations, IdempotencyRecord, PassSize,
+    RepoError, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -282,6 +282,77 @@ impl TaskRepository for PgStore {
             counts.add(status, u64::try_from(n).unwrap_or(0));
         }
         Ok(counts)
+    }
+
+    async fn queue_depth(&self) -> Result<[u64; 10], RepoError> {
+        let rows = sqlx::query(
+            "SELECT priority, count(*) AS n FROM tasks WHERE status = 'pending' GROUP BY priority",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?;
+        let mut depth = [0; 10];
+        for row in rows {
+            let priority: i16 = row.try_get("priority").map_err(repo_error)?;
+            let n: i64 = row.try_get("n").map_err(repo_error)?;
+            let slot = usize::try_from(priority - 1)
+                .ok()
+                .and_then(|i| depth.get_mut(i))
+                .ok_or_else(|| corrupt("task priority", priority))?;
+            *slot = u64::try_from(n).unwrap_or(0);
+        }
+        Ok(depth)
+    }
+
+    async fn outcomes(
+        &self,
+        agents: &[AgentId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<AgentOutcomes>, RepoError> {
+        let ids: Vec<Uuid> = agents.iter().map(|a| a.as_uuid()).collect();
+        let rows = sqlx::query(
+            "SELECT assigned_agent,
+                    count(*) FILTER (WHERE status = 'completed') AS completed,
+                    count(*) FILTER (WHERE status = 'failed') AS failed,
+                    avg(seconds) FILTER (WHERE status = 'completed') AS mean,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
+                        FILTER (WHERE status = 'completed') AS p50,
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)
+                        FILTER (WHERE status = 'completed') AS p95
+             FROM (SELECT assigned_agent, status,
+                          extract(epoch FROM completed_at - coalesce(started_at, assigned_at))::float8
+                              AS seconds
+                   FROM tasks
+                   WHERE assigned_agent = ANY($1) AND status IN ('completed', 'failed')
+                     AND completed_at >= $2) AS ended
+             GROUP BY assigned_agent",
+        )
+        .bind(&ids)
+        .bind(since)
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_error)?;
+        rows.iter()
+            .map(|row| {
+                let count = |c: &str| -> Result<u64, RepoError> {
+                    let n: i64 = row.try_get(c).map_err(repo_error)?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                };
+                let seconds = |c: &str| -> Result<Option<f64>, RepoError> {
+                    row.try_get(c).map_err(repo_error)
+                };
+                let durations = match (seconds("mean")?, seconds("p50")?, seconds("p95")?) {
+                    (Some(mean), Some(p50), Some(p95)) => Some(Durations { mean, p50, p95 }),
+                    _ => None,
+                };
+                Ok(AgentOutcomes {
+                    agent: AgentId(row.try_get("assigned_agent").map_err(repo_error)?),
+                    completed: count("completed")?,
+                    failed: count("failed")?,
+                    durations,
+                })
+            })
+            .collect()
     }
 
     async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {

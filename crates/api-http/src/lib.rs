@@ -39,6 +39,45 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
     /// Longest any request may take ([`REQUEST_DEADLINE`] unless changed).
     pub request_deadline: std::time::Duration,
+    /// Whether this replica takes traffic: what `/readyz` says besides its database.
+    pub readiness: Arc<Readiness>,
+    /// The bearer token `/metrics` asks for; `None` leaves it open.
+    pub metrics_token: Option<Arc<str>>,
+}
+
+/// Where a replica is in its life, as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not yet serving: `/readyz` is `503`.
+    Starting,
+    /// Serving: `/readyz` is `200` while the database answers.
+    Ready,
+    /// Shutting down, finishing what it has: `/readyz` is `503`, so load balancers send new
+    /// requests elsewhere.
+    Draining,
+}
+
+/// The replica's [`Phase`], shared by every worker.
+#[derive(Debug)]
+pub struct Readiness(std::sync::atomic::AtomicU8);
+
+impl Readiness {
+    pub fn new(phase: Phase) -> Self {
+        Self(std::sync::atomic::AtomicU8::new(phase as u8))
+    }
+
+    pub fn set(&self, phase: Phase) {
+        self.0
+            .store(phase as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
+        }
+    }
 }
 
 impl AppState {
@@ -74,7 +113,15 @@ impl AppState {
             hub,
             cors_origins: Vec::new(),
             request_deadline: REQUEST_DEADLINE,
+            readiness: Arc::new(Readiness::new(Phase::Ready)),
+            metrics_token: None,
         }
+    }
+
+    /// Puts `/metrics` behind `Authorization: Bearer <token>`.
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics_token = token.map(Arc::from);
+        self
     }
 
     /// Caps the WebSocket connections open at once on this replica.

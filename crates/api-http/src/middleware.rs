@@ -58,17 +58,52 @@ pub async fn request_context(
                 .await;
         }
     }
+    let took = started.elapsed();
+    let principal = response
+        .request()
+        .extensions()
+        .get::<Principal>()
+        .map(app::caller_key);
     span.in_scope(|| {
         tracing::info!(
             status,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms = took.as_secs_f64() * 1000.0,
+            principal = principal.as_deref().unwrap_or("anonymous"),
             "request finished"
         );
     });
+    if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+        let key = app::Route {
+            method: method_label(&method),
+            path: route,
+        };
+        if let Some(series) = state.platform.metrics().http.get(&key) {
+            series.duration.observe(took);
+            if let Some(count) = series.statuses.get(&app::Status(status)) {
+                count.inc();
+            }
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(response)
+}
+
+/// A request's method as a metric label: the standard ones by name, any other as `OTHER`, so
+/// made-up methods cannot multiply the series.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// Largest request head (request line and headers) the application takes.
@@ -114,10 +149,11 @@ pub async fn not_found(req: HttpRequest) -> ApiError {
 }
 
 /// Paths anyone may call without credentials.
-const OPEN: [&str; 5] = [
+const OPEN: [&str; 6] = [
     "/",
     "/livez",
     "/readyz",
+    "/metrics",
     "/api/v1/health",
     "/api/v1/auth/login",
 ];
@@ -158,7 +194,12 @@ pub async fn rate_limit(
             .map(ServiceResponse::map_into_boxed_body);
     };
     let address = client_address(req.request());
-    let caller = match crate::auth::presented(req.request()) {
+    // `/metrics` has a token of its own, never a credential: it is limited per address.
+    let presented = match req.path() {
+        "/metrics" => Ok(None),
+        _ => crate::auth::presented(req.request()),
+    };
+    let caller = match presented {
         Ok(Some(token)) => {
             // A key (not a token, which is checked without the store) costs a store lookup:
             // those are limited per address first, so made-up keys cannot flood the store.

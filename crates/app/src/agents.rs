@@ -363,6 +363,7 @@ impl Platform {
         if written.is_empty() {
             return;
         }
+        self.metrics.observe(written);
         // Long polls on this replica of the agents these events are about look again at once;
         // those on other replicas hear of them through the bus.
         self.wake_polls(written.iter().map(|e| e.agent_id));

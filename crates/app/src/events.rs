@@ -101,13 +101,19 @@ pub(crate) fn task_transition(
 ) -> NewEvent {
     let mut data = task_snapshot(task);
     let kind = match outcome {
-        Outcome::Assigned => EventKind::TaskAssigned,
+        Outcome::Assigned => {
+            data["submitted_at"] = json!(task.created_at);
+            EventKind::TaskAssigned
+        }
         Outcome::Started => EventKind::TaskStarted,
         Outcome::Progress => {
             data["progress"] = json!(task.progress);
             EventKind::TaskProgress
         }
-        Outcome::Completed => EventKind::TaskCompleted,
+        Outcome::Completed => {
+            data["started_at"] = json!(task.started_at.or(task.assigned_at));
+            EventKind::TaskCompleted
+        }
         Outcome::Requeued | Outcome::Retried => {
             data["error"] = json!(task.error);
             data["not_before"] = json!(task.not_before);

@@ -16,6 +16,8 @@ mod feed;
 mod group;
 mod health;
 mod limits;
+mod metrics;
+mod monitoring;
 mod passwords;
 mod resources;
 mod scheduling;
@@ -39,6 +41,8 @@ pub use error::AppError;
 pub use feed::EventPage;
 pub use health::HealthReport;
 pub use limits::{address_key, caller_key, LocalRateLimiter};
+pub use metrics::{Gauges, Metrics, Route, Status};
+pub use monitoring::{AgentPerformance, PerformanceRange, Summary};
 pub use resources::{ResourceFilter, ResourceView};
 pub use tasks::{
     Idempotency, Report, ReportKind, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS, MAX_REPORTS,
@@ -72,8 +76,11 @@ pub struct Settings {
     pub conflict_strategies: std::collections::BTreeMap<domain::ConflictType, domain::Strategy>,
     /// Whether reported conflicts are resolved by those strategies too (else operators do).
     pub auto_resolve_reported: bool,
-    /// Requests per credential (or per address without one); `None` is no limit.
+    /// Requests per credential; `None` is no limit.
     pub rate_limit: Option<domain::limit::Rate>,
+    /// Requests per address from callers without valid credentials, and (ten times this) store
+    /// lookups of presented API keys per address; `None` is no limit.
+    pub anonymous_rate_limit: Option<domain::limit::Rate>,
     /// Sign-in attempts per address and per username; `None` is no limit.
     pub login_rate_limit: Option<domain::limit::Rate>,
     /// Most password hashes (sign-in checks, new passwords) computed at once. Each takes about
@@ -101,6 +108,7 @@ impl Default for Settings {
             conflict_strategies: default_conflict_strategies(),
             auto_resolve_reported: false,
             rate_limit: None,
+            anonymous_rate_limit: None,
             login_rate_limit: None,
             password_hash_concurrency: 1,
             long_poll_recheck: std::time::Duration::from_secs(2),
@@ -262,6 +270,10 @@ pub struct Platform {
     hashing: Arc<passwords::Hashing>,
     /// Stored API keys found valid lately.
     trusted_keys: Arc<auth::TrustedKeys>,
+    /// What this replica counts, for `/metrics`.
+    metrics: Arc<Metrics>,
+    /// The platform-wide gauges last read, shared by scrapes close together.
+    gauges: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Gauges)>>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -359,12 +371,19 @@ impl Platform {
             contention_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             hashing: Arc::new(passwords::Hashing::new(settings.password_hash_concurrency)),
             trusted_keys: Arc::default(),
+            metrics: Arc::default(),
+            gauges: Arc::default(),
             settings,
         }
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// What this replica counts.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The clock the platform runs on (tests move it by hand).

@@ -72,9 +72,11 @@ impl RateLimiter for LocalRateLimiter {
 /// Which limit a request falls under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Limited {
-    /// Any API call, per credential (or per address without one).
+    /// Any API call, per credential.
     Request,
-    /// Looking up a presented API key in the store, per address: ten times the request rate,
+    /// Any API call without valid credentials, per address.
+    Anonymous,
+    /// Looking up a presented API key in the store, per address: ten times the anonymous rate,
     /// so many clients behind one address are not held back, but a flood of made-up keys
     /// cannot keep the store busy.
     Lookup,
@@ -116,8 +118,13 @@ impl Platform {
     /// A request by `caller`, or, without valid credentials, from `address`: so a made-up or
     /// re-spelt credential never earns a bucket of its own.
     pub async fn admit_request(&self, caller: Option<&Principal>, address: &str) -> Admission {
-        let key = caller.map_or_else(|| format!("addr:{address}"), caller_key);
-        self.admit(&key, Limited::Request).await
+        match caller {
+            Some(caller) => self.admit(&caller_key(caller), Limited::Request).await,
+            None => {
+                self.admit(&format!("addr:{address}"), Limited::Anonymous)
+                    .await
+            }
+        }
     }
 
     /// A store lookup of an API key presented from `address`.
@@ -152,7 +159,8 @@ impl Platform {
         };
         let rate = match kind {
             Limited::Request => self.settings.rate_limit,
-            Limited::Lookup => self.settings.rate_limit.map(tenfold),
+            Limited::Anonymous => self.settings.anonymous_rate_limit,
+            Limited::Lookup => self.settings.anonymous_rate_limit.map(tenfold),
             Limited::Login => self.settings.login_rate_limit,
             Limited::LoginAddress => self.settings.login_rate_limit.map(tenfold),
         };

@@ -22,7 +22,7 @@ pub struct ResourceView {
 }
 
 impl ResourceView {
-    fn of(resource: Resource, holders: &[Task]) -> Self {
+    pub(crate) fn of(resource: Resource, holders: &[Task]) -> Self {
         let allocated = allocated(&resource, holders);
         Self {
             available: resource.available(&allocated),

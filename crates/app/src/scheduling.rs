@@ -154,6 +154,7 @@ fn decide(
 impl Platform {
     /// One scheduling pass. Returns how many tasks were assigned.
     pub async fn run_scheduler(&self) -> Result<usize, AppError> {
+        let started = std::time::Instant::now();
         let now = self.deps.clock.now();
         let policy = self.settings.policy.clone();
         let findings = Arc::new(Mutex::new(Findings::default()));
@@ -175,6 +176,7 @@ impl Platform {
             )
             .await
             .map_err(|e| AppError::from_repo("Task", e))?;
+        self.metrics.scheduler_pass.observe(started.elapsed());
         let assigned = stored
             .iter()
             .filter(|e| e.kind == EventKind::TaskAssigned)
@@ -235,6 +237,7 @@ impl Platform {
             match (result, ended) {
                 (Ok(t), Some((holder, attempt))) => {
                     count += 1;
+                    self.metrics.lease_expiries.inc();
                     self.detect_lease_expired(&t, holder, attempt).await;
                 }
                 (Ok(_), None) | (Err(AppError::Conflict(_) | AppError::NotFound(_)), _) => {}

@@ -29,6 +29,9 @@ pub struct StatusCounts {
     pub suspended: u64,
     /// Tasks currently held by agents (sum of `current_tasks`).
     pub running_tasks: u64,
+    /// Tasks the agents taking work (idle, active or busy) may hold at once (sum of their
+    /// `max_concurrent_tasks`).
+    pub slots: u64,
 }
 
 impl StatusCounts {
@@ -39,6 +42,26 @@ impl StatusCounts {
     /// Agents that are online (serving or draining).
     pub fn online(&self) -> u64 {
         self.idle + self.active + self.busy + self.draining
+    }
+
+    /// Each status with its count, in the order statuses are declared.
+    pub fn by_status(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let counts = *self;
+        AgentStatus::ALL
+            .iter()
+            .map(move |&s| (s.as_str(), counts.of(s)))
+    }
+
+    /// How many agents are in `status`.
+    pub fn of(&self, status: AgentStatus) -> u64 {
+        match status {
+            AgentStatus::Idle => self.idle,
+            AgentStatus::Active => self.active,
+            AgentStatus::Busy => self.busy,
+            AgentStatus::Draining => self.draining,
+            AgentStatus::Offline => self.offline,
+            AgentStatus::Suspended => self.suspended,
+        }
     }
 
     /// Counts `n` more agents in `status`.

@@ -24,8 +24,8 @@ pub use events::{EventBus, EventLog};
 pub use resources::ResourceRepository;
 pub use system::{Admission, Clock, ComponentStatus, HealthCheck, IdGenerator, RateLimiter};
 pub use tasks::{
-    Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, SchedulingSnapshot,
-    SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
+    AgentOutcomes, Changes, Decide, DecideWithAgents, Durations, IdempotencyRecord, PassSize,
+    SchedulingSnapshot, SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 
 /// Everything one store provides: every repository, the event log and its health. The embedded

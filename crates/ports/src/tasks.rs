@@ -26,6 +26,47 @@ pub struct TaskQuery {
     pub limit: u32,
 }
 
+/// What one agent did in the tasks it last held that ended (completed or failed) in a span
+/// of time. Durations run from an attempt's start (its assignment, if it never started) to
+/// its end, of completed tasks only; seconds, as PostgreSQL's `percentile_cont` computes them
+/// (linear between the nearest two).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AgentOutcomes {
+    pub agent: AgentId,
+    pub completed: u64,
+    pub failed: u64,
+    /// `None` when no task completed.
+    pub durations: Option<Durations>,
+}
+
+/// Mean and percentiles of durations, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Durations {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+}
+
+impl Durations {
+    /// The mean and percentiles of `seconds`, as PostgreSQL computes them; `None` if empty.
+    pub fn of(mut seconds: Vec<f64>) -> Option<Self> {
+        if seconds.is_empty() {
+            return None;
+        }
+        seconds.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            let position = p * (seconds.len() - 1) as f64;
+            let (below, above) = (position.floor() as usize, position.ceil() as usize);
+            seconds[below] + (seconds[above] - seconds[below]) * (position - below as f64)
+        };
+        Some(Self {
+            mean: seconds.iter().sum::<f64>() / seconds.len() as f64,
+            p50: at(0.5),
+            p95: at(0.95),
+        })
+    }
+}
+
 /// How many tasks are in each status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TaskCounts {
@@ -371,6 +412,19 @@ pub trait TaskRepository: Send + Sync {
 
     /// How many tasks are in each status.
     async fn count_by_status(&self) -> Result<TaskCounts, RepoError>;
+
+    /// Pending tasks by priority: `[0]` counts priority 1, `[9]` priority 10. Reads only the
+    /// pending tasks, so it stays cheap however many have ended.
+    async fn queue_depth(&self) -> Result<[u64; 10], RepoError>;
+
+    /// For each of `agents` that holds (as the last holder) a task that ended, completed or
+    /// failed, at or after `since`: how many of each, and the durations of the completed
+    /// ones. Agents without such tasks are left out; the order is unspecified.
+    async fn outcomes(
+        &self,
+        agents: &[AgentId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<AgentOutcomes>, RepoError>;
 
     /// Pending tasks that wait because no online agent has a capability they need (their
     /// `pending_reason` is a capability gap), oldest first (`created_at` then `id`), at most

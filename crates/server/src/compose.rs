@@ -77,6 +77,10 @@ pub async fn build(config: &Config, websocket_budget: usize) -> Result<Runtime, 
             per_second: config.rate_limit_per_second as f64,
             burst: config.rate_limit_burst as u32,
         }),
+        anonymous_rate_limit: (config.anonymous_rate_limit_per_second > 0).then_some(Rate {
+            per_second: config.anonymous_rate_limit_per_second as f64,
+            burst: config.anonymous_rate_limit_per_second.saturating_mul(2) as u32,
+        }),
         login_rate_limit: (config.login_rate_limit_per_minute > 0).then_some(Rate {
             per_second: config.login_rate_limit_per_minute as f64 / 60.0,
             burst: config.login_rate_limit_per_minute.min(10) as u32,
@@ -114,6 +118,12 @@ pub async fn build(config: &Config, websocket_budget: usize) -> Result<Runtime, 
     Ok(Runtime {
         state: AppState::new(platform, jwt, config.system_metrics_interval)
             .with_cors_origins(config.cors_allowed_origins.clone())
+            .with_metrics_token(
+                config
+                    .metrics_token
+                    .as_ref()
+                    .map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned()),
+            )
             .with_ws_limits(websocket_limits(config, websocket_budget)),
         postgres,
         redis,

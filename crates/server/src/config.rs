@@ -46,6 +46,8 @@ pub struct Config {
     /// The longest lifetime a JWT may claim (`exp` from now, or from its `iat`).
     pub jwt_max_lifetime: Duration,
     pub admin_api_key: Option<SecretString>,
+    /// The bearer token `/metrics` asks for; unset leaves it open.
+    pub metrics_token: Option<SecretString>,
     /// A `tracing` filter: a level (`info`) or directives (`info,sqlx=warn`).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -65,10 +67,13 @@ pub struct Config {
     pub conflict_strategies: BTreeMap<ConflictType, Strategy>,
     /// Whether reported conflicts are settled by those strategies too.
     pub conflict_auto_resolve_reported: bool,
-    /// Requests per second per credential (or per address without one); 0 is no limit.
+    /// Requests per second per credential; 0 is no limit.
     pub rate_limit_per_second: u64,
-    /// How many requests a caller may make at once before the rate applies.
+    /// How many requests a credential may make at once before the rate applies.
     pub rate_limit_burst: u64,
+    /// Requests per second per address from callers without valid credentials (twice this at
+    /// once); 0 is no limit.
+    pub anonymous_rate_limit_per_second: u64,
     /// Sign-in attempts per minute per address and per username; 0 is no limit.
     pub login_rate_limit_per_minute: u64,
     /// Password hashes computed at once (about 19 MiB each while they run).
@@ -221,6 +226,14 @@ impl Config {
                     .into(),
             });
         }
+        if get("METRICS_TOKEN")
+            .is_some_and(|t| t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::Invalid {
+                name: "METRICS_TOKEN",
+                message: "must be at least 16 printable characters without spaces".into(),
+            });
+        }
         let log_level = get("LOG_LEVEL").unwrap_or("info").to_ascii_lowercase();
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(ConfigError::Invalid {
@@ -263,6 +276,7 @@ impl Config {
                 31_536_000,
             )?),
             admin_api_key: secret("ADMIN_API_KEY"),
+            metrics_token: secret("METRICS_TOKEN"),
             log_level,
             log_format,
             agent_offline_after: Duration::from_secs(number(
@@ -299,8 +313,14 @@ impl Config {
                 0 => None,
                 n => Some(n as usize),
             },
-            rate_limit_per_second: number("RATE_LIMIT_PER_SECOND", 50, 0, 1_000_000)?,
-            rate_limit_burst: number("RATE_LIMIT_BURST", 100, 1, 1_000_000)?,
+            rate_limit_per_second: number("RATE_LIMIT_PER_SECOND", 1000, 0, 1_000_000)?,
+            rate_limit_burst: number("RATE_LIMIT_BURST", 2000, 1, 1_000_000)?,
+            anonymous_rate_limit_per_second: number(
+                "RATE_LIMIT_ANONYMOUS_PER_SECOND",
+                20,
+                0,
+                1_000_000,
+            )?,
             login_rate_limit_per_minute: number("LOGIN_RATE_LIMIT_PER_MINUTE", 10, 0, 10_000)?,
             password_hash_concurrency: number(
                 "PASSWORD_HASH_CONCURRENCY",

@@ -9,7 +9,7 @@ mod telemetry;
 use std::process::ExitCode;
 
 use actix_web::HttpServer;
-use api_http::BodyLimit;
+use api_http::{BodyLimit, Phase};
 
 use crate::config::Config;
 
@@ -61,6 +61,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let jobs = app::spawn_background_jobs(runtime.state.platform.clone());
 
     let state = runtime.state.clone();
+    let readiness = state.readiness.clone();
+    readiness.set(Phase::Starting);
     let body_limit = BodyLimit(config.max_body_bytes);
     let mut server = HttpServer::new(move || api_http::app(state.clone(), body_limit))
         .shutdown_timeout(config.shutdown_timeout.as_secs())
@@ -88,8 +90,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let server = server.run();
     let handle = server.handle();
+    readiness.set(Phase::Ready);
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
+        readiness.set(Phase::Draining);
         tracing::info!(
             signal,
             "starting graceful shutdown: no new connections, finishing in-flight requests"

@@ -370,6 +370,7 @@ pub async fn count_by_status_counts_every_status(store: StoreUnderTest) {
         let mut a = agent(n, &format!("worker-{n}"), &[], t(0));
         a.status = status;
         a.current_tasks = u32::from(status == AgentStatus::Busy) * 2;
+        a.max_concurrent_tasks = (i + 1) as u32;
         store
             .agents
             .insert(&a, &agent_key(10 - n, a.id, t(0)), vec![])
@@ -384,6 +385,9 @@ pub async fn count_by_status_counts_every_status(store: StoreUnderTest) {
     assert_eq!((counts.offline, counts.suspended), (1, 1));
     assert_eq!(counts.total(), 7);
     assert_eq!(counts.running_tasks, 2);
+    // Slots of the agents taking work: idle (1 + 2), active (3) and busy (4), not the draining,
+    // offline or suspended ones.
+    assert_eq!(counts.slots, 10);
 }
 
 pub async fn api_keys_are_found_by_hash_only(store: StoreUnderTest) {

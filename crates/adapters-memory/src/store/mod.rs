@@ -29,9 +29,11 @@ pub(crate) struct State {
     keys: HashMap<KeyHash, ApiKey>,
     tasks: HashMap<TaskId, Task>,
     /// The assigned and running tasks of each agent, and the pending tasks: indexes kept by
-    /// [`State::put_task`].
+    /// [`State::put_task`], as is `ended`.
     held: HashMap<AgentId, std::collections::HashSet<TaskId>>,
     pending: std::collections::HashSet<TaskId>,
+    /// The completed and failed tasks of each agent that held them last.
+    ended: HashMap<AgentId, std::collections::HashSet<TaskId>>,
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
     users: HashMap<UserId, User>,
@@ -45,27 +47,58 @@ pub(crate) struct State {
     handed: i64,
 }
 
-impl State {
-    /// Stores a task, keeping the index of held tasks true: the one way tasks are written.
-    fn put_task(&mut self, task: Task) {
-        let holder = |t: &Task| t.assigned_agent.filter(|_| t.status.is_active());
-        if let Some(agent) = self.tasks.get(&task.id).and_then(holder) {
-            if let Some(held) = self.held.get_mut(&agent) {
-                held.remove(&task.id);
-                if held.is_empty() {
-                    self.held.remove(&agent);
-                }
+/// Whether a task in `status` ended in a way that counts for its agent's record.
+fn ended(status: domain::TaskStatus) -> bool {
+    matches!(
+        status,
+        domain::TaskStatus::Completed | domain::TaskStatus::Failed
+    )
+}
+
+/// Moves `task` in an index by agent from the agent it was under to the one it is under now.
+fn reindex(
+    index: &mut HashMap<AgentId, std::collections::HashSet<TaskId>>,
+    task: TaskId,
+    before: Option<AgentId>,
+    now: Option<AgentId>,
+) {
+    if let Some(agent) = before {
+        if let Some(tasks) = index.get_mut(&agent) {
+            tasks.remove(&task);
+            if tasks.is_empty() {
+                index.remove(&agent);
             }
         }
-        if let Some(agent) = holder(&task) {
-            self.held.entry(agent).or_default().insert(task.id);
-        }
+    }
+    if let Some(agent) = now {
+        index.entry(agent).or_default().insert(task);
+    }
+}
+
+impl State {
+    /// Stores a task, keeping the indexes of tasks true: the one way tasks are written.
+    fn put_task(&mut self, task: Task) {
+        let holder = |t: &Task| t.assigned_agent.filter(|_| t.status.is_active());
+        let finisher = |t: &Task| t.assigned_agent.filter(|_| ended(t.status));
+        let before = self.tasks.get(&task.id);
+        let (held_before, ended_before) = (before.and_then(holder), before.and_then(finisher));
+        reindex(&mut self.held, task.id, held_before, holder(&task));
+        reindex(&mut self.ended, task.id, ended_before, finisher(&task));
         if task.status == domain::TaskStatus::Pending {
             self.pending.insert(task.id);
         } else {
             self.pending.remove(&task.id);
         }
         self.tasks.insert(task.id, task);
+    }
+
+    /// The completed and failed tasks `agent` held last.
+    fn ended_by(&self, agent: AgentId) -> impl Iterator<Item = &Task> {
+        self.ended
+            .get(&agent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
     }
 
     /// The pending tasks.

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{Agent, AgentId, NewEvent, Task, TaskId};
 use ports::{
-    Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, RepoError, SchedulingSnapshot,
-    SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
+    AgentOutcomes, Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, RepoError,
+    SchedulingSnapshot, SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 
 use super::{newest_page, MemoryStore};
@@ -229,6 +229,49 @@ impl TaskRepository for MemoryStore {
             counts.add(task.status, 1);
         }
         Ok(counts)
+    }
+
+    async fn queue_depth(&self) -> Result<[u64; 10], RepoError> {
+        let mut depth = [0; 10];
+        for task in self.lock().pending() {
+            depth[usize::from(task.priority.get()) - 1] += 1;
+        }
+        Ok(depth)
+    }
+
+    async fn outcomes(
+        &self,
+        agents: &[AgentId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<AgentOutcomes>, RepoError> {
+        let state = self.lock();
+        let mut found = Vec::new();
+        for &agent in agents.iter().collect::<HashSet<_>>() {
+            let (mut completed, mut failed, mut durations) = (0, 0, Vec::new());
+            for task in state.ended_by(agent) {
+                let Some(ended) = task.completed_at.filter(|at| *at >= since) else {
+                    continue;
+                };
+                if task.status == domain::TaskStatus::Completed {
+                    completed += 1;
+                    if let Some(began) = task.started_at.or(task.assigned_at) {
+                        durations
+                            .push((ended - began).num_microseconds().unwrap_or(0) as f64 / 1e6);
+                    }
+                } else {
+                    failed += 1;
+                }
+            }
+            if completed + failed > 0 {
+                found.push(AgentOutcomes {
+                    agent,
+                    completed,
+                    failed,
+                    durations: ports::Durations::of(durations),
+                });
+            }
+        }
+        Ok(found)
     }
 
     async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {

@@ -1,18 +1,50 @@
-//! Service endpoints: the root document, health and the orchestrator probes. No credentials.
+//! Service endpoints: the root document, health, the orchestrator probes and the Prometheus
+//! metrics. No credentials (but `/metrics` may ask for its own token).
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use subtle::ConstantTimeEq;
 
 use super::endpoint;
 use crate::dto::system::{Components, HealthBody, HealthMetrics, ProbeBody, RootBody};
 use crate::error::{ApiError, ErrorKind};
-use crate::AppState;
+use crate::{AppState, Phase};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/", "GET", |r| r.route(web::get().to(root))))
         .service(endpoint("/livez", "GET", |r| r.route(web::get().to(livez))))
         .service(endpoint("/readyz", "GET", |r| {
             r.route(web::get().to(readyz))
+        }))
+        .service(endpoint("/metrics", "GET", |r| {
+            r.route(web::get().to(metrics))
         }));
+}
+
+/// Prometheus's text format: the platform-wide gauges from the store (`503` when it cannot be
+/// read) and everything this replica counts. With a metrics token configured, `401` without it.
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(expected) = &state.metrics_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(ApiError::unauthorized(
+                "metrics need the configured token as a Bearer token",
+            ));
+        }
+    }
+    let gauges = state.platform.gauges().await?;
+    let text = state
+        .platform
+        .metrics()
+        .render(&gauges, state.connections.open());
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }
 
 async fn root() -> HttpResponse {
@@ -57,8 +89,18 @@ async fn livez() -> HttpResponse {
     HttpResponse::Ok().json(ProbeBody { status: "ok" })
 }
 
-/// The replica can serve traffic: its database answers.
+/// The replica takes traffic: it has started, is not draining, and its database answers.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.readiness.phase() {
+        Phase::Ready => {}
+        Phase::Starting => return Err(ApiError::new(ErrorKind::Unavailable, "starting")),
+        Phase::Draining => {
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "shutting down: finishing the requests in flight",
+            ))
+        }
+    }
     if state.platform.store_status().await.is_up() {
         Ok(HttpResponse::Ok().json(ProbeBody { status: "ready" }))
     } else {

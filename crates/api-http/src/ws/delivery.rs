@@ -44,11 +44,24 @@ impl Session {
 
     /// Writes a frame, waiting at most [`WRITE_TIMEOUT`] for the client to take it.
     pub(super) async fn push(&mut self, frame: ByteString) -> Result<(), Blocked> {
+        let metrics = self.state.platform.metrics();
         match tokio::time::timeout(WRITE_TIMEOUT, self.out.text(frame)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                metrics.ws_sent.inc();
+                Ok(())
+            }
             Ok(Err(_)) => Err(Blocked::Gone),
-            Err(_) => Err(Blocked::Slow),
+            Err(_) => {
+                metrics.ws_dropped.inc();
+                Err(Blocked::Slow)
+            }
         }
+    }
+
+    /// Ends the session of a subscriber that fell `missed` frames behind the hub.
+    pub(super) fn fell_behind(&self, missed: u64) -> Ending {
+        self.state.platform.metrics().ws_dropped.add(missed);
+        self.too_slow()
     }
 
     pub(super) fn too_slow(&self) -> Ending {

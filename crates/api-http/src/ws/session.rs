@@ -160,13 +160,13 @@ impl Session {
                             if batch < LIVE_BATCH {
                                 match live.try_recv() {
                                     Ok(more) => next = Some(more),
-                                    Err(TryRecvError::Lagged(_)) => return self.too_slow(),
+                                    Err(TryRecvError::Lagged(missed)) => return self.fell_behind(missed),
                                     Err(_) => {}
                                 }
                             }
                         }
                     }
-                    Err(RecvError::Lagged(_)) => return self.too_slow(),
+                    Err(RecvError::Lagged(missed)) => return self.fell_behind(missed),
                     Err(RecvError::Closed) => return close(CloseCode::Away, "server shutting down"),
                 },
                 _ = &mut auth_deadline, if self.principal.is_none() => {

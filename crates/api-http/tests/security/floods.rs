@@ -71,10 +71,12 @@ async fn a_burst_past_the_rate_limit_is_429_for_that_credential_only() {
 #[actix_web::test]
 async fn made_up_or_respelt_credentials_earn_no_fresh_bucket() {
     let h = Harness::memory_with(|s| {
-        s.rate_limit = Some(Rate {
+        let strict = Some(Rate {
             per_second: 1.0,
             burst: 3,
         });
+        s.rate_limit = strict;
+        s.anonymous_rate_limit = strict;
     });
     let app = service!(h);
     // Invalid credentials are limited by where they come from, however many are made up.

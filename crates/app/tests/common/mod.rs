@@ -125,6 +125,16 @@ impl TaskRepository for CountingTasks {
     async fn count_by_status(&self) -> Result<TaskCounts, RepoError> {
         self.inner.count_by_status().await
     }
+    async fn queue_depth(&self) -> Result<[u64; 10], RepoError> {
+        self.inner.queue_depth().await
+    }
+    async fn outcomes(
+        &self,
+        agents: &[AgentId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<ports::AgentOutcomes>, RepoError> {
+        self.inner.outcomes(agents, since).await
+    }
     async fn waiting_for_capabilities(&self, limit: u32) -> Result<Vec<Task>, RepoError> {
         self.inner.waiting_for_capabilities(limit).await
     }
