@@ -59,7 +59,9 @@ macro_rules! store_contract {
             waiting_tasks_are_found_by_why_they_wait_oldest_first,
             a_write_allocating_from_a_pool_gone_or_moved_writes_nothing,
             a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read,
-            a_pass_with_no_claims_to_place_sees_no_pools
+            a_pass_with_no_claims_to_place_sees_no_pools,
+            queue_depth_counts_pending_tasks_by_priority,
+            an_agents_ended_tasks_are_counted_by_outcome_and_timed_within_the_span
         );
         $crate::store_contract!(@in resources_contract, $make;
             pools_round_trip_and_names_and_ids_are_unique,

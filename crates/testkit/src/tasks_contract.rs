@@ -1265,3 +1265,84 @@ pub async fn a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_rea
     assert_eq!(store.tasks.get(bystander.id).await.unwrap().title, "task-3");
     assert_eq!(store.tasks.get(finished.id).await.unwrap().title, "task-4");
 }
+
+pub async fn queue_depth_counts_pending_tasks_by_priority(store: StoreUnderTest) {
+    let a = with_agent(&store, 50).await;
+    for (n, priority) in [(1u128, 1), (2, 5), (3, 5), (4, 10)] {
+        store
+            .tasks
+            .insert(&task(n, priority, &[], t(0)), vec![], None)
+            .await
+            .unwrap();
+    }
+    // Held and ended tasks are not in the queue.
+    let mut held = task(5, 5, &[], t(0));
+    held.assign(a.id, t(1)).unwrap();
+    let mut cancelled = task(6, 10, &[], t(0));
+    cancelled.cancel(t(1)).unwrap();
+    for x in [&held, &cancelled] {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    assert_eq!(
+        store.tasks.queue_depth().await.unwrap(),
+        [1, 0, 0, 0, 2, 0, 0, 0, 0, 1]
+    );
+}
+
+pub async fn an_agents_ended_tasks_are_counted_by_outcome_and_timed_within_the_span(
+    store: StoreUnderTest,
+) {
+    let a = with_agent(&store, 50).await;
+    let b = with_agent(&store, 51).await;
+    let idle = with_agent(&store, 52).await;
+    // `a` completes four tasks (running 10, 20, 30 and 40 s, the last ending before the
+    // span), fails one, and holds one; `b` completes one it never started (timed from its
+    // assignment).
+    let mut tasks = Vec::new();
+    for (n, start, end) in [(1u128, 100, 110), (2, 100, 120), (3, 100, 130), (4, 0, 40)] {
+        let mut x = task(n, 5, &[], t(0));
+        x.assign(a.id, t(start - 5)).unwrap();
+        x.start(a.id, x.attempt, t(start)).unwrap();
+        x.complete(a.id, x.attempt, serde_json::Map::new(), t(end))
+            .unwrap();
+        tasks.push(x);
+    }
+    let mut failed = task(5, 5, &[], t(0));
+    failed.assign(a.id, t(100)).unwrap();
+    failed
+        .fail(a.id, failed.attempt, "broken", false, t(150))
+        .unwrap();
+    let mut held = task(6, 5, &[], t(0));
+    held.assign(a.id, t(100)).unwrap();
+    let mut unstarted = task(7, 5, &[], t(0));
+    unstarted.assign(b.id, t(100)).unwrap();
+    unstarted
+        .complete(b.id, unstarted.attempt, serde_json::Map::new(), t(103))
+        .unwrap();
+    tasks.extend([failed, held, unstarted]);
+    for x in &tasks {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    let mut found = store
+        .tasks
+        .outcomes(&[a.id, b.id, idle.id], t(60))
+        .await
+        .unwrap();
+    found.sort_by_key(|o| o.agent.as_uuid());
+    assert_eq!(found.len(), 2, "an agent that ended nothing is left out");
+    let (of_a, of_b) = (&found[0], &found[1]);
+    assert_eq!((of_a.agent, of_a.completed, of_a.failed), (a.id, 3, 1));
+    let d = of_a.durations.unwrap();
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-9;
+    assert!(
+        close(d.mean, 20.0) && close(d.p50, 20.0) && close(d.p95, 29.0),
+        "{d:?}"
+    );
+    assert_eq!((of_b.agent, of_b.completed, of_b.failed), (b.id, 1, 0));
+    assert!(close(of_b.durations.unwrap().p50, 3.0));
+    // Only the agents asked about are counted.
+    let only_b = store.tasks.outcomes(&[b.id], t(0)).await.unwrap();
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0].agent, b.id);
+    assert!(store.tasks.outcomes(&[], t(0)).await.unwrap().is_empty());
+}
