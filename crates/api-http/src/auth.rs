@@ -308,6 +308,16 @@ pub(crate) fn is_jwt(token: &str) -> bool {
 
 /// Authenticates a token: three dot-separated parts make a JWT, anything else is an API key.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    authenticate_from(state, token, None).await
+}
+
+/// [`authenticate`] for a request from `address`, whose keys that must be read from the store
+/// count against that address's lookup limit (`429` past it).
+pub async fn authenticate_from(
+    state: &AppState,
+    token: &str,
+    address: Option<&str>,
+) -> Result<Principal, ApiError> {
     if token.len() > 4096 {
         return Err(ApiError::unauthorized("invalid credentials"));
     }
@@ -325,7 +335,15 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
             None => Ok(principal),
         };
     }
-    Ok(state.platform.authenticate_api_key(token).await?)
+    Ok(match address {
+        Some(address) => {
+            state
+                .platform
+                .authenticate_api_key_from(token, address)
+                .await?
+        }
+        None => state.platform.authenticate_api_key(token).await?,
+    })
 }
 
 /// The authenticated caller of a request, reusing what the rate limiter found; `401` without

@@ -241,6 +241,7 @@ impl From<AppError> for ApiError {
                 ErrorKind::Overloaded { retry_after },
                 format!("too many {what} under way; retry after {retry_after} s"),
             ),
+            AppError::RateLimited { retry_after } => ApiError::too_many(retry_after),
             AppError::Internal(internal) => {
                 tracing::error!(error = %internal, "internal error");
                 ApiError::new(ErrorKind::Internal, "internal server error")

@@ -201,16 +201,18 @@ pub async fn rate_limit(
     };
     let caller = match presented {
         Ok(Some(token)) => {
-            // A key (not a token, which is checked without the store) costs a store lookup:
-            // those are limited per address first, so made-up keys cannot flood the store.
-            if !crate::auth::is_jwt(&token) {
-                if let Admission::Limited { retry_after } =
-                    state.platform.admit_key_lookup(&address).await
-                {
-                    return Ok(req.into_response(ApiError::too_many(retry_after).error_response()));
-                }
+            // A key the store must be read for is limited per address first, so made-up keys
+            // cannot flood the store.
+            let result = crate::auth::authenticate_from(&state, &token, Some(&address)).await;
+            if let Err(
+                e @ ApiError {
+                    kind: ErrorKind::TooManyRequests { .. },
+                    ..
+                },
+            ) = &result
+            {
+                return Ok(req.into_response(e.clone().error_response()));
             }
-            let result = crate::auth::authenticate(&state, &token).await;
             let caller = result.as_ref().ok().cloned();
             req.extensions_mut()
                 .insert(crate::auth::Authenticated(result));

@@ -134,6 +134,26 @@ impl Platform {
     /// with one message for all three so a caller learns nothing about which it was. A stored
     /// key found valid is trusted for [`KEY_TRUST`] without reading it again.
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<Principal, AppError> {
+        self.authenticate_key(presented, None).await
+    }
+
+    /// [`authenticate_api_key`](Self::authenticate_api_key) for a key presented from
+    /// `address`: a key that must be read from the store (neither the bootstrap key nor one
+    /// trusted now) is first admitted under that address's lookup limit, so made-up keys
+    /// cannot flood the store while known ones are never held back.
+    pub async fn authenticate_api_key_from(
+        &self,
+        presented: &str,
+        address: &str,
+    ) -> Result<Principal, AppError> {
+        self.authenticate_key(presented, Some(address)).await
+    }
+
+    async fn authenticate_key(
+        &self,
+        presented: &str,
+        address: Option<&str>,
+    ) -> Result<Principal, AppError> {
         let hash = hash_key(presented);
         if let Some(admin) = &self.settings.admin_key {
             if bool::from(admin.0.as_bytes().ct_eq(hash.0.as_bytes())) {
@@ -151,6 +171,13 @@ impl Platform {
         let key = match self.trusted_keys.get(&hash, now) {
             (Some(key), _) => Some(key),
             (None, generation) => {
+                if let Some(address) = address {
+                    if let ports::Admission::Limited { retry_after } =
+                        self.admit_key_lookup(address).await
+                    {
+                        return Err(AppError::RateLimited { retry_after });
+                    }
+                }
                 let found = self
                     .deps
                     .credentials

@@ -31,6 +31,9 @@ pub enum AppError {
         what: &'static str,
         retry_after: u64,
     },
+    /// The caller is over a rate limit; it may retry after this long (429). Nothing was done.
+    #[error("rate limited")]
+    RateLimited { retry_after: std::time::Duration },
     /// A bug or corrupt data (500). The message is for logs, never for clients.
     #[error("internal error: {0}")]
     Internal(String),

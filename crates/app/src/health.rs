@@ -1,5 +1,9 @@
 //! The platform's own view of its health, for `/api/v1/health` and `/readyz`.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use chrono::{DateTime, Utc};
 use ports::ComponentStatus;
 
@@ -25,14 +29,84 @@ impl HealthReport {
     }
 }
 
+/// How long a reading of the store (health, readiness, gauges) answers later askers: callers
+/// anyone may be, and probes that come in bursts, cost the store at most one reading a second.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The last good reading of something, handed to whoever asks within [`FRESH_FOR`]; one asker
+/// reads anew while the others wait for that reading. A failed reading is not kept: the next
+/// asker reads again (one at a time), so recovery shows at once.
+#[derive(Debug)]
+pub(crate) struct Recent<T>(tokio::sync::Mutex<Option<(Instant, T)>>);
+
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Self(tokio::sync::Mutex::new(None))
+    }
+}
+
+impl<T: Clone> Recent<T> {
+    pub(crate) async fn get<E, F>(&self, read: impl FnOnce() -> F) -> Result<T, E>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut last = self.0.lock().await;
+        if let Some((at, value)) = last.as_ref() {
+            if at.elapsed() < FRESH_FOR {
+                return Ok(value.clone());
+            }
+        }
+        let value = read().await?;
+        *last = Some((Instant::now(), value.clone()));
+        Ok(value)
+    }
+}
+
+/// What the platform keeps of its last readings.
+#[derive(Debug, Default)]
+pub(crate) struct Readings {
+    pub(crate) store: Recent<ComponentStatus>,
+    pub(crate) health: Recent<HealthReport>,
+    pub(crate) gauges: Recent<crate::Gauges>,
+}
+
 impl Platform {
-    /// Whether the store answers: readiness, which must not wait on anything else.
+    /// Whether the store answers (read at most once a second): readiness, which must not wait
+    /// on anything else.
     pub async fn store_status(&self) -> ComponentStatus {
-        self.deps.store_health.status().await
+        let read = || async {
+            let status = self.deps.store_health.status().await;
+            if status.is_up() {
+                Ok(status)
+            } else {
+                Err(status)
+            }
+        };
+        self.readings
+            .store
+            .get(read)
+            .await
+            .unwrap_or_else(|down| down)
     }
 
-    /// Checks the store and the bus now and reads the fleet counters.
+    /// Checks the store and the bus and reads the fleet counters, at most once a second.
     pub async fn health(&self) -> HealthReport {
+        let read = || async {
+            let report = self.read_health().await;
+            if report.is_healthy() {
+                Ok(report)
+            } else {
+                Err(report)
+            }
+        };
+        self.readings
+            .health
+            .get(read)
+            .await
+            .unwrap_or_else(|unhealthy| unhealthy)
+    }
+
+    async fn read_health(&self) -> HealthReport {
         let (database, redis) =
             tokio::join!(self.deps.store_health.status(), self.deps.bus.status());
         let counts = if database.is_up() {
@@ -48,5 +122,43 @@ impl Platform {
             active_tasks: counts.map_or(0, |c| c.running_tasks),
             timestamp: self.deps.clock.now(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_good_reading_is_shared_for_a_second_and_a_failed_one_is_not_kept() {
+        let recent = Recent::default();
+        let reads = AtomicUsize::new(0);
+        let read = |good: bool| {
+            reads.fetch_add(1, SeqCst);
+            async move {
+                if good {
+                    Ok(1)
+                } else {
+                    Err(0)
+                }
+            }
+        };
+        assert_eq!(recent.get(|| read(false)).await, Err(0));
+        assert_eq!(
+            recent.get(|| read(true)).await,
+            Ok(1),
+            "a failure is read again"
+        );
+        assert_eq!(
+            recent.get(|| read(false)).await,
+            Ok(1),
+            "a good one is kept"
+        );
+        assert_eq!(reads.load(SeqCst), 2);
+        tokio::time::advance(FRESH_FOR).await;
+        assert_eq!(recent.get(|| read(false)).await, Err(0), "for a second");
+        assert_eq!(reads.load(SeqCst), 3);
     }
 }

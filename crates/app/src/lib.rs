@@ -272,8 +272,8 @@ pub struct Platform {
     trusted_keys: Arc<auth::TrustedKeys>,
     /// What this replica counts, for `/metrics`.
     metrics: Arc<Metrics>,
-    /// The platform-wide gauges last read, shared by scrapes close together.
-    gauges: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Gauges)>>>,
+    /// The last readings of the store's health and gauges, shared by callers close together.
+    readings: Arc<health::Readings>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -372,7 +372,7 @@ impl Platform {
             hashing: Arc::new(passwords::Hashing::new(settings.password_hash_concurrency)),
             trusted_keys: Arc::default(),
             metrics: Arc::default(),
-            gauges: Arc::default(),
+            readings: Arc::default(),
             settings,
         }
     }

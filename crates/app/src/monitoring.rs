@@ -2,7 +2,6 @@
 //! and each agent's performance over a span of time, all read from the store.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::{Agent, AgentId, Cursor, Limit, Principal, ResourceStatus};
@@ -11,10 +10,6 @@ use ports::{AgentOutcomes, AgentQuery, StatusCounts, TaskCounts};
 use crate::metrics::Gauges;
 use crate::resources::ResourceView;
 use crate::{AppError, Platform};
-
-/// How long gauges read from the store serve further scrapes: scrapes close together (several
-/// Prometheus servers, or a flood of them) cost the store one read.
-const GAUGES_FRESH: Duration = Duration::from_secs(1);
 
 /// The dashboard's counters, each equal to what the matching filtered list returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,22 +112,19 @@ impl Platform {
     /// The platform-wide gauges, read from the store at most once a second however often
     /// they are asked for.
     pub async fn gauges(&self) -> Result<Gauges, AppError> {
-        let mut cached = self.gauges.lock().await;
-        if let Some((read_at, gauges)) = cached.as_ref() {
-            if read_at.elapsed() < GAUGES_FRESH {
-                return Ok(gauges.clone());
-            }
-        }
-        let (agents, queue) = tokio::join!(
-            self.deps.agents.count_by_status(),
-            self.deps.tasks.queue_depth()
-        );
-        let gauges = Gauges {
-            agents: agents.map_err(|e| AppError::from_repo("Agent", e))?,
-            queue: queue.map_err(|e| AppError::from_repo("Task", e))?,
-        };
-        *cached = Some((Instant::now(), gauges.clone()));
-        Ok(gauges)
+        self.readings
+            .gauges
+            .get(|| async {
+                let (agents, queue) = tokio::join!(
+                    self.deps.agents.count_by_status(),
+                    self.deps.tasks.queue_depth()
+                );
+                Ok(Gauges {
+                    agents: agents.map_err(|e| AppError::from_repo("Agent", e))?,
+                    queue: queue.map_err(|e| AppError::from_repo("Task", e))?,
+                })
+            })
+            .await
     }
 
     /// The dashboard's counters, read now.

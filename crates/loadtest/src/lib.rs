@@ -28,7 +28,7 @@ const USAGE: &str = "cargo xtask loadtest [options]
   --tasks N                  tasks to submit (default 100, at most 1000000)
   --list-requests N          GET /tasks requests (default 100)
   --health-requests N        GET /health requests (default 100)
-  --dashboard-requests N     GET /dashboard/activity requests (default 100)
+  --dashboard-requests N     GET /dashboard/summary requests (default 100)
   --websocket-connections N  WebSocket subscribers (default 10, at most 10000)
   --websocket-duration SECS  how long subscribers stay connected (default 10)
   --concurrency N            requests in flight at once (default 64, at most 1024)
@@ -284,8 +284,8 @@ async fn phases(options: &Options, target: &Target) -> anyhow::Result<(Recorder,
         ),
         ("GET /health", "/api/v1/health", options.health_requests),
         (
-            "GET /dashboard/activity",
-            "/api/v1/dashboard/activity?limit=50",
+            "GET /dashboard/summary",
+            "/api/v1/dashboard/summary",
             options.dashboard_requests,
         ),
     ];

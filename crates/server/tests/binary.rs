@@ -393,7 +393,7 @@ fn the_load_generator_drives_the_binary_end_to_end_and_accounts_for_every_reques
         120
     );
     assert_eq!(endpoints["GET /health"]["requests"], 15);
-    assert_eq!(endpoints["GET /dashboard/activity"]["success_rate"], 1.0);
+    assert_eq!(endpoints["GET /dashboard/summary"]["success_rate"], 1.0);
     assert_eq!(endpoints["WS connect"]["status_codes"]["101"], 2);
     let latencies = &report["latencies_ms"];
     assert_eq!(latencies["submit_to_assignment"]["count"], 120);
@@ -427,6 +427,54 @@ fn the_load_generator_drives_the_binary_end_to_end_and_accounts_for_every_reques
     assert_eq!(report["failed"], 5, "{report:#}");
     assert_eq!(report["endpoints"]["POST /tasks"]["connection_errors"], 3);
     assert_eq!(report["endpoints"]["GET /health"]["connection_errors"], 2);
+}
+
+/// With no configuration, the bursts a client written against the seed makes with one
+/// operator credential (registrations, submissions, list, health and dashboard reads, a few
+/// hundred at once) are all answered `200`: limits are for abuse, not for real clients.
+#[test]
+fn default_limits_refuse_none_of_a_real_clients_bursts() {
+    let server = Server::start(&[]);
+    let args: Vec<String> = [
+        "--base-url",
+        &format!("http://127.0.0.1:{}", server.port),
+        "--auth-token",
+        ADMIN_KEY,
+        "--agents",
+        "50",
+        "--tasks",
+        "300",
+        "--list-requests",
+        "300",
+        "--health-requests",
+        "300",
+        "--dashboard-requests",
+        "300",
+        "--websocket-connections",
+        "0",
+        "--concurrency",
+        "300",
+        "--max-seconds",
+        "120",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let report = run_load(&args);
+    assert_eq!(report["failed"], 0, "{report:#}");
+    for (endpoint, count) in [
+        ("POST /agents", 50),
+        ("POST /tasks", 300),
+        ("GET /tasks", 300),
+        ("GET /health", 300),
+        ("GET /dashboard/summary", 300),
+    ] {
+        assert_eq!(
+            report["endpoints"][endpoint]["status_codes"],
+            serde_json::json!({"200": count}),
+            "{endpoint}: {report:#}"
+        );
+    }
 }
 
 /// The load generator run with `args` to its end: its report.

@@ -115,6 +115,44 @@ async fn made_up_or_respelt_credentials_earn_no_fresh_bucket() {
     .problem(429);
 }
 
+#[actix_web::test]
+async fn made_up_keys_are_limited_by_their_store_lookups_and_known_keys_never_are() {
+    let h = Harness::memory_with(|s| {
+        s.anonymous_rate_limit = Some(Rate {
+            per_second: 1.0,
+            burst: 1,
+        });
+    });
+    let app = service!(h);
+    let key = send(
+        &app,
+        admin(Method::POST, "/api/v1/api-keys").set_json(json!({"name": "k", "role": "viewer"})),
+    )
+    .await;
+    let key = key.ok()["api_key"].as_str().unwrap().to_owned();
+    send(&app, bearer(Method::GET, "/api/v1/agents", &key))
+        .await
+        .ok();
+    // Ten lookups at once per address (ten times the anonymous burst), then none.
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        let reply = send(
+            &app,
+            bearer(Method::GET, "/api/v1/agents", &format!("mapk_made-up-{n}")),
+        )
+        .await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // A key found valid, and the bootstrap key, cost no lookup: the same address uses them.
+    for _ in 0..20 {
+        send(&app, bearer(Method::GET, "/api/v1/agents", &key))
+            .await
+            .ok();
+        send(&app, admin(Method::GET, "/api/v1/agents")).await.ok();
+    }
+}
+
 /// A sign-in to `/api/v1/auth/login` from an address.
 fn login_from(address: &str, username: &str, password: &str) -> actix_web::test::TestRequest {
     req(Method::POST, "/api/v1/auth/login")
