@@ -13,6 +13,21 @@ pub enum StartupError {
     Migration(String),
 }
 
+/// An error with its chain of causes, each said once: what the logs record of a failure.
+fn described(error: &sqlx::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Maps a sqlx error to the port's error vocabulary.
 pub(crate) fn repo_error(error: sqlx::Error) -> RepoError {
     match &error {
@@ -21,8 +36,8 @@ pub(crate) fn repo_error(error: sqlx::Error) -> RepoError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
-        sqlx::Error::Protocol(_) => RepoError::Unavailable(error.to_string()),
+        | sqlx::Error::WorkerCrashed => RepoError::Unavailable(described(&error)),
+        sqlx::Error::Protocol(_) => RepoError::Unavailable(described(&error)),
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // unique_violation, serialization_failure, deadlock_detected: the write lost a race.
             // The database's own words (constraint names) stay in the logs, not in responses.
@@ -36,9 +51,9 @@ pub(crate) fn repo_error(error: sqlx::Error) -> RepoError {
             Some("57P01" | "57P02" | "57P03" | "53300") => {
                 RepoError::Unavailable(db.message().to_owned())
             }
-            _ => RepoError::Internal(error.to_string()),
+            _ => RepoError::Internal(described(&error)),
         },
-        _ => RepoError::Internal(error.to_string()),
+        _ => RepoError::Internal(described(&error)),
     }
 }
 
@@ -74,4 +89,50 @@ pub(crate) async fn check_written(
     } else {
         RepoError::Conflict(format!("a {what} changed since it was read"))
     })
+}
+
+#[cfg(test)]
+mod described_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Cause;
+
+    impl std::fmt::Display for Cause {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("refused by peer")
+        }
+    }
+
+    impl std::error::Error for Cause {}
+
+    #[derive(Debug)]
+    struct Handshake(Cause);
+
+    impl std::fmt::Display for Handshake {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("handshake failed")
+        }
+    }
+
+    impl std::error::Error for Handshake {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_is_described_with_each_of_its_causes_once() {
+        let error = sqlx::Error::Configuration(Box::new(Handshake(Cause)));
+        assert_eq!(
+            described(&error),
+            "error with configuration: handshake failed: refused by peer"
+        );
+        assert_eq!(
+            repo_error(error),
+            RepoError::Internal(
+                "error with configuration: handshake failed: refused by peer".into()
+            )
+        );
+    }
 }

@@ -85,6 +85,17 @@ impl Server {
         assert!(status.success());
     }
 
+    /// Stops the server with SIGTERM and returns every log line it wrote that was not read yet.
+    fn lines_until_exit(self) -> Vec<String> {
+        self.terminate();
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(30)) {
+            lines.push(line);
+        }
+        assert_eq!(self.wait_exit(), 0);
+        lines
+    }
+
     fn wait_exit(mut self) -> i32 {
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -475,6 +486,74 @@ fn default_limits_refuse_none_of_a_real_clients_bursts() {
             "{endpoint}: {report:#}"
         );
     }
+}
+
+/// Every request is one structured line (route template, status, duration, request ID,
+/// caller), and no credential or password a request carries is ever written, even at `debug`.
+#[test]
+fn each_request_is_logged_once_and_no_secret_is_ever_logged() {
+    let server = Server::start(&[("LOG_LEVEL", "debug")]);
+    let port = server.port;
+    let missing = "00000000-0000-4000-8000-000000000001";
+    assert_eq!(
+        http(port, "GET", &format!("/api/v1/agents/{missing}"), None).0,
+        404
+    );
+    let login = r#"{"username": "root", "password": "hunter2-secret-password"}"#;
+    // Refused: no user exists (and without `JWT_SECRET` sign-in is off).
+    assert_ne!(http(port, "POST", "/api/v1/auth/login", Some(login)).0, 200);
+    http(
+        port,
+        "GET",
+        "/api/v1/ws/c1?token=query-secret-token-0123",
+        None,
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/agents HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Authorization: Bearer mapk_made-up-secret-key-0123\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut stream).0, 401);
+
+    let lines = server.lines_until_exit();
+    for secret in [
+        ADMIN_KEY,
+        "hunter2-secret-password",
+        "query-secret-token-0123",
+        "mapk_made-up-secret-key-0123",
+    ] {
+        assert!(
+            !lines.iter().any(|l| l.contains(secret)),
+            "{secret} was logged"
+        );
+    }
+    let finished: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("request finished"))
+        .collect();
+    assert_eq!(finished.len(), 4, "one line per request: {finished:#?}");
+    let agent = finished
+        .iter()
+        .find(|l| l.contains("/api/v1/agents/{agent_id}"))
+        .expect("the route template, not the path");
+    for field in [
+        "\"status\":404",
+        "\"request_id\"",
+        "\"elapsed_ms\"",
+        "\"method\":\"GET\"",
+    ] {
+        assert!(agent.contains(field), "{field} in {agent}");
+    }
+    assert!(
+        agent.contains("\"principal\":\"sub:admin:admin-api-key\""),
+        "{agent}"
+    );
+    assert!(
+        !agent.contains(missing),
+        "the raw path is not logged: {agent}"
+    );
 }
 
 /// The load generator run with `args` to its end: its report.
