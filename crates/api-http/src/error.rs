@@ -136,19 +136,24 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The error envelope of every failure (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem<'a> {
+    /// `/problems/<slug>`, one per status.
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
     status: u16,
+    /// What went wrong, for people.
     detail: &'a str,
+    /// With `422`: each field at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<Vec<FieldProblem<'a>>>,
 }
 
-#[derive(Serialize)]
-struct FieldProblem<'a> {
+/// One field a validation failure names.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct FieldProblem<'a> {
     field: &'a str,
     message: &'a str,
 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// `POST /agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
     pub name: String,
@@ -36,7 +36,7 @@ impl RegisterAgent {
 }
 
 /// `PATCH /agents/{id}`: every field optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
     pub capabilities: Option<Vec<String>>,
@@ -60,7 +60,7 @@ impl UpdateAgent {
 }
 
 /// `POST /agents/{id}/heartbeat`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub status: Option<String>,
@@ -82,7 +82,8 @@ impl Heartbeat {
 }
 
 /// `GET /agents` query parameters. Unknown ones are refused, so a typo is not a silent no-op.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListAgents {
     pub status_filter: Option<String>,
@@ -109,7 +110,7 @@ impl ListAgents {
 }
 
 /// An agent as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentBody {
     pub id: uuid::Uuid,
     pub name: String,
@@ -145,7 +146,7 @@ impl From<Agent> for AgentBody {
 }
 
 /// The registration response: the agent and its one-time key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RegisteredBody {
     #[serde(flatten)]
     pub agent: AgentBody,
@@ -154,14 +155,14 @@ pub struct RegisteredBody {
 }
 
 /// The heartbeat response: the agent and the tasks it holds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HeartbeatBody {
     pub agent: AgentBody,
     pub tasks: Vec<crate::dto::tasks::TaskBody>,
 }
 
 /// A plain confirmation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageBody {
     pub message: &'static str,
 }

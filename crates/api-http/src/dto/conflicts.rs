@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// `POST /conflicts`, as in the seed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportConflict {
     pub agent_id: Option<String>,
@@ -38,7 +38,7 @@ impl ReportConflict {
 }
 
 /// `POST /conflicts/{id}/resolve`: every field optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveConflict {
     pub strategy: Option<String>,
@@ -68,14 +68,15 @@ impl ResolveConflict {
 }
 
 /// `POST /conflicts/{id}/dismiss`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DismissConflict {
     pub reason: String,
 }
 
 /// `GET /conflicts` query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListConflicts {
     pub status_filter: Option<String>,
@@ -118,7 +119,7 @@ impl ListConflicts {
 }
 
 /// How a conflict ended, as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResolutionBody {
     pub strategy: Option<&'static str>,
     pub outcome: String,
@@ -140,7 +141,7 @@ impl From<Resolution> for ResolutionBody {
 }
 
 /// A conflict as clients see it: the seed's fields and ours.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConflictBody {
     pub id: uuid::Uuid,
     pub agent_id: Option<uuid::Uuid>,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 
 /// `POST /api-keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub name: String,
@@ -31,7 +31,7 @@ impl CreateApiKey {
 }
 
 /// A key as listed: never the key itself.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyBody {
     pub id: uuid::Uuid,
     pub name: String,
@@ -60,7 +60,7 @@ impl From<ApiKey> for ApiKeyBody {
 }
 
 /// A key as issued: the one time the key itself is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedKeyBody {
     #[serde(flatten)]
     pub key: ApiKeyBody,
@@ -68,7 +68,7 @@ pub struct IssuedKeyBody {
 }
 
 /// `POST /users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
@@ -83,7 +83,7 @@ impl CreateUser {
 }
 
 /// `PATCH /users/{id}`: a new role, a new password, or both.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default)]
@@ -100,7 +100,7 @@ impl UpdateUser {
 }
 
 /// A user as clients see it: never the password hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserBody {
     pub id: uuid::Uuid,
     pub username: String,
@@ -120,7 +120,7 @@ impl From<User> for UserBody {
 }
 
 /// `POST /auth/login`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     pub username: String,
@@ -128,7 +128,7 @@ pub struct Login {
 }
 
 /// A signed-in user's token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenBody {
     pub access_token: String,
     pub token_type: &'static str,
@@ -136,7 +136,8 @@ pub struct TokenBody {
 }
 
 /// `GET /api-keys`, `GET /users`: paging only.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Paging {
     pub limit: Option<u32>,
@@ -144,7 +145,8 @@ pub struct Paging {
 }
 
 /// `GET /audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListAudit {
     pub action: Option<String>,
@@ -153,7 +155,7 @@ pub struct ListAudit {
 }
 
 /// One audit entry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditBody {
     pub id: uuid::Uuid,
     pub at: DateTime<Utc>,

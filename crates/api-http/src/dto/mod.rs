@@ -14,7 +14,7 @@ use crate::error::ApiError;
 /// The body of an action that takes no fields (cancel, retry, deletes): absent or `{}`, and
 /// held to the same rules as every other body (`400` malformed, `415` not JSON, `422` for any
 /// field, since none would do anything).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoFields {}
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// `POST /resources`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterResource {
     pub name: String,
@@ -28,7 +28,7 @@ impl RegisterResource {
 }
 
 /// `PATCH /resources/{id}`: every field optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateResource {
     pub capacity: Option<Map<String, Value>>,
@@ -48,7 +48,8 @@ impl UpdateResource {
 }
 
 /// `GET /resources` query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListResources {
     pub type_filter: Option<String>,
@@ -74,7 +75,7 @@ impl ListResources {
 }
 
 /// A pool as clients see it: capacity as registered, `allocated` and `available` as numbers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResourceBody {
     pub id: uuid::Uuid,
     pub name: String,
@@ -119,7 +120,7 @@ impl From<ResourceView> for ResourceBody {
 }
 
 /// One task's hold on a pool.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AllocationBody {
     pub task_id: uuid::Uuid,
     pub agent_id: Option<uuid::Uuid>,

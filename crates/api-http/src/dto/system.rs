@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// `GET /`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RootBody {
     pub message: &'static str,
     pub version: &'static str,
@@ -13,7 +13,7 @@ pub struct RootBody {
 }
 
 /// `GET /api/v1/health`, in the seed's shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthBody {
     pub status: &'static str,
     pub components: Components,
@@ -21,14 +21,14 @@ pub struct HealthBody {
     pub timestamp: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Components {
     pub platform: &'static str,
     pub database: &'static str,
     pub redis: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthMetrics {
     pub active_agents: u64,
     pub active_tasks: u64,
@@ -36,7 +36,7 @@ pub struct HealthMetrics {
 }
 
 /// `GET /livez` and `GET /readyz`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProbeBody {
     pub status: &'static str,
 }

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// One resource claim of a submission.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// The pool's ID or name.
@@ -22,7 +22,7 @@ pub struct ClaimBody {
 }
 
 /// `POST /tasks`. Serializable again, to fingerprint it for `Idempotency-Key`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     pub title: String,
@@ -43,14 +43,14 @@ pub struct SubmitTask {
 }
 
 /// `POST /tasks/batch`. Serializable again, to fingerprint it for `Idempotency-Key`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
     pub tasks: Vec<SubmitTask>,
 }
 
 /// The tasks a batch stored, in the order it gave them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchBody {
     pub tasks: Vec<TaskBody>,
 }
@@ -79,14 +79,14 @@ impl SubmitTask {
 }
 
 /// `POST /tasks/{id}/start`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTask {
     pub attempt: u32,
 }
 
 /// `POST /tasks/{id}/heartbeat`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskHeartbeat {
     pub attempt: u32,
@@ -109,14 +109,14 @@ impl TaskHeartbeat {
 }
 
 /// `POST /agents/{id}/reports`: what the per-task calls say, for several tasks at once.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitReports {
     pub reports: Vec<ReportBody>,
 }
 
 /// One report: the task, the call it stands for (`action`), and that call's body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
     pub task_id: Uuid,
@@ -208,12 +208,12 @@ impl SubmitReports {
 
 /// The answer to each report, in order: the task as it is now, or the problem that refused
 /// the report, with the status its per-task call would have answered.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportsBody {
     pub results: Vec<ReportResult>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportResult {
     pub task_id: Uuid,
     pub status: u16,
@@ -224,7 +224,7 @@ pub struct ReportResult {
 }
 
 /// `POST /tasks/{id}/complete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTask {
     pub attempt: u32,
@@ -233,7 +233,7 @@ pub struct CompleteTask {
 }
 
 /// `POST /tasks/{id}/fail`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailTask {
     pub attempt: u32,
@@ -242,7 +242,8 @@ pub struct FailTask {
 }
 
 /// `GET /tasks` query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListTasks {
     pub status_filter: Option<String>,
@@ -283,7 +284,8 @@ impl ListTasks {
 }
 
 /// `GET /agents/{id}/tasks` query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AgentTasks {
     pub status_filter: Option<String>,
@@ -311,7 +313,7 @@ impl AgentTasks {
 }
 
 /// A task as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskBody {
     pub id: Uuid,
     pub title: String,
@@ -385,7 +387,7 @@ impl From<Task> for TaskBody {
 }
 
 /// The reply to a task heartbeat.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskHeartbeatBody {
     /// Whether an operator asked for the task to stop.
     pub cancel_requested: bool,
@@ -394,7 +396,7 @@ pub struct TaskHeartbeatBody {
 }
 
 /// One entry of a task's history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventBody {
     #[serde(rename = "type")]
     pub kind: &'static str,

@@ -37,7 +37,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-async fn reports(
+/// Reports many task outcomes (start, heartbeat, complete, fail) in one call; each is answered on its own.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{agent_id}/reports",
+    tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's ID.")),
+    request_body = SubmitReports,
+    responses((status = 200, description = "One result per report, in order.", body = ReportsBody))
+)]
+pub(crate) async fn reports(
     state: web::Data<AppState>,
     auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
@@ -77,7 +86,15 @@ async fn reports(
     Ok(HttpResponse::Ok().json(ReportsBody { results }))
 }
 
-async fn register(
+/// Registers an agent; the answer carries its one-time `agent_key`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents",
+    tag = "agents",
+    request_body = RegisterAgent,
+    responses((status = 200, description = "The agent, and its key (shown once).", body = RegisteredBody), (status = 409, description = "The name is taken.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn register(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     body: ApiJson<RegisterAgent>,
@@ -90,7 +107,15 @@ async fn register(
     }))
 }
 
-async fn list(
+/// Agents, newest first; an agent sees only itself.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    params(ListAgents),
+    responses((status = 200, description = "A page of agents.", body = Vec<AgentBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))))
+)]
+pub(crate) async fn list(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     req: HttpRequest,
@@ -104,7 +129,15 @@ async fn list(
     Ok(crate::pagination::page(&req, page.map(AgentBody::from)))
 }
 
-async fn get(
+/// One agent.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{agent_id}",
+    tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's ID.")),
+    responses((status = 200, description = "The agent.", body = AgentBody))
+)]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     id: web::Path<Uuid>,
@@ -116,7 +149,16 @@ async fn get(
     Ok(HttpResponse::Ok().json(AgentBody::from(agent)))
 }
 
-async fn update(
+/// Changes capabilities, resources, metadata, `max_concurrent_tasks` or status (`draining`, `idle`, `suspended`).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/agents/{agent_id}",
+    tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's ID.")),
+    request_body = UpdateAgent,
+    responses((status = 200, description = "The agent as changed.", body = AgentBody), (status = 409, description = "The agent's state does not allow the change.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn update(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
@@ -130,7 +172,15 @@ async fn update(
     Ok(HttpResponse::Ok().json(AgentBody::from(agent)))
 }
 
-async fn deregister(
+/// Deregisters an agent; its unfinished tasks go back to the queue and its keys are revoked.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/agents/{agent_id}",
+    tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's ID.")),
+    responses((status = 200, description = "`{\"message\": \"Agent deregistered successfully\"}`.", body = crate::dto::agents::MessageBody))
+)]
+pub(crate) async fn deregister(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
@@ -145,7 +195,16 @@ async fn deregister(
     }))
 }
 
-async fn heartbeat(
+/// The agent is alive; an offline agent comes back online.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{agent_id}/heartbeat",
+    tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's ID.")),
+    request_body = Heartbeat,
+    responses((status = 200, description = "The agent and the tasks it holds.", body = HeartbeatBody), (status = 409, description = "The agent's state does not allow the change.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn heartbeat(
     state: web::Data<AppState>,
     auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
@@ -163,7 +222,14 @@ async fn heartbeat(
 }
 
 /// The agent's tasks; with `wait_seconds`, a long poll until at least one matches.
-async fn tasks(
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{agent_id}/tasks",
+    tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's ID."), AgentTasks),
+    responses((status = 200, description = "The matching tasks (none when a long poll ran out).", body = Vec<TaskBody>))
+)]
+pub(crate) async fn tasks(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     id: web::Path<Uuid>,

@@ -29,7 +29,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Operators report any conflict; an agent reports those it is part of (checked in the app).
-async fn report(
+#[utoipa::path(
+    post,
+    path = "/api/v1/conflicts",
+    tag = "conflicts",
+    request_body = ReportConflict,
+    responses((status = 200, description = "The conflict, open.", body = ConflictBody))
+)]
+pub(crate) async fn report(
     state: web::Data<AppState>,
     auth: Auth<AgentOrOperator>,
     body: ApiJson<ReportConflict>,
@@ -42,7 +49,15 @@ async fn report(
     Ok(HttpResponse::Ok().json(ConflictBody::from(conflict)))
 }
 
-async fn list(
+/// Conflicts, newest first; an agent sees those it is part of.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conflicts",
+    tag = "conflicts",
+    params(ListConflicts),
+    responses((status = 200, description = "A page of conflicts.", body = Vec<ConflictBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))))
+)]
+pub(crate) async fn list(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     req: HttpRequest,
@@ -56,7 +71,15 @@ async fn list(
     Ok(crate::pagination::page(&req, page.map(ConflictBody::from)))
 }
 
-async fn get(
+/// One conflict.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conflicts/{conflict_id}",
+    tag = "conflicts",
+    params(("conflict_id" = Uuid, Path, description = "The conflict's ID.")),
+    responses((status = 200, description = "The conflict.", body = ConflictBody))
+)]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     id: web::Path<Uuid>,
@@ -68,7 +91,16 @@ async fn get(
     Ok(HttpResponse::Ok().json(ConflictBody::from(conflict)))
 }
 
-async fn resolve(
+/// Resolves an open conflict with a strategy.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conflicts/{conflict_id}/resolve",
+    tag = "conflicts",
+    params(("conflict_id" = Uuid, Path, description = "The conflict's ID.")),
+    request_body = ResolveConflict,
+    responses((status = 200, description = "The conflict, resolved.", body = ConflictBody), (status = 409, description = "The conflict is no longer open.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn resolve(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
@@ -82,7 +114,16 @@ async fn resolve(
     Ok(HttpResponse::Ok().json(ConflictBody::from(conflict)))
 }
 
-async fn dismiss(
+/// Dismisses an open conflict.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conflicts/{conflict_id}/dismiss",
+    tag = "conflicts",
+    params(("conflict_id" = Uuid, Path, description = "The conflict's ID.")),
+    request_body = DismissConflict,
+    responses((status = 200, description = "The conflict, dismissed.", body = ConflictBody), (status = 409, description = "The conflict is no longer open.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn dismiss(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,

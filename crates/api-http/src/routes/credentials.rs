@@ -46,7 +46,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(endpoint("/audit", "GET", |r| r.route(web::get().to(audit))));
 }
 
-async fn create_key(
+/// Creates an API key; the key is shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys",
+    tag = "credentials",
+    request_body = CreateApiKey,
+    responses((status = 200, description = "The key's record and the key itself.", body = IssuedKeyBody))
+)]
+pub(crate) async fn create_key(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     body: ApiJson<CreateApiKey>,
@@ -59,7 +67,15 @@ async fn create_key(
     }))
 }
 
-async fn list_keys(
+/// API keys (never the keys themselves), newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/api-keys",
+    tag = "credentials",
+    params(Paging),
+    responses((status = 200, description = "A page of keys.", body = Vec<ApiKeyBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))))
+)]
+pub(crate) async fn list_keys(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     req: HttpRequest,
@@ -74,7 +90,15 @@ async fn list_keys(
     Ok(page(&req, found.map(ApiKeyBody::from)))
 }
 
-async fn revoke_key(
+/// Revokes an API key.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/api-keys/{key_id}",
+    tag = "credentials",
+    params(("key_id" = Uuid, Path, description = "The API key's ID.")),
+    responses((status = 200, description = "Revoked.", body = crate::dto::agents::MessageBody))
+)]
+pub(crate) async fn revoke_key(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     id: web::Path<Uuid>,
@@ -87,7 +111,15 @@ async fn revoke_key(
     Ok(HttpResponse::Ok().json(ApiKeyBody::from(key)))
 }
 
-async fn create_user(
+/// Creates a user who signs in with a password.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "credentials",
+    request_body = CreateUser,
+    responses((status = 200, description = "The user.", body = UserBody), (status = 409, description = "The username is taken.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn create_user(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     body: ApiJson<CreateUser>,
@@ -97,7 +129,15 @@ async fn create_user(
     Ok(HttpResponse::Ok().json(UserBody::from(user)))
 }
 
-async fn list_users(
+/// Users, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "credentials",
+    params(Paging),
+    responses((status = 200, description = "A page of users.", body = Vec<UserBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))))
+)]
+pub(crate) async fn list_users(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     req: HttpRequest,
@@ -112,7 +152,16 @@ async fn list_users(
     Ok(page(&req, found.map(UserBody::from)))
 }
 
-async fn update_user(
+/// Changes a user's role or password; their earlier tokens stop working.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{user_id}",
+    tag = "credentials",
+    params(("user_id" = Uuid, Path, description = "The user's ID.")),
+    request_body = UpdateUser,
+    responses((status = 200, description = "The user as changed.", body = UserBody), (status = 409, description = "The change would leave no admin.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn update_user(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     id: web::Path<Uuid>,
@@ -126,7 +175,15 @@ async fn update_user(
     Ok(HttpResponse::Ok().json(UserBody::from(user)))
 }
 
-async fn delete_user(
+/// Deletes a user.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{user_id}",
+    tag = "credentials",
+    params(("user_id" = Uuid, Path, description = "The user's ID.")),
+    responses((status = 200, description = "Deleted.", body = crate::dto::agents::MessageBody), (status = 409, description = "The change would leave no admin.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn delete_user(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     id: web::Path<Uuid>,
@@ -142,7 +199,15 @@ async fn delete_user(
 /// Open: a username and password for a token. Needs `JWT_SECRET`, which signs the token.
 /// Attempts are limited per username and address, more strictly than other calls, and then
 /// wait for one of the few password-hashing slots (`503` with `Retry-After` when none frees up).
-async fn login(
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "credentials",
+    request_body = Login,
+    responses((status = 200, description = "A bearer token.", body = TokenBody)),
+    security(())
+)]
+pub(crate) async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: ApiJson<Login>,
@@ -172,7 +237,15 @@ async fn login(
     }))
 }
 
-async fn audit(
+/// The audit trail, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "credentials",
+    params(ListAudit),
+    responses((status = 200, description = "A page of entries.", body = Vec<AuditBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))))
+)]
+pub(crate) async fn audit(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     req: HttpRequest,

@@ -4,9 +4,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use app::{AgentPerformance, PerformanceRange, Summary};
 use chrono::{DateTime, Utc};
-use domain::{AgentStatus, ResourceStatus};
+use domain::ResourceStatus;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::endpoint;
@@ -28,61 +28,144 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-/// `GET /dashboard/summary`: each count is what the matching filtered list returns
-/// (`in_progress` is `assigned` plus `running`); `websocket_connections` are this replica's.
-async fn summary(state: web::Data<AppState>, auth: Auth<Viewer>) -> Result<HttpResponse, ApiError> {
+/// The dashboard's counters.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SummaryBody {
+    agents: AgentCounts,
+    tasks: TaskCounts,
+    resources: ResourceCounts,
+    conflicts: ConflictCounts,
+    /// There are no workflows yet: both count zero.
+    workflows: WorkflowCounts,
+    /// Open on the replica that answers.
+    websocket_connections: u64,
+    timestamp: DateTime<Utc>,
+}
+
+/// Agents by status; each count is what `GET /agents?status_filter=` returns.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AgentCounts {
+    total: u64,
+    idle: u64,
+    active: u64,
+    busy: u64,
+    draining: u64,
+    offline: u64,
+    suspended: u64,
+}
+
+/// Tasks by status; `in_progress` is `assigned` plus `running`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TaskCounts {
+    total: u64,
+    pending: u64,
+    in_progress: u64,
+    assigned: u64,
+    running: u64,
+    completed: u64,
+    failed: u64,
+    cancelled: u64,
+    expired: u64,
+}
+
+/// Resource pools by status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ResourceCounts {
+    total: u64,
+    available: u64,
+    in_use: u64,
+    exhausted: u64,
+    maintenance: u64,
+}
+
+/// Conflicts by status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ConflictCounts {
+    total: u64,
+    open: u64,
+    resolved: u64,
+    dismissed: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct WorkflowCounts {
+    total: u64,
+    running_executions: u64,
+}
+
+/// `GET /dashboard/summary`: each count is what the matching filtered list returns.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dashboard/summary",
+    tag = "dashboard",
+    responses((status = 200, description = "The counters.", body = SummaryBody))
+)]
+pub(crate) async fn summary(
+    state: web::Data<AppState>,
+    auth: Auth<Viewer>,
+) -> Result<HttpResponse, ApiError> {
     let Summary {
         agents,
         tasks,
         resources,
         conflicts: (open, resolved, dismissed),
     } = state.platform.summary(&auth.principal).await?;
-    let mut agents_body = json!({"total": agents.total()});
-    for status in AgentStatus::ALL {
-        agents_body[status.as_str()] = json!(agents.of(*status));
-    }
-    let mut pools = json!({"total": resources.values().sum::<u64>()});
-    for status in ResourceStatus::ALL {
-        pools[status.as_str()] = json!(resources.get(status).copied().unwrap_or(0));
-    }
-    Ok(HttpResponse::Ok().json(json!({
-        "agents": agents_body,
-        "tasks": {
-            "total": tasks.total(),
-            "pending": tasks.pending,
-            "in_progress": tasks.assigned + tasks.running,
-            "assigned": tasks.assigned,
-            "running": tasks.running,
-            "completed": tasks.completed,
-            "failed": tasks.failed,
-            "cancelled": tasks.cancelled,
-            "expired": tasks.expired,
+    let pools = |status| resources.get(&status).copied().unwrap_or(0);
+    Ok(HttpResponse::Ok().json(SummaryBody {
+        agents: AgentCounts {
+            total: agents.total(),
+            idle: agents.idle,
+            active: agents.active,
+            busy: agents.busy,
+            draining: agents.draining,
+            offline: agents.offline,
+            suspended: agents.suspended,
         },
-        "resources": pools,
-        "conflicts": {
-            "total": open + resolved + dismissed,
-            "open": open,
-            "resolved": resolved,
-            "dismissed": dismissed,
+        tasks: TaskCounts {
+            total: tasks.total(),
+            pending: tasks.pending,
+            in_progress: tasks.assigned + tasks.running,
+            assigned: tasks.assigned,
+            running: tasks.running,
+            completed: tasks.completed,
+            failed: tasks.failed,
+            cancelled: tasks.cancelled,
+            expired: tasks.expired,
         },
-        // Workflows are not part of the platform yet: there are none to count.
-        "workflows": {"total": 0, "running_executions": 0},
-        "websocket_connections": state.connections.open(),
-        "timestamp": state.platform.clock().now(),
-    })))
+        resources: ResourceCounts {
+            total: resources.values().sum(),
+            available: pools(ResourceStatus::Available),
+            in_use: pools(ResourceStatus::InUse),
+            exhausted: pools(ResourceStatus::Exhausted),
+            maintenance: pools(ResourceStatus::Maintenance),
+        },
+        conflicts: ConflictCounts {
+            total: open + resolved + dismissed,
+            open,
+            resolved,
+            dismissed,
+        },
+        workflows: WorkflowCounts {
+            total: 0,
+            running_executions: 0,
+        },
+        websocket_connections: state.connections.open(),
+        timestamp: state.platform.clock().now(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct PerformanceQuery {
+pub(crate) struct PerformanceQuery {
     agent_id: Option<Uuid>,
     time_range: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct PerformanceBody {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PerformanceBody {
     agent_id: Uuid,
     metrics: PerformanceFigures,
     time_range: &'static str,
@@ -90,8 +173,8 @@ struct PerformanceBody {
 }
 
 /// Figures without a value (no task ended in the span) are `null`.
-#[derive(Debug, Serialize)]
-struct PerformanceFigures {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PerformanceFigures {
     tasks_completed: u64,
     tasks_failed: u64,
     success_rate: Option<f64>,
@@ -128,7 +211,14 @@ impl PerformanceBody {
 
 /// `GET /metrics/performance?agent_id=&time_range=1h`: one agent's figures, or a page of every
 /// agent's (newest first) without `agent_id`. An agent caller gets only its own.
-async fn performance(
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/performance",
+    tag = "dashboard",
+    params(PerformanceQuery),
+    responses((status = 200, description = "One entry per agent.", body = Vec<PerformanceBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))), (status = 404, description = "No such agent, or not the caller's own.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn performance(
     req: HttpRequest,
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
@@ -159,16 +249,17 @@ async fn performance(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ActivityQuery {
+pub(crate) struct ActivityQuery {
     limit: Option<u32>,
 }
 
 /// One entry of the feed, in the seed's shape (`type` is the channel), plus the event's name
 /// and `seq`.
-#[derive(Debug, Serialize)]
-struct ActivityBody {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ActivityBody {
     #[serde(rename = "type")]
     channel: &'static str,
     event: &'static str,
@@ -177,7 +268,15 @@ struct ActivityBody {
     seq: i64,
 }
 
-async fn activity(
+/// The newest events, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dashboard/activity",
+    tag = "dashboard",
+    params(ActivityQuery),
+    responses((status = 200, description = "The events.", body = Vec<ActivityBody>))
+)]
+pub(crate) async fn activity(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
     query: ApiQuery<ActivityQuery>,

@@ -4,6 +4,7 @@ mod agents;
 mod conflicts;
 mod credentials;
 mod dashboard;
+mod openapi;
 mod resources;
 mod system;
 mod tasks;
@@ -43,6 +44,7 @@ pub(crate) fn too_many_items(what: &str, limit: usize, got: usize) -> ApiError {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     system::configure(cfg);
+    openapi::configure(cfg);
     cfg.service(web::scope("/api/v1").configure(|api| {
         api.service(endpoint("/health", "GET", |r| {
             r.route(web::get().to(system::health))

@@ -35,7 +35,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ));
 }
 
-async fn register(
+/// Registers a resource pool.
+#[utoipa::path(
+    post,
+    path = "/api/v1/resources",
+    tag = "resources",
+    request_body = RegisterResource,
+    responses((status = 200, description = "The pool.", body = ResourceBody), (status = 409, description = "The name is taken.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn register(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     body: ApiJson<RegisterResource>,
@@ -48,7 +56,15 @@ async fn register(
     Ok(HttpResponse::Ok().json(ResourceBody::from(view)))
 }
 
-async fn list(
+/// Pools, newest first, with what is allocated of each.
+#[utoipa::path(
+    get,
+    path = "/api/v1/resources",
+    tag = "resources",
+    params(ListResources),
+    responses((status = 200, description = "A page of pools.", body = Vec<ResourceBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))))
+)]
+pub(crate) async fn list(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
     req: HttpRequest,
@@ -62,7 +78,15 @@ async fn list(
     Ok(crate::pagination::page(&req, page.map(ResourceBody::from)))
 }
 
-async fn get(
+/// One pool.
+#[utoipa::path(
+    get,
+    path = "/api/v1/resources/{resource_id}",
+    tag = "resources",
+    params(("resource_id" = Uuid, Path, description = "The pool's ID or name.")),
+    responses((status = 200, description = "The pool.", body = ResourceBody))
+)]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
     id: web::Path<Uuid>,
@@ -74,7 +98,16 @@ async fn get(
     Ok(HttpResponse::Ok().json(ResourceBody::from(view)))
 }
 
-async fn update(
+/// Changes a pool's capacity, metadata or maintenance status.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/resources/{resource_id}",
+    tag = "resources",
+    params(("resource_id" = Uuid, Path, description = "The pool's ID or name.")),
+    request_body = UpdateResource,
+    responses((status = 200, description = "The pool as changed.", body = ResourceBody), (status = 409, description = "The new capacity is below what is allocated.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn update(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
@@ -88,7 +121,15 @@ async fn update(
     Ok(HttpResponse::Ok().json(ResourceBody::from(view)))
 }
 
-async fn delete(
+/// Deletes a pool nothing is allocated from.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/resources/{resource_id}",
+    tag = "resources",
+    params(("resource_id" = Uuid, Path, description = "The pool's ID or name.")),
+    responses((status = 200, description = "Deleted.", body = crate::dto::agents::MessageBody), (status = 409, description = "Something is allocated from the pool.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn delete(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
@@ -103,7 +144,15 @@ async fn delete(
     }))
 }
 
-async fn allocations(
+/// What each holding task has of the pool.
+#[utoipa::path(
+    get,
+    path = "/api/v1/resources/{resource_id}/allocations",
+    tag = "resources",
+    params(("resource_id" = Uuid, Path, description = "The pool's ID or name.")),
+    responses((status = 200, description = "The allocations.", body = Vec<AllocationBody>))
+)]
+pub(crate) async fn allocations(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
     id: web::Path<Uuid>,

@@ -23,7 +23,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Prometheus's text format: the platform-wide gauges from the store (`503` when it cannot be
 /// read) and everything this replica counts. With a metrics token configured, `401` without it.
-async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    responses((status = 200, description = "The series.", body = String, content_type = "text/plain; version=0.0.4")),
+    security((), ("metrics_token" = []))
+)]
+pub(crate) async fn metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     if let Some(expected) = &state.metrics_token {
         let presented = req
             .headers()
@@ -47,7 +57,15 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .body(text))
 }
 
-async fn root() -> HttpResponse {
+/// Where to start.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "system",
+    responses((status = 200, description = "Links to the docs and health.", body = RootBody)),
+    security(())
+)]
+pub(crate) async fn root() -> HttpResponse {
     HttpResponse::Ok().json(RootBody {
         message: "Multi-Agent Platform API Server",
         version: env!("CARGO_PKG_VERSION"),
@@ -57,6 +75,13 @@ async fn root() -> HttpResponse {
 }
 
 /// The seed's health document; `503` when the database is unreachable.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "system",
+    responses((status = 200, description = "Healthy or degraded.", body = HealthBody), (status = 503, description = "The database is unreachable.", body = HealthBody)),
+    security(())
+)]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let report = state.platform.health().await;
     let body = HealthBody {
@@ -85,12 +110,26 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The process is alive and serving HTTP.
-async fn livez() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "system",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`.", body = ProbeBody)),
+    security(())
+)]
+pub(crate) async fn livez() -> HttpResponse {
     HttpResponse::Ok().json(ProbeBody { status: "ok" })
 }
 
 /// The replica takes traffic: it has started, is not draining, and its database answers.
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    responses((status = 200, description = "`{\"status\": \"ready\"}`.", body = ProbeBody)),
+    security(())
+)]
+pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.readiness.phase() {
         Phase::Ready => {}
         Phase::Starting => return Err(ApiError::new(ErrorKind::Unavailable, "starting")),

@@ -30,15 +30,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(endpoint("/tasks/{task_id}/history", "GET", |r| {
         r.route(web::get().to(history))
     }));
-    for (path, handler) in [
-        ("/tasks/{task_id}/cancel", Action::Cancel),
-        ("/tasks/{task_id}/retry", Action::Retry),
-    ] {
-        cfg.service(endpoint(path, "POST", move |r| {
-            r.app_data(web::Data::new(handler))
-                .route(web::post().to(operator_action))
-        }));
-    }
+    cfg.service(endpoint("/tasks/{task_id}/cancel", "POST", |r| {
+        r.route(web::post().to(cancel))
+    }))
+    .service(endpoint("/tasks/{task_id}/retry", "POST", |r| {
+        r.route(web::post().to(retry))
+    }));
     cfg.service(endpoint("/tasks/{task_id}/start", "POST", |r| {
         r.route(web::post().to(start))
     }))
@@ -51,13 +48,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(endpoint("/tasks/{task_id}/fail", "POST", |r| {
         r.route(web::post().to(fail))
     }));
-}
-
-/// The operator actions that take no body.
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Cancel,
-    Retry,
 }
 
 fn ok(task: domain::Task) -> HttpResponse {
@@ -82,7 +72,16 @@ fn idempotency(
         .map_err(ApiError::bad_request)
 }
 
-async fn submit(
+/// Submits a task.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the call safe to retry: the same key and body return the original answer for 24 h; a different body with the same key is 422.")),
+    request_body = SubmitTask,
+    responses((status = 200, description = "The task, pending.", body = TaskBody))
+)]
+pub(crate) async fn submit(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     req: HttpRequest,
@@ -96,7 +95,16 @@ async fn submit(
     Ok(ok(task))
 }
 
-async fn submit_batch(
+/// Submits 1 to 1,000 tasks, all or nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/batch",
+    tag = "tasks",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the call safe to retry: the same key and body return the original answer for 24 h; a different body with the same key is 422.")),
+    request_body = SubmitBatch,
+    responses((status = 200, description = "The tasks, in the order given.", body = BatchBody))
+)]
+pub(crate) async fn submit_batch(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
     req: HttpRequest,
@@ -122,7 +130,15 @@ async fn submit_batch(
     }))
 }
 
-async fn list(
+/// Tasks, newest first; an agent sees those it holds or held.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    params(ListTasks),
+    responses((status = 200, description = "A page of tasks.", body = Vec<TaskBody>, headers(("Link" = String, description = "`<...>; rel=\"next\"` when there are more rows."))))
+)]
+pub(crate) async fn list(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     req: HttpRequest,
@@ -136,7 +152,15 @@ async fn list(
     Ok(crate::pagination::page(&req, page.map(TaskBody::from)))
 }
 
-async fn get(
+/// One task.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{task_id}",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    responses((status = 200, description = "The task.", body = TaskBody))
+)]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     id: web::Path<Uuid>,
@@ -148,7 +172,15 @@ async fn get(
     Ok(ok(task))
 }
 
-async fn history(
+/// The task's events, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{task_id}/history",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    responses((status = 200, description = "The events.", body = Vec<EventBody>))
+)]
+pub(crate) async fn history(
     state: web::Data<AppState>,
     auth: Auth<AgentOrViewer>,
     id: web::Path<Uuid>,
@@ -161,22 +193,52 @@ async fn history(
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn operator_action(
+/// Cancels a task: at once if it waits, when its agent next reports if it runs.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/cancel",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    responses((status = 200, description = "The task.", body = TaskBody), (status = 409, description = "The task has ended.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn cancel(
     state: web::Data<AppState>,
     auth: Auth<Operator>,
-    action: web::Data<Action>,
     id: web::Path<Uuid>,
     _body: ApiJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let id = TaskId(id.into_inner());
-    let task = match **action {
-        Action::Cancel => state.platform.cancel_task(&auth.principal, id).await?,
-        Action::Retry => state.platform.retry_task(&auth.principal, id).await?,
-    };
-    Ok(ok(task))
+    Ok(ok(state.platform.cancel_task(&auth.principal, id).await?))
 }
 
-async fn start(
+/// Puts a failed, cancelled or expired task back in the queue with a fresh round of attempts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/retry",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    responses((status = 200, description = "The task, pending.", body = TaskBody), (status = 409, description = "The task has not ended, or completed.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn retry(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+    _body: ApiJson<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TaskId(id.into_inner());
+    Ok(ok(state.platform.retry_task(&auth.principal, id).await?))
+}
+
+/// The holding agent starts the task.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/start",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    request_body = StartTask,
+    responses((status = 200, description = "The task, running.", body = TaskBody), (status = 409, description = "Not the current attempt, or not held by the caller.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn start(
     state: web::Data<AppState>,
     auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
@@ -189,7 +251,16 @@ async fn start(
     Ok(ok(task))
 }
 
-async fn heartbeat(
+/// The holding agent renews the lease and may report progress.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/heartbeat",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    request_body = TaskHeartbeat,
+    responses((status = 200, description = "Whether to stop, and the task.", body = TaskHeartbeatBody), (status = 409, description = "Not the current attempt, or not held by the caller.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn heartbeat(
     state: web::Data<AppState>,
     auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
@@ -213,7 +284,16 @@ async fn heartbeat(
     }))
 }
 
-async fn complete(
+/// The holding agent completes the task with its result.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/complete",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    request_body = CompleteTask,
+    responses((status = 200, description = "The task, completed.", body = TaskBody), (status = 409, description = "Not the current attempt, or not held by the caller.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn complete(
     state: web::Data<AppState>,
     auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,
@@ -232,7 +312,16 @@ async fn complete(
     Ok(ok(task))
 }
 
-async fn fail(
+/// The holding agent gives up; a retryable failure goes back to the queue while attempts remain.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/fail",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's ID.")),
+    request_body = FailTask,
+    responses((status = 200, description = "The task.", body = TaskBody), (status = 409, description = "Not the current attempt, or not held by the caller.", body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn fail(
     state: web::Data<AppState>,
     auth: Auth<AgentOrOperator>,
     id: web::Path<Uuid>,

@@ -15,14 +15,27 @@ use crate::extract::ApiQuery;
 use crate::AppState;
 
 /// `?token=` on the upgrade request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Connect {
+    /// Credentials, for clients that cannot set headers on the upgrade.
     token: Option<String>,
 }
 
 /// Upgrades `GET /api/v1/ws/{client_id}`. Credentials in the `Authorization` or `X-API-Key`
 /// header or in `?token=` are checked now (a bad one refuses the upgrade with `401`); without
 /// them the client must send `{"type": "auth", "token": ...}` first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws/{client_id}",
+    tag = "events",
+    params(("client_id" = String, Path, description = "A name the client chooses for itself (1 to 128 printable characters)."), Connect),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol: `subscribe`, `unsubscribe` and `ping` messages; events as `{type, channel, data, timestamp, seq}` frames."),
+        (status = 429, description = "This credential has as many connections open as it may.", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,

@@ -9,7 +9,7 @@ mod replay;
 mod session;
 mod slots;
 
-pub use connect::connect;
+pub use connect::{__path_connect, connect};
 pub use hub::{encode, Delivery, Hub, CATCH_UP_EVERY};
 pub use slots::{Connections, WsLimits, PENDING_PER_ADDRESS};
 
