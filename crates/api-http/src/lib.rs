@@ -25,6 +25,11 @@ pub use error::ApiError;
 pub use extract::BodyLimit;
 pub use middleware::REQUEST_DEADLINE;
 
+/// The API's OpenAPI 3.1 description, as `GET /openapi.json` serves it.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    routes::openapi_description()
+}
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -149,11 +149,13 @@ pub async fn not_found(req: HttpRequest) -> ApiError {
 }
 
 /// Paths anyone may call without credentials.
-const OPEN: [&str; 6] = [
+const OPEN: [&str; 8] = [
     "/",
     "/livez",
     "/readyz",
     "/metrics",
+    "/openapi.json",
+    "/docs",
     "/api/v1/health",
     "/api/v1/auth/login",
 ];

@@ -96,7 +96,7 @@ pub(crate) async fn list_keys(
     path = "/api/v1/api-keys/{key_id}",
     tag = "credentials",
     params(("key_id" = Uuid, Path, description = "The API key's ID.")),
-    responses((status = 200, description = "Revoked.", body = crate::dto::agents::MessageBody))
+    responses((status = 200, description = "The key's record, revoked.", body = ApiKeyBody))
 )]
 pub(crate) async fn revoke_key(
     state: web::Data<AppState>,
@@ -181,7 +181,7 @@ pub(crate) async fn update_user(
     path = "/api/v1/users/{user_id}",
     tag = "credentials",
     params(("user_id" = Uuid, Path, description = "The user's ID.")),
-    responses((status = 200, description = "Deleted.", body = crate::dto::agents::MessageBody), (status = 409, description = "The change would leave no admin.", body = crate::error::Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "The user as it was.", body = UserBody), (status = 409, description = "The change would leave no admin.", body = crate::error::Problem, content_type = "application/problem+json"))
 )]
 pub(crate) async fn delete_user(
     state: web::Data<AppState>,

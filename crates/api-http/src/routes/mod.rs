@@ -5,6 +5,8 @@ mod conflicts;
 mod credentials;
 mod dashboard;
 mod openapi;
+
+pub(crate) use openapi::description as openapi_description;
 mod resources;
 mod system;
 mod tasks;

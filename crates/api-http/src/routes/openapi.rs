@@ -166,6 +166,20 @@ impl Modify for Conventions {
             "/docs/".to_owned(),
             docs("Interactive docs (Swagger UI).", "The page.", "text/html"),
         );
+        let mut to_docs = docs("Where the interactive docs are.", "", "text/html");
+        if let Some(op) = to_docs.get.as_mut() {
+            op.responses.responses.clear();
+            op.responses.responses.insert(
+                "308".to_owned(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description("To `/docs/`.")
+                        .header("Location", utoipa::openapi::header::Header::default())
+                        .build(),
+                ),
+            );
+        }
+        doc.paths.paths.insert("/docs".to_owned(), to_docs);
         for (path, item) in doc.paths.paths.iter_mut() {
             for (method, op) in operations(item) {
                 let open = op

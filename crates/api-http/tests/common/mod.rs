@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod spec;
+
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
@@ -184,7 +186,9 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let response = test::call_service(app, req.to_request()).await;
+    let request = req.to_request();
+    let (method, path) = (request.method().to_string(), request.path().to_owned());
+    let response = test::call_service(app, request).await;
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = test::read_body(response).await;
@@ -194,6 +198,11 @@ where
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))
     };
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    spec::check(&method, &path, status.as_u16(), content_type, &body);
     Reply {
         status,
         headers,
