@@ -186,7 +186,7 @@ impl Modify for Conventions {
                     .security
                     .as_ref()
                     .is_some_and(|s| s.iter().any(|r| *r == Default::default()));
-                let mut shared = vec!["400", "405", "431", "500", "503"];
+                let mut shared = vec!["400", "431", "500", "503"];
                 if !UNLIMITED.contains(&path.as_str()) {
                     shared.push("429");
                 }
