@@ -402,6 +402,10 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_gets_everything() {
     assert!(received < total, "it was cut off before the end");
     assert_eq!(close.code, CloseCode::Again);
     assert!(close.reason.contains("since="), "{}", close.reason);
+    // Counted: every frame the fast reader got was sent, and what the slow one missed dropped.
+    let metrics = h.state.platform.metrics();
+    assert!(metrics.ws_sent.get() >= total as u64 + received as u64);
+    assert!(metrics.ws_dropped.get() > 0);
 }
 
 #[actix_web::test]
