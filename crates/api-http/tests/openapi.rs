@@ -177,6 +177,7 @@ async fn the_docs_are_served_from_the_binary() {
     let (status, _, _, script) = get("/docs/swagger-initializer.js").await;
     assert_eq!(status, 200);
     assert!(script.contains("/openapi.json"), "{script}");
+    assert!(script.contains("\"validatorUrl\": \"none\""), "{script}");
     let (status, _, _, bundle) = get("/docs/swagger-ui-bundle.js").await;
     assert_eq!(status, 200);
     assert!(bundle.len() > 100_000, "the UI itself is in the binary");

@@ -81,7 +81,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }))
     .service(
         utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-            .config(utoipa_swagger_ui::Config::from("/openapi.json")),
+            // No online validator badge: the page makes no request beyond this server.
+            .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
     );
 }
 
