@@ -267,8 +267,9 @@ const PASS_SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// Distinct routes and methods one replica answers (with room for unmatched ones).
-const ROUTES: usize = 256;
+/// Distinct routes and methods one replica answers: every route template (about 55, and
+/// `unmatched`) with each of the eight method labels, which any caller can send.
+const ROUTES: usize = 1024;
 /// Distinct statuses one route answers with.
 const STATUSES: usize = 32;
 
