@@ -296,7 +296,7 @@ impl AgentRepository for PgStore {
                 .map_err(|e| corrupt("agent status", e))?;
             counts.add(status, u64::try_from(n).unwrap_or(0));
             counts.running_tasks += u64::try_from(tasks).unwrap_or(0);
-            if status.is_serving() {
+            if status.is_online() {
                 let slots: i64 = row.try_get("slots").map_err(repo_error)?;
                 counts.slots += u64::try_from(slots).unwrap_or(0);
             }

@@ -59,11 +59,19 @@ pub async fn request_context(
         }
     }
     let took = started.elapsed();
-    let principal = response
-        .request()
-        .extensions()
-        .get::<Principal>()
-        .map(app::caller_key);
+    // Who called: as the role check saw them, or, for a request refused before it (a rate
+    // limit, a bad parameter), as the rate limiter authenticated them.
+    let principal = {
+        let extensions = response.request().extensions();
+        extensions
+            .get::<Principal>()
+            .or_else(|| {
+                extensions
+                    .get::<crate::auth::Authenticated>()
+                    .and_then(|a| a.0.as_ref().ok())
+            })
+            .map(app::caller_key)
+    };
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -196,9 +204,19 @@ pub async fn rate_limit(
             .map(ServiceResponse::map_into_boxed_body);
     };
     let address = client_address(req.request());
-    // `/metrics` has a token of its own, never a credential: it is limited per address.
+    // `/metrics` has a token of its own, never a credential: it is limited per address. A
+    // WebSocket upgrade may carry its credential as `?token=`: it counts as the caller's.
     let presented = match req.path() {
         "/metrics" => Ok(None),
+        path if path.starts_with("/api/v1/ws/") => {
+            crate::auth::presented(req.request()).map(|header| {
+                header.or_else(|| {
+                    form_urlencoded::parse(req.query_string().as_bytes())
+                        .find(|(name, _)| name == "token")
+                        .map(|(_, token)| token.into_owned())
+                })
+            })
+        }
         _ => crate::auth::presented(req.request()),
     };
     let caller = match presented {

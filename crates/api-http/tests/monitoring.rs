@@ -26,6 +26,7 @@ where
         .unwrap_or_default()
         .to_owned();
     let bytes = actix_web::test::read_body(response).await;
+    spec::check("GET", "/metrics", status, &kind, &Value::Null);
     (status, kind, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
@@ -93,6 +94,14 @@ async fn metrics_count_requests_by_route_and_the_work_that_flows(h: Harness) {
         .problem(400);
     let task = submit(&app, "counted", 7).await;
     submit(&app, "waiting", 3).await;
+    send(
+        &app,
+        admin(Method::POST, "/api/v1/conflicts").set_json(json!({
+            "conflict_type": "resource_contention", "description": "two want one", "severity": "high"
+        })),
+    )
+    .await
+    .ok();
     h.clock.advance(Duration::seconds(4));
     assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 1);
     run(&h, &app, &task, &key, 30).await;
@@ -184,7 +193,23 @@ async fn metrics_count_requests_by_route_and_the_work_that_flows(h: Harness) {
         Some(5.0),
         "submitted twice, assigned, started, completed"
     );
+    assert_eq!(
+        sample(
+            &text,
+            "agent_platform_conflicts_total{type=\"resource_contention\",severity=\"high\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "agent_platform_task_retries_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "agent_platform_metric_series_lost_total"),
+        Some(0.0)
+    );
     // Platform-wide gauges, from the store.
+    assert_eq!(sample(&text, "agent_platform_store_up"), Some(1.0));
     assert_eq!(
         sample(&text, "agent_platform_active_agents_total"),
         Some(1.0)

@@ -161,6 +161,17 @@ async fn an_unreachable_database_gives_503_and_the_api_recovers_when_it_returns(
     assert_eq!(health.body["status"], "degraded");
     send(&app, req(Method::GET, "/readyz")).await.problem(503);
     send(&app, req(Method::GET, "/livez")).await.ok();
+    // Metrics still show what this replica counted, and that the store is away.
+    let scraped =
+        actix_web::test::call_service(&app, req(Method::GET, "/metrics").to_request()).await;
+    assert_eq!(scraped.status().as_u16(), 200);
+    let text = String::from_utf8(actix_web::test::read_body(scraped).await.to_vec()).unwrap();
+    assert!(text.contains("\nagent_platform_store_up 0\n"), "{text}");
+    assert!(text.contains("status=\"503\""), "{text}");
+    assert!(
+        !text.contains("\nagent_platform_active_agents_total "),
+        "{text}"
+    );
 
     proxy.set_up(true);
     let reply = send(&app, admin(Method::GET, &format!("/api/v1/agents/{id}"))).await;

@@ -33,32 +33,35 @@ impl HealthReport {
 /// anyone may be, and probes that come in bursts, cost the store at most one reading a second.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// The last good reading of something, handed to whoever asks within [`FRESH_FOR`]; one asker
-/// reads anew while the others wait for that reading. A failed reading is not kept: the next
-/// asker reads again (one at a time), so recovery shows at once.
+/// The last reading of something. A good one answers whoever asks within [`FRESH_FOR`]. One
+/// asker reads at a time, and those who waited for that reading take it, good or failed, so a
+/// failing store is never read once per waiting caller. A failed reading answers no one who
+/// asks after it ends: the next asker reads again, so recovery shows at once.
 #[derive(Debug)]
-pub(crate) struct Recent<T>(tokio::sync::Mutex<Option<(Instant, T)>>);
+pub(crate) struct Recent<T, E = T>(tokio::sync::Mutex<Option<(Instant, Result<T, E>)>>);
 
-impl<T> Default for Recent<T> {
+impl<T, E> Default for Recent<T, E> {
     fn default() -> Self {
         Self(tokio::sync::Mutex::new(None))
     }
 }
 
-impl<T: Clone> Recent<T> {
-    pub(crate) async fn get<E, F>(&self, read: impl FnOnce() -> F) -> Result<T, E>
+impl<T: Clone, E: Clone> Recent<T, E> {
+    pub(crate) async fn get<F>(&self, read: impl FnOnce() -> F) -> Result<T, E>
     where
         F: std::future::Future<Output = Result<T, E>>,
     {
+        let asked = Instant::now();
         let mut last = self.0.lock().await;
-        if let Some((at, value)) = last.as_ref() {
-            if at.elapsed() < FRESH_FOR {
-                return Ok(value.clone());
+        if let Some((at, reading)) = last.as_ref() {
+            let fresh = reading.is_ok() && at.elapsed() < FRESH_FOR;
+            if fresh || *at >= asked {
+                return reading.clone();
             }
         }
-        let value = read().await?;
-        *last = Some((Instant::now(), value.clone()));
-        Ok(value)
+        let reading = read().await;
+        *last = Some((Instant::now(), reading.clone()));
+        reading
     }
 }
 
@@ -67,7 +70,8 @@ impl<T: Clone> Recent<T> {
 pub(crate) struct Readings {
     pub(crate) store: Recent<ComponentStatus>,
     pub(crate) health: Recent<HealthReport>,
-    pub(crate) gauges: Recent<crate::Gauges>,
+    pub(crate) gauges: Recent<crate::Gauges, crate::AppError>,
+    pub(crate) summary: Recent<crate::Summary, crate::AppError>,
 }
 
 impl Platform {
@@ -133,7 +137,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_good_reading_is_shared_for_a_second_and_a_failed_one_is_not_kept() {
-        let recent = Recent::default();
+        let recent: Recent<i32> = Recent::default();
         let reads = AtomicUsize::new(0);
         let read = |good: bool| {
             reads.fetch_add(1, SeqCst);
@@ -146,6 +150,7 @@ mod tests {
             }
         };
         assert_eq!(recent.get(|| read(false)).await, Err(0));
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
             recent.get(|| read(true)).await,
             Ok(1),
@@ -160,5 +165,26 @@ mod tests {
         tokio::time::advance(FRESH_FOR).await;
         assert_eq!(recent.get(|| read(false)).await, Err(0), "for a second");
         assert_eq!(reads.load(SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_who_waited_for_a_failed_reading_take_it_instead_of_reading_again() {
+        let recent: std::sync::Arc<Recent<i32>> = std::sync::Arc::default();
+        let reads = std::sync::Arc::new(AtomicUsize::new(0));
+        let slow_failure = |reads: std::sync::Arc<AtomicUsize>| async move {
+            reads.fetch_add(1, SeqCst);
+            tokio::time::sleep(Duration::from_secs(2)).await; // a ping that times out
+            Err(0)
+        };
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let (recent, reads) = (recent.clone(), reads.clone());
+                tokio::spawn(async move { recent.get(|| slow_failure(reads)).await })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap(), Err(0));
+        }
+        assert_eq!(reads.load(SeqCst), 1, "one reading for all who waited");
     }
 }

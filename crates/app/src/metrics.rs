@@ -282,7 +282,7 @@ pub struct Metrics {
     pub assigned: Counter,
     /// Tasks that ended, by how: `completed`, `failed`, `cancelled`, `expired`.
     pub finished: Family<Named, Counter>,
-    /// Attempts that ended with the task going back to the queue.
+    /// Tasks sent back to the queue: attempts that ended early, and operators' retries.
     pub retries: Counter,
     pub lease_expiries: Counter,
     pub conflicts: Family<ConflictKind, Counter>,
@@ -385,9 +385,10 @@ impl Metrics {
         }
     }
 
-    /// Everything, in Prometheus's text format: the store's gauges, this replica's
+    /// Everything, in Prometheus's text format: the store's gauges (left out, with
+    /// `agent_platform_store_up 0`, when the store could not be read), this replica's
     /// `websocket_connections` open, and every series counted here.
-    pub fn render(&self, gauges: &Gauges, websocket_connections: u64) -> String {
+    pub fn render(&self, gauges: Option<&Gauges>, websocket_connections: u64) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let o = &mut out;
 
@@ -414,46 +415,14 @@ impl Metrics {
                 .render(o, "http_request_duration_seconds", &route);
         }
 
-        let agents = &gauges.agents;
         gauge(
             o,
-            "agent_platform_active_agents_total",
-            "Agents online (idle, active, busy or draining), platform-wide.",
-            agents.online(),
+            "agent_platform_store_up",
+            "Whether this replica could read the platform-wide gauges from its store just now (1) or not (0, and they are left out).",
+            u64::from(gauges.is_some()),
         );
-        gauge(
-            o,
-            "agent_platform_active_tasks_total",
-            "Tasks held by agents, platform-wide.",
-            agents.running_tasks,
-        );
-        gauge(
-            o,
-            "agent_platform_agent_slots",
-            "Tasks the agents taking work (idle, active or busy) may hold at once, platform-wide.",
-            agents.slots,
-        );
-        head(
-            o,
-            "agent_platform_agents",
-            "gauge",
-            "Registered agents by status, platform-wide.",
-        );
-        for (status, n) in agents.by_status() {
-            let _ = writeln!(o, "agent_platform_agents{{status=\"{status}\"}} {n}");
-        }
-        head(
-            o,
-            "agent_platform_queue_depth",
-            "gauge",
-            "Pending tasks by priority, platform-wide.",
-        );
-        for (i, n) in gauges.queue.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "agent_platform_queue_depth{{priority=\"{}\"}} {n}",
-                i + 1
-            );
+        if let Some(gauges) = gauges {
+            render_gauges(o, gauges);
         }
         gauge(
             o,
@@ -493,7 +462,7 @@ impl Metrics {
         counter(
             o,
             "agent_platform_task_retries_total",
-            "Attempts that ended with their task back in the queue, through this replica.",
+            "Tasks sent back to the queue through this replica: an attempt that ended early (failure, lost lease, agent gone, preemption) or an operator's retry.",
             self.retries.get(),
         );
         counter(
@@ -568,6 +537,51 @@ impl Metrics {
             lost,
         );
         out
+    }
+}
+
+/// The platform-wide gauges read from the store.
+fn render_gauges(o: &mut String, gauges: &Gauges) {
+    let agents = &gauges.agents;
+    gauge(
+        o,
+        "agent_platform_active_agents_total",
+        "Agents online (idle, active, busy or draining), platform-wide.",
+        agents.online(),
+    );
+    gauge(
+        o,
+        "agent_platform_active_tasks_total",
+        "Tasks held by agents, platform-wide.",
+        agents.running_tasks,
+    );
+    gauge(
+        o,
+        "agent_platform_agent_slots",
+        "Tasks the online agents (idle, active, busy or draining) may hold at once, platform-wide.",
+        agents.slots,
+    );
+    head(
+        o,
+        "agent_platform_agents",
+        "gauge",
+        "Registered agents by status, platform-wide.",
+    );
+    for (status, n) in agents.by_status() {
+        let _ = writeln!(o, "agent_platform_agents{{status=\"{status}\"}} {n}");
+    }
+    head(
+        o,
+        "agent_platform_queue_depth",
+        "gauge",
+        "Pending tasks by priority, platform-wide.",
+    );
+    for (i, n) in gauges.queue.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "agent_platform_queue_depth{{priority=\"{}\"}} {n}",
+            i + 1
+        );
     }
 }
 

@@ -108,6 +108,9 @@ fn forbidden(actor: &Principal, what: &str) -> AppError {
     AppError::Forbidden(format!("role {} may not read {what}", actor.role))
 }
 
+/// How long reading the gauges may take: a scrape must not hang on a store that is away.
+const GAUGES_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Platform {
     /// The platform-wide gauges, read from the store at most once a second however often
     /// they are asked for.
@@ -115,10 +118,18 @@ impl Platform {
         self.readings
             .gauges
             .get(|| async {
-                let (agents, queue) = tokio::join!(
-                    self.deps.agents.count_by_status(),
-                    self.deps.tasks.queue_depth()
-                );
+                let read = async {
+                    tokio::join!(
+                        self.deps.agents.count_by_status(),
+                        self.deps.tasks.queue_depth()
+                    )
+                };
+                let (agents, queue) =
+                    tokio::time::timeout(GAUGES_WITHIN, read)
+                        .await
+                        .map_err(|_| {
+                            AppError::Unavailable("the store did not answer in time".into())
+                        })?;
                 Ok(Gauges {
                     agents: agents.map_err(|e| AppError::from_repo("Agent", e))?,
                     queue: queue.map_err(|e| AppError::from_repo("Task", e))?,
@@ -127,11 +138,16 @@ impl Platform {
             .await
     }
 
-    /// The dashboard's counters, read now.
+    /// The dashboard's counters, read from the store at most once a second however often
+    /// they are asked for (the task counts read every task row).
     pub async fn summary(&self, actor: &Principal) -> Result<Summary, AppError> {
         if !actor.can_read_all() {
             return Err(forbidden(actor, "the dashboard"));
         }
+        self.readings.summary.get(|| self.read_summary()).await
+    }
+
+    async fn read_summary(&self) -> Result<Summary, AppError> {
         let (agents, tasks, pools, holders, conflicts) = tokio::join!(
             self.deps.agents.count_by_status(),
             self.deps.tasks.count_by_status(),

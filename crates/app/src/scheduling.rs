@@ -174,9 +174,10 @@ impl Platform {
                 &self.settings.policy,
                 Box::new(move |snapshot| decide(snapshot, now, &policy, &found)),
             )
-            .await
-            .map_err(|e| AppError::from_repo("Task", e))?;
+            .await;
+        // Passes that fail are timed too: slow ones are what the histogram is for.
         self.metrics.scheduler_pass.observe(started.elapsed());
+        let stored = stored.map_err(|e| AppError::from_repo("Task", e))?;
         let assigned = stored
             .iter()
             .filter(|e| e.kind == EventKind::TaskAssigned)

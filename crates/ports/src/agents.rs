@@ -29,8 +29,8 @@ pub struct StatusCounts {
     pub suspended: u64,
     /// Tasks currently held by agents (sum of `current_tasks`).
     pub running_tasks: u64,
-    /// Tasks the agents taking work (idle, active or busy) may hold at once (sum of their
-    /// `max_concurrent_tasks`).
+    /// Tasks the online agents (idle, active, busy or draining) may hold at once (sum of
+    /// their `max_concurrent_tasks`).
     pub slots: u64,
 }
 

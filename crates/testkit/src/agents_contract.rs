@@ -385,9 +385,9 @@ pub async fn count_by_status_counts_every_status(store: StoreUnderTest) {
     assert_eq!((counts.offline, counts.suspended), (1, 1));
     assert_eq!(counts.total(), 7);
     assert_eq!(counts.running_tasks, 2);
-    // Slots of the agents taking work: idle (1 + 2), active (3) and busy (4), not the draining,
-    // offline or suspended ones.
-    assert_eq!(counts.slots, 10);
+    // Slots of the online agents: idle (1 + 2), active (3), busy (4) and draining (5), not
+    // the offline or suspended ones.
+    assert_eq!(counts.slots, 15);
 }
 
 pub async fn api_keys_are_found_by_hash_only(store: StoreUnderTest) {

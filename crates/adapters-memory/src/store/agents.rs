@@ -125,7 +125,7 @@ impl AgentRepository for MemoryStore {
         for agent in state.agents.values() {
             counts.add(agent.status, 1);
             counts.running_tasks += u64::from(agent.current_tasks);
-            if agent.status.is_serving() {
+            if agent.status.is_online() {
                 counts.slots += u64::from(agent.max_concurrent_tasks);
             }
         }

@@ -91,11 +91,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 struct Conventions;
 
 /// Shared error answers: name, status, when.
-const ERRORS: [(&str, &str, &str); 12] = [
+const ERRORS: [(&str, &str, &str); 13] = [
     ("BadRequest", "400", "Malformed JSON, a path ID that is not a UUID, or a bad query parameter."),
     ("Unauthorized", "401", "No credentials, or bad, expired or revoked ones."),
     ("Forbidden", "403", "The caller's role may not do this, or an agent acts for another agent."),
     ("NotFound", "404", "No such object, or one the caller may not see."),
+    ("Conflict", "409", "The object's state does not allow the change, or it kept changing under the request; nothing was changed."),
     ("PayloadTooLarge", "413", "The body is larger than allowed."),
     ("UnsupportedMediaType", "415", "A body that is not JSON."),
     ("ValidationError", "422", "A field breaks a rule, or is unknown; `errors` names each."),
@@ -109,9 +110,33 @@ const ERRORS: [(&str, &str, &str); 12] = [
 /// Paths never rate limited.
 const UNLIMITED: [&str; 4] = ["/", "/livez", "/readyz", "/api/v1/health"];
 
-fn problem(description: &str) -> Response {
-    ResponseBuilder::new()
-        .description(description)
+fn problem(status: &str, description: &str) -> Response {
+    let header = |description: &str| {
+        utoipa::openapi::header::HeaderBuilder::new()
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String),
+            ))
+            .description(Some(description))
+            .build()
+    };
+    let mut response = ResponseBuilder::new().description(description);
+    match status {
+        "401" => {
+            response = response.header(
+                "WWW-Authenticate",
+                header("`Bearer realm=\"agent-platform\"`."),
+            )
+        }
+        "405" => response = response.header("Allow", header("The route's methods.")),
+        "429" | "503" => {
+            response = response.header(
+                "Retry-After",
+                header("Seconds to wait before trying again (with rate limits and caps)."),
+            )
+        }
+        _ => {}
+    }
+    response
         .content(
             "application/problem+json",
             ContentBuilder::new()
@@ -138,10 +163,10 @@ impl Modify for Conventions {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
         components.add_security_scheme("metrics_token", bearer());
-        for (name, _, description) in ERRORS {
+        for (name, status, description) in ERRORS {
             components
                 .responses
-                .insert(name.to_owned(), RefOr::T(problem(description)));
+                .insert(name.to_owned(), RefOr::T(problem(status, description)));
         }
         let docs = |summary: &str, description: &str, content: &str| {
             let mut op = Operation::new();
@@ -202,6 +227,9 @@ impl Modify for Conventions {
                 }
                 if method != "get" {
                     shared.extend(["413", "415", "422"]);
+                    if path != "/api/v1/auth/login" {
+                        shared.push("409");
+                    }
                 }
                 for (name, status, _) in ERRORS {
                     if shared.contains(&status) {

@@ -21,13 +21,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }));
 }
 
-/// Prometheus's text format: the platform-wide gauges from the store (`503` when it cannot be
-/// read) and everything this replica counts. With a metrics token configured, `401` without it.
+/// Prometheus's text format: the platform-wide gauges from the store (left out when it cannot
+/// be read) and everything this replica counts. With a metrics token configured, `401` without it.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "system",
-    responses((status = 200, description = "The series.", body = String, content_type = "text/plain; version=0.0.4")),
+    responses((status = 200, description = "The series.", body = String, content_type = "text/plain")),
     security((), ("metrics_token" = []))
 )]
 pub(crate) async fn metrics(
@@ -47,11 +47,12 @@ pub(crate) async fn metrics(
             ));
         }
     }
-    let gauges = state.platform.gauges().await?;
+    // A store that is away must not hide what this replica counts: the gauges are left out.
+    let gauges = state.platform.gauges().await.ok();
     let text = state
         .platform
         .metrics()
-        .render(&gauges, state.connections.open());
+        .render(gauges.as_ref(), state.connections.open());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text))

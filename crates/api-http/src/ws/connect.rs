@@ -32,6 +32,7 @@ pub struct Connect {
     params(("client_id" = String, Path, description = "A name the client chooses for itself (1 to 128 printable characters)."), Connect),
     responses(
         (status = 101, description = "Switched to the WebSocket protocol: `subscribe`, `unsubscribe` and `ping` messages; events as `{type, channel, data, timestamp, seq}` frames."),
+        (status = 401, description = "The credentials presented (header or `?token=`) are not valid.", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "This credential has as many connections open as it may.", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = []), ("api_key" = []))
