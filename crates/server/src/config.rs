@@ -57,6 +57,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// How long after SIGTERM/SIGINT the server keeps accepting requests while `/readyz`
+    /// answers `503`, so load balancers stop sending it traffic before it closes its listener.
+    pub shutdown_drain: Duration,
     /// How often WebSocket subscribers of `system_metrics` get the counters.
     pub system_metrics_interval: Duration,
     /// Events older than this many days are deleted from the log.
@@ -288,6 +291,7 @@ impl Config {
             workers,
             max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024)? as usize,
             shutdown_timeout: Duration::from_secs(number("SHUTDOWN_TIMEOUT_SECS", 30, 0, 3600)?),
+            shutdown_drain: Duration::from_secs(number("SHUTDOWN_DRAIN_SECS", 0, 0, 300)?),
             system_metrics_interval: Duration::from_secs(number(
                 "SYSTEM_METRICS_INTERVAL_SECS",
                 5,

@@ -91,9 +91,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let server = server.run();
     let handle = server.handle();
     readiness.set(Phase::Ready);
+    let drain = config.shutdown_drain;
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
         readiness.set(Phase::Draining);
+        if !drain.is_zero() {
+            tracing::info!(
+                signal,
+                seconds = drain.as_secs(),
+                "draining: /readyz answers 503 while requests are still taken"
+            );
+            tokio::time::sleep(drain).await;
+        }
         tracing::info!(
             signal,
             "starting graceful shutdown: no new connections, finishing in-flight requests"

@@ -346,6 +346,21 @@ async fn on_postgres_and_redis_data_survives_a_restart_and_shutdown_is_graceful(
     );
 }
 
+/// With a drain period, a replica told to stop first turns unready while still serving, so a
+/// load balancer moves traffic away before the listener closes.
+#[test]
+fn a_draining_replica_is_unready_but_still_serves_until_it_stops() {
+    let server = Server::start(&[("SHUTDOWN_DRAIN_SECS", "3")]);
+    assert_eq!(http(server.port, "GET", "/readyz", None).0, 200);
+    server.terminate();
+    server.wait_for("draining");
+    assert_eq!(http(server.port, "GET", "/readyz", None).0, 503);
+    assert_eq!(http(server.port, "GET", "/livez", None).0, 200);
+    assert_eq!(http(server.port, "GET", "/api/v1/agents", None).0, 200);
+    server.wait_for("shutdown complete");
+    assert_eq!(server.wait_exit(), 0);
+}
+
 #[test]
 fn sigint_drains_as_gracefully_as_sigterm() {
     let server = Server::start(&[]);
