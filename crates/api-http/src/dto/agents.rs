@@ -88,6 +88,8 @@ impl Heartbeat {
 pub struct ListAgents {
     pub status_filter: Option<String>,
     pub capability_filter: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

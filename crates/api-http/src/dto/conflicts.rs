@@ -83,6 +83,8 @@ pub struct ListConflicts {
     pub severity_filter: Option<String>,
     pub type_filter: Option<String>,
     pub agent_id: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

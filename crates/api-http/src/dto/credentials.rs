@@ -140,6 +140,8 @@ pub struct TokenBody {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Paging {
+    /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -150,6 +152,8 @@ pub struct Paging {
 #[serde(deny_unknown_fields)]
 pub struct ListAudit {
     pub action: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -54,6 +54,8 @@ impl UpdateResource {
 pub struct ListResources {
     pub type_filter: Option<String>,
     pub status_filter: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -252,6 +252,8 @@ pub struct ListTasks {
     pub agent_id: Option<Uuid>,
     pub workflow_id: Option<Uuid>,
     pub execution_id: Option<Uuid>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

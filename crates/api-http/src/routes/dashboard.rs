@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::endpoint;
 use crate::auth::{AgentOrViewer, Auth, Viewer};
-use crate::dto::{bad_param, page_params};
+use crate::dto::page_params;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::AppState;
@@ -158,10 +158,38 @@ pub(crate) async fn summary(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PerformanceQuery {
+    /// One agent; without it, a page of every agent.
     agent_id: Option<Uuid>,
-    time_range: Option<String>,
+    /// The span the figures cover, up to now (default `1h`).
+    time_range: Option<TimeRange>,
+    /// Agents per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     cursor: Option<String>,
+}
+
+/// `time_range`, as the query spells it.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+pub(crate) enum TimeRange {
+    #[serde(rename = "15m")]
+    FifteenMinutes,
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+}
+
+impl From<TimeRange> for PerformanceRange {
+    fn from(range: TimeRange) -> Self {
+        match range {
+            TimeRange::FifteenMinutes => PerformanceRange::FifteenMinutes,
+            TimeRange::Hour => PerformanceRange::Hour,
+            TimeRange::Day => PerformanceRange::Day,
+            TimeRange::Week => PerformanceRange::Week,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -225,13 +253,9 @@ pub(crate) async fn performance(
     query: ApiQuery<PerformanceQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let range =
-        PerformanceRange::parse(query.time_range.as_deref().unwrap_or("1h")).ok_or_else(|| {
-            bad_param(
-                "time_range",
-                format!("must be one of {}", PerformanceRange::NAMES),
-            )
-        })?;
+    let range = query
+        .time_range
+        .map_or(PerformanceRange::Hour, PerformanceRange::from);
     let (limit, after) = page_params(query.limit, query.cursor)?;
     let page = state
         .platform
@@ -253,6 +277,8 @@ pub(crate) async fn performance(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActivityQuery {
+    /// Events, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
