@@ -32,8 +32,8 @@ pub(crate) struct State {
     /// [`State::put_task`], as is `ended`.
     held: HashMap<AgentId, std::collections::HashSet<TaskId>>,
     pending: std::collections::HashSet<TaskId>,
-    /// The completed and failed tasks of each agent that held them last.
-    ended: HashMap<AgentId, std::collections::HashSet<TaskId>>,
+    /// The completed and failed tasks of each agent that held them last, by when they ended.
+    ended: HashMap<AgentId, std::collections::BTreeSet<(DateTime<Utc>, TaskId)>>,
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
     users: HashMap<UserId, User>,
@@ -55,23 +55,53 @@ fn ended(status: domain::TaskStatus) -> bool {
     )
 }
 
-/// Moves `task` in an index by agent from the agent it was under to the one it is under now.
-fn reindex(
-    index: &mut HashMap<AgentId, std::collections::HashSet<TaskId>>,
-    task: TaskId,
-    before: Option<AgentId>,
-    now: Option<AgentId>,
+/// Moves an entry of an index by agent from where it was (agent and key) to where it is now.
+fn reindex<K: Ord + std::hash::Hash + Eq, S: Default + IndexSet<K>>(
+    index: &mut HashMap<AgentId, S>,
+    before: Option<(AgentId, K)>,
+    now: Option<(AgentId, K)>,
 ) {
-    if let Some(agent) = before {
-        if let Some(tasks) = index.get_mut(&agent) {
-            tasks.remove(&task);
-            if tasks.is_empty() {
+    if let Some((agent, key)) = before {
+        if let Some(entries) = index.get_mut(&agent) {
+            entries.take_out(&key);
+            if entries.is_empty_set() {
                 index.remove(&agent);
             }
         }
     }
-    if let Some(agent) = now {
-        index.entry(agent).or_default().insert(task);
+    if let Some((agent, key)) = now {
+        index.entry(agent).or_default().put(key);
+    }
+}
+
+/// What [`reindex`] needs of a set of entries.
+trait IndexSet<K> {
+    fn put(&mut self, key: K);
+    fn take_out(&mut self, key: &K);
+    fn is_empty_set(&self) -> bool;
+}
+
+impl<K: std::hash::Hash + Eq> IndexSet<K> for std::collections::HashSet<K> {
+    fn put(&mut self, key: K) {
+        self.insert(key);
+    }
+    fn take_out(&mut self, key: &K) {
+        self.remove(key);
+    }
+    fn is_empty_set(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<K: Ord> IndexSet<K> for std::collections::BTreeSet<K> {
+    fn put(&mut self, key: K) {
+        self.insert(key);
+    }
+    fn take_out(&mut self, key: &K) {
+        self.remove(key);
+    }
+    fn is_empty_set(&self) -> bool {
+        self.is_empty()
     }
 }
 
@@ -79,11 +109,18 @@ impl State {
     /// Stores a task, keeping the indexes of tasks true: the one way tasks are written.
     fn put_task(&mut self, task: Task) {
         let holder = |t: &Task| t.assigned_agent.filter(|_| t.status.is_active());
-        let finisher = |t: &Task| t.assigned_agent.filter(|_| ended(t.status));
+        let finisher = |t: &Task| {
+            let at = t.completed_at.filter(|_| ended(t.status))?;
+            Some((t.assigned_agent?, (at, t.id)))
+        };
         let before = self.tasks.get(&task.id);
         let (held_before, ended_before) = (before.and_then(holder), before.and_then(finisher));
-        reindex(&mut self.held, task.id, held_before, holder(&task));
-        reindex(&mut self.ended, task.id, ended_before, finisher(&task));
+        reindex(
+            &mut self.held,
+            held_before.map(|a| (a, task.id)),
+            holder(&task).map(|a| (a, task.id)),
+        );
+        reindex(&mut self.ended, ended_before, finisher(&task));
         if task.status == domain::TaskStatus::Pending {
             self.pending.insert(task.id);
         } else {
@@ -92,13 +129,13 @@ impl State {
         self.tasks.insert(task.id, task);
     }
 
-    /// The completed and failed tasks `agent` held last.
-    fn ended_by(&self, agent: AgentId) -> impl Iterator<Item = &Task> {
+    /// The completed and failed tasks `agent` held last that ended at or after `since`.
+    fn ended_by(&self, agent: AgentId, since: DateTime<Utc>) -> impl Iterator<Item = &Task> {
         self.ended
             .get(&agent)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .flat_map(move |ended| ended.range((since, TaskId(uuid::Uuid::nil()))..))
+            .filter_map(|(_, id)| self.tasks.get(id))
     }
 
     /// The pending tasks.

@@ -248,8 +248,8 @@ impl TaskRepository for MemoryStore {
         let mut found = Vec::new();
         for &agent in agents.iter().collect::<HashSet<_>>() {
             let (mut completed, mut failed, mut durations) = (0, 0, Vec::new());
-            for task in state.ended_by(agent) {
-                let Some(ended) = task.completed_at.filter(|at| *at >= since) else {
+            for task in state.ended_by(agent, since) {
+                let Some(ended) = task.completed_at else {
                     continue;
                 };
                 if task.status == domain::TaskStatus::Completed {
