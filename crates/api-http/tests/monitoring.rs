@@ -526,6 +526,10 @@ async fn metrics_can_be_put_behind_a_token() {
     )
     .await;
     assert_eq!(status, 200);
+    // The scheme's spelling does not matter, as for credentials.
+    let spelt = req(Method::GET, "/metrics")
+        .insert_header(("Authorization", "bearer scrape-token-0123456789"));
+    assert_eq!(scrape(&app, spelt).await.0, 200);
     assert!(text.contains("# TYPE http_requests_total counter"));
 }
 
@@ -559,6 +563,17 @@ async fn the_monitoring_files_query_only_metrics_the_server_exposes() {
         "prometheus/rules/agent-platform.yml",
     ];
     let mut queried = std::collections::BTreeSet::new();
+    // The dashboard is valid JSON with the seed's panels and the platform's own.
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(files[0])).unwrap())
+            .expect("the dashboard is JSON");
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    assert!(titles.len() >= 15, "{titles:?}");
     for file in files {
         let content = std::fs::read_to_string(root.join(file)).unwrap();
         for word in content.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

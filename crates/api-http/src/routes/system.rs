@@ -39,8 +39,9 @@ pub(crate) async fn metrics(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             return Err(ApiError::unauthorized(
                 "metrics need the configured token as a Bearer token",
