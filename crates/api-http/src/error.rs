@@ -138,6 +138,7 @@ impl ApiError {
 
 /// The error envelope of every failure (`application/problem+json`).
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Problem<'a> {
     /// `/problems/<slug>`, one per status.
     #[serde(rename = "type")]
@@ -153,6 +154,7 @@ pub(crate) struct Problem<'a> {
 
 /// One field a validation failure names.
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct FieldProblem<'a> {
     field: &'a str,
     message: &'a str,

@@ -232,3 +232,15 @@ fn a_body_like_its_description_passes_the_check() {
         &json!({"type": "/problems/not-found", "title": "Not Found", "status": 404, "detail": "Agent not found"}),
     );
 }
+
+#[test]
+#[should_panic(expected = "does not match its description")]
+fn a_body_with_a_field_its_description_does_not_name_fails_the_check() {
+    spec::check(
+        "GET",
+        "/livez",
+        200,
+        "application/json",
+        &json!({"status": "ok", "debug": "internals"}),
+    );
+}

@@ -158,6 +158,7 @@ pub struct RegisteredBody {
 
 /// The heartbeat response: the agent and the tasks it holds.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
     pub agent: AgentBody,
     pub tasks: Vec<crate::dto::tasks::TaskBody>,
@@ -165,6 +166,7 @@ pub struct HeartbeatBody {
 
 /// A plain confirmation.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageBody {
     pub message: &'static str,
 }

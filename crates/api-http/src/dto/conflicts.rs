@@ -122,6 +122,7 @@ impl ListConflicts {
 
 /// How a conflict ended, as clients see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResolutionBody {
     pub strategy: Option<&'static str>,
     pub outcome: String,
@@ -144,6 +145,7 @@ impl From<Resolution> for ResolutionBody {
 
 /// A conflict as clients see it: the seed's fields and ours.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ConflictBody {
     pub id: uuid::Uuid,
     pub agent_id: Option<uuid::Uuid>,

@@ -101,6 +101,7 @@ impl UpdateUser {
 
 /// A user as clients see it: never the password hash.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UserBody {
     pub id: uuid::Uuid,
     pub username: String,
@@ -129,6 +130,7 @@ pub struct Login {
 
 /// A signed-in user's token.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenBody {
     pub access_token: String,
     pub token_type: &'static str,
@@ -160,6 +162,7 @@ pub struct ListAudit {
 
 /// One audit entry.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AuditBody {
     pub id: uuid::Uuid,
     pub at: DateTime<Utc>,

@@ -78,6 +78,7 @@ impl ListResources {
 
 /// A pool as clients see it: capacity as registered, `allocated` and `available` as numbers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResourceBody {
     pub id: uuid::Uuid,
     pub name: String,
@@ -123,6 +124,7 @@ impl From<ResourceView> for ResourceBody {
 
 /// One task's hold on a pool.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AllocationBody {
     pub task_id: uuid::Uuid,
     pub agent_id: Option<uuid::Uuid>,

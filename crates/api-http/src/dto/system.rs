@@ -5,6 +5,7 @@ use serde::Serialize;
 
 /// `GET /`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RootBody {
     pub message: &'static str,
     pub version: &'static str,
@@ -14,6 +15,7 @@ pub struct RootBody {
 
 /// `GET /api/v1/health`, in the seed's shape.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HealthBody {
     pub status: &'static str,
     pub components: Components,
@@ -22,6 +24,7 @@ pub struct HealthBody {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Components {
     pub platform: &'static str,
     pub database: &'static str,
@@ -29,6 +32,7 @@ pub struct Components {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HealthMetrics {
     pub active_agents: u64,
     pub active_tasks: u64,
@@ -37,6 +41,7 @@ pub struct HealthMetrics {
 
 /// `GET /livez` and `GET /readyz`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProbeBody {
     pub status: &'static str,
 }

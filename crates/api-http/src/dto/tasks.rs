@@ -51,6 +51,7 @@ pub struct SubmitBatch {
 
 /// The tasks a batch stored, in the order it gave them.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchBody {
     pub tasks: Vec<TaskBody>,
 }
@@ -209,11 +210,13 @@ impl SubmitReports {
 /// The answer to each report, in order: the task as it is now, or the problem that refused
 /// the report, with the status its per-task call would have answered.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReportsBody {
     pub results: Vec<ReportResult>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReportResult {
     pub task_id: Uuid,
     pub status: u16,
@@ -316,6 +319,7 @@ impl AgentTasks {
 
 /// A task as clients see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskBody {
     pub id: Uuid,
     pub title: String,
@@ -390,6 +394,7 @@ impl From<Task> for TaskBody {
 
 /// The reply to a task heartbeat.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskHeartbeatBody {
     /// Whether an operator asked for the task to stop.
     pub cancel_requested: bool,
@@ -399,6 +404,7 @@ pub struct TaskHeartbeatBody {
 
 /// One entry of a task's history.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EventBody {
     #[serde(rename = "type")]
     pub kind: &'static str,

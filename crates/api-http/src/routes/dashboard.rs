@@ -30,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The dashboard's counters.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SummaryBody {
     agents: AgentCounts,
     tasks: TaskCounts,
@@ -44,6 +45,7 @@ pub(crate) struct SummaryBody {
 
 /// Agents by status; each count is what `GET /agents?status_filter=` returns.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct AgentCounts {
     total: u64,
     idle: u64,
@@ -56,6 +58,7 @@ pub(crate) struct AgentCounts {
 
 /// Tasks by status; `in_progress` is `assigned` plus `running`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TaskCounts {
     total: u64,
     pending: u64,
@@ -70,6 +73,7 @@ pub(crate) struct TaskCounts {
 
 /// Resource pools by status.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ResourceCounts {
     total: u64,
     available: u64,
@@ -80,6 +84,7 @@ pub(crate) struct ResourceCounts {
 
 /// Conflicts by status.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ConflictCounts {
     total: u64,
     open: u64,
@@ -88,6 +93,7 @@ pub(crate) struct ConflictCounts {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct WorkflowCounts {
     total: u64,
     running_executions: u64,
@@ -193,6 +199,7 @@ impl From<TimeRange> for PerformanceRange {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct PerformanceBody {
     agent_id: Uuid,
     metrics: PerformanceFigures,
@@ -202,6 +209,7 @@ pub(crate) struct PerformanceBody {
 
 /// Figures without a value (no task ended in the span) are `null`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct PerformanceFigures {
     tasks_completed: u64,
     tasks_failed: u64,
@@ -285,6 +293,7 @@ pub(crate) struct ActivityQuery {
 /// One entry of the feed, in the seed's shape (`type` is the channel), plus the event's name
 /// and `seq`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ActivityBody {
     #[serde(rename = "type")]
     channel: &'static str,
