@@ -178,6 +178,14 @@ async fn the_docs_are_served_from_the_binary() {
     assert_eq!(status, 200);
     assert!(script.contains("/openapi.json"), "{script}");
     assert!(script.contains("\"validatorUrl\": \"none\""), "{script}");
+    let cached =
+        actix_web::test::call_service(&app, req(Method::GET, "/docs/swagger-ui.css").to_request())
+            .await;
+    assert_eq!(cached.status().as_u16(), 200);
+    assert_eq!(
+        cached.headers().get("cache-control").unwrap(),
+        "public, max-age=3600"
+    );
     let (status, _, _, bundle) = get("/docs/swagger-ui-bundle.js").await;
     assert_eq!(status, 200);
     assert!(bundle.len() > 100_000, "the UI itself is in the binary");

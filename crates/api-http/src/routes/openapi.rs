@@ -80,9 +80,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }))
     }))
     .service(
-        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-            // No online validator badge: the page makes no request beyond this server.
-            .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
+        // The UI's files change only with the binary: browsers may keep them for an hour
+        // (every other answer is `no-store`).
+        web::scope("/docs")
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add((header::CACHE_CONTROL, "public, max-age=3600")),
+            )
+            .service(
+                utoipa_swagger_ui::SwaggerUi::new("/{_:.*}")
+                    // No online validator badge: the page makes no request beyond this server.
+                    .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
+            ),
     );
 }
 
