@@ -276,6 +276,7 @@ async fn an_unstarted_task_goes_back_to_the_queue_when_its_lease_runs_out(h: Har
     assert_eq!(h.state.platform.expire_leases().await.unwrap(), 0);
     h.clock.advance(Duration::seconds(1));
     assert_eq!(h.state.platform.expire_leases().await.unwrap(), 1);
+    assert_eq!(h.state.platform.metrics().lease_expiries.get(), 1);
     let task = send(&app, admin(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
     assert_eq!(task.ok()["status"], "pending");
     assert_eq!(task.ok()["attempt"], 2);

@@ -33,46 +33,97 @@ impl HealthReport {
 /// anyone may be, and probes that come in bursts, cost the store at most one reading a second.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// The last reading of something. A good one answers whoever asks within [`FRESH_FOR`]. One
-/// asker reads at a time, and those who waited for that reading take it, good or failed, so a
-/// failing store is never read once per waiting caller. A failed reading answers no one who
-/// asks after it ends: the next asker reads again, so recovery shows at once.
+/// The last reading of something, shared so that callers close together cost one reading.
+/// One asker reads at a time.
+///
+/// - *Recent* readings (health, readiness, gauges): a good one answers whoever asks within
+///   [`FRESH_FOR`], and those who waited for a reading take it, good or failed, so a failing
+///   store is never read once per waiting caller. A failed reading answers no one who asks
+///   after it ends: recovery shows at once.
+/// - *Exact* readings (the dashboard's counters, which must equal what the lists say): a
+///   reading answers only those who asked before it started, so it reflects every write they
+///   could have seen.
 #[derive(Debug)]
-pub(crate) struct Recent<T, E = T>(tokio::sync::Mutex<Option<(Instant, Result<T, E>)>>);
+pub(crate) struct Recent<T, E = T> {
+    last: tokio::sync::Mutex<Option<Reading<T, E>>>,
+    exact: bool,
+}
+
+#[derive(Debug)]
+struct Reading<T, E> {
+    started: Instant,
+    ended: Instant,
+    result: Result<T, E>,
+}
 
 impl<T, E> Default for Recent<T, E> {
     fn default() -> Self {
-        Self(tokio::sync::Mutex::new(None))
+        Self {
+            last: tokio::sync::Mutex::new(None),
+            exact: false,
+        }
     }
 }
 
 impl<T: Clone, E: Clone> Recent<T, E> {
+    /// Readings that answer only callers who asked before they started.
+    pub(crate) fn exact() -> Self {
+        Self {
+            exact: true,
+            ..Self::default()
+        }
+    }
+
     pub(crate) async fn get<F>(&self, read: impl FnOnce() -> F) -> Result<T, E>
     where
         F: std::future::Future<Output = Result<T, E>>,
     {
         let asked = Instant::now();
-        let mut last = self.0.lock().await;
-        if let Some((at, reading)) = last.as_ref() {
-            let fresh = reading.is_ok() && at.elapsed() < FRESH_FOR;
-            if fresh || *at >= asked {
-                return reading.clone();
+        let mut last = self.last.lock().await;
+        if let Some(reading) = last.as_ref() {
+            let answers = if self.exact {
+                reading.started >= asked
+            } else {
+                (reading.result.is_ok() && reading.ended.elapsed() < FRESH_FOR)
+                    || reading.ended >= asked
+            };
+            if answers {
+                return reading.result.clone();
             }
         }
-        let reading = read().await;
-        *last = Some((Instant::now(), reading.clone()));
-        reading
+        let started = Instant::now();
+        let result = read().await;
+        *last = Some(Reading {
+            started,
+            ended: Instant::now(),
+            result: result.clone(),
+        });
+        result
     }
 }
 
 /// What the platform keeps of its last readings.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Readings {
     pub(crate) store: Recent<ComponentStatus>,
     pub(crate) health: Recent<HealthReport>,
     pub(crate) gauges: Recent<crate::Gauges, crate::AppError>,
     pub(crate) summary: Recent<crate::Summary, crate::AppError>,
 }
+
+impl Default for Readings {
+    fn default() -> Self {
+        Self {
+            store: Recent::default(),
+            health: Recent::default(),
+            gauges: Recent::default(),
+            summary: Recent::exact(),
+        }
+    }
+}
+
+/// How long a whole reading of health may take: the ping has its own bound, the counters too.
+const HEALTH_WITHIN: Duration = Duration::from_secs(3);
 
 impl Platform {
     /// Whether the store answers (read at most once a second): readiness, which must not wait
@@ -114,7 +165,10 @@ impl Platform {
         let (database, redis) =
             tokio::join!(self.deps.store_health.status(), self.deps.bus.status());
         let counts = if database.is_up() {
-            self.deps.agents.count_by_status().await.ok()
+            tokio::time::timeout(HEALTH_WITHIN, self.deps.agents.count_by_status())
+                .await
+                .ok()
+                .and_then(Result::ok)
         } else {
             None
         };
@@ -165,6 +219,33 @@ mod tests {
         tokio::time::advance(FRESH_FOR).await;
         assert_eq!(recent.get(|| read(false)).await, Err(0), "for a second");
         assert_eq!(reads.load(SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exact_reading_answers_only_those_who_asked_before_it_started() {
+        let recent: std::sync::Arc<Recent<u64, ()>> = std::sync::Arc::new(Recent::exact());
+        let reads = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = |reads: std::sync::Arc<AtomicUsize>| async move {
+            let n = reads.fetch_add(1, SeqCst) as u64 + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(n)
+        };
+        // Asked one after the other: each reads anew, however close together.
+        assert_eq!(recent.get(|| count(reads.clone())).await, Ok(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(recent.get(|| count(reads.clone())).await, Ok(2));
+        // Asked together while a reading runs: those who queued behind it take the next one.
+        let callers: Vec<_> = (0..5)
+            .map(|_| {
+                let (recent, reads) = (recent.clone(), reads.clone());
+                tokio::spawn(async move { recent.get(|| count(reads)).await })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for caller in callers {
+            got.push(caller.await.unwrap().unwrap());
+        }
+        assert!(reads.load(SeqCst) <= 4, "{got:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -528,8 +528,14 @@ impl Metrics {
             self.ws_sent.get(),
         );
         counter(o, "agent_platform_websocket_messages_dropped_total", "Frames WebSocket subscribers of this replica missed by falling behind (they are disconnected and resume with since).", self.ws_dropped.get());
-        let lost =
-            self.http.lost() + self.finished.lost() + self.conflicts.lost() + self.events.lost();
+        let lost_statuses: u64 = (self.http.series().iter())
+            .map(|(_, route)| route.statuses.lost())
+            .sum();
+        let lost = self.http.lost()
+            + lost_statuses
+            + self.finished.lost()
+            + self.conflicts.lost()
+            + self.events.lost();
         counter(
             o,
             "agent_platform_metric_series_lost_total",

@@ -96,6 +96,9 @@ fn forbidden(actor: &Principal, what: &str) -> AppError {
     AppError::Forbidden(format!("role {} may not read {what}", actor.role))
 }
 
+/// How long reading the dashboard's counters may take.
+const SUMMARY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long reading the gauges may take: a scrape must not hang on a store that is away.
 const GAUGES_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -126,13 +129,22 @@ impl Platform {
             .await
     }
 
-    /// The dashboard's counters, read from the store at most once a second however often
-    /// they are asked for (the task counts read every task row).
+    /// The dashboard's counters, as of the call. Callers who ask while the counters are being
+    /// read wait for the next reading and share it (the task counts read every task row).
     pub async fn summary(&self, actor: &Principal) -> Result<Summary, AppError> {
         if !actor.can_read_all() {
             return Err(forbidden(actor, "the dashboard"));
         }
-        self.readings.summary.get(|| self.read_summary()).await
+        let read = || async {
+            tokio::time::timeout(SUMMARY_WITHIN, self.read_summary())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AppError::Unavailable(
+                        "the store did not answer in time".into(),
+                    ))
+                })
+        };
+        self.readings.summary.get(read).await
     }
 
     async fn read_summary(&self) -> Result<Summary, AppError> {

@@ -1340,6 +1340,40 @@ pub async fn an_agents_ended_tasks_are_counted_by_outcome_and_timed_within_the_s
     );
     assert_eq!((of_b.agent, of_b.completed, of_b.failed), (b.id, 1, 0));
     assert!(close(of_b.durations.unwrap().p50, 3.0));
+    // A task that failed on one agent and was retried to completion on another counts for the
+    // last holder only.
+    let mut retried = task(8, 5, &[], t(0));
+    retried.assign(idle.id, t(100)).unwrap();
+    retried
+        .fail(idle.id, retried.attempt, "broken", false, t(101))
+        .unwrap();
+    store.tasks.insert(&retried, vec![], None).await.unwrap();
+    assert_eq!(
+        store.tasks.outcomes(&[idle.id], t(60)).await.unwrap()[0].failed,
+        1
+    );
+    let mut again = store.tasks.get(retried.id).await.unwrap();
+    again.retry(t(102)).unwrap();
+    again.assign(b.id, t(103)).unwrap();
+    again
+        .complete(b.id, again.attempt, serde_json::Map::new(), t(104))
+        .unwrap();
+    store
+        .tasks
+        .save(Changes {
+            tasks: vec![again],
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .tasks
+        .outcomes(&[idle.id], t(60))
+        .await
+        .unwrap()
+        .is_empty());
+    let of_b = store.tasks.outcomes(&[b.id], t(60)).await.unwrap();
+    assert_eq!((of_b[0].completed, of_b[0].failed), (2, 0));
     // Only the agents asked about are counted.
     let only_b = store.tasks.outcomes(&[b.id], t(0)).await.unwrap();
     assert_eq!(only_b.len(), 1);

@@ -249,7 +249,10 @@ impl TaskRepository for MemoryStore {
         for &agent in agents.iter().collect::<HashSet<_>>() {
             let (mut completed, mut failed, mut durations) = (0, 0, Vec::new());
             for task in state.ended_by(agent, since) {
-                let Some(ended) = task.completed_at else {
+                let Some(ended) = task
+                    .completed_at
+                    .filter(|_| task.assigned_agent == Some(agent))
+                else {
                     continue;
                 };
                 if task.status == domain::TaskStatus::Completed {
@@ -258,7 +261,7 @@ impl TaskRepository for MemoryStore {
                         durations
                             .push((ended - began).num_microseconds().unwrap_or(0) as f64 / 1e6);
                     }
-                } else {
+                } else if task.status == domain::TaskStatus::Failed {
                     failed += 1;
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::delivery::WRITE_TIMEOUT;
@@ -59,9 +59,15 @@ pub async fn connect(
         Some(token) => Some(token),
         None => query.into_inner().token,
     };
-    let principal = match token {
-        Some(token) => Some(authenticate(&state, &token).await?),
-        None => None,
+    // The rate limiter has usually authenticated these credentials already: use its finding.
+    let known = req
+        .extensions()
+        .get::<crate::auth::Authenticated>()
+        .map(|a| a.0.clone());
+    let principal = match (token, known) {
+        (Some(_), Some(found)) => Some(found?),
+        (Some(token), None) => Some(authenticate(&state, &token).await?),
+        (None, _) => None,
     };
     // Places are taken before the upgrade, so a refusal is an ordinary answer.
     let Some(slot) = state.connections.admit() else {
