@@ -186,7 +186,7 @@ pub fn method_not_allowed(allow: &'static str) -> Route {
 }
 
 /// Paths never limited: what orchestrators and load balancers poll.
-const UNLIMITED: [&str; 4] = ["/", "/livez", "/readyz", "/api/v1/health"];
+pub(crate) const UNLIMITED: [&str; 4] = ["/", "/livez", "/readyz", "/api/v1/health"];
 
 /// Per-credential rate limit: a token bucket per authenticated caller (an API key by its ID, a
 /// token by its subject), or per client address when no valid credential is presented, so a

@@ -116,9 +116,6 @@ const ERRORS: [(&str, &str, &str); 13] = [
     ("MethodNotAllowed", "405", "The route exists but not with this method; `Allow` lists its methods."),
 ];
 
-/// Paths never rate limited.
-const UNLIMITED: [&str; 4] = ["/", "/livez", "/readyz", "/api/v1/health"];
-
 fn problem(status: &str, description: &str) -> Response {
     let header = |description: &str| {
         utoipa::openapi::header::HeaderBuilder::new()
@@ -222,7 +219,7 @@ impl Modify for Conventions {
                     .as_ref()
                     .is_some_and(|s| s.iter().any(|r| *r == Default::default()));
                 let mut shared = vec!["400", "431", "500", "503"];
-                if !UNLIMITED.contains(&path.as_str()) {
+                if !crate::middleware::UNLIMITED.contains(&path.as_str()) {
                     shared.push("429");
                 }
                 if !open || path == "/metrics" || path == "/api/v1/auth/login" {
