@@ -417,6 +417,10 @@ impl EventLog for PgStore {
         self.outbox().hand_over(self, limit).await
     }
 
+    async fn hand_over(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
+        self.outbox().hand_over(self, limit).await
+    }
+
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {
         sqlx::query(
             "SELECT seq, type, agent_id, task_id, data, created_at FROM events

@@ -213,3 +213,44 @@ async fn an_event_committed_late_is_numbered_after_the_ones_already_read() {
         "the reader's next read has it: nothing is skipped"
     );
 }
+
+#[tokio::test]
+async fn the_hand_over_after_a_write_leaves_old_versions_rows_to_the_periodic_relay() {
+    let store = adapters_postgres::testing::fresh_store().await;
+    // A row an earlier version stored without a number, committed.
+    sqlx::query(
+        "INSERT INTO events (type, channel, data, created_at)
+         VALUES ('agent_updated', 'agent_activity', '{\"n\": 1}', now())",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let agent = testkit::builders::agent(1, "fresh", &[], at);
+    let event = domain::NewEvent::about_agent(
+        domain::EventKind::AgentUpdated,
+        agent.id,
+        json!({"n": 2}),
+        at,
+    );
+    store
+        .insert(
+            &agent,
+            &testkit::builders::agent_key(1, agent.id, at),
+            vec![event],
+        )
+        .await
+        .unwrap();
+    let written = store.hand_over(10).await.unwrap();
+    assert_eq!(written.len(), 1, "only this handle's write");
+    assert_eq!(written[0].data["n"], 2);
+    let unnumbered: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE seq IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(unnumbered, 1, "the old row is left for the periodic relay");
+    let left = store.sequence(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].data["n"], 1);
+    assert_eq!(left[0].seq, written[0].seq + 1);
+}

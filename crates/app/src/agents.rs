@@ -379,7 +379,7 @@ impl Platform {
                 return;
             }
             let asked = relay.asked.load(SeqCst);
-            match platform.sequence_and_publish().await {
+            match platform.sequence_and_publish(Relayed::Written).await {
                 Ok(_) => {
                     relay.served.fetch_max(asked, SeqCst);
                 }
@@ -400,21 +400,21 @@ impl Platform {
         let relay = &self.signals.relay;
         let _turn = relay.turn.lock().await;
         let asked = relay.asked.load(SeqCst);
-        let total = self.sequence_and_publish().await?;
+        let total = self.sequence_and_publish(Relayed::All).await?;
         relay.served.fetch_max(asked, SeqCst);
         Ok(total)
     }
 
     /// Publishes the events the store hands over, until none are left. Returns how many.
-    async fn sequence_and_publish(&self) -> Result<usize, AppError> {
+    async fn sequence_and_publish(&self, relayed: Relayed) -> Result<usize, AppError> {
         let mut total = 0;
         loop {
-            let batch = self
-                .deps
-                .event_log
-                .sequence(RELAY_BATCH)
-                .await
-                .map_err(|e| AppError::from_repo("Event", e))?;
+            let log = &self.deps.event_log;
+            let batch = match relayed {
+                Relayed::Written => log.hand_over(RELAY_BATCH).await,
+                Relayed::All => log.sequence(RELAY_BATCH).await,
+            }
+            .map_err(|e| AppError::from_repo("Event", e))?;
             if !batch.is_empty() {
                 self.deps.bus.publish(&batch).await;
             }
@@ -424,4 +424,13 @@ impl Platform {
             }
         }
     }
+}
+
+/// What a relay hands over.
+#[derive(Debug, Clone, Copy)]
+enum Relayed {
+    /// What this replica's writes numbered: right after a write.
+    Written,
+    /// That, and events an earlier version left without a number: the periodic relay.
+    All,
 }

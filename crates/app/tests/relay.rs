@@ -33,11 +33,9 @@ impl CountingLog {
         self.open.store(true, Ordering::SeqCst);
         self.opened.notify_waiters();
     }
-}
 
-#[async_trait]
-impl EventLog for CountingLog {
-    async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
+    /// Counts a hand-over and holds it at the gate until the gate opens.
+    async fn through_gate(&self) -> Result<(), RepoError> {
         self.sequenced.fetch_add(1, Ordering::SeqCst);
         self.entered.notify_one();
         loop {
@@ -52,7 +50,19 @@ impl EventLog for CountingLog {
         if self.failing {
             return Err(RepoError::Unavailable("the log is away".into()));
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventLog for CountingLog {
+    async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
+        self.through_gate().await?;
         self.inner.sequence(limit).await
+    }
+    async fn hand_over(&self, limit: u32) -> Result<Vec<Event>, RepoError> {
+        self.through_gate().await?;
+        self.inner.hand_over(limit).await
     }
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError> {
         self.inner.events_after(after_seq, limit).await

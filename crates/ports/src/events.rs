@@ -19,6 +19,12 @@ pub trait EventLog: Send + Sync {
     /// behind, and hands those over in their turn. Empty when there is nothing new.
     async fn sequence(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
 
+    /// What [`sequence`](Self::sequence) hands over, without looking for events an earlier
+    /// version left behind: the hand-over right after a write, which costs no store round trip
+    /// when this handle's writes are all it has to give. Both draw on the same queue, so an
+    /// event is handed over once, by whichever is called; the periodic relay calls `sequence`.
+    async fn hand_over(&self, limit: u32) -> Result<Vec<Event>, RepoError>;
+
     /// Events with `seq` strictly greater than `after_seq`, oldest first, at most `limit`.
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, RepoError>;
 
