@@ -32,6 +32,37 @@ async fn handed_over(store: &PgStore) -> Vec<domain::Event> {
     }
 }
 
+/// Stores an event the way a version before write-time numbering did: without a number.
+async fn insert_unnumbered<'c>(on: impl sqlx::PgExecutor<'c>) {
+    sqlx::query(
+        "INSERT INTO events (type, channel, data, created_at)
+         VALUES ('agent_updated', 'agent_activity', '{\"n\": 1}', now())",
+    )
+    .execute(on)
+    .await
+    .unwrap();
+}
+
+/// One write through the store: an agent registered with one event carrying `n`.
+async fn write_one_event(store: &PgStore, n: u64) {
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let agent = testkit::builders::agent(1, "writer", &[], at);
+    let event = domain::NewEvent::about_agent(
+        domain::EventKind::AgentUpdated,
+        agent.id,
+        json!({"n": n}),
+        at,
+    );
+    store
+        .insert(
+            &agent,
+            &testkit::builders::agent_key(1, agent.id, at),
+            vec![event],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn replicas_writing_at_once_number_the_log_without_gaps_and_each_hands_over_its_own() {
     let url = adapters_postgres::testing::fresh_database().await;
@@ -164,31 +195,10 @@ async fn an_event_committed_late_is_numbered_after_the_ones_already_read() {
 
     // A writer has stored its event but not committed yet.
     let mut slow = store.pool().begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO events (type, channel, data, created_at)
-         VALUES ('agent_updated', 'agent_activity', '{\"n\": 1}', now())",
-    )
-    .execute(&mut *slow)
-    .await
-    .unwrap();
+    insert_unnumbered(&mut *slow).await;
 
     // Meanwhile another write commits, and a reader consumes everything numbered.
-    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
-    let agent = testkit::builders::agent(1, "fast", &[], at);
-    let event = domain::NewEvent::about_agent(
-        domain::EventKind::AgentUpdated,
-        agent.id,
-        json!({"n": 2}),
-        at,
-    );
-    store
-        .insert(
-            &agent,
-            &testkit::builders::agent_key(1, agent.id, at),
-            vec![event],
-        )
-        .await
-        .unwrap();
+    write_one_event(&store, 2).await;
     let first = store.sequence(10).await.unwrap();
     assert_eq!(
         first.len(),
@@ -218,29 +228,8 @@ async fn an_event_committed_late_is_numbered_after_the_ones_already_read() {
 async fn the_hand_over_after_a_write_leaves_old_versions_rows_to_the_periodic_relay() {
     let store = adapters_postgres::testing::fresh_store().await;
     // A row an earlier version stored without a number, committed.
-    sqlx::query(
-        "INSERT INTO events (type, channel, data, created_at)
-         VALUES ('agent_updated', 'agent_activity', '{\"n\": 1}', now())",
-    )
-    .execute(store.pool())
-    .await
-    .unwrap();
-    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
-    let agent = testkit::builders::agent(1, "fresh", &[], at);
-    let event = domain::NewEvent::about_agent(
-        domain::EventKind::AgentUpdated,
-        agent.id,
-        json!({"n": 2}),
-        at,
-    );
-    store
-        .insert(
-            &agent,
-            &testkit::builders::agent_key(1, agent.id, at),
-            vec![event],
-        )
-        .await
-        .unwrap();
+    insert_unnumbered(store.pool()).await;
+    write_one_event(&store, 2).await;
     let written = store.hand_over(10).await.unwrap();
     assert_eq!(written.len(), 1, "only this handle's write");
     assert_eq!(written[0].data["n"], 2);

@@ -501,6 +501,39 @@ fn default_limits_refuse_none_of_a_real_clients_bursts() {
             "{endpoint}: {report:#}"
         );
     }
+    // Two busy agents, each with its own key, polling for, starting and completing 750 tasks
+    // as fast as the server lets them (thousands of calls each): none is refused either.
+    let agents: Vec<String> = args[..4]
+        .iter()
+        .cloned()
+        .chain(
+            [
+                "--simulate",
+                "--agents",
+                "2",
+                "--agent-slots",
+                "16",
+                "--tasks",
+                "1500",
+                "--concurrency",
+                "32",
+                "--list-requests",
+                "0",
+                "--health-requests",
+                "0",
+                "--dashboard-requests",
+                "0",
+                "--websocket-connections",
+                "0",
+                "--max-seconds",
+                "120",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    let report = run_load(&agents);
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(report["summary"]["tasks_completed"], 1500, "{report:#}");
 }
 
 /// Every request is one structured line (route template, status, duration, request ID,

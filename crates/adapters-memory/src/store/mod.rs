@@ -9,7 +9,7 @@ mod events;
 mod resources;
 mod tasks;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -30,10 +30,10 @@ pub(crate) struct State {
     tasks: HashMap<TaskId, Task>,
     /// The assigned and running tasks of each agent, and the pending tasks: indexes kept by
     /// [`State::put_task`], as is `ended`.
-    held: HashMap<AgentId, std::collections::HashSet<TaskId>>,
+    held: HashMap<AgentId, BTreeSet<TaskId>>,
     pending: std::collections::HashSet<TaskId>,
     /// The completed and failed tasks of each agent that held them last, by when they ended.
-    ended: HashMap<AgentId, std::collections::BTreeSet<(DateTime<Utc>, TaskId)>>,
+    ended: HashMap<AgentId, BTreeSet<(DateTime<Utc>, TaskId)>>,
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
     users: HashMap<UserId, User>,
@@ -56,52 +56,21 @@ fn ended(status: domain::TaskStatus) -> bool {
 }
 
 /// Moves an entry of an index by agent from where it was (agent and key) to where it is now.
-fn reindex<K: Ord + std::hash::Hash + Eq, S: Default + IndexSet<K>>(
-    index: &mut HashMap<AgentId, S>,
+fn reindex<K: Ord>(
+    index: &mut HashMap<AgentId, BTreeSet<K>>,
     before: Option<(AgentId, K)>,
     now: Option<(AgentId, K)>,
 ) {
     if let Some((agent, key)) = before {
         if let Some(entries) = index.get_mut(&agent) {
-            entries.take_out(&key);
-            if entries.is_empty_set() {
+            entries.remove(&key);
+            if entries.is_empty() {
                 index.remove(&agent);
             }
         }
     }
     if let Some((agent, key)) = now {
-        index.entry(agent).or_default().put(key);
-    }
-}
-
-/// What [`reindex`] needs of a set of entries.
-trait IndexSet<K> {
-    fn put(&mut self, key: K);
-    fn take_out(&mut self, key: &K);
-    fn is_empty_set(&self) -> bool;
-}
-
-impl<K: std::hash::Hash + Eq> IndexSet<K> for std::collections::HashSet<K> {
-    fn put(&mut self, key: K) {
-        self.insert(key);
-    }
-    fn take_out(&mut self, key: &K) {
-        self.remove(key);
-    }
-    fn is_empty_set(&self) -> bool {
-        self.is_empty()
-    }
-}
-
-impl<K: Ord> IndexSet<K> for std::collections::BTreeSet<K> {
-    fn put(&mut self, key: K) {
-        self.insert(key);
-    }
-    fn take_out(&mut self, key: &K) {
-        self.remove(key);
-    }
-    fn is_empty_set(&self) -> bool {
-        self.is_empty()
+        index.entry(agent).or_default().insert(key);
     }
 }
 

@@ -204,7 +204,7 @@ pub(crate) async fn delete_user(
     path = "/api/v1/auth/login",
     tag = "credentials",
     request_body = Login,
-    responses((status = 200, description = "A bearer token.", body = TokenBody)),
+    responses((status = 200, description = "A bearer token.", body = TokenBody), (status = 401, description = "Unknown username or wrong password (which one is not said).", body = crate::error::Problem, content_type = "application/problem+json")),
     security(())
 )]
 pub(crate) async fn login(

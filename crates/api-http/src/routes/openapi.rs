@@ -214,15 +214,21 @@ impl Modify for Conventions {
         doc.paths.paths.insert("/docs".to_owned(), to_docs);
         for (path, item) in doc.paths.paths.iter_mut() {
             for (method, op) in operations(item) {
+                // Open: callable without credentials. Credentials taken: the global ones, or any
+                // scheme the operation names (an open one may still take a token, as /metrics).
                 let open = op
                     .security
                     .as_ref()
                     .is_some_and(|s| s.iter().any(|r| *r == Default::default()));
+                let takes_credentials = op
+                    .security
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|r| *r != Default::default()));
                 let mut shared = vec!["400", "431", "500", "503"];
                 if !crate::middleware::UNLIMITED.contains(&path.as_str()) {
                     shared.push("429");
                 }
-                if !open || path == "/metrics" || path == "/api/v1/auth/login" {
+                if takes_credentials {
                     shared.push("401");
                 }
                 if !open {
@@ -233,7 +239,8 @@ impl Modify for Conventions {
                 }
                 if method != "get" {
                     shared.extend(["413", "415", "422"]);
-                    if path != "/api/v1/auth/login" {
+                    // Writes to stored objects, which contention can refuse: the protected ones.
+                    if !open {
                         shared.push("409");
                     }
                 }
