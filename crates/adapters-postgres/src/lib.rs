@@ -14,6 +14,7 @@ mod scheduling;
 mod task_rows;
 mod tasks;
 pub mod testing;
+mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,7 +16,10 @@ use crate::error::repo_error;
 use crate::events::commit_with;
 use crate::resources::{lock_pools, mark_allocated};
 use crate::rows::ReadRows;
-use crate::task_rows::{claim_holders, select, task_from_row, update_tasks, SelectBinds, COLUMNS};
+use crate::task_rows::{
+    claim_holders, insert_tasks, select, task_from_row, update_tasks, SelectBinds, COLUMNS,
+};
+use crate::workflows::update_executions;
 use crate::PgStore;
 
 /// The key of the advisory lock that serializes scheduling passes.
@@ -25,7 +28,8 @@ const SCHEDULER_LOCK: i64 = 0x5343_4845_4455_4c45; // "SCHEDULE"
 /// Writes a set of changes in the transaction `tx` and commits it with their events: one
 /// statement per kind of row. Agents before tasks, the order in which a scheduling pass and an
 /// agent's reports lock them, so that a write taking its locks as it goes cannot deadlock with
-/// either.
+/// either; then the executions of the steps it ends, moved in the same transaction (see
+/// `workflows::follow`).
 pub(crate) async fn write(
     store: &PgStore,
     mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
@@ -33,8 +37,20 @@ pub(crate) async fn write(
 ) -> Result<Vec<NewEvent>, RepoError> {
     update_agents(&mut tx, &changes.agents).await?;
     update_tasks(&mut tx, &changes.tasks).await?;
+    let follow = crate::workflows::follow(&mut tx, &changes).await?;
+    let created: Vec<&domain::Task> = changes.created.iter().chain(&follow.created).collect();
+    insert_tasks(&mut tx, &created).await?;
+    update_tasks(&mut tx, &follow.cancelled).await?;
+    let executions: Vec<domain::Execution> = changes
+        .executions
+        .into_iter()
+        .chain(follow.executions)
+        .collect();
+    update_executions(&mut tx, &executions).await?;
     mark_allocated(&mut tx, &changes.allocated_from).await?;
-    commit_with(store, tx, changes.events).await
+    let mut events = changes.events;
+    events.extend(follow.events);
+    commit_with(store, tx, events).await
 }
 
 /// One scheduling pass (see `TaskRepository::schedule`).

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use domain::credential::VISIBLE_PREFIX_CHARS;
 use domain::{
-    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Cursor, HeartbeatStatus, Limit, Metadata,
-    NewAgent, NewEvent, Principal, Role,
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Cursor, EventKind, HeartbeatStatus, Limit,
+    Metadata, NewAgent, NewEvent, Principal, Role,
 };
 use ports::AgentQuery;
 
@@ -364,6 +364,11 @@ impl Platform {
             return;
         }
         self.metrics.observe(written);
+        // Tasks queued by this write (a submission, or steps a workflow's write made ready)
+        // are worth a pass.
+        if written.iter().any(|e| e.kind == EventKind::TaskSubmitted) {
+            self.wake_for_work();
+        }
         // Long polls on this replica of the agents these events are about look again at once;
         // those on other replicas hear of them through the bus.
         self.wake_polls(written.iter().map(|e| e.agent_id));

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use domain::agent::StatusChange;
-use domain::task::Outcome;
 use domain::{
     Agent, AgentId, Conflict, ConflictStatus, EventKind, NewEvent, Resource, ResourceClaim, Source,
     Task,
@@ -66,79 +65,7 @@ pub(crate) fn agent_status_changed(
     )
 }
 
-/// The part of a task every task event carries.
-fn task_snapshot(task: &Task) -> Value {
-    json!({
-        "task_id": task.id,
-        "title": task.title,
-        "status": task.status.as_str(),
-        "priority": task.priority.get(),
-        "assigned_agent": task.assigned_agent,
-        "attempt": task.attempt,
-        "max_attempts": task.max_attempts,
-    })
-}
-
-pub(crate) fn task_submitted(task: &Task) -> NewEvent {
-    let mut data = task_snapshot(task);
-    data["required_capabilities"] = json!(task.required_capabilities.to_strings());
-    NewEvent::about_task(
-        EventKind::TaskSubmitted,
-        task.id,
-        None,
-        data,
-        task.created_at,
-    )
-}
-
-/// The event a task transition causes. `holder` is the agent that held the task before it,
-/// so agents see the end of their own attempts.
-pub(crate) fn task_transition(
-    task: &Task,
-    outcome: Outcome,
-    holder: Option<AgentId>,
-    at: DateTime<Utc>,
-) -> NewEvent {
-    let mut data = task_snapshot(task);
-    let kind = match outcome {
-        Outcome::Assigned => {
-            data["submitted_at"] = json!(task.created_at);
-            EventKind::TaskAssigned
-        }
-        Outcome::Started => EventKind::TaskStarted,
-        Outcome::Progress => {
-            data["progress"] = json!(task.progress);
-            EventKind::TaskProgress
-        }
-        Outcome::Completed => {
-            data["started_at"] = json!(task.started_at.or(task.assigned_at));
-            EventKind::TaskCompleted
-        }
-        Outcome::Requeued | Outcome::Retried => {
-            data["error"] = json!(task.error);
-            data["not_before"] = json!(task.not_before);
-            EventKind::TaskRetrying
-        }
-        Outcome::Preempted => {
-            data["error"] = json!(task.error);
-            data["not_before"] = json!(task.not_before);
-            data["preempted"] = json!(true);
-            EventKind::TaskRetrying
-        }
-        Outcome::Failed => {
-            data["error"] = json!(task.error);
-            EventKind::TaskFailed
-        }
-        Outcome::Cancelled => EventKind::TaskCancelled,
-        // Still running until its agent stops: progress news, not the end of the task.
-        Outcome::CancelRequested => {
-            data["cancel_requested"] = json!(true);
-            EventKind::TaskProgress
-        }
-        Outcome::Expired => EventKind::TaskExpired,
-    };
-    NewEvent::about_task(kind, task.id, holder.or(task.assigned_agent), data, at)
-}
+pub(crate) use domain::event::{task_submitted, task_transition};
 
 /// The part of a pool every pool event carries.
 fn resource_snapshot(pool: &Resource) -> Value {

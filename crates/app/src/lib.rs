@@ -22,6 +22,7 @@ mod passwords;
 mod resources;
 mod scheduling;
 mod tasks;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use domain::KeyHash;
 use ports::{
     AgentRepository, Clock, ConflictRepository, CredentialRepository, EventBus, EventLog,
     HealthCheck, IdGenerator, RateLimiter, ResourceRepository, Store, TaskRepository,
+    WorkflowRepository,
 };
 
 pub use agents::{Beat, RegisteredAgent, HEARTBEAT_FLUSH};
@@ -135,6 +137,7 @@ pub struct Dependencies {
     pub resources: Arc<dyn ResourceRepository>,
     pub conflicts: Arc<dyn ConflictRepository>,
     pub credentials: Arc<dyn CredentialRepository>,
+    pub workflows: Arc<dyn WorkflowRepository>,
     pub event_log: Arc<dyn EventLog>,
     pub bus: Arc<dyn EventBus>,
     pub clock: Arc<dyn Clock>,
@@ -162,6 +165,7 @@ impl Dependencies {
             resources: store.clone(),
             conflicts: store.clone(),
             credentials: store.clone(),
+            workflows: store.clone(),
             event_log: store.clone(),
             store_health: store,
             bus,

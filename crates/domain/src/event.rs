@@ -6,7 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::{AgentId, TaskId};
+use serde_json::json;
+
+use crate::task::Outcome;
+use crate::{AgentId, Task, TaskId};
 
 named_enum!(
     /// The channels a subscriber can choose from.
@@ -46,6 +49,16 @@ named_enum!(
             ConflictUpdated => "conflict_updated",
             ConflictResolved => "conflict_resolved",
             ConflictDismissed => "conflict_dismissed",
+            WorkflowCreated => "workflow_created",
+            WorkflowDeleted => "workflow_deleted",
+            ExecutionStarted => "execution_started",
+            ExecutionCompleted => "execution_completed",
+            ExecutionFailed => "execution_failed",
+            ExecutionCancelled => "execution_cancelled",
+            ExecutionRerun => "execution_rerun",
+            StepStarted => "step_started",
+            StepCompleted => "step_completed",
+            StepFailed => "step_failed",
     }
 );
 
@@ -75,6 +88,16 @@ impl EventKind {
             | EventKind::ConflictUpdated
             | EventKind::ConflictResolved
             | EventKind::ConflictDismissed => Channel::ConflictAlerts,
+            EventKind::WorkflowCreated
+            | EventKind::WorkflowDeleted
+            | EventKind::ExecutionStarted
+            | EventKind::ExecutionCompleted
+            | EventKind::ExecutionFailed
+            | EventKind::ExecutionCancelled
+            | EventKind::ExecutionRerun
+            | EventKind::StepStarted
+            | EventKind::StepCompleted
+            | EventKind::StepFailed => Channel::WorkflowActivity,
         }
     }
 }
@@ -157,4 +180,78 @@ impl Event {
     pub fn channel(&self) -> Channel {
         self.kind.channel()
     }
+}
+
+/// The part of a task every task event carries.
+fn task_snapshot(task: &Task) -> Value {
+    json!({
+        "task_id": task.id,
+        "title": task.title,
+        "status": task.status.as_str(),
+        "priority": task.priority.get(),
+        "assigned_agent": task.assigned_agent,
+        "attempt": task.attempt,
+        "max_attempts": task.max_attempts,
+    })
+}
+
+pub fn task_submitted(task: &Task) -> NewEvent {
+    let mut data = task_snapshot(task);
+    data["required_capabilities"] = json!(task.required_capabilities.to_strings());
+    NewEvent::about_task(
+        EventKind::TaskSubmitted,
+        task.id,
+        None,
+        data,
+        task.created_at,
+    )
+}
+
+/// The event a task transition causes. `holder` is the agent that held the task before it,
+/// so agents see the end of their own attempts.
+pub fn task_transition(
+    task: &Task,
+    outcome: Outcome,
+    holder: Option<AgentId>,
+    at: DateTime<Utc>,
+) -> NewEvent {
+    let mut data = task_snapshot(task);
+    let kind = match outcome {
+        Outcome::Assigned => {
+            data["submitted_at"] = json!(task.created_at);
+            EventKind::TaskAssigned
+        }
+        Outcome::Started => EventKind::TaskStarted,
+        Outcome::Progress => {
+            data["progress"] = json!(task.progress);
+            EventKind::TaskProgress
+        }
+        Outcome::Completed => {
+            data["started_at"] = json!(task.started_at.or(task.assigned_at));
+            EventKind::TaskCompleted
+        }
+        Outcome::Requeued | Outcome::Retried => {
+            data["error"] = json!(task.error);
+            data["not_before"] = json!(task.not_before);
+            EventKind::TaskRetrying
+        }
+        Outcome::Preempted => {
+            data["error"] = json!(task.error);
+            data["not_before"] = json!(task.not_before);
+            data["preempted"] = json!(true);
+            EventKind::TaskRetrying
+        }
+        Outcome::Failed => {
+            data["error"] = json!(task.error);
+            EventKind::TaskFailed
+        }
+        Outcome::Cancelled => EventKind::TaskCancelled,
+        // Still running until its agent stops: progress news, not the end of the task.
+        Outcome::CancelRequested => {
+            data["cancel_requested"] = json!(true);
+            EventKind::TaskProgress
+        }
+        Outcome::Expired => EventKind::TaskExpired,
+    };
+    NewEvent::about_task(kind, task.id, holder.or(task.assigned_agent), data, at)
 }

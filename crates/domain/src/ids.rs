@@ -64,3 +64,11 @@ id_type!(
     /// Identifies a user.
     UserId
 );
+id_type!(
+    /// Identifies a workflow definition.
+    WorkflowId
+);
+id_type!(
+    /// Identifies one execution of a workflow.
+    ExecutionId
+);

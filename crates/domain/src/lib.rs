@@ -6,6 +6,8 @@
 #[macro_use]
 mod names;
 pub use names::one_of;
+#[doc(hidden)]
+pub use serde as __serde;
 
 pub mod agent;
 pub mod audit;
@@ -24,6 +26,7 @@ pub mod scheduler;
 pub mod task;
 pub mod validation;
 pub mod waiting;
+pub mod workflow;
 
 pub use agent::{Agent, AgentPatch, AgentStatus, HeartbeatStatus, NewAgent, StatusRequest};
 pub use audit::{AuditAction, AuditEntry};
@@ -34,7 +37,7 @@ pub use conflict::{
 };
 pub use credential::{ApiKey, KeyHash, NewApiKey, NewUser, User, UserChange};
 pub use event::{Channel, Event, EventKind, NewEvent};
-pub use ids::{AgentId, ApiKeyId, ConflictId, ResourceId, TaskId, UserId};
+pub use ids::{AgentId, ApiKeyId, ConflictId, ExecutionId, ResourceId, TaskId, UserId, WorkflowId};
 pub use metadata::Metadata;
 pub use page::{Cursor, Limit};
 pub use quantity::{Quantity, QuantityError, ResourceMap};
@@ -42,3 +45,4 @@ pub use resource::{Allocation, Amounts, NewResource, Resource, ResourcePatch, Re
 pub use task::{NewTask, Priority, ResourceClaim, Task, TaskInput, TaskStatus};
 pub use validation::{FieldError, ValidationErrors};
 pub use waiting::WaitReason;
+pub use workflow::{Execution, ExecutionStatus, StepStatus, Workflow};

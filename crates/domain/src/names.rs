@@ -1,5 +1,5 @@
 //! Enums with a name per variant: how each is written on the wire and in the stores, and read
-//! back, from one table, so the three can never disagree.
+//! back (as text and through serde), from one table, so they can never disagree.
 
 /// Declares an enum whose variants each have a name: `ALL`, `as_str`, `Display` and `FromStr`
 /// (refusing unknown names with a message that lists the known ones).
@@ -43,6 +43,19 @@ macro_rules! named_enum {
                         $crate::one_of(Self::ALL.iter().map(|v| v.as_str()))
                     )
                 })
+            }
+        }
+
+        impl $crate::__serde::Serialize for $name {
+            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> $crate::__serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as $crate::__serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(<D::Error as $crate::__serde::de::Error>::custom)
             }
         }
     };

@@ -589,7 +589,15 @@ impl Task {
 
     /// An operator retries a failed, cancelled or expired task with a fresh round of
     /// `max_attempts` attempts, numbered on from the last one.
+    /// A workflow step's task is not retried alone: its execution is rerun from that step.
     pub fn retry(&mut self, now: DateTime<Utc>) -> Result<Outcome, TaskError> {
+        if let (Some(execution), Some(step)) = (self.execution_id, &self.step) {
+            return Err(TaskError::InvalidTransition(format!(
+                "task {} is step '{step}' of workflow execution {execution}: rerun the \
+                 execution from that step instead",
+                self.id
+            )));
+        }
         if !matches!(
             self.status,
             TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Expired

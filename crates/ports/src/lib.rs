@@ -15,6 +15,7 @@ mod events;
 mod resources;
 mod system;
 mod tasks;
+mod workflows;
 
 pub use agents::{AgentQuery, AgentRepository, StatusCounts};
 pub use conflicts::{ConflictQuery, ConflictRepository};
@@ -27,6 +28,7 @@ pub use tasks::{
     AgentOutcomes, Changes, Decide, DecideWithAgents, Durations, IdempotencyRecord, PassSize,
     SchedulingSnapshot, SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
+pub use workflows::{WorkflowCounts, WorkflowRepository};
 
 /// Everything one store provides: every repository, the event log and its health. The embedded
 /// store and PostgreSQL each implement all of it.
@@ -36,6 +38,7 @@ pub trait Store:
     + ResourceRepository
     + ConflictRepository
     + CredentialRepository
+    + WorkflowRepository
     + EventLog
     + HealthCheck
 {
@@ -47,6 +50,7 @@ impl<S> Store for S where
         + ResourceRepository
         + ConflictRepository
         + CredentialRepository
+        + WorkflowRepository
         + EventLog
         + HealthCheck
 {

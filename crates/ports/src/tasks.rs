@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    Agent, AgentId, Capability, Cursor, NewEvent, Priority, Resource, Task, TaskId, TaskStatus,
+    Agent, AgentId, Capability, Cursor, Execution, NewEvent, Priority, Resource, Task, TaskId,
+    TaskStatus,
 };
 use uuid::Uuid;
 
@@ -104,12 +105,17 @@ impl TaskCounts {
     }
 }
 
-/// A set of changes written together: each task and agent over the version it was read at,
-/// and the events they cause.
+/// A set of changes written together: each task, agent and execution over the version it was
+/// read at, new tasks, and the events they cause. Writing it also moves the executions of the
+/// steps whose tasks it ends (see the `workflows` port), except those it carries itself.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     pub tasks: Vec<Task>,
     pub agents: Vec<Agent>,
+    /// Executions, each over the version it was read at.
+    pub executions: Vec<Execution>,
+    /// Tasks to insert (`version` 0): `Conflict` if an ID is taken.
+    pub created: Vec<Task>,
     /// Pools allocated from: only their version is bumped (see `ResourceRepository`), and only
     /// if it still equals the one read; a pool moved or gone since makes the whole write a
     /// `Conflict`.
@@ -121,6 +127,8 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
             && self.agents.is_empty()
+            && self.executions.is_empty()
+            && self.created.is_empty()
             && self.allocated_from.is_empty()
             && self.events.is_empty()
     }
@@ -287,10 +295,14 @@ impl SnapshotRows {
         }
     }
 
-    /// `Internal` when `changes` touch a task, agent or pool the pass did not read: nothing it
-    /// did not lock may be written by it. A store checks this before it writes a pass.
+    /// `Internal` when `changes` touch a task, agent or pool the pass did not read, or carry an
+    /// execution or a new task: nothing it did not lock may be written by it. A store checks this before it writes a pass.
     pub fn admit(&self, changes: &Changes) -> Result<(), RepoError> {
-        let outside = changes.tasks.iter().any(|t| !self.tasks.contains(&t.id))
+        // Executions and new tasks are never read by a pass or held for reports: a write
+        // that ends a step's task moves its execution itself.
+        let outside = !changes.executions.is_empty()
+            || !changes.created.is_empty()
+            || changes.tasks.iter().any(|t| !self.tasks.contains(&t.id))
             || changes.agents.iter().any(|a| !self.agents.contains(&a.id))
             || changes
                 .allocated_from

@@ -8,6 +8,7 @@ mod credentials;
 mod events;
 mod resources;
 mod tasks;
+mod workflows;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -15,8 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    Agent, AgentId, ApiKey, AuditEntry, Conflict, ConflictId, Cursor, Event, KeyHash, NewEvent,
-    Resource, ResourceId, Task, TaskId, User, UserId,
+    Agent, AgentId, ApiKey, AuditEntry, Conflict, ConflictId, Cursor, Event, Execution,
+    ExecutionId, KeyHash, NewEvent, Resource, ResourceId, Task, TaskId, User, UserId, Workflow,
+    WorkflowId,
 };
 use ports::{Changes, ComponentStatus, HealthCheck, IdempotencyRecord, RepoError};
 
@@ -37,6 +39,8 @@ pub(crate) struct State {
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
     users: HashMap<UserId, User>,
+    workflows: HashMap<WorkflowId, Workflow>,
+    executions: HashMap<ExecutionId, Execution>,
     /// The audit trail, oldest first; the oldest are dropped beyond [`EVENT_RETENTION`].
     audit: VecDeque<AuditEntry>,
     idempotency: HashMap<String, IdempotencyRecord>,
@@ -134,7 +138,8 @@ impl State {
         events
     }
 
-    /// Applies `changes` if every version matches; otherwise changes nothing.
+    /// Applies `changes` if every version matches, with what they mean for the executions of
+    /// the steps they end (see [`State::follow`]); otherwise changes nothing.
     fn apply(&mut self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
         for task in &changes.tasks {
             unchanged(
@@ -147,6 +152,10 @@ impl State {
         for agent in &changes.agents {
             self.check_version(agent)?;
         }
+        for execution in &changes.executions {
+            self.check_execution(execution)?;
+        }
+        self.check_new_tasks(&changes.created)?;
         for pool in &changes.allocated_from {
             // A pool gone since the pass read it has moved on too: the pass reads again.
             self.check_pool(pool).map_err(|e| match e {
@@ -154,14 +163,21 @@ impl State {
                 other => other,
             })?;
         }
+        let follow = self.follow(&changes);
+        self.check_new_tasks(&follow.created)?;
         for pool in &changes.allocated_from {
             if let Some(stored) = self.resources.get_mut(&pool.id) {
                 stored.version += 1;
             }
         }
-        for task in changes.tasks {
+        for task in changes.tasks.into_iter().chain(follow.cancelled) {
             let mut stored = task;
             stored.version += 1;
+            self.put_task(stored);
+        }
+        for task in changes.created.into_iter().chain(follow.created) {
+            let mut stored = task;
+            stored.version = 0;
             self.put_task(stored);
         }
         for agent in changes.agents {
@@ -169,7 +185,26 @@ impl State {
             stored.version += 1;
             self.agents.insert(stored.id, stored);
         }
-        Ok(self.append(changes.events))
+        for execution in changes.executions.into_iter().chain(follow.executions) {
+            let mut stored = execution;
+            stored.version += 1;
+            self.executions.insert(stored.id, stored);
+        }
+        let mut events = changes.events;
+        events.extend(follow.events);
+        Ok(self.append(events))
+    }
+
+    /// `Conflict` if one of `tasks` has the ID of a stored task, or of another of them.
+    fn check_new_tasks(&self, tasks: &[Task]) -> Result<(), RepoError> {
+        let mut ids = std::collections::HashSet::new();
+        match tasks
+            .iter()
+            .find(|t| self.tasks.contains_key(&t.id) || !ids.insert(t.id))
+        {
+            Some(t) => Err(RepoError::Conflict(format!("task {} exists", t.id))),
+            None => Ok(()),
+        }
     }
 
     fn check_pool(&self, pool: &Resource) -> Result<(), RepoError> {

@@ -1,0 +1,890 @@
+//! Workflows: a definition is a DAG of steps; an execution runs it once, turning each step into
+//! a task when every step it depends on has ended.
+//!
+//! An execution's progress is a value like any other entity's: the store keeps it and every
+//! change to it is decided here. When a write ends the task of a step, the store hands the
+//! execution to [`Execution::follow`] in the same transaction, so a step's end and the tasks it
+//! unblocks commit together, whichever write ended it (an agent's report, a lost lease, an
+//! operator's cancel).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::event::{task_submitted, task_transition};
+use crate::ids::{ExecutionId, TaskId, WorkflowId};
+use crate::task::{NewTask, Outcome, TaskInput, TaskStatus};
+use crate::validation::{check_name, FieldError};
+use crate::{EventKind, Metadata, NewEvent, Task, ValidationErrors};
+
+/// Most steps one workflow may have.
+pub const MAX_STEPS: usize = 200;
+/// Longest description of a workflow.
+pub const MAX_DESCRIPTION_CHARS: usize = crate::task::MAX_DESCRIPTION_CHARS;
+/// Most reruns one execution records; older ones are dropped from its record.
+pub const MAX_RERUNS_KEPT: usize = 100;
+
+named_enum!(
+    /// What a step does. Every step runs as a task today.
+    StepKind, "step type" {
+            Task => "task",
+    }
+);
+
+named_enum!(
+    /// Where an execution is. It starts `running`: its first steps are queued as tasks in the
+    /// same write that stores it.
+    ExecutionStatus, "execution status" {
+            Running => "running",
+            Completed => "completed",
+            Failed => "failed",
+            Cancelled => "cancelled",
+    }
+);
+
+named_enum!(
+    /// Where one step of an execution is: `pending` until every step it depends on has ended,
+    /// `running` while its task is queued or worked on, then how its task ended.
+    StepStatus, "step status" {
+            Pending => "pending",
+            Running => "running",
+            Completed => "completed",
+            Failed => "failed",
+            Cancelled => "cancelled",
+    }
+);
+
+/// A resource claim as a step gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimInput {
+    pub resource_id: String,
+    pub amount: Map<String, Value>,
+}
+
+/// The raw fields of a step, as they arrive, and as a store keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepInput {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub resources: Map<String, Value>,
+    #[serde(default)]
+    pub resource_claims: Vec<ClaimInput>,
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+    #[serde(default)]
+    pub lease_seconds: Option<i64>,
+    #[serde(default)]
+    pub continue_on_failure: Option<bool>,
+}
+
+/// The raw fields of a definition.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowInput {
+    pub name: String,
+    pub description: Option<String>,
+    pub steps: Vec<StepInput>,
+    pub metadata: Map<String, Value>,
+}
+
+/// One validated step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: String,
+    pub kind: StepKind,
+    pub parameters: Metadata,
+    /// The steps it depends on, as given.
+    pub depends_on: Vec<String>,
+    pub continue_on_failure: bool,
+    /// What its task is made of (title, options); the metadata is filled in per execution.
+    pub task: NewTask,
+    /// As given, to keep and echo: the resource maps as the client wrote them.
+    input: StepInput,
+}
+
+impl Step {
+    /// The step as a store keeps it (and reads it back through [`Workflow::parse`]).
+    pub fn to_input(&self) -> StepInput {
+        self.input.clone()
+    }
+}
+
+/// A workflow definition: named steps and what each depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub id: WorkflowId,
+    pub name: String,
+    pub description: String,
+    pub steps: Vec<Step>,
+    pub metadata: Metadata,
+    pub created_at: DateTime<Utc>,
+    /// For each step, the indexes of the steps it waits for: those it names, or, when no step
+    /// names any, the one before it.
+    needs: Vec<Vec<usize>>,
+}
+
+impl Workflow {
+    /// Checks a definition and reports every problem at once: at least one step, at most
+    /// [`MAX_STEPS`], unique names, known types, dependencies that name other existing steps,
+    /// no cycle (named step by step), and each step's task options as a task's would be.
+    pub fn parse(
+        input: WorkflowInput,
+        id: WorkflowId,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let name = errors.collect("name", check_name(&input.name));
+        let description = input.description.unwrap_or_default();
+        if description.chars().count() > MAX_DESCRIPTION_CHARS {
+            errors.push(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            );
+        }
+        let metadata = errors.collect("metadata", Metadata::parse(input.metadata));
+        if input.steps.is_empty() {
+            errors.push("steps", "must have at least one step");
+        }
+        if input.steps.len() > MAX_STEPS {
+            errors.push("steps", format!("must have at most {MAX_STEPS} steps"));
+        }
+        let mut steps = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (i, raw) in input.steps.iter().enumerate() {
+            if let Some(step) = parse_step(raw.clone(), i, now, &mut errors) {
+                if index.insert(step.name.clone(), i).is_some() {
+                    errors.push(
+                        format!("steps[{i}].name"),
+                        format!("step '{}' is named twice", step.name),
+                    );
+                }
+                steps.push(step);
+            }
+        }
+        let mut needs = vec![Vec::new(); steps.len()];
+        if errors.is_empty() {
+            let chained = steps.iter().all(|s| s.depends_on.is_empty());
+            for (i, step) in steps.iter().enumerate() {
+                if chained {
+                    needs[i] = i.checked_sub(1).into_iter().collect();
+                    continue;
+                }
+                let mut seen = HashSet::new();
+                for dep in &step.depends_on {
+                    let field = format!("steps[{i}].depends_on");
+                    match index.get(dep) {
+                        _ if !seen.insert(dep) => {
+                            errors.push(field, format!("names step '{dep}' twice"))
+                        }
+                        Some(&j) if j == i => {
+                            errors.push(field, format!("step '{dep}' cannot depend on itself"))
+                        }
+                        Some(&j) => needs[i].push(j),
+                        None => {
+                            errors.push(field, format!("names no step of this workflow: '{dep}'"))
+                        }
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            if let Some(cycle) = find_cycle(&needs) {
+                let names: Vec<&str> = cycle.iter().map(|&i| steps[i].name.as_str()).collect();
+                errors.push(
+                    format!("steps[{}].depends_on", cycle[0]),
+                    format!("steps form a cycle: {} -> {}", names.join(" -> "), names[0]),
+                );
+            }
+        }
+        match (name, metadata) {
+            (Some(name), Some(metadata)) if errors.is_empty() => Ok(Self {
+                id,
+                name,
+                description,
+                steps,
+                metadata,
+                created_at: now,
+                needs,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The index of the step named `name`.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// The steps step `i` waits for.
+    pub fn needs(&self, i: usize) -> &[usize] {
+        &self.needs[i]
+    }
+
+    /// Step `i` and every step downstream of it.
+    fn downstream_of(&self, i: usize) -> HashSet<usize> {
+        let mut found = HashSet::from([i]);
+        let mut queue = VecDeque::from([i]);
+        while let Some(j) = queue.pop_front() {
+            for (k, needs) in self.needs.iter().enumerate() {
+                if needs.contains(&j) && found.insert(k) {
+                    queue.push_back(k);
+                }
+            }
+        }
+        found
+    }
+}
+
+fn parse_step(
+    raw: StepInput,
+    i: usize,
+    now: DateTime<Utc>,
+    errors: &mut ValidationErrors,
+) -> Option<Step> {
+    let prefix = |field: &str| format!("steps[{i}].{field}");
+    let before = errors.0.len();
+    let kind = match raw.kind.as_deref().unwrap_or("task").parse::<StepKind>() {
+        Ok(k) => Some(k),
+        Err(m) => {
+            errors.push(prefix("type"), m);
+            None
+        }
+    };
+    let parameters = match Metadata::parse(raw.parameters.clone()) {
+        Ok(p) => Some(p),
+        Err(m) => {
+            errors.push(prefix("parameters"), m);
+            None
+        }
+    };
+    if raw.depends_on.len() > MAX_STEPS {
+        errors.push(
+            prefix("depends_on"),
+            format!("must have at most {MAX_STEPS} entries"),
+        );
+    }
+    let task = NewTask::parse(
+        TaskInput {
+            title: raw.name.clone(),
+            description: None,
+            priority: raw.priority,
+            required_capabilities: raw.required_capabilities.clone(),
+            resources: raw.resources.clone(),
+            deadline: None,
+            metadata: Map::new(),
+            max_attempts: raw.max_attempts,
+            lease_seconds: raw.lease_seconds,
+            resource_claims: raw
+                .resource_claims
+                .iter()
+                .map(|c| (c.resource_id.clone(), c.amount.clone()))
+                .collect(),
+            preemptible: None,
+        },
+        now,
+    );
+    let task = match task {
+        Ok(t) => Some(t),
+        Err(more) => {
+            for e in more.0 {
+                let field = match e.field.as_str() {
+                    "title" => "name".to_owned(),
+                    other => other.to_owned(),
+                };
+                errors.0.push(FieldError::new(prefix(&field), e.message));
+            }
+            None
+        }
+    };
+    let (Some(kind), Some(parameters), Some(task)) = (kind, parameters, task) else {
+        return None;
+    };
+    if errors.0.len() > before {
+        return None;
+    }
+    let mut input = raw;
+    input.name = task.title.clone();
+    input.kind = Some(kind.as_str().to_owned());
+    input.depends_on = input
+        .depends_on
+        .iter()
+        .map(|d| d.trim().to_owned())
+        .collect();
+    Some(Step {
+        name: task.title.clone(),
+        kind,
+        parameters,
+        depends_on: input.depends_on.clone(),
+        continue_on_failure: input.continue_on_failure.unwrap_or(false),
+        task,
+        input,
+    })
+}
+
+/// A cycle among the steps, as the indexes along it, if there is one.
+fn find_cycle(needs: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    fn visit(i: usize, needs: &[Vec<usize>], marks: &mut [Mark], path: &mut Vec<usize>) -> bool {
+        marks[i] = Mark::Open;
+        path.push(i);
+        for &j in &needs[i] {
+            let mark = marks[j];
+            match mark {
+                Mark::Open => {
+                    let from = path.iter().position(|&k| k == j).unwrap_or(0);
+                    path.drain(..from);
+                    // The path runs from a step to what it depends on: reversed, it is the
+                    // order in which the steps would run.
+                    path.reverse();
+                    return true;
+                }
+                Mark::New if visit(j, needs, marks, path) => return true,
+                _ => {}
+            }
+        }
+        path.pop();
+        marks[i] = Mark::Done;
+        false
+    }
+    let mut marks = vec![Mark::New; needs.len()];
+    for i in 0..needs.len() {
+        let mut path = Vec::new();
+        if marks[i] == Mark::New && visit(i, needs, &mut marks, &mut path) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// One step of an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRun {
+    pub name: String,
+    pub status: StepStatus,
+    /// The task this step runs as: chosen when the step is (re)set, created when it is ready.
+    pub task_id: TaskId,
+    pub result: Option<Map<String, Value>>,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl StepRun {
+    fn fresh(name: &str, task_id: TaskId) -> Self {
+        Self {
+            name: name.to_owned(),
+            status: StepStatus::Pending,
+            task_id,
+            result: None,
+            error: None,
+            started_at: None,
+            completed_at: None,
+        }
+    }
+
+    /// Whether the steps that depend on this one may run: it completed, or it failed and may.
+    fn lets_dependents_run(&self, step: &Step) -> bool {
+        match self.status {
+            StepStatus::Completed => true,
+            StepStatus::Failed | StepStatus::Cancelled => step.continue_on_failure,
+            StepStatus::Pending | StepStatus::Running => false,
+        }
+    }
+
+    fn ended(&self) -> bool {
+        !matches!(self.status, StepStatus::Pending | StepStatus::Running)
+    }
+}
+
+/// A rerun, as an execution records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rerun {
+    pub from_step: String,
+    /// The steps it set to run afresh.
+    pub steps: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The raw fields of an execution request.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionInput {
+    pub parameters: Map<String, Value>,
+    pub metadata: Map<String, Value>,
+}
+
+/// Why a change to an execution was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecutionError {
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+}
+
+/// One run of a workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub id: ExecutionId,
+    pub workflow_id: WorkflowId,
+    pub status: ExecutionStatus,
+    pub parameters: Metadata,
+    pub metadata: Metadata,
+    /// One per step of the workflow, in its order.
+    pub steps: Vec<StepRun>,
+    pub reruns: Vec<Rerun>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+/// What a change to an execution adds to the write that makes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Advance {
+    /// Tasks of steps that became ready, to insert.
+    pub created: Vec<Task>,
+    /// Tasks of steps that have not started and must not: to cancel (see
+    /// [`Execution::cancel_unstarted`]) if they are still pending when locked.
+    pub to_cancel: Vec<TaskId>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Advance {
+    fn absorb(&mut self, other: Advance) {
+        self.created.extend(other.created);
+        self.to_cancel.extend(other.to_cancel);
+        self.events.extend(other.events);
+    }
+}
+
+impl Execution {
+    /// Starts `workflow` with the given parameters: the execution, and the tasks of its first
+    /// steps with their events. `task_ids` gives each step the ID its task will have.
+    pub fn start(
+        workflow: &Workflow,
+        id: ExecutionId,
+        input: ExecutionInput,
+        mut task_ids: impl FnMut() -> TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<(Self, Advance), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let parameters = errors.collect("parameters", Metadata::parse(input.parameters));
+        let metadata = errors.collect("metadata", Metadata::parse(input.metadata));
+        let (Some(parameters), Some(metadata)) = (parameters, metadata) else {
+            return Err(errors);
+        };
+        let mut execution = Self {
+            id,
+            workflow_id: workflow.id,
+            status: ExecutionStatus::Running,
+            parameters,
+            metadata,
+            steps: workflow
+                .steps
+                .iter()
+                .map(|s| StepRun::fresh(&s.name, task_ids()))
+                .collect(),
+            reruns: Vec::new(),
+            created_at: now,
+            completed_at: None,
+            updated_at: now,
+            version: 0,
+        };
+        let mut advance = Advance {
+            events: vec![execution.event(EventKind::ExecutionStarted, json!({}), now)],
+            ..Advance::default()
+        };
+        advance.absorb(execution.launch_ready(workflow, now));
+        Ok((execution, advance))
+    }
+
+    /// Whether this execution's steps are those of `workflow` (a store checks this of rows it
+    /// reads, which another version may have written).
+    pub fn matches(&self, workflow: &Workflow) -> bool {
+        self.workflow_id == workflow.id
+            && self.steps.len() == workflow.steps.len()
+            && self
+                .steps
+                .iter()
+                .zip(&workflow.steps)
+                .all(|(run, step)| run.name == step.name)
+    }
+
+    /// The tasks that a write has ended: records how each step's task ended, and, while the
+    /// execution runs, queues the steps that became ready, completes it when every step has
+    /// ended, or fails it when a step failed that may not (its pending steps are cancelled, and
+    /// its queued but unassigned tasks listed in `to_cancel`). Tasks that are not a running
+    /// step's current task (an earlier run's, say) change nothing.
+    pub fn follow(&mut self, workflow: &Workflow, ended: &[&Task]) -> Advance {
+        let mut advance = Advance::default();
+        let mut moved = false;
+        for task in ended {
+            let Some(i) = self
+                .steps
+                .iter()
+                .position(|s| s.task_id == task.id && s.status == StepStatus::Running)
+            else {
+                continue;
+            };
+            if !task.status.is_terminal() {
+                continue;
+            }
+            moved = true;
+            let now = task.updated_at;
+            advance.events.push(self.record_end(i, task));
+            if self.status != ExecutionStatus::Running {
+                continue;
+            }
+            let run = &self.steps[i];
+            if !run.lets_dependents_run(&workflow.steps[i]) {
+                let reason = format!("step '{}' {}", run.name, run.status);
+                advance.absorb(self.fail(&reason, now));
+                continue;
+            }
+            advance.absorb(self.launch_ready(workflow, now));
+        }
+        if moved {
+            if let Some(at) = ended.iter().map(|t| t.updated_at).max() {
+                self.updated_at = self.updated_at.max(at);
+            }
+        }
+        advance
+    }
+
+    /// Cancels those of `tasks` (this execution's, as listed in an [`Advance::to_cancel`] and
+    /// locked) that are still pending, and records their steps as cancelled; returns them and
+    /// their events.
+    pub fn cancel_unstarted(
+        &mut self,
+        tasks: Vec<Task>,
+        now: DateTime<Utc>,
+    ) -> (Vec<Task>, Vec<NewEvent>) {
+        let mut cancelled = Vec::new();
+        let mut events = Vec::new();
+        for mut task in tasks {
+            if task.status != TaskStatus::Pending || task.execution_id != Some(self.id.as_uuid()) {
+                continue;
+            }
+            if task.cancel(now).is_err() {
+                continue;
+            }
+            events.push(task_transition(&task, Outcome::Cancelled, None, now));
+            if let Some(i) = self.steps.iter().position(|s| s.task_id == task.id) {
+                events.push(self.record_end(i, &task));
+            }
+            cancelled.push(task);
+        }
+        (cancelled, events)
+    }
+
+    /// An operator cancels the execution: its pending steps are cancelled, and the tasks of
+    /// its running steps are listed for the caller to cancel (a queued one at once, a held one
+    /// when its agent stops). `InvalidTransition` unless it is running.
+    pub fn cancel(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<TaskId>, NewEvent), ExecutionError> {
+        if self.status != ExecutionStatus::Running {
+            return Err(ExecutionError::InvalidTransition(format!(
+                "a {} execution cannot be cancelled",
+                self.status
+            )));
+        }
+        self.status = ExecutionStatus::Cancelled;
+        self.completed_at = Some(now);
+        self.updated_at = now;
+        let mut running = Vec::new();
+        for run in &mut self.steps {
+            match run.status {
+                StepStatus::Pending => {
+                    run.status = StepStatus::Cancelled;
+                    run.completed_at = Some(now);
+                }
+                StepStatus::Running => running.push(run.task_id),
+                _ => {}
+            }
+        }
+        let event = self.event(EventKind::ExecutionCancelled, json!({}), now);
+        Ok((running, event))
+    }
+
+    /// Records that a step's task was cancelled by the caller of [`Self::cancel`], which
+    /// writes the execution itself: the event of the step's end, if it was running.
+    pub fn step_cancelled(&mut self, task: &Task) -> Option<NewEvent> {
+        let i = self
+            .steps
+            .iter()
+            .position(|s| s.task_id == task.id && s.status == StepStatus::Running)?;
+        Some(self.record_end(i, task))
+    }
+
+    /// Runs a failed or cancelled execution again from `from_step`: that step, every step
+    /// downstream of it, and every step that has not ended well (pending, failed or cancelled,
+    /// and, in a cancelled execution, those asked to stop) are set to run afresh, each with a
+    /// new task ID from `task_ids`; completed steps outside that set keep their results, and
+    /// steps of a failed execution still running keep their tasks. The steps whose
+    /// dependencies have all ended are queued at once.
+    pub fn rerun(
+        &mut self,
+        workflow: &Workflow,
+        from_step: &str,
+        mut task_ids: impl FnMut() -> TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Advance, ExecutionError> {
+        let Some(from) = workflow.step_index(from_step) else {
+            return Err(ExecutionError::Invalid(ValidationErrors::single(
+                "from_step",
+                format!("names no step of this workflow: '{from_step}'"),
+            )));
+        };
+        if !matches!(
+            self.status,
+            ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        ) {
+            return Err(ExecutionError::InvalidTransition(format!(
+                "a {} execution cannot be rerun; only a failed or cancelled one can",
+                self.status
+            )));
+        }
+        let downstream = workflow.downstream_of(from);
+        let was = self.status;
+        let mut reset = Vec::new();
+        for (i, run) in self.steps.iter_mut().enumerate() {
+            // A cancelled execution's running steps were asked to stop: they run again too.
+            let again = downstream.contains(&i)
+                || matches!(
+                    run.status,
+                    StepStatus::Pending | StepStatus::Failed | StepStatus::Cancelled
+                )
+                || (run.status == StepStatus::Running && was == ExecutionStatus::Cancelled);
+            if again {
+                *run = StepRun::fresh(&run.name, task_ids());
+                reset.push(run.name.clone());
+            }
+        }
+        self.status = ExecutionStatus::Running;
+        self.completed_at = None;
+        self.updated_at = now;
+        self.reruns.push(Rerun {
+            from_step: workflow.steps[from].name.clone(),
+            steps: reset.clone(),
+            at: now,
+        });
+        if self.reruns.len() > MAX_RERUNS_KEPT {
+            self.reruns.remove(0);
+        }
+        let mut advance = Advance {
+            events: vec![self.event(
+                EventKind::ExecutionRerun,
+                json!({"from_step": workflow.steps[from].name, "steps": reset}),
+                now,
+            )],
+            ..Advance::default()
+        };
+        advance.absorb(self.launch_ready(workflow, now));
+        Ok(advance)
+    }
+
+    /// Records how step `i`'s task ended; returns the step's event.
+    fn record_end(&mut self, i: usize, task: &Task) -> NewEvent {
+        let now = task.updated_at;
+        let run = &mut self.steps[i];
+        run.status = match task.status {
+            TaskStatus::Completed => StepStatus::Completed,
+            TaskStatus::Cancelled => StepStatus::Cancelled,
+            _ => StepStatus::Failed,
+        };
+        run.completed_at = Some(now);
+        run.result = task.result.clone();
+        run.error = match task.status {
+            TaskStatus::Completed => None,
+            TaskStatus::Expired => Some("the task's deadline passed".into()),
+            TaskStatus::Cancelled => task.error.clone().or(Some("cancelled".into())),
+            _ => task.error.clone(),
+        };
+        let (kind, data) = match run.status {
+            StepStatus::Completed => (EventKind::StepCompleted, json!({"result": run.result})),
+            status => (
+                EventKind::StepFailed,
+                json!({"step_status": status.as_str(), "error": run.error}),
+            ),
+        };
+        let mut event = self.step_event(kind, i, data, now);
+        event.task_id = Some(task.id);
+        event
+    }
+
+    /// Fails the execution: pending steps are cancelled, and the tasks of running steps that no
+    /// agent holds yet are listed to cancel.
+    fn fail(&mut self, reason: &str, now: DateTime<Utc>) -> Advance {
+        self.status = ExecutionStatus::Failed;
+        self.completed_at = Some(now);
+        self.updated_at = now;
+        let mut to_cancel = Vec::new();
+        for run in &mut self.steps {
+            match run.status {
+                StepStatus::Pending => {
+                    run.status = StepStatus::Cancelled;
+                    run.completed_at = Some(now);
+                }
+                StepStatus::Running => to_cancel.push(run.task_id),
+                _ => {}
+            }
+        }
+        Advance {
+            created: Vec::new(),
+            to_cancel,
+            events: vec![self.event(EventKind::ExecutionFailed, json!({"reason": reason}), now)],
+        }
+    }
+
+    /// Queues every pending step whose dependencies let it run; completes the execution when
+    /// every step has ended.
+    fn launch_ready(&mut self, workflow: &Workflow, now: DateTime<Utc>) -> Advance {
+        let mut advance = Advance::default();
+        let ready: Vec<usize> = (0..self.steps.len())
+            .filter(|&i| {
+                self.steps[i].status == StepStatus::Pending
+                    && workflow
+                        .needs(i)
+                        .iter()
+                        .all(|&j| self.steps[j].lets_dependents_run(&workflow.steps[j]))
+            })
+            .collect();
+        for i in ready {
+            let task = self.task_of(workflow, i, now);
+            let run = &mut self.steps[i];
+            run.status = StepStatus::Running;
+            run.started_at = Some(now);
+            advance.events.push(task_submitted(&task));
+            let mut event = self.step_event(EventKind::StepStarted, i, json!({}), now);
+            event.task_id = Some(task.id);
+            advance.events.push(event);
+            advance.created.push(task);
+        }
+        if self.steps.iter().all(StepRun::ended) {
+            self.status = ExecutionStatus::Completed;
+            self.completed_at = Some(now);
+            advance
+                .events
+                .push(self.event(EventKind::ExecutionCompleted, json!({}), now));
+        }
+        self.updated_at = self.updated_at.max(now);
+        advance
+    }
+
+    /// The task step `i` runs as: its options, and metadata holding the execution's
+    /// parameters, the step's, and how each step it depends on ended.
+    fn task_of(&self, workflow: &Workflow, i: usize, now: DateTime<Utc>) -> Task {
+        let step = &workflow.steps[i];
+        let upstream: Map<String, Value> = workflow
+            .needs(i)
+            .iter()
+            .map(|&j| {
+                let run = &self.steps[j];
+                let mut outcome = json!({"status": run.status.as_str(), "task_id": run.task_id});
+                match &run.result {
+                    Some(result) => outcome["result"] = Value::Object(result.clone()),
+                    None => outcome["error"] = json!(run.error),
+                }
+                (run.name.clone(), outcome)
+            })
+            .collect();
+        let mut metadata = Map::new();
+        metadata.insert(
+            "execution_parameters".into(),
+            Value::Object(self.parameters.as_map().clone()),
+        );
+        metadata.insert(
+            "step_parameters".into(),
+            Value::Object(step.parameters.as_map().clone()),
+        );
+        metadata.insert("upstream".into(), Value::Object(upstream));
+        let mut new = step.task.clone();
+        new.description = format!(
+            "Step '{}' of workflow '{}', execution {}",
+            step.name, workflow.name, self.id
+        );
+        new.metadata = Metadata::bounded(metadata);
+        let mut task = Task::submit(new, self.steps[i].task_id, now);
+        task.workflow_id = Some(self.workflow_id.as_uuid());
+        task.execution_id = Some(self.id.as_uuid());
+        task.step = Some(step.name.clone());
+        task
+    }
+
+    fn event(&self, kind: EventKind, mut data: Value, at: DateTime<Utc>) -> NewEvent {
+        data["workflow_id"] = json!(self.workflow_id);
+        data["execution_id"] = json!(self.id);
+        data["status"] = json!(self.status.as_str());
+        NewEvent::about_nothing(kind, data, at)
+    }
+
+    fn step_event(
+        &self,
+        kind: EventKind,
+        i: usize,
+        mut data: Value,
+        at: DateTime<Utc>,
+    ) -> NewEvent {
+        data["step"] = json!(self.steps[i].name);
+        data["task_id"] = json!(self.steps[i].task_id);
+        self.event(kind, data, at)
+    }
+}
+
+/// The tasks among `written` that ended and belong to an execution, by execution, in the order
+/// of the executions' IDs (the order a store locks them in).
+pub fn ended_steps<'a>(
+    written: impl IntoIterator<Item = &'a Task>,
+) -> Vec<(ExecutionId, Vec<&'a Task>)> {
+    let mut by: std::collections::BTreeMap<ExecutionId, Vec<&Task>> = Default::default();
+    for task in written {
+        if let (Some(execution), true) = (task.execution_id, task.status.is_terminal()) {
+            by.entry(ExecutionId(execution)).or_default().push(task);
+        }
+    }
+    by.into_iter().collect()
+}
+
+/// The `workflow_created` event.
+pub fn workflow_created(workflow: &Workflow) -> NewEvent {
+    NewEvent::about_nothing(
+        EventKind::WorkflowCreated,
+        json!({
+            "workflow_id": workflow.id,
+            "name": workflow.name,
+            "steps": workflow.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        }),
+        workflow.created_at,
+    )
+}
+
+/// The `workflow_deleted` event.
+pub fn workflow_deleted(workflow: &Workflow, at: DateTime<Utc>) -> NewEvent {
+    NewEvent::about_nothing(
+        EventKind::WorkflowDeleted,
+        json!({"workflow_id": workflow.id, "name": workflow.name}),
+        at,
+    )
+}
