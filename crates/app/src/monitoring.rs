@@ -20,6 +20,7 @@ pub struct Summary {
     pub resources: HashMap<ResourceStatus, u64>,
     /// Conflicts open, resolved and dismissed.
     pub conflicts: (u64, u64, u64),
+    pub workflows: ports::WorkflowCounts,
 }
 
 /// The spans of time performance figures cover.
@@ -148,12 +149,13 @@ impl Platform {
     }
 
     async fn read_summary(&self) -> Result<Summary, AppError> {
-        let (agents, tasks, pools, holders, conflicts) = tokio::join!(
+        let (agents, tasks, pools, holders, conflicts, workflows) = tokio::join!(
             self.deps.agents.count_by_status(),
             self.deps.tasks.count_by_status(),
             self.deps.resources.list_resources(None),
             self.deps.resources.claim_holders(),
             self.deps.conflicts.count_conflicts(),
+            self.deps.workflows.workflow_counts(),
         );
         let repo = |what| move |e| AppError::from_repo(what, e);
         let holders = holders.map_err(repo("Resource"))?;
@@ -168,6 +170,7 @@ impl Platform {
             tasks: tasks.map_err(repo("Task"))?,
             resources,
             conflicts: conflicts.map_err(repo("Conflict"))?,
+            workflows: workflows.map_err(repo("Workflow"))?,
         })
     }
 

@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod resources;
 pub mod system;
 pub mod tasks;
+pub mod workflows;
 
 use domain::{Capability, Cursor, Limit};
 

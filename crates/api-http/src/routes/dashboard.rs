@@ -36,7 +36,7 @@ pub(crate) struct SummaryBody {
     tasks: TaskCounts,
     resources: ResourceCounts,
     conflicts: ConflictCounts,
-    /// There are no workflows yet: both count zero.
+    /// Workflow definitions, and their executions running now.
     workflows: WorkflowCounts,
     /// Open on the replica that answers.
     websocket_connections: u64,
@@ -115,6 +115,7 @@ pub(crate) async fn summary(
         tasks,
         resources,
         conflicts: (open, resolved, dismissed),
+        workflows,
     } = state.platform.summary(&auth.principal).await?;
     let pools = |status| resources.get(&status).copied().unwrap_or(0);
     Ok(HttpResponse::Ok().json(SummaryBody {
@@ -152,8 +153,8 @@ pub(crate) async fn summary(
             dismissed,
         },
         workflows: WorkflowCounts {
-            total: 0,
-            running_executions: 0,
+            total: workflows.workflows,
+            running_executions: workflows.running_executions,
         },
         websocket_connections: state.connections.open(),
         timestamp: state.platform.clock().now(),

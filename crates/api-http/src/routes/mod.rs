@@ -10,6 +10,7 @@ pub(crate) use openapi::description as openapi_description;
 mod resources;
 mod system;
 mod tasks;
+mod workflows;
 
 use actix_web::dev::HttpServiceFactory;
 use actix_web::middleware::from_fn;
@@ -55,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         tasks::configure(api);
         resources::configure(api);
         conflicts::configure(api);
+        workflows::configure(api);
         credentials::configure(api);
         dashboard::configure(api);
         api.service(

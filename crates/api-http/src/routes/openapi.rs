@@ -12,7 +12,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{agents, conflicts, credentials, dashboard, endpoint, resources, system, tasks};
+use super::{
+    agents, conflicts, credentials, dashboard, endpoint, resources, system, tasks, workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +31,8 @@ use super::{agents, conflicts, credentials, dashboard, endpoint, resources, syst
         resources::register, resources::list, resources::get, resources::update,
         resources::delete, resources::allocations,
         conflicts::report, conflicts::list, conflicts::get, conflicts::resolve, conflicts::dismiss,
+        workflows::create, workflows::list, workflows::get, workflows::delete, workflows::execute,
+        workflows::executions, workflows::execution, workflows::cancel, workflows::rerun,
         credentials::create_key, credentials::list_keys, credentials::revoke_key,
         credentials::create_user, credentials::list_users, credentials::update_user,
         credentials::delete_user, credentials::login, credentials::audit,
@@ -43,6 +47,7 @@ use super::{agents, conflicts, credentials, dashboard, endpoint, resources, syst
         (name = "tasks", description = "Submission, the work protocol, operators' actions."),
         (name = "resources", description = "Shared resource pools and their allocations."),
         (name = "conflicts", description = "Contention and other conflicts, reported or detected, and their resolution."),
+        (name = "workflows", description = "Definitions as DAGs of steps, their executions, cancel and rerun."),
         (name = "credentials", description = "API keys, users, sign-in and the audit trail."),
         (name = "dashboard", description = "Counters, activity and agents' performance."),
         (name = "events", description = "The live event stream."),
