@@ -171,7 +171,9 @@ pub(crate) async fn follow(
         let Some((_, tasks)) = ended.iter().find(|(id, _)| *id == execution.id) else {
             continue;
         };
-        let advance = execution.follow(workflow, tasks);
+        let Some(advance) = execution.follow(workflow, tasks) else {
+            continue;
+        };
         let now = execution.updated_at;
         let queued: Vec<Uuid> = advance
             .to_cancel

@@ -534,8 +534,9 @@ impl Execution {
     /// execution runs, queues the steps that became ready, completes it when every step has
     /// ended, or fails it when a step failed that may not (its pending steps are cancelled, and
     /// its queued but unassigned tasks listed in `to_cancel`). Tasks that are not a running
-    /// step's current task (an earlier run's, say) change nothing.
-    pub fn follow(&mut self, workflow: &Workflow, ended: &[&Task]) -> Advance {
+    /// step's current task (an earlier run's, or one whose end was recorded already) change
+    /// nothing: `None` when none of `ended` moved the execution.
+    pub fn follow(&mut self, workflow: &Workflow, ended: &[&Task]) -> Option<Advance> {
         let mut advance = Advance::default();
         let mut moved = false;
         for task in ended {
@@ -551,6 +552,7 @@ impl Execution {
             }
             moved = true;
             let now = task.updated_at;
+            self.updated_at = self.updated_at.max(now);
             advance.events.push(self.record_end(i, task));
             if self.status != ExecutionStatus::Running {
                 continue;
@@ -563,12 +565,7 @@ impl Execution {
             }
             advance.absorb(self.launch_ready(workflow, now));
         }
-        if moved {
-            if let Some(at) = ended.iter().map(|t| t.updated_at).max() {
-                self.updated_at = self.updated_at.max(at);
-            }
-        }
-        advance
+        moved.then_some(advance)
     }
 
     /// Cancels those of `tasks` (this execution's, as listed in an [`Advance::to_cancel`] and

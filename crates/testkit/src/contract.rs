@@ -83,6 +83,13 @@ macro_rules! store_contract {
             the_audit_trail_is_read_newest_first_by_action_and_pruned_by_age,
             racing_writers_store_one_first_admin_and_every_user_change
         );
+        $crate::store_contract!(@in workflows_contract, $make;
+            workflows_round_trip_and_are_listed_newest_first,
+            executions_start_with_their_first_tasks_or_not_at_all,
+            a_write_ending_a_steps_task_queues_the_steps_it_unblocks,
+            a_failed_step_fails_its_execution_and_cancels_queued_steps_in_the_same_write,
+            a_write_carrying_an_execution_is_written_as_it_decided
+        );
     };
     // Cases about what tells two stores apart get two fresh ones.
     (@two $module:ident, $make:path; $($case:ident),* $(,)?) => {

@@ -10,13 +10,14 @@ pub mod events_contract;
 pub mod resources_contract;
 mod system;
 pub mod tasks_contract;
+pub mod workflows_contract;
 
 use std::sync::Arc;
 
 use app::{Dependencies, Platform, Settings};
 use ports::{
     AgentRepository, ConflictRepository, CredentialRepository, EventBus, EventLog, HealthCheck,
-    ResourceRepository, TaskRepository,
+    ResourceRepository, TaskRepository, WorkflowRepository,
 };
 
 pub use system::{ManualClock, SequentialIds};
@@ -30,6 +31,7 @@ pub struct StoreUnderTest {
     pub tasks: Arc<dyn TaskRepository>,
     pub resources: Arc<dyn ResourceRepository>,
     pub conflicts: Arc<dyn ConflictRepository>,
+    pub workflows: Arc<dyn WorkflowRepository>,
     pub health: Arc<dyn HealthCheck>,
 }
 
@@ -52,6 +54,7 @@ impl StoreUnderTest {
             tasks: store.clone(),
             resources: store.clone(),
             conflicts: store.clone(),
+            workflows: store.clone(),
             health: store,
         }
     }

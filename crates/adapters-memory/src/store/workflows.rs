@@ -37,7 +37,9 @@ impl State {
             let Some(workflow) = self.workflows.get(&execution.workflow_id) else {
                 continue;
             };
-            let advance = execution.follow(workflow, &ended);
+            let Some(advance) = execution.follow(workflow, &ended) else {
+                continue;
+            };
             let now = execution.updated_at;
             let queued: Vec<Task> = advance
                 .to_cancel
