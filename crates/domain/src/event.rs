@@ -183,8 +183,10 @@ impl Event {
 }
 
 /// The part of a task every task event carries.
+/// A workflow step's task also names its workflow, execution and step, so subscribers can
+/// follow one execution (`filters.execution_id`).
 fn task_snapshot(task: &Task) -> Value {
-    json!({
+    let mut data = json!({
         "task_id": task.id,
         "title": task.title,
         "status": task.status.as_str(),
@@ -192,7 +194,13 @@ fn task_snapshot(task: &Task) -> Value {
         "assigned_agent": task.assigned_agent,
         "attempt": task.attempt,
         "max_attempts": task.max_attempts,
-    })
+    });
+    if let Some(execution) = task.execution_id {
+        data["workflow_id"] = json!(task.workflow_id);
+        data["execution_id"] = json!(execution);
+        data["step"] = json!(task.step);
+    }
+    data
 }
 
 pub fn task_submitted(task: &Task) -> NewEvent {

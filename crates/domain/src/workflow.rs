@@ -626,8 +626,12 @@ impl Execution {
     }
 
     /// Records that a step's task was cancelled by the caller of [`Self::cancel`], which
-    /// writes the execution itself: the event of the step's end, if it was running.
+    /// writes the execution itself: the event of the step's end, if it was running and its
+    /// task has ended.
     pub fn step_cancelled(&mut self, task: &Task) -> Option<NewEvent> {
+        if !task.status.is_terminal() {
+            return None; // asked to stop: it ends when its agent does
+        }
         let i = self
             .steps
             .iter()

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::workflow::{ClaimInput, ExecutionInput, StepInput, StepRun, WorkflowInput};
-use domain::{Execution, StepStatus, Workflow};
+use domain::{Execution, Workflow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -214,7 +214,7 @@ pub struct StepRunBody {
 impl From<StepRun> for StepRunBody {
     fn from(s: StepRun) -> Self {
         Self {
-            task_id: (s.status != StepStatus::Pending).then_some(s.task_id.as_uuid()),
+            task_id: s.started_at.map(|_| s.task_id.as_uuid()),
             name: s.name,
             status: s.status.as_str().to_owned(),
             result: s.result,
