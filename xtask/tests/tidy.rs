@@ -184,12 +184,13 @@ fn each_crate_has_a_paragraph_in_the_architecture_document() {
 
 /// The store's ports, and the field of `testkit::StoreUnderTest` through which the contract
 /// suite calls each.
-const STORE_PORTS: [(&str, &str); 7] = [
+const STORE_PORTS: [(&str, &str); 8] = [
     ("AgentRepository", "agents"),
     ("TaskRepository", "tasks"),
     ("ResourceRepository", "resources"),
     ("ConflictRepository", "conflicts"),
     ("CredentialRepository", "credentials"),
+    ("WorkflowRepository", "workflows"),
     ("EventLog", "events"),
     ("HealthCheck", "health"),
 ];

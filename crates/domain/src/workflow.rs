@@ -368,6 +368,9 @@ fn find_cycle(needs: &[Vec<usize>]) -> Option<Vec<usize>> {
     for i in 0..needs.len() {
         let mut path = Vec::new();
         if marks[i] == Mark::New && visit(i, needs, &mut marks, &mut path) {
+            // Named from the step listed first on it.
+            let first = (0..path.len()).min_by_key(|&k| path[k]).unwrap_or(0);
+            path.rotate_left(first);
             return Some(path);
         }
     }
@@ -888,4 +891,244 @@ pub fn workflow_deleted(workflow: &Workflow, at: DateTime<Utc>) -> NewEvent {
         json!({"workflow_id": workflow.id, "name": workflow.name}),
         at,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_225_600 + secs, 0).unwrap()
+    }
+
+    fn step(name: &str, needs: &[&str]) -> StepInput {
+        StepInput {
+            name: name.into(),
+            depends_on: needs.iter().map(|s| (*s).to_owned()).collect(),
+            ..StepInput::default()
+        }
+    }
+
+    fn parse(steps: Vec<StepInput>) -> Result<Workflow, ValidationErrors> {
+        let input = WorkflowInput {
+            name: "w".into(),
+            steps,
+            ..WorkflowInput::default()
+        };
+        Workflow::parse(input, WorkflowId(uuid::Uuid::from_u128(1)), at(0))
+    }
+
+    fn fields(errors: &ValidationErrors) -> Vec<(&str, &str)> {
+        errors
+            .0
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn steps_without_dependencies_run_in_the_order_given() {
+        let w = parse(vec![step("a", &[]), step("b", &[]), step("c", &[])]).unwrap();
+        assert_eq!(w.needs(0), &[] as &[usize]);
+        assert_eq!(w.needs(1), &[0]);
+        assert_eq!(w.needs(2), &[1]);
+        let w = parse(vec![step("a", &[]), step("b", &[]), step("c", &["a"])]).unwrap();
+        assert_eq!(
+            w.needs(1),
+            &[] as &[usize],
+            "named dependencies decide alone"
+        );
+        assert_eq!(w.downstream_of(0), HashSet::from([0, 2]));
+    }
+
+    #[test]
+    fn bad_definitions_name_the_step_at_fault() {
+        let cycle = parse(vec![
+            step("a", &["c"]),
+            step("b", &["a"]),
+            step("c", &["b"]),
+        ]);
+        assert_eq!(
+            fields(&cycle.unwrap_err()),
+            [(
+                "steps[0].depends_on",
+                "steps form a cycle: a -> b -> c -> a"
+            )]
+        );
+        let own = parse(vec![step("a", &[]), step("b", &["b"])]).unwrap_err();
+        assert_eq!(
+            fields(&own),
+            [("steps[1].depends_on", "step 'b' cannot depend on itself")]
+        );
+        let unknown = parse(vec![step("a", &["nope"])]).unwrap_err();
+        assert_eq!(
+            fields(&unknown),
+            [(
+                "steps[0].depends_on",
+                "names no step of this workflow: 'nope'"
+            )]
+        );
+        let twice = parse(vec![step("a", &[]), step(" a ", &[])]).unwrap_err();
+        assert_eq!(
+            fields(&twice),
+            [("steps[1].name", "step 'a' is named twice")]
+        );
+        assert_eq!(
+            fields(&parse(vec![]).unwrap_err()),
+            [("steps", "must have at least one step")]
+        );
+        let mut typed = step("a", &[]);
+        typed.kind = Some("shell".into());
+        assert_eq!(
+            fields(&parse(vec![typed]).unwrap_err())[0].0,
+            "steps[0].type"
+        );
+        let mut nameless = step("", &[]);
+        nameless.priority = Some(0);
+        assert_eq!(
+            fields(&parse(vec![nameless]).unwrap_err())
+                .iter()
+                .map(|(f, _)| *f)
+                .collect::<Vec<_>>(),
+            ["steps[0].name", "steps[0].priority"]
+        );
+    }
+
+    /// Ends `task` as `status` at `secs`.
+    fn end(mut task: Task, status: TaskStatus, secs: i64) -> Task {
+        task.status = status;
+        task.updated_at = at(secs);
+        task.completed_at = Some(at(secs));
+        if status == TaskStatus::Completed {
+            task.result = Some(Map::from_iter([("by".to_owned(), json!(task.step))]));
+        } else {
+            task.error = Some("broke".into());
+        }
+        task
+    }
+
+    /// A DAG of `n` steps, each depending on some of those before it, listed in a shuffled
+    /// order (so the list order is not the run order), and the order in which ready tasks end.
+    fn dags() -> impl Strategy<Value = (Vec<StepInput>, Vec<usize>, Option<usize>)> {
+        (1usize..10)
+            .prop_flat_map(|n| {
+                let needs =
+                    proptest::collection::vec(proptest::collection::vec(any::<bool>(), n), n);
+                let order = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
+                let picks = proptest::collection::vec(any::<usize>(), 4 * n);
+                let failing = proptest::option::weighted(0.3, 0..n);
+                (needs, order, picks, failing)
+            })
+            .prop_map(|(needs, order, picks, failing)| {
+                let n = order.len();
+                let mut steps: Vec<StepInput> = (0..n)
+                    .map(|i| {
+                        let before: Vec<String> = (0..i)
+                            .filter(|&j| needs[i][j])
+                            .map(|j| format!("s{j}"))
+                            .collect();
+                        StepInput {
+                            name: format!("s{i}"),
+                            depends_on: before,
+                            ..StepInput::default()
+                        }
+                    })
+                    .collect();
+                // Give one step a dependency at least, so the DAG decides, not the list.
+                if n > 1 && steps.iter().all(|s| s.depends_on.is_empty()) {
+                    steps[n - 1].depends_on.push("s0".into());
+                }
+                let shuffled = order.iter().map(|&i| steps[i].clone()).collect();
+                (shuffled, picks, failing)
+            })
+    }
+
+    proptest! {
+        /// However the steps are listed and whichever ready task ends first (several at once
+        /// at times), every step runs exactly once and never before the steps it depends on;
+        /// a step that fails ends the execution and nothing starts after it.
+        #[test]
+        fn every_step_runs_once_and_never_before_its_dependencies((steps, picks, failing) in dags()) {
+            let w = parse(steps).unwrap();
+            let mut next = 0u128;
+            let mut ids = || { next += 1; TaskId(uuid::Uuid::from_u128(next)) };
+            let (mut x, advance) = Execution::start(
+                &w, ExecutionId(uuid::Uuid::from_u128(9)), ExecutionInput::default(), &mut ids, at(0),
+            ).unwrap();
+            let mut queued: Vec<Task> = advance.created;
+            let mut created: HashMap<String, usize> = HashMap::new();
+            let mut completed: HashSet<String> = HashSet::new();
+            let mut failed_at = None;
+            for t in &queued {
+                *created.entry(t.step.clone().unwrap()).or_default() += 1;
+            }
+            let mut clock = 1;
+            for pick in picks {
+                if queued.is_empty() {
+                    break;
+                }
+                // One task ends, or, on odd picks, two at once.
+                let mut ending = vec![queued.remove(pick % queued.len())];
+                if pick % 2 == 1 && !queued.is_empty() {
+                    ending.push(queued.remove(pick % queued.len()));
+                }
+                let ended: Vec<Task> = ending.into_iter().map(|t| {
+                    let index = w.step_index(t.step.as_deref().unwrap()).unwrap();
+                    let status = if Some(index) == failing.map(|f| f % w.steps.len()) {
+                        TaskStatus::Failed
+                    } else {
+                        TaskStatus::Completed
+                    };
+                    end(t, status, clock)
+                }).collect();
+                clock += 1;
+                for t in &ended {
+                    if t.status == TaskStatus::Completed {
+                        completed.insert(t.step.clone().unwrap());
+                    } else {
+                        failed_at.get_or_insert(clock);
+                    }
+                }
+                let refs: Vec<&Task> = ended.iter().collect();
+                let was = x.status;
+                let advance = x.follow(&w, &refs).expect("a running step's task moves it");
+                prop_assert!(x.follow(&w, &refs).is_none(), "the same ends move nothing twice");
+                if was == ExecutionStatus::Failed {
+                    prop_assert!(advance.created.is_empty(), "a step started after the failure");
+                }
+                for t in advance.created {
+                    let name = t.step.clone().unwrap();
+                    let i = w.step_index(&name).unwrap();
+                    for &j in w.needs(i) {
+                        prop_assert!(completed.contains(&w.steps[j].name),
+                            "{name} started before {}", w.steps[j].name);
+                    }
+                    *created.entry(name).or_default() += 1;
+                    queued.push(t);
+                }
+                let (cancel, keep): (Vec<Task>, Vec<Task>) = queued
+                    .into_iter()
+                    .partition(|t| advance.to_cancel.contains(&t.id));
+                queued = keep;
+                let (cancelled, _) = x.cancel_unstarted(cancel, at(clock));
+                prop_assert!(cancelled.iter().all(|t| t.status == TaskStatus::Cancelled));
+            }
+            prop_assert!(created.values().all(|&n| n == 1), "{created:?}");
+            match failed_at {
+                None => {
+                    prop_assert_eq!(x.status, ExecutionStatus::Completed);
+                    prop_assert_eq!(created.len(), w.steps.len());
+                    prop_assert!(x.steps.iter().all(|s| s.status == StepStatus::Completed));
+                }
+                Some(_) => {
+                    prop_assert_eq!(x.status, ExecutionStatus::Failed);
+                    prop_assert!(x.steps.iter().all(StepRun::ended), "{:?}", x.steps);
+                }
+            }
+        }
+    }
 }

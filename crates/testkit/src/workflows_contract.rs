@@ -86,7 +86,6 @@ fn step_of(execution: &Execution, name: &str) -> domain::workflow::StepRun {
 }
 
 pub async fn workflows_round_trip_and_are_listed_newest_first(store: StoreUnderTest) {
-    let repo = &store.workflows;
     let chain = workflow(
         1,
         &[("ingest", &[]), ("process", &[]), ("export", &[])],
@@ -105,28 +104,38 @@ pub async fn workflows_round_trip_and_are_listed_newest_first(store: StoreUnderT
             .unwrap();
         assert_eq!(stored.len(), 1, "the event is stored with the definition");
     }
-    assert_eq!(repo.get_workflow(diamond.id).await.unwrap(), diamond);
-    assert_eq!(repo.get_workflow(chain.id).await.unwrap(), chain);
+    assert_eq!(
+        store.workflows.get_workflow(diamond.id).await.unwrap(),
+        diamond
+    );
+    assert_eq!(store.workflows.get_workflow(chain.id).await.unwrap(), chain);
     assert!(matches!(
-        repo.get_workflow(WorkflowId(Uuid::from_u128(9))).await,
+        store
+            .workflows
+            .get_workflow(WorkflowId(Uuid::from_u128(9)))
+            .await,
         Err(RepoError::NotFound)
     ));
     assert!(matches!(
-        repo.insert_workflow(&chain, vec![]).await,
+        store.workflows.insert_workflow(&chain, vec![]).await,
         Err(RepoError::Conflict(_))
     ));
 
-    let first = repo.list_workflows(None, 2).await.unwrap();
+    let first = store.workflows.list_workflows(None, 2).await.unwrap();
     let ids: Vec<_> = first.iter().map(|w| w.id).collect();
     assert_eq!(ids, vec![third.id, diamond.id]);
     let after = domain::Cursor {
         created_at: diamond.created_at,
         id: diamond.id.as_uuid(),
     };
-    let rest = repo.list_workflows(Some(after), 2).await.unwrap();
+    let rest = store
+        .workflows
+        .list_workflows(Some(after), 2)
+        .await
+        .unwrap();
     assert_eq!(rest, vec![chain]);
     assert_eq!(
-        repo.workflow_counts().await.unwrap(),
+        store.workflows.workflow_counts().await.unwrap(),
         WorkflowCounts {
             workflows: 3,
             running_executions: 0
@@ -144,13 +153,16 @@ pub async fn workflows_round_trip_and_are_listed_newest_first(store: StoreUnderT
 }
 
 pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreUnderTest) {
-    let repo = &store.workflows;
     let diamond = workflow(
         1,
         &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])],
         t(0),
     );
-    repo.insert_workflow(&diamond, vec![]).await.unwrap();
+    store
+        .workflows
+        .insert_workflow(&diamond, vec![])
+        .await
+        .unwrap();
     let (execution, tasks, events) = start(&diamond, 7, t(1));
     assert_eq!(tasks.len(), 1, "only the root is ready");
     let stored = repo
@@ -158,7 +170,10 @@ pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreU
         .await
         .unwrap();
     assert!(stored.iter().any(|e| e.kind == EventKind::ExecutionStarted));
-    assert_eq!(repo.get_execution(execution.id).await.unwrap(), execution);
+    assert_eq!(
+        store.workflows.get_execution(execution.id).await.unwrap(),
+        execution
+    );
     let root = store.tasks.get(tasks[0].id).await.unwrap();
     assert_eq!(root.execution_id, Some(execution.id.as_uuid()));
     assert_eq!(root.step.as_deref(), Some("a"));
@@ -167,10 +182,16 @@ pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreU
     // A second execution, listed first; one of a workflow gone, or with a task ID taken,
     // stores nothing.
     let (later, later_tasks, later_events) = start(&diamond, 8, t(2));
-    repo.start_execution(&later, &later_tasks, later_events)
+    store
+        .workflows
+        .start_execution(&later, &later_tasks, later_events)
         .await
         .unwrap();
-    let listed = repo.list_executions(diamond.id, None, 10).await.unwrap();
+    let listed = store
+        .workflows
+        .list_executions(diamond.id, None, 10)
+        .await
+        .unwrap();
     assert_eq!(
         listed.iter().map(|x| x.id).collect::<Vec<_>>(),
         vec![later.id, execution.id]
@@ -190,7 +211,10 @@ pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreU
     let other = workflow(2, &[("x", &[])], t(0));
     let (orphan, orphan_tasks, _) = start(&other, 9, t(3));
     assert!(matches!(
-        repo.start_execution(&orphan, &orphan_tasks, vec![]).await,
+        store
+            .workflows
+            .start_execution(&orphan, &orphan_tasks, vec![])
+            .await,
         Err(RepoError::NotFound)
     ));
     let (mut clash, _, _) = start(&diamond, 10, t(3));
@@ -200,19 +224,22 @@ pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreU
         ..tasks[0].clone()
     }];
     assert!(matches!(
-        repo.start_execution(&clash, &clashing, vec![]).await,
+        store
+            .workflows
+            .start_execution(&clash, &clashing, vec![])
+            .await,
         Err(RepoError::Conflict(_))
     ));
     assert!(matches!(
-        repo.get_execution(clash.id).await,
+        store.workflows.get_execution(clash.id).await,
         Err(RepoError::NotFound)
     ));
     assert!(matches!(
-        repo.get_execution(orphan.id).await,
+        store.workflows.get_execution(orphan.id).await,
         Err(RepoError::NotFound)
     ));
     assert_eq!(
-        repo.workflow_counts().await.unwrap(),
+        store.workflows.workflow_counts().await.unwrap(),
         WorkflowCounts {
             workflows: 1,
             running_executions: 2
@@ -221,15 +248,20 @@ pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreU
 }
 
 pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: StoreUnderTest) {
-    let repo = &store.workflows;
     let diamond = workflow(
         1,
         &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])],
         t(0),
     );
-    repo.insert_workflow(&diamond, vec![]).await.unwrap();
+    store
+        .workflows
+        .insert_workflow(&diamond, vec![])
+        .await
+        .unwrap();
     let (execution, tasks, events) = start(&diamond, 7, t(1));
-    repo.start_execution(&execution, &tasks, events)
+    store
+        .workflows
+        .start_execution(&execution, &tasks, events)
         .await
         .unwrap();
 
@@ -253,7 +285,7 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
         2,
         "{kinds:?}"
     );
-    let moved = repo.get_execution(execution.id).await.unwrap();
+    let moved = store.workflows.get_execution(execution.id).await.unwrap();
     assert_eq!(moved.version, execution.version + 1);
     assert_eq!(step_of(&moved, "a").status, StepStatus::Completed);
     assert_eq!(
@@ -288,7 +320,12 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
         .await
         .unwrap();
     assert_eq!(
-        repo.get_execution(execution.id).await.unwrap().version,
+        store
+            .workflows
+            .get_execution(execution.id)
+            .await
+            .unwrap()
+            .version,
         moved.version
     );
 
@@ -315,7 +352,7 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
         })
         .await
         .unwrap();
-    let moved = repo.get_execution(execution.id).await.unwrap();
+    let moved = store.workflows.get_execution(execution.id).await.unwrap();
     let d = step_of(&moved, "d");
     assert_eq!(d.status, StepStatus::Running);
     let d_task = store.tasks.get(d.task_id).await.unwrap();
@@ -333,22 +370,31 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
     assert!(written
         .iter()
         .any(|e| e.kind == EventKind::ExecutionCompleted));
-    let done = repo.get_execution(execution.id).await.unwrap();
+    let done = store.workflows.get_execution(execution.id).await.unwrap();
     assert_eq!(done.status, ExecutionStatus::Completed);
     assert_eq!(done.completed_at, Some(t(4)));
-    assert_eq!(repo.workflow_counts().await.unwrap().running_executions, 0);
+    assert_eq!(
+        store
+            .workflows
+            .workflow_counts()
+            .await
+            .unwrap()
+            .running_executions,
+        0
+    );
 }
 
 pub async fn a_failed_step_fails_its_execution_and_cancels_queued_steps_in_the_same_write(
     store: StoreUnderTest,
 ) {
-    let repo = &store.workflows;
     let fan = workflow(1, &[("a", &[]), ("b", &[]), ("c", &["a", "b"])], t(0));
     // Independent roots: A and B are both queued at the start.
-    repo.insert_workflow(&fan, vec![]).await.unwrap();
+    store.workflows.insert_workflow(&fan, vec![]).await.unwrap();
     let (execution, tasks, events) = start(&fan, 7, t(1));
     assert_eq!(tasks.len(), 2);
-    repo.start_execution(&execution, &tasks, events)
+    store
+        .workflows
+        .start_execution(&execution, &tasks, events)
         .await
         .unwrap();
 
@@ -364,7 +410,7 @@ pub async fn a_failed_step_fails_its_execution_and_cancels_queued_steps_in_the_s
     let kinds: Vec<EventKind> = written.iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&EventKind::ExecutionFailed), "{kinds:?}");
     assert!(kinds.contains(&EventKind::TaskCancelled), "{kinds:?}");
-    let failed = repo.get_execution(execution.id).await.unwrap();
+    let failed = store.workflows.get_execution(execution.id).await.unwrap();
     assert_eq!(failed.status, ExecutionStatus::Failed);
     assert_eq!(step_of(&failed, "a").status, StepStatus::Failed);
     assert_eq!(
@@ -383,29 +429,37 @@ pub async fn a_failed_step_fails_its_execution_and_cancels_queued_steps_in_the_s
     // A workflow with a running execution cannot be deleted; one whose executions ended can,
     // with their records.
     let other = workflow(2, &[("x", &[])], t(0));
-    repo.insert_workflow(&other, vec![]).await.unwrap();
+    store
+        .workflows
+        .insert_workflow(&other, vec![])
+        .await
+        .unwrap();
     let (running, running_tasks, _) = start(&other, 8, t(1));
-    repo.start_execution(&running, &running_tasks, vec![])
+    store
+        .workflows
+        .start_execution(&running, &running_tasks, vec![])
         .await
         .unwrap();
     assert!(matches!(
-        repo.delete_workflow(other.id, vec![]).await,
+        store.workflows.delete_workflow(other.id, vec![]).await,
         Err(RepoError::Conflict(_))
     ));
-    assert_eq!(repo.get_workflow(other.id).await.unwrap(), other);
-    repo.delete_workflow(fan.id, vec![domain::workflow::workflow_deleted(&fan, t(3))])
+    assert_eq!(store.workflows.get_workflow(other.id).await.unwrap(), other);
+    store
+        .workflows
+        .delete_workflow(fan.id, vec![domain::workflow::workflow_deleted(&fan, t(3))])
         .await
         .unwrap();
     assert!(matches!(
-        repo.get_workflow(fan.id).await,
+        store.workflows.get_workflow(fan.id).await,
         Err(RepoError::NotFound)
     ));
     assert!(matches!(
-        repo.get_execution(execution.id).await,
+        store.workflows.get_execution(execution.id).await,
         Err(RepoError::NotFound)
     ));
     assert!(matches!(
-        repo.delete_workflow(fan.id, vec![]).await,
+        store.workflows.delete_workflow(fan.id, vec![]).await,
         Err(RepoError::NotFound)
     ));
     assert_eq!(
@@ -416,11 +470,16 @@ pub async fn a_failed_step_fails_its_execution_and_cancels_queued_steps_in_the_s
 }
 
 pub async fn a_write_carrying_an_execution_is_written_as_it_decided(store: StoreUnderTest) {
-    let repo = &store.workflows;
     let chain = workflow(1, &[("a", &[]), ("b", &[])], t(0));
-    repo.insert_workflow(&chain, vec![]).await.unwrap();
+    store
+        .workflows
+        .insert_workflow(&chain, vec![])
+        .await
+        .unwrap();
     let (execution, tasks, events) = start(&chain, 7, t(1));
-    repo.start_execution(&execution, &tasks, events)
+    store
+        .workflows
+        .start_execution(&execution, &tasks, events)
         .await
         .unwrap();
 
@@ -440,7 +499,7 @@ pub async fn a_write_carrying_an_execution_is_written_as_it_decided(store: Store
         })
         .await
         .unwrap();
-    let stored = repo.get_execution(execution.id).await.unwrap();
+    let stored = store.workflows.get_execution(execution.id).await.unwrap();
     assert_eq!(
         stored,
         Execution {
@@ -491,7 +550,10 @@ pub async fn a_write_carrying_an_execution_is_written_as_it_decided(store: Store
             .await,
         Err(RepoError::Conflict(_))
     ));
-    assert_eq!(repo.get_execution(execution.id).await.unwrap(), stored);
+    assert_eq!(
+        store.workflows.get_execution(execution.id).await.unwrap(),
+        stored
+    );
     store
         .tasks
         .save(Changes {
@@ -502,7 +564,7 @@ pub async fn a_write_carrying_an_execution_is_written_as_it_decided(store: Store
         })
         .await
         .unwrap();
-    let again = repo.get_execution(execution.id).await.unwrap();
+    let again = store.workflows.get_execution(execution.id).await.unwrap();
     assert_eq!(again.status, ExecutionStatus::Running);
     assert_eq!(again.reruns.len(), 1);
     let queued = store.tasks.get(advance.created[0].id).await.unwrap();
