@@ -98,7 +98,8 @@ pub async fn workflows_round_trip_and_are_listed_newest_first(store: StoreUnderT
     );
     let third = workflow(3, &[("only", &[])], t(2));
     for w in [&chain, &diamond, &third] {
-        let stored = repo
+        let stored = store
+            .workflows
             .insert_workflow(w, vec![domain::workflow::workflow_created(w)])
             .await
             .unwrap();
@@ -165,7 +166,8 @@ pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreU
         .unwrap();
     let (execution, tasks, events) = start(&diamond, 7, t(1));
     assert_eq!(tasks.len(), 1, "only the root is ready");
-    let stored = repo
+    let stored = store
+        .workflows
         .start_execution(&execution, &tasks, events)
         .await
         .unwrap();
@@ -196,7 +198,8 @@ pub async fn executions_start_with_their_first_tasks_or_not_at_all(store: StoreU
         listed.iter().map(|x| x.id).collect::<Vec<_>>(),
         vec![later.id, execution.id]
     );
-    let paged = repo
+    let paged = store
+        .workflows
         .list_executions(
             diamond.id,
             Some(domain::Cursor {
