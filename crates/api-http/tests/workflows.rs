@@ -329,11 +329,33 @@ async fn the_seeds_pipeline_runs_its_steps_one_after_another(h: Harness) {
 async fn a_diamond_runs_its_branches_in_parallel_and_joins_their_results(h: Harness) {
     let app = service!(h);
     let agent = worker(&app, 4).await;
-    let (id, started) = start(
+    post(
         &app,
-        dag(&[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])]),
+        "/api/v1/resources",
+        json!({"name": "gpu_pool", "type": "gpu", "capacity": {"gpus": 4}}),
     )
-    .await;
+    .await
+    .ok();
+    let mut diamond = dag(&[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])]);
+    let options = json!({
+        "priority": 7, "max_attempts": 2, "lease_seconds": 120, "resources": {"cpu": "500m"},
+        "resource_claims": [{"resource_id": "gpu_pool", "amount": {"gpus": 1}}]
+    });
+    for (key, value) in options.as_object().unwrap() {
+        diamond["steps"][0][key] = value.clone();
+    }
+    let (id, started) = start(&app, diamond).await;
+    // The step's options are its task's.
+    let a_task = step(&started, "a")["task_id"].as_str().unwrap().to_owned();
+    let a_task = get(&app, &format!("/api/v1/tasks/{a_task}")).await;
+    let a_task = a_task.ok();
+    for (key, value) in options.as_object().unwrap() {
+        assert_eq!(&a_task[key], value, "{key}");
+    }
+    assert_eq!(a_task["required_capabilities"], json!(["data_processing"]));
+    assert_eq!(a_task["workflow_id"], id.as_str());
+    assert_eq!(a_task["execution_id"], started["execution_id"]);
+    assert_eq!(a_task["step"], "a");
     assert_eq!(work(&h, &app, &agent, &[]).await, ["a"]);
     let mut branches = work(&h, &app, &agent, &[]).await;
     branches.sort();

@@ -18,6 +18,7 @@ pub(crate) fn every_endpoint() -> Vec<(Method, String, bool)> {
         ("tasks", false),
         ("resources", true),
         ("conflicts", false),
+        ("workflows", false),
     ] {
         calls.push((Method::GET, format!("/api/v1/{family}"), true));
         calls.push((Method::POST, format!("/api/v1/{family}"), false));
@@ -37,6 +38,9 @@ pub(crate) fn every_endpoint() -> Vec<(Method, String, bool)> {
         "tasks/{ID}/fail",
         "conflicts/{ID}/resolve",
         "conflicts/{ID}/dismiss",
+        "workflows/{ID}/execute",
+        "workflows/{ID}/executions/{ID}/cancel",
+        "workflows/{ID}/executions/{ID}/rerun",
     ] {
         calls.push((
             Method::POST,
@@ -49,6 +53,8 @@ pub(crate) fn every_endpoint() -> Vec<(Method, String, bool)> {
         "tasks/{ID}/history",
         "resources/{ID}/allocations",
         "dashboard/activity",
+        "workflows/{ID}/executions",
+        "workflows/{ID}/executions/{ID}",
     ] {
         calls.push((
             Method::GET,
@@ -56,6 +62,7 @@ pub(crate) fn every_endpoint() -> Vec<(Method, String, bool)> {
             true,
         ));
     }
+    calls.push((Method::DELETE, format!("/api/v1/workflows/{ID}"), false));
     calls
 }
 
