@@ -1176,3 +1176,65 @@ async fn an_open_session_ends_when_the_platforms_clock_passes_its_expiry() {
     assert_eq!(closed.code, CloseCode::Policy);
     assert!(closed.reason.contains("expired"), "{}", closed.reason);
 }
+
+#[actix_web::test]
+async fn a_subscriber_follows_one_workflow_execution_by_its_id() {
+    let h = Harness::memory();
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    let platform = &h.state.platform;
+    let steps = vec![domain::workflow::StepInput {
+        name: "only".into(),
+        ..Default::default()
+    }];
+    let workflow = platform
+        .create_workflow(
+            &operator,
+            domain::workflow::WorkflowInput {
+                name: "w".into(),
+                steps,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let run = || platform.execute_workflow(&operator, workflow.id, Default::default());
+    let (other, mine) = (run().await.unwrap(), run().await.unwrap());
+
+    let mut socket = open(addr, Some(ADMIN_KEY)).await;
+    subscribe(
+        &mut socket,
+        json!({"type": "subscribe", "subscriptions": ["workflow_activity", "task_activity"],
+               "filters": {"execution_id": mine.id.to_string()}, "since": 0}),
+    )
+    .await;
+    platform
+        .cancel_execution(&operator, workflow.id, other.id)
+        .await
+        .unwrap();
+    platform
+        .cancel_execution(&operator, workflow.id, mine.id)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("step_failed") {
+        let event = next_event(&mut socket).await;
+        assert_eq!(
+            event["data"]["execution_id"],
+            mine.id.to_string(),
+            "{event}"
+        );
+        seen.push(event["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        seen,
+        [
+            "execution_started",
+            "task_submitted",
+            "step_started",
+            "execution_cancelled",
+            "task_cancelled",
+            "step_failed"
+        ]
+    );
+}
