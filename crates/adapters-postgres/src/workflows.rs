@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use domain::workflow::{ended_steps, Rerun, StepInput, StepRun, WorkflowInput};
+use domain::workflow::{moved_steps, Rerun, StepInput, StepRun, WorkflowInput};
 use domain::{
     Cursor, Execution, ExecutionId, ExecutionStatus, Metadata, NewEvent, Task, TaskId, Workflow,
     WorkflowId,
@@ -130,45 +130,61 @@ pub(crate) struct FollowUp {
     pub events: Vec<NewEvent>,
 }
 
-/// Locks and moves the executions of the steps `changes` end (but those it carries): called by
-/// every write of a change set, after its tasks are written and before it commits.
+/// Locks and moves the executions of the steps whose tasks `changes` end or send back to the
+/// queue (but those it carries): called by every write of a change set, after its tasks are
+/// written and before it commits. The queued tasks a failing execution cancels are locked
+/// `SKIP LOCKED`: one another write holds at the moment (a pass assigning it) is left to run
+/// to its end like the tasks agents already hold. An execution or workflow row this version
+/// cannot read is left as it is, with an error logged, rather than failing the write (the
+/// reports of other agents ride on it).
 pub(crate) async fn follow(
     conn: &mut PgConnection,
     changes: &Changes,
 ) -> Result<FollowUp, RepoError> {
     let carried: HashSet<ExecutionId> = changes.executions.iter().map(|e| e.id).collect();
-    let ended: Vec<_> = ended_steps(&changes.tasks)
+    let moved: Vec<_> = moved_steps(&changes.tasks)
         .into_iter()
         .filter(|(id, _)| !carried.contains(id))
         .collect();
     let mut out = FollowUp::default();
-    if ended.is_empty() {
+    if moved.is_empty() {
         return Ok(out);
     }
-    let ids: Vec<Uuid> = ended.iter().map(|(id, _)| id.as_uuid()).collect();
-    let executions = sqlx::query(&format!(
+    let ids: Vec<Uuid> = moved.iter().map(|(id, _)| id.as_uuid()).collect();
+    let rows = sqlx::query(&format!(
         "SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = ANY($1)
          ORDER BY id FOR UPDATE"
     ))
     .bind(&ids)
-    .read_all(&mut *conn, execution_from_row)
-    .await?;
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    let executions: Vec<Execution> = rows
+        .iter()
+        .filter_map(|row| readable(execution_from_row(row)))
+        .collect();
     let workflow_ids: Vec<Uuid> = executions.iter().map(|x| x.workflow_id.as_uuid()).collect();
-    let workflows = sqlx::query(&format!(
+    let rows = sqlx::query(&format!(
         "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ANY($1)"
     ))
     .bind(&workflow_ids)
-    .read_all(&mut *conn, workflow_from_row)
-    .await?;
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    let workflows: Vec<Workflow> = rows
+        .iter()
+        .filter_map(|row| readable(workflow_from_row(row)))
+        .collect();
     let written: HashSet<TaskId> = changes.tasks.iter().map(|t| t.id).collect();
     for mut execution in executions {
         let Some(workflow) = workflows.iter().find(|w| w.id == execution.workflow_id) else {
             continue;
         };
         if !execution.matches(workflow) {
-            return Err(corrupt("execution", "its steps are not its workflow's"));
+            tracing::error!(execution = %execution.id, "an execution's steps are not its workflow's; it is left as it is");
+            continue;
         }
-        let Some((_, tasks)) = ended.iter().find(|(id, _)| *id == execution.id) else {
+        let Some((_, tasks)) = moved.iter().find(|(id, _)| *id == execution.id) else {
             continue;
         };
         let Some(advance) = execution.follow(workflow, tasks) else {
@@ -186,7 +202,7 @@ pub(crate) async fn follow(
         } else {
             sqlx::query(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) AND status = 'pending'
-                 ORDER BY id FOR UPDATE"
+                 ORDER BY id FOR UPDATE SKIP LOCKED"
             ))
             .bind(&queued)
             .read_all(&mut *conn, task_from_row)
@@ -197,9 +213,18 @@ pub(crate) async fn follow(
         out.events.extend(events);
         out.created.extend(advance.created);
         out.cancelled.extend(cancelled);
+        out.cancelled.extend(advance.requeued);
         out.executions.push(execution);
     }
     Ok(out)
+}
+
+/// A row read back, or, logged, nothing.
+fn readable<T>(read: Result<T, RepoError>) -> Option<T> {
+    read.map_err(
+        |e| tracing::error!(error = %e, "a workflow row cannot be read; it is left as it is"),
+    )
+    .ok()
 }
 
 #[async_trait]
@@ -269,15 +294,19 @@ impl WorkflowRepository for PgStore {
         if found.is_none() {
             return Err(RepoError::NotFound);
         }
-        let (running,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM workflow_executions
-                            WHERE workflow_id = $1 AND status = 'running')",
+        // Its executions locked too, as they are now: a rerun committed a moment ago is seen
+        // running, and none can start running again before the delete commits.
+        let statuses: Vec<(String,)> = sqlx::query_as(
+            "SELECT status FROM workflow_executions WHERE workflow_id = $1 ORDER BY id FOR UPDATE",
         )
         .bind(id.as_uuid())
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(repo_error)?;
-        if running {
+        if statuses
+            .iter()
+            .any(|(s,)| s == ExecutionStatus::Running.as_str())
+        {
             return Err(RepoError::Conflict(format!(
                 "workflow {id} has a running execution"
             )));

@@ -374,6 +374,30 @@ async fn a_failed_step_fails_the_execution_unless_it_may_continue(h: Harness) {
     let app = service!(h);
     let agent = worker(&app, 4).await;
     let (id, started) = start(&app, seed_workflow()).await;
+    // A failure the step may retry is not the step's failure: its task goes back to the queue.
+    h.state.platform.run_scheduler().await.unwrap();
+    let (agent_id, key) = &agent;
+    let mine = send(
+        &app,
+        bearer(
+            Method::GET,
+            &format!("/api/v1/agents/{agent_id}/tasks"),
+            key,
+        ),
+    )
+    .await;
+    let first = mine.ok()[0]["id"].as_str().unwrap().to_owned();
+    send(
+        &app,
+        bearer(Method::POST, &format!("/api/v1/tasks/{first}/fail"), key)
+            .set_json(json!({"attempt": 1, "error": "flaky source", "retryable": true})),
+    )
+    .await
+    .ok();
+    let retrying = execution(&app, &id, &started).await;
+    assert_eq!(retrying["status"], "running");
+    assert_eq!(step(&retrying, "data_ingestion")["status"], "running");
+    h.clock.advance(chrono::Duration::seconds(10)); // past the retry's backoff
     assert_eq!(work(&h, &app, &agent, &[]).await, ["data_ingestion"]);
     assert_eq!(
         work(&h, &app, &agent, &["data_processing"]).await,
@@ -491,6 +515,15 @@ async fn cancelling_an_execution_cancels_its_queued_and_running_tasks(h: Harness
     )
     .await;
     assert_eq!(beat.ok()["cancel_requested"], true);
+    let rerun = format!("/api/v1/workflows/{id}/executions/{execution_id}/rerun");
+    let early = post(&app, &rerun, json!({"from_step": "a"})).await;
+    assert!(
+        early.problem(409)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("still has a task running"),
+        "a step never runs twice at once"
+    );
     send(
         &app,
         bearer(
@@ -513,6 +546,13 @@ async fn cancelling_an_execution_cancels_its_queued_and_running_tasks(h: Harness
         "nothing more runs"
     );
     post(&app, &cancel, json!({})).await.problem(409);
+    // Once its task has ended, the cancelled execution runs again, whole.
+    let again = post(&app, &rerun, json!({"from_step": "c"})).await;
+    assert_eq!(again.ok()["reruns"][0]["steps"], json!(["a", "b", "c"]));
+    assert_eq!(work(&h, &app, &agent, &[]).await.len(), 1);
+    assert_eq!(work(&h, &app, &agent, &[]).await.len(), 1);
+    assert_eq!(work(&h, &app, &agent, &[]).await, ["c"]);
+    assert_eq!(execution(&app, &id, &started).await["status"], "completed");
 }
 
 async fn a_failed_execution_reruns_from_its_failed_step_and_keeps_what_completed(h: Harness) {
@@ -652,6 +692,22 @@ async fn bad_workflows_and_executions_are_refused_and_change_nothing(h: Harness)
     assert_eq!(
         post(&app, &execute, big).await.problem(422)["errors"][0]["field"],
         "parameters"
+    );
+    let executions = get(&app, &format!("/api/v1/workflows/{id}/executions")).await;
+    assert_eq!(
+        executions.ok().as_array().unwrap().len(),
+        1,
+        "only the good execution was stored"
+    );
+    assert_eq!(
+        get(&app, "/api/v1/tasks")
+            .await
+            .ok()
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "and only its first step's task"
     );
 
     // Deleting is refused while an execution runs, and allowed once none does.

@@ -161,54 +161,69 @@ impl Workflow {
         if input.steps.len() > MAX_STEPS {
             errors.push("steps", format!("must have at most {MAX_STEPS} steps"));
         }
-        let mut steps = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for (i, raw) in input.steps.iter().enumerate() {
-            if let Some(step) = parse_step(raw.clone(), i, now, &mut errors) {
-                if index.insert(step.name.clone(), i).is_some() {
-                    errors.push(
-                        format!("steps[{i}].name"),
-                        format!("step '{}' is named twice", step.name),
-                    );
-                }
-                steps.push(step);
-            }
-        }
-        let mut needs = vec![Vec::new(); steps.len()];
-        if errors.is_empty() {
-            let chained = steps.iter().all(|s| s.depends_on.is_empty());
-            for (i, step) in steps.iter().enumerate() {
-                if chained {
-                    needs[i] = i.checked_sub(1).into_iter().collect();
-                    continue;
-                }
-                let mut seen = HashSet::new();
-                for dep in &step.depends_on {
-                    let field = format!("steps[{i}].depends_on");
-                    match index.get(dep) {
-                        _ if !seen.insert(dep) => {
-                            errors.push(field, format!("names step '{dep}' twice"))
-                        }
-                        Some(&j) if j == i => {
-                            errors.push(field, format!("step '{dep}' cannot depend on itself"))
-                        }
-                        Some(&j) => needs[i].push(j),
-                        None => {
-                            errors.push(field, format!("names no step of this workflow: '{dep}'"))
-                        }
-                    }
-                }
-            }
-        }
-        if errors.is_empty() {
-            if let Some(cycle) = find_cycle(&needs) {
-                let names: Vec<&str> = cycle.iter().map(|&i| steps[i].name.as_str()).collect();
+        // The graph is checked from the names as given, whatever else is wrong with a step,
+        // so every problem is reported at once.
+        let names: Vec<String> = input
+            .steps
+            .iter()
+            .take(MAX_STEPS)
+            .map(|s| s.name.trim().to_owned())
+            .collect();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, name) in names.iter().enumerate() {
+            if index.insert(name.as_str(), i).is_some() && !name.is_empty() {
                 errors.push(
-                    format!("steps[{}].depends_on", cycle[0]),
-                    format!("steps form a cycle: {} -> {}", names.join(" -> "), names[0]),
+                    format!("steps[{i}].name"),
+                    format!("step '{}' is named twice", shown(name)),
                 );
             }
         }
+        let chained = input.steps.iter().all(|s| s.depends_on.is_empty());
+        let mut needs = vec![Vec::new(); names.len()];
+        let graph_errors = errors.0.len();
+        for (i, raw) in input.steps.iter().enumerate().take(MAX_STEPS) {
+            if raw.depends_on.len() > MAX_STEPS {
+                continue; // refused as too long below
+            }
+            if chained {
+                needs[i] = i.checked_sub(1).into_iter().collect();
+                continue;
+            }
+            let mut seen = HashSet::new();
+            for dep in raw.depends_on.iter().map(|d| d.trim()) {
+                let field = format!("steps[{i}].depends_on");
+                match index.get(dep) {
+                    _ if !seen.insert(dep) => {
+                        errors.push(field, format!("names step '{}' twice", shown(dep)))
+                    }
+                    Some(&j) if j == i => errors.push(
+                        field,
+                        format!("step '{}' cannot depend on itself", shown(dep)),
+                    ),
+                    Some(&j) => needs[i].push(j),
+                    None => errors.push(
+                        field,
+                        format!("names no step of this workflow: '{}'", shown(dep)),
+                    ),
+                }
+            }
+        }
+        if errors.0.len() == graph_errors {
+            if let Some(cycle) = find_cycle(&needs) {
+                let on: Vec<&str> = cycle.iter().map(|&i| shown(&names[i])).collect();
+                errors.push(
+                    format!("steps[{}].depends_on", cycle[0]),
+                    format!("steps form a cycle: {} -> {}", on.join(" -> "), on[0]),
+                );
+            }
+        }
+        let steps: Vec<Step> = input
+            .steps
+            .into_iter()
+            .take(MAX_STEPS)
+            .enumerate()
+            .filter_map(|(i, raw)| parse_step(raw, i, now, &mut errors))
+            .collect();
         match (name, metadata) {
             (Some(name), Some(metadata)) if errors.is_empty() => Ok(Self {
                 id,
@@ -332,6 +347,14 @@ fn parse_step(
         task,
         input,
     })
+}
+
+/// A name as an error message quotes it: cut short past the longest a name may be.
+fn shown(name: &str) -> &str {
+    match name.char_indices().nth(crate::validation::MAX_NAME_CHARS) {
+        Some((cut, _)) => &name[..cut],
+        None => name,
+    }
 }
 
 /// A cycle among the steps, as the indexes along it, if there is one.
@@ -469,6 +492,9 @@ pub struct Advance {
     /// Tasks of steps that have not started and must not: to cancel (see
     /// [`Execution::cancel_unstarted`]) if they are still pending when locked.
     pub to_cancel: Vec<TaskId>,
+    /// Tasks the same write sent back to the queue, cancelled instead: to write over the
+    /// version that write stores.
+    pub requeued: Vec<Task>,
     pub events: Vec<NewEvent>,
 }
 
@@ -476,6 +502,7 @@ impl Advance {
     fn absorb(&mut self, other: Advance) {
         self.created.extend(other.created);
         self.to_cancel.extend(other.to_cancel);
+        self.requeued.extend(other.requeued);
         self.events.extend(other.events);
     }
 }
@@ -496,6 +523,25 @@ impl Execution {
         let (Some(parameters), Some(metadata)) = (parameters, metadata) else {
             return Err(errors);
         };
+        // Every step's task carries the parameters whole, beside its own and what its
+        // dependencies did: they must leave that room.
+        for (i, step) in workflow.steps.iter().enumerate() {
+            let needed = size_of(parameters.as_map())
+                + size_of(step.parameters.as_map())
+                + ROOM_PER_UPSTREAM * workflow.needs(i).len();
+            if needed > crate::metadata::MAX_METADATA_BYTES {
+                errors.push(
+                    "parameters",
+                    format!(
+                        "with the parameters of step '{}' and room for what its dependencies \
+                         return, a task's metadata would take {needed} bytes; at most {} fit",
+                        step.name,
+                        crate::metadata::MAX_METADATA_BYTES
+                    ),
+                );
+                return Err(errors);
+            }
+        }
         let mut execution = Self {
             id,
             workflow_id: workflow.id,
@@ -533,42 +579,70 @@ impl Execution {
                 .all(|(run, step)| run.name == step.name)
     }
 
-    /// The tasks that a write has ended: records how each step's task ended, and, while the
-    /// execution runs, queues the steps that became ready, completes it when every step has
-    /// ended, or fails it when a step failed that may not (its pending steps are cancelled, and
-    /// its queued but unassigned tasks listed in `to_cancel`). Tasks that are not a running
+    /// The step tasks a write has moved (see [`moved_steps`]): records how each step whose
+    /// current task ended ended, then, while the execution runs, either fails it (a step failed
+    /// that may not: its pending steps are cancelled, and its queued tasks listed in
+    /// `to_cancel`) or queues the steps that became ready, completing it when every step has
+    /// ended. A step's task that went back to the queue (a lost lease, say) while the execution
+    /// no longer runs is cancelled rather than run again: it is returned in
+    /// [`Advance::requeued`], over the version the same write stores. Tasks that are not a
     /// step's current task (an earlier run's, or one whose end was recorded already) change
-    /// nothing: `None` when none of `ended` moved the execution.
-    pub fn follow(&mut self, workflow: &Workflow, ended: &[&Task]) -> Option<Advance> {
+    /// nothing: `None` when none of `moved` moved the execution.
+    pub fn follow(&mut self, workflow: &Workflow, moved: &[&Task]) -> Option<Advance> {
         let mut advance = Advance::default();
-        let mut moved = false;
-        for task in ended {
-            let Some(i) = self
-                .steps
-                .iter()
-                .position(|s| s.task_id == task.id && s.status == StepStatus::Running)
-            else {
+        let mut failed = None;
+        let mut ended_any = false;
+        for task in moved.iter().filter(|t| t.status.is_terminal()) {
+            let Some(i) = self.running_step_of(task) else {
                 continue;
             };
-            if !task.status.is_terminal() {
-                continue;
-            }
-            moved = true;
-            let now = task.updated_at;
-            self.updated_at = self.updated_at.max(now);
+            ended_any = true;
+            self.updated_at = self.updated_at.max(task.updated_at);
             advance.events.push(self.record_end(i, task));
-            if self.status != ExecutionStatus::Running {
-                continue;
-            }
             let run = &self.steps[i];
-            if !run.lets_dependents_run(&workflow.steps[i]) {
-                let reason = format!("step '{}' {}", run.name, run.status);
-                advance.absorb(self.fail(&reason, now));
-                continue;
+            if failed.is_none() && !run.lets_dependents_run(&workflow.steps[i]) {
+                failed = Some(format!("step '{}' {}", run.name, run.status));
             }
-            advance.absorb(self.launch_ready(workflow, now));
         }
-        moved.then_some(advance)
+        let now = self.updated_at;
+        if ended_any && self.status == ExecutionStatus::Running {
+            match failed {
+                Some(reason) => advance.absorb(self.fail(&reason, now)),
+                None => advance.absorb(self.launch_ready(workflow, now)),
+            }
+        }
+        let mut requeued_any = false;
+        if self.status != ExecutionStatus::Running {
+            for task in moved.iter().filter(|t| t.status == TaskStatus::Pending) {
+                if self.running_step_of(task).is_none() {
+                    continue;
+                }
+                let mut task = (*task).clone();
+                let at = task.updated_at;
+                if task.cancel(at).is_err() {
+                    continue;
+                }
+                // Over the version this write stores for it.
+                task.version += 1;
+                requeued_any = true;
+                advance
+                    .events
+                    .push(task_transition(&task, Outcome::Cancelled, None, at));
+                if let Some(i) = self.running_step_of(&task) {
+                    advance.events.push(self.record_end(i, &task));
+                }
+                advance.to_cancel.retain(|id| *id != task.id);
+                advance.requeued.push(task);
+            }
+        }
+        (ended_any || requeued_any).then_some(advance)
+    }
+
+    /// The running step whose current task is `task`.
+    fn running_step_of(&self, task: &Task) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|s| s.task_id == task.id && s.status == StepStatus::Running)
     }
 
     /// Cancels those of `tasks` (this execution's, as listed in an [`Advance::to_cancel`] and
@@ -642,12 +716,12 @@ impl Execution {
         Some(self.record_end(i, task))
     }
 
-    /// Runs a failed or cancelled execution again from `from_step`: that step, every step
-    /// downstream of it, and every step that has not ended well (pending, failed or cancelled,
-    /// and, in a cancelled execution, those asked to stop) are set to run afresh, each with a
-    /// new task ID from `task_ids`; completed steps outside that set keep their results, and
-    /// steps of a failed execution still running keep their tasks. The steps whose
-    /// dependencies have all ended are queued at once.
+    /// Runs a failed or cancelled execution again from `from_step`: that step, every step that
+    /// did not complete (pending, failed or cancelled), and every step downstream of one of
+    /// those run afresh, each with a new task ID from `task_ids`; the other completed steps
+    /// keep their results. The steps whose dependencies have all ended are queued at once.
+    /// `InvalidTransition` unless the execution failed or was cancelled, or while a step's
+    /// task has not ended (an agent still holds it): a step never runs twice at once.
     pub fn rerun(
         &mut self,
         workflow: &Workflow,
@@ -655,10 +729,16 @@ impl Execution {
         mut task_ids: impl FnMut() -> TaskId,
         now: DateTime<Utc>,
     ) -> Result<Advance, ExecutionError> {
+        let from_step = from_step.trim();
         let Some(from) = workflow.step_index(from_step) else {
+            let named = if from_step.chars().count() > crate::validation::MAX_NAME_CHARS {
+                "names no step of this workflow".to_owned()
+            } else {
+                format!("names no step of this workflow: '{from_step}'")
+            };
             return Err(ExecutionError::Invalid(ValidationErrors::single(
                 "from_step",
-                format!("names no step of this workflow: '{from_step}'"),
+                named,
             )));
         };
         if !matches!(
@@ -670,18 +750,21 @@ impl Execution {
                 self.status
             )));
         }
-        let downstream = workflow.downstream_of(from);
-        let was = self.status;
+        if let Some(run) = self.steps.iter().find(|s| s.status == StepStatus::Running) {
+            return Err(ExecutionError::InvalidTransition(format!(
+                "step '{}' still has a task running ({}); rerun once it has ended",
+                run.name, run.task_id
+            )));
+        }
+        let mut again: HashSet<usize> = HashSet::new();
+        for (i, run) in self.steps.iter().enumerate() {
+            if i == from || run.status != StepStatus::Completed {
+                again.extend(workflow.downstream_of(i));
+            }
+        }
         let mut reset = Vec::new();
         for (i, run) in self.steps.iter_mut().enumerate() {
-            // A cancelled execution's running steps were asked to stop: they run again too.
-            let again = downstream.contains(&i)
-                || matches!(
-                    run.status,
-                    StepStatus::Pending | StepStatus::Failed | StepStatus::Cancelled
-                )
-                || (run.status == StepStatus::Running && was == ExecutionStatus::Cancelled);
-            if again {
+            if again.contains(&i) {
                 *run = StepRun::fresh(&run.name, task_ids());
                 reset.push(run.name.clone());
             }
@@ -728,10 +811,7 @@ impl Execution {
         };
         let (kind, data) = match run.status {
             StepStatus::Completed => (EventKind::StepCompleted, json!({"result": run.result})),
-            status => (
-                EventKind::StepFailed,
-                json!({"step_status": status.as_str(), "error": run.error}),
-            ),
+            _ => (EventKind::StepFailed, json!({"error": run.error})),
         };
         let mut event = self.step_event(kind, i, data, now);
         event.task_id = Some(task.id);
@@ -756,9 +836,9 @@ impl Execution {
             }
         }
         Advance {
-            created: Vec::new(),
             to_cancel,
             events: vec![self.event(EventKind::ExecutionFailed, json!({"reason": reason}), now)],
+            ..Advance::default()
         }
     }
 
@@ -798,22 +878,26 @@ impl Execution {
     }
 
     /// The task step `i` runs as: its options, and metadata holding the execution's
-    /// parameters, the step's, and how each step it depends on ended.
+    /// parameters, the step's, and how each step it depends on ended, with its result. When
+    /// they do not all fit in a task's metadata, the largest results are left out, each marked
+    /// `result_omitted` (the agent reads it from that step's task); the parameters always fit
+    /// (see [`Execution::start`]).
     fn task_of(&self, workflow: &Workflow, i: usize, now: DateTime<Utc>) -> Task {
         let step = &workflow.steps[i];
-        let upstream: Map<String, Value> = workflow
-            .needs(i)
-            .iter()
-            .map(|&j| {
-                let run = &self.steps[j];
-                let mut outcome = json!({"status": run.status.as_str(), "task_id": run.task_id});
-                match &run.result {
-                    Some(result) => outcome["result"] = Value::Object(result.clone()),
-                    None => outcome["error"] = json!(run.error),
+        let mut upstream: Map<String, Value> = Map::new();
+        let mut results: Vec<(usize, String)> = Vec::new();
+        for &j in workflow.needs(i) {
+            let run = &self.steps[j];
+            let mut outcome = json!({"status": run.status.as_str(), "task_id": run.task_id});
+            match &run.result {
+                Some(result) => {
+                    results.push((size_of(result), run.name.clone()));
+                    outcome["result"] = Value::Object(result.clone());
                 }
-                (run.name.clone(), outcome)
-            })
-            .collect();
+                None => outcome["error"] = json!(run.error),
+            }
+            upstream.insert(run.name.clone(), outcome);
+        }
         let mut metadata = Map::new();
         metadata.insert(
             "execution_parameters".into(),
@@ -824,6 +908,16 @@ impl Execution {
             Value::Object(step.parameters.as_map().clone()),
         );
         metadata.insert("upstream".into(), Value::Object(upstream));
+        results.sort();
+        while size_of(&metadata) > crate::metadata::MAX_METADATA_BYTES {
+            let Some((_, largest)) = results.pop() else {
+                break;
+            };
+            if let Some(Value::Object(outcome)) = metadata["upstream"].get_mut(&largest) {
+                outcome.remove("result");
+                outcome.insert("result_omitted".into(), Value::Bool(true));
+            }
+        }
         let mut new = step.task.clone();
         new.description = format!(
             "Step '{}' of workflow '{}', execution {}",
@@ -837,10 +931,13 @@ impl Execution {
         task
     }
 
+    /// An execution's event: `status` is the execution's.
     fn event(&self, kind: EventKind, mut data: Value, at: DateTime<Utc>) -> NewEvent {
         data["workflow_id"] = json!(self.workflow_id);
         data["execution_id"] = json!(self.id);
-        data["status"] = json!(self.status.as_str());
+        if data.get("status").is_none() {
+            data["status"] = json!(self.status.as_str());
+        }
         NewEvent::about_nothing(kind, data, at)
     }
 
@@ -853,23 +950,37 @@ impl Execution {
     ) -> NewEvent {
         data["step"] = json!(self.steps[i].name);
         data["task_id"] = json!(self.steps[i].task_id);
+        // A step's event: `status` is the step's.
+        data["status"] = json!(self.steps[i].status.as_str());
+        data["execution_status"] = json!(self.status.as_str());
         self.event(kind, data, at)
     }
 }
 
-/// The tasks among `written` that ended and belong to an execution, by execution, in the order
-/// of the executions' IDs (the order a store locks them in).
-pub fn ended_steps<'a>(
+/// The tasks among `written` that belong to an execution and ended or went back to the queue,
+/// by execution, in the order of the executions' IDs (the order a store locks them in): what
+/// [`Execution::follow`] takes.
+pub fn moved_steps<'a>(
     written: impl IntoIterator<Item = &'a Task>,
 ) -> Vec<(ExecutionId, Vec<&'a Task>)> {
     let mut by: std::collections::BTreeMap<ExecutionId, Vec<&Task>> = Default::default();
     for task in written {
-        if let (Some(execution), true) = (task.execution_id, task.status.is_terminal()) {
+        let moved = task.status.is_terminal() || task.status == TaskStatus::Pending;
+        if let (Some(execution), true) = (task.execution_id, moved) {
             by.entry(ExecutionId(execution)).or_default().push(task);
         }
     }
     by.into_iter().collect()
 }
+
+/// The serialized size of a JSON object.
+fn size_of(object: &Map<String, Value>) -> usize {
+    serde_json::to_vec(object).map_or(usize::MAX, |v| v.len())
+}
+
+/// Room a step's task keeps in its metadata for each step it depends on, past the parameters:
+/// the step's name, status and task ID.
+const ROOM_PER_UPSTREAM: usize = 320;
 
 /// The `workflow_created` event.
 pub fn workflow_created(workflow: &Workflow) -> NewEvent {
@@ -981,6 +1092,19 @@ mod tests {
             fields(&parse(vec![]).unwrap_err()),
             [("steps", "must have at least one step")]
         );
+        let mut late = step("b", &["nope"]);
+        late.priority = Some(11);
+        let both = parse(vec![step("a", &[]), late]).unwrap_err();
+        assert_eq!(
+            fields(&both).iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+            ["steps[1].depends_on", "steps[1].priority"],
+            "the graph is checked whatever else is wrong"
+        );
+        let long = parse(vec![step("a", &[&"y".repeat(5000)])]).unwrap_err();
+        assert!(
+            long.0[0].message.len() < 300,
+            "what is quoted back is bounded"
+        );
         let mut typed = step("a", &[]);
         typed.kind = Some("shell".into());
         assert_eq!(
@@ -996,6 +1120,161 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["steps[0].name", "steps[0].priority"]
         );
+    }
+
+    fn started(w: &Workflow) -> (Execution, Vec<Task>) {
+        let mut next = 0u128;
+        let (x, advance) = Execution::start(
+            w,
+            ExecutionId(uuid::Uuid::from_u128(9)),
+            ExecutionInput::default(),
+            || {
+                next += 1;
+                TaskId(uuid::Uuid::from_u128(next))
+            },
+            at(0),
+        )
+        .unwrap();
+        (x, advance.created)
+    }
+
+    #[test]
+    fn a_task_requeued_after_its_execution_failed_is_cancelled_not_run_again() {
+        let w = parse(vec![step("a", &[]), step("b", &[]), step("c", &["a", "b"])]).unwrap();
+        let (mut x, roots) = started(&w);
+        let a_failed = end(roots[0].clone(), TaskStatus::Failed, 1);
+        let failed = x.follow(&w, &[&a_failed]).unwrap();
+        assert_eq!(x.status, ExecutionStatus::Failed);
+        assert_eq!(
+            failed.to_cancel,
+            vec![roots[1].id],
+            "B's queued task, if still queued"
+        );
+        // B was held; its lease runs out and it goes back to the queue: cancelled instead.
+        let mut b = roots[1].clone();
+        b.version = 4;
+        b.updated_at = at(2);
+        let moved = x.follow(&w, &[&b]).unwrap();
+        assert_eq!(moved.requeued.len(), 1);
+        assert_eq!(moved.requeued[0].status, TaskStatus::Cancelled);
+        assert_eq!(
+            moved.requeued[0].version, 5,
+            "over the version the same write stores"
+        );
+        assert_eq!(x.steps[1].status, StepStatus::Cancelled);
+        // While the execution runs, a task back in the queue is just retried.
+        let (mut running, roots) = started(&w);
+        assert!(running.follow(&w, &[&roots[0]]).is_none());
+    }
+
+    #[test]
+    fn one_write_ending_a_success_and_a_failure_fails_without_starting_anything() {
+        let w = parse(vec![step("a", &[]), step("b", &[]), step("c", &["a"])]).unwrap();
+        for order in [[0, 1], [1, 0]] {
+            let (mut x, roots) = started(&w);
+            let a = end(roots[0].clone(), TaskStatus::Completed, 1);
+            let b = end(roots[1].clone(), TaskStatus::Failed, 1);
+            let ends = [&a, &b];
+            let advance = x.follow(&w, &[ends[order[0]], ends[order[1]]]).unwrap();
+            assert!(advance.created.is_empty(), "C never starts");
+            assert_eq!(x.status, ExecutionStatus::Failed);
+            assert_eq!(x.steps[2].status, StepStatus::Cancelled);
+        }
+    }
+
+    #[test]
+    fn a_rerun_waits_for_held_tasks_and_reruns_whatever_depends_on_a_step_it_reruns() {
+        let mut lenient = step("b", &["a"]);
+        lenient.continue_on_failure = Some(true);
+        let w = parse(vec![
+            step("a", &[]),
+            lenient,
+            step("c", &["b"]),
+            step("d", &["a"]),
+        ])
+        .unwrap();
+        let (mut x, roots) = started(&w);
+        let a = end(roots[0].clone(), TaskStatus::Completed, 1);
+        let queued = x.follow(&w, &[&a]).unwrap().created;
+        let b = queued
+            .iter()
+            .find(|t| t.step.as_deref() == Some("b"))
+            .unwrap();
+        let d = queued
+            .iter()
+            .find(|t| t.step.as_deref() == Some("d"))
+            .unwrap();
+        let b = end(b.clone(), TaskStatus::Failed, 2);
+        let c = x.follow(&w, &[&b]).unwrap().created.remove(0);
+        let c = end(c, TaskStatus::Completed, 3);
+        x.follow(&w, &[&c]).unwrap();
+        // D still runs: cancel the execution, and a rerun waits for D's task to end.
+        let (running, _) = x.cancel(at(4)).unwrap();
+        assert_eq!(running, vec![d.id]);
+        let mut ids = (100u128..).map(|n| TaskId(uuid::Uuid::from_u128(n)));
+        let refused = x.rerun(&w, "a", || ids.next().unwrap(), at(5)).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("step 'd' still has a task running"),
+            "{refused}"
+        );
+        let mut d = d.clone();
+        d.cancel(at(5)).unwrap();
+        d.cancel(at(5)).unwrap_err();
+        let d = end(d, TaskStatus::Cancelled, 6);
+        x.follow(&w, &[&d]).unwrap();
+        // From D: D, and B (failed) with C, which ran on B's failure; A keeps its result.
+        let advance = x.rerun(&w, "d", || ids.next().unwrap(), at(7)).unwrap();
+        assert_eq!(x.reruns[0].steps, ["b", "c", "d"]);
+        assert_eq!(x.steps[0].status, StepStatus::Completed);
+        let again: Vec<_> = advance
+            .created
+            .iter()
+            .map(|t| t.step.clone().unwrap())
+            .collect();
+        assert_eq!(again, ["b", "d"]);
+        let unknown = x.rerun(&w, &"z".repeat(500), || ids.next().unwrap(), at(8));
+        assert_eq!(
+            unknown.unwrap_err().to_string(),
+            "from_step: names no step of this workflow"
+        );
+    }
+
+    #[test]
+    fn what_a_step_is_handed_fits_its_task_and_nothing_is_dropped_unmarked() {
+        let big = |kb: usize| Map::from_iter([("blob".to_owned(), json!("x".repeat(kb * 1024)))]);
+        let w = parse(vec![step("a", &[]), step("b", &[]), step("c", &["a", "b"])]).unwrap();
+        let (mut x, roots) = started(&w);
+        let mut a = end(roots[0].clone(), TaskStatus::Completed, 1);
+        a.result = Some(big(40));
+        let mut b = end(roots[1].clone(), TaskStatus::Completed, 1);
+        b.result = Some(big(30));
+        let c = x.follow(&w, &[&a, &b]).unwrap().created.remove(0);
+        let upstream = &c.metadata.as_map()["upstream"];
+        assert!(
+            upstream["a"]["result"].is_null(),
+            "the larger one is left out"
+        );
+        assert_eq!(upstream["a"]["result_omitted"], true);
+        assert_eq!(upstream["a"]["task_id"], json!(roots[0].id));
+        assert!(
+            upstream["b"]["result"] == json!(big(30)),
+            "the smaller one fits"
+        );
+        assert!(!c.metadata.as_map().contains_key(crate::metadata::TRUNCATED));
+        // Parameters that would leave no room are refused when the execution starts.
+        let parameters = Map::from_iter([("blob".to_owned(), json!("x".repeat(65_400)))]);
+        assert!(
+            Metadata::parse(parameters.clone()).is_ok(),
+            "fits on its own"
+        );
+        let input = ExecutionInput {
+            parameters,
+            ..ExecutionInput::default()
+        };
+        let refused = Execution::start(&w, x.id, input, || roots[0].id, at(0));
+        assert_eq!(refused.map(|_| ()).unwrap_err().0[0].field, "parameters");
     }
 
     /// Ends `task` as `status` at `secs`.
@@ -1094,12 +1373,12 @@ mod tests {
                     }
                 }
                 let refs: Vec<&Task> = ended.iter().collect();
-                let was = x.status;
                 let advance = x.follow(&w, &refs).expect("a running step's task moves it");
                 prop_assert!(x.follow(&w, &refs).is_none(), "the same ends move nothing twice");
-                if was == ExecutionStatus::Failed {
-                    prop_assert!(advance.created.is_empty(), "a step started after the failure");
+                if x.status == ExecutionStatus::Failed {
+                    prop_assert!(advance.created.is_empty(), "a step started as the execution failed");
                 }
+                prop_assert!(advance.created.iter().all(|t| !advance.to_cancel.contains(&t.id)));
                 for t in advance.created {
                     let name = t.step.clone().unwrap();
                     let i = w.step_index(&name).unwrap();

@@ -574,3 +574,94 @@ pub async fn a_write_carrying_an_execution_is_written_as_it_decided(store: Store
     assert_eq!(queued.status, TaskStatus::Pending);
     assert_eq!(queued.step.as_deref(), Some("a"));
 }
+
+pub async fn an_agents_report_moves_the_execution_and_a_requeued_step_of_a_failed_one_is_cancelled(
+    store: StoreUnderTest,
+) {
+    use crate::builders::{agent, agent_key};
+    let fan = workflow(1, &[("a", &[]), ("b", &[]), ("c", &["a", "b"])], t(0));
+    store.workflows.insert_workflow(&fan, vec![]).await.unwrap();
+    let (execution, tasks, events) = start(&fan, 7, t(1));
+    store
+        .workflows
+        .start_execution(&execution, &tasks, events)
+        .await
+        .unwrap();
+    let worker = agent(1, "worker", &["etl"], t(0));
+    store
+        .agents
+        .insert(&worker, &agent_key(1, worker.id, t(0)), vec![])
+        .await
+        .unwrap();
+    // Both roots are held by the agent.
+    let mut held = Vec::new();
+    for task in &tasks {
+        let mut task = store.tasks.get(task.id).await.unwrap();
+        task.assign(worker.id, t(2)).unwrap();
+        held.push(task);
+    }
+    store
+        .tasks
+        .save(Changes {
+            tasks: held,
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+
+    // The agent's report that A failed, written under its lock, fails the execution in the
+    // same write; B, held, is not cancelled.
+    let (a, b) = (tasks[0].id, tasks[1].id);
+    let written = store
+        .tasks
+        .update_with_agents(
+            &[worker.id],
+            &[a],
+            Box::new(move |_, tasks| {
+                let mut a = tasks.into_iter().next().unwrap();
+                a.fail(a.assigned_agent.unwrap(), a.attempt, "broke", false, t(3))
+                    .unwrap();
+                Changes {
+                    tasks: vec![a],
+                    ..Changes::default()
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(written.iter().any(|e| e.kind == EventKind::ExecutionFailed));
+    let failed = store.workflows.get_execution(execution.id).await.unwrap();
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    assert_eq!(step_of(&failed, "b").status, StepStatus::Running);
+    assert_eq!(step_of(&failed, "c").status, StepStatus::Cancelled);
+    let held_b = store.tasks.get(b).await.unwrap();
+    assert_eq!(
+        held_b.status,
+        TaskStatus::Assigned,
+        "a held task runs to its end"
+    );
+
+    // B's lease runs out: sent back to the queue, it is cancelled in the same write instead.
+    let mut requeued = held_b.clone();
+    requeued.release("lease expired", t(4)).unwrap();
+    assert_eq!(requeued.status, TaskStatus::Pending);
+    let written = store
+        .tasks
+        .save(Changes {
+            tasks: vec![requeued],
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    assert!(written.iter().any(|e| e.kind == EventKind::TaskCancelled));
+    let stored_b = store.tasks.get(b).await.unwrap();
+    assert_eq!(stored_b.status, TaskStatus::Cancelled);
+    assert_eq!(
+        stored_b.version,
+        held_b.version + 2,
+        "written twice in one write"
+    );
+    let after = store.workflows.get_execution(execution.id).await.unwrap();
+    assert_eq!(step_of(&after, "b").status, StepStatus::Cancelled);
+    assert_eq!(after.version, failed.version + 1);
+}

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use domain::workflow::ended_steps;
+use domain::workflow::moved_steps;
 use domain::{
     Cursor, Execution, ExecutionId, ExecutionStatus, NewEvent, Task, Workflow, WorkflowId,
 };
@@ -22,12 +22,13 @@ pub(super) struct FollowUp {
 }
 
 impl State {
-    /// The executions of the steps `changes` end (but those it carries), as they move.
+    /// The executions of the steps whose tasks `changes` end or send back to the queue (but
+    /// those it carries), as they move.
     pub(super) fn follow(&self, changes: &Changes) -> FollowUp {
         let carried: HashSet<ExecutionId> = changes.executions.iter().map(|e| e.id).collect();
         let written: HashSet<domain::TaskId> = changes.tasks.iter().map(|t| t.id).collect();
         let mut out = FollowUp::default();
-        for (id, ended) in ended_steps(&changes.tasks) {
+        for (id, moved) in moved_steps(&changes.tasks) {
             if carried.contains(&id) {
                 continue;
             }
@@ -37,7 +38,10 @@ impl State {
             let Some(workflow) = self.workflows.get(&execution.workflow_id) else {
                 continue;
             };
-            let Some(advance) = execution.follow(workflow, &ended) else {
+            if !execution.matches(workflow) {
+                continue;
+            }
+            let Some(advance) = execution.follow(workflow, &moved) else {
                 continue;
             };
             let now = execution.updated_at;
@@ -52,6 +56,7 @@ impl State {
             out.events.extend(events);
             out.created.extend(advance.created);
             out.cancelled.extend(cancelled);
+            out.cancelled.extend(advance.requeued);
             out.executions.push(execution);
         }
         out
