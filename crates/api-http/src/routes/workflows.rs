@@ -157,7 +157,7 @@ pub(crate) async fn execute(
     Ok(HttpResponse::Ok().json(ExecutionBody::from(execution)))
 }
 
-/// A workflow's executions, newest first.
+/// A workflow's executions, newest first, without their steps' results.
 #[utoipa::path(
     get,
     path = "/api/v1/workflows/{workflow_id}/executions",
@@ -178,7 +178,11 @@ pub(crate) async fn executions(
         .platform
         .list_executions(&auth.principal, WorkflowId(id.into_inner()), after, limit)
         .await?;
-    Ok(crate::pagination::page(&req, page.map(ExecutionBody::from)))
+    // Lists leave the steps' results out (each up to 64 KiB): one execution's answer has them.
+    Ok(crate::pagination::page(
+        &req,
+        page.map(|x| ExecutionBody::from(x).without_results()),
+    ))
 }
 
 /// One execution: its status, and each step's status, task and result.
