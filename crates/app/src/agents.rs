@@ -9,7 +9,7 @@ use domain::{
 use ports::AgentQuery;
 
 use crate::auth::{hash_key, new_api_key};
-use crate::{events, AppError, Attempt, Platform};
+use crate::{events, require, Access, AppError, Attempt, Platform};
 
 /// Most events handed over and published at a time.
 const RELAY_BATCH: u32 = 1000;
@@ -60,17 +60,6 @@ pub struct RegisteredAgent {
     pub agent_key: String,
 }
 
-fn require_operator(actor: &Principal) -> Result<(), AppError> {
-    if actor.can_operate() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "role {} may not change agents",
-            actor.role
-        )))
-    }
-}
-
 impl Platform {
     /// Registers an agent and issues its `agent`-role API key, both in one transaction.
     pub async fn register_agent(
@@ -78,7 +67,7 @@ impl Platform {
         actor: &Principal,
         new: NewAgent,
     ) -> Result<RegisteredAgent, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "agents")?;
         let now = self.deps.clock.now();
         let agent = Agent::register(new, AgentId(self.deps.ids.new_id()), now);
         let agent_key = new_api_key(self.deps.ids.as_ref());
@@ -150,7 +139,7 @@ impl Platform {
         id: AgentId,
         patch: AgentPatch,
     ) -> Result<Agent, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "agents")?;
         let reason = format!("changed by {}", actor.subject);
         let agent = self
             .modify_agent(id, |agent, now| {
@@ -174,7 +163,7 @@ impl Platform {
 
     /// Deregisters an agent and revokes its credentials.
     pub async fn deregister_agent(&self, actor: &Principal, id: AgentId) -> Result<(), AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "agents")?;
         // Its work goes back to the queue first; if the delete then fails, nothing is lost.
         self.release_held(id, "agent deregistered", false).await?;
         crate::until_won("agent", || async {

@@ -288,6 +288,34 @@ impl std::fmt::Debug for Platform {
     }
 }
 
+/// What a use case lets a caller do: read everything, or change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Change,
+}
+
+/// `Forbidden` unless `actor`'s role allows `access` to `what` ("role viewer may not change
+/// tasks"): the one role check of the use cases that any reader or any operator may call.
+pub(crate) fn require(
+    actor: &domain::Principal,
+    access: Access,
+    what: &str,
+) -> Result<(), AppError> {
+    let (allowed, verb) = match access {
+        Access::Read => (actor.can_read_all(), "read"),
+        Access::Change => (actor.can_operate(), "change"),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "role {} may not {verb} {what}",
+            actor.role
+        )))
+    }
+}
+
 /// How many times a change is tried when it keeps losing optimistic-concurrency races.
 const MAX_ATTEMPTS: usize = 16;
 

@@ -10,7 +10,7 @@ use domain::{
 };
 use ports::RepoError;
 
-use crate::{events, AppError, Attempt, Platform};
+use crate::{events, require, Access, AppError, Attempt, Platform};
 
 /// A pool with what is allocated of it now.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,28 +41,6 @@ pub struct ResourceFilter {
     pub after: Option<Cursor>,
 }
 
-fn require_reader(actor: &Principal) -> Result<(), AppError> {
-    if actor.can_read_all() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "role {} may not read resource pools",
-            actor.role
-        )))
-    }
-}
-
-fn require_operator(actor: &Principal) -> Result<(), AppError> {
-    if actor.can_operate() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "role {} may not change resource pools",
-            actor.role
-        )))
-    }
-}
-
 fn repo(e: RepoError) -> AppError {
     AppError::from_repo("Resource", e)
 }
@@ -74,7 +52,7 @@ impl Platform {
         actor: &Principal,
         new: NewResource,
     ) -> Result<ResourceView, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "resource pools")?;
         let id = ResourceId(self.deps.ids.new_id());
         let pool = Resource::register(id, new, self.deps.clock.now());
         if self.resource_named(&pool.name).await?.is_some() {
@@ -102,7 +80,7 @@ impl Platform {
         filter: ResourceFilter,
         limit: Limit,
     ) -> Result<crate::Page<ResourceView>, AppError> {
-        require_reader(actor)?;
+        require(actor, Access::Read, "resource pools")?;
         let pools = self
             .deps
             .resources
@@ -133,7 +111,7 @@ impl Platform {
         actor: &Principal,
         id: ResourceId,
     ) -> Result<ResourceView, AppError> {
-        require_reader(actor)?;
+        require(actor, Access::Read, "resource pools")?;
         let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
         let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
         Ok(ResourceView::of(pool, &holders))
@@ -145,7 +123,7 @@ impl Platform {
         actor: &Principal,
         id: ResourceId,
     ) -> Result<Vec<Allocation>, AppError> {
-        require_reader(actor)?;
+        require(actor, Access::Read, "resource pools")?;
         let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
         let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
         let mut list = allocations(&pool, &holders);
@@ -161,7 +139,7 @@ impl Platform {
         id: ResourceId,
         patch: ResourcePatch,
     ) -> Result<ResourceView, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "resource pools")?;
         crate::until_won("resource pool", || async {
             let mut pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
             let holders = self.deps.resources.claim_holders().await.map_err(repo)?;
@@ -193,7 +171,7 @@ impl Platform {
 
     /// Deletes a pool; `409` while any task holds part of it.
     pub async fn delete_resource(&self, actor: &Principal, id: ResourceId) -> Result<(), AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "resource pools")?;
         crate::until_won("resource pool", || async {
             let pool = self.deps.resources.get_resource(id).await.map_err(repo)?;
             let holders = self.deps.resources.claim_holders().await.map_err(repo)?;

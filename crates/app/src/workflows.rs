@@ -10,29 +10,7 @@ use domain::{Cursor, Execution, ExecutionId, Limit, Principal, TaskId, Workflow,
 use ports::{Changes, RepoError};
 
 use crate::tasks::{record_transition, Transition};
-use crate::{AppError, Attempt, Platform};
-
-fn require_reader(actor: &Principal) -> Result<(), AppError> {
-    if actor.can_read_all() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "role {} may not read workflows",
-            actor.role
-        )))
-    }
-}
-
-fn require_operator(actor: &Principal) -> Result<(), AppError> {
-    if actor.can_operate() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "role {} may not change workflows",
-            actor.role
-        )))
-    }
-}
+use crate::{require, Access, AppError, Attempt, Platform};
 
 fn workflow_error(e: RepoError) -> AppError {
     AppError::from_repo("Workflow", e)
@@ -56,7 +34,7 @@ impl Platform {
         actor: &Principal,
         input: WorkflowInput,
     ) -> Result<Workflow, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "workflows")?;
         let id = WorkflowId(self.deps.ids.new_id());
         let workflow = Workflow::parse(input, id, self.deps.clock.now())?;
         let event = domain::workflow::workflow_created(&workflow);
@@ -77,7 +55,7 @@ impl Platform {
         after: Option<Cursor>,
         limit: Limit,
     ) -> Result<crate::Page<Workflow>, AppError> {
-        require_reader(actor)?;
+        require(actor, Access::Read, "workflows")?;
         let rows = self
             .deps
             .workflows
@@ -95,7 +73,7 @@ impl Platform {
         actor: &Principal,
         id: WorkflowId,
     ) -> Result<Workflow, AppError> {
-        require_reader(actor)?;
+        require(actor, Access::Read, "workflows")?;
         self.deps
             .workflows
             .get_workflow(id)
@@ -106,7 +84,7 @@ impl Platform {
     /// Deletes a definition and the records of its executions; `409` while one runs. The
     /// tasks its executions ran stay, as every task does.
     pub async fn delete_workflow(&self, actor: &Principal, id: WorkflowId) -> Result<(), AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "workflows")?;
         let workflow = self.get_workflow(actor, id).await?;
         let event = domain::workflow::workflow_deleted(&workflow, self.deps.clock.now());
         let stored = self
@@ -131,7 +109,7 @@ impl Platform {
         id: WorkflowId,
         input: ExecutionInput,
     ) -> Result<Execution, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "workflows")?;
         let workflow = self.get_workflow(actor, id).await?;
         let ids = &self.deps.ids;
         let (execution, advance) = Execution::start(
@@ -179,7 +157,7 @@ impl Platform {
         workflow: WorkflowId,
         id: ExecutionId,
     ) -> Result<Execution, AppError> {
-        require_reader(actor)?;
+        require(actor, Access::Read, "workflows")?;
         let execution = self
             .deps
             .workflows
@@ -201,7 +179,7 @@ impl Platform {
         workflow: WorkflowId,
         id: ExecutionId,
     ) -> Result<Execution, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "workflows")?;
         crate::until_won("execution", || async {
             let mut execution = self.get_execution(actor, workflow, id).await?;
             let now = self.deps.clock.now();
@@ -254,7 +232,7 @@ impl Platform {
         id: ExecutionId,
         from_step: &str,
     ) -> Result<Execution, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "workflows")?;
         let definition = self.get_workflow(actor, workflow).await?;
         crate::until_won("execution", || async {
             let mut execution = self.get_execution(actor, workflow, id).await?;

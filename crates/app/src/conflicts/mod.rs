@@ -20,7 +20,7 @@ use domain::{
 use ports::{ConflictQuery, RepoError};
 use serde_json::{json, Value};
 
-use crate::{events, AppError, Attempt, Platform};
+use crate::{events, require, Access, AppError, Attempt, Platform};
 
 /// Most detected conflicts one sweep re-examines.
 const SWEEP_BATCH: u32 = 500;
@@ -201,7 +201,7 @@ impl Platform {
         id: ConflictId,
         request: ResolveRequest,
     ) -> Result<Conflict, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "conflicts")?;
         let conflict = self.deps.conflicts.get_conflict(id).await.map_err(repo)?;
         let strategy = request
             .strategy
@@ -233,7 +233,7 @@ impl Platform {
         id: ConflictId,
         reason: String,
     ) -> Result<Conflict, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "conflicts")?;
         let reason = domain::conflict::check_text(&reason)
             .map_err(|e| ValidationErrors::single("reason", e))?;
         let dismissed = self
@@ -275,16 +275,5 @@ impl Platform {
             Ok(Attempt::Won(conflict))
         })
         .await
-    }
-}
-
-fn require_operator(actor: &Principal) -> Result<(), AppError> {
-    if actor.can_operate() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "role {} may not resolve or dismiss conflicts",
-            actor.role
-        )))
     }
 }

@@ -19,7 +19,7 @@ use domain::{
 use ports::{Changes, RepoError, TaskQuery};
 use serde_json::Value;
 
-use crate::{events, AppError, Attempt, Platform};
+use crate::{events, require, Access, AppError, Attempt, Platform};
 
 /// Longest long-poll an agent may ask for.
 pub const MAX_WAIT_SECONDS: u32 = 30;
@@ -113,7 +113,7 @@ impl Platform {
     /// Cancels a task: at once if pending; a held task is asked to stop through its agent's
     /// next heartbeat, and ends `cancelled` when the agent reports or its lease runs out.
     pub async fn cancel_task(&self, actor: &Principal, id: TaskId) -> Result<Task, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "tasks")?;
         self.modify_task(id, |task, _, now| {
             task.cancel(now).map_err(transition_error)
         })
@@ -122,7 +122,7 @@ impl Platform {
 
     /// Puts a failed, cancelled or expired task back in the queue with fresh attempts.
     pub async fn retry_task(&self, actor: &Principal, id: TaskId) -> Result<Task, AppError> {
-        require_operator(actor)?;
+        require(actor, Access::Change, "tasks")?;
         let task = self
             .modify_task(id, |task, _, now| task.retry(now).map_err(transition_error))
             .await?;
@@ -370,16 +370,5 @@ impl Transition<'_> {
     /// Whether the transition ends an attempt, and with it the attempt's pool allocations.
     pub fn releases(&self) -> bool {
         self.before.status.is_active() && !self.task.status.is_active()
-    }
-}
-
-fn require_operator(actor: &Principal) -> Result<(), AppError> {
-    if actor.can_operate() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "role {} may not change tasks",
-            actor.role
-        )))
     }
 }
