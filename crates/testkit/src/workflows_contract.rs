@@ -76,6 +76,18 @@ async fn ended(store: &StoreUnderTest, id: TaskId, status: TaskStatus, at: DateT
     task
 }
 
+/// Writes `tasks` over the versions they were read at, as any write of a change set does.
+async fn save_tasks(store: &StoreUnderTest, tasks: Vec<Task>) -> Vec<domain::NewEvent> {
+    store
+        .tasks
+        .save(Changes {
+            tasks,
+            ..Changes::default()
+        })
+        .await
+        .unwrap()
+}
+
 fn step_of(execution: &Execution, name: &str) -> domain::workflow::StepRun {
     execution
         .steps
@@ -270,14 +282,7 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
 
     // A's end, written by any write of a change set, queues B and C in the same write.
     let a = ended(&store, tasks[0].id, TaskStatus::Completed, t(2)).await;
-    let written = store
-        .tasks
-        .save(Changes {
-            tasks: vec![a],
-            ..Changes::default()
-        })
-        .await
-        .unwrap();
+    let written = save_tasks(&store, vec![a]).await;
     let kinds: Vec<EventKind> = written.iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&EventKind::StepCompleted), "{kinds:?}");
     assert_eq!(
@@ -314,14 +319,7 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
 
     // The same end written again (a later write of the same task) moves nothing.
     let again = store.tasks.get(tasks[0].id).await.unwrap();
-    store
-        .tasks
-        .save(Changes {
-            tasks: vec![again],
-            ..Changes::default()
-        })
-        .await
-        .unwrap();
+    save_tasks(&store, vec![again]).await;
     assert_eq!(
         store
             .workflows
@@ -347,14 +345,7 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
         t(3),
     )
     .await;
-    store
-        .tasks
-        .save(Changes {
-            tasks: vec![b, c],
-            ..Changes::default()
-        })
-        .await
-        .unwrap();
+    save_tasks(&store, vec![b, c]).await;
     let moved = store.workflows.get_execution(execution.id).await.unwrap();
     let d = step_of(&moved, "d");
     assert_eq!(d.status, StepStatus::Running);
@@ -362,14 +353,7 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
     let upstream = d_task.metadata.as_map()["upstream"].as_object().unwrap();
     assert_eq!(upstream.len(), 2, "D sees both B and C: {upstream:?}");
     let d_done = ended(&store, d.task_id, TaskStatus::Completed, t(4)).await;
-    let written = store
-        .tasks
-        .save(Changes {
-            tasks: vec![d_done],
-            ..Changes::default()
-        })
-        .await
-        .unwrap();
+    let written = save_tasks(&store, vec![d_done]).await;
     assert!(written
         .iter()
         .any(|e| e.kind == EventKind::ExecutionCompleted));
@@ -402,14 +386,7 @@ pub async fn a_failed_step_fails_its_execution_and_cancels_queued_steps_in_the_s
         .unwrap();
 
     let a = ended(&store, tasks[0].id, TaskStatus::Failed, t(2)).await;
-    let written = store
-        .tasks
-        .save(Changes {
-            tasks: vec![a],
-            ..Changes::default()
-        })
-        .await
-        .unwrap();
+    let written = save_tasks(&store, vec![a]).await;
     let kinds: Vec<EventKind> = written.iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&EventKind::ExecutionFailed), "{kinds:?}");
     assert!(kinds.contains(&EventKind::TaskCancelled), "{kinds:?}");
@@ -645,14 +622,7 @@ pub async fn an_agents_report_moves_the_execution_and_a_requeued_step_of_a_faile
     let mut requeued = held_b.clone();
     requeued.release("lease expired", t(4)).unwrap();
     assert_eq!(requeued.status, TaskStatus::Pending);
-    let written = store
-        .tasks
-        .save(Changes {
-            tasks: vec![requeued],
-            ..Changes::default()
-        })
-        .await
-        .unwrap();
+    let written = save_tasks(&store, vec![requeued]).await;
     assert!(written.iter().any(|e| e.kind == EventKind::TaskCancelled));
     let stored_b = store.tasks.get(b).await.unwrap();
     assert_eq!(stored_b.status, TaskStatus::Cancelled);
