@@ -29,6 +29,11 @@ use crate::PgStore;
 const WORKFLOW_COLUMNS: &str = "id, name, description, steps, metadata, created_at";
 const EXECUTION_COLUMNS: &str = "id, workflow_id, status, parameters, metadata, steps, reruns, \
     created_at, completed_at, updated_at, version";
+/// [`EXECUTION_COLUMNS`] as lists read them: each step without its result.
+const LISTED_EXECUTION_COLUMNS: &str = "id, workflow_id, status, parameters, metadata, \
+    (SELECT coalesce(jsonb_agg(s - 'result' ORDER BY n), '[]'::jsonb)
+     FROM jsonb_array_elements(steps) WITH ORDINALITY AS e(s, n)) AS steps, \
+    reruns, created_at, completed_at, updated_at, version";
 
 fn object(what: &str, value: Value) -> Result<serde_json::Map<String, Value>, RepoError> {
     match value {
@@ -132,11 +137,12 @@ pub(crate) struct FollowUp {
 
 /// Locks and moves the executions of the steps whose tasks `changes` end or send back to the
 /// queue (but those it carries): called by every write of a change set, after its tasks are
-/// written and before it commits. The queued tasks a failing execution cancels are locked
-/// `SKIP LOCKED`: one another write holds at the moment (a pass assigning it) is left to run
-/// to its end like the tasks agents already hold. An execution or workflow row this version
-/// cannot read is left as it is, with an error logged, rather than failing the write (the
-/// reports of other agents ride on it).
+/// written and before it commits. Tasks are locked before executions, as every write takes
+/// them: first the queued tasks of those executions, which a failing execution cancels (a
+/// pass holding one is waited for; if it assigned the task meanwhile, the task runs to its
+/// end like those agents already hold), then the executions. An execution or workflow row
+/// this version cannot read is left as it is, with an error logged, rather than failing the
+/// write (the reports of other agents ride on it).
 pub(crate) async fn follow(
     conn: &mut PgConnection,
     changes: &Changes,
@@ -151,6 +157,24 @@ pub(crate) async fn follow(
         return Ok(out);
     }
     let ids: Vec<Uuid> = moved.iter().map(|(id, _)| id.as_uuid()).collect();
+    let written: HashSet<TaskId> = changes.tasks.iter().map(|t| t.id).collect();
+    // Only an ended step can fail its execution and so cancel queued steps: a write that only
+    // sends tasks back to the queue (a pass preempting one, say) locks no other task.
+    let ends = moved
+        .iter()
+        .any(|(_, tasks)| tasks.iter().any(|t| t.status.is_terminal()));
+    let mut queued: Vec<Task> = if ends {
+        sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE execution_id = ANY($1) AND status = 'pending'
+             ORDER BY id FOR UPDATE"
+        ))
+        .bind(&ids)
+        .read_all(&mut *conn, task_from_row)
+        .await?
+    } else {
+        Vec::new()
+    };
+    queued.retain(|t| !written.contains(&t.id));
     let rows = sqlx::query(&format!(
         "SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = ANY($1)
          ORDER BY id FOR UPDATE"
@@ -175,7 +199,6 @@ pub(crate) async fn follow(
         .iter()
         .filter_map(|row| readable(workflow_from_row(row)))
         .collect();
-    let written: HashSet<TaskId> = changes.tasks.iter().map(|t| t.id).collect();
     for mut execution in executions {
         let Some(workflow) = workflows.iter().find(|w| w.id == execution.workflow_id) else {
             continue;
@@ -191,24 +214,12 @@ pub(crate) async fn follow(
             continue;
         };
         let now = execution.updated_at;
-        let queued: Vec<Uuid> = advance
-            .to_cancel
+        let to_cancel: Vec<Task> = queued
             .iter()
-            .filter(|t| !written.contains(t))
-            .map(|t| t.as_uuid())
+            .filter(|t| advance.to_cancel.contains(&t.id))
+            .cloned()
             .collect();
-        let queued = if queued.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) AND status = 'pending'
-                 ORDER BY id FOR UPDATE SKIP LOCKED"
-            ))
-            .bind(&queued)
-            .read_all(&mut *conn, task_from_row)
-            .await?
-        };
-        let (cancelled, events) = execution.cancel_unstarted(queued, now);
+        let (cancelled, events) = execution.cancel_unstarted(to_cancel, now);
         out.events.extend(advance.events);
         out.events.extend(events);
         out.created.extend(advance.created);
@@ -373,7 +384,7 @@ impl WorkflowRepository for PgStore {
         limit: u32,
     ) -> Result<Vec<Execution>, RepoError> {
         sqlx::query(&format!(
-            "SELECT {EXECUTION_COLUMNS} FROM workflow_executions
+            "SELECT {LISTED_EXECUTION_COLUMNS} FROM workflow_executions
              WHERE workflow_id = $1
                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
              ORDER BY created_at DESC, id DESC LIMIT $4"

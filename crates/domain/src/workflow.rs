@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::event::{task_submitted, task_transition};
 use crate::ids::{ExecutionId, TaskId, WorkflowId};
+use crate::metadata::MAX_METADATA_BYTES;
 use crate::task::{NewTask, Outcome, TaskInput, TaskStatus};
 use crate::validation::{check_name, FieldError};
 use crate::{EventKind, Metadata, NewEvent, Task, ValidationErrors};
@@ -23,6 +24,8 @@ use crate::{EventKind, Metadata, NewEvent, Task, ValidationErrors};
 pub const MAX_STEPS: usize = 200;
 /// Longest description of a workflow.
 pub const MAX_DESCRIPTION_CHARS: usize = crate::task::MAX_DESCRIPTION_CHARS;
+/// Most problems with dependencies one refusal lists.
+const MAX_GRAPH_ERRORS: usize = 50;
 /// Most reruns one execution records; older ones are dropped from its record.
 pub const MAX_RERUNS_KEPT: usize = 100;
 
@@ -181,9 +184,18 @@ impl Workflow {
         let chained = input.steps.iter().all(|s| s.depends_on.is_empty());
         let mut needs = vec![Vec::new(); names.len()];
         let graph_errors = errors.0.len();
-        for (i, raw) in input.steps.iter().enumerate().take(MAX_STEPS) {
+        // Past the most steps there may be, the count alone is the problem.
+        let graph = if input.steps.len() > MAX_STEPS {
+            &[][..]
+        } else {
+            &input.steps[..]
+        };
+        for (i, raw) in graph.iter().enumerate() {
             if raw.depends_on.len() > MAX_STEPS {
                 continue; // refused as too long below
+            }
+            if errors.0.len() - graph_errors >= MAX_GRAPH_ERRORS {
+                break;
             }
             if chained {
                 needs[i] = i.checked_sub(1).into_iter().collect();
@@ -191,6 +203,9 @@ impl Workflow {
             }
             let mut seen = HashSet::new();
             for dep in raw.depends_on.iter().map(|d| d.trim()) {
+                if errors.0.len() - graph_errors >= MAX_GRAPH_ERRORS {
+                    break;
+                }
                 let field = format!("steps[{i}].depends_on");
                 match index.get(dep) {
                     _ if !seen.insert(dep) => {
@@ -208,7 +223,7 @@ impl Workflow {
                 }
             }
         }
-        if errors.0.len() == graph_errors {
+        if errors.0.len() == graph_errors && !graph.is_empty() {
             if let Some(cycle) = find_cycle(&needs) {
                 let on: Vec<&str> = cycle.iter().map(|&i| shown(&names[i])).collect();
                 errors.push(
@@ -225,17 +240,52 @@ impl Workflow {
             .filter_map(|(i, raw)| parse_step(raw, i, now, &mut errors))
             .collect();
         match (name, metadata) {
-            (Some(name), Some(metadata)) if errors.is_empty() => Ok(Self {
-                id,
-                name,
-                description,
-                steps,
-                metadata,
-                created_at: now,
-                needs,
-            }),
+            (Some(name), Some(metadata)) if errors.is_empty() => {
+                let workflow = Self {
+                    id,
+                    name,
+                    description,
+                    steps,
+                    metadata,
+                    created_at: now,
+                    needs,
+                };
+                let mut errors = ValidationErrors::default();
+                for i in 0..workflow.steps.len() {
+                    let needed = workflow.least_handed(i, &Map::new());
+                    if needed > MAX_METADATA_BYTES {
+                        errors.push(
+                            format!("steps[{i}].parameters"),
+                            format!(
+                                "leave no room for what the step's dependencies return: its \
+                                 task's metadata would take {needed} bytes; at most \
+                                 {MAX_METADATA_BYTES} fit"
+                            ),
+                        );
+                    }
+                }
+                errors.into_result().map(|()| workflow)
+            }
             _ => Err(errors),
         }
+    }
+
+    /// The size of step `i`'s task metadata with these execution parameters when everything
+    /// its dependencies return is left out: what must fit for the step to run.
+    pub fn least_handed(&self, i: usize, parameters: &Map<String, Value>) -> usize {
+        let upstream: Map<String, Value> = self
+            .needs(i)
+            .iter()
+            .map(|&j| {
+                let outcome = json!({
+                    "status": StepStatus::Cancelled.as_str(),
+                    "task_id": TaskId(uuid::Uuid::nil()),
+                    "result_omitted": true,
+                });
+                (self.steps[j].name.clone(), outcome)
+            })
+            .collect();
+        size_of(&handed(parameters, &self.steps[i], upstream))
     }
 
     /// The index of the step named `name`.
@@ -526,17 +576,15 @@ impl Execution {
         // Every step's task carries the parameters whole, beside its own and what its
         // dependencies did: they must leave that room.
         for (i, step) in workflow.steps.iter().enumerate() {
-            let needed = size_of(parameters.as_map())
-                + size_of(step.parameters.as_map())
-                + ROOM_PER_UPSTREAM * workflow.needs(i).len();
-            if needed > crate::metadata::MAX_METADATA_BYTES {
+            let needed = workflow.least_handed(i, parameters.as_map());
+            if needed > MAX_METADATA_BYTES {
                 errors.push(
                     "parameters",
                     format!(
                         "with the parameters of step '{}' and room for what its dependencies \
-                         return, a task's metadata would take {needed} bytes; at most {} fit",
-                        step.name,
-                        crate::metadata::MAX_METADATA_BYTES
+                         return, its task's metadata would take {needed} bytes; at most \
+                         {MAX_METADATA_BYTES} fit",
+                        step.name
                     ),
                 );
                 return Err(errors);
@@ -622,6 +670,8 @@ impl Execution {
                 if task.cancel(at).is_err() {
                     continue;
                 }
+                task.error = Some(format!("cancelled: its execution {}", self.status));
+                self.updated_at = self.updated_at.max(at);
                 // Over the version this write stores for it.
                 task.version += 1;
                 requeued_any = true;
@@ -878,46 +928,46 @@ impl Execution {
     }
 
     /// The task step `i` runs as: its options, and metadata holding the execution's
-    /// parameters, the step's, and how each step it depends on ended, with its result. When
-    /// they do not all fit in a task's metadata, the largest results are left out, each marked
-    /// `result_omitted` (the agent reads it from that step's task); the parameters always fit
-    /// (see [`Execution::start`]).
+    /// parameters, the step's, and how each step it depends on ended, with its result or
+    /// error. When they do not all fit in a task's metadata, the largest results and errors are
+    /// left out, each marked `result_omitted` or `error_omitted` (the agent reads it from that
+    /// step's task); the rest always fits (see [`Workflow::least_handed`]).
     fn task_of(&self, workflow: &Workflow, i: usize, now: DateTime<Utc>) -> Task {
         let step = &workflow.steps[i];
         let mut upstream: Map<String, Value> = Map::new();
-        let mut results: Vec<(usize, String)> = Vec::new();
+        // What could be left out: (its size, the step, the key).
+        let mut large: Vec<(usize, String, &'static str)> = Vec::new();
         for &j in workflow.needs(i) {
             let run = &self.steps[j];
-            let mut outcome = json!({"status": run.status.as_str(), "task_id": run.task_id});
-            match &run.result {
-                Some(result) => {
-                    results.push((size_of(result), run.name.clone()));
-                    outcome["result"] = Value::Object(result.clone());
-                }
-                None => outcome["error"] = json!(run.error),
-            }
-            upstream.insert(run.name.clone(), outcome);
-        }
-        let mut metadata = Map::new();
-        metadata.insert(
-            "execution_parameters".into(),
-            Value::Object(self.parameters.as_map().clone()),
-        );
-        metadata.insert(
-            "step_parameters".into(),
-            Value::Object(step.parameters.as_map().clone()),
-        );
-        metadata.insert("upstream".into(), Value::Object(upstream));
-        results.sort();
-        while size_of(&metadata) > crate::metadata::MAX_METADATA_BYTES {
-            let Some((_, largest)) = results.pop() else {
-                break;
+            let mut outcome = Map::new();
+            outcome.insert("status".into(), json!(run.status.as_str()));
+            outcome.insert("task_id".into(), json!(run.task_id));
+            let (key, value) = match &run.result {
+                Some(result) => ("result", Value::Object(result.clone())),
+                None => ("error", json!(run.error)),
             };
-            if let Some(Value::Object(outcome)) = metadata["upstream"].get_mut(&largest) {
-                outcome.remove("result");
-                outcome.insert("result_omitted".into(), Value::Bool(true));
-            }
+            large.push((value_size(&value), run.name.clone(), key));
+            outcome.insert(key.into(), value);
+            upstream.insert(run.name.clone(), Value::Object(outcome));
         }
+        let mut metadata = handed(self.parameters.as_map(), step, upstream);
+        let mut size = size_of(&metadata);
+        if size > MAX_METADATA_BYTES {
+            large.sort();
+            while size > MAX_METADATA_BYTES {
+                let Some((bytes, name, key)) = large.pop() else {
+                    break;
+                };
+                if let Some(Value::Object(outcome)) = metadata["upstream"].get_mut(&name) {
+                    outcome.remove(key);
+                    outcome.insert(format!("{key}_omitted"), Value::Bool(true));
+                }
+                // `"result":<value>` gives way to `"result_omitted":true`.
+                size = (size + "_omitted".len() + "true".len()).saturating_sub(bytes);
+            }
+            size = size_of(&metadata);
+        }
+        debug_assert!(size <= MAX_METADATA_BYTES, "the room was checked");
         let mut new = step.task.clone();
         new.description = format!(
             "Step '{}' of workflow '{}', execution {}",
@@ -965,7 +1015,10 @@ pub fn moved_steps<'a>(
 ) -> Vec<(ExecutionId, Vec<&'a Task>)> {
     let mut by: std::collections::BTreeMap<ExecutionId, Vec<&Task>> = Default::default();
     for task in written {
-        let moved = task.status.is_terminal() || task.status == TaskStatus::Pending;
+        // Pending again after an agent held it (a lost lease, a retryable failure): a pending
+        // task never assigned, whose wait reason a pass rewrites, moves nothing.
+        let requeued = task.status == TaskStatus::Pending && task.assigned_at.is_some();
+        let moved = task.status.is_terminal() || requeued;
         if let (Some(execution), true) = (task.execution_id, moved) {
             by.entry(ExecutionId(execution)).or_default().push(task);
         }
@@ -978,9 +1031,29 @@ fn size_of(object: &Map<String, Value>) -> usize {
     serde_json::to_vec(object).map_or(usize::MAX, |v| v.len())
 }
 
-/// Room a step's task keeps in its metadata for each step it depends on, past the parameters:
-/// the step's name, status and task ID.
-const ROOM_PER_UPSTREAM: usize = 320;
+/// The serialized size of a JSON value.
+fn value_size(value: &Value) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+}
+
+/// The metadata of a step's task: the execution's parameters, the step's, and `upstream`.
+fn handed(
+    parameters: &Map<String, Value>,
+    step: &Step,
+    upstream: Map<String, Value>,
+) -> Map<String, Value> {
+    let mut metadata = Map::new();
+    metadata.insert(
+        "execution_parameters".into(),
+        Value::Object(parameters.clone()),
+    );
+    metadata.insert(
+        "step_parameters".into(),
+        Value::Object(step.parameters.as_map().clone()),
+    );
+    metadata.insert("upstream".into(), Value::Object(upstream));
+    metadata
+}
 
 /// The `workflow_created` event.
 pub fn workflow_created(workflow: &Workflow) -> NewEvent {
@@ -1105,6 +1178,33 @@ mod tests {
             long.0[0].message.len() < 300,
             "what is quoted back is bounded"
         );
+        let many: Vec<StepInput> = (0..=MAX_STEPS)
+            .map(|i| step(&format!("s{i}"), &["s300"]))
+            .collect();
+        assert_eq!(
+            fields(&parse(many).unwrap_err()),
+            [("steps", "must have at most 200 steps")],
+            "the count alone"
+        );
+        let tangled: Vec<StepInput> = (0..MAX_STEPS)
+            .map(|i| {
+                let mut s = step(&format!("s{i}"), &[]);
+                s.depends_on = (0..MAX_STEPS).map(|j| format!("nope{j}")).collect();
+                s
+            })
+            .collect();
+        assert_eq!(
+            parse(tangled).unwrap_err().0.len(),
+            MAX_GRAPH_ERRORS,
+            "bounded"
+        );
+        let mut heavy = step("b", &["a"]);
+        heavy.parameters = Map::from_iter([("blob".to_owned(), json!("x".repeat(65_400)))]);
+        assert_eq!(
+            fields(&parse(vec![step("a", &[]), heavy]).unwrap_err())[0].0,
+            "steps[1].parameters",
+            "a step that could never run is refused when it is defined"
+        );
         let mut typed = step("a", &[]);
         typed.kind = Some("shell".into());
         assert_eq!(
@@ -1162,6 +1262,23 @@ mod tests {
             "over the version the same write stores"
         );
         assert_eq!(x.steps[1].status, StepStatus::Cancelled);
+        assert_eq!(
+            moved.requeued[0].error.as_deref(),
+            Some("cancelled: its execution failed")
+        );
+        assert_eq!(x.updated_at, at(2));
+        // So under a cancelled execution; and a pending task never held moves nothing.
+        let (mut cancelled, roots) = started(&w);
+        cancelled.cancel(at(1)).unwrap();
+        let mut lost = roots[0].clone();
+        lost.assigned_at = Some(at(1));
+        lost.updated_at = at(2);
+        assert_eq!(cancelled.follow(&w, &[&lost]).unwrap().requeued.len(), 1);
+        assert!(
+            moved_steps([&roots[1]]).is_empty(),
+            "never held: a pass's rewrite"
+        );
+        assert_eq!(moved_steps([&lost]).len(), 1);
         // While the execution runs, a task back in the queue is just retried.
         let (mut running, roots) = started(&w);
         assert!(running.follow(&w, &[&roots[0]]).is_none());
@@ -1264,7 +1381,22 @@ mod tests {
         );
         assert!(!c.metadata.as_map().contains_key(crate::metadata::TRUNCATED));
         // Parameters that would leave no room are refused when the execution starts.
-        let parameters = Map::from_iter([("blob".to_owned(), json!("x".repeat(65_400)))]);
+        let c = w.step_index("c").unwrap();
+        let room = MAX_METADATA_BYTES - w.least_handed(c, &Map::new());
+        // A string of `n` characters takes `n` plus the key and the quoting in the object.
+        let filler = |n: usize| Map::from_iter([("blob".to_owned(), json!("x".repeat(n)))]);
+        let overhead = size_of(&filler(0));
+        let exact = filler(room + 2 - overhead);
+        assert_eq!(w.least_handed(c, &exact), MAX_METADATA_BYTES);
+        let fits = ExecutionInput {
+            parameters: exact,
+            ..ExecutionInput::default()
+        };
+        assert!(
+            Execution::start(&w, x.id, fits, || roots[0].id, at(0)).is_ok(),
+            "to the byte"
+        );
+        let parameters = filler(room + 3 - overhead);
         assert!(
             Metadata::parse(parameters.clone()).is_ok(),
             "fits on its own"

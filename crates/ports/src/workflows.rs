@@ -65,7 +65,8 @@ pub trait WorkflowRepository: Send + Sync {
     async fn get_execution(&self, id: ExecutionId) -> Result<Execution, RepoError>;
 
     /// The executions of one workflow, newest first (`created_at` then `id`, descending),
-    /// strictly after `after`, at most `limit`.
+    /// strictly after `after`, at most `limit`; each step's `result` left out (`None`), as
+    /// each may be up to 64 KiB.
     async fn list_executions(
         &self,
         workflow: WorkflowId,

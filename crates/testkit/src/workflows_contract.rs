@@ -359,6 +359,18 @@ pub async fn a_write_ending_a_steps_task_queues_the_steps_it_unblocks(store: Sto
         .any(|e| e.kind == EventKind::ExecutionCompleted));
     let done = store.workflows.get_execution(execution.id).await.unwrap();
     assert_eq!(done.status, ExecutionStatus::Completed);
+    assert!(step_of(&done, "d").result.is_some());
+    let listed = store
+        .workflows
+        .list_executions(diamond.id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].steps.len(), 4);
+    assert!(
+        listed[0].steps.iter().all(|s| s.result.is_none()),
+        "lists leave results out"
+    );
+    assert_eq!(step_of(&listed[0], "d").status, StepStatus::Completed);
     assert_eq!(done.completed_at, Some(t(4)));
     assert_eq!(
         store

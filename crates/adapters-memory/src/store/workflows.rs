@@ -174,7 +174,7 @@ impl WorkflowRepository for MemoryStore {
         limit: u32,
     ) -> Result<Vec<Execution>, RepoError> {
         let state = self.lock();
-        Ok(newest_page(
+        let mut page = newest_page(
             state
                 .executions
                 .values()
@@ -182,7 +182,11 @@ impl WorkflowRepository for MemoryStore {
             |e| (e.created_at, e.id.as_uuid()),
             after,
             limit,
-        ))
+        );
+        for step in page.iter_mut().flat_map(|e| &mut e.steps) {
+            step.result = None;
+        }
+        Ok(page)
     }
 
     async fn workflow_counts(&self) -> Result<WorkflowCounts, RepoError> {

@@ -252,16 +252,6 @@ pub struct ExecutionBody {
     pub updated_at: DateTime<Utc>,
 }
 
-impl ExecutionBody {
-    /// The execution as lists show it: each step's `result` left out (null).
-    pub fn without_results(mut self) -> Self {
-        for step in &mut self.steps {
-            step.result = None;
-        }
-        self
-    }
-}
-
 impl From<Execution> for ExecutionBody {
     fn from(x: Execution) -> Self {
         Self {

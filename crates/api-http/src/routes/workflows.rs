@@ -178,11 +178,9 @@ pub(crate) async fn executions(
         .platform
         .list_executions(&auth.principal, WorkflowId(id.into_inner()), after, limit)
         .await?;
-    // Lists leave the steps' results out (each up to 64 KiB): one execution's answer has them.
-    Ok(crate::pagination::page(
-        &req,
-        page.map(|x| ExecutionBody::from(x).without_results()),
-    ))
+    // The store leaves the steps' results out (each up to 64 KiB): one execution's answer
+    // has them.
+    Ok(crate::pagination::page(&req, page.map(ExecutionBody::from)))
 }
 
 /// One execution: its status, and each step's status, task and result.
