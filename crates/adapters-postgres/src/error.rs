@@ -11,6 +11,18 @@ pub enum StartupError {
     Unreachable(String),
     #[error("cannot apply database migrations: {0}")]
     Migration(String),
+    #[error(
+        "the database's schema is at migration {database}, newer than this version knows \
+         (up to {known}): a newer version of the server migrated it; run that version, or one \
+         at least as new"
+    )]
+    SchemaNewer { database: i64, known: i64 },
+    #[error(
+        "the database's schema is at migration {database}, older than this version needs \
+         ({known}), and MIGRATIONS=skip leaves it so: run the migrations first (MIGRATIONS=only, \
+         as the deployment's migration job does)"
+    )]
+    SchemaBehind { database: i64, known: i64 },
 }
 
 /// An error with its chain of causes, each said once: what the logs record of a failure.

@@ -29,6 +29,28 @@ pub use error::StartupError;
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// Where a database's schema stands against this version's migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schema {
+    /// The newest migration applied (0 for none).
+    pub database: i64,
+    /// The newest migration this version has.
+    pub known: i64,
+}
+
+impl Schema {
+    fn refuse_newer(self) -> Result<Self, StartupError> {
+        if self.database > self.known {
+            Err(StartupError::SchemaNewer {
+                database: self.database,
+                known: self.known,
+            })
+        } else {
+            Ok(self)
+        }
+    }
+}
+
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -94,11 +116,53 @@ impl PgStore {
     }
 
     /// Applies every migration not yet applied.
+    /// Applies the migrations this version has and the database lacks. Refuses
+    /// (`SchemaNewer`), changing nothing, a database a newer version migrated past them.
     pub async fn migrate(&self) -> Result<(), StartupError> {
+        self.schema().await?.refuse_newer()?;
         MIGRATOR
             .run(&self.pool)
             .await
             .map_err(|e| StartupError::Migration(e.to_string()))
+    }
+
+    /// Checks, changing nothing, that the database's schema is exactly the one this version
+    /// knows: `SchemaNewer` or `SchemaBehind` otherwise. For replicas that leave migrations to
+    /// a job of their own.
+    pub async fn check_schema(&self) -> Result<(), StartupError> {
+        let schema = self.schema().await?.refuse_newer()?;
+        if schema.database < schema.known {
+            return Err(StartupError::SchemaBehind {
+                database: schema.database,
+                known: schema.known,
+            });
+        }
+        Ok(())
+    }
+
+    /// The newest migration applied to the database (0 for none) and the newest this version
+    /// has.
+    pub async fn schema(&self) -> Result<Schema, StartupError> {
+        let unreachable = |e: sqlx::Error| StartupError::Unreachable(e.to_string());
+        let (exists,): (bool,) =
+            sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unreachable)?;
+        let database = if exists {
+            let (newest,): (Option<i64>,) =
+                sqlx::query_as("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unreachable)?;
+            newest.unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(Schema {
+            database,
+            known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {

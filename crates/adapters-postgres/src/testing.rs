@@ -82,6 +82,21 @@ pub async fn fresh_store() -> PgStore {
 /// Creates an empty, migrated database and returns its URL.
 /// Panics, saying how to start PostgreSQL, when the server cannot be reached.
 pub async fn fresh_database() -> String {
+    let url = fresh_empty_database().await;
+    let store = PgStore::connect(&url, &PoolSettings::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to test database {url}: {e}"));
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("cannot migrate test database {url}: {e}"));
+    store.close().await;
+    url
+}
+
+/// Creates an empty database, not migrated, and returns its URL.
+/// Panics, saying how to start PostgreSQL, when the server cannot be reached.
+pub async fn fresh_empty_database() -> String {
     let mut admin = admin_connection().await;
     SWEPT
         .get_or_init(|| async {
@@ -98,14 +113,5 @@ pub async fn fresh_database() -> String {
         .await
         .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
     let _ = admin.close().await;
-    let url = database_url(&name);
-    let store = PgStore::connect(&url, &PoolSettings::default())
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
-    store
-        .migrate()
-        .await
-        .unwrap_or_else(|e| panic!("cannot migrate test database {name}: {e}"));
-    store.close().await;
-    url
+    database_url(&name)
 }

@@ -13,7 +13,7 @@ use domain::limit::Rate;
 use ports::{EventBus, EventLog, Store};
 use secrecy::ExposeSecret;
 
-use crate::config::Config;
+use crate::config::{Config, Migrations};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -178,9 +178,28 @@ async fn connect_postgres(config: &Config) -> Result<Option<PgStore>, StartupErr
         ..PoolSettings::default()
     };
     let store = PgStore::connect(url.expose_secret(), &settings).await?;
-    store.migrate().await?;
-    tracing::info!("connected to PostgreSQL; migrations applied");
+    match config.migrations {
+        Migrations::Run | Migrations::Only => {
+            store.migrate().await?;
+            tracing::info!("connected to PostgreSQL; migrations applied");
+        }
+        Migrations::Skip => {
+            store.check_schema().await?;
+            tracing::info!("connected to PostgreSQL; its schema is this version's");
+        }
+    }
     Ok(Some(store))
+}
+
+/// `MIGRATIONS=only`: applies the migrations the database lacks, and nothing else.
+pub async fn migrate_only(config: &Config) -> Result<(), StartupError> {
+    let store = connect_postgres(config).await?;
+    if let Some(store) = store {
+        let schema = store.schema().await?;
+        tracing::info!(schema = schema.database, "migrations applied; exiting");
+        store.close().await;
+    }
+    Ok(())
 }
 
 async fn connect_redis(

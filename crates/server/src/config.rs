@@ -27,6 +27,18 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// What the server does with the database's migrations at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Applies those the database lacks, then serves (the default).
+    Run,
+    /// Checks the schema is exactly this version's, and refuses to start otherwise: for
+    /// replicas whose migrations a job of their own applies.
+    Skip,
+    /// Applies them and exits: the migration job.
+    Only,
+}
+
 /// Everything the server reads from its environment.
 #[derive(Debug)]
 pub struct Config {
@@ -35,6 +47,7 @@ pub struct Config {
     /// PostgreSQL; `None` runs on the embedded in-process store.
     pub database_url: Option<SecretString>,
     pub database_max_connections: u32,
+    pub migrations: Migrations,
     /// Redis; `None` runs on the in-process event bus.
     pub redis_url: Option<SecretString>,
     /// What this deployment's keys and channel on Redis are named under; `None` derives one
@@ -258,6 +271,23 @@ impl Config {
                 message: "must be 1 to 64 letters, digits, '_', '-', '.' or ':'".into(),
             });
         }
+        let migrations = match get("MIGRATIONS").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("run") => Migrations::Run,
+            Some("skip") => Migrations::Skip,
+            Some("only") => Migrations::Only,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "MIGRATIONS",
+                    message: format!("must be run, skip or only, got {other:?}"),
+                })
+            }
+        };
+        if migrations == Migrations::Only && get("DATABASE_URL").is_none() {
+            return Err(ConfigError::Invalid {
+                name: "MIGRATIONS",
+                message: "only migrates a database: set DATABASE_URL".into(),
+            });
+        }
         let workers = match number("WORKERS", 0, 0, 1024)? {
             0 => None,
             n => Some(n as usize),
@@ -267,6 +297,7 @@ impl Config {
             port: number("PORT", 8000, 0, 65535)? as u16,
             database_url: secret("DATABASE_URL"),
             database_max_connections: number("DATABASE_MAX_CONNECTIONS", 16, 1, 1000)? as u32,
+            migrations,
             redis_url: secret("REDIS_URL"),
             redis_namespace,
             jwt_secret,

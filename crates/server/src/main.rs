@@ -4,6 +4,7 @@
 mod compose;
 mod config;
 mod files;
+mod probe;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -28,6 +29,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("probe") if args.len() <= 2 => {
+            return if probe::run(&config, args.get(1).map(String::as_str)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Some(_) => {
+            eprintln!("usage: agent-platform [probe [PATH]]");
+            return ExitCode::from(2);
+        }
+    }
     let _flush = match telemetry::init(&config) {
         Ok(flush) => flush,
         Err(e) => {
@@ -46,6 +62,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if config.migrations == config::Migrations::Only {
+        return Ok(compose::migrate_only(&config).await?);
+    }
     let open_files = files::raise_limit();
     let workers = config.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

@@ -795,3 +795,95 @@ fn the_load_generators_batched_agents_complete_every_task_through_reports() {
         "batched agents make no per-task calls: {report:#}"
     );
 }
+
+/// Runs the binary once to its exit with `env`; returns its exit code and everything it wrote.
+fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", free_port().to_string());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    (output.status.code(), text)
+}
+
+#[tokio::test]
+async fn migrations_run_in_a_job_of_their_own_and_a_schema_not_the_replicas_is_refused() {
+    let url = adapters_postgres::testing::fresh_empty_database().await;
+    // A replica that leaves migrations to the job refuses an unmigrated database.
+    let (code, text) = run_to_exit(&[("DATABASE_URL", &url), ("MIGRATIONS", "skip")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("older than this version needs"), "{text}");
+    assert!(
+        text.contains("MIGRATIONS=only"),
+        "it says what to do: {text}"
+    );
+    // The job applies them and exits.
+    let (code, text) = run_to_exit(&[("DATABASE_URL", &url), ("MIGRATIONS", "only")]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("migrations applied; exiting"), "{text}");
+    // Then the replica starts and serves.
+    let server = Server::start(&[("DATABASE_URL", &url), ("MIGRATIONS", "skip")]);
+    assert_eq!(http(server.port, "GET", "/readyz", None).0, 200);
+    server.terminate();
+    // A later version migrated further: this one refuses to start, whatever MIGRATIONS says,
+    // and changes nothing.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99999, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for mode in ["run", "skip", "only"] {
+        let (code, text) = run_to_exit(&[("DATABASE_URL", &url), ("MIGRATIONS", mode)]);
+        assert_eq!(code, Some(1), "{mode}: {text}");
+        assert!(
+            text.contains("at migration 99999, newer than this version knows"),
+            "{mode}: {text}"
+        );
+    }
+    let (bad_code, text) = run_to_exit(&[("MIGRATIONS", "only")]);
+    assert_eq!(bad_code, Some(2), "only migrates a database: {text}");
+    assert!(text.contains("MIGRATIONS"), "{text}");
+}
+
+#[test]
+fn the_binary_probes_its_own_health() {
+    let server = Server::start(&[]);
+    let port = server.port.to_string();
+    let probe = |args: &[&str]| {
+        Command::new(BINARY)
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", &port)
+            .arg("probe")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(probe(&[]).status.success(), "GET /livez answers 200");
+    assert!(probe(&["/readyz"]).status.success());
+    let missing = probe(&["/no-such-path"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("answered 404"));
+    server.terminate();
+    server.wait_for("stopped");
+    let gone = probe(&[]);
+    assert_eq!(gone.status.code(), Some(1), "nothing listens any more");
+    let usage = Command::new(BINARY)
+        .env_clear()
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
