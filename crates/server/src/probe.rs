@@ -26,7 +26,7 @@ pub fn run(config: &Config, path: Option<&str>) -> bool {
         config.host
     };
     match ask(SocketAddr::new(host, config.port), path) {
-        Ok(status) if status == 200 => true,
+        Ok(200) => true,
         Ok(status) => {
             eprintln!("agent-platform probe: {path} answered {status}");
             false
