@@ -1,6 +1,12 @@
 //! Faults survived by real processes: three replicas of the binary on one PostgreSQL and one
-//! Redis, clients and agents spread over them and failing over as they would behind a load
-//! balancer, and one replica killed with SIGKILL while thousands of tasks flow.
+//! Redis, with clients and agents spread over them that move to another replica, as they would
+//! behind a load balancer, when theirs does not answer or answers `503`. While 1,500 tasks
+//! flow, one fault strikes: a replica killed with SIGKILL, every replica restarted in turn with
+//! SIGTERM, the database cut off and back, or Redis cut off and back (the last two through a
+//! proxy in front of each, which drops every connection and refuses new ones while down). Each
+//! time, every acknowledged task completes exactly once, none is created twice, no attempt is
+//! assigned twice, and a WebSocket subscriber sees every completion once, in order, moving to a
+//! live replica with `since` when its own goes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
@@ -12,10 +18,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_agent-platform");
 const ADMIN_KEY: &str = "faults-test-admin-key-0123456789";
+const TASKS: usize = 1500;
+const AGENTS: usize = 6;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -25,7 +35,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn redis_url() -> String {
+/// Redis's address (`TEST_REDIS_URL`), checked to answer.
+fn redis_address() -> String {
     let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let address = url
         .trim_start_matches("redis://")
@@ -36,18 +47,59 @@ fn redis_url() -> String {
         "Redis is not reachable at {url}: start it with \
          `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`"
     );
-    url
+    address
+}
+
+/// A TCP proxy that can be cut: while down it drops every connection it carries and refuses
+/// new ones, as a dependency that stopped would.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, cut) = (Arc::new(AtomicBool::new(true)), Arc::new(Notify::new()));
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let (target, cut) = (target.clone(), cut2.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, cut }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.cut.notify_waiters();
+        }
+    }
 }
 
 /// One replica: the binary, on its own port.
 struct Replica {
     child: Child,
-    addr: SocketAddr,
+    port: u16,
 }
 
 impl Replica {
-    fn start(database: &str, redis: &str) -> Replica {
-        let port = free_port();
+    fn start(port: u16, database: &str, redis: &str) -> Replica {
         let child = Command::new(BINARY)
             .env_clear()
             .env("HOST", "127.0.0.1")
@@ -57,14 +109,21 @@ impl Replica {
             .env("ADMIN_API_KEY", ADMIN_KEY)
             .env("RATE_LIMIT_PER_SECOND", "0")
             .env("LOG_LEVEL", "warn")
+            .env("SHUTDOWN_DRAIN_SECS", "1")
+            .env("SHUTDOWN_TIMEOUT_SECS", "10")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        Replica {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
+        Replica { child, port }
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 }
 
@@ -75,8 +134,98 @@ impl Drop for Replica {
     }
 }
 
+/// Three replicas on one database and one Redis (each reached as the URLs say).
+struct Stack {
+    database: String,
+    redis: String,
+    replicas: Vec<Replica>,
+}
+
+impl Stack {
+    async fn start(database: String, redis: String) -> Self {
+        let replicas = (0..3)
+            .map(|_| Replica::start(free_port(), &database, &redis))
+            .collect();
+        let stack = Self {
+            database,
+            redis,
+            replicas,
+        };
+        for i in 0..3 {
+            stack.ready(i).await;
+        }
+        stack
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.replicas
+            .iter()
+            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
+            .collect()
+    }
+
+    async fn ready(&self, i: usize) {
+        let addr = self.addrs()[i];
+        let started = Instant::now();
+        while !matches!(
+            call(addr, "GET", "/readyz", ADMIN_KEY, &[], None).await,
+            Ok((200, _))
+        ) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "replica {i} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops replica `i` with SIGTERM, waits for it to drain and exit, and starts its
+    /// successor on the same port.
+    async fn restart(&mut self, i: usize) {
+        let port = self.replicas[i].port;
+        self.replicas[i].signal("-TERM");
+        let exited = tokio::task::block_in_place(|| self.replicas[i].child.wait().unwrap());
+        assert!(exited.success(), "replica {i} stopped gracefully: {exited}");
+        self.replicas[i] = Replica::start(port, &self.database, &self.redis);
+        self.ready(i).await;
+    }
+}
+
+/// How requests went: what a client without a load balancer's retries would have seen.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Connections refused (a replica that is not listening: a load balancer routes elsewhere).
+    refused: usize,
+    /// Requests sent that got no whole answer (the replica died under them).
+    broken: usize,
+    /// Answers by status.
+    statuses: BTreeMap<u16, usize>,
+}
+
 /// One request over a connection of its own: the status and JSON body, or an error when the
-/// replica did not answer (refused, reset, or no answer within 10 s).
+/// replica did not answer (refused, reset, or no answer within 10 s), counted in `tally`.
+async fn tallied(
+    tally: &Mutex<Tally>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        tally.lock().unwrap().refused += 1;
+        return Err(std::io::Error::other("refused"));
+    };
+    let answer = exchange(stream, method, path, key, headers, body).await;
+    let mut tally = tally.lock().unwrap();
+    match &answer {
+        Ok((status, _)) => *tally.statuses.entry(*status).or_default() += 1,
+        Err(_) => tally.broken += 1,
+    }
+    answer
+}
+
 async fn call(
     addr: SocketAddr,
     method: &str,
@@ -85,8 +234,18 @@ async fn call(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> std::io::Result<(u16, Value)> {
+    tallied(&Mutex::default(), addr, method, path, key, headers, body).await
+}
+
+async fn exchange(
+    mut stream: tokio::net::TcpStream,
+    method: &str,
+    path: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let body = body.map(Value::to_string).unwrap_or_default();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\n\
@@ -117,16 +276,14 @@ async fn call(
         .unwrap_or_else(|_| Err(std::io::Error::other("no answer within 10 s")))
 }
 
-/// The replicas clients may use, and which of them are gone.
+/// The replicas clients use, and how their requests went.
 #[derive(Clone)]
-struct Pool {
+struct Clients {
     addrs: Vec<SocketAddr>,
+    tally: Arc<Mutex<Tally>>,
 }
 
-impl Pool {
-    /// `call` on replica `at`, moving on to the next one while a replica does not answer or
-    /// answers `503` (what a load balancer gives a client that retries): the status and body,
-    /// and the replica that answered.
+impl Clients {
     async fn call(
         &self,
         at: usize,
@@ -135,97 +292,260 @@ impl Pool {
         key: &str,
         headers: &[(&str, &str)],
         body: Option<&Value>,
-    ) -> (usize, u16, Value) {
-        for turn in 0..60 {
-            let i = (at + turn) % self.addrs.len();
-            match call(self.addrs[i], method, path, key, headers, body).await {
-                Ok((503, _)) | Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Ok((status, body)) => return (i, status, body),
+    ) -> std::io::Result<(u16, Value)> {
+        let addr = self.addrs[at % self.addrs.len()];
+        tallied(&self.tally, addr, method, path, key, headers, body).await
+    }
+
+    /// `call`, moving on to the next replica while one does not answer or answers `503`
+    /// (what a load balancer and a retrying client do together), for up to 30 s.
+    async fn retried(
+        &self,
+        at: usize,
+        method: &str,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let started = Instant::now();
+        for turn in 0.. {
+            match self.call(at + turn, method, path, key, headers, body).await {
+                Ok((503, _)) | Err(_) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "no replica answered {method} {path} within 30 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(answer) => return answer,
             }
         }
-        panic!("no replica answered {method} {path}");
+        unreachable!()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replica_killed_mid_flow_loses_no_task_and_runs_none_twice() {
-    const TASKS: usize = 1500;
-    const AGENTS: usize = 6;
-    let database = adapters_postgres::testing::fresh_database().await;
-    let redis = redis_url();
-    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&database, &redis)).collect();
-    let pool = Pool {
-        addrs: replicas.iter().map(|r| r.addr).collect(),
-    };
-    for addr in &pool.addrs {
-        let started = Instant::now();
-        while call(*addr, "GET", "/readyz", ADMIN_KEY, &[], None)
-            .await
-            .map(|(s, _)| s)
-            .unwrap_or(0)
-            != 200
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "a replica did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// 1,500 tasks flowing through the stack: submitters, agents and a subscriber at work.
+struct Flow {
+    clients: Clients,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    completes: Arc<Mutex<HashMap<String, usize>>>,
+    submitted: Arc<Mutex<Vec<String>>>,
+    completed_seen: Arc<Mutex<Vec<String>>>,
+    subscriber: JoinHandle<usize>,
+    workers: Vec<JoinHandle<()>>,
+    submitters: Vec<JoinHandle<()>>,
+}
+
+impl Flow {
+    async fn start(stack: &Stack) -> Flow {
+        let clients = Clients {
+            addrs: stack.addrs(),
+            tally: Arc::default(),
+        };
+        let mut agents = Vec::new();
+        for n in 0..AGENTS {
+            let body = json!({"name": format!("worker-{n}"), "capabilities": ["etl"], "max_concurrent_tasks": 2});
+            let (status, agent) = clients
+                .retried(n, "POST", "/api/v1/agents", ADMIN_KEY, &[], Some(&body))
+                .await;
+            assert_eq!(status, 200);
+            let id = agent["id"].as_str().unwrap().to_owned();
+            let key = agent["agent_key"].as_str().unwrap().to_owned();
+            agents.push((n % 3, id, key));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let completed_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let subscriber = tokio::spawn(subscribe(
+            clients.addrs.clone(),
+            completed_seen.clone(),
+            stop.clone(),
+        ));
+        let completes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let done = Arc::new(AtomicUsize::new(0));
+        let workers = agents
+            .into_iter()
+            .map(|(home, id, key)| {
+                let work = work(
+                    clients.clone(),
+                    home,
+                    id,
+                    key,
+                    completes.clone(),
+                    done.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(work)
+            })
+            .collect();
+        let submitted: Arc<Mutex<Vec<String>>> = Arc::default();
+        let submitters = (0..8)
+            .map(|s| {
+                let (clients, submitted) = (clients.clone(), submitted.clone());
+                tokio::spawn(async move {
+                    for n in (s..TASKS).step_by(8) {
+                        let body = json!({
+                            "title": format!("job {n}"), "required_capabilities": ["etl"],
+                            "lease_seconds": 5, "max_attempts": 10
+                        });
+                        let key = format!("job-{n}");
+                        let headers = [("Idempotency-Key", key.as_str())];
+                        let (status, task) = clients
+                            .retried(n, "POST", "/api/v1/tasks", ADMIN_KEY, &headers, Some(&body))
+                            .await;
+                        assert_eq!(status, 200, "{task}");
+                        submitted
+                            .lock()
+                            .unwrap()
+                            .push(task["id"].as_str().unwrap().to_owned());
+                    }
+                })
+            })
+            .collect();
+        Flow {
+            clients,
+            stop,
+            done,
+            completes,
+            submitted,
+            completed_seen,
+            subscriber,
+            workers,
+            submitters,
         }
     }
 
-    // Agents, spread over the replicas.
-    let mut agents = Vec::new();
-    for n in 0..AGENTS {
-        let body = json!({"name": format!("worker-{n}"), "capabilities": ["etl"], "max_concurrent_tasks": 2});
-        let (_, status, agent) = pool
-            .call(n % 3, "POST", "/api/v1/agents", ADMIN_KEY, &[], Some(&body))
-            .await;
-        assert_eq!(status, 200);
-        agents.push((
-            n % 3,
-            agent["id"].as_str().unwrap().to_owned(),
-            agent["agent_key"].as_str().unwrap().to_owned(),
-        ));
+    /// Waits until agents have completed `n` tasks.
+    async fn completed(&self, n: usize) {
+        let started = Instant::now();
+        while self.done.load(Ordering::SeqCst) < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the flow did not get going"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
-    // A subscriber to every task event, on the replica that will be killed.
-    let completed_seen: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let subscriber = {
-        let (pool, seen, stop) = (pool.clone(), completed_seen.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut at = 0;
-            let mut last = 0i64;
-            let mut reconnections = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let url = format!(
-                    "ws://{}/api/v1/ws/watcher?token={ADMIN_KEY}",
-                    pool.addrs[at]
-                );
-                let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
-                    at = (at + 1) % pool.addrs.len();
-                    continue;
-                };
-                let subscribe =
-                    json!({"type": "subscribe", "subscriptions": ["task_activity"], "since": last});
-                if socket
-                    .send(Message::Text(subscribe.to_string().into()))
-                    .await
-                    .is_err()
-                {
-                    continue;
-                }
+    /// Waits until every task has completed, through the replicas that still answer, then
+    /// checks the run: every acknowledged task once, completed once, no attempt assigned
+    /// twice, every completion seen once by the subscriber. Returns how requests went.
+    async fn finish(self, live: &[usize]) -> Tally {
+        for submitter in self.submitters {
+            submitter.await.unwrap();
+        }
+        let live = Clients {
+            addrs: live.iter().map(|&i| self.clients.addrs[i]).collect(),
+            tally: Arc::default(),
+        };
+        let started = Instant::now();
+        loop {
+            let (_, summary) = live
+                .retried(0, "GET", "/api/v1/dashboard/summary", ADMIN_KEY, &[], None)
+                .await;
+            if summary["tasks"]["completed"] == TASKS {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "not every task completed: {}",
+                summary["tasks"]
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+        let mut unique = self.submitted.lock().unwrap().clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            TASKS,
+            "each acknowledged submission is its own task, none twice"
+        );
+        let completes = self.completes.lock().unwrap().clone();
+        assert!(
+            completes.values().all(|&n| n == 1),
+            "a completion was accepted twice for one task"
+        );
+        for id in &unique {
+            let (status, history) = live
+                .retried(
+                    0,
+                    "GET",
+                    &format!("/api/v1/tasks/{id}/history"),
+                    ADMIN_KEY,
+                    &[],
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200);
+            let events = history.as_array().unwrap();
+            let of = |kind: &str| events.iter().filter(|e| e["type"] == kind).count();
+            assert_eq!(of("task_completed"), 1, "task {id}: {history}");
+            let mut attempts: Vec<i64> = events
+                .iter()
+                .filter(|e| e["type"] == "task_assigned")
+                .map(|e| e["data"]["attempt"].as_i64().unwrap())
+                .collect();
+            let assigned = attempts.len();
+            attempts.dedup();
+            assert_eq!(
+                attempts.len(),
+                assigned,
+                "task {id} was assigned twice in one attempt"
+            );
+        }
+        self.subscriber.await.unwrap();
+        let seen = self.completed_seen.lock().unwrap().clone();
+        let mut by_task: BTreeMap<&String, usize> = BTreeMap::new();
+        for task in &seen {
+            *by_task.entry(task).or_default() += 1;
+        }
+        assert_eq!(by_task.len(), TASKS, "the subscriber missed a completion");
+        assert!(
+            by_task.values().all(|&n| n == 1),
+            "the subscriber saw a completion twice"
+        );
+        Arc::try_unwrap(self.clients.tally)
+            .map(|m| m.into_inner().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+/// A subscriber to every task event, moving to the next replica with `since` when its own
+/// closes or stops answering; it checks every event comes after the last, and records the
+/// completions. Returns how many times it moved.
+async fn subscribe(
+    addrs: Vec<SocketAddr>,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let (mut at, mut last, mut moves) = (0, 0i64, 0);
+    while !stop.load(Ordering::SeqCst) {
+        let url = format!("ws://{}/api/v1/ws/watcher?token={ADMIN_KEY}", addrs[at]);
+        if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await {
+            let subscribe =
+                json!({"type": "subscribe", "subscriptions": ["task_activity"], "since": last});
+            if socket
+                .send(Message::Text(subscribe.to_string().into()))
+                .await
+                .is_ok()
+            {
                 loop {
                     let next =
                         tokio::time::timeout(Duration::from_millis(500), socket.next()).await;
-                    let message = match next {
-                        Err(_) if stop.load(Ordering::SeqCst) => return reconnections,
+                    let text = match next {
+                        Err(_) if stop.load(Ordering::SeqCst) => return moves,
                         Err(_) => continue,
                         Ok(Some(Ok(Message::Text(text)))) => text,
                         Ok(Some(Ok(_))) => continue,
-                        Ok(_) => break, // the replica is gone: reconnect elsewhere
+                        Ok(_) => break,
                     };
-                    let event: Value = serde_json::from_str(&message).unwrap();
+                    let event: Value = serde_json::from_str(&text).unwrap();
                     let Some(seq) = event["seq"].as_i64() else {
                         continue;
                     };
@@ -236,199 +556,145 @@ async fn a_replica_killed_mid_flow_loses_no_task_and_runs_none_twice() {
                     last = seq;
                     if event["type"] == "task_completed" {
                         let task = event["data"]["task_id"].as_str().unwrap().to_owned();
-                        seen.lock().unwrap().push((seq, task));
-                    }
-                }
-                reconnections += 1;
-                at = (at + 1) % pool.addrs.len();
-            }
-            reconnections
-        })
-    };
-
-    // Agents: long-poll, start and complete on their replica; when it stops answering, they
-    // move to another and leave the task in hand to its lease.
-    let completes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for (home, id, key) in agents.clone() {
-        let (pool, completes, done, stop) =
-            (pool.clone(), completes.clone(), done.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
-            let mut at = home;
-            while !stop.load(Ordering::SeqCst) {
-                let poll =
-                    format!("/api/v1/agents/{id}/tasks?status_filter=assigned&wait_seconds=1");
-                let Ok((200, tasks)) = call(pool.addrs[at], "GET", &poll, &key, &[], None).await
-                else {
-                    at = (at + 1) % pool.addrs.len();
-                    continue;
-                };
-                for task in tasks.as_array().unwrap() {
-                    let task_id = task["id"].as_str().unwrap();
-                    let attempt = json!({"attempt": task["attempt"]});
-                    let start = format!("/api/v1/tasks/{task_id}/start");
-                    if call(pool.addrs[at], "POST", &start, &key, &[], Some(&attempt))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    let body = json!({"attempt": task["attempt"], "result": {"by": id}});
-                    let complete = format!("/api/v1/tasks/{task_id}/complete");
-                    match call(pool.addrs[at], "POST", &complete, &key, &[], Some(&body)).await {
-                        Ok((200, _)) => {
-                            *completes
-                                .lock()
-                                .unwrap()
-                                .entry(task_id.to_owned())
-                                .or_default() += 1;
-                            done.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(_) => {}
-                        Err(_) => break, // the replica died mid-call: the outcome is unknown
+                        seen.lock().unwrap().push(task);
                     }
                 }
             }
-        }));
-    }
-
-    // Submitters, spread over the replicas, each submission under an Idempotency-Key so a
-    // retry elsewhere after an unanswered one creates nothing twice.
-    let submitted: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut submitters = Vec::new();
-    for s in 0..8 {
-        let (pool, submitted) = (pool.clone(), submitted.clone());
-        submitters.push(tokio::spawn(async move {
-            for n in (s..TASKS).step_by(8) {
-                let body = json!({
-                    "title": format!("job {n}"), "required_capabilities": ["etl"],
-                    "lease_seconds": 5, "max_attempts": 10
-                });
-                let key = format!("job-{n}");
-                let (_, status, task) = pool
-                    .call(
-                        n % 3,
-                        "POST",
-                        "/api/v1/tasks",
-                        ADMIN_KEY,
-                        &[("Idempotency-Key", &key)],
-                        Some(&body),
-                    )
-                    .await;
-                assert_eq!(status, 200, "{task}");
-                submitted
-                    .lock()
-                    .unwrap()
-                    .push(task["id"].as_str().unwrap().to_owned());
-            }
-        }));
-    }
-
-    // A third of the way through, the first replica dies without a word.
-    let started = Instant::now();
-    while done.load(Ordering::SeqCst) < TASKS / 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the flow did not get going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    replicas[0].child.kill().unwrap();
-    replicas[0].child.wait().unwrap();
-    for submitter in submitters {
-        submitter.await.unwrap();
-    }
-
-    // Every acknowledged task completes, the ones the dead replica's agents held once their
-    // leases ran out.
-    let live = Pool {
-        addrs: pool.addrs[1..].to_vec(),
-    };
-    let started = Instant::now();
-    loop {
-        let (_, _, summary) = live
-            .call(0, "GET", "/api/v1/dashboard/summary", ADMIN_KEY, &[], None)
-            .await;
-        if summary["tasks"]["completed"] == TASKS {
-            break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "not every task completed: {}",
-            summary["tasks"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        moves += 1;
+        at = (at + 1) % addrs.len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.unwrap();
-    }
+    moves
+}
 
-    let submitted = submitted.lock().unwrap().clone();
-    let mut unique = submitted.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        TASKS,
-        "each acknowledged submission is its own task, none twice"
-    );
-    let completes = completes.lock().unwrap().clone();
-    assert!(
-        completes.values().all(|&n| n == 1),
-        "a completion was accepted twice for one task"
-    );
-    // Each task's history: assigned attempt by attempt, never twice the same, completed once.
-    let mut requeued = 0;
-    for id in &unique {
-        let (_, status, history) = live
-            .call(
-                0,
-                "GET",
-                &format!("/api/v1/tasks/{id}/history"),
-                ADMIN_KEY,
-                &[],
-                None,
-            )
-            .await;
-        assert_eq!(status, 200);
-        let events = history.as_array().unwrap();
-        let of = |kind: &str| {
-            events
-                .iter()
-                .filter(|e| e["type"] == kind)
-                .collect::<Vec<_>>()
+/// A simulated agent: long-polls its replica, starts and completes what it is given; when a
+/// call gets no answer or `503`, it leaves the task in hand to its lease and moves on to the
+/// next replica.
+async fn work(
+    clients: Clients,
+    home: usize,
+    id: String,
+    key: String,
+    completes: Arc<Mutex<HashMap<String, usize>>>,
+    done: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut at = home;
+    let poll = format!("/api/v1/agents/{id}/tasks?status_filter=assigned&wait_seconds=1");
+    while !stop.load(Ordering::SeqCst) {
+        let Ok((200, tasks)) = clients.call(at, "GET", &poll, &key, &[], None).await else {
+            at += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         };
-        assert_eq!(of("task_completed").len(), 1, "task {id}: {history}");
-        let attempts: Vec<i64> = of("task_assigned")
-            .iter()
-            .map(|e| e["data"]["attempt"].as_i64().unwrap())
-            .collect();
-        let mut distinct = attempts.clone();
-        distinct.dedup();
-        assert_eq!(
-            attempts, distinct,
-            "task {id} was assigned twice in one attempt"
-        );
-        requeued += usize::from(attempts.len() > 1);
+        for task in tasks.as_array().unwrap() {
+            let task_id = task["id"].as_str().unwrap();
+            let attempt = json!({"attempt": task["attempt"]});
+            let start = format!("/api/v1/tasks/{task_id}/start");
+            if !matches!(
+                clients
+                    .call(at, "POST", &start, &key, &[], Some(&attempt))
+                    .await,
+                Ok((200, _))
+            ) {
+                break;
+            }
+            let body = json!({"attempt": task["attempt"], "result": {"by": id}});
+            let complete = format!("/api/v1/tasks/{task_id}/complete");
+            match clients
+                .call(at, "POST", &complete, &key, &[], Some(&body))
+                .await
+            {
+                Ok((200, _)) => {
+                    *completes
+                        .lock()
+                        .unwrap()
+                        .entry(task_id.to_owned())
+                        .or_default() += 1;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok((409, _)) => {} // the attempt is over (its lease ran out): not ours any more
+                _ => break,        // no answer, or 503: the outcome is unknown
+            }
+        }
     }
-    // The WebSocket subscriber, moved to a live replica with `since`, saw every completion once.
-    let reconnections = subscriber.await.unwrap();
-    assert!(reconnections >= 1, "the subscriber's replica died under it");
-    let seen = completed_seen.lock().unwrap().clone();
-    let by_task: BTreeMap<&String, usize> = seen.iter().fold(BTreeMap::new(), |mut m, (_, t)| {
-        *m.entry(t).or_default() += 1;
-        m
-    });
-    assert_eq!(by_task.len(), TASKS, "the subscriber missed a completion");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_flow_loses_no_task_and_runs_none_twice() {
+    let database = adapters_postgres::testing::fresh_database().await;
+    let redis = format!("redis://{}", redis_address());
+    let mut stack = Stack::start(database, redis).await;
+    let flow = Flow::start(&stack).await;
+    flow.completed(TASKS / 3).await;
+    stack.replicas[0].child.kill().unwrap();
+    stack.replicas[0].child.wait().unwrap();
+    let tally = flow.finish(&[1, 2]).await;
+    eprintln!("replica killed: {tally:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_fails_no_request_but_with_a_retryable_503() {
+    let database = adapters_postgres::testing::fresh_database().await;
+    let redis = format!("redis://{}", redis_address());
+    let mut stack = Stack::start(database, redis).await;
+    let flow = Flow::start(&stack).await;
+    flow.completed(TASKS / 4).await;
+    for i in 0..3 {
+        stack.restart(i).await;
+    }
+    let tally = flow.finish(&[0, 1, 2]).await;
+    eprintln!("rolling restart: {tally:?}");
+    assert_eq!(
+        tally.broken, 0,
+        "a request was cut off by a graceful stop: {tally:?}"
+    );
+    let failed: usize = tally
+        .statuses
+        .iter()
+        .filter(|(status, _)| **status >= 500 && **status != 503)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(failed, 0, "{tally:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_cut_off_mid_flow_costs_only_retries() {
+    let database = adapters_postgres::testing::fresh_database().await;
+    let (prefix, rest) = database.split_once("://").unwrap();
+    let (credentials, host_and_db) = rest.split_once('@').unwrap();
+    let (host, db) = host_and_db.split_once('/').unwrap();
+    let proxy = Proxy::start(host.to_owned()).await;
+    let proxied = format!("{prefix}://{credentials}@127.0.0.1:{}/{db}", proxy.port);
+    let redis = format!("redis://{}", redis_address());
+    let stack = Stack::start(proxied, redis).await;
+    let flow = Flow::start(&stack).await;
+    flow.completed(TASKS / 3).await;
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set_up(true);
+    let tally = flow.finish(&[0, 1, 2]).await;
+    eprintln!("database cut off: {tally:?}");
     assert!(
-        by_task.values().all(|&n| n == 1),
-        "the subscriber saw a completion twice"
+        tally.statuses.get(&503).copied().unwrap_or(0) > 0,
+        "writes during the outage were refused with 503: {tally:?}"
     );
-    eprintln!(
-        "{TASKS} tasks, {} completions acknowledged, {requeued} tasks ran more than one attempt, \
-         {reconnections} reconnection(s) of the subscriber",
-        completes.len()
-    );
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cut_off_mid_flow_loses_no_event() {
+    let database = adapters_postgres::testing::fresh_database().await;
+    let proxy = Proxy::start(redis_address()).await;
+    let redis = format!("redis://127.0.0.1:{}", proxy.port);
+    let stack = Stack::start(database, redis).await;
+    let flow = Flow::start(&stack).await;
+    flow.completed(TASKS / 3).await;
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set_up(true);
+    let tally = flow.finish(&[0, 1, 2]).await;
+    eprintln!("Redis cut off: {tally:?}");
+    drop(stack);
 }
