@@ -146,6 +146,22 @@ impl TaskRepository for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, RepoError> {
+        let done = sqlx::query(
+            "DELETE FROM tasks WHERE id IN (
+                 SELECT id FROM tasks
+                 WHERE status IN ('completed', 'failed', 'cancelled', 'expired')
+                   AND completed_at < $1
+                 ORDER BY completed_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(self.pool())
+        .await
+        .map_err(repo_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM tasks

@@ -186,6 +186,11 @@ async fn sweep(platform: Platform, mut stopped: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(events = n, "pruned events past their retention"),
             Err(e) => tracing::warn!(error = %e, "event retention failed; will retry"),
         }
+        match platform.purge_ended_tasks().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "deleted tasks past their retention"),
+            Err(e) => tracing::warn!(error = %e, "task retention failed; will retry"),
+        }
         if let Err(e) = platform.purge_idempotency_keys().await {
             tracing::warn!(error = %e, "purging old idempotency keys failed; will retry");
         }

@@ -73,6 +73,8 @@ pub struct Settings {
     pub event_max_age: Duration,
     /// ...and so are all but this many of the newest.
     pub event_max_count: u64,
+    /// Tasks that ended longer ago than this are deleted (a batch at a time, by the sweep).
+    pub task_max_age: Duration,
     /// The strategy that resolves detected conflicts of each type on its own; types without
     /// one wait for an operator (or close themselves when their cause goes away).
     pub conflict_strategies: std::collections::BTreeMap<domain::ConflictType, domain::Strategy>,
@@ -107,6 +109,7 @@ impl Default for Settings {
             submission_writers: 2,
             event_max_age: Duration::days(7),
             event_max_count: 1_000_000,
+            task_max_age: Duration::days(30),
             conflict_strategies: default_conflict_strategies(),
             auto_resolve_reported: false,
             rate_limit: None,

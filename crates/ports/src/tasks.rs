@@ -366,6 +366,11 @@ pub trait TaskRepository: Send + Sync {
     /// Deletes the records made before `before`; returns how many.
     async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
 
+    /// Deletes at most `limit` tasks that ended (completed, failed, cancelled or expired)
+    /// before `before`, those that ended first first; returns how many. Tasks that have not
+    /// ended are never deleted, however old.
+    async fn purge_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, RepoError>;
+
     /// The task with this ID. `NotFound` if there is none.
     async fn get(&self, id: TaskId) -> Result<Task, RepoError>;
 

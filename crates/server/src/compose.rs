@@ -71,6 +71,7 @@ pub async fn build(config: &Config, websocket_budget: usize) -> Result<Runtime, 
         admin_key,
         event_max_age: chrono::Duration::days(config.event_retention_days as i64),
         event_max_count: config.event_retention_max,
+        task_max_age: chrono::Duration::days(config.task_retention_days as i64),
         conflict_strategies: config.conflict_strategies.clone(),
         auto_resolve_reported: config.conflict_auto_resolve_reported,
         rate_limit: (config.rate_limit_per_second > 0).then_some(Rate {

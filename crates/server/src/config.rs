@@ -79,6 +79,8 @@ pub struct Config {
     pub event_retention_days: u64,
     /// At most this many of the newest events are kept.
     pub event_retention_max: u64,
+    /// Tasks that ended more than this many days ago are deleted.
+    pub task_retention_days: u64,
     /// The strategy that settles detected conflicts of each type on its own.
     pub conflict_strategies: BTreeMap<ConflictType, Strategy>,
     /// Whether reported conflicts are settled by those strategies too.
@@ -331,6 +333,7 @@ impl Config {
             )?),
             event_retention_days: number("EVENT_RETENTION_DAYS", 7, 1, 3650)?,
             event_retention_max: number("EVENT_RETENTION_MAX", 1_000_000, 1000, 1_000_000_000)?,
+            task_retention_days: number("TASK_RETENTION_DAYS", 30, 1, 36_500)?,
             conflict_strategies: conflict_strategies(get("CONFLICT_STRATEGIES")).map_err(
                 |message| ConfigError::Invalid {
                     name: "CONFLICT_STRATEGIES",

@@ -61,7 +61,8 @@ macro_rules! store_contract {
             a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read,
             a_pass_with_no_claims_to_place_sees_no_pools,
             queue_depth_counts_pending_tasks_by_priority,
-            an_agents_ended_tasks_are_counted_by_outcome_and_timed_within_the_span
+            an_agents_ended_tasks_are_counted_by_outcome_and_timed_within_the_span,
+            tasks_that_ended_long_enough_ago_are_purged_oldest_first_and_no_others
         );
         $crate::store_contract!(@in resources_contract, $make;
             pools_round_trip_and_names_and_ids_are_unique,

@@ -1380,3 +1380,91 @@ pub async fn an_agents_ended_tasks_are_counted_by_outcome_and_timed_within_the_s
     assert_eq!(only_b[0].agent, b.id);
     assert!(store.tasks.outcomes(&[], t(0)).await.unwrap().is_empty());
 }
+
+pub async fn tasks_that_ended_long_enough_ago_are_purged_oldest_first_and_no_others(
+    store: StoreUnderTest,
+) {
+    let worker = agent(1, "worker", &["etl"], t(0));
+    store
+        .agents
+        .insert(&worker, &agent_key(1, worker.id, t(0)), vec![])
+        .await
+        .unwrap();
+    // Four tasks end at 10, 20, 30 and 40 s, each in another way; one is held, one waits.
+    let mut ended = Vec::new();
+    for (n, end) in [(1u128, 10i64), (2, 20), (3, 30), (4, 40)] {
+        let x = task(n, 5, &["etl"], t(0));
+        store.tasks.insert(&x, vec![], None).await.unwrap();
+        let mut x = store.tasks.get(x.id).await.unwrap();
+        match n {
+            1 => {
+                x.assign(worker.id, t(end - 5)).unwrap();
+                x.start(worker.id, 1, t(end - 4)).unwrap();
+                x.complete(worker.id, 1, Default::default(), t(end))
+                    .unwrap();
+            }
+            2 => {
+                x.assign(worker.id, t(end - 5)).unwrap();
+                x.fail(worker.id, 1, "broke", false, t(end)).unwrap();
+            }
+            3 => {
+                x.cancel(t(end)).unwrap();
+            }
+            _ => {
+                x.deadline = Some(t(end - 1));
+                x.expire_if_late(t(end)).unwrap();
+            }
+        }
+        ended.push(x.id);
+        store
+            .tasks
+            .save(Changes {
+                tasks: vec![x],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut held = task(5, 5, &["etl"], t(0));
+    held.assign(worker.id, t(1)).unwrap();
+    store.tasks.insert(&held, vec![], None).await.unwrap();
+    let waiting = task(6, 5, &["etl"], t(0));
+    store.tasks.insert(&waiting, vec![], None).await.unwrap();
+
+    // Ended before 35 s: three, taken oldest first, two at a time.
+    assert_eq!(store.tasks.purge_ended(t(35), 2).await.unwrap(), 2);
+    assert!(matches!(
+        store.tasks.get(ended[0]).await,
+        Err(RepoError::NotFound)
+    ));
+    assert!(matches!(
+        store.tasks.get(ended[1]).await,
+        Err(RepoError::NotFound)
+    ));
+    assert!(
+        store.tasks.get(ended[2]).await.is_ok(),
+        "the third waits for the next batch"
+    );
+    assert_eq!(store.tasks.purge_ended(t(35), 2).await.unwrap(), 1);
+    assert_eq!(store.tasks.purge_ended(t(35), 2).await.unwrap(), 0);
+    assert!(
+        store.tasks.get(ended[3]).await.is_ok(),
+        "it ended after the cut"
+    );
+    // However old, a task that has not ended stays; and the agent's figures and held tasks
+    // no longer count what was deleted.
+    assert_eq!(store.tasks.purge_ended(t(1_000_000), 100).await.unwrap(), 1);
+    assert_eq!(
+        store.tasks.held_by(worker.id).await.unwrap(),
+        vec![held.clone()]
+    );
+    assert_eq!(store.tasks.get(waiting.id).await.unwrap(), waiting);
+    let counts = store.tasks.count_by_status().await.unwrap();
+    assert_eq!((counts.total(), counts.pending, counts.assigned), (2, 1, 1));
+    assert!(store
+        .tasks
+        .outcomes(&[worker.id], t(0))
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -102,6 +102,20 @@ impl State {
         self.tasks.insert(task.id, task);
     }
 
+    /// Removes a task and its entries in the indexes.
+    fn remove_task(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.remove(&id) else {
+            return;
+        };
+        if let Some(agent) = task.assigned_agent {
+            reindex(&mut self.held, Some((agent, id)), None);
+            if let Some(at) = task.completed_at {
+                reindex(&mut self.ended, Some((agent, (at, id))), None);
+            }
+        }
+        self.pending.remove(&id);
+    }
+
     /// The completed and failed tasks `agent` held last that ended at or after `since`.
     fn ended_by(&self, agent: AgentId, since: DateTime<Utc>) -> impl Iterator<Item = &Task> {
         self.ended

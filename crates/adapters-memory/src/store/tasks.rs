@@ -88,6 +88,26 @@ impl TaskRepository for MemoryStore {
         Ok((count - state.idempotency.len()) as u64)
     }
 
+    async fn purge_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, RepoError> {
+        let mut state = self.lock();
+        let mut ended: Vec<(DateTime<Utc>, TaskId)> = state
+            .tasks
+            .values()
+            .filter(|t| t.status.is_terminal())
+            .filter_map(|t| {
+                t.completed_at
+                    .filter(|at| *at < before)
+                    .map(|at| (at, t.id))
+            })
+            .collect();
+        ended.sort();
+        ended.truncate(limit as usize);
+        for (_, id) in &ended {
+            state.remove_task(*id);
+        }
+        Ok(ended.len() as u64)
+    }
+
     async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
         let state = self.lock();
         let rows = state

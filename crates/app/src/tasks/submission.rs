@@ -351,6 +351,19 @@ impl Platform {
     }
 
     /// Forgets `Idempotency-Key`s older than their 24 h window. Returns how many.
+    /// Deletes a batch of the tasks that ended longer ago than the retention allows (the
+    /// oldest first); returns how many. The sweep calls it every tick, so a backlog drains a
+    /// batch at a time without holding the database.
+    pub async fn purge_ended_tasks(&self) -> Result<u64, AppError> {
+        const BATCH: u32 = 10_000;
+        let before = self.deps.clock.now() - self.settings.task_max_age;
+        self.deps
+            .tasks
+            .purge_ended(before, BATCH)
+            .await
+            .map_err(|e| AppError::from_repo("Task", e))
+    }
+
     pub async fn purge_idempotency_keys(&self) -> Result<u64, AppError> {
         let before = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
         self.deps

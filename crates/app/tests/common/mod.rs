@@ -79,6 +79,9 @@ impl TaskRepository for CountingTasks {
     async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
         self.inner.purge_idempotency(before).await
     }
+    async fn purge_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, RepoError> {
+        self.inner.purge_ended(before, limit).await
+    }
     async fn get(&self, id: TaskId) -> Result<Task, RepoError> {
         self.inner.get(id).await
     }
