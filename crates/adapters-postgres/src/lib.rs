@@ -29,6 +29,29 @@ pub use error::StartupError;
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// [`PgStore::schema`], on one connection.
+async fn schema_on(conn: &mut sqlx::PgConnection) -> Result<Schema, StartupError> {
+    let unreachable = |e: sqlx::Error| StartupError::Unreachable(e.to_string());
+    let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unreachable)?;
+    let database = if exists {
+        let (newest,): (Option<i64>,) =
+            sqlx::query_as("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(unreachable)?;
+        newest.unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(Schema {
+        database,
+        known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+    })
+}
+
 /// Where a database's schema stands against this version's migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schema {
@@ -118,12 +141,43 @@ impl PgStore {
     /// Applies every migration not yet applied.
     /// Applies the migrations this version has and the database lacks. Refuses
     /// (`SchemaNewer`), changing nothing, a database a newer version migrated past them.
+    ///
+    /// Replicas starting together take turns: each waits for a lock of its own by trying it
+    /// over and over rather than by a statement that blocks, since an index built
+    /// `CONCURRENTLY` waits for every statement running, a blocked wait for the lock
+    /// included, and PostgreSQL would end one of the two as a deadlock. The one that gets the
+    /// lock finds what the others applied.
     pub async fn migrate(&self) -> Result<(), StartupError> {
-        self.schema().await?.refuse_newer()?;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StartupError::Migration(e.to_string()))
+        const MIGRATION_LOCK: i64 = 0x4d49_4752_4154_4521; // "MIGRATE!"
+        let unreachable = |e: sqlx::Error| StartupError::Unreachable(e.to_string());
+        let mut conn = self.pool.acquire().await.map_err(unreachable)?;
+        loop {
+            let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(unreachable)?;
+            if taken {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let migrated = async {
+            let schema = schema_on(&mut conn).await?.refuse_newer()?;
+            if schema.database == schema.known {
+                return Ok(());
+            }
+            MIGRATOR
+                .run(&mut *conn)
+                .await
+                .map_err(|e| StartupError::Migration(e.to_string()))
+        }
+        .await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await;
+        migrated
     }
 
     /// Checks, changing nothing, that the database's schema is exactly the one this version
@@ -143,26 +197,12 @@ impl PgStore {
     /// The newest migration applied to the database (0 for none) and the newest this version
     /// has.
     pub async fn schema(&self) -> Result<Schema, StartupError> {
-        let unreachable = |e: sqlx::Error| StartupError::Unreachable(e.to_string());
-        let (exists,): (bool,) =
-            sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unreachable)?;
-        let database = if exists {
-            let (newest,): (Option<i64>,) =
-                sqlx::query_as("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unreachable)?;
-            newest.unwrap_or(0)
-        } else {
-            0
-        };
-        Ok(Schema {
-            database,
-            known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
-        })
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| StartupError::Unreachable(e.to_string()))?;
+        schema_on(&mut conn).await
     }
 
     pub fn pool(&self) -> &PgPool {

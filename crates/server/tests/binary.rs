@@ -887,3 +887,36 @@ fn the_binary_probes_its_own_health() {
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn replicas_started_together_on_an_empty_database_migrate_it_once_and_all_serve() {
+    let url = adapters_postgres::testing::fresh_empty_database().await;
+    let servers: Vec<Server> = {
+        let spawned: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || Server::start(&[("DATABASE_URL", &url)]))
+            })
+            .collect();
+        spawned.into_iter().map(|s| s.join().unwrap()).collect()
+    };
+    for server in &servers {
+        assert_eq!(http(server.port, "GET", "/readyz", None).0, 200);
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (applied, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(applied, distinct, "each migration applied once");
+    let (invalid,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(invalid, 0, "no index left half-built");
+    for server in &servers {
+        server.terminate();
+    }
+}
