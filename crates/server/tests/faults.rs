@@ -6,7 +6,11 @@
 //! proxy in front of each, which drops every connection and refuses new ones while down). Each
 //! time, every acknowledged task completes exactly once, none is created twice, no attempt is
 //! assigned twice, and a WebSocket subscriber sees every completion once, in order, moving to a
-//! live replica with `since` when its own goes.
+//! live replica with `since` when its own goes. A rolling restart does what a load balancer
+//! does when a replica's readiness fails: takes it out of rotation before it stops.
+//!
+//! The four tests run one at a time (each starts three servers), and each replica keeps to one
+//! worker and four database connections, so they fit a small machine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncGuard, Notify};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,6 +30,15 @@ const BINARY: &str = env!("CARGO_BIN_EXE_agent-platform");
 const ADMIN_KEY: &str = "faults-test-admin-key-0123456789";
 const TASKS: usize = 1500;
 const AGENTS: usize = 6;
+
+/// One fault test at a time.
+async fn one_at_a_time() -> AsyncGuard<'static, ()> {
+    static TURN: std::sync::OnceLock<AsyncMutex<()>> = std::sync::OnceLock::new();
+    TURN.get_or_init(|| AsyncMutex::new(())).lock().await
+}
+
+/// Where clients are routed: each replica's address, or `None` while it is out of rotation.
+type Routes = Arc<Mutex<Vec<Option<SocketAddr>>>>;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -92,14 +105,18 @@ impl Proxy {
     }
 }
 
-/// One replica: the binary, on its own port.
+/// One replica: the binary, on its own port, its output kept in a file for failure messages.
 struct Replica {
     child: Child,
     port: u16,
+    log: std::path::PathBuf,
 }
 
 impl Replica {
-    fn start(port: u16, database: &str, redis: &str) -> Replica {
+    fn start(database: &str, redis: &str) -> Replica {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("faults-replica-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BINARY)
             .env_clear()
             .env("HOST", "127.0.0.1")
@@ -111,11 +128,21 @@ impl Replica {
             .env("LOG_LEVEL", "warn")
             .env("SHUTDOWN_DRAIN_SECS", "1")
             .env("SHUTDOWN_TIMEOUT_SECS", "10")
+            .env("DATABASE_MAX_CONNECTIONS", "4")
+            .env("WORKERS", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(out)
             .spawn()
             .unwrap();
-        Replica { child, port }
+        Replica { child, port, log }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn signal(&self, which: &str) {
@@ -131,25 +158,30 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
-/// Three replicas on one database and one Redis (each reached as the URLs say).
+/// Three replicas on one database and one Redis (each reached as the URLs say), and the
+/// routes clients take to them.
 struct Stack {
     database: String,
     redis: String,
     replicas: Vec<Replica>,
+    routes: Routes,
 }
 
 impl Stack {
     async fn start(database: String, redis: String) -> Self {
-        let replicas = (0..3)
-            .map(|_| Replica::start(free_port(), &database, &redis))
-            .collect();
+        let replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&database, &redis)).collect();
+        let routes = Arc::new(Mutex::new(
+            replicas.iter().map(|r| Some(r.addr())).collect(),
+        ));
         let stack = Self {
             database,
             redis,
             replicas,
+            routes,
         };
         for i in 0..3 {
             stack.ready(i).await;
@@ -157,42 +189,42 @@ impl Stack {
         stack
     }
 
-    fn addrs(&self) -> Vec<SocketAddr> {
-        self.replicas
-            .iter()
-            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
-            .collect()
-    }
-
     async fn ready(&self, i: usize) {
-        let addr = self.addrs()[i];
+        let replica = &self.replicas[i];
         let started = Instant::now();
         while !matches!(
-            call(addr, "GET", "/readyz", ADMIN_KEY, &[], None).await,
+            call(replica.addr(), "GET", "/readyz", ADMIN_KEY, &[], None).await,
             Ok((200, _))
         ) {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "replica {i} did not start"
+                "replica {i} did not start: {}",
+                replica.output()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Stops replica `i` with SIGTERM, waits for it to drain and exit, and starts its
-    /// successor on the same port.
+    /// What a load balancer and an orchestrator do to restart replica `i`: take it out of
+    /// rotation, stop it with SIGTERM and wait for it to drain and exit, start its successor,
+    /// and route to it once it is ready.
     async fn restart(&mut self, i: usize) {
-        let port = self.replicas[i].port;
+        self.routes.lock().unwrap()[i] = None;
         self.replicas[i].signal("-TERM");
         let exited = tokio::task::block_in_place(|| self.replicas[i].child.wait().unwrap());
-        assert!(exited.success(), "replica {i} stopped gracefully: {exited}");
-        self.replicas[i] = Replica::start(port, &self.database, &self.redis);
+        assert!(
+            exited.success(),
+            "replica {i} stopped gracefully ({exited}): {}",
+            self.replicas[i].output()
+        );
+        self.replicas[i] = Replica::start(&self.database, &self.redis);
         self.ready(i).await;
+        self.routes.lock().unwrap()[i] = Some(self.replicas[i].addr());
     }
 }
 
 /// How requests went: what a client without a load balancer's retries would have seen.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tally {
     /// Connections refused (a replica that is not listening: a load balancer routes elsewhere).
     refused: usize,
@@ -276,14 +308,22 @@ async fn exchange(
         .unwrap_or_else(|_| Err(std::io::Error::other("no answer within 10 s")))
 }
 
-/// The replicas clients use, and how their requests went.
+/// The replicas clients use, as routed, and how their requests went.
 #[derive(Clone)]
 struct Clients {
-    addrs: Vec<SocketAddr>,
+    routes: Routes,
     tally: Arc<Mutex<Tally>>,
 }
 
 impl Clients {
+    /// The replica `at` routes to: the first in rotation from `at` on.
+    fn route(&self, at: usize) -> SocketAddr {
+        let routes = self.routes.lock().unwrap();
+        (0..routes.len())
+            .find_map(|k| routes[(at + k) % routes.len()])
+            .expect("a replica in rotation")
+    }
+
     async fn call(
         &self,
         at: usize,
@@ -293,8 +333,16 @@ impl Clients {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> std::io::Result<(u16, Value)> {
-        let addr = self.addrs[at % self.addrs.len()];
-        tallied(&self.tally, addr, method, path, key, headers, body).await
+        tallied(
+            &self.tally,
+            self.route(at),
+            method,
+            path,
+            key,
+            headers,
+            body,
+        )
+        .await
     }
 
     /// `call`, moving on to the next replica while one does not answer or answers `503`
@@ -341,7 +389,7 @@ struct Flow {
 impl Flow {
     async fn start(stack: &Stack) -> Flow {
         let clients = Clients {
-            addrs: stack.addrs(),
+            routes: stack.routes.clone(),
             tally: Arc::default(),
         };
         let mut agents = Vec::new();
@@ -358,7 +406,7 @@ impl Flow {
         let stop = Arc::new(AtomicBool::new(false));
         let completed_seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let subscriber = tokio::spawn(subscribe(
-            clients.addrs.clone(),
+            clients.clone(),
             completed_seen.clone(),
             stop.clone(),
         ));
@@ -435,8 +483,9 @@ impl Flow {
         for submitter in self.submitters {
             submitter.await.unwrap();
         }
+        let routes = self.clients.routes.lock().unwrap().clone();
         let live = Clients {
-            addrs: live.iter().map(|&i| self.clients.addrs[i]).collect(),
+            routes: Arc::new(Mutex::new(live.iter().map(|&i| routes[i]).collect())),
             tally: Arc::default(),
         };
         let started = Instant::now();
@@ -444,6 +493,11 @@ impl Flow {
             let (_, summary) = live
                 .retried(0, "GET", "/api/v1/dashboard/summary", ADMIN_KEY, &[], None)
                 .await;
+            assert!(
+                summary["tasks"]["total"].as_u64().unwrap() <= TASKS as u64,
+                "a task was created twice: {}",
+                summary["tasks"]
+            );
             if summary["tasks"]["completed"] == TASKS {
                 break;
             }
@@ -510,9 +564,8 @@ impl Flow {
             by_task.values().all(|&n| n == 1),
             "the subscriber saw a completion twice"
         );
-        Arc::try_unwrap(self.clients.tally)
-            .map(|m| m.into_inner().unwrap())
-            .unwrap_or_default()
+        let tally = self.clients.tally.lock().unwrap().clone();
+        tally
     }
 }
 
@@ -520,13 +573,16 @@ impl Flow {
 /// closes or stops answering; it checks every event comes after the last, and records the
 /// completions. Returns how many times it moved.
 async fn subscribe(
-    addrs: Vec<SocketAddr>,
+    clients: Clients,
     seen: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 ) -> usize {
     let (mut at, mut last, mut moves) = (0, 0i64, 0);
     while !stop.load(Ordering::SeqCst) {
-        let url = format!("ws://{}/api/v1/ws/watcher?token={ADMIN_KEY}", addrs[at]);
+        let url = format!(
+            "ws://{}/api/v1/ws/watcher?token={ADMIN_KEY}",
+            clients.route(at)
+        );
         if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await {
             let subscribe =
                 json!({"type": "subscribe", "subscriptions": ["task_activity"], "since": last});
@@ -562,7 +618,7 @@ async fn subscribe(
             }
         }
         moves += 1;
-        at = (at + 1) % addrs.len();
+        at += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     moves
@@ -623,6 +679,7 @@ async fn work(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_flow_loses_no_task_and_runs_none_twice() {
+    let _turn = one_at_a_time().await;
     let database = adapters_postgres::testing::fresh_database().await;
     let redis = format!("redis://{}", redis_address());
     let mut stack = Stack::start(database, redis).await;
@@ -636,6 +693,7 @@ async fn a_replica_killed_mid_flow_loses_no_task_and_runs_none_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_fails_no_request_but_with_a_retryable_503() {
+    let _turn = one_at_a_time().await;
     let database = adapters_postgres::testing::fresh_database().await;
     let redis = format!("redis://{}", redis_address());
     let mut stack = Stack::start(database, redis).await;
@@ -661,6 +719,7 @@ async fn a_rolling_restart_fails_no_request_but_with_a_retryable_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_database_cut_off_mid_flow_costs_only_retries() {
+    let _turn = one_at_a_time().await;
     let database = adapters_postgres::testing::fresh_database().await;
     let (prefix, rest) = database.split_once("://").unwrap();
     let (credentials, host_and_db) = rest.split_once('@').unwrap();
@@ -685,6 +744,7 @@ async fn the_database_cut_off_mid_flow_costs_only_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cut_off_mid_flow_loses_no_event() {
+    let _turn = one_at_a_time().await;
     let database = adapters_postgres::testing::fresh_database().await;
     let proxy = Proxy::start(redis_address()).await;
     let redis = format!("redis://127.0.0.1:{}", proxy.port);
