@@ -147,12 +147,23 @@ impl TaskRepository for PgStore {
     }
 
     async fn purge_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, RepoError> {
+        // The rows are chosen and locked once (a CTE), those other writers (or another
+        // replica's sweep) hold left to the next sweep; the conditions stand in the delete
+        // too, so a row another write changed meanwhile (an operator's retry) is checked again
+        // as it is now.
         let done = sqlx::query(
-            "DELETE FROM tasks WHERE id IN (
-                 SELECT id FROM tasks
+            "WITH doomed AS (
+                 SELECT id FROM tasks t
                  WHERE status IN ('completed', 'failed', 'cancelled', 'expired')
                    AND completed_at < $1
-                 ORDER BY completed_at LIMIT $2)",
+                   AND NOT EXISTS (SELECT 1 FROM workflow_executions x
+                                   WHERE x.id = t.execution_id AND x.status = 'running')
+                 ORDER BY completed_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+             DELETE FROM tasks t USING doomed
+             WHERE t.id = doomed.id
+               AND t.status IN ('completed', 'failed', 'cancelled', 'expired')
+               AND t.completed_at < $1",
         )
         .bind(before)
         .bind(i64::from(limit))

@@ -368,7 +368,8 @@ pub trait TaskRepository: Send + Sync {
 
     /// Deletes at most `limit` tasks that ended (completed, failed, cancelled or expired)
     /// before `before`, those that ended first first; returns how many. Tasks that have not
-    /// ended are never deleted, however old.
+    /// ended are never deleted, however old, nor the tasks of a workflow execution still
+    /// running (its later steps may read them).
     async fn purge_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, RepoError>;
 
     /// The task with this ID. `NotFound` if there is none.

@@ -90,7 +90,8 @@ macro_rules! store_contract {
             a_write_ending_a_steps_task_queues_the_steps_it_unblocks,
             a_failed_step_fails_its_execution_and_cancels_queued_steps_in_the_same_write,
             a_write_carrying_an_execution_is_written_as_it_decided,
-            an_agents_report_moves_the_execution_and_a_requeued_step_of_a_failed_one_is_cancelled
+            an_agents_report_moves_the_execution_and_a_requeued_step_of_a_failed_one_is_cancelled,
+            a_running_executions_tasks_outlive_their_retention
         );
     };
     // Cases about what tells two stores apart get two fresh ones.

@@ -647,3 +647,41 @@ pub async fn an_agents_report_moves_the_execution_and_a_requeued_step_of_a_faile
     assert_eq!(step_of(&after, "b").status, StepStatus::Cancelled);
     assert_eq!(after.version, failed.version + 1);
 }
+
+pub async fn a_running_executions_tasks_outlive_their_retention(store: StoreUnderTest) {
+    let chain = workflow(1, &[("a", &[]), ("b", &[])], t(0));
+    store
+        .workflows
+        .insert_workflow(&chain, vec![])
+        .await
+        .unwrap();
+    let (execution, tasks, events) = start(&chain, 7, t(1));
+    store
+        .workflows
+        .start_execution(&execution, &tasks, events)
+        .await
+        .unwrap();
+    let a = ended(&store, tasks[0].id, TaskStatus::Completed, t(2)).await;
+    save_tasks(&store, vec![a]).await;
+    // B may still read A's task: it stays, however long ago it ended.
+    assert_eq!(store.tasks.purge_ended(t(1_000), 10).await.unwrap(), 0);
+    let running = store.workflows.get_execution(execution.id).await.unwrap();
+    let b = ended(
+        &store,
+        step_of(&running, "b").task_id,
+        TaskStatus::Completed,
+        t(3),
+    )
+    .await;
+    save_tasks(&store, vec![b]).await;
+    assert_eq!(
+        store
+            .workflows
+            .get_execution(execution.id)
+            .await
+            .unwrap()
+            .status,
+        ExecutionStatus::Completed
+    );
+    assert_eq!(store.tasks.purge_ended(t(1_000), 10).await.unwrap(), 2);
+}

@@ -36,6 +36,8 @@ pub(crate) struct State {
     pending: std::collections::HashSet<TaskId>,
     /// The completed and failed tasks of each agent that held them last, by when they ended.
     ended: HashMap<AgentId, BTreeSet<(DateTime<Utc>, TaskId)>>,
+    /// Every task that ended, by when: what retention deletes from.
+    finished: BTreeSet<(DateTime<Utc>, TaskId)>,
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
     users: HashMap<UserId, User>,
@@ -88,6 +90,17 @@ impl State {
         };
         let before = self.tasks.get(&task.id);
         let (held_before, ended_before) = (before.and_then(holder), before.and_then(finisher));
+        let done = |t: &Task| {
+            t.completed_at
+                .filter(|_| t.status.is_terminal())
+                .map(|at| (at, t.id))
+        };
+        if let Some(key) = before.and_then(done) {
+            self.finished.remove(&key);
+        }
+        if let Some(key) = done(&task) {
+            self.finished.insert(key);
+        }
         reindex(
             &mut self.held,
             held_before.map(|a| (a, task.id)),
@@ -107,6 +120,9 @@ impl State {
         let Some(task) = self.tasks.remove(&id) else {
             return;
         };
+        if let Some(at) = task.completed_at {
+            self.finished.remove(&(at, id));
+        }
         if let Some(agent) = task.assigned_agent {
             reindex(&mut self.held, Some((agent, id)), None);
             if let Some(at) = task.completed_at {

@@ -90,19 +90,17 @@ impl TaskRepository for MemoryStore {
 
     async fn purge_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, RepoError> {
         let mut state = self.lock();
-        let mut ended: Vec<(DateTime<Utc>, TaskId)> = state
-            .tasks
-            .values()
-            .filter(|t| t.status.is_terminal())
-            .filter_map(|t| {
-                t.completed_at
-                    .filter(|at| *at < before)
-                    .map(|at| (at, t.id))
+        let ended: Vec<TaskId> = state
+            .finished
+            .range(..(before, TaskId(uuid::Uuid::nil())))
+            .map(|(_, id)| *id)
+            .filter(|id| {
+                let execution = state.tasks.get(id).and_then(|t| t.execution_id);
+                !execution.is_some_and(|x| state.running(domain::ExecutionId(x)))
             })
+            .take(limit as usize)
             .collect();
-        ended.sort();
-        ended.truncate(limit as usize);
-        for (_, id) in &ended {
+        for id in &ended {
             state.remove_task(*id);
         }
         Ok(ended.len() as u64)

@@ -62,6 +62,13 @@ impl State {
         out
     }
 
+    /// Whether the execution exists and runs.
+    pub(super) fn running(&self, id: ExecutionId) -> bool {
+        self.executions
+            .get(&id)
+            .is_some_and(|x| x.status == ExecutionStatus::Running)
+    }
+
     pub(super) fn check_execution(&self, execution: &Execution) -> Result<(), RepoError> {
         let stored = self.executions.get(&execution.id).map(|e| e.version);
         unchanged("execution", execution.id, execution.version, stored)
