@@ -29,6 +29,27 @@ pub use error::StartupError;
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// Logs an error naming each index a build left invalid (an index built `CONCURRENTLY` whose
+/// build was stopped): PostgreSQL keeps it but never reads it, and `CREATE INDEX IF NOT
+/// EXISTS` will not build it again.
+async fn warn_of_invalid_indexes(conn: &mut sqlx::PgConnection) {
+    let invalid: Result<Vec<(String,)>, _> = sqlx::query_as(
+        "SELECT c.relname::text FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indexrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT i.indisvalid AND n.nspname = current_schema()",
+    )
+    .fetch_all(&mut *conn)
+    .await;
+    for (index,) in invalid.unwrap_or_default() {
+        tracing::error!(
+            index,
+            "index {index} is invalid (its build was stopped) and is not used: rebuild it with \
+             REINDEX INDEX CONCURRENTLY {index}"
+        );
+    }
+}
+
 /// [`PgStore::schema`], on one connection.
 async fn schema_on(conn: &mut sqlx::PgConnection) -> Result<Schema, StartupError> {
     let unreachable = |e: sqlx::Error| StartupError::Unreachable(e.to_string());
@@ -138,7 +159,6 @@ impl PgStore {
         }
     }
 
-    /// Applies every migration not yet applied.
     /// Applies the migrations this version has and the database lacks. Refuses
     /// (`SchemaNewer`), changing nothing, a database a newer version migrated past them.
     ///
@@ -177,6 +197,7 @@ impl PgStore {
             .bind(MIGRATION_LOCK)
             .execute(&mut *conn)
             .await;
+        warn_of_invalid_indexes(&mut conn).await;
         migrated
     }
 
@@ -184,6 +205,9 @@ impl PgStore {
     /// knows: `SchemaNewer` or `SchemaBehind` otherwise. For replicas that leave migrations to
     /// a job of their own.
     pub async fn check_schema(&self) -> Result<(), StartupError> {
+        if let Ok(mut conn) = self.pool.acquire().await {
+            warn_of_invalid_indexes(&mut conn).await;
+        }
         let schema = self.schema().await?.refuse_newer()?;
         if schema.database < schema.known {
             return Err(StartupError::SchemaBehind {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// How long the probe waits in all (connecting, then each of writing and reading).
+/// How long the probe waits in all, connecting, asking and reading together.
 const WITHIN: Duration = Duration::from_secs(2);
 
 /// Runs the probe: whether the server answered `200`.
@@ -40,9 +40,15 @@ pub fn run(config: &Config, path: Option<&str>) -> bool {
 
 /// The status code the server answers `GET path` with.
 fn ask(address: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect_timeout(&address, WITHIN)?;
-    stream.set_read_timeout(Some(WITHIN))?;
-    stream.set_write_timeout(Some(WITHIN))?;
+    let deadline = std::time::Instant::now() + WITHIN;
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))
+    };
+    let mut stream = TcpStream::connect_timeout(&address, left()?)?;
+    stream.set_write_timeout(Some(left()?))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -50,6 +56,7 @@ fn ask(address: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut head = [0u8; 64];
     let mut read = 0;
     while read < 12 {
+        stream.set_read_timeout(Some(left()?))?;
         match stream.read(&mut head[read..])? {
             0 => break,
             n => read += n,

@@ -303,7 +303,15 @@ fn the_image_and_the_manifests_agree_with_the_binary() {
         .env("ADMIN_API_KEY", "deploy-test-admin-key-0123456789")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = command.spawn().unwrap();
+    /// The server, stopped however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Running(command.spawn().unwrap());
     let started = Instant::now();
     while status(port, "/readyz") != Some(200) {
         assert!(
@@ -327,6 +335,4 @@ fn the_image_and_the_manifests_agree_with_the_binary() {
         .status()
         .unwrap();
     assert!(probe.success(), "the image's health check passes");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

@@ -350,7 +350,6 @@ impl Platform {
         }
     }
 
-    /// Forgets `Idempotency-Key`s older than their 24 h window. Returns how many.
     /// Deletes a batch of the tasks that ended longer ago than the retention allows (the
     /// oldest first); returns how many. The sweep calls it every tick, so a backlog drains a
     /// batch at a time without holding the database.
@@ -364,6 +363,7 @@ impl Platform {
             .map_err(|e| AppError::from_repo("Task", e))
     }
 
+    /// Forgets `Idempotency-Key`s older than their 24 h window. Returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<u64, AppError> {
         let before = self.deps.clock.now() - IDEMPOTENCY_WINDOW;
         self.deps
