@@ -215,6 +215,31 @@ impl PgStore {
                 known: schema.known,
             });
         }
+        // Exactly this version's migrations, each as this version has it: what applying them
+        // (`run`) would also insist on.
+        let applied: Vec<(i64, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StartupError::Unreachable(e.to_string()))?;
+        for migration in MIGRATOR.iter() {
+            let found = applied.iter().find(|(v, _, _)| *v == migration.version);
+            let problem = match found {
+                None => Some("was never applied"),
+                Some((_, _, false)) => Some("failed part way"),
+                Some((_, checksum, true)) if checksum[..] != migration.checksum[..] => {
+                    Some("was applied from a different file than this version has")
+                }
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(StartupError::Migration(format!(
+                    "migration {} ({}) {problem}",
+                    migration.version, migration.description
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -834,9 +834,27 @@ async fn migrations_run_in_a_job_of_their_own_and_a_schema_not_the_replicas_is_r
     let server = Server::start(&[("DATABASE_URL", &url), ("MIGRATIONS", "skip")]);
     assert_eq!(http(server.port, "GET", "/readyz", None).0, 200);
     server.terminate();
+    // A migration applied from another file than this version's is refused too.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (checksum,): (Vec<u8>,) =
+        sqlx::query_as("SELECT checksum FROM _sqlx_migrations WHERE version = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, text) = run_to_exit(&[("DATABASE_URL", &url), ("MIGRATIONS", "skip")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("was applied from a different file"), "{text}");
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 1")
+        .bind(checksum)
+        .execute(&pool)
+        .await
+        .unwrap();
     // A later version migrated further: this one refuses to start, whatever MIGRATIONS says,
     // and changes nothing.
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
          VALUES (99999, 'from the future', true, '\\x00', 0)",
