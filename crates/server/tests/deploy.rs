@@ -319,7 +319,7 @@ fn the_image_and_the_manifests_agree_with_the_binary() {
             "the binary did not become ready with the ConfigMap's settings"
         );
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.0.try_wait().unwrap().is_none(),
             "the binary refused the ConfigMap's settings"
         );
         std::thread::sleep(Duration::from_millis(50));
