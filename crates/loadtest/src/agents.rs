@@ -117,10 +117,11 @@ pub async fn simulate(
     let started = Instant::now();
     let workers: Vec<_> = agents
         .into_iter()
-        .map(|agent| {
+        .enumerate()
+        .map(|(n, agent)| {
             tokio::spawn(work(
                 agent,
-                target.clone(),
+                target.spread(n),
                 run.clone(),
                 options.agent_slots,
             ))

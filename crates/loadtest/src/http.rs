@@ -15,18 +15,47 @@ use super::stats::Recorder;
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where the server is: one resolved address, the `Host` header, and the path prefix.
+/// Where the server is: one resolved address, the `Host` header, and the path prefix; and,
+/// when several servers of one deployment are loaded, all of their addresses.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub prefix: String,
+    /// Every server's address, `addr` among them.
+    pub servers: Vec<SocketAddr>,
 }
 
 impl Target {
-    /// Parses `http://host:port[/prefix]` and resolves the host. Anything but a loopback address
-    /// is refused unless `allow_remote`: a load test is not to be pointed at someone else.
+    /// Parses `http://host:port[/prefix]`, or several such URLs separated by commas (servers of
+    /// one deployment, which then share the load), and resolves them. Anything but a loopback
+    /// address is refused unless `allow_remote`: a load test is not to be pointed at someone
+    /// else.
     pub async fn resolve(base_url: &str, allow_remote: bool) -> anyhow::Result<Self> {
+        let mut urls = base_url.split(',').map(str::trim);
+        let mut target = Self::resolve_one(urls.next().unwrap_or_default(), allow_remote).await?;
+        for url in urls {
+            let other = Self::resolve_one(url, allow_remote).await?;
+            anyhow::ensure!(
+                other.prefix == target.prefix,
+                "every --base-url must have the same path ({} and {})",
+                target.prefix,
+                other.prefix
+            );
+            target.servers.push(other.addr);
+        }
+        Ok(target)
+    }
+
+    /// The target of client number `n`: the servers taken in turn.
+    pub fn spread(&self, n: usize) -> Target {
+        Target {
+            addr: self.servers[n % self.servers.len()],
+            ..self.clone()
+        }
+    }
+
+    async fn resolve_one(base_url: &str, allow_remote: bool) -> anyhow::Result<Self> {
         let rest = base_url.strip_prefix("http://").ok_or_else(|| {
             anyhow::anyhow!("--base-url must start with http:// (got {base_url})")
         })?;
@@ -56,6 +85,7 @@ impl Target {
             addr,
             host: authority.to_owned(),
             prefix: prefix.to_owned(),
+            servers: vec![addr],
         })
     }
 }

@@ -22,7 +22,9 @@ use http::{Conn, Target};
 pub use stats::Recorder;
 
 const USAGE: &str = "cargo xtask loadtest [options]
-  --base-url URL             server to load (default http://127.0.0.1:8000)
+  --base-url URL[,URL...]    server to load (default http://127.0.0.1:8000); several
+                             servers of one deployment share the clients, agents and
+                             subscribers in turn
   --auth-token TOKEN         operator credential: a JWT or an API key (required)
   --agents N                 agents to register (default 10, at most 10000)
   --tasks N                  tasks to submit (default 100, at most 1000000)
@@ -339,10 +341,10 @@ pub(crate) async fn repeat<T: Send + 'static>(
     let (call, read) = (Arc::new(call), Arc::new(read));
     let started = tokio::time::Instant::now();
     let workers: Vec<_> = (0..options.concurrency.min(count))
-        .map(|_| {
+        .map(|worker| {
             let (next, token) = (next.clone(), options.auth_token.clone());
             let (call, read) = (call.clone(), read.clone());
-            let mut conn = Conn::new(target.clone());
+            let mut conn = Conn::new(target.spread(worker));
             tokio::spawn(async move {
                 let mut recorder = Recorder::default();
                 let mut found = Vec::new();
@@ -417,5 +419,27 @@ mod tests {
         assert!(remote.unwrap_err().to_string().contains("--allow-remote"));
         assert!(Target::resolve("http://192.0.2.1:8000", true).await.is_ok());
         assert!(Target::resolve("https://127.0.0.1", false).await.is_err());
+        // Every server of several must be local too.
+        let mixed = Target::resolve("http://127.0.0.1:8000,http://192.0.2.1:8000", false).await;
+        assert!(mixed.unwrap_err().to_string().contains("--allow-remote"));
+    }
+
+    #[tokio::test]
+    async fn several_servers_share_the_clients_in_turn() {
+        let target = Target::resolve("http://127.0.0.1:8001, http://127.0.0.1:8002", false)
+            .await
+            .unwrap();
+        let ports: Vec<u16> = (0..4).map(|n| target.spread(n).addr.port()).collect();
+        assert_eq!(ports, [8001, 8002, 8001, 8002]);
+        let one = Target::resolve("http://127.0.0.1:8001", false)
+            .await
+            .unwrap();
+        assert_eq!(one.spread(3).addr.port(), 8001);
+        let prefixes = Target::resolve("http://127.0.0.1:8001/a,http://127.0.0.1:8002/b", false);
+        assert!(prefixes
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("same path"));
     }
 }

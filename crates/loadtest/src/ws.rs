@@ -22,7 +22,7 @@ pub fn spawn(options: &Options, target: &Target, token: &str) -> Subscribers {
     let (target, token) = (target.clone(), token.to_owned());
     tokio::spawn(async move {
         let sessions: Vec<_> = (0..count)
-            .map(|n| tokio::spawn(subscribe(n, target.clone(), token.clone(), duration)))
+            .map(|n| tokio::spawn(subscribe(n, target.spread(n), token.clone(), duration)))
             .collect();
         let mut recorder = Recorder::default();
         let (mut opened, mut events) = (0u64, 0u64);
