@@ -19,6 +19,10 @@ commands:
   bench [--quick] the durable path's benchmarks (B1, B2, B3, B4, B5, B12, B13, B14) on the
                   release server, each beside its baseline (pgbench, or a bare actix-web
                   program) in the same run, as one table
+  soak [--minutes N] [--rate R]
+                  B11: the release server on PostgreSQL under a steady end-to-end load (half
+                  the measured maximum unless --rate) for N minutes (default 30), printing each
+                  minute's throughput, p99, resident memory and table sizes
   baseline-http PORT BODY_FILE, baseline-sqlx PORT DATABASE_URL
                   the bare programs B4 and B5 are measured against (started by bench)
   bench-scheduler B9: scheduling throughput through PostgreSQL, on fresh databases of the
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Some("seed") => runtime.block_on(seed::run(args.iter().any(|a| a == "--force"))),
         Some("bench-scheduler") => runtime.block_on(bench::run()),
         Some("bench") => runtime.block_on(suite::run(&args[1..])),
+        Some("soak") => runtime.block_on(suite::soak(&args[1..])),
         Some("create-user") => runtime.block_on(credentials::create_user(&args[1..])),
         Some("create-api-key") => runtime.block_on(credentials::create_api_key(&args[1..])),
         Some("help" | "--help" | "-h") => {

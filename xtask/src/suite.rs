@@ -695,3 +695,131 @@ async fn task_reads(binary: &Path, seconds: u64) -> anyhow::Result<(Reads, Reads
     let bare_reads = wrk(&bare.url(&path), seconds)?;
     Ok((ours, bare_reads))
 }
+
+/// B11, `cargo xtask soak [--minutes N] [--rate R]`: the release server on a fresh PostgreSQL
+/// database under a steady end-to-end load (simulated agents with per-task calls) of `R`
+/// tasks a second, half of what a short run first measures as the maximum unless given, for
+/// `N` minutes (default 30), a minute at a time. After each minute it prints the minute's
+/// throughput and submit-to-completion p99, the server's resident memory, and the size of the
+/// `tasks` and `events` tables; at the end, how each moved from the first minute to the last.
+pub async fn soak(args: &[String]) -> anyhow::Result<()> {
+    let mut minutes: u64 = 30;
+    let mut rate: Option<u64> = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = || -> anyhow::Result<u64> {
+            Ok(args
+                .clone()
+                .next()
+                .with_context(|| format!("{arg} takes a number"))?
+                .parse()?)
+        };
+        match arg.as_str() {
+            "--minutes" => minutes = value()?,
+            "--rate" => rate = Some(value()?),
+            other => anyhow::bail!("unknown option {other} (expected --minutes N, --rate R)"),
+        }
+        args.next();
+    }
+    anyhow::ensure!((1..=1440).contains(&minutes), "--minutes must be 1 to 1440");
+    let binary = build_release()?;
+    let database = adapters_postgres::testing::fresh_database().await;
+    let server = Server::start(&binary, Some(&database))?;
+    let rate = match rate {
+        Some(rate) => rate.max(1),
+        None => {
+            eprintln!("measuring the maximum end-to-end rate (3,000 tasks)");
+            let flags = [
+                "--simulate",
+                "--agents",
+                "32",
+                "--agent-slots",
+                "4",
+                "--concurrency",
+                "32",
+                "--tasks",
+                "3000",
+            ];
+            let report = loadtest(server.url(""), owned(&flags)).await?;
+            (figure(&report, "end_to_end_tasks_per_second")? / 2.0).max(1.0) as u64
+        }
+    };
+    println!("soak: {minutes} min at {rate} tasks/s on PostgreSQL (per-task calls)");
+    println!(
+        "{:>6} {:>9} {:>11} {:>9} {:>10} {:>11}",
+        "minute", "tasks/s", "p99 ms", "RSS MiB", "tasks MB", "events MB"
+    );
+    let mut rows: Vec<[f64; 5]> = Vec::new();
+    for minute in 1..=minutes {
+        let tasks = (rate * 60).to_string();
+        let rate_text = rate.to_string();
+        let flags = [
+            "--simulate",
+            "--agents",
+            "16",
+            "--agent-slots",
+            "4",
+            "--concurrency",
+            "16",
+            "--rate",
+            &rate_text,
+            "--tasks",
+            &tasks,
+        ];
+        let report = loadtest(server.url(""), owned(&flags)).await?;
+        let throughput = figure(&report, "end_to_end_tasks_per_second")?;
+        let p99 = report["latencies_ms"]["submit_to_complete"]["p99"]
+            .as_f64()
+            .context("a latency")?;
+        let rss = resident_mib(server.child.id())?;
+        let size = |table: &str| -> anyhow::Result<f64> {
+            let bytes: f64 = psql(
+                &database,
+                &format!("SELECT pg_total_relation_size('{table}')"),
+            )?
+            .parse()?;
+            Ok(bytes / 1e6)
+        };
+        let row = [throughput, p99, rss, size("tasks")?, size("events")?];
+        println!(
+            "{minute:>6} {:>9.0} {:>11.1} {:>9.1} {:>10.1} {:>11.1}",
+            row[0], row[1], row[2], row[3], row[4]
+        );
+        rows.push(row);
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let per_minute = |i: usize| (last[i] - first[i]) / (rows.len().max(2) - 1) as f64;
+        println!(
+            "from the first minute to the last: throughput {:.0} → {:.0} tasks/s, p99 {:.1} → \
+             {:.1} ms, RSS {:.1} → {:.1} MiB ({:+.2} MiB a minute), tasks {:.1} → {:.1} MB \
+             ({:+.2} MB a minute), events {:.1} → {:.1} MB",
+            first[0],
+            last[0],
+            first[1],
+            last[1],
+            first[2],
+            last[2],
+            per_minute(2),
+            first[3],
+            last[3],
+            per_minute(3),
+            first[4],
+            last[4]
+        );
+    }
+    Ok(())
+}
+
+/// The resident memory of process `pid`, in MiB.
+fn resident_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib / 1024.0)
+}
