@@ -699,7 +699,8 @@ async fn task_reads(binary: &Path, seconds: u64) -> anyhow::Result<(Reads, Reads
 /// B11, `cargo xtask soak [--minutes N] [--rate R]`: the release server on a fresh PostgreSQL
 /// database under a steady end-to-end load (simulated agents with per-task calls) of `R`
 /// tasks a second, half of what a short run first measures as the maximum unless given, for
-/// `N` minutes (default 30), a minute at a time. After each minute it prints the minute's
+/// `N` minutes (default 30), a minute at a time, each with agents of its own (deregistered at
+/// its end). After each minute it prints the minute's
 /// throughput and submit-to-completion p99, the server's resident memory, and the size of the
 /// `tasks` and `events` tables; at the end, how each moved from the first minute to the last.
 pub async fn soak(args: &[String]) -> anyhow::Result<()> {
@@ -767,6 +768,14 @@ pub async fn soak(args: &[String]) -> anyhow::Result<()> {
             &tasks,
         ];
         let report = loadtest(server.url(""), owned(&flags)).await?;
+        // The minute's agents stop with it: deregistered, so the next minute's tasks are not
+        // assigned to agents that no longer ask for work (they would wait out their lease).
+        let agents = curl("GET", &server.url("/api/v1/agents?limit=1000"), None)?;
+        for agent in agents.as_array().into_iter().flatten() {
+            if let Some(id) = agent["id"].as_str() {
+                curl("DELETE", &server.url(&format!("/api/v1/agents/{id}")), None)?;
+            }
+        }
         let throughput = figure(&report, "end_to_end_tasks_per_second")?;
         let p99 = report["latencies_ms"]["submit_to_complete"]["p99"]
             .as_f64()
