@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -301,7 +301,7 @@ fn the_image_and_the_manifests_agree_with_the_binary() {
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("ADMIN_API_KEY", "deploy-test-admin-key-0123456789")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     /// The server, stopped however the test ends.
     struct Running(std::process::Child);
@@ -312,18 +312,26 @@ fn the_image_and_the_manifests_agree_with_the_binary() {
         }
     }
     let mut child = Running(command.spawn().unwrap());
-    let started = Instant::now();
-    while status(port, "/readyz") != Some(200) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the binary did not become ready with the ConfigMap's settings"
-        );
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "the binary refused the ConfigMap's settings"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // It says when it listens (the ConfigMap logs at info, as JSON); the lines end when it exits.
+    let stdout = child.0.stdout.take().unwrap();
+    let (tell, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("\"listening\"") {
+                let _ = tell.send(());
+            }
+        }
+    });
+    let said = listening.recv_timeout(Duration::from_secs(30));
+    assert!(
+        said.is_ok() && child.0.try_wait().unwrap().is_none(),
+        "the binary did not start with the ConfigMap's settings"
+    );
+    assert_eq!(status(port, "/readyz"), Some(200));
     for path in &probed {
         assert_eq!(status(port, path), Some(200), "{path}");
     }

@@ -110,6 +110,8 @@ struct Replica {
     child: Child,
     port: u16,
     log: std::path::PathBuf,
+    /// Fires when the replica logs that it listens.
+    listening: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Replica {
@@ -117,7 +119,7 @@ impl Replica {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("faults-replica-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BINARY)
+        let mut child = Command::new(BINARY)
             .env_clear()
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
@@ -125,16 +127,39 @@ impl Replica {
             .env("REDIS_URL", redis)
             .env("ADMIN_API_KEY", ADMIN_KEY)
             .env("RATE_LIMIT_PER_SECOND", "0")
-            .env("LOG_LEVEL", "warn")
+            // Its own start-up lines (the "listening" one), and warnings from the rest.
+            .env("LOG_LEVEL", "warn,agent_platform=info")
+            .env("LOG_FORMAT", "json")
             .env("SHUTDOWN_DRAIN_SECS", "1")
             .env("SHUTDOWN_TIMEOUT_SECS", "10")
             .env("DATABASE_MAX_CONNECTIONS", "4")
             .env("WORKERS", "1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(out)
             .spawn()
             .unwrap();
-        Replica { child, port, log }
+        let (tell, listening) = tokio::sync::oneshot::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut tell = Some(tell);
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("\"listening\"") {
+                    if let Some(tell) = tell.take() {
+                        let _ = tell.send(());
+                    }
+                }
+            }
+        });
+        Replica {
+            child,
+            port,
+            log,
+            listening: Some(listening),
+        }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -183,26 +208,28 @@ impl Stack {
             replicas,
             routes,
         };
+        let mut stack = stack;
         for i in 0..3 {
             stack.ready(i).await;
         }
         stack
     }
 
-    async fn ready(&self, i: usize) {
-        let replica = &self.replicas[i];
-        let started = Instant::now();
-        while !matches!(
-            call(replica.addr(), "GET", "/readyz", ADMIN_KEY, &[], None).await,
-            Ok((200, _))
-        ) {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "replica {i} did not start: {}",
-                replica.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// Waits for replica `i` to say it listens, then checks it is ready.
+    async fn ready(&mut self, i: usize) {
+        let replica = &mut self.replicas[i];
+        let listening = replica.listening.take().expect("waited for once");
+        let said = tokio::time::timeout(Duration::from_secs(30), listening).await;
+        assert!(
+            matches!(said, Ok(Ok(()))),
+            "replica {i} did not start: {}",
+            replica.output()
+        );
+        let ready = call(replica.addr(), "GET", "/readyz", ADMIN_KEY, &[], None).await;
+        assert!(
+            matches!(ready, Ok((200, _))),
+            "replica {i} is not ready: {ready:?}"
+        );
     }
 
     /// What a load balancer and an orchestrator do to restart replica `i`: take it out of
@@ -313,6 +340,8 @@ async fn exchange(
 struct Clients {
     routes: Routes,
     tally: Arc<Mutex<Tally>>,
+    /// Told of every completion an agent or the subscriber records.
+    progress: Arc<Notify>,
 }
 
 impl Clients {
@@ -391,6 +420,7 @@ impl Flow {
         let clients = Clients {
             routes: stack.routes.clone(),
             tally: Arc::default(),
+            progress: Arc::default(),
         };
         let mut agents = Vec::new();
         for n in 0..AGENTS {
@@ -466,14 +496,17 @@ impl Flow {
 
     /// Waits until agents have completed `n` tasks.
     async fn completed(&self, n: usize) {
-        let started = Instant::now();
-        while self.done.load(Ordering::SeqCst) < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the flow did not get going"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let enough = async {
+            loop {
+                let more = self.clients.progress.notified();
+                if self.done.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                more.await;
+            }
+        };
+        let got = tokio::time::timeout(Duration::from_secs(60), enough).await;
+        assert!(got.is_ok(), "the flow did not get going");
     }
 
     /// Waits until every task has completed, through the replicas that still answer, then
@@ -487,27 +520,29 @@ impl Flow {
         let live = Clients {
             routes: Arc::new(Mutex::new(live.iter().map(|&i| routes[i]).collect())),
             tally: Arc::default(),
+            progress: Arc::default(),
         };
-        let started = Instant::now();
-        loop {
-            let (_, summary) = live
-                .retried(0, "GET", "/api/v1/dashboard/summary", ADMIN_KEY, &[], None)
-                .await;
-            assert!(
-                summary["tasks"]["total"].as_u64().unwrap() <= TASKS as u64,
-                "a task was created twice: {}",
-                summary["tasks"]
-            );
-            if summary["tasks"]["completed"] == TASKS {
-                break;
+        // The subscriber hears of every completion: wait until it has heard of them all.
+        let all_seen = async {
+            loop {
+                let more = self.clients.progress.notified();
+                if self.completed_seen.lock().unwrap().len() >= TASKS {
+                    return;
+                }
+                more.await;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "not every task completed: {}",
-                summary["tasks"]
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
+        let seen = tokio::time::timeout(Duration::from_secs(90), all_seen).await;
+        let (_, summary) = live
+            .retried(0, "GET", "/api/v1/dashboard/summary", ADMIN_KEY, &[], None)
+            .await;
+        assert!(
+            seen.is_ok(),
+            "not every task completed: {}",
+            summary["tasks"]
+        );
+        assert_eq!(summary["tasks"]["total"], TASKS, "{}", summary["tasks"]);
+        assert_eq!(summary["tasks"]["completed"], TASKS, "{}", summary["tasks"]);
         self.stop.store(true, Ordering::SeqCst);
         for worker in self.workers {
             worker.await.unwrap();
@@ -613,13 +648,13 @@ async fn subscribe(
                     if event["type"] == "task_completed" {
                         let task = event["data"]["task_id"].as_str().unwrap().to_owned();
                         seen.lock().unwrap().push(task);
+                        clients.progress.notify_waiters();
                     }
                 }
             }
         }
         moves += 1;
         at += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     moves
 }
@@ -669,6 +704,7 @@ async fn work(
                         .entry(task_id.to_owned())
                         .or_default() += 1;
                     done.fetch_add(1, Ordering::SeqCst);
+                    clients.progress.notify_waiters();
                 }
                 Ok((409, _)) => {} // the attempt is over (its lease ran out): not ours any more
                 _ => break,        // no answer, or 503: the outcome is unknown
