@@ -75,7 +75,9 @@ pub(crate) async fn pass(
     .fetch_one(&mut *tx)
     .await
     .map_err(repo_error)?;
-    let limit = size.rows(usize::try_from(free).unwrap_or(0));
+    let free = usize::try_from(free).unwrap_or(0);
+    let limit = size.rows(free);
+    let ranked = PassSize::ranks(free);
     // The same effective priority as `domain::scheduler::effective_priority`, so the batch
     // holds the tasks the scheduler would take first: aging and deadlines lift old and
     // urgent tasks into it however many higher-priority tasks wait. The queue is ranked on
@@ -89,20 +91,39 @@ pub(crate) async fn pass(
                          THEN $6 * (1 - extract(epoch FROM (deadline - $1)) / $5)
                          ELSE 0 END DESC,
                   deadline NULLS LAST, created_at, id";
-    let pending = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM tasks
-         WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {order} LIMIT $2) AND {ready}
-         ORDER BY {order}
-         FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(now)
-    .bind(i64::from(limit))
-    .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
-    .bind(policy.max_aging)
-    .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
-    .bind(policy.max_urgency)
-    .read_all(&mut *tx, task_from_row)
-    .await?;
+    let pending = if ranked {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {order} LIMIT $2)
+               AND {ready}
+             ORDER BY {order}
+             FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
+        .bind(policy.max_aging)
+        .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
+        .bind(policy.max_urgency)
+        .read_all(&mut *tx, task_from_row)
+        .await?
+    } else {
+        // No slot free: the head of the queue as `tasks_pending_idx` keeps it, for the waiting
+        // reasons (see `PassSize::ranks`): a short walk of the index, where ranking looks at
+        // every pending task.
+        let kept = "priority DESC, created_at, id";
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {kept} LIMIT $2)
+               AND {ready}
+             ORDER BY {kept}
+             FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .read_all(&mut *tx, task_from_row)
+        .await?
+    };
     let agents = lock_serving(&mut tx).await?;
     let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
     let held = select(
@@ -130,6 +151,7 @@ pub(crate) async fn pass(
         resources,
         claim_holders,
         asked: limit,
+        unranked: !ranked,
         left_out,
     };
     let changes = snapshot.decide(decide)?;

@@ -31,6 +31,9 @@ struct Findings {
     read_all_asked: bool,
     /// Serving agents were left out (another write held them).
     left_out: bool,
+    /// The pass read the head of the queue unranked, yet found a free slot (one freed after the
+    /// slots were counted): it placed nothing, and a ranked pass should follow.
+    rank_again: bool,
 }
 
 /// Turns a snapshot into the changes of one pass, and notes what it found.
@@ -52,6 +55,15 @@ fn decide(
         .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
         .collect();
     let free_slots: usize = capacity.iter().map(|c| c.free_slots as usize).sum();
+    if snapshot.unranked && free_slots > 0 {
+        // The batch was not chosen by rank, so placing it could pass over a task that ranks
+        // higher: nothing is written, and the next pass ranks.
+        findings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rank_again = true;
+        return Changes::default();
+    }
     let read_all_asked = snapshot.pending.len() >= snapshot.asked as usize;
     // With agents left out, the fleet seen is not the whole fleet: it is not taken for full,
     // and no task is told it waits for want of an agent that may be among those left out.
@@ -190,7 +202,9 @@ impl Platform {
             // next pass once it is done (see `Platform::agents_released`).
             self.signals.left_out.store(true, Ordering::SeqCst);
         }
-        if findings.slot_unfilled && findings.read_all_asked && size.is_fitted() {
+        if findings.rank_again {
+            self.signals.work.notify_one();
+        } else if findings.slot_unfilled && findings.read_all_asked && size.is_fitted() {
             // The tasks read fit no free agent, but some further down the queue may: the next
             // pass reads the whole batch. (Agents left out are not a reason to: the tasks read
             // were not tried on them.)
@@ -447,6 +461,45 @@ mod tests {
             0,
             "and passes are fitted again after it"
         );
+    }
+
+    #[test]
+    fn an_unranked_batch_gets_its_reasons_but_is_never_placed() {
+        let now = chrono::Utc::now();
+        let etl = testkit::builders::agent(1, "etl", &["etl"], now);
+        let waiting = testkit::builders::task(2, 5, &["etl"], now);
+        let mut full = etl.clone();
+        full.max_concurrent_tasks = 1;
+        let mut held = testkit::builders::task(3, 5, &["etl"], now);
+        held.assign(full.id, now).unwrap();
+        // Read while no slot was free: the tasks read learn why they wait.
+        let snapshot = ports::SchedulingSnapshot {
+            pending: vec![waiting.clone()],
+            agents: vec![full],
+            held: vec![held],
+            asked: 64,
+            unranked: true,
+            ..Default::default()
+        };
+        let findings = std::sync::Mutex::new(super::Findings::default());
+        let changes = super::decide(snapshot, now, &Default::default(), &findings);
+        assert!(!findings.into_inner().unwrap().rank_again);
+        assert_eq!(changes.tasks.len(), 1);
+        assert_eq!(changes.tasks[0].status, domain::TaskStatus::Pending);
+        assert!(changes.tasks[0].pending_reason.is_some());
+        // A slot freed after the slots were counted: the unranked batch is left for a pass
+        // that ranks, not placed.
+        let snapshot = ports::SchedulingSnapshot {
+            pending: vec![waiting],
+            agents: vec![etl],
+            asked: 64,
+            unranked: true,
+            ..Default::default()
+        };
+        let findings = std::sync::Mutex::new(super::Findings::default());
+        let changes = super::decide(snapshot, now, &Default::default(), &findings);
+        assert!(findings.into_inner().unwrap().rank_again);
+        assert!(changes.tasks.is_empty() && changes.events.is_empty());
     }
 
     #[test]

@@ -321,6 +321,28 @@ pub fn first_in_queue<'a>(
     keyed.into_iter().map(|(_, t)| t).collect()
 }
 
+/// The first `limit` tasks in the order the queue is kept in, priority then age: what a pass
+/// that can place nothing reads, to keep the waiting reasons at the head of the queue current
+/// (see `ports::PassSize::ranks`). PostgreSQL walks its queue index in this order.
+pub fn head_of_queue<'a>(tasks: impl IntoIterator<Item = &'a Task>, limit: usize) -> Vec<&'a Task> {
+    let mut tasks: Vec<&Task> = tasks.into_iter().collect();
+    let in_order = |a: &&Task, b: &&Task| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.created_at.cmp(&b.created_at))
+            .then(a.id.cmp(&b.id))
+    };
+    if limit == 0 {
+        return Vec::new();
+    }
+    if limit < tasks.len() {
+        tasks.select_nth_unstable_by(limit - 1, in_order);
+        tasks.truncate(limit);
+    }
+    tasks.sort_by(in_order);
+    tasks
+}
+
 /// A score, ordered so that iteration runs best first.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Rank(f64);

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use domain::scheduler::{
-    effective_priority, first_in_queue, queue_order, schedule, AgentCapacity, Plan, Policy, Pools,
-    Strategy as Placement,
+    effective_priority, first_in_queue, head_of_queue, queue_order, schedule, AgentCapacity, Plan,
+    Policy, Pools, Strategy as Placement,
 };
 use domain::{AgentId, CapabilitySet, NewTask, Task, TaskId, TaskInput};
 use proptest::prelude::*;
@@ -48,6 +48,27 @@ fn agent(n: u128, has: &[&str], slots: u32, cpu: i128) -> AgentCapacity {
         free: BTreeMap::from([("cpu".to_owned(), cpu * G)]),
         reliability: 1.0,
     }
+}
+
+#[test]
+fn the_head_of_the_queue_is_priority_then_age_then_id_whatever_the_aging() {
+    // An hour-old priority-2 task ranks first by effective priority; kept in the queue, it
+    // comes after every priority-6 task.
+    let tasks = [
+        task(1, 2, &[], json!({}), 0),
+        task(4, 6, &[], json!({}), 3600),
+        task(3, 6, &[], json!({}), 3590),
+        task(2, 6, &[], json!({}), 3590),
+    ];
+    let ids = |v: Vec<&Task>| v.iter().map(|t| t.id.0.as_u128()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(queue_order(&tasks, t(3600), &Policy::default()))[0],
+        1,
+        "ranked, the aged task first"
+    );
+    assert_eq!(ids(head_of_queue(&tasks, 10)), [2, 3, 4, 1]);
+    assert_eq!(ids(head_of_queue(&tasks, 2)), [2, 3]);
+    assert!(head_of_queue(&tasks, 0).is_empty());
 }
 
 fn placed(plan: &Plan) -> Vec<(u128, u128)> {

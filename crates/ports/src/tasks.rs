@@ -191,6 +191,16 @@ impl PassSize {
         self.fitted
     }
 
+    /// Whether a pass with `free_slots` between the serving agents ranks the queue to choose
+    /// its batch. With no slot free it can place nothing, so it reads the head of the queue in
+    /// the order the queue is kept in (priority, then age; see
+    /// [`domain::scheduler::head_of_queue`]), which costs a short walk however long the queue
+    /// is, where ranking by effective priority (which moves with time) looks at every pending
+    /// task. The tasks read still get their waiting reasons.
+    pub fn ranks(free_slots: usize) -> bool {
+        free_slots > 0
+    }
+
     /// How many pending tasks to read when the serving agents have `free_slots` between them.
     pub fn rows(&self, free_slots: usize) -> u32 {
         if !self.fitted {
@@ -228,8 +238,13 @@ impl PassSize {
 /// What one scheduling pass sees.
 #[derive(Debug, Clone, Default)]
 pub struct SchedulingSnapshot {
-    /// Pending tasks whose backoff has elapsed, highest priority then oldest first.
+    /// Pending tasks whose backoff has elapsed: the first in effective-priority order, or the
+    /// head of the queue as it is kept when `unranked` (see [`PassSize::ranks`]).
     pub pending: Vec<Task>,
+    /// `pending` is the head of the queue, not chosen by rank: the pass found no free slot. It
+    /// places nothing (a slot freed since the slots were counted is for the next pass, which
+    /// ranks).
+    pub unranked: bool,
     /// Agents that are serving (idle, active or busy).
     pub agents: Vec<Agent>,
     /// The assigned and running tasks of those agents.

@@ -1025,6 +1025,69 @@ pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_task
         .unwrap();
 }
 
+pub async fn with_no_free_slot_a_pass_reads_the_head_of_the_queue_as_it_is_kept(
+    store: StoreUnderTest,
+) {
+    // One agent of one slot, holding a task: no slot is free.
+    let mut fleet = agent(50, "fleet", &[], t(0));
+    fleet.max_concurrent_tasks = 1;
+    store
+        .agents
+        .insert(&fleet, &agent_key(50, fleet.id, t(0)), vec![])
+        .await
+        .unwrap();
+    let mut held = task(9, 5, &[], t(0));
+    held.assign(fleet.id, t(1)).unwrap();
+    // An hour-old priority-2 task outranks a fresh priority-6 one by effective priority; kept
+    // in the queue, the priority-6 one comes first.
+    let old_low = task(1, 2, &[], t(0));
+    let fresh_high = task(2, 6, &[], t(3600));
+    let mut late = task(3, 10, &[], t(0));
+    late.deadline = Some(t(3000));
+    for x in [&held, &old_low, &fresh_high, &late] {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    assert_eq!(
+        batch_of_one(&store).await,
+        (vec![2], true),
+        "no slot free: the head of the queue as kept, unranked; the late task never"
+    );
+    fleet.max_concurrent_tasks = 2;
+    store.agents.update(&fleet, vec![]).await.unwrap();
+    assert_eq!(
+        batch_of_one(&store).await,
+        (vec![1], false),
+        "a slot free: the batch is chosen by rank"
+    );
+}
+
+/// The IDs a fitted pass of one at `t(3600)` read, and whether it read them unranked; it
+/// writes nothing.
+async fn batch_of_one(store: &StoreUnderTest) -> (Vec<u128>, bool) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
+    let record = seen.clone();
+    store
+        .tasks
+        .schedule(
+            t(3600),
+            PassSize::fitted(1),
+            &Policy::default(),
+            Box::new(move |snapshot| {
+                let ids = snapshot
+                    .pending
+                    .iter()
+                    .map(|t| t.id.as_uuid().as_u128())
+                    .collect();
+                *record.lock().unwrap() = (ids, snapshot.unranked);
+                Changes::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
 pub async fn the_batch_order_is_the_domains_queue_order_with_every_tie_break(
     store: StoreUnderTest,
 ) {

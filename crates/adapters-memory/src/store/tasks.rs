@@ -182,15 +182,20 @@ impl TaskRepository for MemoryStore {
             .flat_map(|a| state.held_by(a.id))
             .cloned()
             .collect();
-        let limit = size.rows(PassSize::free_slots(&agents, &held));
+        let free = PassSize::free_slots(&agents, &held);
+        let limit = size.rows(free);
+        let ranked = PassSize::ranks(free);
         let ready = state
             .pending()
             .filter(|t| t.not_before <= now && t.deadline.is_none_or(|d| d > now));
-        let pending: Vec<Task> =
+        let pending: Vec<Task> = if ranked {
             domain::scheduler::first_in_queue(ready, limit as usize, now, policy)
-                .into_iter()
-                .cloned()
-                .collect();
+        } else {
+            domain::scheduler::head_of_queue(ready, limit as usize)
+        }
+        .into_iter()
+        .cloned()
+        .collect();
         let claims = pending.iter().any(|t| !t.resource_claims.is_empty());
         let (resources, claim_holders) = if claims {
             (
@@ -207,6 +212,7 @@ impl TaskRepository for MemoryStore {
             resources,
             claim_holders,
             asked: limit,
+            unranked: !ranked,
             left_out: 0,
         };
         let changes = snapshot.decide(decide)?;
