@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{AgentId, Event, EventKind, NewEvent, TaskId};
 use ports::{EventLog, RepoError};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -312,24 +312,33 @@ pub(crate) async fn commit_with(
 /// numbering lock (held to the end of the transaction), in one call (`append_events`, see its
 /// migration): the last statement of a write. Returns the highest `seq` before them.
 async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<i64, RepoError> {
-    let rows: Vec<Value> = events
+    // One array per column, in PostgreSQL's binary format (see `task_rows::TaskColumns`).
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let channels: Vec<&str> = events.iter().map(|e| e.kind.channel().as_str()).collect();
+    let agents: Vec<Option<uuid::Uuid>> = events
         .iter()
-        .map(|e| {
-            json!({
-                "type": e.kind.as_str(),
-                "channel": e.kind.channel().as_str(),
-                "agent_id": e.agent_id,
-                "task_id": e.task_id,
-                "data": e.data,
-                "created_at": e.timestamp,
-            })
-        })
+        .map(|e| e.agent_id.map(|a| a.as_uuid()))
         .collect();
-    sqlx::query_scalar("SELECT append_events($1)")
-        .bind(Value::Array(rows))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(repo_error)
+    let tasks: Vec<Option<uuid::Uuid>> = events
+        .iter()
+        .map(|e| e.task_id.map(|t| t.as_uuid()))
+        .collect();
+    let payloads: Vec<sqlx::types::Json<&Value>> =
+        events.iter().map(|e| sqlx::types::Json(&e.data)).collect();
+    let stamps: Vec<chrono::DateTime<chrono::Utc>> = events.iter().map(|e| e.timestamp).collect();
+    sqlx::query_scalar(
+        "SELECT append_events($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[],
+                              $6::timestamptz[])",
+    )
+    .bind(kinds)
+    .bind(channels)
+    .bind(agents)
+    .bind(tasks)
+    .bind(payloads)
+    .bind(stamps)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(repo_error)
 }
 
 impl PgStore {
