@@ -210,8 +210,10 @@ impl Platform {
             // were not tried on them.)
             self.signals.wide.store(true, Ordering::SeqCst);
             self.signals.work.notify_one();
-        } else if assigned > 0 && findings.room_left {
+        } else if assigned > 0 && findings.room_left && findings.read_all_asked {
             // More tasks may be ready than one pass takes: pass again while passes place some.
+            // (A pass that read fewer than it asked for read every ready task: another would
+            // find only those it left, which fit nowhere.)
             self.signals.work.notify_one();
         }
         let contended = findings.contended;
@@ -325,6 +327,26 @@ mod tests {
         tokio::time::timeout(Duration::ZERO, platform.work_arrived())
             .await
             .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_placed_every_ready_task_does_not_ask_for_another() {
+        let platform = platform();
+        let operator = principal(Role::Operator);
+        let mut worker = new_agent("worker", &[]);
+        worker.max_concurrent_tasks = 50;
+        platform.register_agent(&operator, worker).await.unwrap();
+        // Two tasks, each placed, leaving the agent room.
+        for _ in 0..2 {
+            let new = new_task("work", 5, &[], chrono::Utc::now());
+            platform.submit_task(&operator, new, None).await.unwrap();
+        }
+        woken(&platform).await;
+        assert_eq!(platform.run_scheduler().await.unwrap(), 2);
+        assert!(
+            !woken(&platform).await,
+            "the pass read fewer tasks than it asked for, so it read every ready one"
+        );
     }
 
     #[tokio::test]
