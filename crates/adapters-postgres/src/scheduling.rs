@@ -108,7 +108,7 @@ pub(crate) async fn pass(
         .read_all(&mut *tx, task_from_row)
         .await?
     } else {
-        // No slot free: the head of the queue as `tasks_pending_idx` keeps it, for the waiting
+        // No slot free: the head of the queue as `tasks_queue_idx` keeps it, for the waiting
         // reasons (see `PassSize::ranks`): a short walk of the index, where ranking looks at
         // every pending task.
         let kept = "priority DESC, created_at, id";

@@ -198,13 +198,14 @@ const UNNEST_TASKS: &str = "UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[
         resource_claims, workflow_id, execution_id, step, wait_reason, pending_reason,
         not_before, cancel_requested, created_at, updated_at, round_start, version)";
 
-/// A count or limit as PostgreSQL's `integer`; the domain keeps them far below its range.
-fn int4(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
+/// A count or limit as PostgreSQL's `integer` (the domain keeps them far below its range; one
+/// above it is refused, never written as another number).
+fn int4(n: u32) -> Result<i32, RepoError> {
+    i32::try_from(n).map_err(|_| RepoError::Internal(format!("{n} is out of an integer's range")))
 }
 
 impl<'a> TaskColumns<'a> {
-    fn of(tasks: impl ExactSizeIterator<Item = &'a Task>) -> Self {
+    fn of(tasks: impl ExactSizeIterator<Item = &'a Task>) -> Result<Self, RepoError> {
         let n = tasks.len();
         let mut c = Self {
             id: Vec::with_capacity(n),
@@ -253,9 +254,9 @@ impl<'a> TaskColumns<'a> {
             c.metadata.push(Json(t.metadata.as_map()));
             c.status.push(t.status.as_str());
             c.assigned_agent.push(t.assigned_agent.map(|a| a.as_uuid()));
-            c.attempt.push(int4(t.attempt));
-            c.max_attempts.push(int4(t.max_attempts));
-            c.lease_seconds.push(int4(t.lease_seconds));
+            c.attempt.push(int4(t.attempt)?);
+            c.max_attempts.push(int4(t.max_attempts)?);
+            c.lease_seconds.push(int4(t.lease_seconds)?);
             c.preemptible.push(t.preemptible);
             c.lease_expires_at.push(t.lease_expires_at);
             c.assigned_at.push(t.assigned_at);
@@ -277,10 +278,10 @@ impl<'a> TaskColumns<'a> {
             c.cancel_requested.push(t.cancel_requested);
             c.created_at.push(t.created_at);
             c.updated_at.push(t.updated_at);
-            c.round_start.push(int4(t.round_start));
+            c.round_start.push(int4(t.round_start)?);
             c.version.push(t.version);
         }
-        c
+        Ok(c)
     }
 
     /// Binds every column, `$1` to `$33`, as [`UNNEST_TASKS`] reads them.
@@ -334,7 +335,7 @@ pub(crate) async fn insert_tasks(
     if tasks.is_empty() {
         return Ok(());
     }
-    let mut columns = TaskColumns::of(tasks.iter().copied());
+    let mut columns = TaskColumns::of(tasks.iter().copied())?;
     columns.version.iter_mut().for_each(|v| *v = 0);
     let values = COLUMNS.replace(
         "required_capabilities",
@@ -378,7 +379,7 @@ pub(crate) async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Res
          FROM {UNNEST_TASKS}
          WHERE t.id = ANY($1) AND t.id = r.id AND t.version = r.version"
     );
-    let written = TaskColumns::of(tasks.iter())
+    let written = TaskColumns::of(tasks.iter())?
         .bind(sqlx::query(&sql))
         .execute(&mut *conn)
         .await

@@ -362,6 +362,36 @@ async fn two_tasks_compete_for_one_gpu_and_the_contention_closes_itself(h: Harne
     assert_eq!(conflict["involved_agents"], json!([agent]));
     let conflict_id = id(conflict);
 
+    // A pass that finds no free slot reads the head of the queue unranked, here 64 tasks no
+    // agent can take, ahead of the waiting one: it judges no contention on what it read, and
+    // the conflict stays open.
+    let fillers: Vec<Value> = (0..64)
+        .map(|n| json!({"title": format!("filler {n}"), "priority": 10, "required_capabilities": ["nobody"]}))
+        .collect();
+    let fillers = post(&app, "/api/v1/tasks/batch", json!({"tasks": fillers})).await;
+    let fillers: Vec<String> = fillers.ok()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id)
+        .collect();
+    let agent_path = format!("/api/v1/agents/{agent}");
+    let slots =
+        |max: u32| admin(Method::PATCH, &agent_path).set_json(json!({"max_concurrent_tasks": max}));
+    send(&app, slots(1)).await.ok();
+    assert_eq!(h.state.platform.run_scheduler().await.unwrap(), 0);
+    let still = get(&app, &format!("/api/v1/conflicts/{conflict_id}")).await;
+    assert_eq!(
+        still.ok()["status"],
+        "open",
+        "a full fleet ends no contention"
+    );
+    for filler in &fillers {
+        let cancel = admin(Method::POST, &format!("/api/v1/tasks/{filler}/cancel"));
+        send(&app, cancel).await.ok();
+    }
+    send(&app, slots(4)).await.ok();
+
     // The pool cannot go while it is held.
     send(
         &app,

@@ -31,6 +31,9 @@ struct Findings {
     read_all_asked: bool,
     /// Serving agents were left out (another write held them).
     left_out: bool,
+    /// The pass read the head of the queue unranked (it counted no free slot): what it saw of
+    /// pools waited for is not the head of the queue by rank, so contention is not judged on it.
+    unranked: bool,
     /// The pass read the head of the queue unranked, yet found a free slot (one freed after the
     /// slots were counted): it placed nothing, and a ranked pass should follow.
     rank_again: bool,
@@ -55,14 +58,16 @@ fn decide(
         .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
         .collect();
     let free_slots: usize = capacity.iter().map(|c| c.free_slots as usize).sum();
-    if snapshot.unranked && free_slots > 0 {
-        // The batch was not chosen by rank, so placing it could pass over a task that ranks
-        // higher: nothing is written, and the next pass ranks.
-        findings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .rank_again = true;
-        return Changes::default();
+    {
+        let mut found = findings.lock().unwrap_or_else(|p| p.into_inner());
+        found.unranked = snapshot.unranked;
+        if snapshot.unranked && free_slots > 0 {
+            // The batch was not chosen by rank, so placing it could pass over a task that
+            // ranks higher: nothing is written, and the next pass ranks.
+            found.rank_again = true;
+            found.room_left = true;
+            return Changes::default();
+        }
     }
     let read_all_asked = snapshot.pending.len() >= snapshot.asked as usize;
     // With agents left out, the fleet seen is not the whole fleet: it is not taken for full,
@@ -210,15 +215,23 @@ impl Platform {
             // were not tried on them.)
             self.signals.wide.store(true, Ordering::SeqCst);
             self.signals.work.notify_one();
-        } else if assigned > 0 && findings.room_left && findings.read_all_asked {
-            // More tasks may be ready than one pass takes: pass again while passes place some.
-            // (A pass that read fewer than it asked for read every ready task: another would
-            // find only those it left, which fit nowhere.)
+        } else if assigned > 0
+            && findings.room_left
+            && (findings.read_all_asked || findings.left_out)
+        {
+            // More tasks may be ready than one pass takes, or fit agents the pass left out:
+            // pass again while passes place some. A pass that saw every serving agent and read
+            // fewer tasks than it asked for read every ready task it could lock; another would
+            // find only those it left, which fit nowhere. (A pending task another write held
+            // was skipped: the next pass for any reason, at the latest the periodic one, reads
+            // it.)
             self.signals.work.notify_one();
         }
-        let contended = findings.contended;
-        if let Err(e) = self.reconcile_contention(contended).await {
-            tracing::warn!(error = %e, "cannot reconcile resource contention conflicts");
+        if !findings.unranked {
+            let contended = findings.contended;
+            if let Err(e) = self.reconcile_contention(contended).await {
+                tracing::warn!(error = %e, "cannot reconcile resource contention conflicts");
+            }
         }
         Ok(assigned)
     }
@@ -505,7 +518,8 @@ mod tests {
         };
         let findings = std::sync::Mutex::new(super::Findings::default());
         let changes = super::decide(snapshot, now, &Default::default(), &findings);
-        assert!(!findings.into_inner().unwrap().rank_again);
+        let found = findings.into_inner().unwrap();
+        assert!(found.unranked && !found.rank_again);
         assert_eq!(changes.tasks.len(), 1);
         assert_eq!(changes.tasks[0].status, domain::TaskStatus::Pending);
         assert!(changes.tasks[0].pending_reason.is_some());
@@ -520,7 +534,12 @@ mod tests {
         };
         let findings = std::sync::Mutex::new(super::Findings::default());
         let changes = super::decide(snapshot, now, &Default::default(), &findings);
-        assert!(findings.into_inner().unwrap().rank_again);
+        let found = findings.into_inner().unwrap();
+        assert!(found.rank_again && found.unranked);
+        assert!(
+            found.room_left,
+            "the free slot is room: new tasks still wake the scheduler"
+        );
         assert!(changes.tasks.is_empty() && changes.events.is_empty());
     }
 

@@ -55,6 +55,12 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
         free: "0".into(),
         needs: "1".into(),
     });
+    // Columns of one type hold distinct values, so no two can be written in each other's place.
+    x.attempt = 3;
+    x.round_start = 2;
+    x.max_attempts = 5;
+    x.not_before = t(5);
+    x.updated_at = t(6);
     x.version = 4;
     let events = store
         .tasks
@@ -104,6 +110,8 @@ pub async fn tasks_round_trip_with_every_field(store: StoreUnderTest) {
     running.progress = Some(0.5);
     running.cancel_requested = true;
     running.title = "renamed".into();
+    running.required_capabilities =
+        domain::CapabilitySet::parse("c", &["etl".to_owned(), "ml/gpu:a100".to_owned()]).unwrap();
     running.metadata = domain::Metadata::parse(object(json!({"k": "v"}))).unwrap();
     running.updated_at = t(12);
     store

@@ -32,14 +32,25 @@ pub struct Delivery {
 
 /// The frame of a stored event, as every subscriber receives it.
 pub fn encode(event: &Event) -> ByteString {
-    json!({
-        "type": event.kind.as_str(),
-        "channel": event.channel().as_str(),
-        "data": event.data,
-        "timestamp": event.timestamp,
-        "seq": event.seq,
+    /// The frame, serialized straight from the event (its `data` is not copied into a new
+    /// tree), its keys in sorted order as before.
+    #[derive(serde::Serialize)]
+    struct Frame<'a> {
+        channel: &'static str,
+        data: &'a serde_json::Value,
+        seq: i64,
+        timestamp: &'a chrono::DateTime<chrono::Utc>,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    }
+    serde_json::to_string(&Frame {
+        channel: event.channel().as_str(),
+        data: &event.data,
+        seq: event.seq,
+        timestamp: &event.timestamp,
+        kind: event.kind.as_str(),
     })
-    .to_string()
+    .expect("an event is plain JSON data")
     .into()
 }
 
@@ -77,7 +88,10 @@ impl Hub {
                     received = events.recv() => match received {
                         Ok(event) => {
                             delivered = delivered.max(event.seq);
-                            let _ = sender.send(Arc::new(delivery(event)));
+                            // Framed only for sessions there are: none, no cost.
+                            if sender.receiver_count() > 0 {
+                                let _ = sender.send(Arc::new(delivery(event)));
+                            }
                         }
                         // Caught up from the log at the next check.
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -166,5 +180,33 @@ async fn system_metrics(platform: &Platform, connections: &super::Connections) -
         channel: Channel::SystemMetrics,
         frame: frame.to_string().into(),
         revoked: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{AgentId, EventKind, NewEvent};
+
+    #[test]
+    fn a_frame_is_the_event_in_the_contracts_five_fields() {
+        let at = chrono::DateTime::from_timestamp(1_767_225_600, 123_000_000).unwrap();
+        let agent = AgentId(uuid::Uuid::from_u128(7));
+        let data = json!({"agent_id": agent, "status": "idle", "note": "a \"quoted\" word"});
+        let event = Event::stored(
+            42,
+            NewEvent::about_agent(EventKind::AgentRegistered, agent, data.clone(), at),
+        );
+        let frame: serde_json::Value = serde_json::from_str(&encode(&event)).unwrap();
+        assert_eq!(
+            frame,
+            json!({
+                "type": "agent_registered",
+                "channel": "agent_activity",
+                "data": data,
+                "timestamp": "2026-01-01T00:00:00.123Z",
+                "seq": 42,
+            })
+        );
     }
 }
