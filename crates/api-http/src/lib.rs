@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod middleware;
 mod pagination;
+mod proxies;
 mod routes;
 pub mod ws;
 
@@ -24,6 +25,7 @@ pub use auth::JwtKeys;
 pub use error::ApiError;
 pub use extract::BodyLimit;
 pub use middleware::REQUEST_DEADLINE;
+pub use proxies::TrustedProxies;
 
 /// The API's OpenAPI 3.1 description, as `GET /openapi.json` serves it.
 pub fn openapi() -> &'static utoipa::openapi::OpenApi {
@@ -48,6 +50,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// The bearer token `/metrics` asks for; `None` leaves it open.
     pub metrics_token: Option<Arc<str>>,
+    /// Peers whose `X-Forwarded-For` names the client (see [`TrustedProxies`]).
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 /// Where a replica is in its life, as `/readyz` reports it.
@@ -120,7 +124,14 @@ impl AppState {
             request_deadline: REQUEST_DEADLINE,
             readiness: Arc::new(Readiness::new(Phase::Ready)),
             metrics_token: None,
+            trusted_proxies: Arc::default(),
         }
+    }
+
+    /// Takes requests from `proxies` to come from the address their `X-Forwarded-For` names.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
+        self
     }
 
     /// Puts `/metrics` behind `Authorization: Bearer <token>`.

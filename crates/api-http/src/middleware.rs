@@ -257,9 +257,20 @@ pub async fn rate_limit(
 }
 
 /// The address a request came from, as limits count it ([`app::address_key`]): the TCP peer,
-/// since a forwarded-for header is not to be trusted.
+/// or, when that is a trusted proxy, the client its `X-Forwarded-For` names (see
+/// [`crate::TrustedProxies`]).
 pub fn client_address(req: &HttpRequest) -> String {
-    app::address_key(req.peer_addr().map(|a| a.ip()))
+    let peer = req.peer_addr().map(|a| a.ip());
+    let client = match req.app_data::<web::Data<AppState>>() {
+        Some(state) if !state.trusted_proxies.is_empty() => state.trusted_proxies.client(
+            peer,
+            req.headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok()),
+        ),
+        _ => peer,
+    };
+    app::address_key(client)
 }
 
 /// Longest any request may take by default, long polls (up to 30 s) included; past it the

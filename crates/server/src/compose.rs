@@ -119,6 +119,7 @@ pub async fn build(config: &Config, websocket_budget: usize) -> Result<Runtime, 
     Ok(Runtime {
         state: AppState::new(platform, jwt, config.system_metrics_interval)
             .with_cors_origins(config.cors_allowed_origins.clone())
+            .with_trusted_proxies(config.trusted_proxies.clone())
             .with_metrics_token(
                 config
                     .metrics_token

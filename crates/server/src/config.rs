@@ -98,6 +98,9 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     /// Browser origins allowed cross-origin (`CORS_ALLOWED_ORIGINS`, comma-separated).
     pub cors_allowed_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`, addresses and
+    /// networks separated by commas); none by default.
+    pub trusted_proxies: api_http::TrustedProxies,
     /// WebSocket connections open at once on this replica (lowered to fit the open-file
     /// limit).
     pub ws_max_connections: usize,
@@ -341,6 +344,11 @@ impl Config {
                 },
             )?,
             cors_allowed_origins: cors_origins(get("CORS_ALLOWED_ORIGINS"))?,
+            trusted_proxies: api_http::TrustedProxies::parse(get("TRUSTED_PROXIES").unwrap_or(""))
+                .map_err(|message| ConfigError::Invalid {
+                    name: "TRUSTED_PROXIES",
+                    message,
+                })?,
             ws_max_connections: number("WS_MAX_CONNECTIONS", 10_000, 1, 1_000_000)? as usize,
             ws_max_connections_per_credential: match number(
                 "WS_MAX_CONNECTIONS_PER_CREDENTIAL",
@@ -436,6 +444,10 @@ mod tests {
         assert!(config.redis_url.is_none());
         assert_eq!(config.agent_offline_after, Duration::from_secs(90));
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert!(
+            config.trusted_proxies.is_empty(),
+            "no proxy is trusted unless named"
+        );
     }
 
     #[test]
@@ -460,6 +472,7 @@ mod tests {
             ("AGENT_OFFLINE_AFTER_SECS", "0"),
             ("JWT_SECRET", "short"),
             ("LOG_LEVEL", "very=loud=please"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"),
             ("ADMIN_API_KEY", "a.b.c-looks-like-a-jwt"),
             ("ADMIN_API_KEY", "short"),
         ] {

@@ -143,6 +143,11 @@ fn the_compose_stack_migrates_once_and_serves_two_replicas_behind_a_proxy() {
             "{api} starts once the migrations are applied"
         );
         assert_eq!(service["build"]["dockerfile"], "deploy/Dockerfile");
+        assert_eq!(
+            service["environment"]["TRUSTED_PROXIES"],
+            services["proxy"]["networks"]["default"]["ipv4_address"],
+            "{api} trusts the proxy's fixed address, and no other"
+        );
     }
     let documented = documented();
     for service in ["migrate", "api-1"] {
@@ -161,6 +166,7 @@ fn the_compose_stack_migrates_once_and_serves_two_replicas_behind_a_proxy() {
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",
         "proxy_http_version 1.1;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
     ] {
         assert!(conf.contains(line), "nginx.conf lacks `{line}`");
     }

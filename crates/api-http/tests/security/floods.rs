@@ -259,3 +259,48 @@ async fn a_sign_in_body_is_at_most_4_kib() {
         .await
         .problem(401);
 }
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_address_and_no_one_else_can_claim_one() {
+    let mut h = Harness::memory_with(|s| {
+        s.anonymous_rate_limit = Some(Rate {
+            per_second: 1.0,
+            burst: 2,
+        });
+    });
+    h.state = h
+        .state
+        .with_trusted_proxies(api_http::TrustedProxies::parse("10.0.0.0/8").unwrap());
+    let app = service!(h);
+    let through = |peer: &str, forwarded: &str| {
+        req(Method::GET, "/api/v1/agents")
+            .peer_addr(format!("{peer}:40000").parse().unwrap())
+            .insert_header(("X-Forwarded-For", forwarded.to_owned()))
+    };
+    // One client behind the proxy spends its anonymous budget...
+    for _ in 0..2 {
+        send(&app, through("10.0.0.2", "198.51.100.1"))
+            .await
+            .problem(401);
+    }
+    send(&app, through("10.0.0.2", "198.51.100.1"))
+        .await
+        .problem(429);
+    // ...and cannot reset it by writing another address before the one its proxy appended.
+    send(&app, through("10.0.0.2", "6.6.6.6, 198.51.100.1"))
+        .await
+        .problem(429);
+    // Another client behind the same proxy is not held back.
+    send(&app, through("10.0.0.2", "198.51.100.2"))
+        .await
+        .problem(401);
+    // A peer that is no trusted proxy is counted by its own address, whatever it claims.
+    for _ in 0..2 {
+        send(&app, through("203.0.113.9", "198.51.100.3"))
+            .await
+            .problem(401);
+    }
+    send(&app, through("203.0.113.9", "198.51.100.4"))
+        .await
+        .problem(429);
+}
