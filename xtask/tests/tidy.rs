@@ -184,7 +184,7 @@ fn each_crate_has_a_paragraph_in_the_architecture_document() {
 
 /// The store's ports, and the field of `testkit::StoreUnderTest` through which the contract
 /// suite calls each.
-const STORE_PORTS: [(&str, &str); 8] = [
+const STORE_PORTS: [(&str, &str); 9] = [
     ("AgentRepository", "agents"),
     ("TaskRepository", "tasks"),
     ("ResourceRepository", "resources"),
@@ -193,6 +193,7 @@ const STORE_PORTS: [(&str, &str); 8] = [
     ("WorkflowRepository", "workflows"),
     ("EventLog", "events"),
     ("HealthCheck", "health"),
+    ("ReplicaRegistry", "replicas"),
 ];
 
 /// The methods a trait declares in the port sources: `(trait, method, returns_unit)`, where

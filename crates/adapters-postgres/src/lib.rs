@@ -8,6 +8,7 @@ mod conflicts;
 mod credentials;
 mod error;
 mod events;
+mod replicas;
 mod resources;
 mod rows;
 mod scheduling;

@@ -32,10 +32,48 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
     let assignments = tokio::spawn(follow_events(platform.clone(), stopped.clone()));
     let relay = tokio::spawn(relay(platform.clone(), stopped.clone()));
     let keys = tokio::spawn(renew_keys(platform.clone(), stopped.clone()));
-    let beats = tokio::spawn(flush_heartbeats(platform, stopped));
+    let beats = tokio::spawn(flush_heartbeats(platform.clone(), stopped.clone()));
+    let settings = tokio::spawn(announce_settings(platform, stopped));
     BackgroundJobs {
         stop,
-        handles: vec![sweeper, scheduler, assignments, relay, keys, beats],
+        handles: vec![
+            sweeper,
+            scheduler,
+            assignments,
+            relay,
+            keys,
+            beats,
+            settings,
+        ],
+    }
+}
+
+/// Announces this replica's shared settings every [`crate::ANNOUNCE_EVERY`] and logs each one
+/// a live replica announced differently (once, and again when what differs changes).
+async fn announce_settings(platform: Platform, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(crate::ANNOUNCE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = Vec::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        match platform.announce_settings().await {
+            Ok(found) if found != reported => {
+                for d in &found {
+                    tracing::error!(
+                        setting = %d.setting,
+                        replica = %d.replica,
+                        "another replica of this deployment runs with a different {}: set it alike on every replica",
+                        d.setting
+                    );
+                }
+                reported = found;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot announce this replica's settings now"),
+        }
     }
 }
 

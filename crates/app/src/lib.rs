@@ -19,6 +19,7 @@ mod limits;
 mod metrics;
 mod monitoring;
 mod passwords;
+mod replicas;
 mod resources;
 mod scheduling;
 mod tasks;
@@ -45,6 +46,7 @@ pub use health::HealthReport;
 pub use limits::{address_key, caller_key, LocalRateLimiter};
 pub use metrics::{Gauges, Metrics, Route, Status};
 pub use monitoring::{AgentPerformance, PerformanceRange, Summary};
+pub use replicas::{fingerprint, Disagreement, ANNOUNCE_EVERY};
 pub use resources::{ResourceFilter, ResourceView};
 pub use tasks::{
     Idempotency, Report, ReportKind, IDEMPOTENCY_WINDOW, MAX_BATCH_TASKS, MAX_REPORTS,
@@ -95,6 +97,9 @@ pub struct Settings {
     /// bus did not bring (Redis away, or another replica's notice lost): one read per replica,
     /// however many agents wait. Assignments the bus brings wake their agent's poll at once.
     pub long_poll_recheck: std::time::Duration,
+    /// Fingerprints of the settings every replica must share (see [`fingerprint`]), by name:
+    /// announced to the other replicas, which say when theirs differ.
+    pub shared: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -117,6 +122,7 @@ impl Default for Settings {
             login_rate_limit: None,
             password_hash_concurrency: 1,
             long_poll_recheck: std::time::Duration::from_secs(2),
+            shared: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -149,6 +155,8 @@ pub struct Dependencies {
     pub limiter: Arc<dyn RateLimiter>,
     /// Health of the store behind the repositories.
     pub store_health: Arc<dyn HealthCheck>,
+    /// Where the replicas sharing the store announce their shared settings.
+    pub replicas: Arc<dyn ports::ReplicaRegistry>,
 }
 
 impl Dependencies {
@@ -170,7 +178,8 @@ impl Dependencies {
             credentials: store.clone(),
             workflows: store.clone(),
             event_log: store.clone(),
-            store_health: store,
+            store_health: store.clone(),
+            replicas: store,
             bus,
             limiter: Arc::new(LocalRateLimiter::new(clock.clone())),
             clock,
@@ -281,6 +290,8 @@ pub struct Platform {
     metrics: Arc<Metrics>,
     /// The last readings of the store's health and gauges, shared by callers close together.
     readings: Arc<health::Readings>,
+    /// This replica, as it announces its settings (drawn at start-up).
+    replica: uuid::Uuid,
 }
 
 impl std::fmt::Debug for Platform {
@@ -398,7 +409,6 @@ impl<T> Page<T> {
 impl Platform {
     pub fn new(deps: Dependencies, settings: Settings) -> Self {
         Self {
-            deps,
             signals: Arc::new(Signals {
                 intake: tasks::Intake::new(settings.submission_writers),
                 ..Signals::default()
@@ -408,6 +418,8 @@ impl Platform {
             trusted_keys: Arc::default(),
             metrics: Arc::default(),
             readings: Arc::default(),
+            replica: deps.ids.new_id(),
+            deps,
             settings,
         }
     }

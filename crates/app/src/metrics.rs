@@ -15,6 +15,20 @@ use chrono::{DateTime, Utc};
 use domain::{ConflictType, EventKind, NewEvent, Severity};
 use ports::StatusCounts;
 
+/// A level this replica last found, set whole each time.
+#[derive(Debug, Default)]
+pub struct Level(AtomicU64);
+
+impl Level {
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 /// A count that only grows.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -296,6 +310,8 @@ pub struct Metrics {
     pub ws_sent: Counter,
     /// Frames a WebSocket subscriber missed because it fell behind (and was disconnected).
     pub ws_dropped: Counter,
+    /// Shared settings a live replica announced differently, at the last look.
+    pub settings_disagreements: Level,
 }
 
 impl Default for Metrics {
@@ -317,6 +333,7 @@ impl Default for Metrics {
             scheduler_pass: Histogram::new(PASS_SECONDS),
             ws_sent: Counter::default(),
             ws_dropped: Counter::default(),
+            settings_disagreements: Level::default(),
         }
     }
 }
@@ -528,6 +545,12 @@ impl Metrics {
             self.ws_sent.get(),
         );
         counter(o, "agent_platform_websocket_messages_dropped_total", "Frames WebSocket subscribers of this replica missed by falling behind (they are disconnected and resume with since).", self.ws_dropped.get());
+        gauge(
+            o,
+            "agent_platform_replica_settings_disagreements",
+            "Settings every replica must share (JWT_SECRET, retention, limits and the like) that a live replica announced differently from this one, at the last look.",
+            self.settings_disagreements.get(),
+        );
         let lost_statuses: u64 = (self.http.series().iter())
             .map(|(_, route)| route.statuses.lost())
             .sum();

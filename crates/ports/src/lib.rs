@@ -23,7 +23,10 @@ pub use credentials::CredentialRepository;
 pub use error::RepoError;
 pub use events::{EventBus, EventLog};
 pub use resources::ResourceRepository;
-pub use system::{Admission, Clock, ComponentStatus, HealthCheck, IdGenerator, RateLimiter};
+pub use system::{
+    Admission, Clock, ComponentStatus, HealthCheck, IdGenerator, RateLimiter, ReplicaRegistry,
+    ReplicaSettings,
+};
 pub use tasks::{
     AgentOutcomes, Changes, Decide, DecideWithAgents, Durations, IdempotencyRecord, PassSize,
     SchedulingSnapshot, SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
@@ -41,6 +44,7 @@ pub trait Store:
     + WorkflowRepository
     + EventLog
     + HealthCheck
+    + ReplicaRegistry
 {
 }
 
@@ -53,5 +57,6 @@ impl<S> Store for S where
         + WorkflowRepository
         + EventLog
         + HealthCheck
+        + ReplicaRegistry
 {
 }

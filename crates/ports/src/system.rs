@@ -58,3 +58,30 @@ pub trait RateLimiter: Send + Sync {
     /// Takes a token from the bucket named `key`, filled at `rate`.
     async fn admit(&self, key: &str, rate: domain::limit::Rate) -> Admission;
 }
+
+/// What one replica announces of the settings every replica of a deployment must share, each as
+/// a fingerprint (never the value: some are secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// The replica, named by an ID it draws when it starts.
+    pub replica: Uuid,
+    /// Setting name to fingerprint.
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// When it last announced them.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Where the replicas sharing a store announce their settings, so that each can tell when
+/// another was started with different ones (a different `JWT_SECRET` makes every token one
+/// replica issues fail on the other).
+#[async_trait]
+pub trait ReplicaRegistry: Send + Sync {
+    /// Records `mine` in place of its earlier announcement, forgets announcements older than
+    /// `forget_before`, and returns the other replicas' announcements made at or after `since`.
+    async fn announce(
+        &self,
+        mine: &ReplicaSettings,
+        since: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<Vec<ReplicaSettings>, crate::RepoError>;
+}

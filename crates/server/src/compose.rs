@@ -87,6 +87,7 @@ pub async fn build(config: &Config, websocket_budget: usize) -> Result<Runtime, 
             burst: config.login_rate_limit_per_minute.min(10) as u32,
         }),
         password_hash_concurrency: config.password_hash_concurrency,
+        shared: shared_settings(config),
         ..Settings::default()
     };
     let jwt = config.jwt_secret.as_ref().map(|secret| {
@@ -232,4 +233,85 @@ async fn connect_redis(
         ),
     }
     Ok(Some(bus))
+}
+
+/// Fingerprints of the settings every replica of a deployment must share (`app::fingerprint`),
+/// by variable name: with another value on one replica, tokens, limits, retention or where
+/// events travel would depend on which replica a request reaches.
+fn shared_settings(config: &Config) -> std::collections::BTreeMap<String, String> {
+    use secrecy::ExposeSecret;
+    let strategies: Vec<String> = config
+        .conflict_strategies
+        .iter()
+        .map(|(kind, strategy)| format!("{}={}", kind.as_str(), strategy.as_str()))
+        .collect();
+    let values = [
+        (
+            "JWT_SECRET",
+            config
+                .jwt_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned())
+                .unwrap_or_default(),
+        ),
+        ("JWT_ISSUER", config.jwt_issuer.clone().unwrap_or_default()),
+        (
+            "JWT_AUDIENCE",
+            config.jwt_audience.clone().unwrap_or_default(),
+        ),
+        (
+            "JWT_MAX_LIFETIME_SECS",
+            config.jwt_max_lifetime.as_secs().to_string(),
+        ),
+        (
+            "ADMIN_API_KEY",
+            config
+                .admin_api_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_owned())
+                .unwrap_or_default(),
+        ),
+        (
+            "REDIS_NAMESPACE",
+            config.redis_namespace.clone().unwrap_or_default(),
+        ),
+        (
+            "AGENT_OFFLINE_AFTER_SECS",
+            config.agent_offline_after.as_secs().to_string(),
+        ),
+        (
+            "EVENT_RETENTION_DAYS",
+            config.event_retention_days.to_string(),
+        ),
+        (
+            "EVENT_RETENTION_MAX",
+            config.event_retention_max.to_string(),
+        ),
+        (
+            "TASK_RETENTION_DAYS",
+            config.task_retention_days.to_string(),
+        ),
+        ("CONFLICT_STRATEGIES", strategies.join(",")),
+        (
+            "CONFLICT_AUTO_RESOLVE_REPORTED",
+            config.conflict_auto_resolve_reported.to_string(),
+        ),
+        (
+            "RATE_LIMIT_PER_SECOND",
+            config.rate_limit_per_second.to_string(),
+        ),
+        ("RATE_LIMIT_BURST", config.rate_limit_burst.to_string()),
+        (
+            "RATE_LIMIT_ANONYMOUS_PER_SECOND",
+            config.anonymous_rate_limit_per_second.to_string(),
+        ),
+        (
+            "LOGIN_RATE_LIMIT_PER_MINUTE",
+            config.login_rate_limit_per_minute.to_string(),
+        ),
+    ];
+    values
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), app::fingerprint(name, value)))
+        .collect()
 }

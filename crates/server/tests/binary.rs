@@ -938,3 +938,45 @@ async fn replicas_started_together_on_an_empty_database_migrate_it_once_and_all_
         server.terminate();
     }
 }
+
+#[tokio::test]
+async fn replicas_of_one_database_with_different_jwt_secrets_each_log_the_other() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let first = Server::start(&[
+        ("DATABASE_URL", &url),
+        ("JWT_SECRET", "the-first-replicas-secret-0123456789abcdef"),
+    ]);
+    let second = Server::start(&[
+        ("DATABASE_URL", &url),
+        ("JWT_SECRET", "the-second-replicas-secret-0123456789abcdef"),
+    ]);
+    // The second sees the first as it starts; the first sees the second at its next look.
+    for server in [&second, &first] {
+        let line = server.wait_for("runs with a different JWT_SECRET");
+        assert!(line.contains("\"ERROR\""), "{line}");
+        assert!(
+            !line.contains("replicas-secret"),
+            "no secret is logged: {line}"
+        );
+        let metrics = metrics_text(server.port);
+        assert!(
+            metrics.contains("agent_platform_replica_settings_disagreements 1"),
+            "{metrics}"
+        );
+    }
+    first.terminate();
+    second.terminate();
+}
+
+/// `/metrics` as text.
+fn metrics_text(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}

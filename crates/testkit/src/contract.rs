@@ -41,7 +41,10 @@ macro_rules! store_contract {
             task_events_are_a_tasks_numbered_events_oldest_first
         );
         $crate::store_contract!(@two events_contract, $make; two_stores_keep_different_logs);
-        $crate::store_contract!(@in contract, $make; a_reachable_store_reports_itself_up);
+        $crate::store_contract!(@in contract, $make;
+            a_reachable_store_reports_itself_up,
+            replicas_see_the_settings_other_live_replicas_announced
+        );
         $crate::store_contract!(@in tasks_contract, $make;
             tasks_round_trip_with_every_field,
             task_lists_filter_and_page_newest_first,
@@ -129,4 +132,61 @@ pub async fn a_reachable_store_reports_itself_up(store: StoreUnderTest) {
         ),
         "{status:?}"
     );
+}
+
+pub async fn replicas_see_the_settings_other_live_replicas_announced(store: StoreUnderTest) {
+    let at = |secs: i64| chrono::DateTime::from_timestamp(1_767_225_600 + secs, 0).unwrap();
+    let replica = |n: u128, secret: &str, secs: i64| ports::ReplicaSettings {
+        replica: uuid::Uuid::from_u128(n),
+        settings: [("JWT_SECRET".to_owned(), secret.to_owned())].into(),
+        seen_at: at(secs),
+    };
+    let (one, two) = (replica(1, "aaaa", 0), replica(2, "bbbb", 5));
+    let others = store
+        .replicas
+        .announce(&one, at(-30), at(-3600))
+        .await
+        .unwrap();
+    assert!(
+        others.is_empty(),
+        "the first replica sees only itself: {others:?}"
+    );
+    let others = store
+        .replicas
+        .announce(&two, at(-25), at(-3600))
+        .await
+        .unwrap();
+    assert_eq!(others, [one], "the second sees the first, as announced");
+    // A replica's new announcement replaces its old one.
+    let again = replica(1, "cccc", 20);
+    let others = store
+        .replicas
+        .announce(&again, at(-10), at(-3600))
+        .await
+        .unwrap();
+    assert_eq!(others, std::slice::from_ref(&two));
+    let others = store
+        .replicas
+        .announce(&two, at(-10), at(-3600))
+        .await
+        .unwrap();
+    assert_eq!(others, std::slice::from_ref(&again));
+    // Announcements older than `since` are not live; older than `forget_before`, gone.
+    let three = replica(3, "aaaa", 100);
+    let others = store
+        .replicas
+        .announce(&three, at(10), at(-3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        others,
+        std::slice::from_ref(&again),
+        "the second's last word, at 5 s, is not live at 10 s"
+    );
+    let others = store
+        .replicas
+        .announce(&three, at(-3600), at(15))
+        .await
+        .unwrap();
+    assert_eq!(others, [again], "the second was forgotten");
 }

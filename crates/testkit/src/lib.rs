@@ -33,6 +33,7 @@ pub struct StoreUnderTest {
     pub conflicts: Arc<dyn ConflictRepository>,
     pub workflows: Arc<dyn WorkflowRepository>,
     pub health: Arc<dyn HealthCheck>,
+    pub replicas: Arc<dyn ports::ReplicaRegistry>,
 }
 
 impl std::fmt::Debug for StoreUnderTest {
@@ -55,7 +56,8 @@ impl StoreUnderTest {
             resources: store.clone(),
             conflicts: store.clone(),
             workflows: store.clone(),
-            health: store,
+            health: store.clone(),
+            replicas: store,
         }
     }
 }

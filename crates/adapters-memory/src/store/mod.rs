@@ -51,6 +51,8 @@ pub(crate) struct State {
     last_seq: i64,
     /// The highest `seq` `sequence` has handed over.
     handed: i64,
+    /// What each replica announced of its settings (only this process's, embedded).
+    replicas: HashMap<uuid::Uuid, ports::ReplicaSettings>,
 }
 
 /// Whether a task in `status` ended in a way that counts for its agent's record.
@@ -327,5 +329,27 @@ pub(crate) fn newest_page<'a, T: Clone + 'a>(
 impl HealthCheck for MemoryStore {
     async fn status(&self) -> ComponentStatus {
         ComponentStatus::Embedded
+    }
+}
+
+#[async_trait]
+impl ports::ReplicaRegistry for MemoryStore {
+    async fn announce(
+        &self,
+        mine: &ports::ReplicaSettings,
+        since: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<Vec<ports::ReplicaSettings>, RepoError> {
+        let mut state = self.lock();
+        state.replicas.retain(|_, r| r.seen_at >= forget_before);
+        state.replicas.insert(mine.replica, mine.clone());
+        let mut others: Vec<ports::ReplicaSettings> = state
+            .replicas
+            .values()
+            .filter(|r| r.replica != mine.replica && r.seen_at >= since)
+            .cloned()
+            .collect();
+        others.sort_by_key(|r| r.replica);
+        Ok(others)
     }
 }
