@@ -266,7 +266,9 @@ pub fn client_address(req: &HttpRequest) -> String {
             peer,
             req.headers()
                 .get_all("x-forwarded-for")
-                .filter_map(|v| v.to_str().ok()),
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .into_iter(),
         ),
         _ => peer,
     };

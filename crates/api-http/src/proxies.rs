@@ -97,22 +97,26 @@ impl TrustedProxies {
     }
 
     /// The address a request came from: its TCP `peer`, or, when that is a trusted proxy, the
-    /// first address of `forwarded_for` (the `X-Forwarded-For` values, in order) that is not
-    /// trusted, read from the right. When every address read is trusted, the leftmost of them;
-    /// an entry that is not an address ends the reading at the hop that passed it on.
+    /// first address of `forwarded_for` (the `X-Forwarded-For` values, in order, as bytes) that
+    /// is not trusted, read from the right. When every address read is trusted, the leftmost of
+    /// them; an entry that is not an address ends the reading at the hop that passed it on. At
+    /// most [`MOST_HOPS`] entries are looked at, however long the header.
     pub fn client<'a>(
         &self,
         peer: Option<IpAddr>,
-        forwarded_for: impl Iterator<Item = &'a str>,
+        forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
     ) -> Option<IpAddr> {
         let peer = peer.map(canonical);
         let mut client = peer?;
         if !self.trusts(client) {
             return Some(client);
         }
-        let hops: Vec<&str> = forwarded_for.flat_map(|v| v.split(',')).collect();
-        for hop in hops.iter().rev().take(MOST_HOPS) {
-            let Ok(address) = hop.trim().parse::<IpAddr>() else {
+        let hops = forwarded_for
+            .rev()
+            .flat_map(|line| line.rsplit(|b| *b == b','))
+            .take(MOST_HOPS);
+        for hop in hops {
+            let Some(address) = entry(hop) else {
                 break;
             };
             client = canonical(address);
@@ -122,6 +126,21 @@ impl TrustedProxies {
         }
         Some(client)
     }
+}
+
+/// One `X-Forwarded-For` entry as an address: `10.0.0.1`, `2001:db8::1`, and the forms some
+/// proxies write, `10.0.0.1:5678` and `[2001:db8::1]:5678`. `None` for anything else.
+fn entry(bytes: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    if let Ok(address) = text.parse() {
+        return Some(address);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -167,7 +186,9 @@ mod tests {
     #[test]
     fn the_client_is_the_first_untrusted_hop_from_the_right() {
         let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
-        let client = |peer: &str, header: &[&str]| proxies.client(ip(peer), header.iter().copied());
+        let client = |peer: &str, header: &[&str]| {
+            proxies.client(ip(peer), header.iter().map(|h| h.as_bytes()))
+        };
         // Not through a trusted proxy: the header is the client's own word, and ignored.
         assert_eq!(client("203.0.113.9", &["198.51.100.1"]), ip("203.0.113.9"));
         // Through one proxy.
@@ -185,6 +206,23 @@ mod tests {
         // Every hop trusted: the leftmost. No header: the proxy itself.
         assert_eq!(client("10.0.0.2", &["10.0.0.7, 10.0.0.9"]), ip("10.0.0.7"));
         assert_eq!(client("10.0.0.2", &[]), ip("10.0.0.2"));
+        // The forms with a port, and a line that is not text, which does not hide the address
+        // the proxy appended after it.
+        assert_eq!(
+            client("10.0.0.2", &["198.51.100.1:5678"]),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client("10.0.0.2", &["[2001:db8::1]:443"]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            proxies.client(
+                ip("10.0.0.2"),
+                [b"\x80\xff, 198.51.100.7".as_slice()].into_iter()
+            ),
+            ip("198.51.100.7")
+        );
         // Garbage ends the reading at the hop that passed it on.
         assert_eq!(
             client("10.0.0.2", &["198.51.100.1, unknown"]),
@@ -194,10 +232,13 @@ mod tests {
         // No proxy trusted: the peer, whatever the header says.
         let none = TrustedProxies::default();
         assert_eq!(
-            none.client(ip("10.0.0.2"), ["198.51.100.1"].into_iter()),
+            none.client(ip("10.0.0.2"), [b"198.51.100.1".as_slice()].into_iter()),
             ip("10.0.0.2")
         );
-        assert_eq!(none.client(None, ["198.51.100.1"].into_iter()), None);
+        assert_eq!(
+            none.client(None, [b"198.51.100.1".as_slice()].into_iter()),
+            None
+        );
     }
 
     #[test]
@@ -206,7 +247,7 @@ mod tests {
         let mut hops = vec!["198.51.100.1".to_owned()];
         hops.extend((0..40).map(|n| format!("10.0.0.{n}")));
         let header = hops.join(", ");
-        let client = proxies.client(ip("10.0.0.2"), [header.as_str()].into_iter());
+        let client = proxies.client(ip("10.0.0.2"), [header.as_bytes()].into_iter());
         assert_eq!(
             client,
             ip(&format!("10.0.0.{}", 40 - MOST_HOPS)),

@@ -53,26 +53,39 @@ pub fn spawn_background_jobs(platform: Platform) -> BackgroundJobs {
 async fn announce_settings(platform: Platform, mut stopped: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(crate::ANNOUNCE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reported = Vec::new();
+    tracing::info!(replica = %platform.replica(), "this replica announces its shared settings as");
+    let mut reported: Vec<crate::Disagreement> = Vec::new();
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stopped.changed() => return,
         }
         match platform.announce_settings().await {
-            Ok(found) if found != reported => {
-                for d in &found {
+            Ok(found) => {
+                for d in found.iter().filter(|d| !reported.contains(d)) {
                     tracing::error!(
                         setting = %d.setting,
-                        replica = %d.replica,
+                        other_replica = %d.replica,
+                        replica = %platform.replica(),
                         "another replica of this deployment runs with a different {}: set it alike on every replica",
                         d.setting
                     );
                 }
+                if found.is_empty() && !reported.is_empty() {
+                    tracing::info!("every live replica runs with the same shared settings again");
+                }
                 reported = found;
+                failing = false;
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cannot announce this replica's settings now"),
+            Err(e) => {
+                // Unknown until the next announcement succeeds.
+                platform.metrics().settings_disagreements.set(0);
+                if !failing {
+                    tracing::warn!(error = %e, "cannot announce this replica's settings now; will retry");
+                }
+                failing = true;
+            }
         }
     }
 }

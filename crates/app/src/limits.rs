@@ -88,9 +88,10 @@ enum Limited {
     LoginAddress,
 }
 
-/// The address a request came from, as limits count it: the TCP peer (a forwarded-for header
-/// is not trusted, since any client can send one). An IPv6 peer counts by its /64, the block a
-/// single host or site is given, so one client cannot take a fresh bucket per address.
+/// The address a request came from, as limits count it: the client's address (the TCP peer,
+/// or what a trusted proxy forwarded; the HTTP layer decides which). An IPv6 address counts by
+/// its /64, the block a single host or site is given, so one client cannot take a fresh bucket
+/// per address.
 pub fn address_key(peer: Option<std::net::IpAddr>) -> String {
     match peer {
         None => "unknown".to_owned(),

@@ -19,7 +19,7 @@ pub const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 const LIVE_FOR: chrono::Duration = chrono::Duration::seconds(35);
 
 /// Announcements older than this are deleted by the replicas still announcing.
-const FORGET_AFTER: chrono::Duration = chrono::Duration::days(1);
+const FORGET_AFTER: chrono::Duration = chrono::Duration::minutes(10);
 
 /// The fingerprint of a setting's value as announced: the first 16 hex digits of a SHA-256 of
 /// the name and value, so a value (a secret among them) never leaves the replica, and two
@@ -43,9 +43,9 @@ pub struct Disagreement {
 
 impl Platform {
     /// Announces this replica's shared settings ([`crate::Settings::shared`]) and returns those
-    /// another live replica announced differently, or not at all (it runs another version, or
-    /// lacks the setting). Recorded in `/metrics` as
-    /// `agent_platform_replica_settings_disagreements`.
+    /// another live replica announced differently. A setting another replica does not announce
+    /// is not compared: it runs a version that has no such setting, or none yet. Recorded in
+    /// `/metrics` as `agent_platform_replica_settings_disagreements`.
     pub async fn announce_settings(&self) -> Result<Vec<Disagreement>, AppError> {
         let now = self.deps.clock.now();
         let mine = ports::ReplicaSettings {
@@ -70,7 +70,7 @@ impl Platform {
     }
 }
 
-/// The settings of `mine` each of `others` holds another fingerprint for, or lacks.
+/// The settings of `mine` each of `others` holds another fingerprint for.
 fn disagreements(
     mine: &BTreeMap<String, String>,
     others: &[ports::ReplicaSettings],
@@ -79,7 +79,12 @@ fn disagreements(
         .iter()
         .flat_map(|other| {
             mine.iter()
-                .filter(|(name, print)| other.settings.get(*name) != Some(print))
+                .filter(|(name, print)| {
+                    other
+                        .settings
+                        .get(*name)
+                        .is_some_and(|theirs| theirs != *print)
+                })
                 .map(|(name, _)| Disagreement {
                     setting: name.clone(),
                     replica: other.replica,
@@ -112,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn a_setting_another_replica_holds_otherwise_or_lacks_is_a_disagreement() {
+    fn a_setting_another_replica_holds_otherwise_is_a_disagreement_and_one_it_lacks_is_not() {
         let mine: BTreeMap<String, String> =
             [("A".into(), "1".into()), ("B".into(), "2".into())].into();
         let other = |n: u128, a: &str| ports::ReplicaSettings {
@@ -125,7 +130,11 @@ mod tests {
         assert!(disagreements(&mine, &[same]).is_empty());
         let found = disagreements(&mine, &[other(2, "9")]);
         let names: Vec<&str> = found.iter().map(|d| d.setting.as_str()).collect();
-        assert_eq!(names, ["A", "B"], "A differs, B is missing");
+        assert_eq!(
+            names,
+            ["A"],
+            "A differs; B, which the other lacks, is not compared"
+        );
         assert!(found.iter().all(|d| d.replica == Uuid::from_u128(2)));
     }
 }

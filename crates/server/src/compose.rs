@@ -236,15 +236,10 @@ async fn connect_redis(
 }
 
 /// Fingerprints of the settings every replica of a deployment must share (`app::fingerprint`),
-/// by variable name: with another value on one replica, tokens, limits, retention or where
-/// events travel would depend on which replica a request reaches.
+/// by variable name: with another value on one replica, tokens, limits, retention or conflict
+/// rules would depend on which replica a request reaches.
 fn shared_settings(config: &Config) -> std::collections::BTreeMap<String, String> {
     use secrecy::ExposeSecret;
-    let strategies: Vec<String> = config
-        .conflict_strategies
-        .iter()
-        .map(|(kind, strategy)| format!("{}={}", kind.as_str(), strategy.as_str()))
-        .collect();
     let values = [
         (
             "JWT_SECRET",
@@ -264,18 +259,6 @@ fn shared_settings(config: &Config) -> std::collections::BTreeMap<String, String
             config.jwt_max_lifetime.as_secs().to_string(),
         ),
         (
-            "ADMIN_API_KEY",
-            config
-                .admin_api_key
-                .as_ref()
-                .map(|k| k.expose_secret().to_owned())
-                .unwrap_or_default(),
-        ),
-        (
-            "REDIS_NAMESPACE",
-            config.redis_namespace.clone().unwrap_or_default(),
-        ),
-        (
             "AGENT_OFFLINE_AFTER_SECS",
             config.agent_offline_after.as_secs().to_string(),
         ),
@@ -291,7 +274,6 @@ fn shared_settings(config: &Config) -> std::collections::BTreeMap<String, String
             "TASK_RETENTION_DAYS",
             config.task_retention_days.to_string(),
         ),
-        ("CONFLICT_STRATEGIES", strategies.join(",")),
         (
             "CONFLICT_AUTO_RESOLVE_REPORTED",
             config.conflict_auto_resolve_reported.to_string(),
@@ -310,8 +292,21 @@ fn shared_settings(config: &Config) -> std::collections::BTreeMap<String, String
             config.login_rate_limit_per_minute.to_string(),
         ),
     ];
+    // One name per conflict type, so a version that adds a type compares the others alike.
+    let strategies = domain::ConflictType::ALL.iter().map(|kind| {
+        let strategy = config.conflict_strategies.get(kind);
+        (
+            format!("CONFLICT_STRATEGIES.{}", kind.as_str()),
+            strategy.map_or("", |s| s.as_str()).to_owned(),
+        )
+    });
     values
         .iter()
-        .map(|(name, value)| ((*name).to_owned(), app::fingerprint(name, value)))
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .chain(strategies)
+        .map(|(name, value)| {
+            let print = app::fingerprint(&name, &value);
+            (name, print)
+        })
         .collect()
 }

@@ -2,14 +2,15 @@
 //! Redis, with clients and agents spread over them that move to another replica, as they would
 //! behind a load balancer, when theirs does not answer or answers `503`. While 1,500 tasks
 //! flow, one fault strikes: a replica killed with SIGKILL, every replica restarted in turn with
-//! SIGTERM, the database cut off and back, or Redis cut off and back (the last two through a
-//! proxy in front of each, which drops every connection and refuses new ones while down). Each
+//! SIGTERM, the database cut off and back, or Redis cut off and back (those two through a
+//! proxy in front of each, which drops every connection and refuses new ones while down), or a
+//! PostgreSQL server of the test's own really stopped and started again. Each
 //! time, every acknowledged task completes exactly once, none is created twice, no attempt is
 //! assigned twice, and a WebSocket subscriber sees every completion once, in order, moving to a
 //! live replica with `since` when its own goes. A rolling restart does what a load balancer
 //! does when a replica's readiness fails: takes it out of rotation before it stops.
 //!
-//! The four tests run one at a time (each starts three servers), and each replica keeps to one
+//! The five tests run one at a time (each starts three servers), and each replica keeps to one
 //! worker and four database connections, so they fit a small machine.
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +103,141 @@ impl Proxy {
         if !up {
             self.cut.notify_waiters();
         }
+    }
+}
+
+/// A PostgreSQL server of the test's own, in a directory of its own, so that it can really be
+/// stopped and started while the replicas use it (the shared test server cannot be). Needs the
+/// PostgreSQL server's programs (`initdb`, `pg_ctl`); run as root, it runs them as `postgres`.
+struct OwnPostgres {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn start() -> Self {
+        let bin = Self::programs();
+        let dir = std::env::temp_dir().join(format!("faults-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let own = Self { bin, dir, port };
+        if Self::as_root() {
+            let owned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&own.dir)
+                .status()
+                .unwrap();
+            assert!(owned.success(), "cannot give {:?} to postgres", own.dir);
+        }
+        let data = own.dir.join("data");
+        own.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        own.pg_ctl("start");
+        own
+    }
+
+    /// Where `initdb` and `pg_ctl` are: `pg_config --bindir`, or Debian's versioned directory.
+    fn programs() -> std::path::PathBuf {
+        let from_config = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        let debian = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|dirs| {
+                dirs.filter_map(Result::ok)
+                    .map(|d| d.path().join("bin"))
+                    .filter(|b| b.join("initdb").exists())
+                    .max()
+            });
+        from_config
+            .filter(|b| b.join("initdb").exists())
+            .or(debian)
+            .expect(
+                "this test restarts a PostgreSQL server of its own and needs the server's \
+                 programs (initdb, pg_ctl): install the PostgreSQL server (Debian: postgresql)",
+            )
+    }
+
+    fn as_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    }
+
+    /// One of the server's programs, to be run as `postgres` when this is root.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if Self::as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        }
+    }
+
+    /// Runs one of the server's programs and checks it succeeded.
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.command(program).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_ctl start` or `stop` (fast: open sessions are ended, as in a restart), waiting for it.
+    fn pg_ctl(&self, action: &str) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let mut args = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "-w",
+            "-l",
+            log.to_str().unwrap(),
+        ];
+        match action {
+            "start" => args.extend(["-o", options.as_str(), "start"]),
+            _ => args.extend(["-m", "fast", "stop"]),
+        }
+        self.run("pg_ctl", &args);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -792,5 +928,28 @@ async fn redis_cut_off_mid_flow_loses_no_event() {
     proxy.set_up(true);
     let tally = flow.finish(&[0, 1, 2]).await;
     eprintln!("Redis cut off: {tally:?}");
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_restarted_mid_flow_costs_only_retries() {
+    let _turn = one_at_a_time().await;
+    let postgres = OwnPostgres::start();
+    let redis = format!("redis://{}", redis_address());
+    let stack = Stack::start(postgres.url(), redis).await;
+    let flow = Flow::start(&stack).await;
+    flow.completed(TASKS / 3).await;
+    // A real stop (every session ended, nothing accepted) and start of the server.
+    tokio::task::block_in_place(|| {
+        postgres.pg_ctl("stop");
+        std::thread::sleep(Duration::from_secs(2));
+        postgres.pg_ctl("start");
+    });
+    let tally = flow.finish(&[0, 1, 2]).await;
+    eprintln!("database restarted: {tally:?}");
+    assert!(
+        tally.statuses.get(&503).copied().unwrap_or(0) > 0,
+        "writes during the restart were refused with 503: {tally:?}"
+    );
     drop(stack);
 }
