@@ -84,46 +84,35 @@ pub(crate) async fn pass(
     // IDs alone, keeping only the first `limit` as it goes, so a long queue costs a scan but no
     // sort of whole rows; only those are read whole and locked.
     let ready = "status = 'pending' AND not_before <= $1 AND (deadline IS NULL OR deadline > $1)";
-    let order = "priority
+    let ranking = "priority
                   + LEAST(GREATEST(extract(epoch FROM ($1 - created_at)), 0) / $3, $4)
                   + CASE WHEN deadline IS NULL THEN 0
                          WHEN extract(epoch FROM (deadline - $1)) < $5
                          THEN $6 * (1 - extract(epoch FROM (deadline - $1)) / $5)
                          ELSE 0 END DESC,
                   deadline NULLS LAST, created_at, id";
-    let pending = if ranked {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM tasks
-             WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {order} LIMIT $2)
-               AND {ready}
-             ORDER BY {order}
-             FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
-        .bind(policy.max_aging)
-        .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
-        .bind(policy.max_urgency)
-        .read_all(&mut *tx, task_from_row)
-        .await?
+    // No slot free: the head of the queue as `tasks_queue_idx` keeps it, for the waiting
+    // reasons (see `PassSize::ranks`), a short walk of the index where ranking looks at every
+    // pending task. (The ranking's parameters are bound either way, typed, and then unused.)
+    let order = if ranked {
+        ranking
     } else {
-        // No slot free: the head of the queue as `tasks_queue_idx` keeps it, for the waiting
-        // reasons (see `PassSize::ranks`): a short walk of the index, where ranking looks at
-        // every pending task.
-        let kept = "priority DESC, created_at, id";
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM tasks
-             WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {kept} LIMIT $2)
-               AND {ready}
-             ORDER BY {kept}
-             FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .read_all(&mut *tx, task_from_row)
-        .await?
+        "priority DESC, created_at, id"
     };
+    let pending = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks
+         WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {order} LIMIT $2) AND {ready}
+         ORDER BY {order}
+         FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(now)
+    .bind(i64::from(limit))
+    .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
+    .bind(policy.max_aging)
+    .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
+    .bind(policy.max_urgency)
+    .read_all(&mut *tx, task_from_row)
+    .await?;
     let agents = lock_serving(&mut tx).await?;
     let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
     let held = select(
