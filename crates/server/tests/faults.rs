@@ -940,11 +940,29 @@ async fn the_database_restarted_mid_flow_costs_only_retries() {
     let flow = Flow::start(&stack).await;
     flow.completed(TASKS / 3).await;
     // A real stop (every session ended, nothing accepted) and start of the server.
-    tokio::task::block_in_place(|| {
-        postgres.pg_ctl("stop");
-        std::thread::sleep(Duration::from_secs(2));
-        postgres.pg_ctl("start");
-    });
+    tokio::task::block_in_place(|| postgres.pg_ctl("stop"));
+    // Down until a replica has noticed (its readiness fails), then started again.
+    let noticed = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = call(
+            stack.replicas[0].addr(),
+            "GET",
+            "/readyz",
+            ADMIN_KEY,
+            &[],
+            None,
+        )
+        .await;
+        if matches!(ready, Ok((503, _))) {
+            break;
+        }
+        assert!(
+            Instant::now() < noticed,
+            "no replica noticed the database stopped: {ready:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+    tokio::task::block_in_place(|| postgres.pg_ctl("start"));
     let tally = flow.finish(&[0, 1, 2]).await;
     eprintln!("database restarted: {tally:?}");
     assert!(
