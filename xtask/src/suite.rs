@@ -27,9 +27,11 @@ const USAGE: &str = "xtask bench: cargo xtask bench [--quick]
   Builds the release server, then measures, each beside its baseline in the same run:
   B1 single submissions, B12 batched submissions, B2 end to end (the seed's per-task calls,
   and batched reports) on PostgreSQL and on the embedded store, B3 submit to assignment at
-  half of B2's rate, B14 the queries of an idle fleet, and B4 and B5 reads beside bare actix-web
-  programs. Needs PostgreSQL (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/
-  postgres), pgbench, psql, curl and wrk. --quick runs each measurement a fifth as long.
+  half of B2's rate, B10 two replicas on one database beside one, B14 the queries of an idle
+  fleet, and B4 and B5 reads beside bare actix-web programs. Needs PostgreSQL
+  (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres), Redis for B10
+  (TEST_REDIS_URL, default redis://127.0.0.1:6379), pgbench, psql, curl and wrk. --quick runs
+  each measurement a fifth as long.
 ";
 
 /// One line of the table.
@@ -197,6 +199,23 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
+    eprintln!("B10: two replicas on one database, beside one");
+    let tasks = (6_000 / scale).to_string();
+    let mut args: Vec<&str> = per_task.to_vec();
+    args.extend(["--tasks", &tasks]);
+    let one = replicas(&binary, 1, |urls| loadtest(urls, owned(&args))).await?;
+    let two = replicas(&binary, 2, |urls| loadtest(urls, owned(&args))).await?;
+    rows.push(Row {
+        id: "B10",
+        what: "two replicas on one database, per-task calls, tasks/s".into(),
+        ours: figure(&two, "end_to_end_tasks_per_second")?,
+        baseline: Some((
+            "one replica".to_owned(),
+            figure(&one, "end_to_end_tasks_per_second")?,
+        )),
+        target: "≥ 0.9×",
+    });
+
     eprintln!("B14: queries of an idle fleet");
     let mut idle = Vec::new();
     for agents in [100, 1_000] {
@@ -357,6 +376,44 @@ where
     result
 }
 
+/// `drive` run against `count` replicas of the release server on one fresh PostgreSQL database
+/// and the Redis at `TEST_REDIS_URL`, given their base URLs joined by commas (the load
+/// generator spreads its clients over them). Fails unless every task submitted completed and
+/// no attempt of any task was assigned twice, as the event log records them.
+async fn replicas<F, Fut>(binary: &Path, count: usize, drive: F) -> anyhow::Result<Value>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let database = adapters_postgres::testing::fresh_database().await;
+    let mut servers = Vec::new();
+    for _ in 0..count {
+        let (mut command, port) = Server::command(binary, Some(&database))?;
+        command.env("REDIS_URL", &redis);
+        servers.push(
+            Server::spawn(command, port).with_context(|| {
+                format!("a replica did not start: is Redis running at {redis}?")
+            })?,
+        );
+    }
+    let urls: Vec<String> = servers.iter().map(|s| s.url("")).collect();
+    let report = drive(urls.join(",")).await?;
+    drop(servers);
+    let summary = &report["summary"];
+    anyhow::ensure!(
+        summary["tasks_not_completed"] == 0,
+        "tasks were lost: {summary}"
+    );
+    let twice = psql(
+        &database,
+        "SELECT count(*) FROM (SELECT 1 FROM events WHERE type = 'task_assigned'
+             GROUP BY task_id, data->>'attempt' HAVING count(*) > 1) AS twice",
+    )?;
+    anyhow::ensure!(twice == "0", "{twice} attempts were assigned twice");
+    Ok(report)
+}
+
 /// The release server, running until dropped.
 struct Server {
     child: Child,
@@ -365,6 +422,13 @@ struct Server {
 
 impl Server {
     fn start(binary: &Path, database: Option<&str>) -> anyhow::Result<Self> {
+        let (command, port) = Self::command(binary, database)?;
+        Self::spawn(command, port)
+    }
+
+    /// The command that runs the release server on a free port (returned beside it), on
+    /// `database` or the embedded store, with rate limits off.
+    fn command(binary: &Path, database: Option<&str>) -> anyhow::Result<(Command, u16)> {
         let port = free_port()?;
         let mut command = Command::new(binary);
         command
@@ -380,7 +444,7 @@ impl Server {
         if let Some(url) = database {
             command.env("DATABASE_URL", url);
         }
-        Self::spawn(command, port)
+        Ok((command, port))
     }
 
     /// One of the bare baseline programs (see `crate::baselines`), run by the release xtask

@@ -194,7 +194,30 @@ impl Config {
 
     /// Builds the configuration from a set of variables.
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        Self::reading(vars, &std::cell::RefCell::default())
+    }
+
+    /// The names of every setting the configuration reads: `CONFIG_FILE` and those
+    /// [`Config::from_map`] reads (each whatever its value, so all of them from no value).
+    #[cfg(test)]
+    fn names() -> std::collections::BTreeSet<String> {
+        let asked = std::cell::RefCell::default();
+        // With no value set every setting takes its default, and every one is read.
+        let _ = Self::reading(&HashMap::new(), &asked);
+        let mut names = asked.into_inner();
+        names.insert("CONFIG_FILE".to_owned());
+        names
+    }
+
+    /// [`Config::from_map`], noting in `asked` the name of every setting it reads.
+    fn reading(
+        vars: &HashMap<String, String>,
+        asked: &std::cell::RefCell<std::collections::BTreeSet<String>>,
+    ) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            asked.borrow_mut().insert(name.to_owned());
+            vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        };
         let secret = |name: &str| get(name).map(|v| SecretString::from(v.to_owned()));
         let number =
             |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
@@ -395,6 +418,25 @@ impl Config {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn the_readme_documents_exactly_the_settings_read() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        // The names in the README's configuration table.
+        let documented: std::collections::BTreeSet<String> = readme
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.split('`').next())
+            .filter(|name| {
+                name.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(documented, Config::names());
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -104,12 +104,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .workers(workers)
         // Every connection takes a descriptor: together they never take them all.
         .max_connections(budget.connections_per_worker);
-    for addr in server.addrs() {
-        tracing::info!(%addr, "listening");
-    }
+    let addrs = server.addrs();
     let server = server.run();
     let handle = server.handle();
     readiness.set(Phase::Ready);
+    // Said once ready, so whoever waits for this line finds `/readyz` answering 200.
+    for addr in addrs {
+        tracing::info!(%addr, "listening");
+    }
     let drain = config.shutdown_drain;
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
