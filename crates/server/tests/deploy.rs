@@ -230,6 +230,23 @@ fn the_image_and_the_manifests_agree_with_the_binary() {
         healthcheck.contains(r#"CMD ["/usr/local/bin/agent-platform", "probe", "/livez"]"#),
         "{healthcheck}"
     );
+    // Its own settings: the port it exposes, and a wildcard address, which the health check
+    // (run inside the container) turns into loopback.
+    let image_env: std::collections::HashMap<String, String> = dockerfile
+        .lines()
+        .skip_while(|l| !l.starts_with("ENV "))
+        .take_while(|l| l.starts_with("ENV ") || l.starts_with("    "))
+        .filter_map(|l| {
+            let l = l.trim_start_matches("ENV ").trim().trim_end_matches('\\');
+            l.trim().split_once('=')
+        })
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(image_env["PORT"].parse::<u16>().ok(), Some(exposed));
+    assert_eq!(
+        image_env["HOST"], "0.0.0.0",
+        "the image listens on every address"
+    );
 
     // The manifests: one port throughout, probes on the paths the binary serves, time to drain.
     let config = manifest("configmap.yaml");
@@ -343,7 +360,7 @@ fn the_image_and_the_manifests_agree_with_the_binary() {
     }
     let probe = Command::new(BINARY)
         .env_clear()
-        .env("HOST", "127.0.0.1")
+        .env("HOST", &image_env["HOST"])
         .env("PORT", port.to_string())
         .args(["probe", "/livez"])
         .status()
