@@ -65,6 +65,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             "{tool} is needed (Debian: apt-get install {package})"
         );
     }
+    redis_reachable()?;
     let binary = build_release()?;
     if cfg!(debug_assertions) {
         // The load generator must not be the bottleneck: measure from the release build.
@@ -385,17 +386,13 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Value>>,
 {
-    let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = redis_url();
     let database = adapters_postgres::testing::fresh_database().await;
     let mut servers = Vec::new();
     for _ in 0..count {
         let (mut command, port) = Server::command(binary, Some(&database))?;
         command.env("REDIS_URL", &redis);
-        servers.push(
-            Server::spawn(command, port).with_context(|| {
-                format!("a replica did not start: is Redis running at {redis}?")
-            })?,
-        );
+        servers.push(Server::spawn(command, port).context("a replica did not start")?);
     }
     let urls: Vec<String> = servers.iter().map(|s| s.url("")).collect();
     let report = drive(urls.join(",")).await?;
@@ -412,6 +409,25 @@ where
     )?;
     anyhow::ensure!(twice == "0", "{twice} attempts were assigned twice");
     Ok(report)
+}
+
+/// The Redis B10's replicas share: `TEST_REDIS_URL`, or the local default.
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Fails, saying how to start it, unless the Redis at [`redis_url`] accepts connections.
+fn redis_reachable() -> anyhow::Result<()> {
+    let url = redis_url();
+    let rest = url.trim_start_matches("redis://");
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let address = rest.split('/').next().unwrap_or(rest);
+    anyhow::ensure!(
+        TcpStream::connect(address).is_ok(),
+        "Redis (TEST_REDIS_URL) does not answer at {address}, and B10 needs it: start it with \
+         `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`"
+    );
+    Ok(())
 }
 
 /// The release server, running until dropped.

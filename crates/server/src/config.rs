@@ -424,9 +424,12 @@ mod tests {
         let readme =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
                 .unwrap();
-        // The names in the README's configuration table.
+        // The names in the README's configuration table (its "Configuration" section).
         let documented: std::collections::BTreeSet<String> = readme
             .lines()
+            .skip_while(|line| *line != "## Configuration")
+            .skip(1)
+            .take_while(|line| !line.starts_with("## "))
             .filter_map(|line| line.strip_prefix("| `"))
             .filter_map(|rest| rest.split('`').next())
             .filter(|name| {

@@ -257,7 +257,7 @@ impl OwnRedis {
             port: free_port(),
             server: None,
         };
-        redis.run();
+        tokio::task::block_in_place(|| redis.run());
         redis
     }
 
@@ -281,6 +281,15 @@ impl OwnRedis {
         self.server = Some(server);
         let answers = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "redis-server exited at start ({exited:?}): is port {} taken?",
+                self.port
+            );
             assert!(Instant::now() < answers, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -843,12 +852,12 @@ impl Flow {
             histories.insert(id.clone(), events.clone());
         }
         self.subscriber.await.unwrap();
-        // Every task event, as each task's history keeps it, reached the subscriber, and
-        // nothing else did (it saw each at most once, in order, as it checked).
+        // Every event of the channel subscribed to, as each task's history keeps it, reached
+        // the subscriber, and nothing else did (it saw each at most once, in order, as it checked).
         let mut logged: Vec<i64> = histories
             .values()
             .flatten()
-            .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("task_")))
+            .filter(|e| e["channel"] == "task_activity")
             .map(|e| e["seq"].as_i64().unwrap())
             .collect();
         logged.sort_unstable();
@@ -1024,6 +1033,9 @@ async fn a_replica_killed_mid_flow_loses_no_task_and_runs_none_twice() {
     stack.replicas[0].child.wait().unwrap();
     let (tally, histories) = flow.finish(&[1, 2]).await;
     eprintln!("replica killed: {tally:?}");
+    // Requests the kill cut off are the only ones that failed.
+    assert_eq!(tally.failed(), 0, "{tally:?}");
+    assert!(!abandoned.is_empty());
     // Each task a dead agent held came back to the queue when its lease ran out, and another
     // agent ran it to the end in a later attempt.
     for (agent, task) in abandoned {
@@ -1038,6 +1050,15 @@ async fn a_replica_killed_mid_flow_loses_no_task_and_runs_none_twice() {
             .iter()
             .rposition(|&e| holder(e).as_deref() == Some(agent.as_str()))
             .unwrap_or_else(|| panic!("task {task} was held by {agent}: {history:?}"));
+        let lease_ran_out = history.iter().any(|e| {
+            e["type"] == "task_retrying"
+                && e["data"]["error"] == "lease expired"
+                && attempt(e) > attempt(assigned[lost])
+        });
+        assert!(
+            lease_ran_out,
+            "task {task} came back when its lease ran out: {history:?}"
+        );
         let completed = history
             .iter()
             .find(|e| e["type"] == "task_completed")
@@ -1147,9 +1168,37 @@ async fn redis_stopped_and_started_mid_flow_loses_no_event() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Down for 3 s from then on, while the flow goes on without it.
+    let before = flow.done.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = flow.done.load(Ordering::SeqCst) - before;
     redis.restart();
     let (tally, _) = flow.finish(&[0, 1, 2]).await;
     only_retries("Redis restarted", &tally);
+    assert!(during > 0, "tasks completed while Redis was down");
+    // Every replica found Redis again.
+    for replica in &stack.replicas {
+        let back = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = call(
+                replica.addr(),
+                "GET",
+                "/api/v1/health",
+                ADMIN_KEY,
+                &[],
+                None,
+            )
+            .await;
+            if matches!(&health, Ok((200, body)) if body["components"]["redis"] == "healthy") {
+                break;
+            }
+            assert!(
+                Instant::now() < back,
+                "a replica did not find Redis again: {health:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     drop(stack);
 }
 
