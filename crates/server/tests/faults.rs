@@ -460,6 +460,20 @@ impl Stack {
     }
 }
 
+/// Asks the replica at `addr` for `path` until `wanted` holds of its answer (status and body),
+/// for up to 30 s; else fails, saying `what` with the last answer.
+async fn until(addr: SocketAddr, path: &str, what: &str, wanted: impl Fn(u16, &Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = call(addr, "GET", path, ADMIN_KEY, &[], None).await;
+        if matches!(&answer, Ok((status, body)) if wanted(*status, body)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// How requests went: what a client without a load balancer's retries would have seen.
 #[derive(Debug, Default, Clone)]
 struct Tally {
@@ -1148,26 +1162,13 @@ async fn redis_stopped_and_started_mid_flow_loses_no_event() {
     redis.stop();
     // Down until a replica has noticed (its health says Redis is down), then started again:
     // events committed meanwhile reach the other replicas' subscribers from the log.
-    let noticed = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health = call(
-            stack.replicas[1].addr(),
-            "GET",
-            "/api/v1/health",
-            ADMIN_KEY,
-            &[],
-            None,
-        )
-        .await;
-        if matches!(&health, Ok((_, body)) if body["components"]["redis"] == "unhealthy") {
-            break;
-        }
-        assert!(
-            Instant::now() < noticed,
-            "no replica noticed Redis stopped: {health:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        stack.replicas[1].addr(),
+        "/api/v1/health",
+        "no replica noticed Redis stopped",
+        |_, body| body["components"]["redis"] == "unhealthy",
+    )
+    .await;
     // Down for 3 s from then on, while the flow goes on without it.
     let before = flow.done.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1178,26 +1179,13 @@ async fn redis_stopped_and_started_mid_flow_loses_no_event() {
     assert!(during > 0, "tasks completed while Redis was down");
     // Every replica found Redis again.
     for replica in &stack.replicas {
-        let back = Instant::now() + Duration::from_secs(30);
-        loop {
-            let health = call(
-                replica.addr(),
-                "GET",
-                "/api/v1/health",
-                ADMIN_KEY,
-                &[],
-                None,
-            )
-            .await;
-            if matches!(&health, Ok((200, body)) if body["components"]["redis"] == "healthy") {
-                break;
-            }
-            assert!(
-                Instant::now() < back,
-                "a replica did not find Redis again: {health:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until(
+            replica.addr(),
+            "/api/v1/health",
+            "a replica did not find Redis again",
+            |status, body| status == 200 && body["components"]["redis"] == "healthy",
+        )
+        .await;
     }
     drop(stack);
 }
@@ -1213,26 +1201,13 @@ async fn the_database_restarted_mid_flow_costs_only_retries() {
     // A real stop (every session ended, nothing accepted) and start of the server.
     tokio::task::block_in_place(|| postgres.pg_ctl("stop"));
     // Down until a replica has noticed (its readiness fails), then started again.
-    let noticed = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = call(
-            stack.replicas[0].addr(),
-            "GET",
-            "/readyz",
-            ADMIN_KEY,
-            &[],
-            None,
-        )
-        .await;
-        if matches!(ready, Ok((503, _))) {
-            break;
-        }
-        assert!(
-            Instant::now() < noticed,
-            "no replica noticed the database stopped: {ready:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        stack.replicas[0].addr(),
+        "/readyz",
+        "no replica noticed the database stopped",
+        |status, _| status == 503,
+    )
+    .await;
     tokio::task::block_in_place(|| postgres.pg_ctl("start"));
     let (tally, _) = flow.finish(&[0, 1, 2]).await;
     only_retries("database restarted", &tally);
