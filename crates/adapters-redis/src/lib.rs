@@ -190,7 +190,10 @@ async fn listen(
     let mut failing = false;
     loop {
         let result = listen_once(&url, &channel, log.as_ref(), &local, &ready).await;
-        ready.send_replace(false);
+        // Subscribed until now: a loss is news again, and is logged.
+        if ready.send_replace(false) {
+            failing = false;
+        }
         match result {
             Ok(()) => pause = Duration::from_millis(100),
             Err(e) => {

@@ -139,6 +139,30 @@ impl Flow {
         assert!(got.is_ok(), "the flow did not get going");
     }
 
+    /// Waits until a write has been refused with `503`: the outage is felt by clients (and
+    /// answered as the contract says).
+    pub(crate) async fn write_refused(&self) {
+        let refused = async {
+            loop {
+                let more = self.clients.progress.notified();
+                if self.clients.tally.lock().unwrap().writes.contains_key(&503) {
+                    return;
+                }
+                more.await;
+            }
+        };
+        let felt = tokio::time::timeout(Duration::from_secs(30), refused).await;
+        assert!(
+            felt.is_ok(),
+            "writes during the outage were refused with 503"
+        );
+    }
+
+    /// Waits until agents have completed `n` more tasks than they have now.
+    pub(crate) async fn completed_more(&self, n: usize) {
+        self.completed(self.done.load(Ordering::SeqCst) + n).await;
+    }
+
     /// Makes the agents that run beside replica 0 die, each holding a task it started, as if
     /// their machine went down; waits until they have, and returns each one's ID and task.
     pub(crate) async fn doom_agents_beside_replica_0(&self) -> Vec<(String, String)> {

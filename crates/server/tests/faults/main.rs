@@ -21,14 +21,11 @@ mod flow;
 mod requests;
 mod servers;
 
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-
 use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncGuard};
 
 use crate::flow::{Flow, TASKS};
-use crate::requests::{until, Tally};
+use crate::requests::Tally;
 use crate::servers::{redis_url, OwnPostgres, OwnRedis, Proxy, Stack};
 
 /// One fault test at a time.
@@ -144,15 +141,11 @@ async fn the_database_cut_off_mid_flow_costs_only_retries() {
     let flow = Flow::start(&stack).await;
     flow.completed(TASKS / 3).await;
     proxy.set_up(false);
-    // The outage lasts 3 s.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down until clients feel it: a write is refused with 503.
+    flow.write_refused().await;
     proxy.set_up(true);
     let (tally, _) = flow.finish(&[0, 1, 2]).await;
     only_retries("database cut off", &tally);
-    assert!(
-        tally.writes.get(&503).copied().unwrap_or(0) > 0,
-        "writes during the outage were refused with 503: {tally:?}"
-    );
     drop(stack);
 }
 
@@ -160,37 +153,37 @@ async fn the_database_cut_off_mid_flow_costs_only_retries() {
 async fn redis_stopped_and_started_mid_flow_loses_no_event() {
     let _turn = one_at_a_time().await;
     let database = adapters_postgres::testing::fresh_database().await;
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::start().await;
     let stack = Stack::start(database, redis.url()).await;
     let flow = Flow::start(&stack).await;
     flow.completed(TASKS / 3).await;
+    let marks: Vec<usize> = stack.replicas.iter().map(|r| r.said.mark()).collect();
     redis.stop();
-    // Down until a replica has noticed (its health says Redis is down), then started again:
-    // events committed meanwhile reach the other replicas' subscribers from the log.
-    until(
-        stack.replicas[1].addr(),
-        "/api/v1/health",
-        "no replica noticed Redis stopped",
-        |_, body| body["components"]["redis"] == "unhealthy",
-    )
-    .await;
-    // Down for 3 s from then on, while the flow goes on without it.
-    let before = flow.done.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = flow.done.load(Ordering::SeqCst) - before;
-    redis.restart();
+    // Down until every replica has noticed, and while 50 tasks complete without it (their
+    // events reach the subscriber from the log); then started again.
+    for (replica, &mark) in stack.replicas.iter().zip(&marks) {
+        assert!(
+            replica
+                .said
+                .after(mark, "lost the Redis event subscription")
+                .await,
+            "a replica noticed Redis stopped"
+        );
+    }
+    flow.completed_more(50).await;
+    let marks: Vec<usize> = stack.replicas.iter().map(|r| r.said.mark()).collect();
+    redis.restart().await;
     let (tally, _) = flow.finish(&[0, 1, 2]).await;
     only_retries("Redis restarted", &tally);
-    assert!(during > 0, "tasks completed while Redis was down");
     // Every replica found Redis again.
-    for replica in &stack.replicas {
-        until(
-            replica.addr(),
-            "/api/v1/health",
-            "a replica did not find Redis again",
-            |status, body| status == 200 && body["components"]["redis"] == "healthy",
-        )
-        .await;
+    for (replica, &mark) in stack.replicas.iter().zip(&marks) {
+        assert!(
+            replica
+                .said
+                .after(mark, "subscribed to Redis event notices")
+                .await,
+            "a replica found Redis again"
+        );
     }
     drop(stack);
 }
@@ -205,20 +198,10 @@ async fn the_database_restarted_mid_flow_costs_only_retries() {
     flow.completed(TASKS / 3).await;
     // A real stop (every session ended, nothing accepted) and start of the server.
     tokio::task::block_in_place(|| postgres.pg_ctl("stop"));
-    // Down until a replica has noticed (its readiness fails), then started again.
-    until(
-        stack.replicas[0].addr(),
-        "/readyz",
-        "no replica noticed the database stopped",
-        |status, _| status == 503,
-    )
-    .await;
+    // Down until clients feel it: a write is refused with 503. Then started again.
+    flow.write_refused().await;
     tokio::task::block_in_place(|| postgres.pg_ctl("start"));
     let (tally, _) = flow.finish(&[0, 1, 2]).await;
     only_retries("database restarted", &tally);
-    assert!(
-        tally.writes.get(&503).copied().unwrap_or(0) > 0,
-        "writes during the restart were refused with 503: {tally:?}"
-    );
     drop(stack);
 }

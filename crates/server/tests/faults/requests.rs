@@ -10,26 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::servers::{Routes, ADMIN_KEY};
-
-/// Asks the replica at `addr` for `path` until `wanted` holds of its answer (status and body),
-/// for up to 30 s; else fails, saying `what` with the last answer.
-pub(crate) async fn until(
-    addr: SocketAddr,
-    path: &str,
-    what: &str,
-    wanted: impl Fn(u16, &Value) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = call(addr, "GET", path, ADMIN_KEY, &[], None).await;
-        if matches!(&answer, Ok((status, body)) if wanted(*status, body)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {answer:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::servers::Routes;
 
 /// How requests went: what a client without a load balancer's retries would have seen.
 #[derive(Debug, Default, Clone)]
@@ -139,7 +120,8 @@ pub(crate) async fn exchange(
 pub(crate) struct Clients {
     pub(crate) routes: Routes,
     pub(crate) tally: Arc<Mutex<Tally>>,
-    /// Told of every completion an agent or the subscriber records.
+    /// Told of every answer counted in `tally`, and of every completion an agent or the
+    /// subscriber records.
     pub(crate) progress: Arc<Notify>,
 }
 
@@ -161,7 +143,7 @@ impl Clients {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> std::io::Result<(u16, Value)> {
-        tallied(
+        let answer = tallied(
             &self.tally,
             self.route(at),
             method,
@@ -170,7 +152,9 @@ impl Clients {
             headers,
             body,
         )
-        .await
+        .await;
+        self.progress.notify_waiters();
+        answer
     }
 
     /// `call`, moving on to the next replica while one does not answer or answers `503`

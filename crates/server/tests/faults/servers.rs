@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -227,12 +227,12 @@ pub(crate) struct OwnRedis {
 }
 
 impl OwnRedis {
-    pub(crate) fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let mut redis = Self {
             port: free_port(),
             server: None,
         };
-        tokio::task::block_in_place(|| redis.run());
+        redis.run().await;
         redis
     }
 
@@ -240,12 +240,12 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Runs the server and waits until it answers.
-    pub(crate) fn run(&mut self) {
-        let server = Command::new("redis-server")
+    /// Runs the server and waits until it says it accepts connections.
+    async fn run(&mut self) {
+        let mut server = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -253,26 +253,18 @@ impl OwnRedis {
                      server's program (Debian's `redis-server` package)"
                 )
             });
+        let said = Said::follow(server.stdout.take().unwrap());
         self.server = Some(server);
-        let answers = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            let exited = self
-                .server
-                .as_mut()
-                .and_then(|s| s.try_wait().ok().flatten());
-            assert!(
-                exited.is_none(),
-                "redis-server exited at start ({exited:?}): is port {} taken?",
-                self.port
-            );
-            assert!(Instant::now() < answers, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            said.after(0, "Ready to accept connections").await,
+            "redis-server did not start: is port {} taken?",
+            self.port
+        );
     }
 
     /// Starts the stopped server again, on the same port.
-    pub(crate) fn restart(&mut self) {
-        tokio::task::block_in_place(|| self.run());
+    pub(crate) async fn restart(&mut self) {
+        self.run().await;
     }
 
     /// Stops the server (every connection closed, nothing answers) and waits until it has.
@@ -290,13 +282,75 @@ impl Drop for OwnRedis {
     }
 }
 
+/// What a process has printed so far, a line at a time, and a bell rung at each new line: a
+/// test waits for a process to say something rather than asking it again and again.
+#[derive(Default)]
+pub(crate) struct Said {
+    lines: Mutex<Vec<String>>,
+    more: Notify,
+    ended: AtomicBool,
+}
+
+impl Said {
+    /// Reads `output` to its end, on a thread of its own.
+    pub(crate) fn follow(output: impl std::io::Read + Send + 'static) -> Arc<Said> {
+        let said = Arc::new(Said::default());
+        let to = said.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(output)
+                .lines()
+                .map_while(Result::ok)
+            {
+                to.lines.lock().unwrap().push(line);
+                to.more.notify_waiters();
+            }
+            to.ended.store(true, Ordering::SeqCst);
+            to.more.notify_waiters();
+        });
+        said
+    }
+
+    /// How many lines so far: a mark to wait from.
+    pub(crate) fn mark(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    /// Waits, up to 30 s, for a line after `mark` that contains `text`; false if none came
+    /// (the process ended, or said nothing of the kind).
+    pub(crate) async fn after(&self, mark: usize, text: &str) -> bool {
+        let heard = async {
+            loop {
+                let more = self.more.notified();
+                if self
+                    .lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .skip(mark)
+                    .any(|l| l.contains(text))
+                {
+                    return true;
+                }
+                if self.ended.load(Ordering::SeqCst) {
+                    return false;
+                }
+                more.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), heard)
+            .await
+            .unwrap_or(false)
+    }
+}
+
 /// One replica: the binary, on its own port, its output kept in a file for failure messages.
 pub(crate) struct Replica {
     pub(crate) child: Child,
     pub(crate) port: u16,
     pub(crate) log: std::path::PathBuf,
-    /// Fires when the replica logs that it listens.
-    pub(crate) listening: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// What it logs on standard output.
+    pub(crate) said: Arc<Said>,
 }
 
 impl Replica {
@@ -312,8 +366,9 @@ impl Replica {
             .env("REDIS_URL", redis)
             .env("ADMIN_API_KEY", ADMIN_KEY)
             .env("RATE_LIMIT_PER_SECOND", "0")
-            // Its own start-up lines (the "listening" one), and warnings from the rest.
-            .env("LOG_LEVEL", "warn,agent_platform=info")
+            // Its own start-up lines (the "listening" one), Redis subscriptions made, and
+            // warnings from the rest.
+            .env("LOG_LEVEL", "warn,agent_platform=info,adapters_redis=info")
             .env("LOG_FORMAT", "json")
             .env("SHUTDOWN_DRAIN_SECS", "1")
             .env("SHUTDOWN_TIMEOUT_SECS", "10")
@@ -323,27 +378,12 @@ impl Replica {
             .stderr(out)
             .spawn()
             .unwrap();
-        let (tell, listening) = tokio::sync::oneshot::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut tell = Some(tell);
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("\"listening\"") {
-                    if let Some(tell) = tell.take() {
-                        let _ = tell.send(());
-                    }
-                }
-            }
-        });
+        let said = Said::follow(child.stdout.take().unwrap());
         Replica {
             child,
             port,
             log,
-            listening: Some(listening),
+            said,
         }
     }
 
@@ -402,11 +442,9 @@ impl Stack {
 
     /// Waits for replica `i` to say it listens, then checks it is ready.
     pub(crate) async fn ready(&mut self, i: usize) {
-        let replica = &mut self.replicas[i];
-        let listening = replica.listening.take().expect("waited for once");
-        let said = tokio::time::timeout(Duration::from_secs(30), listening).await;
+        let replica = &self.replicas[i];
         assert!(
-            matches!(said, Ok(Ok(()))),
+            replica.said.after(0, "\"listening\"").await,
             "replica {i} did not start: {}",
             replica.output()
         );
