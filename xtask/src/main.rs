@@ -2,7 +2,9 @@
 
 mod baselines;
 mod bench;
+mod browser;
 mod credentials;
+mod dashboard;
 mod seed;
 mod suite;
 
@@ -31,6 +33,9 @@ commands:
                   a user in DATABASE_URL; the password is read from XTASK_PASSWORD
   create-api-key --name N [--role viewer|operator|admin|agent] [--agent-id ID]
                   an API key in DATABASE_URL, printed once on stdout
+  dashboard-tests the web dashboard driven in headless Chromium (Debian's chromium and
+                  chromium-driver) against the debug server; screenshots of every page go
+                  to target/dashboard-screenshots/
   loadtest --auth-token T [options]
                   drive a running server over HTTP and WebSocket and report latencies,
                   status codes and throughput; --simulate runs agents that complete the
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("baseline-http") => return report(baselines::http(&args[1..])),
         Some("baseline-sqlx") => return report(baselines::sqlx(&args[1..])),
+        Some("dashboard-tests") => return report(dashboard::run()),
         _ => {}
     }
     let result = match args.first().map(String::as_str) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-const ADMIN_KEY: &str = "bench-suite-admin-key-0123456789";
+pub(crate) const ADMIN_KEY: &str = "bench-suite-admin-key-0123456789";
 /// How long each pgbench baseline runs.
 const PGBENCH_SECONDS: u64 = 10;
 /// How long the idle fleet's queries are counted (B14).
@@ -431,9 +431,9 @@ fn redis_reachable() -> anyhow::Result<()> {
 }
 
 /// The release server, running until dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Server {
@@ -444,7 +444,7 @@ impl Server {
 
     /// The command that runs the release server on a free port (returned beside it), on
     /// `database` or the embedded store, with rate limits off.
-    fn command(binary: &Path, database: Option<&str>) -> anyhow::Result<(Command, u16)> {
+    pub(crate) fn command(binary: &Path, database: Option<&str>) -> anyhow::Result<(Command, u16)> {
         let port = free_port()?;
         let mut command = Command::new(binary);
         command
@@ -473,7 +473,7 @@ impl Server {
     }
 
     /// Runs `command` and waits until it listens on `port`.
-    fn spawn(mut command: Command, port: u16) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(mut command: Command, port: u16) -> anyhow::Result<Self> {
         command.stdout(Stdio::null()).stderr(Stdio::null());
         let child = command
             .spawn()
@@ -499,7 +499,7 @@ impl Server {
 }
 
 /// A port free on loopback now.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -226,6 +226,9 @@ pub struct AgentOrViewer;
 /// which agent, and which changes an operator may make).
 #[derive(Debug)]
 pub struct AgentOrOperator;
+/// Any authenticated caller, whatever its role.
+#[derive(Debug)]
+pub struct AnyRole;
 
 impl Requirement for Viewer {
     const NEEDS: &'static str = "the viewer role or higher";
@@ -252,6 +255,13 @@ impl Requirement for AgentOrOperator {
     const NEEDS: &'static str = "the operator role or higher, or the agent role";
     fn allows(role: Role) -> bool {
         role == Role::Agent || role.includes(Role::Operator)
+    }
+}
+
+impl Requirement for AnyRole {
+    const NEEDS: &'static str = "any role";
+    fn allows(_: Role) -> bool {
+        true
     }
 }
 

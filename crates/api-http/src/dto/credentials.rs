@@ -137,6 +137,21 @@ pub struct TokenBody {
     pub expires_in: i64,
 }
 
+/// `GET /auth/me`: who the credential presented is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallerBody {
+    /// The credential's kind and name: `user:<name>`, `token:<sub>`, `api-key:<prefix>` or
+    /// `admin-api-key`.
+    pub subject: String,
+    /// `viewer`, `operator`, `admin` or `agent`.
+    pub role: &'static str,
+    /// For the `agent` role, the agent it acts for.
+    pub agent_id: Option<uuid::Uuid>,
+    /// When the credential stops being valid, if it does.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// `GET /api-keys`, `GET /users`: paging only.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -7,9 +7,9 @@ use ports::Admission;
 use uuid::Uuid;
 
 use super::endpoint;
-use crate::auth::{Admin, Auth};
+use crate::auth::{Admin, AnyRole, Auth};
 use crate::dto::credentials::{
-    ApiKeyBody, AuditBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
+    ApiKeyBody, AuditBody, CallerBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
     TokenBody, UpdateUser, UserBody,
 };
 use crate::dto::NoFields;
@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(crate::BodyLimit(LOGIN_BODY_BYTES))
             .route(web::post().to(login))
     }))
+    .service(endpoint("/auth/me", "GET", |r| r.route(web::get().to(whoami))))
     .service(endpoint("/audit", "GET", |r| r.route(web::get().to(audit))));
 }
 
@@ -194,6 +195,24 @@ pub(crate) async fn delete_user(
         .delete_user(&auth.principal, UserId(id.into_inner()))
         .await?;
     Ok(HttpResponse::Ok().json(UserBody::from(user)))
+}
+
+/// Who the caller is: its credential's subject, role, agent and expiry. Any role may ask; a
+/// client (the dashboard, say) learns from it what to offer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "credentials",
+    responses((status = 200, description = "The caller.", body = CallerBody))
+)]
+pub(crate) async fn whoami(auth: Auth<AnyRole>) -> HttpResponse {
+    let p = auth.principal;
+    HttpResponse::Ok().json(CallerBody {
+        subject: p.subject,
+        role: p.role.as_str(),
+        agent_id: p.agent_id.map(|a| a.as_uuid()),
+        expires_at: p.expires_at,
+    })
 }
 
 /// Open: a username and password for a token. Needs `JWT_SECRET`, which signs the token.

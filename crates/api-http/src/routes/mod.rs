@@ -10,6 +10,7 @@ pub(crate) use openapi::description as openapi_description;
 mod resources;
 mod system;
 mod tasks;
+mod ui;
 mod workflows;
 
 use actix_web::dev::HttpServiceFactory;
@@ -48,6 +49,7 @@ pub(crate) fn too_many_items(what: &str, limit: usize, got: usize) -> ApiError {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     system::configure(cfg);
     openapi::configure(cfg);
+    ui::configure(cfg);
     cfg.service(web::scope("/api/v1").configure(|api| {
         api.service(endpoint("/health", "GET", |r| {
             r.route(web::get().to(system::health))

@@ -13,7 +13,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    agents, conflicts, credentials, dashboard, endpoint, resources, system, tasks, workflows,
+    agents, conflicts, credentials, dashboard, endpoint, resources, system, tasks, ui, workflows,
 };
 
 #[derive(OpenApi)]
@@ -35,9 +35,10 @@ use super::{
         workflows::executions, workflows::execution, workflows::cancel, workflows::rerun,
         credentials::create_key, credentials::list_keys, credentials::revoke_key,
         credentials::create_user, credentials::list_users, credentials::update_user,
-        credentials::delete_user, credentials::login, credentials::audit,
+        credentials::delete_user, credentials::login, credentials::whoami, credentials::audit,
         dashboard::activity, dashboard::summary, dashboard::performance,
         crate::ws::connect,
+        ui::page, ui::file,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Conventions),
