@@ -14,6 +14,9 @@ use crate::suite::{free_port, Server, ADMIN_KEY};
 const JWT_SECRET: &str = "dashboard-tests-jwt-secret-0123456789abcdef";
 const PASSWORD: &str = "correct horse battery staple";
 
+/// One scenario, run in the browser session the ones before it left.
+type Step = fn(&Run) -> anyhow::Result<()>;
+
 pub fn run() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -40,7 +43,7 @@ pub fn run() -> anyhow::Result<()> {
         shots,
         proxy,
     };
-    let steps: [(&str, fn(&Run) -> anyhow::Result<()>); 8] = [
+    let steps: [(&str, Step); 8] = [
         ("signing in, and being refused", signing_in),
         ("an agent registers and a task completes, live", live_task),
         ("a conflict is resolved", conflicts),
@@ -85,7 +88,13 @@ struct Api {
 
 impl Api {
     /// A call with `credential`; fails unless it answers 200.
-    fn call(&self, credential: &str, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    fn call(
+        &self,
+        credential: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let auth = format!("Bearer {credential}");
         let (status, answer) = request(
             self.port,
@@ -135,7 +144,12 @@ impl Api {
             .context("no task was assigned within 20 s")?;
         let task_id = id(task, "id")?;
         let attempt = task["attempt"].clone();
-        self.call(key, "POST", &format!("/tasks/{task_id}/start"), Some(json!({"attempt": attempt})))?;
+        self.call(
+            key,
+            "POST",
+            &format!("/tasks/{task_id}/start"),
+            Some(json!({"attempt": attempt})),
+        )?;
         self.call(
             key,
             "POST",
@@ -165,7 +179,8 @@ struct Run {
 impl Run {
     /// Shows `fragment` (such as `#/tasks`) and waits for the page's heading.
     fn open(&self, fragment: &str) -> anyhow::Result<()> {
-        self.browser.run("location.hash = arguments[0];", json!([fragment]))?;
+        self.browser
+            .run("location.hash = arguments[0];", json!([fragment]))?;
         self.browser.until(
             &format!("{fragment} to load"),
             "document.querySelector('main h1') && !document.querySelector('main > p.muted')",
@@ -174,7 +189,8 @@ impl Run {
     }
 
     fn shot(&self, name: &str) -> anyhow::Result<()> {
-        self.browser.screenshot(&self.shots.join(format!("{name}.png")))
+        self.browser
+            .screenshot(&self.shots.join(format!("{name}.png")))
     }
 
     fn sign_in_with_key(&self, key: &str) -> anyhow::Result<()> {
@@ -217,13 +233,20 @@ impl Run {
 fn signing_in(t: &Run) -> anyhow::Result<()> {
     let b = &t.browser;
     b.go(&t.base)?;
-    b.until("the sign-in page", "document.querySelector('#key-form')", Value::Null)?;
+    b.until(
+        "the sign-in page",
+        "document.querySelector('#key-form')",
+        Value::Null,
+    )?;
     t.shot("sign-in")?;
 
     // A wrong key says so, and signs nobody in.
     t.sign_in_with_key("mapk_not-a-key-at-all")?;
     b.until_text("#signin-error", "Not signed in")?;
-    anyhow::ensure!(b.count("#top[hidden]")? == 1, "a wrong key showed the pages");
+    anyhow::ensure!(
+        b.count("#top[hidden]")? == 1,
+        "a wrong key showed the pages"
+    );
 
     // A wrong password says so; the right one signs in.
     t.api.admin(
@@ -293,17 +316,29 @@ fn live_task(t: &Run) -> anyhow::Result<()> {
     b.click("button[data-action=drain]")?;
     b.until_text("main h1", "draining")?;
     let agent = t.api.admin("GET", &format!("/agents/{render}"), None)?;
-    anyhow::ensure!(agent["status"] == "draining", "drain did not reach the store: {agent}");
+    anyhow::ensure!(
+        agent["status"] == "draining",
+        "drain did not reach the store: {agent}"
+    );
 
     // The task list pages through the server.
     for n in 0..30 {
-        t.api.submit(&format!("backlog item {n}"), &["nobody-has-this"])?;
+        t.api
+            .submit(&format!("backlog item {n}"), &["nobody-has-this"])?;
     }
     t.open("#/tasks?status_filter=pending")?;
-    b.until("a full first page", "document.querySelectorAll('#tasks tbody tr').length === 25", Value::Null)?;
+    b.until(
+        "a full first page",
+        "document.querySelectorAll('#tasks tbody tr').length === 25",
+        Value::Null,
+    )?;
     b.click("#tasks .pager button:last-child")?;
     b.until_text("#tasks .pager", "page 2")?;
-    b.until("the second page's rows", "document.querySelectorAll('#tasks tbody tr').length === 5", Value::Null)?;
+    b.until(
+        "the second page's rows",
+        "document.querySelectorAll('#tasks tbody tr').length === 5",
+        Value::Null,
+    )?;
     t.shot("tasks")?;
     let _ = (gpu, gpu_key);
     Ok(())
@@ -317,8 +352,10 @@ fn conflicts(t: &Run) -> anyhow::Result<()> {
     let conflict = t.api.admin(
         "POST",
         "/conflicts",
-        Some(json!({"agent_id": agent, "task_id": task, "conflict_type": "goal_conflict",
-                    "description": "two plans for one migration", "severity": "high"})),
+        Some(
+            json!({"agent_id": agent, "task_id": task, "conflict_type": "goal_conflict",
+                    "description": "two plans for one migration", "severity": "high"}),
+        ),
     )?;
     let conflict = id(&conflict, "id")?;
     b.until(
@@ -335,12 +372,20 @@ fn conflicts(t: &Run) -> anyhow::Result<()> {
     b.until_text("#toast", "needs a resolution text")?;
     b.until_text("#conflict-status", "open")?;
 
-    b.fill("#resolve-form input[name=resolution]", "keep the newer plan")?;
+    b.fill(
+        "#resolve-form input[name=resolution]",
+        "keep the newer plan",
+    )?;
     b.click("#resolve-form button")?;
     b.until_text("#conflict-status", "resolved")?;
     t.shot("conflict-resolved")?;
-    let stored = t.api.admin("GET", &format!("/conflicts/{conflict}"), None)?;
-    anyhow::ensure!(stored["status"] == "resolved", "not resolved in the store: {stored}");
+    let stored = t
+        .api
+        .admin("GET", &format!("/conflicts/{conflict}"), None)?;
+    anyhow::ensure!(
+        stored["status"] == "resolved",
+        "not resolved in the store: {stored}"
+    );
     Ok(())
 }
 
@@ -361,7 +406,11 @@ fn workflows(t: &Run) -> anyhow::Result<()> {
     let workflow = id(&workflow, "id")?;
     t.open("#/workflows")?;
     b.click(&format!("#workflows tr[data-id='{workflow}'] a"))?;
-    b.until("the steps' graph", "document.querySelectorAll('svg.dag g.step').length === 4", Value::Null)?;
+    b.until(
+        "the steps' graph",
+        "document.querySelectorAll('svg.dag g.step').length === 4",
+        Value::Null,
+    )?;
     t.shot("workflow")?;
 
     b.click("#execute-form button")?;
@@ -394,8 +443,10 @@ fn resources_and_overview(t: &Run) -> anyhow::Result<()> {
     t.api.admin(
         "POST",
         "/tasks",
-        Some(json!({"title": "train the ranker", "required_capabilities": ["train"],
-                    "resource_claims": [{"resource_id": "gpu_cluster_01", "amount": {"gpus": 6}}]})),
+        Some(
+            json!({"title": "train the ranker", "required_capabilities": ["train"],
+                    "resource_claims": [{"resource_id": "gpu_cluster_01", "amount": {"gpus": 6}}]}),
+        ),
     )?;
     t.open("#/resources")?;
     b.until_text(&format!("section[data-id='{pool}']"), "6 of 8 allocated")?;
@@ -407,11 +458,18 @@ fn resources_and_overview(t: &Run) -> anyhow::Result<()> {
 
     t.open("#/")?;
     let summary = t.api.admin("GET", "/dashboard/summary", None)?;
-    b.until_text("#summary", &format!("completed: {}", summary["tasks"]["completed"]))?;
+    b.until_text(
+        "#summary",
+        &format!("completed: {}", summary["tasks"]["completed"]),
+    )?;
     // The feed shows what happens as it happens.
     t.api.register("late-arrival", &["anything"])?;
     b.until_text("#feed li:first-child", "late-arrival")?;
-    b.until("the charts", "document.querySelectorAll('.uplot').length === 3", Value::Null)?;
+    b.until(
+        "the charts",
+        "document.querySelectorAll('.uplot').length === 3",
+        Value::Null,
+    )?;
     t.shot("overview")?;
     // A narrow window still shows the page, and its navigation, without sideways scrolling.
     b.resize(420, 900)?;
@@ -434,7 +492,8 @@ fn reconnecting(t: &Run) -> anyhow::Result<()> {
     t.shot("reconnecting")?;
     // What happens while the page is away reaches it after it reconnects, from `since`: the
     // overview does not read the activity again, so only the replay can bring it.
-    t.api.submit("submitted while the page was away", &["nobody-has-this"])?;
+    t.api
+        .submit("submitted while the page was away", &["nobody-has-this"])?;
     t.proxy.mend();
     b.until_text("#live", "live")?;
     b.until_text("#feed", "submitted while the page was away")?;
@@ -445,15 +504,21 @@ fn reconnecting(t: &Run) -> anyhow::Result<()> {
 
 fn viewer(t: &Run) -> anyhow::Result<()> {
     let b = &t.browser;
-    let key = t.api.admin("POST", "/api-keys", Some(json!({"name": "wall-screen", "role": "viewer"})))?;
+    let key = t.api.admin(
+        "POST",
+        "/api-keys",
+        Some(json!({"name": "wall-screen", "role": "viewer"})),
+    )?;
     let key = id(&key, "api_key")?;
     let (agent, _) = t.api.register("watched-agent", &["watch"])?;
     let task = t.api.submit("watch this", &["watch"])?;
     let conflict = t.api.admin(
         "POST",
         "/conflicts",
-        Some(json!({"agent_id": agent, "task_id": task, "conflict_type": "other",
-                    "description": "for the viewer", "severity": "low"})),
+        Some(
+            json!({"agent_id": agent, "task_id": task, "conflict_type": "other",
+                    "description": "for the viewer", "severity": "low"}),
+        ),
     )?;
     let conflict = id(&conflict, "id")?;
     let workflows = t.api.admin("GET", "/workflows", None)?;
@@ -470,7 +535,10 @@ fn viewer(t: &Run) -> anyhow::Result<()> {
     ] {
         t.open(&page)?;
         let actions = b.count("[data-action], #resolve-form, #dismiss-form, #execute-form")?;
-        anyhow::ensure!(actions == 0, "a viewer is offered {actions} actions on {page}");
+        anyhow::ensure!(
+            actions == 0,
+            "a viewer is offered {actions} actions on {page}"
+        );
     }
     t.shot("viewer-task")?;
     // And the server refuses a viewer's action whatever the page offers.

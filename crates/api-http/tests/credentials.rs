@@ -15,6 +15,7 @@ on_both_stores!(
     expired_keys_stop_working_and_agent_keys_act_only_for_their_agent,
     users_sign_in_with_a_password_and_failures_reveal_nothing,
     the_audit_trail_records_who_did_what_and_only_admins_read_it,
+    a_caller_learns_who_it_is,
 );
 
 fn keys_of(body: &Value) -> Vec<String> {
@@ -170,6 +171,61 @@ async fn expired_keys_stop_working_and_agent_keys_act_only_for_their_agent(h: Ha
     )
     .await
     .problem(404);
+}
+
+/// `GET /auth/me`: what a client (the dashboard) needs to offer only what the caller may do.
+async fn a_caller_learns_who_it_is(h: Harness) {
+    let app = service!(h);
+    let me = send(&app, admin(Method::GET, "/api/v1/auth/me")).await;
+    assert_eq!(
+        me.ok(),
+        &json!({"subject": "admin-api-key", "role": "admin", "agent_id": null, "expires_at": null})
+    );
+
+    let until = h.clock_now() + Duration::minutes(10);
+    let viewer = send(
+        &app,
+        admin(Method::POST, "/api/v1/api-keys")
+            .set_json(json!({"name": "wall", "role": "viewer", "expires_at": until})),
+    )
+    .await;
+    let viewer = viewer.ok().clone();
+    let me = send(
+        &app,
+        bearer(
+            Method::GET,
+            "/api/v1/auth/me",
+            viewer["api_key"].as_str().unwrap(),
+        ),
+    )
+    .await;
+    let me = me.ok();
+    assert_eq!(me["role"], "viewer");
+    assert_eq!(
+        me["subject"],
+        format!("api-key:{}", viewer["prefix"].as_str().unwrap())
+    );
+    assert_eq!(
+        me["expires_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        Some(until)
+    );
+
+    let (agent, agent_key) = register(&app, seed_agent("self-aware")).await;
+    let me = send(&app, bearer(Method::GET, "/api/v1/auth/me", &agent_key)).await;
+    assert_eq!(me.ok()["role"], "agent");
+    assert_eq!(me.ok()["agent_id"], agent.as_str());
+
+    send(&app, req(Method::GET, "/api/v1/auth/me"))
+        .await
+        .problem(401);
+    send(
+        &app,
+        bearer(Method::GET, "/api/v1/auth/me", "mapk_not-a-key"),
+    )
+    .await
+    .problem(401);
 }
 
 async fn users_sign_in_with_a_password_and_failures_reveal_nothing(h: Harness) {

@@ -55,7 +55,7 @@ fn registered_routes() -> BTreeSet<(String, String)> {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_str().unwrap().to_owned();
         let source = std::fs::read_to_string(&path).unwrap();
-        let at_root = matches!(file.as_str(), "system.rs" | "openapi.rs");
+        let at_root = matches!(file.as_str(), "system.rs" | "openapi.rs" | "ui.rs");
         let mut rest = source.as_str();
         while let Some(at) = rest.find("endpoint(") {
             rest = &rest[at + "endpoint(".len()..];

@@ -564,7 +564,8 @@
       title, width: width(), height: 200,
       series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: false, points: { size: 4 } }))],
       axes: [{}, { size: 50 }],
-      scales: { x: { time: true } },
+      // Always the last CHART_MINUTES, whatever the data covers.
+      scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - CHART_MINUTES * 60, now]; } } },
     }, data, slot);
     const resize = new ResizeObserver(() => plot.setSize({ width: width(), height: 200 }));
     resize.observe(slot);
@@ -977,7 +978,8 @@
       }
       return node;
     });
-    return s('svg', { class: 'dag', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `Steps: ${steps.map((st) => st.name).join(', ')}` },
+    // Drawn at its natural size, shrunk (never enlarged) to fit a narrow window.
+    return s('svg', { class: 'dag', width, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `Steps: ${steps.map((st) => st.name).join(', ')}` },
       s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
         s('path', { d: 'M0,0 L10,5 L0,10 z', fill: '#9aa5b8' }))),
       edges, nodes);

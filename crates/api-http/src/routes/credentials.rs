@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::endpoint;
 use crate::auth::{Admin, AnyRole, Auth};
 use crate::dto::credentials::{
-    ApiKeyBody, AuditBody, CallerBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login, Paging,
-    TokenBody, UpdateUser, UserBody,
+    ApiKeyBody, AuditBody, CallerBody, CreateApiKey, CreateUser, IssuedKeyBody, ListAudit, Login,
+    Paging, TokenBody, UpdateUser, UserBody,
 };
 use crate::dto::NoFields;
 use crate::error::{ApiError, ErrorKind};
@@ -43,7 +43,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(crate::BodyLimit(LOGIN_BODY_BYTES))
             .route(web::post().to(login))
     }))
-    .service(endpoint("/auth/me", "GET", |r| r.route(web::get().to(whoami))))
+    .service(endpoint("/auth/me", "GET", |r| {
+        r.route(web::get().to(whoami))
+    }))
     .service(endpoint("/audit", "GET", |r| r.route(web::get().to(audit))));
 }
 

@@ -12,10 +12,12 @@ use super::endpoint;
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(endpoint("/dashboard", "GET", |r| r.route(web::get().to(page))))
-        .service(endpoint("/dashboard/{file}", "GET", |r| {
-            r.route(web::get().to(file))
-        }));
+    cfg.service(endpoint("/dashboard", "GET", |r| {
+        r.route(web::get().to(page))
+    }))
+    .service(endpoint("/dashboard/{file}", "GET", |r| {
+        r.route(web::get().to(file))
+    }));
 }
 
 /// One embedded file.
@@ -117,9 +119,7 @@ fn serve(req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
     Ok(if current {
         response.finish()
     } else {
-        response
-            .content_type(asset.content_type)
-            .body(asset.body)
+        response.content_type(asset.content_type).body(asset.body)
     })
 }
 
