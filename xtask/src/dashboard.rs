@@ -365,6 +365,9 @@ fn conflicts(t: &Run) -> anyhow::Result<()> {
     )?;
     t.shot("conflicts")?;
     t.open(&format!("#/conflicts/{conflict}"))?;
+    // The agents and tasks involved, by name.
+    b.until_text("main .panel", "planner-2")?;
+    b.until_text("main .panel", "plan the migration")?;
 
     // A manual resolution without its text is refused: the server's reason is shown and the
     // conflict stays open.

@@ -887,8 +887,24 @@
   async function conflictPage(id) {
     const v = view;
     const body = h('div', {});
+    const names = new Map();
+    /** The names of the agents and tasks involved, read once each (at most 20). */
+    const named = async (c) => {
+      const wanted = [...(c.involved_agents || []).map((a) => ['agents', a]), ...(c.involved_tasks || []).map((t) => ['tasks', t])]
+        .filter(([, x]) => !names.has(x)).slice(0, 20);
+      await Promise.all(wanted.map(async ([kind, x]) => {
+        try {
+          const { data } = await api('GET', `/${kind}/${x}`);
+          names.set(x, data.name || data.title);
+        } catch (e) {
+          if (!(e instanceof ApiError) || e.status === 401) throw e;
+          names.set(x, short(x));
+        }
+      }));
+    };
     const load = async () => {
       const { data: c } = await api('GET', `/conflicts/${id}`);
+      await named(c);
       if (!v.alive) return;
       let actions = null;
       if (mayOperate() && c.status === 'open') {
@@ -914,11 +930,14 @@
         actions,
         h('div', { class: 'panel' }, fields([
           ['ID', c.id], ['Description', c.description], ['Source', c.source],
-          ['Agents involved', (c.involved_agents || []).length ? c.involved_agents.map((a) => [agentLink(a), ' ']) : '—'],
-          ['Tasks involved', (c.involved_tasks || []).length ? c.involved_tasks.map((t) => [taskLink(t), ' ']) : '—'],
+          ['Agents involved', (c.involved_agents || []).length ? c.involved_agents.map((a) => [h('a', { href: `#/agents/${a}` }, names.get(a) || short(a)), ' ']) : '—'],
+          ['Tasks involved', (c.involved_tasks || []).length ? c.involved_tasks.map((t) => [taskLink(t, names.get(t)), ' ']) : '—'],
           c.resource_id && ['Resource', c.resource_id], ['Opened', ago(c.created_at)],
           c.resolved_at && ['Closed', ago(c.resolved_at)],
-          c.resolution && ['Resolution', json(c.resolution)],
+          c.resolution && ['Strategy', c.resolution.strategy ? c.resolution.strategy.replace(/_/g, ' ') : '—'],
+          c.resolution && ['Outcome', c.resolution.outcome],
+          c.resolution && ['Decided by', [c.resolution.decided_by, ' ', ago(c.resolution.decided_at)]],
+          c.resolution && Object.keys(c.resolution.details || {}).length && ['Details', json(c.resolution.details)],
           Object.keys(c.metadata || {}).length && ['Metadata', json(c.metadata)],
         ])));
     };
