@@ -3,6 +3,7 @@
 //! use it. Every wait is for the page to show something (`Browser::until`), never for time.
 //! Screenshots of every page are written to `target/dashboard-screenshots/`.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -42,16 +43,21 @@ pub fn run() -> anyhow::Result<()> {
         base: format!("http://127.0.0.1:{}/dashboard", proxy.port),
         shots,
         proxy,
+        server: RefCell::new(Some(server)),
+        binary,
     };
-    let steps: [(&str, Step); 8] = [
+    let steps: [(&str, Step); 11] = [
         ("signing in, and being refused", signing_in),
         ("an agent registers and a task completes, live", live_task),
-        ("a conflict is resolved", conflicts),
+        ("a conflict is resolved, another dismissed", conflicts),
+        ("operators' actions on tasks and agents", actions),
         ("a workflow runs step by step", workflows),
         ("resources and the overview", resources_and_overview),
         ("the WebSocket drops and resumes with since", reconnecting),
         ("a viewer sees no actions", viewer),
         ("an expired credential signs the user out", expiry),
+        ("a long-lived credential stays signed in", long_lived),
+        ("the server restarts with an empty store", restart),
     ];
     for (name, step) in steps {
         eprintln!("dashboard: {name}");
@@ -60,13 +66,12 @@ pub fn run() -> anyhow::Result<()> {
             let _ = t.shot("failed");
             return Err(e.context(format!("dashboard test failed: {name} (the page as it was: target/dashboard-screenshots/failed.png)")));
         }
-        t.no_console_errors().with_context(|| name.to_string())?;
+        t.console_errors(&[]).with_context(|| name.to_string())?;
     }
     eprintln!(
         "dashboard tests passed; screenshots in {}",
         t.shots.display()
     );
-    drop(server);
     Ok(())
 }
 
@@ -174,6 +179,8 @@ struct Run {
     base: String,
     shots: PathBuf,
     proxy: Proxy,
+    server: RefCell<Option<Server>>,
+    binary: PathBuf,
 }
 
 impl Run {
@@ -213,15 +220,16 @@ impl Run {
         )
     }
 
-    /// Fails on any error the page logged. Failed requests the tests provoke on purpose (a wrong
-    /// key is a `401`) are logged by the browser as network errors, and only those are allowed.
-    fn no_console_errors(&self) -> anyhow::Result<()> {
+    /// Fails on any error the console logged since the last look, but those containing one of
+    /// `expected`: the browser logs each failed request, and a step that provokes some on
+    /// purpose (a wrong key is a `401`) names them.
+    fn console_errors(&self, expected: &[&str]) -> anyhow::Result<()> {
         let errors: Vec<String> = self
             .browser
             .console()?
             .into_iter()
             .filter(|(level, message)| {
-                level == "SEVERE" && !message.contains("Failed to load resource")
+                level == "SEVERE" && !expected.iter().any(|e| message.contains(e))
             })
             .map(|(_, message)| message)
             .collect();
@@ -258,6 +266,7 @@ fn signing_in(t: &Run) -> anyhow::Result<()> {
     b.fill("#user-form input[name=password]", "not the password")?;
     b.click("#user-form button")?;
     b.until_text("#signin-error", "Not signed in")?;
+    t.console_errors(&["status of 401"])?;
     b.fill("#user-form input[name=password]", PASSWORD)?;
     b.click("#user-form button")?;
     t.signed_in()?;
@@ -279,7 +288,7 @@ fn live_task(t: &Run) -> anyhow::Result<()> {
     let b = &t.browser;
     // The agents page shows an agent the moment it registers.
     t.open("#/agents")?;
-    let (gpu, gpu_key) = t.api.register("gpu-worker-7", &["gpu"])?;
+    let (gpu, _) = t.api.register("gpu-worker-7", &["gpu"])?;
     b.until(
         "the new agent's row",
         "document.querySelector(`#agents tr[data-id='${arg}']`)",
@@ -340,7 +349,6 @@ fn live_task(t: &Run) -> anyhow::Result<()> {
         Value::Null,
     )?;
     t.shot("tasks")?;
-    let _ = (gpu, gpu_key);
     Ok(())
 }
 
@@ -374,6 +382,7 @@ fn conflicts(t: &Run) -> anyhow::Result<()> {
     b.click("#resolve-form button")?;
     b.until_text("#toast", "needs a resolution text")?;
     b.until_text("#conflict-status", "open")?;
+    t.console_errors(&["status of 422"])?;
 
     b.fill(
         "#resolve-form input[name=resolution]",
@@ -389,6 +398,65 @@ fn conflicts(t: &Run) -> anyhow::Result<()> {
         stored["status"] == "resolved",
         "not resolved in the store: {stored}"
     );
+
+    // Another is dismissed with a reason; "any" status then lists both.
+    let other = t.api.admin(
+        "POST",
+        "/conflicts",
+        Some(
+            json!({"agent_id": agent, "task_id": task, "conflict_type": "priority_dispute",
+                    "description": "a duplicate report", "severity": "low"}),
+        ),
+    )?;
+    let other = id(&other, "id")?;
+    t.open(&format!("#/conflicts/{other}"))?;
+    b.fill("#dismiss-form input[name=reason]", "reported twice")?;
+    b.click("#dismiss-form button")?;
+    b.until_text("#conflict-status", "dismissed")?;
+    t.open("#/conflicts?status_filter=")?;
+    for shown in [&conflict, &other] {
+        b.until(
+            "a closed conflict listed under any status",
+            "document.querySelector(`#conflicts tr[data-id='${arg}']`)",
+            json!(shown),
+        )?;
+    }
+    Ok(())
+}
+
+fn actions(t: &Run) -> anyhow::Result<()> {
+    let b = &t.browser;
+    // A waiting task is cancelled from its page, then queued again.
+    let task = t
+        .api
+        .submit("cancel me, then retry me", &["nobody-has-this"])?;
+    t.open(&format!("#/tasks/{task}"))?;
+    b.click("button[data-action=cancel]")?;
+    b.until_text("#task-status", "cancelled")?;
+    b.click("button[data-action=retry]")?;
+    b.until_text("#task-status", "pending")?;
+    let stored = t.api.admin("GET", &format!("/tasks/{task}"), None)?;
+    anyhow::ensure!(
+        stored["status"] == "pending",
+        "retry did not reach the store: {stored}"
+    );
+
+    // An agent is suspended, then resumed.
+    let (agent, _) = t.api.register("suspend-me", &["x"])?;
+    t.open(&format!("#/agents/{agent}"))?;
+    b.click("button[data-action=suspend]")?;
+    b.until_text("main h1", "suspended")?;
+    b.click("button[data-action=resume]")?;
+    b.until_text("main h1", "idle")?;
+    // A narrow window shows the agent's page without sideways scrolling.
+    b.resize(420, 900)?;
+    b.until(
+        "the agent's page to fit a narrow window",
+        "document.documentElement.scrollWidth <= window.innerWidth + 1",
+        Value::Null,
+    )?;
+    t.shot("agent-narrow")?;
+    b.resize(1280, 900)?;
     Ok(())
 }
 
@@ -431,6 +499,43 @@ fn workflows(t: &Run) -> anyhow::Result<()> {
     }
     b.until_text("#execution-status", "completed")?;
     t.shot("execution")?;
+
+    // A run whose first step fails for good fails; it is run again from that step.
+    t.open(&format!("#/workflows/{workflow}"))?;
+    b.click("#execute-form button")?;
+    b.until_text("#execution-status", "running")?;
+    let tasks = t.api.call(
+        &key,
+        "GET",
+        &format!("/agents/{agent}/tasks?status_filter=assigned&wait_seconds=20"),
+        None,
+    )?;
+    let first = &tasks[0];
+    let first_id = id(first, "id")?;
+    t.api.call(
+        &key,
+        "POST",
+        &format!("/tasks/{first_id}/fail"),
+        Some(
+            json!({"attempt": first["attempt"], "error": "source unreachable", "retryable": false}),
+        ),
+    )?;
+    b.until_text("#execution-status", "failed")?;
+    b.until_text("main table", "source unreachable")?;
+    t.shot("execution-failed")?;
+    b.click("button[data-action=rerun]")?;
+    b.until_text("#execution-status", "running")?;
+    for _ in 0..4 {
+        t.api.work_one(&agent, &key)?;
+    }
+    b.until_text("#execution-status", "completed")?;
+
+    // A run is cancelled from its page.
+    t.open(&format!("#/workflows/{workflow}"))?;
+    b.click("#execute-form button")?;
+    b.until_text("#execution-status", "running")?;
+    b.click("button[data-action=cancel]")?;
+    b.until_text("#execution-status", "cancelled")?;
     Ok(())
 }
 
@@ -500,8 +605,8 @@ fn reconnecting(t: &Run) -> anyhow::Result<()> {
     t.proxy.mend();
     b.until_text("#live", "live")?;
     b.until_text("#feed", "submitted while the page was away")?;
-    // The browser logged the refused connections while the proxy was cut; those are expected.
-    t.browser.console()?;
+    // The browser logged the connections refused while the proxy was cut; only those.
+    t.console_errors(&["WebSocket connection to", "net::ERR_"])?;
     Ok(())
 }
 
@@ -526,6 +631,10 @@ fn viewer(t: &Run) -> anyhow::Result<()> {
     let conflict = id(&conflict, "id")?;
     let workflows = t.api.admin("GET", "/workflows", None)?;
     let workflow = id(&workflows[0], "id")?;
+    let executions = t
+        .api
+        .admin("GET", &format!("/workflows/{workflow}/executions"), None)?;
+    let execution = id(&executions[0], "execution_id")?;
     t.sign_out()?;
     t.sign_in_with_key(&key)?;
     t.signed_in()?;
@@ -535,6 +644,7 @@ fn viewer(t: &Run) -> anyhow::Result<()> {
         format!("#/tasks/{task}"),
         format!("#/conflicts/{conflict}"),
         format!("#/workflows/{workflow}"),
+        format!("#/workflows/{workflow}/executions/{execution}"),
     ] {
         t.open(&page)?;
         let actions = b.count("[data-action], #resolve-form, #dismiss-form, #execute-form")?;
@@ -577,5 +687,52 @@ fn expiry(t: &Run) -> anyhow::Result<()> {
     )?;
     b.go(&t.base)?;
     b.until_text("#signin-error", "Sign in again")?;
+    t.console_errors(&["status of 401"])?;
+    Ok(())
+}
+
+fn long_lived(t: &Run) -> anyhow::Result<()> {
+    let b = &t.browser;
+    // Expiring in 30 days: further than a browser timer can wait in one go (2^31 ms, about 24.8
+    // days); a timer set for it would fire at once.
+    let expires = chrono::Utc::now() + chrono::Duration::days(30);
+    let key = t.api.admin(
+        "POST",
+        "/api-keys",
+        Some(json!({"name": "long-lived", "role": "operator", "expires_at": expires})),
+    )?;
+    t.sign_in_with_key(&id(&key, "api_key")?)?;
+    t.signed_in()?;
+    t.open("#/")?;
+    b.until_text("#summary", "Agents")?;
+    // Still signed in once something has happened since: the page shows it live.
+    t.api.register("after-a-long-sign-in", &["x"])?;
+    b.until_text("#feed li:first-child", "after-a-long-sign-in")?;
+    anyhow::ensure!(b.count("#key-form")? == 0, "the page signed out");
+    Ok(())
+}
+
+fn restart(t: &Run) -> anyhow::Result<()> {
+    let b = &t.browser;
+    t.sign_out()?;
+    t.sign_in_with_key(ADMIN_KEY)?;
+    t.signed_in()?;
+    t.open("#/")?;
+    // The embedded store begins again, its events numbered from the start: the page, which
+    // resumes after a later number, must start over rather than wait for it.
+    let port = t.api.port;
+    drop(t.server.borrow_mut().take());
+    b.until_text("#live", "reconnecting")?;
+    let (mut command, _) = Server::command(&t.binary, None)?;
+    command
+        .env("PORT", port.to_string())
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("SYSTEM_METRICS_INTERVAL_SECS", "1");
+    *t.server.borrow_mut() =
+        Some(Server::spawn(command, port).context("the server did not start again")?);
+    b.until_text("#live", "live")?;
+    t.api.register("after-the-restart", &["x"])?;
+    b.until_text("#feed li:first-child", "after-the-restart")?;
+    t.console_errors(&["WebSocket connection to", "net::ERR_"])?;
     Ok(())
 }

@@ -157,8 +157,9 @@ pub async fn not_found(req: HttpRequest) -> ApiError {
 }
 
 /// Paths anyone may call without credentials.
-const OPEN: [&str; 8] = [
+const OPEN: [&str; 9] = [
     "/",
+    "/dashboard",
     "/livez",
     "/readyz",
     "/metrics",
@@ -168,12 +169,18 @@ const OPEN: [&str; 8] = [
     "/api/v1/auth/login",
 ];
 
+/// Whether anyone may call `path` without credentials: the paths above, and the dashboard's
+/// page and files (the page asks for credentials itself).
+fn is_open(path: &str) -> bool {
+    OPEN.contains(&path) || path.starts_with("/dashboard/")
+}
+
 /// The answer for a known route called with a method it does not have. On a protected route,
 /// a caller without valid credentials gets `401` first, as from any method that exists there:
 /// the route's methods are not shown to anonymous callers.
 pub fn method_not_allowed(allow: &'static str) -> Route {
     web::to(move |req: HttpRequest| async move {
-        if !OPEN.contains(&req.path()) {
+        if !is_open(req.path()) {
             if let Err(refused) = crate::auth::caller(&req).await {
                 return refused;
             }

@@ -192,13 +192,20 @@
     sessionStorage.setItem(STORED, JSON.stringify(session));
     clearTimeout(expiryTimer);
     const until = exp ?? (me.expires_at ? Date.parse(me.expires_at) : null);
-    if (until !== null) {
-      expiryTimer = setTimeout(() => signOut('Your session expired. Sign in again.'), Math.max(0, until - Date.now()));
-    }
+    if (until !== null) expireAt(until);
     document.getElementById('top').hidden = false;
     document.getElementById('who').textContent = `${me.subject} · ${me.role}`;
     await live.start();
     route();
+  }
+
+  /** Signs out when the credential expires. A timer waits at most about 24 days, so a longer
+   * wait is taken in steps. */
+  function expireAt(until) {
+    clearTimeout(expiryTimer);
+    const wait = until - Date.now();
+    if (wait <= 0) { signOut('Your session expired. Sign in again.'); return; }
+    expiryTimer = setTimeout(() => expireAt(until), Math.min(wait, 2 ** 31 - 1));
   }
 
   function signOut(message) {
@@ -266,6 +273,8 @@
   /** One WebSocket for the whole session: every channel, resumed with `since` after a drop. */
   const live = {
     ws: null,
+    confirmed: false,
+    restarted: false,
     lastSeq: null,
     attempt: 0,
     timer: null,
@@ -298,6 +307,7 @@
       const ws = new WebSocket(`${scheme}//${location.host}${API}/ws/${id}`);
       this.ws = ws;
       if (!this.attempt) setLive('', 'connecting…');
+      this.confirmed = false;
       ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: session.token }));
       ws.onmessage = (m) => {
         let msg;
@@ -307,28 +317,55 @@
       ws.onclose = (e) => {
         this.ws = null;
         if (!this.running) return;
-        if (e.code === 1008 && /credential|expired|revoked|authentication/i.test(e.reason)) {
+        // The server's own words for a credential that no longer holds; any other close (a
+        // connection cap, a restart, a slow reader) is retried.
+        if (e.code === 1008 && /^(invalid or expired credentials|credentials expired|credentials revoked)/.test(e.reason)) {
           signOut('Your session has ended: the credential expired or was revoked. Sign in again.');
           return;
         }
         this.attempt += 1;
         const delay = Math.min(8000, 400 * 2 ** (this.attempt - 1)) * (0.75 + Math.random() / 2);
         setLive('retry', `reconnecting (attempt ${this.attempt})…`);
+        document.getElementById('live').title = e.reason || '';
         this.timer = setTimeout(() => this.connect(), delay);
       };
     },
 
+    subscribe() {
+      const subscribe = { type: 'subscribe', subscriptions: CHANNELS };
+      if (this.lastSeq !== null) subscribe.since = this.lastSeq;
+      this.ws.send(JSON.stringify(subscribe));
+    },
+
     receive(msg) {
       if (msg.type === 'authenticated') {
-        const subscribe = { type: 'subscribe', subscriptions: CHANNELS };
-        if (this.lastSeq !== null) subscribe.since = this.lastSeq;
-        this.ws.send(JSON.stringify(subscribe));
+        this.subscribe();
       } else if (msg.type === 'subscription_confirmed') {
         const resumed = this.attempt > 0;
         this.attempt = 0;
+        this.confirmed = true;
         setLive('on', 'live');
         document.getElementById('live').title = this.lastSeq !== null ? `resumed after event ${this.lastSeq}` : '';
-        if (resumed) this.emit({ type: 'reconnected' });
+        if (this.restarted) {
+          // The log began again (an embedded store restarted): what the page shows is redrawn.
+          this.restarted = false;
+          route();
+        } else if (resumed) {
+          this.emit({ type: 'reconnected' });
+        }
+      } else if (msg.type === 'error') {
+        const detail = (msg.data && msg.data.detail) || '';
+        const head = /is ahead of the newest event, seq (\d+)/.exec(detail);
+        if (!this.confirmed && head) {
+          this.lastSeq = Number(head[1]);
+          this.restarted = true;
+          this.subscribe();
+        } else if (/no longer retained/.test(detail)) {
+          toast('Some events are older than the server keeps; the page reloads what it shows.');
+          this.emit({ type: 'reconnected' });
+        } else {
+          toast(`The live stream: ${detail}`);
+        }
       } else if (msg.channel) {
         if (typeof msg.seq === 'number') {
           if (this.lastSeq !== null && msg.seq <= this.lastSeq) return;
@@ -440,14 +477,38 @@
     }
   }
 
-  /** Fills the page; a reload keeps focus where the reader was only on a new page. */
+  /** Puts a newly opened page on screen. */
   function show(...children) {
     const main = document.getElementById('main');
     main.replaceChildren(...children.flat().filter(Boolean));
   }
 
-  /** Replaces `slot`'s contents. */
-  const fill = (slot, ...children) => slot.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  /** What identifies a control across a redraw: its form field, action, row, link or label. */
+  function keyOf(el) {
+    const row = el.closest('[data-id], [data-step]');
+    return [el.tagName, el.name || '', el.dataset.action || '', row ? (row.dataset.id || row.dataset.step) : '',
+      el.getAttribute('href') || '', el.name ? '' : el.textContent.trim().slice(0, 40)].join('|');
+  }
+
+  /** Replaces `slot`'s contents with what is read anew. The control that had the keyboard's
+   * focus keeps it, and what the reader typed into a form stays, when they are still there. */
+  function fill(slot, ...children) {
+    const active = document.activeElement;
+    const focused = active && active !== document.body && slot.contains(active) ? keyOf(active) : null;
+    const typed = new Map();
+    for (const field of slot.querySelectorAll('input, select, textarea')) {
+      if (field.name && field.type !== 'password') typed.set(keyOf(field), field.value);
+    }
+    slot.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+    for (const field of slot.querySelectorAll('input, select, textarea')) {
+      const value = typed.get(keyOf(field));
+      if (value !== undefined && [...(field.options || [{ value }])].some((o) => o.value === value)) field.value = value;
+    }
+    if (focused) {
+      const again = [...slot.querySelectorAll('a, button, input, select, textarea')].find((el) => keyOf(el) === focused);
+      if (again && !again.disabled) again.focus();
+    }
+  }
 
   /** Runs an operator's action from `button`, then shows the outcome and `reload`s. */
   async function act(button, request, done, reload) {
@@ -464,29 +525,47 @@
     if (view && view.alive) await reload().catch((e) => { if (e instanceof ApiError && e.status !== 401) toast(e.full); });
   }
 
-  /** A list paged by the server: `load(cursor)` answers `{data, next}`. */
+  /** A list paged by the server: `load(cursor)` answers `{data, next}`. `refresh` reloads
+   * the page shown; a page that cannot be read leaves the list as it was and says why. */
   function pager(load, render) {
     const slot = h('div', {});
-    const stack = [];
-    let cursor = null;
     const nav = h('div', { class: 'pager' });
-    const refresh = async () => {
-      const { data, next } = await load(cursor);
+    const el = h('div', {}, slot, nav);
+    let stack = [];
+    let cursor = null;
+    const display = async (at, below) => {
+      const { data, next } = await load(at);
+      cursor = at;
+      stack = below;
       fill(slot, render(data));
-      const prev = h('button', { type: 'button', class: 'quiet', disabled: !stack.length, onclick: () => { cursor = stack.pop(); refresh(); } }, '‹ Previous');
-      const more = h('button', { type: 'button', class: 'quiet', disabled: !next, onclick: () => { stack.push(cursor); cursor = next; refresh(); } }, 'Next ›');
+      const prev = h('button', { type: 'button', class: 'quiet', disabled: !stack.length, onclick: () => turn(stack[stack.length - 1], stack.slice(0, -1)) }, '‹ Previous');
+      const more = h('button', { type: 'button', class: 'quiet', disabled: !next, onclick: () => turn(next, [...stack, cursor]) }, 'Next ›');
       fill(nav, prev, `page ${stack.length + 1}`, more);
     };
-    return { el: h('div', {}, slot, nav), refresh };
+    const turn = (at, below) => display(at, below).catch(failed);
+    /** The first load: a list that cannot be read says so in its place. */
+    const first = () => display(null, []).catch((e) => {
+      if (!(e instanceof ApiError)) throw e;
+      if (e.status !== 401) fill(slot, h('p', { class: 'error', role: 'alert' }, e.full));
+    });
+    return { el, first, refresh: () => display(cursor, stack) };
+  }
+
+  /** Says why something the reader asked for failed (a `401` has signed them out already). */
+  function failed(e) {
+    if (!(e instanceof ApiError)) throw e;
+    if (e.status !== 401) toast(e.full);
   }
 
   /** Filter controls that write the URL's query (so back and forward keep them). */
   function filters(base, params, controls) {
     const form = h('form', { class: 'filters', onsubmit: (e) => {
       e.preventDefault();
-      const q = {};
-      for (const [name] of controls) q[name] = form.elements[name].value.trim();
-      location.hash = `#/${base}${query(q)}`;
+      // Every field goes into the address, empty ones too: an empty status means "any", not
+      // the page's default.
+      const q = new URLSearchParams();
+      for (const [name] of controls) q.set(name, form.elements[name].value.trim());
+      location.hash = `#/${base}?${q}`;
     } },
     controls.map(([name, label, options]) => h('label', {}, label, options ?
       h('select', { name }, h('option', { value: '' }, 'any'), options.map((o) => h('option', { value: o, selected: params.get(name) === o }, o))) :
@@ -496,6 +575,8 @@
     return form;
   }
 
+  /** Task events that change what an agent holds, and so its load and the pools' allocations. */
+  const HOLDING = ['task_assigned', 'task_completed', 'task_failed', 'task_retrying', 'task_cancelled', 'task_expired'];
   const TASK_STATUSES = ['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled', 'expired'];
   const AGENT_STATUSES = ['idle', 'active', 'busy', 'draining', 'offline', 'suspended'];
 
@@ -504,9 +585,9 @@
   function describe(e) {
     const d = e.data || {};
     const name = d.title || d.name || d.step || '';
-    const target = d.task_id ? taskLink(d.task_id, name || short(d.task_id)) :
+    const target = d.conflict_id ? h('a', { href: `#/conflicts/${d.conflict_id}` }, (d.conflict_type || short(d.conflict_id)).replace(/_/g, ' ')) :
+      d.task_id ? taskLink(d.task_id, name || short(d.task_id)) :
       d.agent_id && e.channel === 'agent_activity' ? h('a', { href: `#/agents/${d.agent_id}` }, name || short(d.agent_id)) :
-      d.conflict_id ? h('a', { href: `#/conflicts/${d.conflict_id}` }, d.conflict_type || short(d.conflict_id)) :
       d.execution_id && d.workflow_id ? h('a', { href: `#/workflows/${d.workflow_id}/executions/${d.execution_id}` }, name || short(d.execution_id)) :
       name;
     const extra = e.type === 'task_assigned' && d.assigned_agent ? [' → ', agentLink(d.assigned_agent)] :
@@ -585,6 +666,11 @@
         h('section', {}, h('h2', {}, 'Throughput'), h('div', { class: 'charts' }, rateSlot, depthSlot, waitSlot)),
         h('section', {}, h('h2', {}, 'Live activity'), h('div', { class: 'panel' }, feed))));
 
+    // Events that arrive while the page reads the log are kept, and counted after it.
+    const early = [];
+    let handle = (e) => early.push(e);
+    v.on((e) => handle(e));
+
     const series = minuteSeries();
     const depth = { xs: [], pending: [], running: [] };
     const summary = async () => {
@@ -634,12 +720,19 @@
     v.every(60000, () => { dirty = true; });
 
     let summaryRunning = false;
-    v.on(async (e) => {
+    handle = async (e) => {
       if (e.channel === 'system_metrics') {
         if (summaryRunning) return;
         summaryRunning = true;
-        try { await summary(); queue?.setData([depth.xs, depth.pending, depth.running]); } catch (err) {
-          if (err instanceof ApiError && err.status !== 401) setLive('retry', 'counters unavailable');
+        try {
+          await summary();
+          cards.classList.remove('stale');
+          queue?.setData([depth.xs, depth.pending, depth.running]);
+        } catch (err) {
+          if (!(err instanceof ApiError)) throw err;
+          // Shown dimmed until the next reading succeeds.
+          cards.classList.add('stale');
+          cards.title = `Not current: ${err.detail}`;
         } finally { summaryRunning = false; }
         return;
       }
@@ -650,7 +743,8 @@
       if (feed.firstChild && feed.firstChild.classList.contains('muted')) feed.replaceChildren();
       feed.prepend(feedItem(e));
       while (feed.children.length > 50) feed.lastChild.remove();
-    });
+    };
+    for (const e of early.splice(0)) handle(e);
   }
 
   // ---------------------------------------------------------------- agents
@@ -671,12 +765,11 @@
     const list = pager(
       (cursor) => api('GET', `/agents${query({ status_filter: params.get('status_filter'), capability_filter: params.get('capability_filter'), limit: PAGE, cursor })}`),
       (agents) => table(['Name', 'Status', 'Capabilities', 'Load', 'Reliability', 'Last heartbeat'], agents.map(agentRow), 'No agents match.'));
-    await list.refresh();
-    if (!v.alive) return;
     show(h('h1', {}, 'Agents'),
       filters('agents', params, [['status_filter', 'Status', AGENT_STATUSES], ['capability_filter', 'Capability']]),
       h('div', { id: 'agents' }, list.el));
-    v.refreshOn((e) => e.channel === 'agent_activity' || ['task_assigned', 'task_completed', 'task_failed', 'task_retrying', 'task_cancelled'].includes(e.type), list.refresh);
+    v.refreshOn((e) => e.channel === 'agent_activity' || HOLDING.includes(e.type), list.refresh);
+    await list.first();
   }
 
   async function agentPage(id) {
@@ -691,7 +784,7 @@
       const { data: figures } = await api('GET', `/metrics/performance${query({ agent_id: id, time_range: range })}`);
       if (!v.alive) return;
       const actions = mayOperate() ? h('div', { class: 'actions' },
-        a.status !== 'draining' && a.status !== 'suspended' && h('button', { type: 'button', 'data-action': 'drain', onclick: (e) => act(e.target, () => api('PATCH', `/agents/${id}`, { status: 'draining' }), 'The agent is draining: it finishes its tasks and takes no new ones.', load) }, 'Drain'),
+        ['idle', 'active', 'busy'].includes(a.status) && h('button', { type: 'button', 'data-action': 'drain', onclick: (e) => act(e.target, () => api('PATCH', `/agents/${id}`, { status: 'draining' }), 'The agent is draining: it finishes its tasks and takes no new ones.', load) }, 'Drain'),
         a.status !== 'suspended' && h('button', { type: 'button', class: 'danger', 'data-action': 'suspend', onclick: (e) => act(e.target, () => api('PATCH', `/agents/${id}`, { status: 'suspended' }), 'The agent is suspended.', load) }, 'Suspend'),
         (a.status === 'draining' || a.status === 'suspended') && h('button', { type: 'button', class: 'quiet', 'data-action': 'resume', onclick: (e) => act(e.target, () => api('PATCH', `/agents/${id}`, { status: 'idle' }), 'The agent takes work again.', load) }, 'Resume')) : null;
       fill(head, h('h1', {}, a.name, ' ', badge(a.status)), actions,
@@ -704,7 +797,7 @@
         ])));
       const f = (figures[0] || {}).metrics || {};
       const secs = (x) => (x === null || x === undefined ? '—' : `${x.toFixed(2)} s`);
-      fill(perf, h('div', { class: 'filters' }, h('label', {}, 'Period', h('select', { name: 'range', onchange: (e) => { range = e.target.value; load(); } },
+      fill(perf, h('div', { class: 'filters' }, h('label', {}, 'Period', h('select', { name: 'range', onchange: (e) => { range = e.target.value; load().catch(failed); } },
         ['15m', '1h', '24h', '7d'].map((r) => h('option', { value: r, selected: r === range }, r))))),
       fields([
         ['Completed', f.tasks_completed], ['Failed', f.tasks_failed],
@@ -715,10 +808,10 @@
       ]));
       await tasks.refresh();
     };
+    v.refreshOn((e) => JSON.stringify(e.data || {}).includes(id), load);
     await load();
     if (!v.alive) return;
     show(head, h('h2', {}, 'Performance'), perf, h('h2', {}, 'Tasks'), tasks.el);
-    v.refreshOn((e) => JSON.stringify(e.data || {}).includes(id), load);
   }
 
   // ---------------------------------------------------------------- tasks
@@ -743,14 +836,13 @@
         h('td', {}, taskLink(t.id, t.title)), h('td', {}, badge(t.status)), h('td', {}, t.priority),
         h('td', {}, agentLink(t.assigned_agent)), h('td', {}, `${t.attempt}/${t.max_attempts}`),
         h('td', {}, ago(t.created_at)), h('td', { class: 'muted' }, t.pending_reason || ''))), 'No tasks match.'));
-    await list.refresh();
-    if (!v.alive) return;
     show(h('h1', {}, 'Tasks'),
       filters('tasks', params, [['status_filter', 'Status', TASK_STATUSES],
         ['priority_filter', 'Priority', ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']],
         ['capability_filter', 'Capability'], ['agent_id', 'Agent ID']]),
       h('div', { id: 'tasks' }, list.el));
     v.refreshOn((e) => e.channel === 'task_activity', list.refresh);
+    await list.first();
   }
 
   /** Each attempt of a task, from its history. */
@@ -813,10 +905,10 @@
               e.data && e.data.assigned_agent && e.type === 'task_assigned' ? [' to ', agentLink(e.data.assigned_agent)] : '',
               e.data && e.data.error ? [' — ', e.data.error] : ''))))));
     };
+    v.refreshOn((e) => e.data && e.data.task_id === id, load);
     await load();
     if (!v.alive) return;
     show(body);
-    v.refreshOn((e) => e.data && e.data.task_id === id, load);
   }
 
   // ---------------------------------------------------------------- resources
@@ -835,12 +927,12 @@
             h('td', {}, Object.entries(a.amount).map(([k, n]) => h('span', { class: 'chip' }, `${k}: ${n}`))),
             h('td', {}, ago(a.allocated_at)))), 'Nothing is allocated from this pool.'));
         };
-        if (open.has(p.id)) showAllocations().catch(() => {});
+        if (open.has(p.id)) showAllocations().catch(failed);
         const toggle = h('button', { type: 'button', class: 'quiet', 'aria-expanded': open.has(p.id), onclick: async () => {
           if (open.has(p.id)) { open.delete(p.id); fill(allocations); toggle.setAttribute('aria-expanded', 'false'); return; }
           open.add(p.id);
           toggle.setAttribute('aria-expanded', 'true');
-          try { await showAllocations(); } catch (e) { if (e instanceof ApiError && e.status !== 401) toast(e.full); }
+          await showAllocations().catch(failed);
         } }, 'Allocations');
         return h('section', { class: 'panel', 'data-id': p.id },
           h('h2', {}, p.name, ' ', badge(p.status), ' ', h('span', { class: 'muted' }, p.type)),
@@ -853,10 +945,9 @@
           h('div', { class: 'actions' }, toggle), allocations);
       });
     });
-    await list.refresh();
-    if (!v.alive) return;
     show(h('h1', {}, 'Resources'), h('div', { id: 'resources' }, list.el));
-    v.refreshOn((e) => e.channel === 'resource_activity' || ['task_assigned', 'task_completed', 'task_failed', 'task_retrying', 'task_cancelled'].includes(e.type), list.refresh);
+    v.refreshOn((e) => e.channel === 'resource_activity' || HOLDING.includes(e.type), list.refresh);
+    await list.first();
   }
 
   // ---------------------------------------------------------------- conflicts
@@ -872,14 +963,13 @@
         h('td', {}, (c.involved_agents || []).map((a) => [agentLink(a), ' '])),
         h('td', {}, (c.involved_tasks || []).map((t) => [taskLink(t), ' '])),
         h('td', {}, ago(c.created_at)))), 'No conflicts match.'));
-    await list.refresh();
-    if (!v.alive) return;
     show(h('h1', {}, 'Conflicts'),
       filters('conflicts', params, [['status_filter', 'Status', ['open', 'resolved', 'dismissed']],
         ['severity_filter', 'Severity', ['low', 'medium', 'high', 'critical']],
         ['type_filter', 'Type', ['resource_contention', 'task_assignment', 'state_inconsistency', 'goal_conflict', 'priority_dispute', 'communication_failure', 'performance_dispute', 'policy_violation', 'deadline_missed', 'lease_expired', 'capability_gap', 'other']]]),
       h('div', { id: 'conflicts' }, list.el));
     v.refreshOn((e) => e.channel === 'conflict_alerts', list.refresh);
+    await list.first();
   }
 
   const STRATEGIES = ['manual', 'priority_based', 'performance_based', 'consensus', 'policy_enforcement', 'retry_with_backoff'];
@@ -941,10 +1031,10 @@
           Object.keys(c.metadata || {}).length && ['Metadata', json(c.metadata)],
         ])));
     };
+    v.refreshOn((e) => e.channel === 'conflict_alerts' && JSON.stringify(e.data || {}).includes(id), load);
     await load();
     if (!v.alive) return;
     show(body);
-    v.refreshOn((e) => e.channel === 'conflict_alerts' && JSON.stringify(e.data || {}).includes(id), load);
   }
 
   // ---------------------------------------------------------------- workflows
@@ -1010,10 +1100,9 @@
       (flows) => table(['Workflow', 'Steps', 'Created'], flows.map((w) => h('tr', { 'data-id': w.id },
         h('td', {}, h('a', { href: `#/workflows/${w.id}` }, w.name), w.description ? h('div', { class: 'muted' }, w.description) : null),
         h('td', {}, w.steps.length), h('td', {}, ago(w.created_at)))), 'No workflows are defined.'));
-    await list.refresh();
-    if (!v.alive) return;
     show(h('h1', {}, 'Workflows'), h('div', { id: 'workflows' }, list.el));
     v.refreshOn((e) => e.type === 'workflow_created' || e.type === 'workflow_deleted', list.refresh);
+    await list.first();
   }
 
   async function workflowPage(id) {
@@ -1024,8 +1113,6 @@
       (list) => table(['Execution', 'Status', 'Started', 'Ended'], list.map((x) => h('tr', { 'data-id': x.execution_id },
         h('td', {}, h('a', { href: `#/workflows/${id}/executions/${x.execution_id}` }, short(x.execution_id))),
         h('td', {}, badge(x.status)), h('td', {}, ago(x.created_at)), h('td', {}, ago(x.completed_at)))), 'Not run yet.'));
-    await executions.refresh();
-    if (!v.alive) return;
     let run = null;
     if (mayOperate()) {
       const problem = h('p', { class: 'error', role: 'alert' });
@@ -1058,6 +1145,7 @@
       graph(w.steps, null), run,
       h('h2', {}, 'Executions'), h('div', { id: 'executions' }, executions.el));
     v.refreshOn((e) => e.channel === 'workflow_activity' && e.data && e.data.workflow_id === id, executions.refresh);
+    await executions.first();
   }
 
   async function executionPage(workflowId, id) {
@@ -1091,15 +1179,20 @@
           h('td', {}, st.error ? h('span', { class: 'error' }, st.error) : st.result ? json(st.result) : ''))), 'No steps.'),
         Object.keys(x.parameters || {}).length ? [h('h2', {}, 'Parameters'), json(x.parameters)] : null);
     };
+    v.refreshOn((e) => e.data && e.data.execution_id === id, load);
     await load();
     if (!v.alive) return;
     show(body);
-    v.refreshOn((e) => e.data && e.data.execution_id === id, load);
   }
 
   // ---------------------------------------------------------------- start
 
   document.getElementById('signout').addEventListener('click', () => signOut('You signed out.'));
+  // The skip link moves the focus; it must not change the route.
+  document.querySelector('.skip').addEventListener('click', (e) => {
+    e.preventDefault();
+    document.getElementById('main').focus();
+  });
   window.addEventListener('hashchange', () => route().catch((e) => toast(e.message)));
   const stored = loadSession();
   if (stored && stored.token) {

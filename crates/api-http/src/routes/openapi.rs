@@ -38,7 +38,7 @@ use super::{
         credentials::delete_user, credentials::login, credentials::whoami, credentials::audit,
         dashboard::activity, dashboard::summary, dashboard::performance,
         crate::ws::connect,
-        ui::page, ui::file,
+        ui::page, ui::slash, ui::file,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Conventions),

@@ -15,6 +15,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/dashboard", "GET", |r| {
         r.route(web::get().to(page))
     }))
+    .service(endpoint("/dashboard/", "GET", |r| {
+        r.route(web::get().to(slash))
+    }))
     .service(endpoint("/dashboard/{file}", "GET", |r| {
         r.route(web::get().to(file))
     }));
@@ -72,6 +75,20 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 )]
 pub(crate) async fn page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     serve(&req, "index.html")
+}
+
+/// The page's address as people also type it: sent on to `/dashboard`.
+#[utoipa::path(
+    get,
+    path = "/dashboard/",
+    tag = "system",
+    responses((status = 308, description = "To `/dashboard`.")),
+    security(())
+)]
+pub(crate) async fn slash() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/dashboard"))
+        .finish()
 }
 
 /// One of the page's files (script, styles, the charting library).
