@@ -46,7 +46,7 @@ pub fn run() -> anyhow::Result<()> {
         server: RefCell::new(Some(server)),
         binary,
     };
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 12] = [
         ("signing in, and being refused", signing_in),
         ("an agent registers and a task completes, live", live_task),
         ("a conflict is resolved, another dismissed", conflicts),
@@ -57,6 +57,7 @@ pub fn run() -> anyhow::Result<()> {
         ("a viewer sees no actions", viewer),
         ("an expired credential signs the user out", expiry),
         ("a long-lived credential stays signed in", long_lived),
+        ("10,000 tasks waiting", ten_thousand),
         ("the server restarts with an empty store", restart),
     ];
     for (name, step) in steps {
@@ -186,12 +187,17 @@ struct Run {
 impl Run {
     /// Shows `fragment` (such as `#/tasks`) and waits for the page's heading.
     fn open(&self, fragment: &str) -> anyhow::Result<()> {
-        self.browser
-            .run("location.hash = arguments[0];", json!([fragment]))?;
+        // The same address again is no change to the browser: the page is asked to draw anew.
+        self.browser.run(
+            "if (location.hash === arguments[0]) window.dispatchEvent(new HashChangeEvent('hashchange'));
+             else location.hash = arguments[0];",
+            json!([fragment]),
+        )?;
         self.browser.until(
             &format!("{fragment} to load"),
-            "document.querySelector('main h1') && !document.querySelector('main > p.muted')",
-            Value::Null,
+            "document.querySelector('main').dataset.route === arg && document.querySelector('main h1')
+             && !document.querySelector('main[aria-busy]')",
+            json!(fragment),
         )
     }
 
@@ -349,6 +355,33 @@ fn live_task(t: &Run) -> anyhow::Result<()> {
         Value::Null,
     )?;
     t.shot("tasks")?;
+    Ok(())
+}
+
+fn ten_thousand(t: &Run) -> anyhow::Result<()> {
+    let b = &t.browser;
+    // With 10,000 more waiting (for the drained agent's capability), the list still pages
+    // through the server and the overview counts them.
+    for _ in 0..10 {
+        let batch: Vec<Value> = (0..1000)
+            .map(
+                |n| json!({"title": format!("bulk item {n}"), "required_capabilities": ["render"]}),
+            )
+            .collect();
+        t.api
+            .admin("POST", "/tasks/batch", Some(json!({ "tasks": batch })))?;
+    }
+    t.open("#/tasks?status_filter=pending")?;
+    b.until(
+        "a full first page of more than 10,000",
+        "document.querySelectorAll('#tasks tbody tr').length === 25",
+        Value::Null,
+    )?;
+    b.click("#tasks .pager button:last-child")?;
+    b.until_text("#tasks .pager", "page 2")?;
+    t.open("#/")?;
+    let pending = t.api.admin("GET", "/dashboard/summary", None)?["tasks"]["pending"].clone();
+    b.until_text("#summary", &format!("Tasks pending{pending}"))?;
     Ok(())
 }
 
@@ -523,6 +556,11 @@ fn workflows(t: &Run) -> anyhow::Result<()> {
     b.until_text("#execution-status", "failed")?;
     b.until_text("main table", "source unreachable")?;
     t.shot("execution-failed")?;
+    // Offered from the step that failed.
+    anyhow::ensure!(
+        b.count("select[name=step] option[value=extract]:checked")? == 1,
+        "the rerun is not offered from the failed step"
+    );
     b.click("button[data-action=rerun]")?;
     b.until_text("#execution-status", "running")?;
     for _ in 0..4 {

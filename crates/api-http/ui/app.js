@@ -467,13 +467,22 @@
       return;
     }
     main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+    // Busy until the page has read what it shows (assistive technology, and tests, wait for it).
+    main.setAttribute('aria-busy', 'true');
+    main.dataset.route = location.hash;
+    const v = view;
     try {
       await found[2](found[0].exec(path), params);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
       if (e.status === 401) return;
       main.replaceChildren(h('h1', {}, e.status === 404 ? 'Not found' : 'Could not load this page'),
-        h('p', { class: 'error', role: 'alert' }, e.full));
+        h('p', { class: 'error', role: 'alert' }, e.full),
+        h('button', { type: 'button', onclick: () => route() }, 'Try again'));
+      // A server that could not be reached is tried again once the live stream is back.
+      if (e.status === 0 || e.status >= 500) v.on((ev) => { if (ev.type === 'reconnected') route(); });
+    } finally {
+      if (v === view) main.removeAttribute('aria-busy');
     }
   }
 
@@ -720,6 +729,7 @@
     v.every(60000, () => { dirty = true; });
 
     let summaryRunning = false;
+    const arrived = [];
     handle = async (e) => {
       if (e.channel === 'system_metrics') {
         if (summaryRunning) return;
@@ -740,10 +750,17 @@
       newest = e.seq;
       series.add(e);
       dirty = true;
-      if (feed.firstChild && feed.firstChild.classList.contains('muted')) feed.replaceChildren();
-      feed.prepend(feedItem(e));
-      while (feed.children.length > 50) feed.lastChild.remove();
+      arrived.push(e);
+      if (arrived.length > 50) arrived.shift();
     };
+    // The feed is redrawn at most four times a second, with the newest 50, however fast
+    // events come.
+    v.every(250, () => {
+      if (!arrived.length) return;
+      if (feed.firstChild && feed.firstChild.classList.contains('muted')) feed.replaceChildren();
+      feed.prepend(...arrived.splice(0).reverse().map(feedItem));
+      while (feed.children.length > 50) feed.lastChild.remove();
+    });
     for (const e of early.splice(0)) handle(e);
   }
 
@@ -1158,11 +1175,13 @@
       const states = new Map(x.steps.map((st) => [st.name, st]));
       let actions = null;
       if (mayOperate()) {
+        // Offered from the first step that failed, else the first cancelled.
+        const from = (x.steps.find((st) => st.status === 'failed') || x.steps.find((st) => st.status === 'cancelled') || x.steps[0] || {}).name;
         const rerun = ['failed', 'cancelled'].includes(x.status) ? h('form', { class: 'actions', onsubmit: (e) => {
           e.preventDefault();
           act(rerun.querySelector('button'), () => api('POST', `/workflows/${workflowId}/executions/${id}/rerun`, { from_step: rerun.elements.step.value }), 'The execution runs again.', load);
         } },
-        h('label', {}, 'From step', h('select', { name: 'step' }, x.steps.map((st) => h('option', { value: st.name, selected: st.status === 'failed' || st.status === 'cancelled' }, st.name)))),
+        h('label', {}, 'From step', h('select', { name: 'step' }, x.steps.map((st) => h('option', { value: st.name, selected: st.name === from }, st.name)))),
         h('button', { type: 'submit', 'data-action': 'rerun' }, 'Rerun')) : null;
         actions = h('div', { class: 'actions' },
           ['pending', 'running'].includes(x.status) && h('button', { type: 'button', class: 'danger', 'data-action': 'cancel', onclick: (e) => act(e.target, () => api('POST', `/workflows/${workflowId}/executions/${id}/cancel`, {}), 'The execution is cancelled.', load) }, 'Cancel execution'),
