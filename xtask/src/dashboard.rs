@@ -379,6 +379,14 @@ fn ten_thousand(t: &Run) -> anyhow::Result<()> {
     )?;
     b.click("#tasks .pager button:last-child")?;
     b.until_text("#tasks .pager", "page 2")?;
+    // A task an idle agent can take, queued behind all of them, is still assigned.
+    let behind = t.api.admin(
+        "POST",
+        "/tasks",
+        Some(json!({"title": "behind ten thousand", "priority": 1, "required_capabilities": ["etl"]})),
+    )?;
+    t.open(&format!("#/tasks/{}", id(&behind, "id")?))?;
+    b.until_text("#task-status", "assigned")?;
     t.open("#/")?;
     let pending = t.api.admin("GET", "/dashboard/summary", None)?["tasks"]["pending"].clone();
     b.until_text("#summary", &format!("Tasks pending{pending}"))?;

@@ -53,6 +53,23 @@ pub(crate) async fn write(
     commit_with(store, tx, events).await
 }
 
+/// A query over the pending tasks with the ranking's parameters bound: `$1` now, `$2` the rows
+/// wanted, `$3` to `$6` the policy's aging and urgency.
+fn ranked_query<'q>(
+    sql: &'q str,
+    now: DateTime<Utc>,
+    limit: u32,
+    policy: &domain::scheduler::Policy,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
+        .bind(policy.max_aging)
+        .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
+        .bind(policy.max_urgency)
+}
+
 /// One scheduling pass (see `TaskRepository::schedule`).
 pub(crate) async fn pass(
     store: &PgStore,
@@ -99,20 +116,15 @@ pub(crate) async fn pass(
     } else {
         "priority DESC, created_at, id"
     };
-    let pending = sqlx::query(&format!(
+    let head_sql = format!(
         "SELECT {COLUMNS} FROM tasks
          WHERE id IN (SELECT id FROM tasks WHERE {ready} ORDER BY {order} LIMIT $2) AND {ready}
          ORDER BY {order}
          FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(now)
-    .bind(i64::from(limit))
-    .bind(policy.aging_step.num_milliseconds().max(1) as f64 / 1000.0)
-    .bind(policy.max_aging)
-    .bind(policy.urgency_horizon.num_milliseconds().max(1) as f64 / 1000.0)
-    .bind(policy.max_urgency)
-    .read_all(&mut *tx, task_from_row)
-    .await?;
+    );
+    let mut pending = ranked_query(&head_sql, now, limit, policy)
+        .read_all(&mut *tx, task_from_row)
+        .await?;
     let agents = lock_serving(&mut tx).await?;
     let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
     let held = select(
@@ -124,6 +136,36 @@ pub(crate) async fn pass(
         SelectBinds::Agents(ids),
     )
     .await?;
+    let open = PassSize::open_capabilities(&agents, &held);
+    if ranked && PassSize::looks_behind(&pending, limit, &open) {
+        // The head holds tasks no agent with a slot free can take: the first tasks behind it
+        // that one can are read too. Each agent's capabilities go as one string (capability
+        // names never hold the separator, U+001F).
+        let sets: std::collections::BTreeSet<String> =
+            open.iter().map(|c| c.to_strings().join("\u{1f}")).collect();
+        let read: Vec<Uuid> = pending.iter().map(|t| t.id.as_uuid()).collect();
+        let behind_sql = format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE id IN (SELECT id FROM tasks
+                          WHERE {ready} AND NOT (id = ANY($7))
+                            AND EXISTS (SELECT 1 FROM unnest($8::text[]) AS open(caps)
+                                        WHERE required_capabilities
+                                              <@ string_to_array(open.caps, chr(31)))
+                          ORDER BY {ranking} LIMIT $2) AND {ready}
+             ORDER BY {ranking}
+             FOR UPDATE SKIP LOCKED"
+        );
+        let behind = ranked_query(&behind_sql, now, limit, policy)
+            .bind(read)
+            .bind(sets.into_iter().collect::<Vec<_>>())
+            .read_all(&mut *tx, task_from_row)
+            .await?;
+        pending.extend(behind);
+        pending = domain::scheduler::first_in_queue(&pending, usize::MAX, now, policy)
+            .into_iter()
+            .cloned()
+            .collect();
+    }
     // Pools are read (and locked) only when a task in the batch claims one.
     let (resources, claim_holders) = if pending.iter().any(|t| !t.resource_claims.is_empty()) {
         (lock_pools(&mut tx).await?, claim_holders(&mut tx).await?)

@@ -213,6 +213,41 @@ impl PassSize {
         wanted.min(self.most)
     }
 
+    /// The capabilities of each serving agent among `agents` with a slot free, given the tasks
+    /// they hold: a pending task none of them covers cannot be placed by this pass.
+    pub fn open_capabilities(agents: &[Agent], held: &[Task]) -> Vec<domain::CapabilitySet> {
+        agents
+            .iter()
+            .filter(|a| {
+                domain::scheduler::AgentCapacity::of(
+                    a,
+                    held.iter().filter(|t| t.assigned_agent == Some(a.id)),
+                )
+                .is_some_and(|c| c.free_slots > 0)
+            })
+            .map(|a| a.capabilities.clone())
+            .collect()
+    }
+
+    /// Whether a ranked pass that read `head` (the first `asked` tasks of the queue) must also
+    /// read the first tasks behind it that an agent with a slot free (`open`) could take: when
+    /// the head is full and holds a task none of them can. Otherwise a head of tasks that wait
+    /// for an absent capability, longer than a pass reads, would keep every task behind it
+    /// from ever being placed.
+    pub fn looks_behind(
+        head: &[impl std::borrow::Borrow<Task>],
+        asked: u32,
+        open: &[domain::CapabilitySet],
+    ) -> bool {
+        head.len() >= asked as usize
+            && !open.is_empty()
+            && head.iter().any(|t| {
+                !open
+                    .iter()
+                    .any(|c| c.covers(&t.borrow().required_capabilities))
+            })
+    }
+
     /// The free slots of the serving agents among `agents`, given the tasks they hold.
     pub fn free_slots(agents: &[Agent], held: &[Task]) -> usize {
         let mut holding: std::collections::HashMap<AgentId, Vec<&Task>> =

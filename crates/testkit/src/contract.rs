@@ -60,6 +60,7 @@ macro_rules! store_contract {
             the_batch_order_is_the_domains_queue_order_with_every_tie_break,
             a_fitted_pass_reads_as_many_pending_tasks_as_the_free_slots_call_for,
             with_no_free_slot_a_pass_reads_the_head_of_the_queue_as_it_is_kept,
+            a_pass_reads_past_a_head_no_agent_with_a_free_slot_can_take,
             waiting_tasks_are_found_by_why_they_wait_oldest_first,
             a_write_allocating_from_a_pool_gone_or_moved_writes_nothing,
             a_pass_sees_the_pools_and_their_holders_and_writes_only_what_it_read,

@@ -1069,6 +1069,55 @@ pub async fn with_no_free_slot_a_pass_reads_the_head_of_the_queue_as_it_is_kept(
     );
 }
 
+pub async fn a_pass_reads_past_a_head_no_agent_with_a_free_slot_can_take(store: StoreUnderTest) {
+    // The one agent does `etl` and has slots free.
+    with_agent(&store, 50).await;
+    // Two tasks for a capability nobody has rank first; behind them, one the agent can take,
+    // and one nobody can.
+    let blocked = [task(1, 9, &["gpu"], t(0)), task(2, 9, &["gpu"], t(0))];
+    let takeable = task(3, 1, &["etl"], t(0));
+    let nobodys = task(4, 1, &["gpu"], t(0));
+    for x in blocked.iter().chain([&takeable, &nobodys]) {
+        store.tasks.insert(x, vec![], None).await.unwrap();
+    }
+    let read = |size: PassSize| {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let store = &store;
+        async move {
+            store
+                .tasks
+                .schedule(
+                    t(60),
+                    size,
+                    &Policy::default(),
+                    Box::new(move |snapshot| {
+                        *record.lock().unwrap() = snapshot
+                            .pending
+                            .iter()
+                            .map(|t| t.id.as_uuid().as_u128())
+                            .collect();
+                        Changes::default()
+                    }),
+                )
+                .await
+                .unwrap();
+            let ids = seen.lock().unwrap().clone();
+            ids
+        }
+    };
+    assert_eq!(
+        read(PassSize::at_most(2)).await,
+        [1, 2, 3],
+        "a full head no free agent can take: the first task behind it one can is read too"
+    );
+    assert_eq!(
+        read(PassSize::at_most(5)).await,
+        [1, 2, 3, 4],
+        "a head that is not full holds every ready task already"
+    );
+}
+
 /// The IDs a fitted pass of one at `t(3600)` read, and whether it read them unranked; it
 /// writes nothing.
 async fn batch_of_one(store: &StoreUnderTest) -> (Vec<u128>, bool) {

@@ -185,11 +185,39 @@ impl TaskRepository for MemoryStore {
         let free = PassSize::free_slots(&agents, &held);
         let limit = size.rows(free);
         let ranked = PassSize::ranks(free);
-        let ready = state
+        let ready: Vec<&Task> = state
             .pending()
-            .filter(|t| t.not_before <= now && t.deadline.is_none_or(|d| d > now));
+            .filter(|t| t.not_before <= now && t.deadline.is_none_or(|d| d > now))
+            .collect();
         let pending: Vec<Task> = if ranked {
-            domain::scheduler::first_in_queue(ready, limit as usize, now, policy)
+            let head = domain::scheduler::first_in_queue(
+                ready.iter().copied(),
+                limit as usize,
+                now,
+                policy,
+            );
+            let open = PassSize::open_capabilities(&agents, &held);
+            if PassSize::looks_behind(&head, limit, &open) {
+                // And the first tasks behind the head that an agent with a slot free can take.
+                let taken: std::collections::HashSet<_> = head.iter().map(|t| t.id).collect();
+                let behind = domain::scheduler::first_in_queue(
+                    ready.iter().copied().filter(|t| {
+                        !taken.contains(&t.id)
+                            && open.iter().any(|c| c.covers(&t.required_capabilities))
+                    }),
+                    limit as usize,
+                    now,
+                    policy,
+                );
+                domain::scheduler::first_in_queue(
+                    head.into_iter().chain(behind),
+                    usize::MAX,
+                    now,
+                    policy,
+                )
+            } else {
+                head
+            }
         } else {
             domain::scheduler::head_of_queue(ready, limit as usize)
         }
