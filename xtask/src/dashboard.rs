@@ -12,6 +12,16 @@ use serde_json::{json, Value};
 use crate::browser::{request, Browser, Proxy};
 use crate::suite::{free_port, Server, ADMIN_KEY};
 
+/// What the browser logs while the server cannot be reached: refused, reset or empty
+/// connections, and WebSocket handshakes that got no answer. (A handshake the server refused
+/// with a status is not among them.)
+const OUTAGE: &[&str] = &[
+    "net::ERR_CONNECTION_REFUSED",
+    "net::ERR_CONNECTION_RESET",
+    "net::ERR_CONNECTION_CLOSED",
+    "net::ERR_EMPTY_RESPONSE",
+    "closed before receiving a handshake response",
+];
 const JWT_SECRET: &str = "dashboard-tests-jwt-secret-0123456789abcdef";
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -198,7 +208,13 @@ impl Run {
             "document.querySelector('main').dataset.route === arg && document.querySelector('main h1')
              && !document.querySelector('main[aria-busy]')",
             json!(fragment),
-        )
+        )?;
+        let failed = self.browser.run(
+            "return document.querySelector('main').dataset.failed || null;",
+            json!([]),
+        )?;
+        anyhow::ensure!(failed.is_null(), "{fragment} could not be loaded: {failed}");
+        Ok(())
     }
 
     fn shot(&self, name: &str) -> anyhow::Result<()> {
@@ -380,10 +396,11 @@ fn ten_thousand(t: &Run) -> anyhow::Result<()> {
     b.click("#tasks .pager button:last-child")?;
     b.until_text("#tasks .pager", "page 2")?;
     // A task an idle agent can take, queued behind all of them, is still assigned.
+    t.api.register("late-shift", &["late"])?;
     let behind = t.api.admin(
         "POST",
         "/tasks",
-        Some(json!({"title": "behind ten thousand", "priority": 1, "required_capabilities": ["etl"]})),
+        Some(json!({"title": "behind ten thousand", "priority": 1, "required_capabilities": ["late"]})),
     )?;
     t.open(&format!("#/tasks/{}", id(&behind, "id")?))?;
     b.until_text("#task-status", "assigned")?;
@@ -652,7 +669,7 @@ fn reconnecting(t: &Run) -> anyhow::Result<()> {
     b.until_text("#live", "live")?;
     b.until_text("#feed", "submitted while the page was away")?;
     // The browser logged the connections refused while the proxy was cut; only those.
-    t.console_errors(&["WebSocket connection to", "net::ERR_"])?;
+    t.console_errors(OUTAGE)?;
     Ok(())
 }
 
@@ -779,6 +796,6 @@ fn restart(t: &Run) -> anyhow::Result<()> {
     b.until_text("#live", "live")?;
     t.api.register("after-the-restart", &["x"])?;
     b.until_text("#feed li:first-child", "after-the-restart")?;
-    t.console_errors(&["WebSocket connection to", "net::ERR_"])?;
+    t.console_errors(OUTAGE)?;
     Ok(())
 }

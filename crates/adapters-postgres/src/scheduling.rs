@@ -2,9 +2,10 @@
 //! from, events) in one transaction.
 //!
 //! A pass holds a transaction-scoped advisory lock, so passes never overlap across replicas; it
-//! locks the pending tasks it reads, then the serving agents (`FOR UPDATE SKIP LOCKED` both:
-//! rows another transaction holds are left out, and counted, rather than waited for), so its
-//! writes cannot lose a race and no task is assigned twice.
+//! locks the pending tasks it reads, then the serving agents, then any pending tasks it reads
+//! behind the head of the queue (`FOR UPDATE SKIP LOCKED` all: rows another transaction holds
+//! are left out, and agents counted, rather than waited for, so this order cannot deadlock),
+//! so its writes cannot lose a race and no task is assigned twice.
 
 use chrono::{DateTime, Utc};
 use domain::NewEvent;
@@ -26,9 +27,9 @@ use crate::PgStore;
 const SCHEDULER_LOCK: i64 = 0x5343_4845_4455_4c45; // "SCHEDULE"
 
 /// Writes a set of changes in the transaction `tx` and commits it with their events: one
-/// statement per kind of row. Agents before tasks, the order in which a scheduling pass and an
-/// agent's reports lock them, so that a write taking its locks as it goes cannot deadlock with
-/// either; then the executions of the steps it ends, moved in the same transaction (see
+/// statement per kind of row. Agents before tasks, the order in which an agent's reports lock
+/// them (a scheduling pass waits for no task or agent row, see above), so that a write taking
+/// its locks as it goes cannot deadlock with them; then the executions of the steps it ends, moved in the same transaction (see
 /// `workflows::follow`).
 pub(crate) async fn write(
     store: &PgStore,
@@ -136,8 +137,12 @@ pub(crate) async fn pass(
         SelectBinds::Agents(ids),
     )
     .await?;
-    let open = PassSize::open_capabilities(&agents, &held);
-    if ranked && PassSize::looks_behind(&pending, limit, &open) {
+    let open = if ranked {
+        PassSize::open_capabilities(&agents, &held)
+    } else {
+        Vec::new()
+    };
+    if PassSize::looks_behind(&pending, limit, &open) {
         // The head holds tasks no agent with a slot free can take: the first tasks behind it
         // that one can are read too. Each agent's capabilities go as one string (capability
         // names never hold the separator, U+001F).

@@ -192,11 +192,11 @@
     sessionStorage.setItem(STORED, JSON.stringify(session));
     clearTimeout(expiryTimer);
     const until = exp ?? (me.expires_at ? Date.parse(me.expires_at) : null);
-    if (until !== null) expireAt(until);
+    if (until !== null && Number.isFinite(until)) expireAt(until);
     document.getElementById('top').hidden = false;
     document.getElementById('who').textContent = `${me.subject} · ${me.role}`;
     await live.start();
-    route();
+    route().catch(failed);
   }
 
   /** Signs out when the credential expires. A timer waits at most about 24 days, so a longer
@@ -221,6 +221,7 @@
 
   function signInPage(message) {
     const main = document.getElementById('main');
+    main.removeAttribute('aria-busy');
     const problem = h('p', { class: 'error', role: 'alert', id: 'signin-error' }, message || '');
     const attempt = async (form, token) => {
       const button = form.querySelector('button');
@@ -298,6 +299,7 @@
       if (this.ws) { this.ws.onclose = null; this.ws.close(1000); }
       this.ws = null;
       this.attempt = 0;
+      this.restarted = false;
       setLive('', 'offline');
     },
 
@@ -349,7 +351,7 @@
         if (this.restarted) {
           // The log began again (an embedded store restarted): what the page shows is redrawn.
           this.restarted = false;
-          route();
+          route().catch(failed);
         } else if (resumed) {
           this.emit({ type: 'reconnected' });
         }
@@ -362,7 +364,7 @@
           this.subscribe();
         } else if (/no longer retained/.test(detail)) {
           toast('Some events are older than the server keeps; the page reloads what it shows.');
-          this.emit({ type: 'reconnected' });
+          route().catch(failed);
         } else {
           toast(`The live stream: ${detail}`);
         }
@@ -405,28 +407,36 @@
         live.listeners.add(listener);
         v.releases.push(() => live.listeners.delete(listener));
       },
-      /** Runs `load` again when an event matches, at most once a second. */
+      /** Runs `load` again when an event matches, at most once a second. `load` is one the
+       * page also calls itself, made `serial`, so an older reading never replaces a newer. */
       refreshOn(matches, load) {
-        let pending = false;
-        let running = false;
         let last = 0;
-        const go = async () => {
-          if (!v.alive) return;
-          if (running) { pending = true; return; }
-          running = true;
-          pending = false;
-          last = Date.now();
-          try { await load(); } catch (e) { if (e instanceof ApiError && e.status !== 401) toast(e.full); }
-          running = false;
-          if (pending) schedule();
-        };
         let timer = null;
         const schedule = () => {
           if (timer) return;
-          timer = setTimeout(() => { timer = null; go(); }, Math.max(0, 1000 - (Date.now() - last)));
+          timer = setTimeout(() => {
+            timer = null;
+            last = Date.now();
+            load().catch(failed);
+          }, Math.max(0, 1000 - (Date.now() - last)));
         };
         v.releases.push(() => clearTimeout(timer));
         v.on((e) => { if (e.type === 'reconnected' || matches(e)) schedule(); });
+      },
+      /** `fn` made to run one call at a time: a call made while one runs is made once after
+       * it (the calls meanwhile share it), so what the page shows last is the newest reading. */
+      serial(fn) {
+        let running = null;
+        let again = null;
+        const run = () => {
+          if (running) {
+            if (!again) again = running.catch(() => {}).then(() => { again = null; return run(); });
+            return again;
+          }
+          running = Promise.resolve().then(() => (v.alive ? fn() : undefined)).finally(() => { running = null; });
+          return running;
+        };
+        return run;
       },
       every(ms, fn) {
         const t = setInterval(() => { if (v.alive) fn(); }, ms);
@@ -461,28 +471,34 @@
       if (found && a.dataset.page === found[1]) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
     }
-    enter();
+    const current = enter();
+    main.dataset.route = location.hash;
+    delete main.dataset.failed;
     if (!found) {
+      main.removeAttribute('aria-busy');
       main.replaceChildren(h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go to the overview.')));
       return;
     }
     main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
     // Busy until the page has read what it shows (assistive technology, and tests, wait for it).
     main.setAttribute('aria-busy', 'true');
-    main.dataset.route = location.hash;
-    const v = view;
+    const hash = location.hash;
     try {
       await found[2](found[0].exec(path), params);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
-      if (e.status === 401) return;
+      // Signed out, or the reader has moved on to another page: nothing to show here.
+      if (e.status === 401 || view !== current) return;
+      // The failed page's listeners go with it.
+      const v = enter();
+      main.dataset.failed = e.full;
       main.replaceChildren(h('h1', {}, e.status === 404 ? 'Not found' : 'Could not load this page'),
         h('p', { class: 'error', role: 'alert' }, e.full),
-        h('button', { type: 'button', onclick: () => route() }, 'Try again'));
+        h('button', { type: 'button', onclick: () => route().catch(failed) }, 'Try again'));
       // A server that could not be reached is tried again once the live stream is back.
-      if (e.status === 0 || e.status >= 500) v.on((ev) => { if (ev.type === 'reconnected') route(); });
+      if (e.status === 0 || e.status >= 500) v.on((ev) => { if (ev.type === 'reconnected') route().catch(failed); });
     } finally {
-      if (v === view) main.removeAttribute('aria-busy');
+      if (main.dataset.route === hash) main.removeAttribute('aria-busy');
     }
   }
 
@@ -515,7 +531,7 @@
     }
     if (focused) {
       const again = [...slot.querySelectorAll('a, button, input, select, textarea')].find((el) => keyOf(el) === focused);
-      if (again && !again.disabled) again.focus();
+      if (again && !again.disabled) again.focus({ preventScroll: true });
     }
   }
 
@@ -542,8 +558,13 @@
     const el = h('div', {}, slot, nav);
     let stack = [];
     let cursor = null;
+    let asked = 0; // only the reading asked for last is shown
+    let broken = false;
     const display = async (at, below) => {
+      const mine = ++asked;
       const { data, next } = await load(at);
+      if (mine !== asked) return;
+      broken = false;
       cursor = at;
       stack = below;
       fill(slot, render(data));
@@ -555,9 +576,11 @@
     /** The first load: a list that cannot be read says so in its place. */
     const first = () => display(null, []).catch((e) => {
       if (!(e instanceof ApiError)) throw e;
+      broken = true;
       if (e.status !== 401) fill(slot, h('p', { class: 'error', role: 'alert' }, e.full));
     });
-    return { el, first, refresh: () => display(cursor, stack) };
+    // A list the server refused (a bad filter) is not asked again for every event.
+    return { el, first, refresh: () => (broken ? Promise.resolve() : display(cursor, stack)) };
   }
 
   /** Says why something the reader asked for failed (a `401` has signed them out already). */
@@ -737,6 +760,7 @@
         try {
           await summary();
           cards.classList.remove('stale');
+          cards.removeAttribute('title');
           queue?.setData([depth.xs, depth.pending, depth.running]);
         } catch (err) {
           if (!(err instanceof ApiError)) throw err;
@@ -796,7 +820,7 @@
     let range = '1h';
     const tasks = pager((cursor) => api('GET', `/tasks${query({ agent_id: id, limit: PAGE, cursor })}`),
       (list) => table(['Task', 'Status', 'Priority', 'Attempt', 'Updated'], list.map(taskRow), 'This agent holds no tasks.'));
-    const load = async () => {
+    const load = v.serial(async () => {
       const { data: a } = await api('GET', `/agents/${id}`);
       const { data: figures } = await api('GET', `/metrics/performance${query({ agent_id: id, time_range: range })}`);
       if (!v.alive) return;
@@ -824,7 +848,7 @@
         ['Utilization', `${Math.round((f.utilization || 0) * 100)}%`],
       ]));
       await tasks.refresh();
-    };
+    });
     v.refreshOn((e) => JSON.stringify(e.data || {}).includes(id), load);
     await load();
     if (!v.alive) return;
@@ -882,7 +906,7 @@
   async function taskPage(id) {
     const v = view;
     const body = h('div', {});
-    const load = async () => {
+    const load = v.serial(async () => {
       const [{ data: t }, { data: history }] = await Promise.all([api('GET', `/tasks/${id}`), api('GET', `/tasks/${id}/history`)]);
       if (!v.alive) return;
       const open = ['pending', 'assigned', 'running'].includes(t.status);
@@ -921,7 +945,7 @@
             history.map((e) => h('li', { 'data-type': e.type }, clock(e.timestamp), ' ', h('strong', {}, e.type.replace(/_/g, ' ')),
               e.data && e.data.assigned_agent && e.type === 'task_assigned' ? [' to ', agentLink(e.data.assigned_agent)] : '',
               e.data && e.data.error ? [' — ', e.data.error] : ''))))));
-    };
+    });
     v.refreshOn((e) => e.data && e.data.task_id === id, load);
     await load();
     if (!v.alive) return;
@@ -1009,7 +1033,7 @@
         }
       }));
     };
-    const load = async () => {
+    const load = v.serial(async () => {
       const { data: c } = await api('GET', `/conflicts/${id}`);
       await named(c);
       if (!v.alive) return;
@@ -1047,7 +1071,7 @@
           c.resolution && Object.keys(c.resolution.details || {}).length && ['Details', json(c.resolution.details)],
           Object.keys(c.metadata || {}).length && ['Metadata', json(c.metadata)],
         ])));
-    };
+    });
     v.refreshOn((e) => e.channel === 'conflict_alerts' && JSON.stringify(e.data || {}).includes(id), load);
     await load();
     if (!v.alive) return;
@@ -1169,7 +1193,7 @@
     const v = view;
     const { data: w } = await api('GET', `/workflows/${workflowId}`);
     const body = h('div', {});
-    const load = async () => {
+    const load = v.serial(async () => {
       const { data: x } = await api('GET', `/workflows/${workflowId}/executions/${id}`);
       if (!v.alive) return;
       const states = new Map(x.steps.map((st) => [st.name, st]));
@@ -1197,7 +1221,7 @@
           h('td', {}, ago(st.started_at)), h('td', {}, ago(st.completed_at)),
           h('td', {}, st.error ? h('span', { class: 'error' }, st.error) : st.result ? json(st.result) : ''))), 'No steps.'),
         Object.keys(x.parameters || {}).length ? [h('h2', {}, 'Parameters'), json(x.parameters)] : null);
-    };
+    });
     v.refreshOn((e) => e.data && e.data.execution_id === id, load);
     await load();
     if (!v.alive) return;

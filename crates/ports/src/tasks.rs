@@ -216,17 +216,30 @@ impl PassSize {
     /// The capabilities of each serving agent among `agents` with a slot free, given the tasks
     /// they hold: a pending task none of them covers cannot be placed by this pass.
     pub fn open_capabilities(agents: &[Agent], held: &[Task]) -> Vec<domain::CapabilitySet> {
+        let holding = Self::holding(held);
         agents
             .iter()
             .filter(|a| {
                 domain::scheduler::AgentCapacity::of(
                     a,
-                    held.iter().filter(|t| t.assigned_agent == Some(a.id)),
+                    holding.get(&a.id).into_iter().flatten().copied(),
                 )
                 .is_some_and(|c| c.free_slots > 0)
             })
             .map(|a| a.capabilities.clone())
             .collect()
+    }
+
+    /// The tasks in `held`, by the agent holding them.
+    fn holding(held: &[Task]) -> std::collections::HashMap<AgentId, Vec<&Task>> {
+        let mut holding: std::collections::HashMap<AgentId, Vec<&Task>> =
+            std::collections::HashMap::new();
+        for task in held {
+            if let Some(agent) = task.assigned_agent {
+                holding.entry(agent).or_default().push(task);
+            }
+        }
+        holding
     }
 
     /// Whether a ranked pass that read `head` (the first `asked` tasks of the queue) must also
@@ -250,13 +263,7 @@ impl PassSize {
 
     /// The free slots of the serving agents among `agents`, given the tasks they hold.
     pub fn free_slots(agents: &[Agent], held: &[Task]) -> usize {
-        let mut holding: std::collections::HashMap<AgentId, Vec<&Task>> =
-            std::collections::HashMap::new();
-        for task in held {
-            if let Some(agent) = task.assigned_agent {
-                holding.entry(agent).or_default().push(task);
-            }
-        }
+        let holding = Self::holding(held);
         agents
             .iter()
             .filter_map(|a| {
@@ -289,7 +296,8 @@ pub struct SchedulingSnapshot {
     pub resources: Vec<Resource>,
     pub claim_holders: Vec<Task>,
     /// How many pending tasks the store asked for (see [`PassSize`]): `pending` holds fewer
-    /// when fewer were ready.
+    /// when fewer were ready, and up to twice as many when the pass also read behind the head
+    /// (see [`PassSize::looks_behind`]).
     pub asked: u32,
     /// Serving agents left out because another write held them at the moment (their capacity,
     /// and what they could take, are for a later pass to see).

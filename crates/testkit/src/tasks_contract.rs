@@ -1070,8 +1070,18 @@ pub async fn with_no_free_slot_a_pass_reads_the_head_of_the_queue_as_it_is_kept(
 }
 
 pub async fn a_pass_reads_past_a_head_no_agent_with_a_free_slot_can_take(store: StoreUnderTest) {
-    // The one agent does `etl` and has slots free.
+    // One agent does `etl` and has slots free; another does `gpu` but holds all it may.
     with_agent(&store, 50).await;
+    let mut full = agent(51, "full-gpu", &["gpu"], t(0));
+    full.max_concurrent_tasks = 1;
+    store
+        .agents
+        .insert(&full, &agent_key(51, full.id, t(0)), vec![])
+        .await
+        .unwrap();
+    let mut holding = task(9, 5, &["gpu"], t(0));
+    holding.assign(full.id, t(1)).unwrap();
+    store.tasks.insert(&holding, vec![], None).await.unwrap();
     // Two tasks for a capability nobody has rank first; behind them, one the agent can take,
     // and one nobody can.
     let blocked = [task(1, 9, &["gpu"], t(0)), task(2, 9, &["gpu"], t(0))];
@@ -1080,32 +1090,8 @@ pub async fn a_pass_reads_past_a_head_no_agent_with_a_free_slot_can_take(store: 
     for x in blocked.iter().chain([&takeable, &nobodys]) {
         store.tasks.insert(x, vec![], None).await.unwrap();
     }
-    let read = |size: PassSize| {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = seen.clone();
-        let store = &store;
-        async move {
-            store
-                .tasks
-                .schedule(
-                    t(60),
-                    size,
-                    &Policy::default(),
-                    Box::new(move |snapshot| {
-                        *record.lock().unwrap() = snapshot
-                            .pending
-                            .iter()
-                            .map(|t| t.id.as_uuid().as_u128())
-                            .collect();
-                        Changes::default()
-                    }),
-                )
-                .await
-                .unwrap();
-            let ids = seen.lock().unwrap().clone();
-            ids
-        }
-    };
+    let store = &store;
+    let read = |size| async move { batch_read(store, size, t(60), &Policy::default()).await.0 };
     assert_eq!(
         read(PassSize::at_most(2)).await,
         [1, 2, 3],
@@ -1118,17 +1104,27 @@ pub async fn a_pass_reads_past_a_head_no_agent_with_a_free_slot_can_take(store: 
     );
 }
 
-/// The IDs a fitted pass of one at `t(3600)` read, and whether it read them unranked; it
-/// writes nothing.
+/// The IDs a fitted pass of one at `t(3600)` read, and whether it read them unranked.
 async fn batch_of_one(store: &StoreUnderTest) -> (Vec<u128>, bool) {
+    batch_read(store, PassSize::fitted(1), t(3600), &Policy::default()).await
+}
+
+/// The IDs of the pending tasks a pass of `size` at `now` read, in the order it got them, and
+/// whether it read them unranked; it writes nothing.
+async fn batch_read(
+    store: &StoreUnderTest,
+    size: PassSize,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> (Vec<u128>, bool) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
     let record = seen.clone();
     store
         .tasks
         .schedule(
-            t(3600),
-            PassSize::fitted(1),
-            &Policy::default(),
+            now,
+            size,
+            policy,
             Box::new(move |snapshot| {
                 let ids = snapshot
                     .pending
@@ -1179,26 +1175,7 @@ pub async fn the_batch_order_is_the_domains_queue_order_with_every_tie_break(
         "the domain's own order"
     );
     for limit in [9u32, 3] {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = seen.clone();
-        store
-            .tasks
-            .schedule(
-                now,
-                PassSize::at_most(limit),
-                &policy,
-                Box::new(move |snapshot| {
-                    *record.lock().unwrap() = snapshot
-                        .pending
-                        .iter()
-                        .map(|x| x.id.as_uuid().as_u128())
-                        .collect();
-                    Changes::default()
-                }),
-            )
-            .await
-            .unwrap();
-        let seen = seen.lock().unwrap().clone();
+        let (seen, _) = batch_read(&store, PassSize::at_most(limit), now, &policy).await;
         assert_eq!(seen, expected[..limit as usize], "batch of {limit}");
     }
 }

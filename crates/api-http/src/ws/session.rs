@@ -311,8 +311,16 @@ impl Session {
     /// Credentials sent in an `auth` message: checked like any others, and held to the
     /// credential's connection cap; `Some` ends the session.
     async fn authenticate(&mut self, token: &str) -> Option<Ending> {
-        let Ok(principal) = authenticate(&self.state, token).await else {
-            return Some(close(CloseCode::Policy, "invalid or expired credentials"));
+        let principal = match authenticate(&self.state, token).await {
+            Ok(principal) => principal,
+            // A store that cannot be asked says nothing about the credential: try again later.
+            Err(e) if actix_web::ResponseError::status_code(&e).is_server_error() => {
+                return Some(close(
+                    CloseCode::Again,
+                    "credentials cannot be checked now; reconnect later",
+                ));
+            }
+            Err(_) => return Some(close(CloseCode::Policy, "invalid or expired credentials")),
         };
         let Some(slot) = self
             .state
