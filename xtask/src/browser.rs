@@ -257,21 +257,43 @@ impl Browser {
 
     /// Clicks the first element matching `css`, as a user would (through the driver).
     pub fn click(&self, css: &str) -> anyhow::Result<()> {
-        let id = self.find(css)?;
-        self.call("POST", &format!("/element/{id}/click"), Some(json!({})))?;
-        Ok(())
+        self.on_element(css, |id| {
+            self.call("POST", &format!("/element/{id}/click"), Some(json!({})))
+                .map(drop)
+        })
     }
 
     /// Types `text` into the first element matching `css`, after clearing it.
     pub fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
-        let id = self.find(css)?;
-        self.call("POST", &format!("/element/{id}/clear"), Some(json!({})))?;
-        self.call(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        )?;
-        Ok(())
+        self.on_element(css, |id| {
+            self.call("POST", &format!("/element/{id}/clear"), Some(json!({})))?;
+            self.call(
+                "POST",
+                &format!("/element/{id}/value"),
+                Some(json!({"text": text})),
+            )
+            .map(drop)
+        })
+    }
+
+    /// Does `act` to the first element matching `css`. A live page may redraw the element
+    /// between finding it and acting on it (the driver then calls it stale): it is found again
+    /// and the act repeated, a few times at most.
+    fn on_element(
+        &self,
+        css: &str,
+        act: impl Fn(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut tries = 0;
+        loop {
+            let id = self.find(css)?;
+            match act(&id) {
+                Err(e) if tries < 5 && format!("{e}").contains("stale element reference") => {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn find(&self, css: &str) -> anyhow::Result<String> {
