@@ -277,7 +277,8 @@ struct Relay {
 #[derive(Clone)]
 pub struct Platform {
     deps: Dependencies,
-    settings: Settings,
+    /// Shared, not copied: a platform is cloned for every request and background job.
+    settings: Arc<Settings>,
     signals: Arc<Signals>,
     /// Whether an open contention conflict may exist, so passes without contention know
     /// whether to look for ones to close.
@@ -420,7 +421,7 @@ impl Platform {
             readings: Arc::default(),
             replica: deps.ids.new_id(),
             deps,
-            settings,
+            settings: Arc::new(settings),
         }
     }
 

@@ -38,6 +38,8 @@ pub(crate) struct State {
     ended: HashMap<AgentId, BTreeSet<(DateTime<Utc>, TaskId)>>,
     /// Every task that ended, by when: what retention deletes from.
     finished: BTreeSet<(DateTime<Utc>, TaskId)>,
+    /// Every task by when it was created: the order lists page in, newest first.
+    created: BTreeSet<(DateTime<Utc>, TaskId)>,
     resources: HashMap<ResourceId, Resource>,
     conflicts: HashMap<ConflictId, Conflict>,
     users: HashMap<UserId, User>,
@@ -92,6 +94,14 @@ impl State {
         };
         let before = self.tasks.get(&task.id);
         let (held_before, ended_before) = (before.and_then(holder), before.and_then(finisher));
+        let created = |t: &Task| (t.created_at, t.id);
+        let created_before = before.map(created);
+        if created_before != Some(created(&task)) {
+            if let Some(key) = created_before {
+                self.created.remove(&key);
+            }
+            self.created.insert(created(&task));
+        }
         let done = |t: &Task| {
             t.completed_at
                 .filter(|_| t.status.is_terminal())
@@ -122,6 +132,7 @@ impl State {
         let Some(task) = self.tasks.remove(&id) else {
             return;
         };
+        self.created.remove(&(task.created_at, id));
         if let Some(at) = task.completed_at {
             self.finished.remove(&(at, id));
         }
@@ -146,6 +157,18 @@ impl State {
     /// The pending tasks.
     fn pending(&self) -> impl Iterator<Item = &Task> {
         self.pending.iter().filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The tasks created before `after` (all without it), newest first.
+    fn newest_tasks(&self, after: Option<domain::Cursor>) -> impl Iterator<Item = &Task> {
+        let end = match after {
+            Some(c) => std::ops::Bound::Excluded((c.created_at, TaskId(c.id))),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.created
+            .range((std::ops::Bound::Unbounded, end))
+            .rev()
+            .filter_map(|(_, id)| self.tasks.get(id))
     }
 
     /// The assigned and running tasks of `agent`.
@@ -315,14 +338,23 @@ pub(crate) fn newest_page<'a, T: Clone + 'a>(
     after: Option<Cursor>,
     limit: u32,
 ) -> Vec<T> {
+    let limit = limit as usize;
     let mut rows: Vec<&T> = rows
         .filter(|r| {
             let (at, id) = position(r);
             after.is_none_or(|c| c.precedes(at, id))
         })
         .collect();
-    rows.sort_by_key(|r| std::cmp::Reverse(position(r)));
-    rows.into_iter().take(limit as usize).cloned().collect()
+    // Only the page is sorted: positions are unique, so the newest `limit` are found first.
+    if rows.len() > limit {
+        if limit == 0 {
+            return Vec::new();
+        }
+        rows.select_nth_unstable_by_key(limit - 1, |r| std::cmp::Reverse(position(r)));
+        rows.truncate(limit);
+    }
+    rows.sort_unstable_by_key(|r| std::cmp::Reverse(position(r)));
+    rows.into_iter().cloned().collect()
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use ports::{
     SchedulingSnapshot, SnapshotRows, Submission, TaskCounts, TaskQuery, TaskRepository,
 };
 
-use super::{newest_page, MemoryStore};
+use super::MemoryStore;
 
 #[async_trait]
 impl TaskRepository for MemoryStore {
@@ -108,9 +108,9 @@ impl TaskRepository for MemoryStore {
 
     async fn list(&self, query: &TaskQuery) -> Result<Vec<Task>, RepoError> {
         let state = self.lock();
-        let rows = state
-            .tasks
-            .values()
+        // Walked newest first and stopped at a full page, as PostgreSQL walks its index.
+        let page = state
+            .newest_tasks(query.after)
             .filter(|t| query.status.is_none_or(|s| t.status == s))
             .filter(|t| query.priority.is_none_or(|p| t.priority == p))
             .filter(|t| {
@@ -121,13 +121,11 @@ impl TaskRepository for MemoryStore {
             })
             .filter(|t| query.agent.is_none_or(|a| t.assigned_agent == Some(a)))
             .filter(|t| query.workflow_id.is_none_or(|w| t.workflow_id == Some(w)))
-            .filter(|t| query.execution_id.is_none_or(|e| t.execution_id == Some(e)));
-        Ok(newest_page(
-            rows,
-            |t| (t.created_at, t.id.as_uuid()),
-            query.after,
-            query.limit,
-        ))
+            .filter(|t| query.execution_id.is_none_or(|e| t.execution_id == Some(e)))
+            .take(query.limit as usize)
+            .cloned()
+            .collect();
+        Ok(page)
     }
 
     async fn save(&self, changes: Changes) -> Result<Vec<NewEvent>, RepoError> {
