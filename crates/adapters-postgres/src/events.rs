@@ -324,7 +324,7 @@ async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<i64, Rep
         .map(|e| e.task_id.map(|t| t.as_uuid()))
         .collect();
     let payloads: Vec<sqlx::types::Json<&Value>> =
-        events.iter().map(|e| sqlx::types::Json(&e.data)).collect();
+        events.iter().map(|e| sqlx::types::Json(&*e.data)).collect();
     let stamps: Vec<chrono::DateTime<chrono::Utc>> = events.iter().map(|e| e.timestamp).collect();
     sqlx::query_scalar(
         "SELECT append_events($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[],
@@ -409,7 +409,7 @@ fn event_from_row(row: &PgRow) -> Result<Event, RepoError> {
             .try_get::<Option<Uuid>, _>("task_id")
             .map_err(repo_error)?
             .map(TaskId),
-        data: row.try_get("data").map_err(repo_error)?,
+        data: std::sync::Arc::new(row.try_get("data").map_err(repo_error)?),
         timestamp: row
             .try_get::<DateTime<Utc>, _>("created_at")
             .map_err(repo_error)?,

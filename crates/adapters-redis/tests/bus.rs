@@ -20,7 +20,7 @@ fn event(seq: i64) -> Event {
         kind: EventKind::AgentRegistered,
         agent_id: Some(AgentId(uuid::Uuid::from_u128(seq as u128))),
         task_id: None,
-        data: json!({"n": seq}),
+        data: json!({"n": seq}).into(),
         timestamp: DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap(),
     }
 }

@@ -541,7 +541,8 @@ mod server {
                 "agent_id": "0196f2d4-8d5e-7a41-b3c2-52f1c8a0e9d8",
                 "progress": 0.5,
                 "message": "processing batch 12 of 24",
-            }),
+            })
+            .into(),
             timestamp: chrono::Utc::now(),
         }
     }

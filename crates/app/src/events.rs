@@ -158,7 +158,7 @@ fn conflict_event(
         kind,
         agent_id: conflict.agent_id,
         task_id: conflict.task_id,
-        data,
+        data: data.into(),
         timestamp: at,
     }
 }

@@ -3,6 +3,8 @@
 //! An event is created together with the state change it describes and stored in the same
 //! transaction; the store gives it its platform-wide `seq`.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -110,7 +112,9 @@ pub struct NewEvent {
     pub agent_id: Option<AgentId>,
     /// The task the event is about, if any.
     pub task_id: Option<TaskId>,
-    pub data: Value,
+    /// Shared: an event is copied to the store's log, the bus and every listener, and none of
+    /// them changes it.
+    pub data: Arc<Value>,
     pub timestamp: DateTime<Utc>,
 }
 
@@ -120,7 +124,7 @@ impl NewEvent {
             kind,
             agent_id: Some(agent),
             task_id: None,
-            data,
+            data: Arc::new(data),
             timestamp: at,
         }
     }
@@ -131,7 +135,7 @@ impl NewEvent {
             kind,
             agent_id: None,
             task_id: None,
-            data,
+            data: Arc::new(data),
             timestamp: at,
         }
     }
@@ -148,7 +152,7 @@ impl NewEvent {
             kind,
             agent_id: agent,
             task_id: Some(task),
-            data,
+            data: Arc::new(data),
             timestamp: at,
         }
     }
@@ -161,7 +165,7 @@ pub struct Event {
     pub kind: EventKind,
     pub agent_id: Option<AgentId>,
     pub task_id: Option<TaskId>,
-    pub data: Value,
+    pub data: Arc<Value>,
     pub timestamp: DateTime<Utc>,
 }
 

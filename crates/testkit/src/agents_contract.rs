@@ -102,7 +102,7 @@ pub async fn update_bumps_the_version_and_stores_its_events(store: StoreUnderTes
     let numbered = store.events.sequence(100).await.unwrap();
     assert_eq!(numbered.len(), 2);
     assert!(numbered[0].seq < numbered[1].seq);
-    assert_eq!(numbered[0].data, serde_json::json!({"n": 1}));
+    assert_eq!(*numbered[0].data, serde_json::json!({"n": 1}));
     let back = store.agents.get(a.id).await.unwrap();
     assert_eq!(back.version, 1);
     assert_eq!(back.status, AgentStatus::Draining);

@@ -31,7 +31,7 @@ fn created(pool: &Resource) -> NewEvent {
         kind: EventKind::ResourceRegistered,
         agent_id: None,
         task_id: None,
-        data: json!({"resource_id": pool.id, "name": pool.name}),
+        data: json!({"resource_id": pool.id, "name": pool.name}).into(),
         timestamp: pool.created_at,
     }
 }

@@ -419,7 +419,7 @@ impl From<Event> for EventBody {
         Self {
             kind: e.kind.as_str(),
             channel: e.channel().as_str(),
-            data: e.data,
+            data: std::sync::Arc::unwrap_or_clone(e.data),
             timestamp: e.timestamp,
             seq: e.seq,
         }

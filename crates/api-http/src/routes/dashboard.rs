@@ -329,7 +329,7 @@ pub(crate) async fn activity(
             channel: e.channel().as_str(),
             event: e.kind.as_str(),
             timestamp: e.timestamp,
-            data: e.data,
+            data: std::sync::Arc::unwrap_or_clone(e.data),
             seq: e.seq,
         })
         .collect();

@@ -323,7 +323,7 @@ pub(crate) fn record_transition(
     let releases = t.releases();
     let mut event = events::task_transition(t.task, t.outcome, holder, t.now);
     if let Some((key, value)) = t.note {
-        event.data[key] = value;
+        std::sync::Arc::make_mut(&mut event.data)[key] = value;
     }
     changes.events.push(event);
     if let (Some(agent), Some(verdict)) = (agent, verdict(t.outcome)) {
