@@ -48,6 +48,7 @@ macro_rules! store_contract {
         $crate::store_contract!(@in tasks_contract, $make;
             tasks_round_trip_with_every_field,
             task_lists_filter_and_page_newest_first,
+            task_lists_page_through_tasks_made_together_and_follow_writes,
             save_writes_tasks_and_agents_together_or_not_at_all,
             a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its_decision,
             passes_racing_on_one_store_never_place_a_task_twice,

@@ -233,6 +233,80 @@ pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
     assert_eq!(ids(store.tasks.list(&next).await.unwrap()), [7, 8]);
 }
 
+/// Tasks submitted in one batch share their creation time: a list pages through them by ID,
+/// newest (highest ID) first, one at a time; a task written again is listed once; a deleted
+/// one is gone.
+pub async fn task_lists_page_through_tasks_made_together_and_follow_writes(store: StoreUnderTest) {
+    let batch: Vec<domain::Task> = (1..=4).map(|n| task(n, 5, &["etl"], t(3))).collect();
+    store
+        .tasks
+        .insert_all(
+            &[Submission {
+                events: batch.iter().map(note).collect(),
+                tasks: batch.clone(),
+                idempotency: None,
+            }],
+            chrono::Duration::hours(24),
+        )
+        .await
+        .unwrap();
+    let before = task(9, 5, &["etl"], t(1));
+    store.tasks.insert(&before, vec![], None).await.unwrap();
+    let ids = |v: &[domain::Task]| {
+        v.iter()
+            .map(|t| t.id.as_uuid().as_u128())
+            .collect::<Vec<_>>()
+    };
+    let one = TaskQuery {
+        limit: 1,
+        ..TaskQuery::default()
+    };
+    let mut seen = Vec::new();
+    let mut query = one.clone();
+    loop {
+        let page = store.tasks.list(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        assert_eq!(page.len(), 1);
+        query.after = Some(domain::Cursor {
+            created_at: last.created_at,
+            id: last.id.as_uuid(),
+        });
+        seen.extend(ids(&page));
+        assert!(seen.len() <= 5, "the pages repeat: {seen:?}");
+    }
+    assert_eq!(seen, [4, 3, 2, 1, 9]);
+
+    // Written again (cancelled), then deleted once ended.
+    let mut cancelled = batch[2].clone();
+    cancelled.cancel(t(4)).unwrap();
+    store
+        .tasks
+        .save(Changes {
+            tasks: vec![cancelled],
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    let all = TaskQuery {
+        limit: 100,
+        ..TaskQuery::default()
+    };
+    assert_eq!(ids(&store.tasks.list(&all).await.unwrap()), [4, 3, 2, 1, 9]);
+    assert_eq!(store.tasks.purge_ended(t(1_000), 100).await.unwrap(), 1);
+    assert_eq!(ids(&store.tasks.list(&all).await.unwrap()), [4, 2, 1, 9]);
+    let two = TaskQuery { limit: 2, ..all };
+    let first = store.tasks.list(&two).await.unwrap();
+    assert_eq!(ids(&first), [4, 2]);
+    let next = TaskQuery {
+        after: Some(domain::Cursor {
+            created_at: first[1].created_at,
+            id: first[1].id.as_uuid(),
+        }),
+        ..two
+    };
+    assert_eq!(ids(&store.tasks.list(&next).await.unwrap()), [1, 9]);
+}
+
 pub async fn save_writes_tasks_and_agents_together_or_not_at_all(store: StoreUnderTest) {
     let mut a = with_agent(&store, 50).await;
     let mut x = task(1, 5, &["etl"], t(0));

@@ -125,6 +125,7 @@ impl State {
             self.pending.remove(&task.id);
         }
         self.tasks.insert(task.id, task);
+        debug_assert_eq!(self.created.len(), self.tasks.len());
     }
 
     /// Removes a task and its entries in the indexes.
@@ -143,6 +144,7 @@ impl State {
             }
         }
         self.pending.remove(&id);
+        debug_assert_eq!(self.created.len(), self.tasks.len());
     }
 
     /// The completed and failed tasks `agent` held last that ended at or after `since`.
@@ -345,7 +347,8 @@ pub(crate) fn newest_page<'a, T: Clone + 'a>(
             after.is_none_or(|c| c.precedes(at, id))
         })
         .collect();
-    // Only the page is sorted: positions are unique, so the newest `limit` are found first.
+    // Only the page is sorted: the newest `limit` are selected first (rows of one position, which
+    // IDs make unique, would come in any order).
     if rows.len() > limit {
         if limit == 0 {
             return Vec::new();
