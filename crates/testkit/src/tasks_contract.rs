@@ -19,6 +19,11 @@ fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600 + secs, 0).expect("valid time")
 }
 
+/// The numbers the `task` builder made `tasks` from, in order.
+fn numbers(tasks: &[domain::Task]) -> Vec<u128> {
+    tasks.iter().map(|t| t.id.as_uuid().as_u128()).collect()
+}
+
 fn note(task: &domain::Task) -> NewEvent {
     NewEvent::about_task(
         EventKind::TaskProgress,
@@ -171,11 +176,7 @@ pub async fn task_lists_filter_and_page_newest_first(store: StoreUnderTest) {
         }
         store.tasks.insert(&x, vec![], None).await.unwrap();
     }
-    let ids = |v: Vec<domain::Task>| {
-        v.into_iter()
-            .map(|t| t.id.as_uuid().as_u128())
-            .collect::<Vec<_>>()
-    };
+    let ids = |v: Vec<domain::Task>| numbers(&v);
     let all = TaskQuery {
         limit: 100,
         ..TaskQuery::default()
@@ -252,17 +253,12 @@ pub async fn task_lists_page_through_tasks_made_together_and_follow_writes(store
         .unwrap();
     let before = task(9, 5, &["etl"], t(1));
     store.tasks.insert(&before, vec![], None).await.unwrap();
-    let ids = |v: &[domain::Task]| {
-        v.iter()
-            .map(|t| t.id.as_uuid().as_u128())
-            .collect::<Vec<_>>()
-    };
-    let one = TaskQuery {
+    let ids = numbers;
+    let mut seen = Vec::new();
+    let mut query = TaskQuery {
         limit: 1,
         ..TaskQuery::default()
     };
-    let mut seen = Vec::new();
-    let mut query = one.clone();
     loop {
         let page = store.tasks.list(&query).await.unwrap();
         let Some(last) = page.last() else { break };
@@ -450,11 +446,7 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
             PassSize::at_most(10),
             &Policy::default(),
             Box::new(|snapshot| {
-                let pending: Vec<u128> = snapshot
-                    .pending
-                    .iter()
-                    .map(|t| t.id.as_uuid().as_u128())
-                    .collect();
+                let pending = numbers(&snapshot.pending);
                 assert_eq!(pending, [2, 1], "ready tasks only, highest priority first");
                 assert_eq!(snapshot.agents.len(), 1, "serving agents only");
                 assert_eq!(snapshot.held.len(), 1);
@@ -633,11 +625,7 @@ pub async fn lease_deadline_and_holder_queries_find_the_right_tasks(store: Store
     for x in [&leased, &fresh, &late, &on_time, &later, &held_late] {
         store.tasks.insert(x, vec![], None).await.unwrap();
     }
-    let ids = |v: Vec<domain::Task>| {
-        v.into_iter()
-            .map(|t| t.id.as_uuid().as_u128())
-            .collect::<Vec<_>>()
-    };
+    let ids = |v: Vec<domain::Task>| numbers(&v);
     assert_eq!(
         ids(store.tasks.lease_expired(t(60), 10).await.unwrap()),
         [1]
@@ -712,14 +700,7 @@ pub async fn holders_are_listed_by_assignment_time_and_every_status_is_counted(
     {
         store.tasks.insert(x, vec![], None).await.unwrap();
     }
-    let ids: Vec<u128> = store
-        .tasks
-        .held_by(a.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id.as_uuid().as_u128())
-        .collect();
+    let ids = numbers(&store.tasks.held_by(a.id).await.unwrap());
     assert_eq!(
         ids,
         [8, 7, 9],
@@ -1090,11 +1071,7 @@ pub async fn the_scheduling_batch_follows_effective_priority_and_skips_late_task
             PassSize::at_most(1),
             &Policy::default(),
             Box::new(|snapshot| {
-                let ids: Vec<u128> = snapshot
-                    .pending
-                    .iter()
-                    .map(|t| t.id.as_uuid().as_u128())
-                    .collect();
+                let ids = numbers(&snapshot.pending);
                 assert_eq!(
                     ids,
                     [1],
@@ -1200,11 +1177,7 @@ async fn batch_read(
             size,
             policy,
             Box::new(move |snapshot| {
-                let ids = snapshot
-                    .pending
-                    .iter()
-                    .map(|t| t.id.as_uuid().as_u128())
-                    .collect();
+                let ids = numbers(&snapshot.pending);
                 *record.lock().unwrap() = (ids, snapshot.unranked);
                 Changes::default()
             }),

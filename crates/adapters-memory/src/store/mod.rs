@@ -161,7 +161,8 @@ impl State {
         self.pending.iter().filter_map(|id| self.tasks.get(id))
     }
 
-    /// The tasks created before `after` (all without it), newest first.
+    /// The tasks created before `after` (all without it), newest first: those the cursor
+    /// [`precedes`](domain::Cursor::precedes).
     fn newest_tasks(&self, after: Option<domain::Cursor>) -> impl Iterator<Item = &Task> {
         let end = match after {
             Some(c) => std::ops::Bound::Excluded((c.created_at, TaskId(c.id))),
@@ -349,14 +350,14 @@ pub(crate) fn newest_page<'a, T: Clone + 'a>(
         .collect();
     // Only the page is sorted: the newest `limit` are selected first (rows of one position, which
     // IDs make unique, would come in any order).
-    if rows.len() > limit {
-        if limit == 0 {
-            return Vec::new();
+    let newest_first = |r: &&T| std::cmp::Reverse(position(r));
+    if limit < rows.len() {
+        if let Some(last) = limit.checked_sub(1) {
+            rows.select_nth_unstable_by_key(last, newest_first);
         }
-        rows.select_nth_unstable_by_key(limit - 1, |r| std::cmp::Reverse(position(r)));
         rows.truncate(limit);
     }
-    rows.sort_unstable_by_key(|r| std::cmp::Reverse(position(r)));
+    rows.sort_unstable_by_key(newest_first);
     rows.into_iter().cloned().collect()
 }
 
