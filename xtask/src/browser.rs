@@ -227,13 +227,23 @@ impl Browser {
              }});
              watch.observe(document, {{subtree: true, childList: true, characterData: true, attributes: true}});"
         );
-        self.call(
+        let waited = self.call(
             "POST",
             "/execute/async",
             Some(json!({"script": script, "args": [arg]})),
-        )
-        .with_context(|| format!("waiting for {what}"))?;
-        Ok(())
+        );
+        waited.map(drop).with_context(|| {
+            // What the page showed instead, for whoever reads the failure.
+            let shown = self
+                .run(
+                    "const main = document.querySelector('main');
+                     return `${location.hash} ${JSON.stringify(main ? main.dataset : {})}: ${
+                       (main ? main.innerText : document.body.innerText).slice(0, 800)}`;",
+                    json!([]),
+                )
+                .unwrap_or_else(|e| Value::String(format!("(the page could not be read: {e})")));
+            format!("waiting for {what}; the page showed {shown}")
+        })
     }
 
     /// Waits for an element matching `css` whose text contains `text`.

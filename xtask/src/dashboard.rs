@@ -457,7 +457,8 @@ fn conflicts(t: &Run) -> anyhow::Result<()> {
         "not resolved in the store: {stored}"
     );
 
-    // Another is dismissed with a reason; "any" status then lists both.
+    // Another is dismissed with a reason; "any" status then lists both (each under its type:
+    // the conflicts the platform detects meanwhile may fill the first page of all of them).
     let other = t.api.admin(
         "POST",
         "/conflicts",
@@ -471,8 +472,8 @@ fn conflicts(t: &Run) -> anyhow::Result<()> {
     b.fill("#dismiss-form input[name=reason]", "reported twice")?;
     b.click("#dismiss-form button")?;
     b.until_text("#conflict-status", "dismissed")?;
-    t.open("#/conflicts?status_filter=")?;
-    for shown in [&conflict, &other] {
+    for (shown, kind) in [(&conflict, "goal_conflict"), (&other, "priority_dispute")] {
+        t.open(&format!("#/conflicts?status_filter=&type_filter={kind}"))?;
         b.until(
             "a closed conflict listed under any status",
             "document.querySelector(`#conflicts tr[data-id='${arg}']`)",
