@@ -5,6 +5,12 @@
 //! numbers, so a reader that has seen `seq` N has seen everything below it. Each store handle
 //! keeps what its own writes numbered in an outbox, in that order, for `EventLog::sequence` to
 //! hand to the relay without reading it back.
+//!
+//! Writes wait for the lock in PostgreSQL's queue, not in one of their own: the moment one
+//! commits, the next is numbered, without a round trip to this process between. A write takes
+//! its place in the outbox as soon as it is numbered, before it commits; the lock it holds
+//! meanwhile keeps every other write from being numbered until it has committed, so places are
+//! taken in the order of the numbers. What comes after a write still committing waits for it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, PoisonError};
@@ -36,10 +42,12 @@ const READ_BACK_ATTEMPTS: u8 = 3;
 /// What one store handle's writes numbered, waiting to be handed over in `seq` order.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    /// Held from numbering a write's events until its outcome is queued, so this handle queues
-    /// its writes in the order of their numbers.
-    turn: tokio::sync::Mutex<()>,
     queue: std::sync::Mutex<Queue>,
+    /// Rung whenever a write still committing learns its outcome (see [`Place`]).
+    settled_place: tokio::sync::Notify,
+    /// The id the next [`Place`] takes: places are told apart by it, not by their numbers,
+    /// since a write that rolled back leaves its numbers to the next.
+    places: std::sync::atomic::AtomicU64,
     /// Held while events are handed over; the highest `seq` handed over so far.
     handed: tokio::sync::Mutex<i64>,
     /// Commits running as tasks of their own (see [`commit_with`]), and a bell rung whenever
@@ -99,23 +107,61 @@ impl Queue {
     fn kept_by(numbered: &Numbered) -> usize {
         match numbered {
             Numbered::Committed(events) => events.len(),
-            Numbered::ReadBack { .. } => 0,
+            Numbered::Committing { .. } | Numbered::ReadBack { .. } => 0,
         }
     }
 
     fn numbers(numbered: &Numbered) -> Option<(i64, i64)> {
         match numbered {
             Numbered::Committed(events) => Some((events.front()?.seq, events.back()?.seq)),
-            Numbered::ReadBack { first, last, .. } => Some((*first, *last)),
+            Numbered::Committing { first, last, .. } | Numbered::ReadBack { first, last, .. } => {
+                Some((*first, *last))
+            }
         }
     }
 
     fn push_back(&mut self, numbered: Numbered) {
         self.kept += Self::kept_by(&numbered);
         self.writes.push_back(numbered);
+        self.keep_within_bounds();
+    }
+
+    /// Puts a committing write's outcome in its place. A place no longer there was taken into
+    /// a range read back from the log, which waits for the write's commit by itself.
+    fn settle(&mut self, place: u64, outcome: Numbered) {
+        let place = self
+            .writes
+            .iter_mut()
+            .find(|w| matches!(w, Numbered::Committing { place: p, .. } if *p == place));
+        if let Some(place) = place {
+            self.kept += Self::kept_by(&outcome);
+            *place = outcome;
+            self.keep_within_bounds();
+        }
+    }
+
+    /// What to do with the front of the queue: a write still committing is waited for only
+    /// when a write behind it is ready, which must not be handed over before it.
+    fn next(&mut self) -> Next {
+        match self.writes.front() {
+            None => Next::Done,
+            Some(Numbered::Committing { .. }) => {
+                let ready = |w: &Numbered| !matches!(w, Numbered::Committing { .. });
+                if self.writes.iter().any(ready) {
+                    Next::Wait
+                } else {
+                    Next::Done
+                }
+            }
+            Some(_) => self.pop_front().map_or(Next::Done, Next::Take),
+        }
+    }
+
+    fn keep_within_bounds(&mut self) {
         if self.kept > KEPT_EVENTS {
             // Nobody has handed events over for a while: all that waits becomes one range read
-            // back from the log (with any other replica's events between, which are as real).
+            // back from the log (with any other replica's events between, which are as real,
+            // and those of writes still committing, which reading back waits for).
             let ranges: Vec<(i64, i64)> = self.writes.iter().filter_map(Self::numbers).collect();
             let first = ranges.iter().map(|r| r.0).min();
             let last = ranges.iter().map(|r| r.1).max();
@@ -143,9 +189,22 @@ impl Queue {
     }
 }
 
+/// What [`Queue::next`] found at the front.
+enum Next {
+    Take(Numbered),
+    Wait,
+    Done,
+}
+
 /// One write's numbered events.
 #[derive(Debug)]
 enum Numbered {
+    /// Numbers of a write still committing: its place, until it knows its outcome.
+    Committing {
+        first: i64,
+        last: i64,
+        place: u64,
+    },
     Committed(VecDeque<Event>),
     /// Numbers read back from the log when handed over: a write whose commit failed without
     /// saying whether it took effect (they may be another write's if it did not), or writes
@@ -155,6 +214,60 @@ enum Numbered {
         last: i64,
         failed: u8,
     },
+}
+
+/// A numbered write's place in its outbox, from numbering to commit. Settled with the
+/// write's outcome; dropped unsettled (its task stopped or its future was dropped), the
+/// numbers are read back from the log, which tells whether they were committed.
+struct Place {
+    outbox: Arc<Outbox>,
+    place: u64,
+    first: i64,
+    last: i64,
+    settled: bool,
+}
+
+impl Place {
+    /// Takes the place of numbers `first..=last`, just numbered, before their write commits.
+    fn take(outbox: Arc<Outbox>, first: i64, last: i64) -> Self {
+        let place = outbox
+            .places
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outbox.push(Numbered::Committing { first, last, place });
+        Self {
+            outbox,
+            place,
+            first,
+            last,
+            settled: false,
+        }
+    }
+
+    fn settle(mut self, outcome: Numbered) {
+        self.settled = true;
+        self.put(outcome);
+    }
+
+    fn put(&self, outcome: Numbered) {
+        self.outbox
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .settle(self.place, outcome);
+        self.outbox.settled_place.notify_waiters();
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.put(Numbered::ReadBack {
+                first: self.first,
+                last: self.last,
+                failed: 0,
+            });
+        }
+    }
 }
 
 impl Outbox {
@@ -177,52 +290,49 @@ impl Outbox {
         let mut handed = self.handed.lock().await;
         let mut out = Vec::new();
         while out.len() < limit as usize {
+            // Listening before looking, so a write settled meanwhile is not missed.
+            let settled = self.settled_place.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
             let next = self
                 .queue
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            let Some(next) = next else { break };
+                .next();
+            let next = match next {
+                Next::Take(next) => next,
+                Next::Wait => {
+                    settled.await;
+                    continue;
+                }
+                Next::Done => break,
+            };
             let room = limit as usize - out.len();
             let found = match next {
+                // `Queue::next` hands out no write still committing; reading its numbers back
+                // would wait for its commit.
+                Numbered::Committing { first, last, .. } => {
+                    self.read_back(store, first, last, 0, room).await
+                }
                 Numbered::Committed(mut events) => {
                     if events.len() > room {
                         let rest = events.split_off(room);
                         self.push_front(Numbered::Committed(rest));
                     }
-                    Vec::from(events)
+                    Ok(Vec::from(events))
                 }
                 Numbered::ReadBack {
                     first,
                     last,
                     failed,
-                } => match read_back(store, first, last, room).await {
-                    Ok(found) => {
-                        // What did not fit waits at the front for the next call.
-                        let through = found.last().map_or(last, |e| e.seq);
-                        if found.len() == room && through < last {
-                            self.push_front(Numbered::ReadBack {
-                                first: through + 1,
-                                last,
-                                failed: 0,
-                            });
-                        }
-                        found
-                    }
-                    Err(e) if failed + 1 < READ_BACK_ATTEMPTS => {
-                        self.push_front(Numbered::ReadBack {
-                            first,
-                            last,
-                            failed: failed + 1,
-                        });
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        tracing::warn!(first, last, error = %e,
-                            "cannot read numbered events back from the log; not publishing them");
-                        Vec::new()
-                    }
-                },
+                } => self.read_back(store, first, last, failed, room).await,
+            };
+            // A range that could not be read waits at the front; what was taken before it
+            // goes now, since it counts as handed over.
+            let found = match found {
+                Ok(found) => found,
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
             };
             // Numbers read back may be handed over again by the write that took them after a
             // rollback: each goes once.
@@ -234,6 +344,44 @@ impl Outbox {
             }
         }
         Ok(out)
+    }
+
+    /// Up to `room` events numbered `first..=last`, read back from the log; what did not fit,
+    /// or what could not be read yet, waits at the front for the next call.
+    async fn read_back(
+        &self,
+        store: &PgStore,
+        first: i64,
+        last: i64,
+        failed: u8,
+        room: usize,
+    ) -> Result<Vec<Event>, RepoError> {
+        match read_back(store, first, last, room).await {
+            Ok(found) => {
+                let through = found.last().map_or(last, |e| e.seq);
+                if found.len() == room && through < last {
+                    self.push_front(Numbered::ReadBack {
+                        first: through + 1,
+                        last,
+                        failed: 0,
+                    });
+                }
+                Ok(found)
+            }
+            Err(e) if failed + 1 < READ_BACK_ATTEMPTS => {
+                self.push_front(Numbered::ReadBack {
+                    first,
+                    last,
+                    failed: failed + 1,
+                });
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(first, last, error = %e,
+                    "cannot read numbered events back from the log; not publishing them");
+                Ok(Vec::new())
+            }
+        }
     }
 }
 
@@ -279,10 +427,11 @@ pub(crate) async fn commit_with(
     let committing = Committing::start(outbox.clone());
     let numbered = tokio::spawn(async move {
         let _committing = committing;
-        let _turn = outbox.turn.lock().await;
         // On failure the transaction rolls back as it is dropped: nothing was numbered.
         let top = append(&mut tx, &events).await?;
         let numbered = |n: usize| top + i64::try_from(n).unwrap_or(i64::MAX);
+        let (first, last) = (numbered(1), numbered(events.len()));
+        let place = Place::take(outbox, first, last);
         match tx.commit().await {
             Ok(()) => {
                 let stored = events
@@ -290,13 +439,13 @@ pub(crate) async fn commit_with(
                     .enumerate()
                     .map(|(n, e)| Event::stored(numbered(n + 1), e.clone()))
                     .collect();
-                outbox.push(Numbered::Committed(stored));
+                place.settle(Numbered::Committed(stored));
                 Ok(events)
             }
             Err(e) => {
-                outbox.push(Numbered::ReadBack {
-                    first: numbered(1),
-                    last: numbered(events.len()),
+                place.settle(Numbered::ReadBack {
+                    first,
+                    last,
                     failed: 0,
                 });
                 Err(repo_error(e))
@@ -353,10 +502,7 @@ impl PgStore {
         if !waiting {
             return Ok(());
         }
-        // The connection first: writers waiting for the turn hold theirs.
         let mut tx = self.pool().begin().await.map_err(repo_error)?;
-        let outbox = self.outbox();
-        let _turn = outbox.turn.lock().await;
         crate::advisory_lock(&mut tx, RELAY_LOCK, crate::Hold::Exclusive).await?;
         // Under the lock no other write numbers events, so the next numbers follow the highest
         // one given, without gaps; unnumbered rows of transactions still open are invisible and
@@ -377,20 +523,26 @@ impl PgStore {
         .read_all(&mut *tx, event_from_row)
         .await?;
         events.sort_by_key(|e| e.seq);
+        let (Some(first), Some(last)) =
+            (events.first().map(|e| e.seq), events.last().map(|e| e.seq))
+        else {
+            return tx.commit().await.map_err(repo_error);
+        };
+        let place = Place::take(self.outbox.clone(), first, last);
         match tx.commit().await {
-            Ok(()) => outbox.push(Numbered::Committed(events.into())),
+            Ok(()) => {
+                place.settle(Numbered::Committed(events.into()));
+                Ok(())
+            }
             Err(e) => {
-                if let (Some(first), Some(last)) = (events.first(), events.last()) {
-                    outbox.push(Numbered::ReadBack {
-                        first: first.seq,
-                        last: last.seq,
-                        failed: 0,
-                    });
-                }
-                return Err(repo_error(e));
+                place.settle(Numbered::ReadBack {
+                    first,
+                    last,
+                    failed: 0,
+                });
+                Err(repo_error(e))
             }
         }
-        Ok(())
     }
 }
 
@@ -483,5 +635,91 @@ impl EventLog for PgStore {
             .fetch_one(self.pool())
             .await
             .map_err(repo_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(first: i64, last: i64) -> Numbered {
+        let at = Utc::now();
+        Numbered::Committed(
+            (first..=last)
+                .map(|seq| {
+                    let new = NewEvent::about_nothing(EventKind::ResourceUpdated, Value::Null, at);
+                    Event::stored(seq, new)
+                })
+                .collect(),
+        )
+    }
+
+    fn committing(first: i64, last: i64, place: u64) -> Numbered {
+        Numbered::Committing { first, last, place }
+    }
+
+    fn numbers(next: Next) -> Option<(i64, i64)> {
+        match next {
+            Next::Take(numbered) => Queue::numbers(&numbered),
+            Next::Wait | Next::Done => None,
+        }
+    }
+
+    #[test]
+    fn a_ready_write_waits_for_the_one_still_committing_ahead_of_it() {
+        let mut queue = Queue::default();
+        queue.push_back(committing(1, 2, 0));
+        queue.push_back(committing(3, 3, 1));
+        assert!(matches!(queue.next(), Next::Done), "nothing is ready yet");
+
+        queue.settle(1, committed(3, 3));
+        assert!(matches!(queue.next(), Next::Wait), "3 must not pass 1..2");
+
+        queue.settle(0, committed(1, 2));
+        assert_eq!(numbers(queue.next()), Some((1, 2)));
+        assert_eq!(numbers(queue.next()), Some((3, 3)));
+        assert!(matches!(queue.next(), Next::Done));
+        assert_eq!(queue.kept, 0);
+    }
+
+    #[test]
+    fn a_write_whose_commit_failed_is_read_back_in_its_place() {
+        let mut queue = Queue::default();
+        queue.push_back(committing(1, 1, 0));
+        queue.push_back(committed(2, 2));
+        queue.settle(
+            0,
+            Numbered::ReadBack {
+                first: 1,
+                last: 1,
+                failed: 0,
+            },
+        );
+        match queue.next() {
+            Next::Take(Numbered::ReadBack {
+                first: 1, last: 1, ..
+            }) => {}
+            _ => panic!("the failed write's numbers come first, to be read back"),
+        }
+        assert_eq!(numbers(queue.next()), Some((2, 2)));
+    }
+
+    #[test]
+    fn past_its_bound_everything_waiting_is_read_back_as_one_range() {
+        let mut queue = Queue::default();
+        queue.push_back(committing(1, 1, 0));
+        let last = i64::try_from(KEPT_EVENTS).unwrap() + 2;
+        queue.push_back(committed(2, last));
+        assert_eq!(queue.writes.len(), 1, "{:?}", queue.writes.front());
+        match queue.next() {
+            Next::Take(Numbered::ReadBack { first, last: l, .. }) => {
+                assert_eq!((first, l), (1, last));
+            }
+            _ => panic!("one range, the committing write's numbers included"),
+        }
+        // The write settles after its place was folded into the range: nothing changes.
+        queue.settle(0, committed(1, 1));
+        assert!(queue.writes.is_empty());
+        assert_eq!(queue.kept, 0);
     }
 }

@@ -128,6 +128,51 @@ async fn replicas_writing_at_once_number_the_log_without_gaps_and_each_hands_ove
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_hands_over_its_own_events_in_order_while_others_commit() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let settings = PoolSettings {
+        max_connections: 12,
+        ..PoolSettings::default()
+    };
+    let store = PgStore::connect(&url, &settings).await.unwrap();
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    // As the relay after every write does: once a write has committed, one hand-over at a
+    // time, while the writes numbered just before it may still be committing.
+    let handed = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::<domain::Event>::new()));
+    let writes: Vec<_> = (0..120u64)
+        .map(|w| {
+            let (store, handed) = (store.clone(), handed.clone());
+            tokio::spawn(async move {
+                let n = u128::from(w) + 1;
+                let agent = testkit::builders::agent(n, &format!("a{w}"), &[], at);
+                let key = testkit::builders::agent_key(n, agent.id, at);
+                store
+                    .insert(&agent, &key, notes(&agent, w * 10..w * 10 + 2))
+                    .await
+                    .unwrap();
+                let mut handed = handed.lock().await;
+                handed.extend(store.hand_over(1000).await.unwrap());
+                let mine = handed
+                    .iter()
+                    .filter(|e| e.data["n"].as_u64().unwrap() / 10 == w)
+                    .count();
+                assert_eq!(
+                    mine, 2,
+                    "write {w}'s events are handed over once it has committed"
+                );
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+    let handed = handed.lock().await.clone();
+    let log = store.events_after(0, 1000).await.unwrap();
+    assert_eq!(log.len(), 240);
+    assert_eq!(handed, log, "every event handed over once, in seq order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_dropped_midway_leave_no_committed_event_unhanded() {
     let store = adapters_postgres::testing::fresh_store().await;
     let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
