@@ -640,6 +640,8 @@ impl EventLog for PgStore {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     fn committed(first: i64, last: i64) -> Numbered {
@@ -663,6 +665,32 @@ mod tests {
             Next::Take(numbered) => Queue::numbers(&numbered),
             Next::Wait | Next::Done => None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_waits_for_a_write_committing_ahead_of_a_ready_one() {
+        // Nothing here reads the log: the store's pool never connects.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://127.0.0.1:1/unused")
+            .unwrap();
+        let store = PgStore {
+            pool,
+            outbox: Arc::default(),
+        };
+        let outbox = store.outbox.clone();
+        let ahead = Place::take(outbox.clone(), 1, 2);
+        Place::take(outbox.clone(), 3, 3).settle(committed(3, 3));
+
+        let handing = outbox.hand_over(&store, 10);
+        tokio::pin!(handing);
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(handing.as_mut().poll(cx))).await;
+        assert!(polled.is_pending(), "3 was handed over before 1..2");
+
+        ahead.settle(committed(1, 2));
+        let handed = handing.await.unwrap();
+        let seqs: Vec<i64> = handed.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
     }
 
     #[test]
