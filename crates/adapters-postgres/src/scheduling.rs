@@ -18,7 +18,7 @@ use crate::events::commit_with;
 use crate::resources::{lock_pools, mark_allocated};
 use crate::rows::ReadRows;
 use crate::task_rows::{
-    claim_holders, insert_tasks, select, task_from_row, update_tasks, SelectBinds, COLUMNS,
+    claim_holders, held_from_row, insert_tasks, task_from_row, update_tasks, COLUMNS, HELD_COLUMNS,
 };
 use crate::workflows::update_executions;
 use crate::PgStore;
@@ -128,14 +128,12 @@ pub(crate) async fn pass(
         .await?;
     let agents = lock_serving(&mut tx).await?;
     let ids: Vec<Uuid> = agents.iter().map(|a| a.id.as_uuid()).collect();
-    let held = select(
-        &mut tx,
-        &format!(
-            "SELECT {COLUMNS} FROM tasks
-             WHERE status IN ('assigned', 'running') AND assigned_agent = ANY($1)"
-        ),
-        SelectBinds::Agents(ids),
-    )
+    let held = sqlx::query(&format!(
+        "SELECT {HELD_COLUMNS} FROM tasks
+         WHERE status IN ('assigned', 'running') AND assigned_agent = ANY($1)"
+    ))
+    .bind(ids)
+    .read_all(&mut *tx, held_from_row)
     .await?;
     let open = if ranked {
         PassSize::open_capabilities(&agents, &held)

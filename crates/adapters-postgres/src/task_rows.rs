@@ -2,6 +2,7 @@
 //! the task, pool and scheduling modules share.
 
 use chrono::{DateTime, Utc};
+use domain::scheduler::Held;
 use domain::{
     AgentId, CapabilitySet, Metadata, Priority, ResourceClaim, ResourceMap, Task, TaskId,
     TaskStatus,
@@ -76,6 +77,29 @@ fn claims_from(value: Value) -> Result<Vec<ResourceClaim>, RepoError> {
         .collect()
 }
 
+/// A task's stored `resources`, read back.
+fn resources_from(stored: Value) -> Result<ResourceMap, RepoError> {
+    let Value::Object(map) = stored else {
+        return Err(corrupt("task resources", stored));
+    };
+    ResourceMap::from_stored_json("resources", &map).map_err(|m| corrupt("task resources", m))
+}
+
+/// The columns of a held task a scheduling pass reads, for [`held_from_row`]: what its
+/// holder's capacity needs, not the whole row.
+pub(crate) const HELD_COLUMNS: &str = "id, assigned_agent, resources";
+
+/// A held task as [`HELD_COLUMNS`] select it; a row no agent holds is corrupt here, since
+/// only held rows are selected this way.
+pub(crate) fn held_from_row(row: &PgRow) -> Result<Held, RepoError> {
+    let agent: Option<Uuid> = row.try_get("assigned_agent").map_err(repo_error)?;
+    Ok(Held {
+        task: TaskId(row.try_get("id").map_err(repo_error)?),
+        agent: AgentId(agent.ok_or_else(|| corrupt("held task", "no assigned agent"))?),
+        resources: resources_from(row.try_get("resources").map_err(repo_error)?)?,
+    })
+}
+
 pub(crate) fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
     let e = repo_error;
     let caps: Vec<String> = row.try_get("required_capabilities").map_err(e)?;
@@ -99,11 +123,7 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<Task, RepoError> {
         priority: Priority::new(i64::from(priority)).map_err(|m| corrupt("task priority", m))?,
         required_capabilities: CapabilitySet::parse("required_capabilities", &caps)
             .map_err(|m| corrupt("task capabilities", m))?,
-        resources: ResourceMap::from_stored_json(
-            "resources",
-            &object("task resources", resources)?,
-        )
-        .map_err(|m| corrupt("task resources", m))?,
+        resources: resources_from(resources)?,
         deadline: row.try_get("deadline").map_err(e)?,
         metadata: Metadata::parse(object("task metadata", metadata)?)
             .map_err(|m| corrupt("task metadata", m))?,
@@ -409,7 +429,6 @@ pub(crate) async fn select(
     let query = match binds {
         SelectBinds::TimeLimit(at, limit) => query.bind(at).bind(i64::from(limit)),
         SelectBinds::Agent(agent) => query.bind(agent.as_uuid()),
-        SelectBinds::Agents(ids) => query.bind(ids),
         SelectBinds::Nothing => query,
     };
     query.read_all(conn, task_from_row).await
@@ -418,6 +437,5 @@ pub(crate) async fn select(
 pub(crate) enum SelectBinds {
     TimeLimit(DateTime<Utc>, u32),
     Agent(AgentId),
-    Agents(Vec<Uuid>),
     Nothing,
 }

@@ -46,11 +46,9 @@ fn decide(
     policy: &Policy,
     findings: &Mutex<Findings>,
 ) -> Changes {
-    let mut held: HashMap<AgentId, Vec<&domain::Task>> = HashMap::new();
+    let mut held: HashMap<AgentId, Vec<&domain::scheduler::Held>> = HashMap::new();
     for task in &snapshot.held {
-        if let Some(agent) = task.assigned_agent {
-            held.entry(agent).or_default().push(task);
-        }
+        held.entry(task.agent).or_default().push(task);
     }
     let capacity: Vec<AgentCapacity> = snapshot
         .agents
@@ -506,7 +504,7 @@ mod tests {
         let snapshot = ports::SchedulingSnapshot {
             pending: vec![waiting.clone()],
             agents: vec![full],
-            held: vec![held],
+            held: domain::scheduler::Held::of(&held).into_iter().collect(),
             asked: 64,
             unranked: true,
             ..Default::default()
@@ -578,7 +576,7 @@ mod tests {
         let snapshot = ports::SchedulingSnapshot {
             pending: vec![needs_gpu],
             agents: vec![full],
-            held: vec![held],
+            held: domain::scheduler::Held::of(&held).into_iter().collect(),
             asked: 64,
             left_out: 1,
             ..Default::default()

@@ -76,6 +76,26 @@ pub fn effective_priority(task: &Task, now: DateTime<Utc>, policy: &Policy) -> f
     base + aging + urgency
 }
 
+/// What a scheduling pass needs of a task an agent holds (assigned or running): whose it is
+/// and what it uses. A pass reads these, not whole tasks, for every slot taken in the fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub task: TaskId,
+    pub agent: AgentId,
+    pub resources: ResourceMap,
+}
+
+impl Held {
+    /// `task` as its holder's capacity sees it; `None` when no agent holds it.
+    pub fn of(task: &Task) -> Option<Self> {
+        Some(Self {
+            task: task.id,
+            agent: task.assigned_agent?,
+            resources: task.resources.clone(),
+        })
+    }
+}
+
 /// What one serving agent can still take.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentCapacity {
@@ -90,7 +110,7 @@ pub struct AgentCapacity {
 
 impl AgentCapacity {
     /// The capacity of `agent` given the tasks it holds; `None` unless it is serving.
-    pub fn of<'a>(agent: &Agent, held: impl IntoIterator<Item = &'a Task>) -> Option<Self> {
+    pub fn of<'a>(agent: &Agent, held: impl IntoIterator<Item = &'a Held>) -> Option<Self> {
         if !agent.status.is_serving() {
             return None;
         }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::scheduler::Held;
 use domain::{
     Agent, AgentId, Capability, Cursor, Execution, NewEvent, Priority, Resource, Task, TaskId,
     TaskStatus,
@@ -215,7 +216,7 @@ impl PassSize {
 
     /// The capabilities of each serving agent among `agents` with a slot free, given the tasks
     /// they hold: a pending task none of them covers cannot be placed by this pass.
-    pub fn open_capabilities(agents: &[Agent], held: &[Task]) -> Vec<domain::CapabilitySet> {
+    pub fn open_capabilities(agents: &[Agent], held: &[Held]) -> Vec<domain::CapabilitySet> {
         let holding = Self::holding(held);
         agents
             .iter()
@@ -231,13 +232,11 @@ impl PassSize {
     }
 
     /// The tasks in `held`, by the agent holding them.
-    fn holding(held: &[Task]) -> std::collections::HashMap<AgentId, Vec<&Task>> {
-        let mut holding: std::collections::HashMap<AgentId, Vec<&Task>> =
+    fn holding(held: &[Held]) -> std::collections::HashMap<AgentId, Vec<&Held>> {
+        let mut holding: std::collections::HashMap<AgentId, Vec<&Held>> =
             std::collections::HashMap::new();
         for task in held {
-            if let Some(agent) = task.assigned_agent {
-                holding.entry(agent).or_default().push(task);
-            }
+            holding.entry(task.agent).or_default().push(task);
         }
         holding
     }
@@ -262,7 +261,7 @@ impl PassSize {
     }
 
     /// The free slots of the serving agents among `agents`, given the tasks they hold.
-    pub fn free_slots(agents: &[Agent], held: &[Task]) -> usize {
+    pub fn free_slots(agents: &[Agent], held: &[Held]) -> usize {
         let holding = Self::holding(held);
         agents
             .iter()
@@ -289,8 +288,8 @@ pub struct SchedulingSnapshot {
     pub unranked: bool,
     /// Agents that are serving (idle, active or busy).
     pub agents: Vec<Agent>,
-    /// The assigned and running tasks of those agents.
-    pub held: Vec<Task>,
+    /// The assigned and running tasks of those agents, as their capacity sees them.
+    pub held: Vec<Held>,
     /// When a pending task claims a pool: every pool, and every assigned or running task that
     /// claims any (whichever agent holds it). Empty otherwise.
     pub resources: Vec<Resource>,
@@ -312,9 +311,9 @@ impl SchedulingSnapshot {
             tasks: self
                 .pending
                 .iter()
-                .chain(&self.held)
                 .chain(&self.claim_holders)
                 .map(|t| t.id)
+                .chain(self.held.iter().map(|h| h.task))
                 .collect(),
             agents: self.agents.iter().map(|a| a.id).collect(),
             pools: self.resources.iter().map(|p| p.id).collect(),

@@ -439,17 +439,22 @@ pub async fn a_scheduling_pass_sees_ready_work_and_serving_agents_and_writes_its
     for x in [&ready, &urgent, &backing_off, &held] {
         store.tasks.insert(x, vec![], None).await.unwrap();
     }
+    let holding = domain::scheduler::Held::of(&held).unwrap();
     let events = store
         .tasks
         .schedule(
             t(10),
             PassSize::at_most(10),
             &Policy::default(),
-            Box::new(|snapshot| {
+            Box::new(move |snapshot| {
                 let pending = numbers(&snapshot.pending);
                 assert_eq!(pending, [2, 1], "ready tasks only, highest priority first");
                 assert_eq!(snapshot.agents.len(), 1, "serving agents only");
-                assert_eq!(snapshot.held.len(), 1);
+                assert_eq!(
+                    snapshot.held,
+                    [holding],
+                    "the held task, its holder and what it uses"
+                );
                 let mut agent = snapshot.agents[0].clone();
                 let mut chosen = snapshot.pending[0].clone();
                 chosen.assign(agent.id, t(10)).unwrap();

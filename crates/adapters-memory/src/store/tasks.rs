@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::scheduler::Held;
 use domain::{Agent, AgentId, NewEvent, Task, TaskId};
 use ports::{
     AgentOutcomes, Changes, Decide, DecideWithAgents, IdempotencyRecord, PassSize, RepoError,
@@ -175,10 +176,10 @@ impl TaskRepository for MemoryStore {
             .filter(|a| a.status.is_serving())
             .cloned()
             .collect();
-        let held: Vec<Task> = agents
+        let held: Vec<Held> = agents
             .iter()
             .flat_map(|a| state.held_by(a.id))
-            .cloned()
+            .filter_map(Held::of)
             .collect();
         let free = PassSize::free_slots(&agents, &held);
         let limit = size.rows(free);
