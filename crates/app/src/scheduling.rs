@@ -47,8 +47,8 @@ fn decide(
     findings: &Mutex<Findings>,
 ) -> Changes {
     let mut held: HashMap<AgentId, Vec<&domain::scheduler::Held>> = HashMap::new();
-    for task in &snapshot.held {
-        held.entry(task.agent).or_default().push(task);
+    for one in &snapshot.held {
+        held.entry(one.agent).or_default().push(one);
     }
     let capacity: Vec<AgentCapacity> = snapshot
         .agents

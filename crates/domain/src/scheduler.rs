@@ -77,7 +77,8 @@ pub fn effective_priority(task: &Task, now: DateTime<Utc>, policy: &Policy) -> f
 }
 
 /// What a scheduling pass needs of a task an agent holds (assigned or running): whose it is
-/// and what it uses. A pass reads these, not whole tasks, for every slot taken in the fleet.
+/// and what it uses. A pass reads one of these, not the whole task, for each task the serving
+/// agents it sees hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Held {
     pub task: TaskId,
@@ -86,11 +87,12 @@ pub struct Held {
 }
 
 impl Held {
-    /// `task` as its holder's capacity sees it; `None` when no agent holds it.
+    /// `task` as its holder's capacity sees it; `None` unless an agent holds it (it is
+    /// assigned or running: an ended task keeps the agent it last had, but takes no slot).
     pub fn of(task: &Task) -> Option<Self> {
         Some(Self {
             task: task.id,
-            agent: task.assigned_agent?,
+            agent: task.assigned_agent.filter(|_| task.status.is_active())?,
             resources: task.resources.clone(),
         })
     }
@@ -120,9 +122,9 @@ impl AgentCapacity {
             .map(|(k, q)| (k.to_owned(), q.nanos()))
             .collect();
         let mut used = 0u32;
-        for task in held {
+        for holding in held {
             used += 1;
-            for (k, q) in task.resources.iter() {
+            for (k, q) in holding.resources.iter() {
                 *free.entry(k.to_owned()).or_insert(0) -= q.nanos();
             }
         }

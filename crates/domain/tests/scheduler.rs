@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use domain::scheduler::{
-    effective_priority, first_in_queue, head_of_queue, queue_order, schedule, AgentCapacity, Plan,
-    Policy, Pools, Strategy as Placement,
+    effective_priority, first_in_queue, head_of_queue, queue_order, schedule, AgentCapacity, Held,
+    Plan, Policy, Pools, Strategy as Placement,
 };
 use domain::{AgentId, CapabilitySet, NewTask, Task, TaskId, TaskInput};
 use proptest::prelude::*;
@@ -69,6 +69,27 @@ fn the_head_of_the_queue_is_priority_then_age_then_id_whatever_the_aging() {
     assert_eq!(ids(head_of_queue(&tasks, 10)), [2, 3, 4, 1]);
     assert_eq!(ids(head_of_queue(&tasks, 2)), [2, 3]);
     assert!(head_of_queue(&tasks, 0).is_empty());
+}
+
+#[test]
+fn a_task_takes_its_agents_slot_and_resources_while_assigned_or_running_only() {
+    let holder = AgentId(Uuid::from_u128(1000));
+    let mut one = task(1, 5, &[], json!({"cpu": 2}), 0);
+    assert_eq!(Held::of(&one), None, "pending: nobody holds it");
+    one.assign(holder, t(1)).unwrap();
+    let held = Held::of(&one).expect("assigned: its agent holds it");
+    assert_eq!((held.task, held.agent), (one.id, holder));
+    assert_eq!(held.resources, one.resources);
+    one.start(holder, one.attempt, t(2)).unwrap();
+    assert!(Held::of(&one).is_some(), "running: still held");
+    one.complete(holder, one.attempt, Default::default(), t(3))
+        .unwrap();
+    assert_eq!(
+        one.assigned_agent,
+        Some(holder),
+        "an ended task keeps its agent"
+    );
+    assert_eq!(Held::of(&one), None, "but takes none of its room");
 }
 
 fn placed(plan: &Plan) -> Vec<(u128, u128)> {

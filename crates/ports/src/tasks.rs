@@ -235,8 +235,8 @@ impl PassSize {
     fn holding(held: &[Held]) -> std::collections::HashMap<AgentId, Vec<&Held>> {
         let mut holding: std::collections::HashMap<AgentId, Vec<&Held>> =
             std::collections::HashMap::new();
-        for task in held {
-            holding.entry(task.agent).or_default().push(task);
+        for one in held {
+            holding.entry(one.agent).or_default().push(one);
         }
         holding
     }
