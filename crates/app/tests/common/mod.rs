@@ -26,6 +26,12 @@ pub struct CountingTasks {
     /// Writes of agents' reports.
     pub report_writes: AtomicUsize,
     pub agent_reads: AtomicUsize,
+    /// While set, each pass with pending tasks to place sees no agent, as when another write
+    /// holds every serving agent's row: they are counted as left out, as the PostgreSQL store
+    /// does.
+    pub leave_out: AtomicBool,
+    /// Passes that left agents out so.
+    pub left_out_passes: Arc<AtomicUsize>,
     /// Rung when the first write reaches the gate.
     pub at_gate: Notify,
     open: AtomicBool,
@@ -113,6 +119,19 @@ impl TaskRepository for CountingTasks {
         policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
+        if !self.leave_out.load(Ordering::SeqCst) {
+            return self.inner.schedule(now, size, policy, decide).await;
+        }
+        let passes = self.left_out_passes.clone();
+        let decide: Decide = Box::new(move |mut snapshot| {
+            if !snapshot.pending.is_empty() {
+                snapshot.left_out += snapshot.agents.len();
+                snapshot.agents.clear();
+                snapshot.held.clear();
+                passes.fetch_add(1, Ordering::SeqCst);
+            }
+            decide(snapshot)
+        });
         self.inner.schedule(now, size, policy, decide).await
     }
     async fn lease_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
@@ -164,6 +183,8 @@ pub fn gated_platform(
         writes: AtomicUsize::new(0),
         report_writes: AtomicUsize::new(0),
         agent_reads: AtomicUsize::new(0),
+        leave_out: AtomicBool::new(false),
+        left_out_passes: Arc::new(AtomicUsize::new(0)),
         at_gate: Notify::new(),
         open: AtomicBool::new(gate_open),
         opened: Notify::new(),
