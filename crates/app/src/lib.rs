@@ -210,7 +210,7 @@ struct Signals {
     wide: std::sync::atomic::AtomicBool,
     /// Whether the last scheduling pass left out agents another write held: the next write of
     /// agents (a report group, a heartbeat flush) wakes a pass once it is done.
-    left_out: std::sync::atomic::AtomicBool,
+    left_out: LeftOut,
     relay: Relay,
     /// Submissions waiting to be committed together.
     intake: tasks::Intake,
@@ -253,6 +253,43 @@ impl Room {
         if state.1 == epoch {
             state.0 = full;
         }
+    }
+}
+
+/// Whether the last scheduling pass left out agents another write held, and how many writes of
+/// agents have ended: a write that ends while such a pass still runs, before the pass can say it
+/// left agents out, must still wake the next one.
+#[derive(Debug, Default)]
+struct LeftOut(std::sync::Mutex<(bool, u64)>);
+
+impl LeftOut {
+    fn state(&self) -> std::sync::MutexGuard<'_, (bool, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where the count of ended writes of agents stands, as a pass begins.
+    fn epoch(&self) -> u64 {
+        self.state().1
+    }
+
+    /// A pass that began at `epoch` left agents out: whether the next pass is due at once (a
+    /// write of agents ended since the pass began, and may have been the one holding them);
+    /// otherwise the next write of agents to end asks for it.
+    fn pass_left_out(&self, epoch: u64) -> bool {
+        let mut state = self.state();
+        let due = state.1 != epoch;
+        state.0 = !due;
+        due
+    }
+
+    /// A write of agents ended: whether the next pass is due (the last one left agents out).
+    fn released(&self) -> bool {
+        let mut state = self.state();
+        let due = state.0;
+        *state = (false, state.1 + 1);
+        due
     }
 }
 

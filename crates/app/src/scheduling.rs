@@ -175,6 +175,7 @@ impl Platform {
         let findings = Arc::new(Mutex::new(Findings::default()));
         let found = findings.clone();
         let epoch = self.signals.room.epoch();
+        let released = self.signals.left_out.epoch();
         let size = if self.signals.wide.swap(false, Ordering::SeqCst) {
             PassSize::at_most(self.settings.schedule_batch)
         } else {
@@ -200,10 +201,10 @@ impl Platform {
         self.publish(&stored).await;
         let findings = std::mem::take(&mut *findings.lock().unwrap_or_else(|p| p.into_inner()));
         self.signals.room.settle(epoch, !findings.room_left);
-        if findings.left_out {
-            // The agents left out are being written: the write that holds them asks for the
-            // next pass once it is done (see `Platform::agents_released`).
-            self.signals.left_out.store(true, Ordering::SeqCst);
+        // The agents left out are being written: the write that holds them asks for the next
+        // pass once it is done (see `Platform::agents_released`), or has already.
+        if findings.left_out && self.signals.left_out.pass_left_out(released) {
+            self.signals.work.notify_one();
         }
         if findings.rank_again {
             self.signals.work.notify_one();
@@ -418,7 +419,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_of_agents_a_pass_left_out_wakes_the_next_pass() {
-        use std::sync::atomic::Ordering::SeqCst;
         let platform = platform();
         let operator = principal(Role::Operator);
         let agent = platform
@@ -435,10 +435,20 @@ mod tests {
             .start_task(&me, held[0].id, held[0].attempt)
             .await
             .unwrap();
+        // As a pass that found the agent held by another write leaves it (or a pass that did
+        // not: the next write finds nothing to ask for).
+        let pass = |left_out: bool| {
+            let signal = &platform.signals.left_out;
+            if left_out {
+                assert!(
+                    !signal.pass_left_out(signal.epoch()),
+                    "no write ended meanwhile"
+                );
+            }
+        };
         for left_out in [false, true] {
             woken(&platform).await; // whatever woke it before
-                                    // As a pass that found the agent held by another write leaves it.
-            platform.signals.left_out.store(left_out, SeqCst);
+            pass(left_out);
             platform
                 .task_heartbeat(&me, held[0].id, held[0].attempt, Some(0.5), None)
                 .await
@@ -449,7 +459,7 @@ mod tests {
                 "a report group that wrote agents wakes a pass only when one left agents out"
             );
 
-            platform.signals.left_out.store(left_out, SeqCst);
+            pass(left_out);
             platform.signals.beats.record(agent.id, chrono::Utc::now());
             assert_eq!(platform.flush_heartbeats().await.unwrap(), 1);
             assert_eq!(
@@ -458,6 +468,25 @@ mod tests {
                 "so does a heartbeat flush"
             );
         }
+    }
+
+    #[test]
+    fn a_write_of_agents_that_ends_while_a_pass_leaves_them_out_still_asks_for_the_next() {
+        let left_out = crate::LeftOut::default();
+        let began = left_out.epoch();
+        assert!(!left_out.released(), "no pass has left agents out yet");
+        assert!(
+            left_out.pass_left_out(began),
+            "a write ended while the pass ran: the next pass is due at once"
+        );
+        assert!(!left_out.released(), "and is not asked for twice");
+        let began = left_out.epoch();
+        assert!(
+            !left_out.pass_left_out(began),
+            "no write ended while this pass ran"
+        );
+        assert!(left_out.released(), "so the next write to end asks for it");
+        assert!(!left_out.released(), "once");
     }
 
     #[tokio::test]

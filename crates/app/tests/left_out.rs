@@ -40,7 +40,8 @@ async fn within_10s<F: std::future::Future<Output = bool>>(mut done: impl FnMut(
 #[tokio::test]
 async fn a_pass_that_left_agents_out_is_followed_by_one_when_their_write_ends() {
     let store = Arc::new(MemoryStore::new());
-    // No periodic pass within the test: only a wake-up can place a task.
+    // The periodic pass runs once as the jobs start, before any task, and not again within the
+    // test: only a wake-up can place a task.
     let settings = Settings {
         schedule_interval: Duration::from_secs(3600),
         ..Settings::default()
@@ -74,6 +75,13 @@ async fn a_pass_that_left_agents_out_is_followed_by_one_when_their_write_ends() 
         status(&platform, second.id).await,
         TaskStatus::Pending,
         "a pass that sees no agent places nothing"
+    );
+    let passes = tasks.passes.load(SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        tasks.passes.load(SeqCst),
+        passes,
+        "the scheduler is quiet: nothing left to wake it"
     );
     tasks.leave_out.store(false, SeqCst);
 

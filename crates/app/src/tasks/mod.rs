@@ -294,11 +294,7 @@ impl Platform {
     /// After a write of agents: wakes the scheduler if the last pass left out agents another
     /// write held, as this one may have.
     pub(crate) fn agents_released(&self) {
-        if self
-            .signals
-            .left_out
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.signals.left_out.released() {
             self.signals.work.notify_one();
         }
     }

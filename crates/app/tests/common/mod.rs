@@ -32,6 +32,8 @@ pub struct CountingTasks {
     pub leave_out: AtomicBool,
     /// Passes that left agents out so.
     pub left_out_passes: Arc<AtomicUsize>,
+    /// Scheduling passes begun.
+    pub passes: AtomicUsize,
     /// Rung when the first write reaches the gate.
     pub at_gate: Notify,
     open: AtomicBool,
@@ -119,12 +121,13 @@ impl TaskRepository for CountingTasks {
         policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
+        self.passes.fetch_add(1, Ordering::SeqCst);
         if !self.leave_out.load(Ordering::SeqCst) {
             return self.inner.schedule(now, size, policy, decide).await;
         }
         let passes = self.left_out_passes.clone();
         let decide: Decide = Box::new(move |mut snapshot| {
-            if !snapshot.pending.is_empty() {
+            if !snapshot.pending.is_empty() && !snapshot.agents.is_empty() {
                 snapshot.left_out += snapshot.agents.len();
                 snapshot.agents.clear();
                 snapshot.held.clear();
@@ -185,6 +188,7 @@ pub fn gated_platform(
         agent_reads: AtomicUsize::new(0),
         leave_out: AtomicBool::new(false),
         left_out_passes: Arc::new(AtomicUsize::new(0)),
+        passes: AtomicUsize::new(0),
         at_gate: Notify::new(),
         open: AtomicBool::new(gate_open),
         opened: Notify::new(),
