@@ -209,7 +209,8 @@ struct Signals {
     /// free, so tasks that fit no agent may fill the head of the queue.
     wide: std::sync::atomic::AtomicBool,
     /// Whether the last scheduling pass left out agents another write held: the next write of
-    /// agents (a report group, a heartbeat flush) wakes a pass once it is done.
+    /// agents (a report group, a heartbeat flush) wakes a pass once it is done, and one that
+    /// ended while the pass ran makes the pass ask for the next itself.
     left_out: LeftOut,
     relay: Relay,
     /// Submissions waiting to be committed together.
