@@ -203,7 +203,7 @@ struct Signals {
     polls: tasks::Polls,
     /// Whether the last scheduling pass left no serving agent a free slot: new tasks alone are
     /// not worth a pass until capacity frees up (or the periodic pass comes).
-    room: Room,
+    room: Finding,
     /// Whether the next scheduling pass reads its whole batch rather than as many pending tasks
     /// as the free slots call for: the last one read all it asked for and still left a slot
     /// free, so tasks that fit no agent may fill the head of the queue.
@@ -211,7 +211,7 @@ struct Signals {
     /// Whether the last scheduling pass left out agents another write held: the next write of
     /// agents (a report group, a heartbeat flush) wakes a pass once it is done, and one that
     /// ended while the pass ran makes the pass ask for the next itself.
-    left_out: LeftOut,
+    left_out: Finding,
     relay: Relay,
     /// Submissions waiting to be committed together.
     intake: tasks::Intake,
@@ -221,76 +221,47 @@ struct Signals {
     beats: agents::Beats,
 }
 
-/// Whether the last scheduling pass left every agent full, and how often capacity was freed
-/// since: a pass that read the fleet before capacity came free must not mark it full after.
+/// A finding of the last scheduling pass that an event undoes, and how often the event has
+/// happened: a pass that read the store before the event must not record what it found after
+/// it. `room` holds whether the last pass left every agent full (capacity freed undoes it);
+/// `left_out` whether it left out agents another write held (a write of agents ending undoes
+/// it, and wakes the next pass).
 #[derive(Debug, Default)]
-struct Room(std::sync::Mutex<(bool, u64)>);
+struct Finding(std::sync::Mutex<(bool, u64)>);
 
-impl Room {
+impl Finding {
     fn state(&self) -> std::sync::MutexGuard<'_, (bool, u64)> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn is_full(&self) -> bool {
+    fn holds(&self) -> bool {
         self.state().0
     }
 
-    /// Capacity may have come free.
-    fn freed(&self) {
+    /// The event happened: the finding no longer holds. Returns whether it held.
+    fn undone(&self) -> bool {
         let mut state = self.state();
+        let held = state.0;
         *state = (false, state.1 + 1);
+        held
     }
 
-    /// Where the count of freed capacity stands, as a pass begins.
+    /// Where the count of events stands, as a pass begins.
     fn epoch(&self) -> u64 {
         self.state().1
     }
 
-    /// What a pass that began at `epoch` found, unless capacity came free since.
-    fn settle(&self, epoch: u64, full: bool) {
+    /// What a pass that began at `epoch` found, recorded unless the event happened since;
+    /// returns whether it was.
+    fn settle(&self, epoch: u64, holds: bool) -> bool {
         let mut state = self.state();
-        if state.1 == epoch {
-            state.0 = full;
+        let current = state.1 == epoch;
+        if current {
+            state.0 = holds;
         }
-    }
-}
-
-/// Whether the last scheduling pass left out agents another write held, and how many writes of
-/// agents have ended: a write that ends while such a pass still runs, before the pass can say it
-/// left agents out, must still wake the next one.
-#[derive(Debug, Default)]
-struct LeftOut(std::sync::Mutex<(bool, u64)>);
-
-impl LeftOut {
-    fn state(&self) -> std::sync::MutexGuard<'_, (bool, u64)> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Where the count of ended writes of agents stands, as a pass begins.
-    fn epoch(&self) -> u64 {
-        self.state().1
-    }
-
-    /// A pass that began at `epoch` left agents out: whether the next pass is due at once (a
-    /// write of agents ended since the pass began, and may have been the one holding them);
-    /// otherwise the next write of agents to end asks for it.
-    fn pass_left_out(&self, epoch: u64) -> bool {
-        let mut state = self.state();
-        let due = state.1 != epoch;
-        state.0 = !due;
-        due
-    }
-
-    /// A write of agents ended: whether the next pass is due (the last one left agents out).
-    fn released(&self) -> bool {
-        let mut state = self.state();
-        let due = state.0;
-        *state = (false, state.1 + 1);
-        due
+        current
     }
 }
 

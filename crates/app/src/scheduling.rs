@@ -203,7 +203,7 @@ impl Platform {
         self.signals.room.settle(epoch, !findings.room_left);
         // The agents left out are being written: the write that holds them asks for the next
         // pass once it is done (see `Platform::agents_released`), or has already.
-        if findings.left_out && self.signals.left_out.pass_left_out(released) {
+        if findings.left_out && !self.signals.left_out.settle(released, true) {
             self.signals.work.notify_one();
         }
         if findings.rank_again {
@@ -441,7 +441,7 @@ mod tests {
             let signal = &platform.signals.left_out;
             if left_out {
                 assert!(
-                    !signal.pass_left_out(signal.epoch()),
+                    signal.settle(signal.epoch(), true),
                     "no write ended meanwhile"
                 );
             }
@@ -472,21 +472,21 @@ mod tests {
 
     #[test]
     fn a_write_of_agents_that_ends_while_a_pass_leaves_them_out_still_asks_for_the_next() {
-        let left_out = crate::LeftOut::default();
+        let left_out = crate::Finding::default();
         let began = left_out.epoch();
-        assert!(!left_out.released(), "no pass has left agents out yet");
+        assert!(!left_out.undone(), "no pass has left agents out yet");
         assert!(
-            left_out.pass_left_out(began),
+            !left_out.settle(began, true),
             "a write ended while the pass ran: the next pass is due at once"
         );
-        assert!(!left_out.released(), "and is not asked for twice");
+        assert!(!left_out.undone(), "and is not asked for twice");
         let began = left_out.epoch();
         assert!(
-            !left_out.pass_left_out(began),
+            left_out.settle(began, true),
             "no write ended while this pass ran"
         );
-        assert!(left_out.released(), "so the next write to end asks for it");
-        assert!(!left_out.released(), "once");
+        assert!(left_out.undone(), "so the next write to end asks for it");
+        assert!(!left_out.undone(), "once");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use adapters_memory::{MemoryBus, MemoryStore};
 use app::{spawn_background_jobs, Platform, Settings};
-use domain::{Role, Task, TaskId, TaskStatus};
+use domain::{AgentId, Role, Task, TaskId, TaskStatus};
 use testkit::builders::{agent_principal, new_agent, new_task, principal};
 
 async fn submit(platform: &Platform) -> Task {
@@ -21,23 +21,29 @@ async fn submit(platform: &Platform) -> Task {
         .unwrap()
 }
 
-async fn status(platform: &Platform, id: TaskId) -> TaskStatus {
-    let operator = principal(Role::Operator);
-    platform.get_task(&operator, id).await.unwrap().status
+/// The agent's long poll for assigned tasks (answered at once if it has some): their IDs, or
+/// none if ten seconds of the test's clock pass first.
+async fn assigned(platform: &Platform, agent: AgentId) -> Vec<TaskId> {
+    let wait = Some(Duration::from_secs(10));
+    let found = platform
+        .agent_tasks(
+            &agent_principal(agent),
+            agent,
+            Some(TaskStatus::Assigned),
+            wait,
+        )
+        .await
+        .unwrap();
+    found.iter().map(|t| t.id).collect()
 }
 
-/// Waits up to 10 s for `done`, checked every 10 ms; whether it came.
-async fn within_10s<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) -> bool {
-    for _ in 0..1000 {
-        if done().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+/// Lets every task run until all wait: with the clock paused, a sleep ends only once nothing
+/// else can run, and only timers due within it fire.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_pass_that_left_agents_out_is_followed_by_one_when_their_write_ends() {
     let store = Arc::new(MemoryStore::new());
     // The periodic pass runs once as the jobs start, before any task, and not again within the
@@ -58,30 +64,27 @@ async fn a_pass_that_left_agents_out_is_followed_by_one_when_their_write_ends() 
         .agent
         .id;
     let first = submit(&platform).await;
-    assert!(
-        within_10s(|| async { status(&platform, first.id).await == TaskStatus::Assigned }).await,
+    assert_eq!(
+        assigned(&platform, agent).await,
+        [first.id],
         "a submission wakes a pass that places it"
     );
 
     // The passes that come find the agent held by another write, and leave it out.
     tasks.leave_out.store(true, SeqCst);
     let second = submit(&platform).await;
-    assert!(
-        within_10s(|| async { tasks.left_out_passes.load(SeqCst) > 0 }).await,
-        "the submission wakes a pass"
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), tasks.left_out_pass.notified())
+        .await
+        .expect("the submission wakes a pass");
+    settle().await;
+    let second = platform
+        .get_task(&principal(Role::Operator), second.id)
+        .await
+        .unwrap();
     assert_eq!(
-        status(&platform, second.id).await,
+        second.status,
         TaskStatus::Pending,
-        "a pass that sees no agent places nothing"
-    );
-    let passes = tasks.passes.load(SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        tasks.passes.load(SeqCst),
-        passes,
-        "the scheduler is quiet: nothing left to wake it"
+        "with the scheduler idle, the task waits: a pass that sees no agent places nothing"
     );
     tasks.leave_out.store(false, SeqCst);
 
@@ -90,8 +93,9 @@ async fn a_pass_that_left_agents_out_is_followed_by_one_when_their_write_ends() 
         .start_task(&agent_principal(agent), first.id, 1)
         .await
         .unwrap();
-    assert!(
-        within_10s(|| async { status(&platform, second.id).await == TaskStatus::Assigned }).await,
+    assert_eq!(
+        assigned(&platform, agent).await,
+        [second.id],
         "the write of the agent a pass left out wakes the next pass"
     );
     jobs.shutdown().await;

@@ -257,7 +257,7 @@ impl Platform {
     /// Wakes the scheduler for tasks that became ready to place: worth a pass only when the
     /// last one left an agent room.
     pub(crate) fn wake_for_work(&self) {
-        if !self.signals.room.is_full() {
+        if !self.signals.room.holds() {
             self.signals.work.notify_one();
         }
     }
@@ -288,13 +288,13 @@ impl Platform {
 
     /// Lets the next submission here wake the scheduler again (see [`Self::note_capacity`]).
     pub(crate) fn capacity_may_be_free(&self) {
-        self.signals.room.freed();
+        self.signals.room.undone();
     }
 
     /// After a write of agents: wakes the scheduler if the last pass left out agents another
     /// write held, as this one may have.
     pub(crate) fn agents_released(&self) {
-        if self.signals.left_out.released() {
+        if self.signals.left_out.undone() {
             self.signals.work.notify_one();
         }
     }

@@ -30,10 +30,8 @@ pub struct CountingTasks {
     /// holds every serving agent's row: they are counted as left out, as the PostgreSQL store
     /// does.
     pub leave_out: AtomicBool,
-    /// Passes that left agents out so.
-    pub left_out_passes: Arc<AtomicUsize>,
-    /// Scheduling passes begun.
-    pub passes: AtomicUsize,
+    /// Rung by each pass that left agents out so.
+    pub left_out_pass: Arc<Notify>,
     /// Rung when the first write reaches the gate.
     pub at_gate: Notify,
     open: AtomicBool,
@@ -121,17 +119,16 @@ impl TaskRepository for CountingTasks {
         policy: &domain::scheduler::Policy,
         decide: Decide,
     ) -> Result<Vec<NewEvent>, RepoError> {
-        self.passes.fetch_add(1, Ordering::SeqCst);
         if !self.leave_out.load(Ordering::SeqCst) {
             return self.inner.schedule(now, size, policy, decide).await;
         }
-        let passes = self.left_out_passes.clone();
+        let rung = self.left_out_pass.clone();
         let decide: Decide = Box::new(move |mut snapshot| {
             if !snapshot.pending.is_empty() && !snapshot.agents.is_empty() {
                 snapshot.left_out += snapshot.agents.len();
                 snapshot.agents.clear();
                 snapshot.held.clear();
-                passes.fetch_add(1, Ordering::SeqCst);
+                rung.notify_one();
             }
             decide(snapshot)
         });
@@ -187,8 +184,7 @@ pub fn gated_platform(
         report_writes: AtomicUsize::new(0),
         agent_reads: AtomicUsize::new(0),
         leave_out: AtomicBool::new(false),
-        left_out_passes: Arc::new(AtomicUsize::new(0)),
-        passes: AtomicUsize::new(0),
+        left_out_pass: Arc::new(Notify::new()),
         at_gate: Notify::new(),
         open: AtomicBool::new(gate_open),
         opened: Notify::new(),
