@@ -506,7 +506,8 @@ impl PgStore {
         crate::advisory_lock(&mut tx, RELAY_LOCK, crate::Hold::Exclusive).await?;
         // Under the lock no other write numbers events, so the next numbers follow the highest
         // one given, without gaps; unnumbered rows of transactions still open are invisible and
-        // wait.
+        // wait. The rows are found by `id` among the unnumbered ones (the index of those; `id`
+        // has no other, see migration 0025).
         let mut events = sqlx::query(
             "WITH top AS (SELECT coalesce(max(seq), 0) AS seq FROM events),
                   next AS (
@@ -516,7 +517,7 @@ impl PgStore {
                   )
              UPDATE events AS e SET seq = top.seq + next.n
              FROM next, top
-             WHERE e.id = next.id
+             WHERE e.id = next.id AND e.seq IS NULL
              RETURNING e.seq, e.type, e.agent_id, e.task_id, e.data, e.created_at",
         )
         .bind(i64::from(limit))

@@ -55,8 +55,12 @@ impl CapabilitySet {
         }
         let mut set = BTreeSet::new();
         for (i, value) in values.iter().enumerate() {
-            if let Some(c) = errors.collect(&format!("{field}[{i}]"), Capability::parse(value)) {
-                set.insert(c);
+            // The field is named only for an error: stored rows are parsed here too.
+            match Capability::parse(value) {
+                Ok(c) => {
+                    set.insert(c);
+                }
+                Err(message) => errors.push(format!("{field}[{i}]"), message),
             }
         }
         errors.into_result().map(|()| Self(set))
