@@ -46,15 +46,7 @@ fn decide(
     policy: &Policy,
     findings: &Mutex<Findings>,
 ) -> Changes {
-    let mut held: HashMap<AgentId, Vec<&domain::scheduler::Held>> = HashMap::new();
-    for one in &snapshot.held {
-        held.entry(one.agent).or_default().push(one);
-    }
-    let capacity: Vec<AgentCapacity> = snapshot
-        .agents
-        .iter()
-        .filter_map(|a| AgentCapacity::of(a, held.get(&a.id).into_iter().flatten().copied()))
-        .collect();
+    let capacity = AgentCapacity::of_all(&snapshot.agents, &snapshot.held);
     let free_slots: usize = capacity.iter().map(|c| c.free_slots as usize).sum();
     {
         let mut found = findings.lock().unwrap_or_else(|p| p.into_inner());

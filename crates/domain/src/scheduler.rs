@@ -138,6 +138,19 @@ impl AgentCapacity {
         })
     }
 
+    /// The capacity of each serving agent among `agents`, in their order, given `held`: the
+    /// tasks every agent holds, each counted against its own holder only.
+    pub fn of_all(agents: &[Agent], held: &[Held]) -> Vec<Self> {
+        let mut holding: HashMap<AgentId, Vec<&Held>> = HashMap::new();
+        for one in held {
+            holding.entry(one.agent).or_default().push(one);
+        }
+        agents
+            .iter()
+            .filter_map(|a| Self::of(a, holding.get(&a.id).into_iter().flatten().copied()))
+            .collect()
+    }
+
     /// True when the agent can take a task requesting `request` now.
     pub fn fits(&self, request: &ResourceMap) -> bool {
         self.free_slots > 0 && self.shortfall(request).is_none()

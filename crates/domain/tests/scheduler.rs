@@ -92,6 +92,51 @@ fn a_task_takes_its_agents_slot_and_resources_while_assigned_or_running_only() {
     assert_eq!(Held::of(&one), None, "but takes none of its room");
 }
 
+#[test]
+fn each_serving_agents_capacity_counts_only_the_tasks_it_holds() {
+    let registered = |n: u128, slots: u32| {
+        let new = domain::NewAgent::parse(
+            &format!("agent-{n}"),
+            &["gpu".into()],
+            json!({"cpu": 8}).as_object().unwrap(),
+            Default::default(),
+            Some(slots),
+        )
+        .unwrap();
+        domain::Agent::register(new, AgentId(Uuid::from_u128(n)), t(0))
+    };
+    let (one, two, mut away) = (registered(1, 4), registered(2, 2), registered(3, 4));
+    away.status = domain::AgentStatus::Offline;
+    let holding = |task: u128, agent: u128, cpu: i64| Held {
+        task: TaskId(Uuid::from_u128(task)),
+        agent: AgentId(Uuid::from_u128(agent)),
+        resources: domain::ResourceMap::from_json("r", json!({"cpu": cpu}).as_object().unwrap())
+            .unwrap(),
+    };
+    // Agent 1 holds two tasks, agent 2 one, the offline agent one, and an agent not listed one.
+    let held = [
+        holding(10, 1, 2),
+        holding(11, 2, 5),
+        holding(12, 1, 1),
+        holding(13, 3, 1),
+        holding(14, 9, 1),
+    ];
+    let capacity = AgentCapacity::of_all(&[two.clone(), away, one.clone()], &held);
+    let seen: Vec<(u128, u32, i128)> = capacity
+        .iter()
+        .map(|c| (c.id.0.as_u128(), c.free_slots, c.free["cpu"] / G))
+        .collect();
+    assert_eq!(
+        seen,
+        [(2, 1, 3), (1, 2, 5)],
+        "the serving agents in their order, each less its own tasks"
+    );
+    assert_eq!(
+        capacity[1],
+        AgentCapacity::of(&one, [&held[0], &held[2]]).unwrap()
+    );
+}
+
 fn placed(plan: &Plan) -> Vec<(u128, u128)> {
     plan.assignments
         .iter()

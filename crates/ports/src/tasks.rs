@@ -217,28 +217,11 @@ impl PassSize {
     /// The capabilities of each serving agent among `agents` with a slot free, given the tasks
     /// they hold: a pending task none of them covers cannot be placed by this pass.
     pub fn open_capabilities(agents: &[Agent], held: &[Held]) -> Vec<domain::CapabilitySet> {
-        let holding = Self::holding(held);
-        agents
-            .iter()
-            .filter(|a| {
-                domain::scheduler::AgentCapacity::of(
-                    a,
-                    holding.get(&a.id).into_iter().flatten().copied(),
-                )
-                .is_some_and(|c| c.free_slots > 0)
-            })
-            .map(|a| a.capabilities.clone())
+        domain::scheduler::AgentCapacity::of_all(agents, held)
+            .into_iter()
+            .filter(|c| c.free_slots > 0)
+            .map(|c| c.capabilities)
             .collect()
-    }
-
-    /// The tasks in `held`, by the agent holding them.
-    fn holding(held: &[Held]) -> std::collections::HashMap<AgentId, Vec<&Held>> {
-        let mut holding: std::collections::HashMap<AgentId, Vec<&Held>> =
-            std::collections::HashMap::new();
-        for one in held {
-            holding.entry(one.agent).or_default().push(one);
-        }
-        holding
     }
 
     /// Whether a ranked pass that read `head` (the first `asked` tasks of the queue) must also
@@ -262,15 +245,8 @@ impl PassSize {
 
     /// The free slots of the serving agents among `agents`, given the tasks they hold.
     pub fn free_slots(agents: &[Agent], held: &[Held]) -> usize {
-        let holding = Self::holding(held);
-        agents
+        domain::scheduler::AgentCapacity::of_all(agents, held)
             .iter()
-            .filter_map(|a| {
-                domain::scheduler::AgentCapacity::of(
-                    a,
-                    holding.get(&a.id).into_iter().flatten().copied(),
-                )
-            })
             .map(|c| c.free_slots as usize)
             .sum()
     }
