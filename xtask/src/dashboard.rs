@@ -12,13 +12,14 @@ use serde_json::{json, Value};
 use crate::browser::{request, Browser, Proxy};
 use crate::suite::{free_port, Server, ADMIN_KEY};
 
-/// What the browser logs while the server cannot be reached: refused, reset or empty
-/// connections, and WebSocket handshakes that got no answer. (A handshake the server refused
+/// What the browser logs while the server cannot be reached: refused, reset, unconnected or
+/// empty connections, and WebSocket handshakes that got no answer. (A handshake the server refused
 /// with a status is not among them.)
 const OUTAGE: &[&str] = &[
     "net::ERR_CONNECTION_REFUSED",
     "net::ERR_CONNECTION_RESET",
     "net::ERR_CONNECTION_CLOSED",
+    "net::ERR_SOCKET_NOT_CONNECTED",
     "net::ERR_EMPTY_RESPONSE",
     "closed before receiving a handshake response",
 ];
