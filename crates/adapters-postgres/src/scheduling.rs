@@ -136,7 +136,7 @@ pub(crate) async fn pass(
     .read_all(&mut *tx, held_from_row)
     .await?;
     let open = if ranked {
-        PassSize::open_capabilities(&agents, &held)
+        PassSize::open_capabilities(&domain::scheduler::AgentCapacity::of_all(&agents, &held))
     } else {
         Vec::new()
     };

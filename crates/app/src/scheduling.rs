@@ -47,7 +47,7 @@ fn decide(
     findings: &Mutex<Findings>,
 ) -> Changes {
     let capacity = AgentCapacity::of_all(&snapshot.agents, &snapshot.held);
-    let free_slots: usize = capacity.iter().map(|c| c.free_slots as usize).sum();
+    let free_slots = ports::PassSize::free_slots(&capacity);
     {
         let mut found = findings.lock().unwrap_or_else(|p| p.into_inner());
         found.unranked = snapshot.unranked;

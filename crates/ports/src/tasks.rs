@@ -214,13 +214,16 @@ impl PassSize {
         wanted.min(self.most)
     }
 
-    /// The capabilities of each serving agent among `agents` with a slot free, given the tasks
-    /// they hold: a pending task none of them covers cannot be placed by this pass.
-    pub fn open_capabilities(agents: &[Agent], held: &[Held]) -> Vec<domain::CapabilitySet> {
-        domain::scheduler::AgentCapacity::of_all(agents, held)
-            .into_iter()
+    /// The capabilities of each serving agent with a slot free, from their `capacity`
+    /// ([`AgentCapacity::of_all`](domain::scheduler::AgentCapacity::of_all)): a pending task
+    /// none of them covers cannot be placed by this pass.
+    pub fn open_capabilities(
+        capacity: &[domain::scheduler::AgentCapacity],
+    ) -> Vec<domain::CapabilitySet> {
+        capacity
+            .iter()
             .filter(|c| c.free_slots > 0)
-            .map(|c| c.capabilities)
+            .map(|c| c.capabilities.clone())
             .collect()
     }
 
@@ -243,12 +246,9 @@ impl PassSize {
             })
     }
 
-    /// The free slots of the serving agents among `agents`, given the tasks they hold.
-    pub fn free_slots(agents: &[Agent], held: &[Held]) -> usize {
-        domain::scheduler::AgentCapacity::of_all(agents, held)
-            .iter()
-            .map(|c| c.free_slots as usize)
-            .sum()
+    /// The free slots of the serving agents between them, from their `capacity`.
+    pub fn free_slots(capacity: &[domain::scheduler::AgentCapacity]) -> usize {
+        capacity.iter().map(|c| c.free_slots as usize).sum()
     }
 }
 

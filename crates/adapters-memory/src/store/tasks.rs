@@ -181,7 +181,8 @@ impl TaskRepository for MemoryStore {
             .flat_map(|a| state.held_by(a.id))
             .filter_map(Held::of)
             .collect();
-        let free = PassSize::free_slots(&agents, &held);
+        let capacity = domain::scheduler::AgentCapacity::of_all(&agents, &held);
+        let free = PassSize::free_slots(&capacity);
         let limit = size.rows(free);
         let ranked = PassSize::ranks(free);
         let ready: Vec<&Task> = state
@@ -195,7 +196,7 @@ impl TaskRepository for MemoryStore {
                 now,
                 policy,
             );
-            let open = PassSize::open_capabilities(&agents, &held);
+            let open = PassSize::open_capabilities(&capacity);
             if PassSize::looks_behind(&head, limit, &open) {
                 // And the first tasks behind the head that an agent with a slot free can take.
                 let taken: std::collections::HashSet<_> = head.iter().map(|t| t.id).collect();
