@@ -30,6 +30,8 @@ pub(crate) struct Flow {
     pub(crate) events_seen: Arc<Mutex<Vec<i64>>>,
     /// What makes the agents that run beside replica 0 die.
     pub(crate) doom: Doom,
+    /// The first agent's ID and key, for the writes of `write_refused`.
+    pub(crate) probe: (String, String),
     /// How many agents run beside replica 0.
     pub(crate) mortal: usize,
     pub(crate) subscriber: JoinHandle<usize>,
@@ -55,6 +57,7 @@ impl Flow {
             let key = agent["agent_key"].as_str().unwrap().to_owned();
             agents.push((n % 3, id, key));
         }
+        let probe = (agents[0].1.clone(), agents[0].2.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let completed_seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let events_seen: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -117,6 +120,7 @@ impl Flow {
             completed_seen,
             events_seen,
             doom,
+            probe,
             mortal,
             subscriber,
             workers,
@@ -140,15 +144,22 @@ impl Flow {
     }
 
     /// Waits until a write has been refused with `503`: the outage is felt by clients (and
-    /// answered as the contract says).
+    /// answered as the contract says). The flow's own writes may be over by then (submitters
+    /// done, agents polling for work they cannot get), so an agent's heartbeat is sent every
+    /// 100 ms meanwhile: a write that reaches the database and changes nothing a check counts.
     pub(crate) async fn write_refused(&self) {
+        let (id, key) = &self.probe;
+        let heartbeat = format!("/api/v1/agents/{id}/heartbeat");
         let refused = async {
-            loop {
-                let more = self.clients.progress.notified();
+            for at in 0.. {
+                let _ = self
+                    .clients
+                    .call(at, "POST", &heartbeat, key, &[], Some(&json!({})))
+                    .await;
                 if self.clients.tally.lock().unwrap().writes.contains_key(&503) {
                     return;
                 }
-                more.await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
         let felt = tokio::time::timeout(Duration::from_secs(30), refused).await;
