@@ -256,25 +256,25 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>, slots: usize) -> Reco
             tokio::time::sleep(Duration::from_millis(100)).await; // the error is counted
             continue;
         };
-        let held: Vec<Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+        // Only what an agent acts on is read out of each task (see `Polled`).
+        let held: Vec<Polled> = serde_json::from_slice(&bytes).unwrap_or_default();
         let mut found = Vec::new();
         for task in held {
-            let (Some(id), Some(attempt)) = (task["id"].as_str(), task["attempt"].as_u64()) else {
-                continue;
-            };
-            let submitted = task["metadata"]["loadtest_n"]
-                .as_u64()
+            let (id, attempt) = (task.id, task.attempt);
+            let submitted = task
+                .metadata
+                .and_then(|m| m.loadtest_n)
                 .and_then(|n| run.submitted_at.get(n as usize))
                 .and_then(OnceLock::get)
                 .copied();
-            let assigned = task["status"] == "assigned";
+            let assigned = task.status == "assigned";
             if assigned {
                 if let Some(at) = submitted {
                     recorder.sample("submit_to_assignment", at.elapsed());
                 }
             }
             found.push(Held {
-                id: id.to_owned(),
+                id,
                 attempt,
                 assigned,
                 submitted,
@@ -299,6 +299,34 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>, slots: usize) -> Reco
         }
     }
     recorder
+}
+
+/// What an agent reads of a task a poll brought: the rest of it (its whole description, its
+/// result, its history) is skipped over, not built into a tree, so that the simulated agents'
+/// cost does not crowd the server out of the cores they share.
+#[derive(serde::Deserialize)]
+struct Polled {
+    id: String,
+    attempt: u64,
+    status: String,
+    metadata: Option<PolledMetadata>,
+}
+
+#[derive(serde::Deserialize)]
+struct PolledMetadata {
+    /// Which of the run's submissions the task is (set by the submitters).
+    loadtest_n: Option<u64>,
+}
+
+/// The answer to `POST /agents/{id}/reports`: one status per report, in order.
+#[derive(serde::Deserialize, Default)]
+struct Answered {
+    results: Vec<ReportStatus>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReportStatus {
+    status: u16,
 }
 
 /// A task a poll brought: what the agent needs to report on it.
@@ -385,10 +413,9 @@ async fn report_held(
     let Some((200, bytes)) = answer else {
         return;
     };
-    let answered: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let results = answered["results"].as_array().cloned().unwrap_or_default();
-    for (result, task) in results.iter().zip(tasks) {
-        if result["status"] == 200 {
+    let answered: Answered = serde_json::from_slice(&bytes).unwrap_or_default();
+    for (result, task) in answered.results.iter().zip(tasks) {
+        if result.status == 200 {
             run.completed(recorder, task.submitted);
         }
     }
