@@ -760,6 +760,101 @@ async fn an_event_made_on_one_replica_reaches_a_subscriber_on_another_through_re
     assert_eq!(event["data"]["agent_id"], made.agent.id.to_string());
 }
 
+/// The in-process bus, losing the events of one publish when told to (as a bus that drops a
+/// notice, or a hub that falls behind it, does).
+#[derive(Default)]
+struct LossyBus {
+    inner: adapters_memory::MemoryBus,
+    lose_next: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ports::EventBus for LossyBus {
+    async fn publish(&self, events: &[domain::Event]) {
+        if !self
+            .lose_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.inner.publish(events).await;
+        }
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<domain::Event> {
+        self.inner.subscribe()
+    }
+
+    async fn status(&self) -> ports::ComponentStatus {
+        self.inner.status().await
+    }
+}
+
+#[actix_web::test]
+async fn an_event_the_bus_lost_reaches_readers_and_its_agent_before_the_next_one() {
+    let bus = Arc::new(LossyBus::default());
+    let settings = app::Settings {
+        admin_key: Some(app::hash_key(ADMIN_KEY)),
+        ..app::Settings::default()
+    };
+    let platform = testkit::platform(
+        Arc::new(adapters_memory::MemoryStore::new()),
+        bus.clone(),
+        testkit::ManualClock::default(),
+        settings,
+    );
+    let mut h = Harness::memory();
+    // The hub never catches up from the log on its own meanwhile: only the next event can
+    // show that one is missing.
+    h.state = api_http::AppState::with_catch_up(platform, None, Duration::from_secs(60), NEVER);
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    let a = h
+        .state
+        .platform
+        .register_agent(&operator, new_agent("a"))
+        .await
+        .unwrap();
+    let mut reader = open(addr, Some(ADMIN_KEY)).await;
+    let mut as_agent = open(addr, Some(&a.agent_key)).await;
+    for socket in [&mut reader, &mut as_agent] {
+        subscribe(
+            socket,
+            json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+        )
+        .await;
+    }
+    bus.lose_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let more_slots = domain::AgentPatch {
+        max_concurrent_tasks: Some(7),
+        ..Default::default()
+    };
+    let suspend = domain::AgentPatch {
+        status: Some(domain::StatusRequest::Suspended),
+        ..Default::default()
+    };
+    for patch in [more_slots, suspend] {
+        h.state
+            .platform
+            .update_agent(&operator, a.agent.id, patch)
+            .await
+            .unwrap();
+    }
+    for (who, socket) in [("a reader", &mut reader), ("the agent", &mut as_agent)] {
+        let lost = next_event(socket).await;
+        assert_eq!(
+            lost["type"], "agent_updated",
+            "{who} got the lost event first"
+        );
+        let next = next_event(socket).await;
+        assert_eq!(next["type"], "agent_status_changed", "{who}: {next}");
+        assert_eq!(
+            next["seq"],
+            lost["seq"].as_i64().unwrap() + 1,
+            "{who}: in order"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn a_deployment_delivers_only_its_own_committed_events_whatever_is_on_its_channel() {
     let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());

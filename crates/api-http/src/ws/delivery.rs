@@ -110,32 +110,36 @@ impl Session {
     }
 
     pub(super) async fn on_live(&mut self, delivery: &Delivery) -> Result<(), Blocked> {
-        if !delivery.revoked.is_empty() {
-            let key = self.principal.as_ref().and_then(|p| p.api_key);
-            return match key {
-                Some(key) if delivery.revoked.contains(&key) => Err(Blocked::Revoked),
-                _ => Ok(()),
-            };
-        }
-        let Some(event) = &delivery.event else {
-            // Not a stored event (system metrics): no sequence to keep. The platform-wide
-            // counters are for readers, not for an agent, which sees only what concerns itself.
-            let reader = self.principal.as_ref().is_some_and(|p| p.can_read_all());
-            if reader && self.channels.contains(&delivery.channel) {
-                self.push(delivery.frame.clone()).await?;
+        match delivery {
+            Delivery::Revoked(revoked) => {
+                let key = self.principal.as_ref().and_then(|p| p.api_key);
+                match key {
+                    Some(key) if revoked.contains(&key) => Err(Blocked::Revoked),
+                    _ => Ok(()),
+                }
             }
-            return Ok(());
-        };
-        if event.seq <= self.last_seq {
-            return Ok(()); // already sent during replay
+            Delivery::LogUnavailable => Err(Blocked::LogUnavailable),
+            Delivery::Counters { channel, frame } => {
+                // The platform-wide counters are for readers, not for an agent, which sees only
+                // what concerns itself.
+                let reader = self.principal.as_ref().is_some_and(|p| p.can_read_all());
+                if reader && self.channels.contains(channel) {
+                    self.push(frame.clone()).await?;
+                }
+                Ok(())
+            }
+            Delivery::Event { event, frame } => {
+                // The hub relays without gaps (see `hub`): what is at or below `last_seq` was
+                // sent during a replay.
+                if event.seq <= self.last_seq {
+                    return Ok(());
+                }
+                if self.wants(event) {
+                    self.push(frame.clone()).await?;
+                }
+                self.last_seq = event.seq;
+                Ok(())
+            }
         }
-        if self.last_seq > 0 && event.seq > self.last_seq.saturating_add(1) {
-            self.catch_up(event.seq - 1).await?;
-        }
-        if self.wants(event) {
-            self.push(delivery.frame.clone()).await?;
-        }
-        self.last_seq = event.seq;
-        Ok(())
     }
 }

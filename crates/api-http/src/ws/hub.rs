@@ -1,12 +1,22 @@
-//! One subscription to the platform's events per process, each event encoded once and shared by
-//! every session; and the periodic `system_metrics` frame.
+//! One subscription to the platform's events per process, each event encoded once and handed
+//! to the sessions that may see it; and the periodic `system_metrics` frame.
+//!
+//! The hub relays events in `seq` order without gaps: an event that arrives ahead of one the
+//! bus has not brought (lost while Redis was away, or still on its way from another replica)
+//! is preceded by what the log holds before it, read once here for every session. Sessions
+//! then only drop what they already sent during a replay.
+//!
+//! Readers (who may see every event) share one channel. An agent's sessions share a channel
+//! of their own, which carries only that agent's events: a fleet of agents connected for
+//! their assignments costs each event one hand-off, not one per connected agent.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::Platform;
 use bytestring::ByteString;
-use domain::{ApiKeyId, Channel, Event};
+use domain::{AgentId, ApiKeyId, Channel, Event, Principal, Role};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -18,16 +28,21 @@ pub const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 /// How often the hub looks for revoked API keys, and how far back.
 const REVOCATIONS_EVERY: Duration = Duration::from_secs(5);
 const REVOCATIONS_WINDOW_SECS: i64 = 60;
+/// Events read from the log per page when the hub fills a gap.
+const LOG_PAGE: u32 = 500;
 
-/// An event and its frame, encoded once; or a notice of revoked API keys.
+/// What the hub hands to sessions.
 #[derive(Debug)]
-pub struct Delivery {
-    /// `None` for frames that are not stored events (`system_metrics`, revocations).
-    pub event: Option<Event>,
-    pub channel: Channel,
-    pub frame: ByteString,
-    /// API keys revoked lately: sessions opened with one of them end. Empty for frames.
-    pub revoked: Vec<ApiKeyId>,
+pub enum Delivery {
+    /// A stored event and its frame, encoded once.
+    Event { event: Event, frame: ByteString },
+    /// A frame that is not a stored event (`system_metrics`): it has no `seq`. For readers.
+    Counters { channel: Channel, frame: ByteString },
+    /// API keys revoked lately: sessions opened with one of them end.
+    Revoked(Vec<ApiKeyId>),
+    /// Events are missing before the next one and the log cannot be read to fill the gap:
+    /// every session ends, telling its client where to resume.
+    LogUnavailable,
 }
 
 /// The frame of a stored event, as every subscriber receives it.
@@ -54,10 +69,96 @@ pub fn encode(event: &Event) -> ByteString {
     .into()
 }
 
+/// The agent whose events a principal may see, for one that may not see them all; `None` for
+/// a principal that sees no event.
+fn agent_of(principal: &Principal) -> Option<AgentId> {
+    principal.agent_id.filter(|_| principal.role == Role::Agent)
+}
+
+/// Where deliveries go: one channel for readers, one per agent for its sessions.
+#[derive(Debug)]
+struct Fanout {
+    readers: broadcast::Sender<Arc<Delivery>>,
+    /// By the agent whose sessions listen (see [`agent_of`]). A channel is made by the first
+    /// session of its agent and dropped once none listens.
+    agents: Mutex<HashMap<Option<AgentId>, broadcast::Sender<Arc<Delivery>>>>,
+}
+
+impl Fanout {
+    fn new() -> Self {
+        Self {
+            readers: broadcast::channel(SESSION_BACKLOG).0,
+            agents: Mutex::default(),
+        }
+    }
+
+    fn agents(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Option<AgentId>, broadcast::Sender<Arc<Delivery>>>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribe(&self, principal: &Principal) -> broadcast::Receiver<Arc<Delivery>> {
+        if principal.can_read_all() {
+            return self.readers.subscribe();
+        }
+        self.agents()
+            .entry(agent_of(principal))
+            .or_insert_with(|| broadcast::channel(SESSION_BACKLOG).0)
+            .subscribe()
+    }
+
+    /// Whether any session listens; forgets the agents none listens for any more.
+    fn listened(&self) -> bool {
+        let mut agents = self.agents();
+        agents.retain(|_, channel| channel.receiver_count() > 0);
+        self.readers.receiver_count() > 0 || !agents.is_empty()
+    }
+
+    /// Whether a session listens that may see `event`: none, and it is not even framed.
+    fn wanted(&self, event: &Event) -> bool {
+        self.readers.receiver_count() > 0
+            || event
+                .agent_id
+                .is_some_and(|agent| self.agents().contains_key(&Some(agent)))
+    }
+
+    /// An event, to the readers and to its agent's sessions.
+    fn event(&self, event: Event) {
+        if !self.wanted(&event) {
+            return;
+        }
+        let agent = event.agent_id;
+        let delivery = Arc::new(Delivery::Event {
+            frame: encode(&event),
+            event,
+        });
+        if self.readers.receiver_count() > 0 {
+            let _ = self.readers.send(delivery.clone());
+        }
+        if let Some(agent) = agent {
+            let mut agents = self.agents();
+            if let Some(channel) = agents.get(&Some(agent)) {
+                if channel.send(delivery).is_err() {
+                    agents.remove(&Some(agent));
+                }
+            }
+        }
+    }
+
+    /// A notice for every session.
+    fn everyone(&self, delivery: Delivery) {
+        let delivery = Arc::new(delivery);
+        let _ = self.readers.send(delivery.clone());
+        self.agents()
+            .retain(|_, channel| channel.send(delivery.clone()).is_ok());
+    }
+}
+
 /// Fans events out to this process's WebSocket sessions.
 #[derive(Debug, Clone)]
 pub struct Hub {
-    sender: broadcast::Sender<Arc<Delivery>>,
+    fanout: Arc<Fanout>,
 }
 
 impl Hub {
@@ -69,9 +170,9 @@ impl Hub {
         metrics_every: Duration,
         catch_up_every: Duration,
     ) -> Self {
-        let sender = broadcast::channel(SESSION_BACKLOG).0;
+        let fanout = Arc::new(Fanout::new());
         let hub = Self {
-            sender: sender.clone(),
+            fanout: fanout.clone(),
         };
         let mut events = platform.subscribe_events();
         tokio::spawn(async move {
@@ -81,62 +182,61 @@ impl Hub {
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut revocations = tokio::time::interval(REVOCATIONS_EVERY);
             revocations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Everything before now is history: subscribers ask for it with `since`.
-            let mut delivered = platform.newest_seq().await.unwrap_or(0);
+            // Everything before now is history: subscribers ask for it with `since`. Not
+            // known while the log cannot be read: then the first event relayed sets it.
+            let mut relayed = platform.newest_seq().await.ok();
             loop {
                 tokio::select! {
                     received = events.recv() => match received {
-                        Ok(event) => {
-                            delivered = delivered.max(event.seq);
-                            // Framed only for sessions there are: none, no cost.
-                            if sender.receiver_count() > 0 {
-                                let _ = sender.send(Arc::new(delivery(event)));
+                        Ok(event) => match relayed {
+                            // Relayed already (read from the log, or brought twice).
+                            Some(last) if event.seq <= last => {}
+                            Some(last) if event.seq > last + 1 && fanout.listened() => {
+                                // Events before it have not come: the log's go first.
+                                if from_log(&platform, &fanout, &mut relayed, event.seq - 1).await.is_err() {
+                                    fanout.everyone(Delivery::LogUnavailable);
+                                }
+                                relayed = Some(event.seq);
+                                fanout.event(event);
                             }
-                        }
-                        // Caught up from the log at the next check.
+                            _ => {
+                                relayed = Some(event.seq);
+                                fanout.event(event);
+                            }
+                        },
+                        // The next event shows the gap, or the next check finds it.
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(skipped = n, "the WebSocket hub fell behind the event bus");
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
-                    // Events the bus did not bring (Redis was away, or this hub lagged) are
-                    // delivered from the log; sessions drop what they already have by `seq`.
+                    // Events the bus did not bring (Redis was away) and no later event showed
+                    // missing are delivered from the log.
                     _ = check.tick() => {
-                        if sender.receiver_count() == 0 {
-                            delivered = platform.newest_seq().await.unwrap_or(delivered);
+                        if !fanout.listened() || relayed.is_none() {
+                            relayed = platform.newest_seq().await.ok().or(relayed);
                             continue;
                         }
-                        while let Ok(missed) = platform.log_after(delivered, 500).await {
-                            let Some(last) = missed.last().map(|e| e.seq) else { break };
-                            for event in missed {
-                                let _ = sender.send(Arc::new(delivery(event)));
-                            }
-                            delivered = last;
-                        }
+                        let _ = from_log(&platform, &fanout, &mut relayed, i64::MAX).await;
                     },
                     // A key revoked on any replica ends the sessions opened with it on this one.
                     _ = revocations.tick() => {
-                        if sender.receiver_count() == 0 {
+                        if !fanout.listened() {
                             continue;
                         }
                         let window = chrono::Duration::seconds(REVOCATIONS_WINDOW_SECS);
                         match platform.recently_revoked(window).await {
                             Ok(revoked) if !revoked.is_empty() => {
-                                let _ = sender.send(Arc::new(Delivery {
-                                    event: None,
-                                    channel: Channel::SystemMetrics,
-                                    frame: ByteString::new(),
-                                    revoked,
-                                }));
+                                fanout.everyone(Delivery::Revoked(revoked));
                             }
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "cannot check for revoked API keys"),
                         }
                     },
                     _ = metrics.tick() => {
-                        if sender.receiver_count() > 0 {
+                        if fanout.readers.receiver_count() > 0 {
                             let frame = system_metrics(&platform, &connections).await;
-                            let _ = sender.send(Arc::new(frame));
+                            let _ = fanout.readers.send(Arc::new(frame));
                         }
                     }
                 }
@@ -145,19 +245,43 @@ impl Hub {
         hub
     }
 
-    /// A receiver of every delivery from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Delivery>> {
-        self.sender.subscribe()
+    /// A receiver of every delivery from now on that `principal` may see: a reader's get
+    /// every event, an agent's only its own (and the notices every session gets).
+    pub fn subscribe(&self, principal: &Principal) -> broadcast::Receiver<Arc<Delivery>> {
+        self.fanout.subscribe(principal)
     }
 }
 
-fn delivery(event: Event) -> Delivery {
-    Delivery {
-        frame: encode(&event),
-        channel: event.channel(),
-        event: Some(event),
-        revoked: Vec::new(),
+/// Relays the events the log holds after `relayed` up to `until`, in pages, moving `relayed`
+/// on as it goes. An error leaves `relayed` at the last event relayed.
+async fn from_log(
+    platform: &Platform,
+    fanout: &Fanout,
+    relayed: &mut Option<i64>,
+    until: i64,
+) -> Result<(), app::AppError> {
+    let Some(mut last) = *relayed else {
+        return Ok(());
+    };
+    while last < until {
+        let page = platform.log_after(last, LOG_PAGE).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot read the event log to relay what the bus did not bring");
+            e
+        })?;
+        let full = page.len() == LOG_PAGE as usize;
+        for event in page {
+            if event.seq > until {
+                return Ok(());
+            }
+            last = event.seq;
+            *relayed = Some(last);
+            fanout.event(event);
+        }
+        if !full {
+            break;
+        }
     }
+    Ok(())
 }
 
 /// The dashboard counters, as a `system_metrics` frame. Not stored: it has no `seq`.
@@ -175,11 +299,9 @@ async fn system_metrics(platform: &Platform, connections: &super::Connections) -
         },
         "timestamp": health.timestamp,
     });
-    Delivery {
-        event: None,
+    Delivery::Counters {
         channel: Channel::SystemMetrics,
         frame: frame.to_string().into(),
-        revoked: Vec::new(),
     }
 }
 
@@ -208,5 +330,82 @@ mod tests {
                 "seq": 42,
             })
         );
+    }
+
+    fn principal(role: Role, agent: Option<AgentId>) -> Principal {
+        Principal {
+            subject: "caller".into(),
+            role,
+            agent_id: agent,
+            expires_at: None,
+            api_key: None,
+            user_token: None,
+        }
+    }
+
+    fn event(seq: i64, agent: Option<AgentId>) -> Event {
+        let task = domain::TaskId(uuid::Uuid::from_u128(seq as u128));
+        let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        let new = NewEvent::about_task(EventKind::TaskAssigned, task, agent, json!({}), at);
+        Event::stored(seq, new)
+    }
+
+    /// The seq of the next event waiting for a receiver; `None` when nothing waits.
+    fn next_seq(receiver: &mut broadcast::Receiver<Arc<Delivery>>) -> Option<i64> {
+        match &*receiver.try_recv().ok()? {
+            Delivery::Event { event, .. } => Some(event.seq),
+            _ => Some(-1),
+        }
+    }
+
+    #[test]
+    fn an_agents_sessions_are_handed_only_its_own_events_and_readers_every_one() {
+        let fanout = Fanout::new();
+        let (one, two) = (
+            AgentId(uuid::Uuid::from_u128(1)),
+            AgentId(uuid::Uuid::from_u128(2)),
+        );
+        let mut reader = fanout.subscribe(&principal(Role::Viewer, None));
+        let mut first = fanout.subscribe(&principal(Role::Agent, Some(one)));
+        let mut second = fanout.subscribe(&principal(Role::Agent, Some(two)));
+        let mut twin = fanout.subscribe(&principal(Role::Agent, Some(one)));
+        fanout.event(event(1, Some(one)));
+        fanout.event(event(2, Some(two)));
+        fanout.event(event(3, None));
+        assert_eq!(
+            [
+                next_seq(&mut reader),
+                next_seq(&mut reader),
+                next_seq(&mut reader)
+            ],
+            [Some(1), Some(2), Some(3)]
+        );
+        assert_eq!(
+            [next_seq(&mut first), next_seq(&mut first)],
+            [Some(1), None]
+        );
+        assert_eq!([next_seq(&mut twin), next_seq(&mut twin)], [Some(1), None]);
+        assert_eq!(
+            [next_seq(&mut second), next_seq(&mut second)],
+            [Some(2), None]
+        );
+        // Notices reach every session.
+        fanout.everyone(Delivery::LogUnavailable);
+        for receiver in [&mut reader, &mut first, &mut second, &mut twin] {
+            assert_eq!(next_seq(receiver), Some(-1));
+        }
+    }
+
+    #[test]
+    fn an_agent_none_listens_for_is_forgotten_and_its_events_not_framed() {
+        let fanout = Fanout::new();
+        let one = AgentId(uuid::Uuid::from_u128(1));
+        let session = fanout.subscribe(&principal(Role::Agent, Some(one)));
+        assert!(fanout.listened());
+        assert!(fanout.wanted(&event(1, Some(one))));
+        assert!(!fanout.wanted(&event(2, None)));
+        drop(session);
+        assert!(!fanout.listened());
+        assert!(!fanout.wanted(&event(3, Some(one))));
     }
 }

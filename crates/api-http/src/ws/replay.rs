@@ -21,11 +21,11 @@ impl Session {
             }
         }
         self.last_seq = since;
-        self.catch_up(i64::MAX).await
+        self.catch_up().await
     }
 
-    /// Reads the log after `last_seq` up to `until` (inclusive) and sends what is wanted.
-    pub(super) async fn catch_up(&mut self, until: i64) -> Result<(), Blocked> {
+    /// Reads the log after `last_seq` to its end and sends what is wanted.
+    async fn catch_up(&mut self) -> Result<(), Blocked> {
         let Some(principal) = self.principal.clone() else {
             return Ok(());
         };
@@ -43,13 +43,13 @@ impl Session {
                     return Err(Blocked::LogUnavailable);
                 }
             };
-            for event in page.events.iter().filter(|e| e.seq <= until) {
+            for event in &page.events {
                 if self.wants(event) {
                     self.push(encode(event)).await?;
                 }
             }
-            self.last_seq = page.next_after.min(until);
-            if page.exhausted || page.next_after >= until {
+            self.last_seq = page.next_after;
+            if page.exhausted {
                 return Ok(());
             }
             self.still_valid().await?;

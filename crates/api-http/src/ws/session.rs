@@ -1,9 +1,9 @@
 //! One WebSocket connection: authentication, subscriptions, and the loop that answers the
 //! client, delivers live events (`delivery`) and replays the log (`replay`).
 //!
-//! Everything a session sends is in `seq` order and sent once: it remembers the last `seq` it
-//! has passed, skips anything at or below it, and when a live event shows a gap (the bus lost
-//! something, say while Redis was away) it reads the missing events from the log first.
+//! Everything a session sends is in `seq` order and sent once: the hub relays events without
+//! gaps (see `hub`), and the session remembers the last `seq` it has passed, skipping anything
+//! at or below it that a replay already sent.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,8 +14,10 @@ use domain::{Channel, Event, Principal};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::Receiver;
 
 use super::delivery::{close, Blocked, LIVE_BATCH};
+use super::hub::Delivery;
 use super::protocol::{self, ClientMessage, Filters, Incoming, Subscription};
 use super::slots::CredentialSlot;
 use super::MAX_MESSAGE_BYTES;
@@ -50,6 +52,14 @@ fn refused(error: &actix_ws::ProtocolError) -> Ending {
             CloseCode::Protocol,
             "the frame breaks the WebSocket protocol",
         ),
+    }
+}
+
+/// The next delivery of a session's live stream, once it has one.
+async fn next_live(live: &mut Option<Receiver<Arc<Delivery>>>) -> Result<Arc<Delivery>, RecvError> {
+    match live {
+        Some(live) => live.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -107,8 +117,9 @@ impl Session {
     }
 
     pub(super) async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) -> Ending {
-        // Subscribed before anything is replayed, so nothing falls between replay and live.
-        let mut live = self.state.hub.subscribe();
+        // Subscribed once the caller is known (to what it may see), before anything is
+        // replayed, so nothing falls between replay and live.
+        let mut live = self.principal.as_ref().map(|p| self.state.hub.subscribe(p));
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
         self.heard = tokio::time::Instant::now();
@@ -128,7 +139,8 @@ impl Session {
                             if let Some(ending) = self.on_text(&text).await {
                                 return ending;
                             }
-                            if was_anonymous && self.principal.is_some() {
+                            if let (true, Some(principal)) = (was_anonymous, &self.principal) {
+                                live = Some(self.state.hub.subscribe(principal));
                                 expiry.as_mut().reset(self.expiry());
                             }
                         }
@@ -147,7 +159,7 @@ impl Session {
                         Some(Err(e)) => return refused(&e),
                     }
                 }
-                delivery = live.recv(), if self.principal.is_some() => match delivery {
+                delivery = next_live(&mut live), if live.is_some() => match delivery {
                     Ok(delivery) => {
                         // Whatever else is waiting goes out in the same turn, a bounded batch.
                         let mut next = Some(delivery);
@@ -157,7 +169,7 @@ impl Session {
                                 return self.blocked(why);
                             }
                             batch += 1;
-                            if batch < LIVE_BATCH {
+                            if let (true, Some(live)) = (batch < LIVE_BATCH, &mut live) {
                                 match live.try_recv() {
                                     Ok(more) => next = Some(more),
                                     Err(TryRecvError::Lagged(missed)) => return self.fell_behind(missed),
