@@ -1,13 +1,15 @@
 //! Simulated agents: registered over the API, then, with `--simulate`, each long-polls for the
 //! tasks it is assigned, starts and completes them with its own key, as many at once as it has
-//! slots, while submitters submit.
+//! slots, while submitters submit; or, with `--push`, learns of them on a WebSocket it holds.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::Method;
 use serde_json::{json, Map, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::http::{Conn, Target};
 use super::stats::Recorder;
@@ -23,6 +25,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// Most tasks one simulated agent works at once with per-task calls, each over a connection of
 /// its own (its further slots' tasks wait their turn on those).
 const MAX_WORKERS: usize = 16;
+/// What submitters title their tasks, followed by the submission's number.
+const TITLE_PREFIX: &str = "loadtest task ";
 /// A run with no completion for this long ends, and says how many tasks were left.
 const STALL: Duration = Duration::from_secs(30);
 
@@ -83,6 +87,11 @@ struct Run {
     batched: bool,
 }
 
+/// Which submission of the run a task is, from the title its submitter gave it.
+fn submission_number(title: &str) -> Option<usize> {
+    title.strip_prefix(TITLE_PREFIX)?.parse().ok()
+}
+
 impl Run {
     /// Counts a completed task: the run's own, with its submit-to-completion time, or another.
     fn completed(&self, recorder: &mut Recorder, submitted: Option<Instant>) {
@@ -119,12 +128,12 @@ pub async fn simulate(
         .into_iter()
         .enumerate()
         .map(|(n, agent)| {
-            tokio::spawn(work(
-                agent,
-                target.spread(n),
-                run.clone(),
-                options.agent_slots,
-            ))
+            let (target, run) = (target.spread(n), run.clone());
+            if options.push {
+                tokio::spawn(work_pushed(agent, target, run))
+            } else {
+                tokio::spawn(work(agent, target, run, options.agent_slots))
+            }
         })
         .collect();
     let progress = tokio::spawn(report_progress(run.clone(), started));
@@ -138,7 +147,7 @@ pub async fn simulate(
         options.rate,
         move |n| {
             let body = json!({
-                "title": format!("loadtest task {n}"),
+                "title": format!("{TITLE_PREFIX}{n}"),
                 "required_capabilities": [CAPABILITY],
                 "metadata": {"loadtest_n": n},
             });
@@ -281,7 +290,8 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>, slots: usize) -> Reco
             });
         }
         if run.batched {
-            report_held(&mut conn, &mut recorder, &agent, &run, found).await;
+            // What is not reported now is brought again by the next poll.
+            let _ = report_held(&mut conn, &mut recorder, &agent, &run, found).await;
         } else {
             // Each slot's worker starts and completes its tasks in turn; the slots at once.
             let mut queues: Vec<Vec<Held>> = (0..slots).map(|_| Vec::new()).collect();
@@ -379,16 +389,17 @@ async fn work_held(conn: &mut Conn, key: Option<&str>, run: &Run, tasks: Vec<Hel
     recorder
 }
 
-/// Completes every task of `tasks` in one `POST /agents/{id}/reports` call.
+/// Completes every task of `tasks` in one `POST /agents/{id}/reports` call. Returns them when
+/// the call got no answer it could read, to be reported again.
 async fn report_held(
     conn: &mut Conn,
     recorder: &mut Recorder,
     agent: &Agent,
     run: &Run,
     tasks: Vec<Held>,
-) {
+) -> Vec<Held> {
     if tasks.is_empty() {
-        return;
+        return tasks;
     }
     let reports: Vec<Value> = tasks
         .iter()
@@ -411,7 +422,7 @@ async fn report_held(
         )
         .await;
     let Some((200, bytes)) = answer else {
-        return;
+        return tasks;
     };
     let answered: Answered = serde_json::from_slice(&bytes).unwrap_or_default();
     for (result, task) in answered.results.iter().zip(tasks) {
@@ -419,6 +430,116 @@ async fn report_held(
             run.completed(recorder, task.submitted);
         }
     }
+    Vec::new()
+}
+
+/// An agent that learns of its assignments on a WebSocket: subscribed to its own
+/// `task_activity` (from the start of its life, then from the last event it had when it
+/// reconnects), it completes the tasks of every `task_assigned` event that has come, in one
+/// `POST /agents/{id}/reports`, until the run stops.
+async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
+    let mut conn = Conn::new(target.clone());
+    let mut recorder = Recorder::default();
+    let beat = format!("/api/v1/agents/{}/heartbeat", agent.id);
+    let mut last_beat = Instant::now();
+    let (mut since, mut found) = (0i64, Vec::new());
+    let client = format!("loadtest-agent-{}", agent.id);
+    while !run.stop.load(Ordering::Relaxed) {
+        let Some(mut socket) =
+            super::ws::connect(&target, &client, &agent.key, &mut recorder).await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let subscribe =
+            json!({"type": "subscribe", "subscriptions": ["task_activity"], "since": since});
+        if socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        while !run.stop.load(Ordering::Relaxed) {
+            if last_beat.elapsed() >= HEARTBEAT_EVERY {
+                let endpoint = "POST /agents/{id}/heartbeat";
+                let body = json!({});
+                let key = Some(agent.key.as_str());
+                conn.call(
+                    &mut recorder,
+                    endpoint,
+                    Method::POST,
+                    &beat,
+                    Some(&body),
+                    key,
+                )
+                .await;
+                last_beat = Instant::now();
+            }
+            // The first frame waited for (a while, to look at the clock and the run), then
+            // every other that has come meanwhile, taken at once.
+            let first = match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
+                Err(_) => continue,
+                Ok(Some(Ok(message))) => message,
+                Ok(_) => break, // closed: connect again from `since`
+            };
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                if let Message::Text(text) = message {
+                    if let Some(held) = assigned(text.as_str(), &mut since, &run, &mut recorder) {
+                        found.push(held);
+                    }
+                }
+                if let Some(Some(Ok(more))) = socket.next().now_or_never() {
+                    next = Some(more);
+                }
+            }
+            found = report_held(&mut conn, &mut recorder, &agent, &run, found).await;
+        }
+    }
+    recorder
+}
+
+/// The task of a `task_assigned` frame, noting its `seq` as where to resume and when the agent
+/// learnt of it; `None` for any other frame.
+fn assigned(text: &str, since: &mut i64, run: &Run, recorder: &mut Recorder) -> Option<Held> {
+    let frame: Pushed = serde_json::from_str(text).ok()?;
+    *since = (*since).max(frame.seq?);
+    if frame.kind != "task_assigned" {
+        return None;
+    }
+    let data = frame.data?;
+    let submitted = submission_number(&data.title)
+        .and_then(|n| run.submitted_at.get(n))
+        .and_then(OnceLock::get)
+        .copied();
+    if let Some(at) = submitted {
+        recorder.sample("submit_to_assignment", at.elapsed());
+    }
+    Some(Held {
+        id: data.task_id?,
+        attempt: data.attempt?,
+        assigned: true,
+        submitted,
+    })
+}
+
+/// What a pushed agent reads of a frame: an event's `seq`, type, and for a task's, which
+/// attempt of which task.
+#[derive(serde::Deserialize)]
+struct Pushed {
+    seq: Option<i64>,
+    #[serde(rename = "type", default)]
+    kind: String,
+    data: Option<PushedTask>,
+}
+
+#[derive(serde::Deserialize)]
+struct PushedTask {
+    task_id: Option<String>,
+    attempt: Option<u64>,
+    #[serde(default)]
+    title: String,
 }
 
 /// A progress line every second while the run goes on.

@@ -38,6 +38,10 @@ const USAGE: &str = "cargo xtask loadtest [options]
   --agent-slots N            with --simulate: tasks one agent holds at once (default 4)
   --batch-reports            with --simulate: agents complete all the tasks a poll brought in
                              one POST /agents/{id}/reports instead of start and complete each
+  --push                     with --simulate: agents learn of their assignments on a WebSocket
+                             each holds (task_assigned events) instead of long-polling, and
+                             complete them with POST /agents/{id}/reports (implies
+                             --batch-reports)
   --batch-size N             without --simulate: submit N tasks per POST /tasks/batch
                              (default 1: each its own POST /tasks; at most 1000)
   --hold-seconds SECS        with --simulate: agents keep waiting for work this long after the
@@ -64,6 +68,7 @@ pub struct Options {
     pub simulate: bool,
     pub agent_slots: usize,
     pub batch_reports: bool,
+    pub push: bool,
     pub batch_size: usize,
     pub hold_seconds: u64,
     pub rate: Option<u32>,
@@ -88,6 +93,7 @@ impl Options {
             simulate: false,
             agent_slots: 4,
             batch_reports: false,
+            push: false,
             batch_size: 1,
             hold_seconds: 0,
             rate: None,
@@ -124,6 +130,10 @@ impl Options {
                 "--concurrency" => o.concurrency = count(value()?, 1_024)?.max(1),
                 "--simulate" => o.simulate = true,
                 "--batch-reports" => o.batch_reports = true,
+                "--push" => {
+                    o.push = true;
+                    o.batch_reports = true;
+                }
                 "--batch-size" => o.batch_size = count(value()?, 1_000)?.max(1),
                 "--hold-seconds" => o.hold_seconds = count(value()?, 3_600)? as u64,
                 "--rate" => o.rate = Some(count(value()?, 1_000_000)?.max(1) as u32),
@@ -145,7 +155,7 @@ impl Options {
         );
         anyhow::ensure!(
             o.simulate || (o.rate.is_none() && o.hold_seconds == 0 && !o.batch_reports),
-            "--rate, --hold-seconds and --batch-reports need --simulate"
+            "--rate, --hold-seconds, --batch-reports and --push need --simulate"
         );
         anyhow::ensure!(
             !o.simulate || o.batch_size == 1,

@@ -42,6 +42,48 @@ pub fn spawn(options: &Options, target: &Target, token: &str) -> Subscribers {
     })
 }
 
+/// A WebSocket connection to the server.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/api/v1/ws/{client}` with `token` in the `Authorization` header, recording the
+/// upgrade (or its failure) as `WS connect`.
+pub async fn connect(
+    target: &Target,
+    client: &str,
+    token: &str,
+    recorder: &mut Recorder,
+) -> Option<Socket> {
+    let url = format!("ws://{}{}/api/v1/ws/{client}", target.addr, target.prefix);
+    let Ok(mut request) = url.into_client_request() else {
+        recorder.error("WS connect");
+        return None;
+    };
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.headers_mut().insert("authorization", value);
+    }
+    let started = Instant::now();
+    let connected = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await;
+    match connected {
+        Ok(Ok((socket, response))) => {
+            recorder.record("WS connect", response.status().as_u16(), started.elapsed());
+            Some(socket)
+        }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            recorder.record("WS connect", response.status().as_u16(), started.elapsed());
+            None
+        }
+        _ => {
+            recorder.error("WS connect");
+            None
+        }
+    }
+}
+
 /// What a subscriber reads of a frame: a stored event has a `seq`, and when it happened.
 #[derive(serde::Deserialize)]
 struct Frame<'a> {
@@ -58,36 +100,9 @@ async fn subscribe(
     duration: Duration,
 ) -> (Recorder, bool, u64) {
     let mut recorder = Recorder::default();
-    let url = format!(
-        "ws://{}{}/api/v1/ws/loadtest-{n}",
-        target.addr, target.prefix
-    );
-    let Ok(mut request) = url.into_client_request() else {
-        recorder.error("WS connect");
-        return (recorder, false, 0);
-    };
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.headers_mut().insert("authorization", value);
-    }
-    let started = Instant::now();
-    let connected = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await;
-    let mut socket = match connected {
-        Ok(Ok((socket, response))) => {
-            recorder.record("WS connect", response.status().as_u16(), started.elapsed());
-            socket
-        }
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            recorder.record("WS connect", response.status().as_u16(), started.elapsed());
-            return (recorder, false, 0);
-        }
-        _ => {
-            recorder.error("WS connect");
-            return (recorder, false, 0);
-        }
+    let mut socket = match connect(&target, &format!("loadtest-{n}"), &token, &mut recorder).await {
+        Some(socket) => socket,
+        None => return (recorder, false, 0),
     };
     let subscribe =
         json!({"type": "subscribe", "subscriptions": ["task_activity", "agent_activity"]});

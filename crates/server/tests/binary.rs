@@ -796,6 +796,53 @@ fn the_load_generators_batched_agents_complete_every_task_through_reports() {
     );
 }
 
+#[test]
+fn the_load_generators_pushed_agents_learn_of_every_task_on_their_websockets() {
+    let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
+    let args = [
+        "--base-url",
+        &format!("http://127.0.0.1:{}", server.port),
+        "--auth-token",
+        ADMIN_KEY,
+        "--simulate",
+        "--push",
+        "--agents",
+        "3",
+        "--agent-slots",
+        "8",
+        "--tasks",
+        "90",
+        "--list-requests",
+        "0",
+        "--health-requests",
+        "0",
+        "--dashboard-requests",
+        "0",
+        "--websocket-connections",
+        "0",
+        "--max-seconds",
+        "120",
+    ]
+    .map(String::from);
+    let report = run_load(&args);
+    assert_eq!(report["summary"]["tasks_completed"], 90, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let endpoints = &report["endpoints"];
+    assert!(
+        endpoints.get("GET /agents/{id}/tasks").is_none(),
+        "pushed agents do not poll: {report:#}"
+    );
+    let sockets = endpoints["WS connect"]["status_codes"]["101"]
+        .as_u64()
+        .unwrap();
+    assert!(sockets >= 3, "each agent holds a WebSocket: {report:#}");
+    let assigned = &report["latencies_ms"]["submit_to_assignment"];
+    assert_eq!(
+        assigned["count"], 90,
+        "every assignment was pushed: {report:#}"
+    );
+}
+
 /// Runs the binary once to its exit with `env`; returns its exit code and everything it wrote.
 fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(BINARY);
