@@ -839,6 +839,10 @@ async fn an_event_the_bus_lost_reaches_readers_and_its_agent_before_the_next_one
             .await
             .unwrap();
     }
+    assert!(
+        !bus.lose_next.load(std::sync::atomic::Ordering::SeqCst),
+        "the bus lost the first change's event"
+    );
     for (who, socket) in [("a reader", &mut reader), ("the agent", &mut as_agent)] {
         let lost = next_event(socket).await;
         assert_eq!(

@@ -25,6 +25,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// Most tasks one simulated agent works at once with per-task calls, each over a connection of
 /// its own (its further slots' tasks wait their turn on those).
 const MAX_WORKERS: usize = 16;
+/// Most reports one `POST /agents/{id}/reports` takes.
+const MAX_REPORTS: usize = 1000;
 /// What submitters title their tasks, followed by the submission's number.
 const TITLE_PREFIX: &str = "loadtest task ";
 /// A run with no completion for this long ends, and says how many tasks were left.
@@ -267,28 +269,10 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>, slots: usize) -> Reco
         };
         // Only what an agent acts on is read out of each task (see `Polled`).
         let held: Vec<Polled> = serde_json::from_slice(&bytes).unwrap_or_default();
-        let mut found = Vec::new();
-        for task in held {
-            let (id, attempt) = (task.id, task.attempt);
-            let submitted = task
-                .metadata
-                .and_then(|m| m.loadtest_n)
-                .and_then(|n| run.submitted_at.get(n as usize))
-                .and_then(OnceLock::get)
-                .copied();
-            let assigned = task.status == "assigned";
-            if assigned {
-                if let Some(at) = submitted {
-                    recorder.sample("submit_to_assignment", at.elapsed());
-                }
-            }
-            found.push(Held {
-                id,
-                attempt,
-                assigned,
-                submitted,
-            });
-        }
+        let found: Vec<Held> = held
+            .into_iter()
+            .map(|task| task.held(&run, &mut recorder))
+            .collect();
         if run.batched {
             // What is not reported now is brought again by the next poll.
             let _ = report_held(&mut conn, &mut recorder, &agent, &run, found).await;
@@ -320,6 +304,28 @@ struct Polled {
     attempt: u64,
     status: String,
     metadata: Option<PolledMetadata>,
+}
+
+impl Polled {
+    /// What the agent needs to report on the task, noting when it learnt of an assignment.
+    fn held(self, run: &Run, recorder: &mut Recorder) -> Held {
+        let submitted = self
+            .metadata
+            .and_then(|m| m.loadtest_n)
+            .and_then(|n| run.submitted_at.get(n as usize))
+            .and_then(OnceLock::get)
+            .copied();
+        let assigned = self.status == "assigned";
+        if let (true, Some(at)) = (assigned, submitted) {
+            recorder.sample("submit_to_assignment", at.elapsed());
+        }
+        Held {
+            id: self.id,
+            attempt: self.attempt,
+            assigned,
+            submitted,
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -433,16 +439,19 @@ async fn report_held(
     Vec::new()
 }
 
-/// An agent that learns of its assignments on a WebSocket: subscribed to its own
-/// `task_activity` (from the start of its life, then from the last event it had when it
-/// reconnects), it completes the tasks of every `task_assigned` event that has come, in one
-/// `POST /agents/{id}/reports`, until the run stops.
+/// An agent that learns of its assignments on a WebSocket, as the API guide says to: it
+/// subscribes to its own `task_activity`, asks once for the tasks it already holds, and then
+/// completes the tasks of every `task_assigned` event that has come, in one
+/// `POST /agents/{id}/reports`, until the run stops; when its socket closes it subscribes again
+/// with the last `seq` it had as `since`.
 async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
     let mut conn = Conn::new(target.clone());
     let mut recorder = Recorder::default();
     let beat = format!("/api/v1/agents/{}/heartbeat", agent.id);
+    let held = format!("/api/v1/agents/{}/tasks", agent.id);
+    let key = Some(agent.key.as_str());
     let mut last_beat = Instant::now();
-    let (mut since, mut found) = (0i64, Vec::new());
+    let (mut since, mut found): (Option<i64>, Vec<Held>) = (None, Vec::new());
     let client = format!("loadtest-agent-{}", agent.id);
     while !run.stop.load(Ordering::Relaxed) {
         let Some(mut socket) =
@@ -451,8 +460,12 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let subscribe =
-            json!({"type": "subscribe", "subscriptions": ["task_activity"], "since": since});
+        let subscribe = match since {
+            Some(since) => {
+                json!({"type": "subscribe", "subscriptions": ["task_activity"], "since": since})
+            }
+            None => json!({"type": "subscribe", "subscriptions": ["task_activity"]}),
+        };
         if socket
             .send(Message::text(subscribe.to_string()))
             .await
@@ -460,11 +473,21 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
         {
             continue;
         }
+        if since.is_none() {
+            // Subscribed from now on: what was assigned before is asked for once.
+            let endpoint = "GET /agents/{id}/tasks";
+            if let Some((200, bytes)) = conn
+                .call(&mut recorder, endpoint, Method::GET, &held, None, key)
+                .await
+            {
+                let tasks: Vec<Polled> = serde_json::from_slice(&bytes).unwrap_or_default();
+                found.extend(tasks.into_iter().map(|t| t.held(&run, &mut recorder)));
+            }
+        }
         while !run.stop.load(Ordering::Relaxed) {
             if last_beat.elapsed() >= HEARTBEAT_EVERY {
                 let endpoint = "POST /agents/{id}/heartbeat";
                 let body = json!({});
-                let key = Some(agent.key.as_str());
                 conn.call(
                     &mut recorder,
                     endpoint,
@@ -478,37 +501,74 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
             }
             // The first frame waited for (a while, to look at the clock and the run), then
             // every other that has come meanwhile, taken at once.
-            let first = match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
-                Err(_) => continue,
-                Ok(Some(Ok(message))) => message,
-                Ok(_) => break, // closed: connect again from `since`
+            let mut next = match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
+                Err(_) => None,
+                Ok(Some(Ok(message))) => Some(message),
+                Ok(_) => break, // closed: subscribe again from `since`
             };
-            let mut next = Some(first);
+            let mut refused = false;
             while let Some(message) = next.take() {
                 if let Message::Text(text) = message {
-                    if let Some(held) = assigned(text.as_str(), &mut since, &run, &mut recorder) {
-                        found.push(held);
+                    match pushed(text.as_str(), &mut since, &run, &mut recorder) {
+                        Pushed::Assigned(task) => found.push(task),
+                        Pushed::Refused => refused = true,
+                        Pushed::Other => {}
                     }
                 }
                 if let Some(Some(Ok(more))) = socket.next().now_or_never() {
                     next = Some(more);
                 }
             }
-            found = report_held(&mut conn, &mut recorder, &agent, &run, found).await;
+            // A task both asked for and pushed is reported once.
+            let mut seen = std::collections::HashSet::new();
+            found.retain(|t| seen.insert((t.id.clone(), t.attempt)));
+            // At most as many as one call takes; what a call could not report goes again.
+            let mut kept = Vec::new();
+            while !found.is_empty() {
+                let rest = found.split_off(found.len().min(MAX_REPORTS));
+                kept.extend(report_held(&mut conn, &mut recorder, &agent, &run, found).await);
+                found = rest;
+            }
+            found = kept;
+            if refused {
+                // The subscription was refused (a `since` the server's log does not reach, say,
+                // after it restarted on the embedded store): subscribe afresh.
+                since = None;
+                break;
+            }
         }
     }
     recorder
 }
 
-/// The task of a `task_assigned` frame, noting its `seq` as where to resume and when the agent
-/// learnt of it; `None` for any other frame.
-fn assigned(text: &str, since: &mut i64, run: &Run, recorder: &mut Recorder) -> Option<Held> {
-    let frame: Pushed = serde_json::from_str(text).ok()?;
-    *since = (*since).max(frame.seq?);
-    if frame.kind != "task_assigned" {
-        return None;
+/// What a pushed agent makes of a frame.
+enum Pushed {
+    /// A task assigned to it.
+    Assigned(Held),
+    /// The server's `error` message: the subscription may not hold.
+    Refused,
+    Other,
+}
+
+/// What a frame means to a pushed agent, noting an event's `seq` as where to resume and when
+/// the agent learnt of an assignment.
+fn pushed(text: &str, since: &mut Option<i64>, run: &Run, recorder: &mut Recorder) -> Pushed {
+    let Ok(frame) = serde_json::from_str::<PushedFrame>(text) else {
+        return Pushed::Other;
+    };
+    if frame.kind == "error" {
+        return Pushed::Refused;
     }
-    let data = frame.data?;
+    let Some(seq) = frame.seq else {
+        return Pushed::Other;
+    };
+    *since = Some(since.unwrap_or(0).max(seq));
+    let (true, Some(data)) = (frame.kind == "task_assigned", frame.data) else {
+        return Pushed::Other;
+    };
+    let (Some(id), Some(attempt)) = (data.task_id, data.attempt) else {
+        return Pushed::Other;
+    };
     let submitted = submission_number(&data.title)
         .and_then(|n| run.submitted_at.get(n))
         .and_then(OnceLock::get)
@@ -516,9 +576,9 @@ fn assigned(text: &str, since: &mut i64, run: &Run, recorder: &mut Recorder) -> 
     if let Some(at) = submitted {
         recorder.sample("submit_to_assignment", at.elapsed());
     }
-    Some(Held {
-        id: data.task_id?,
-        attempt: data.attempt?,
+    Pushed::Assigned(Held {
+        id,
+        attempt,
         assigned: true,
         submitted,
     })
@@ -527,7 +587,7 @@ fn assigned(text: &str, since: &mut i64, run: &Run, recorder: &mut Recorder) -> 
 /// What a pushed agent reads of a frame: an event's `seq`, type, and for a task's, which
 /// attempt of which task.
 #[derive(serde::Deserialize)]
-struct Pushed {
+struct PushedFrame {
     seq: Option<i64>,
     #[serde(rename = "type", default)]
     kind: String,

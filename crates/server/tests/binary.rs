@@ -828,18 +828,19 @@ fn the_load_generators_pushed_agents_learn_of_every_task_on_their_websockets() {
     assert_eq!(report["summary"]["tasks_completed"], 90, "{report:#}");
     assert_eq!(report["failed"], 0, "{report:#}");
     let endpoints = &report["endpoints"];
-    assert!(
-        endpoints.get("GET /agents/{id}/tasks").is_none(),
-        "pushed agents do not poll: {report:#}"
-    );
     let sockets = endpoints["WS connect"]["status_codes"]["101"]
         .as_u64()
         .unwrap();
     assert!(sockets >= 3, "each agent holds a WebSocket: {report:#}");
+    // Each asks once, after subscribing, for what it already holds; then it only listens.
+    let asked = endpoints["GET /agents/{id}/tasks"]["status_codes"]["200"]
+        .as_u64()
+        .unwrap();
+    assert!(asked <= sockets, "pushed agents do not poll: {report:#}");
     let assigned = &report["latencies_ms"]["submit_to_assignment"];
-    assert_eq!(
-        assigned["count"], 90,
-        "every assignment was pushed: {report:#}"
+    assert!(
+        assigned["count"].as_u64().unwrap() >= 90,
+        "every assignment was told: {report:#}"
     );
 }
 

@@ -118,7 +118,12 @@ impl Session {
                     _ => Ok(()),
                 }
             }
-            Delivery::LogUnavailable => Err(Blocked::LogUnavailable),
+            Delivery::LogUnavailable { relayed } => {
+                // Every event up to `relayed` came before this notice: the session has passed
+                // all of those it wanted, and resumes after them.
+                self.last_seq = self.last_seq.max(*relayed);
+                Err(Blocked::LogUnavailable)
+            }
             Delivery::Counters { channel, frame } => {
                 // The platform-wide counters are for readers, not for an agent, which sees only
                 // what concerns itself.

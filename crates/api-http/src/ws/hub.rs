@@ -20,8 +20,11 @@ use domain::{AgentId, ApiKeyId, Channel, Event, Principal, Role};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-/// How many frames a session may fall behind before it is disconnected as too slow.
+/// How many frames a reader's session may fall behind before it is disconnected as too slow.
 pub const SESSION_BACKLOG: usize = 1024;
+/// The same for an agent's sessions, which get only that agent's events. Each connected agent
+/// has a backlog of its own (about 32 bytes a frame, allocated up front), so it is smaller.
+pub const AGENT_BACKLOG: usize = 256;
 /// How often the hub compares what it delivered with the log, to deliver what the bus lost,
 /// unless told otherwise.
 pub const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
@@ -40,9 +43,10 @@ pub enum Delivery {
     Counters { channel: Channel, frame: ByteString },
     /// API keys revoked lately: sessions opened with one of them end.
     Revoked(Vec<ApiKeyId>),
-    /// Events are missing before the next one and the log cannot be read to fill the gap:
-    /// every session ends, telling its client where to resume.
-    LogUnavailable,
+    /// Events are missing after `relayed` (every event up to it was relayed before this
+    /// notice) and the log cannot be read to fill the gap: every session ends, telling its
+    /// client where to resume.
+    LogUnavailable { relayed: i64 },
 }
 
 /// The frame of a stored event, as every subscriber receives it.
@@ -104,7 +108,7 @@ impl Fanout {
         }
         self.agents()
             .entry(agent_of(principal))
-            .or_insert_with(|| broadcast::channel(SESSION_BACKLOG).0)
+            .or_insert_with(|| broadcast::channel(AGENT_BACKLOG).0)
             .subscribe()
     }
 
@@ -183,7 +187,8 @@ impl Hub {
             let mut revocations = tokio::time::interval(REVOCATIONS_EVERY);
             revocations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Everything before now is history: subscribers ask for it with `since`. Not
-            // known while the log cannot be read: then the first event relayed sets it.
+            // known while the log cannot be read: then the first event relayed sets it, or the
+            // check below while nobody listens.
             let mut relayed = platform.newest_seq().await.ok();
             loop {
                 tokio::select! {
@@ -194,7 +199,8 @@ impl Hub {
                             Some(last) if event.seq > last + 1 && fanout.listened() => {
                                 // Events before it have not come: the log's go first.
                                 if from_log(&platform, &fanout, &mut relayed, event.seq - 1).await.is_err() {
-                                    fanout.everyone(Delivery::LogUnavailable);
+                                    let relayed = relayed.unwrap_or(last);
+                                    fanout.everyone(Delivery::LogUnavailable { relayed });
                                 }
                                 relayed = Some(event.seq);
                                 fanout.event(event);
@@ -213,8 +219,15 @@ impl Hub {
                     // Events the bus did not bring (Redis was away) and no later event showed
                     // missing are delivered from the log.
                     _ = check.tick() => {
-                        if !fanout.listened() || relayed.is_none() {
-                            relayed = platform.newest_seq().await.ok().or(relayed);
+                        if !fanout.listened() {
+                            // Nobody to deliver to: what is in the log now is history. The head
+                            // is read before it is known that nobody listens, so a session that
+                            // began meanwhile (and replayed the log up to a head older than
+                            // this one) is not passed over.
+                            let head = platform.newest_seq().await.ok();
+                            if !fanout.listened() {
+                                relayed = head.or(relayed);
+                            }
                             continue;
                         }
                         let _ = from_log(&platform, &fanout, &mut relayed, i64::MAX).await;
@@ -390,7 +403,7 @@ mod tests {
             [Some(2), None]
         );
         // Notices reach every session.
-        fanout.everyone(Delivery::LogUnavailable);
+        fanout.everyone(Delivery::LogUnavailable { relayed: 3 });
         for receiver in [&mut reader, &mut first, &mut second, &mut twin] {
             assert_eq!(next_seq(receiver), Some(-1));
         }

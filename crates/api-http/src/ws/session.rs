@@ -76,9 +76,10 @@ pub(super) fn too_many_for_credential() -> ApiError {
 }
 
 /// One connection's state. Frames are written in order, each awaited: a client that reads
-/// slowly holds up only its own session, whose place in the hub's shared backlog
-/// ([`super::hub::SESSION_BACKLOG`] frames) is then its bounded queue; falling further behind
-/// ends the session with `1013` and where to resume.
+/// slowly holds up only its own session, whose place in its channel's backlog (readers share
+/// one of [`super::hub::SESSION_BACKLOG`] frames, each agent's sessions one of
+/// [`super::hub::AGENT_BACKLOG`]) is then its bounded queue; falling further behind ends the
+/// session with `1013` and where to resume.
 pub(super) struct Session {
     pub(super) state: Arc<AppState>,
     pub(super) principal: Option<Principal>,
