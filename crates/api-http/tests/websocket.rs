@@ -860,6 +860,102 @@ async fn an_event_the_bus_lost_reaches_readers_and_its_agent_before_the_next_one
 }
 
 #[actix_web::test]
+async fn a_gap_the_log_cannot_fill_closes_sessions_with_where_to_resume() {
+    let url = adapters_postgres::testing::fresh_database().await;
+    let store =
+        adapters_postgres::PgStore::connect(&url, &adapters_postgres::PoolSettings::default())
+            .await
+            .unwrap();
+    let bus = Arc::new(LossyBus::default());
+    let settings = app::Settings {
+        admin_key: Some(app::hash_key(ADMIN_KEY)),
+        ..app::Settings::default()
+    };
+    let platform = testkit::platform(
+        Arc::new(store),
+        bus.clone(),
+        testkit::ManualClock::default(),
+        settings,
+    );
+    let mut h = Harness::memory();
+    h.state = api_http::AppState::with_catch_up(platform, None, Duration::from_secs(60), NEVER);
+    let addr = serve(&h);
+    let operator = principal(domain::Role::Operator);
+    let a = h
+        .state
+        .platform
+        .register_agent(&operator, new_agent("a"))
+        .await
+        .unwrap();
+    let mut reader = open(addr, Some(ADMIN_KEY)).await;
+    let mut as_agent = open(addr, Some(&a.agent_key)).await;
+    for socket in [&mut reader, &mut as_agent] {
+        subscribe(
+            socket,
+            json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+        )
+        .await;
+    }
+    let suspend = domain::AgentPatch {
+        status: Some(domain::StatusRequest::Suspended),
+        ..Default::default()
+    };
+    h.state
+        .platform
+        .update_agent(&operator, a.agent.id, suspend)
+        .await
+        .unwrap();
+    let mine = next_event(&mut as_agent).await["seq"].as_i64().unwrap();
+    assert_eq!(next_event(&mut reader).await["seq"], mine);
+    // An event the agent may not see: it resumes after that one too, not from its own last.
+    h.state
+        .platform
+        .register_agent(&operator, new_agent("b"))
+        .await
+        .unwrap();
+    let heard = next_event(&mut reader).await["seq"].as_i64().unwrap();
+    assert!(heard > mine);
+    // The database stops answering; then an event arrives with one missing before it, which
+    // the log cannot give.
+    let admin_url = format!("{}/postgres", url.rsplit_once('/').unwrap().0);
+    let database = url.rsplit_once('/').unwrap().1.to_owned();
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let ahead =
+        domain::NewEvent::about_agent(domain::EventKind::AgentUpdated, a.agent.id, json!({}), at);
+    ports::EventBus::publish(&bus.inner, &[domain::Event::stored(heard + 2, ahead)]).await;
+    for (who, socket) in [("a reader", &mut reader), ("the agent", &mut as_agent)] {
+        let closed = tokio::time::timeout(Duration::from_secs(30), close_frame(socket))
+            .await
+            .expect("closed once the log could not be read")
+            .expect("a close reason");
+        assert_eq!(closed.code, CloseCode::Again, "{who}");
+        assert_eq!(
+            closed.reason.as_str(),
+            format!("the event log cannot be read now; reconnect with since={heard}"),
+            "{who}: resumes after what it had, skipping nothing"
+        );
+    }
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
+
+#[actix_web::test]
 async fn a_deployment_delivers_only_its_own_committed_events_whatever_is_on_its_channel() {
     let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     // Two deployments (two databases) on one Redis, even configured onto one channel.
