@@ -144,18 +144,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         "--concurrency",
         "64",
     ];
-    // The fastest documented way: assignments pushed on each agent's WebSocket, reported in
-    // batches.
-    let pushed = [
-        "--simulate",
-        "--push",
-        "--agents",
-        "64",
-        "--agent-slots",
-        "16",
-        "--concurrency",
-        "64",
-    ];
+    // The fastest documented way: the same agents, told of their assignments on their own
+    // WebSockets instead of long-polling.
+    let mut pushed = batched;
+    pushed[1] = "--push";
     for (store, postgres) in [("PostgreSQL", true), ("embedded", false)] {
         for (how, flags, tasks) in [
             ("per-task calls", &per_task[..], 5_000),

@@ -788,40 +788,68 @@ impl ports::EventBus for LossyBus {
     }
 }
 
+/// The platform on `store` with a [`LossyBus`], served; its hub never catches up from the log on
+/// its own, so only the next event can show that one is missing. Registers agent "a" and opens
+/// a reader's socket and that agent's, both subscribed to `agent_activity`.
+struct OnLossyBus {
+    h: Harness,
+    bus: Arc<LossyBus>,
+    agent: domain::AgentId,
+    reader: Socket,
+    as_agent: Socket,
+}
+
+impl OnLossyBus {
+    async fn start<S: ports::Store + 'static>(store: Arc<S>) -> Self {
+        let bus = Arc::new(LossyBus::default());
+        let settings = app::Settings {
+            admin_key: Some(app::hash_key(ADMIN_KEY)),
+            ..app::Settings::default()
+        };
+        let platform = testkit::platform(
+            store,
+            bus.clone(),
+            testkit::ManualClock::default(),
+            settings,
+        );
+        let mut h = Harness::memory();
+        h.state = api_http::AppState::with_catch_up(platform, None, Duration::from_secs(60), NEVER);
+        let addr = serve(&h);
+        let a = h
+            .state
+            .platform
+            .register_agent(&principal(domain::Role::Operator), new_agent("a"))
+            .await
+            .unwrap();
+        let mut reader = open(addr, Some(ADMIN_KEY)).await;
+        let mut as_agent = open(addr, Some(&a.agent_key)).await;
+        for socket in [&mut reader, &mut as_agent] {
+            subscribe(
+                socket,
+                json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+            )
+            .await;
+        }
+        Self {
+            h,
+            bus,
+            agent: a.agent.id,
+            reader,
+            as_agent,
+        }
+    }
+}
+
 #[actix_web::test]
 async fn an_event_the_bus_lost_reaches_readers_and_its_agent_before_the_next_one() {
-    let bus = Arc::new(LossyBus::default());
-    let settings = app::Settings {
-        admin_key: Some(app::hash_key(ADMIN_KEY)),
-        ..app::Settings::default()
-    };
-    let platform = testkit::platform(
-        Arc::new(adapters_memory::MemoryStore::new()),
-        bus.clone(),
-        testkit::ManualClock::default(),
-        settings,
-    );
-    let mut h = Harness::memory();
-    // The hub never catches up from the log on its own meanwhile: only the next event can
-    // show that one is missing.
-    h.state = api_http::AppState::with_catch_up(platform, None, Duration::from_secs(60), NEVER);
-    let addr = serve(&h);
+    let OnLossyBus {
+        h,
+        bus,
+        agent,
+        mut reader,
+        mut as_agent,
+    } = OnLossyBus::start(Arc::new(adapters_memory::MemoryStore::new())).await;
     let operator = principal(domain::Role::Operator);
-    let a = h
-        .state
-        .platform
-        .register_agent(&operator, new_agent("a"))
-        .await
-        .unwrap();
-    let mut reader = open(addr, Some(ADMIN_KEY)).await;
-    let mut as_agent = open(addr, Some(&a.agent_key)).await;
-    for socket in [&mut reader, &mut as_agent] {
-        subscribe(
-            socket,
-            json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
-        )
-        .await;
-    }
     bus.lose_next
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let more_slots = domain::AgentPatch {
@@ -835,7 +863,7 @@ async fn an_event_the_bus_lost_reaches_readers_and_its_agent_before_the_next_one
     for patch in [more_slots, suspend] {
         h.state
             .platform
-            .update_agent(&operator, a.agent.id, patch)
+            .update_agent(&operator, agent, patch)
             .await
             .unwrap();
     }
@@ -866,43 +894,21 @@ async fn a_gap_the_log_cannot_fill_closes_sessions_with_where_to_resume() {
         adapters_postgres::PgStore::connect(&url, &adapters_postgres::PoolSettings::default())
             .await
             .unwrap();
-    let bus = Arc::new(LossyBus::default());
-    let settings = app::Settings {
-        admin_key: Some(app::hash_key(ADMIN_KEY)),
-        ..app::Settings::default()
-    };
-    let platform = testkit::platform(
-        Arc::new(store),
-        bus.clone(),
-        testkit::ManualClock::default(),
-        settings,
-    );
-    let mut h = Harness::memory();
-    h.state = api_http::AppState::with_catch_up(platform, None, Duration::from_secs(60), NEVER);
-    let addr = serve(&h);
+    let OnLossyBus {
+        h,
+        bus,
+        agent,
+        mut reader,
+        mut as_agent,
+    } = OnLossyBus::start(Arc::new(store)).await;
     let operator = principal(domain::Role::Operator);
-    let a = h
-        .state
-        .platform
-        .register_agent(&operator, new_agent("a"))
-        .await
-        .unwrap();
-    let mut reader = open(addr, Some(ADMIN_KEY)).await;
-    let mut as_agent = open(addr, Some(&a.agent_key)).await;
-    for socket in [&mut reader, &mut as_agent] {
-        subscribe(
-            socket,
-            json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
-        )
-        .await;
-    }
     let suspend = domain::AgentPatch {
         status: Some(domain::StatusRequest::Suspended),
         ..Default::default()
     };
     h.state
         .platform
-        .update_agent(&operator, a.agent.id, suspend)
+        .update_agent(&operator, agent, suspend)
         .await
         .unwrap();
     let mine = next_event(&mut as_agent).await["seq"].as_i64().unwrap();
@@ -933,7 +939,7 @@ async fn a_gap_the_log_cannot_fill_closes_sessions_with_where_to_resume() {
         .unwrap();
     let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
     let ahead =
-        domain::NewEvent::about_agent(domain::EventKind::AgentUpdated, a.agent.id, json!({}), at);
+        domain::NewEvent::about_agent(domain::EventKind::AgentUpdated, agent, json!({}), at);
     ports::EventBus::publish(&bus.inner, &[domain::Event::stored(heard + 2, ahead)]).await;
     for (who, socket) in [("a reader", &mut reader), ("the agent", &mut as_agent)] {
         let closed = tokio::time::timeout(Duration::from_secs(30), close_frame(socket))

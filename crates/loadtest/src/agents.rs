@@ -235,24 +235,10 @@ async fn work(agent: Agent, target: Target, run: Arc<Run>, slots: usize) -> Reco
         "/api/v1/agents/{}/tasks?wait_seconds={POLL_SECONDS}",
         agent.id
     );
-    let beat = format!("/api/v1/agents/{}/heartbeat", agent.id);
     let key = Some(agent.key.as_str());
-    let mut last_beat = Instant::now();
+    let mut heartbeat = Heartbeat::new(&agent);
     while !run.stop.load(Ordering::Relaxed) {
-        if last_beat.elapsed() >= HEARTBEAT_EVERY {
-            let body = json!({});
-            let endpoint = "POST /agents/{id}/heartbeat";
-            conn.call(
-                &mut recorder,
-                endpoint,
-                Method::POST,
-                &beat,
-                Some(&body),
-                key,
-            )
-            .await;
-            last_beat = Instant::now();
-        }
+        heartbeat.when_due(&mut conn, &mut recorder, &agent).await;
         let answer = conn
             .call(
                 &mut recorder,
@@ -343,6 +329,40 @@ struct Answered {
 #[derive(serde::Deserialize)]
 struct ReportStatus {
     status: u16,
+}
+
+/// An agent's heartbeat, sent every [`HEARTBEAT_EVERY`].
+struct Heartbeat {
+    path: String,
+    last: Instant,
+}
+
+impl Heartbeat {
+    fn new(agent: &Agent) -> Self {
+        Self {
+            path: format!("/api/v1/agents/{}/heartbeat", agent.id),
+            last: Instant::now(),
+        }
+    }
+
+    /// Sends the heartbeat if it is time to.
+    async fn when_due(&mut self, conn: &mut Conn, recorder: &mut Recorder, agent: &Agent) {
+        if self.last.elapsed() < HEARTBEAT_EVERY {
+            return;
+        }
+        let (endpoint, body) = ("POST /agents/{id}/heartbeat", json!({}));
+        let key = Some(agent.key.as_str());
+        conn.call(
+            recorder,
+            endpoint,
+            Method::POST,
+            &self.path,
+            Some(&body),
+            key,
+        )
+        .await;
+        self.last = Instant::now();
+    }
 }
 
 /// A task a poll brought: what the agent needs to report on it.
@@ -447,10 +467,9 @@ async fn report_held(
 async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
     let mut conn = Conn::new(target.clone());
     let mut recorder = Recorder::default();
-    let beat = format!("/api/v1/agents/{}/heartbeat", agent.id);
     let held = format!("/api/v1/agents/{}/tasks", agent.id);
     let key = Some(agent.key.as_str());
-    let mut last_beat = Instant::now();
+    let mut heartbeat = Heartbeat::new(&agent);
     let (mut since, mut found): (Option<i64>, Vec<Held>) = (None, Vec::new());
     let client = format!("loadtest-agent-{}", agent.id);
     while !run.stop.load(Ordering::Relaxed) {
@@ -485,20 +504,7 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
             }
         }
         while !run.stop.load(Ordering::Relaxed) {
-            if last_beat.elapsed() >= HEARTBEAT_EVERY {
-                let endpoint = "POST /agents/{id}/heartbeat";
-                let body = json!({});
-                conn.call(
-                    &mut recorder,
-                    endpoint,
-                    Method::POST,
-                    &beat,
-                    Some(&body),
-                    key,
-                )
-                .await;
-                last_beat = Instant::now();
-            }
+            heartbeat.when_due(&mut conn, &mut recorder, &agent).await;
             // The first frame waited for (a while, to look at the clock and the run), then
             // every other that has come meanwhile, taken at once.
             let mut next = match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {

@@ -754,16 +754,16 @@ async fn a_crash_amid_group_commits_loses_no_acknowledged_task_and_a_retry_dupli
     );
 }
 
-#[test]
-fn the_load_generators_batched_agents_complete_every_task_through_reports() {
-    let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
-    let args = [
+/// The load generator's arguments for 3 simulated agents of 8 slots working 90 tasks on the
+/// server at `port` the way `how` says, and nothing else.
+fn simulated_agents(port: u16, how: &str) -> Vec<String> {
+    [
         "--base-url",
-        &format!("http://127.0.0.1:{}", server.port),
+        &format!("http://127.0.0.1:{port}"),
         "--auth-token",
         ADMIN_KEY,
         "--simulate",
-        "--batch-reports",
+        how,
         "--agents",
         "3",
         "--agent-slots",
@@ -781,7 +781,14 @@ fn the_load_generators_batched_agents_complete_every_task_through_reports() {
         "--max-seconds",
         "120",
     ]
-    .map(String::from);
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn the_load_generators_batched_agents_complete_every_task_through_reports() {
+    let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
+    let args = simulated_agents(server.port, "--batch-reports");
     let report = run_load(&args);
     assert_eq!(report["summary"]["tasks_completed"], 90, "{report:#}");
     assert_eq!(report["failed"], 0, "{report:#}");
@@ -799,31 +806,7 @@ fn the_load_generators_batched_agents_complete_every_task_through_reports() {
 #[test]
 fn the_load_generators_pushed_agents_learn_of_every_task_on_their_websockets() {
     let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
-    let args = [
-        "--base-url",
-        &format!("http://127.0.0.1:{}", server.port),
-        "--auth-token",
-        ADMIN_KEY,
-        "--simulate",
-        "--push",
-        "--agents",
-        "3",
-        "--agent-slots",
-        "8",
-        "--tasks",
-        "90",
-        "--list-requests",
-        "0",
-        "--health-requests",
-        "0",
-        "--dashboard-requests",
-        "0",
-        "--websocket-connections",
-        "0",
-        "--max-seconds",
-        "120",
-    ]
-    .map(String::from);
+    let args = simulated_agents(server.port, "--push");
     let report = run_load(&args);
     assert_eq!(report["summary"]["tasks_completed"], 90, "{report:#}");
     assert_eq!(report["failed"], 0, "{report:#}");
