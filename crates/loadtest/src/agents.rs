@@ -2,6 +2,7 @@
 //! tasks it is assigned, starts and completes them with its own key, as many at once as it has
 //! slots, while submitters submit; or, with `--push`, learns of them on a WebSocket it holds.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -416,7 +417,8 @@ async fn work_held(conn: &mut Conn, key: Option<&str>, run: &Run, tasks: Vec<Hel
 }
 
 /// Completes every task of `tasks` in one `POST /agents/{id}/reports` call. Returns them when
-/// the call got no answer it could read, to be reported again.
+/// the call got no answer or one that asks to try again (`429`, `5xx`), to be reported again;
+/// any other refusal drops them.
 async fn report_held(
     conn: &mut Conn,
     recorder: &mut Recorder,
@@ -447,8 +449,11 @@ async fn report_held(
             Some(agent.key.as_str()),
         )
         .await;
-    let Some((200, bytes)) = answer else {
-        return tasks;
+    let bytes = match answer {
+        Some((200, bytes)) => bytes,
+        None => return tasks,
+        Some((status, _)) if status == 429 || status >= 500 => return tasks,
+        Some(_) => return Vec::new(),
     };
     let answered: Answered = serde_json::from_slice(&bytes).unwrap_or_default();
     for (result, task) in answered.results.iter().zip(tasks) {
@@ -471,6 +476,9 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
     let key = Some(agent.key.as_str());
     let mut heartbeat = Heartbeat::new(&agent);
     let (mut since, mut found): (Option<i64>, Vec<Held>) = (None, Vec::new());
+    // Each attempt of each task it was told of, by the first read or by an event: reported (and
+    // timed) once, whichever told it first.
+    let mut told: HashSet<(String, u64)> = HashSet::new();
     let client = format!("loadtest-agent-{}", agent.id);
     while !run.stop.load(Ordering::Relaxed) {
         let Some(mut socket) =
@@ -485,22 +493,41 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
             }
             None => json!({"type": "subscribe", "subscriptions": ["task_activity"]}),
         };
-        if socket
+        let confirmed = socket
             .send(Message::text(subscribe.to_string()))
             .await
-            .is_err()
-        {
+            .is_ok()
+            && subscribed(
+                &mut socket,
+                &mut since,
+                &run,
+                &mut recorder,
+                &mut told,
+                &mut found,
+            )
+            .await;
+        if !confirmed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         if since.is_none() {
-            // Subscribed from now on: what was assigned before is asked for once.
+            // Subscribed from now on: what was assigned before is asked for once, until asked.
             let endpoint = "GET /agents/{id}/tasks";
-            if let Some((200, bytes)) = conn
-                .call(&mut recorder, endpoint, Method::GET, &held, None, key)
-                .await
-            {
-                let tasks: Vec<Polled> = serde_json::from_slice(&bytes).unwrap_or_default();
-                found.extend(tasks.into_iter().map(|t| t.held(&run, &mut recorder)));
+            while !run.stop.load(Ordering::Relaxed) {
+                let answer = conn
+                    .call(&mut recorder, endpoint, Method::GET, &held, None, key)
+                    .await;
+                if let Some((200, bytes)) = answer {
+                    let tasks: Vec<Polled> = serde_json::from_slice(&bytes).unwrap_or_default();
+                    found.extend(
+                        tasks
+                            .into_iter()
+                            .filter(|t| told.insert((t.id.clone(), t.attempt)))
+                            .map(|t| t.held(&run, &mut recorder)),
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         while !run.stop.load(Ordering::Relaxed) {
@@ -510,24 +537,25 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
             let mut next = match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
                 Err(_) => None,
                 Ok(Some(Ok(message))) => Some(message),
-                Ok(_) => break, // closed: subscribe again from `since`
+                Ok(_) => {
+                    // Closed: subscribe again from `since`, after a pause.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
+                }
             };
             let mut refused = false;
             while let Some(message) = next.take() {
                 if let Message::Text(text) = message {
-                    match pushed(text.as_str(), &mut since, &run, &mut recorder) {
+                    match pushed(text.as_str(), &mut since, &run, &mut recorder, &mut told) {
                         Pushed::Assigned(task) => found.push(task),
                         Pushed::Refused => refused = true,
-                        Pushed::Other => {}
+                        Pushed::Other | Pushed::Confirmed => {}
                     }
                 }
                 if let Some(Some(Ok(more))) = socket.next().now_or_never() {
                     next = Some(more);
                 }
             }
-            // A task both asked for and pushed is reported once.
-            let mut seen = std::collections::HashSet::new();
-            found.retain(|t| seen.insert((t.id.clone(), t.attempt)));
             // At most as many as one call takes; what a call could not report goes again.
             let mut kept = Vec::new();
             while !found.is_empty() {
@@ -549,21 +577,60 @@ async fn work_pushed(agent: Agent, target: Target, run: Arc<Run>) -> Recorder {
 
 /// What a pushed agent makes of a frame.
 enum Pushed {
-    /// A task assigned to it.
+    /// A task assigned to it, not told of before.
     Assigned(Held),
     /// The server's `error` message: the subscription may not hold.
     Refused,
+    /// The server's `subscription_confirmed`: events flow from here on.
+    Confirmed,
     Other,
+}
+
+/// Reads frames until the subscription is confirmed, taking in any assignment that comes
+/// first; false if the socket closed or the server refused first.
+async fn subscribed(
+    socket: &mut super::ws::Socket,
+    since: &mut Option<i64>,
+    run: &Run,
+    recorder: &mut Recorder,
+    told: &mut HashSet<(String, u64)>,
+    found: &mut Vec<Held>,
+) -> bool {
+    let confirmation = async {
+        while let Some(Ok(message)) = socket.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            match pushed(text.as_str(), since, run, recorder, told) {
+                Pushed::Confirmed => return true,
+                Pushed::Refused => return false,
+                Pushed::Assigned(task) => found.push(task),
+                Pushed::Other => {}
+            }
+        }
+        false
+    };
+    tokio::time::timeout(Duration::from_secs(30), confirmation)
+        .await
+        .unwrap_or(false)
 }
 
 /// What a frame means to a pushed agent, noting an event's `seq` as where to resume and when
 /// the agent learnt of an assignment.
-fn pushed(text: &str, since: &mut Option<i64>, run: &Run, recorder: &mut Recorder) -> Pushed {
+fn pushed(
+    text: &str,
+    since: &mut Option<i64>,
+    run: &Run,
+    recorder: &mut Recorder,
+    told: &mut HashSet<(String, u64)>,
+) -> Pushed {
     let Ok(frame) = serde_json::from_str::<PushedFrame>(text) else {
         return Pushed::Other;
     };
-    if frame.kind == "error" {
-        return Pushed::Refused;
+    match frame.kind.as_str() {
+        "error" => return Pushed::Refused,
+        "subscription_confirmed" => return Pushed::Confirmed,
+        _ => {}
     }
     let Some(seq) = frame.seq else {
         return Pushed::Other;
@@ -575,6 +642,9 @@ fn pushed(text: &str, since: &mut Option<i64>, run: &Run, recorder: &mut Recorde
     let (Some(id), Some(attempt)) = (data.task_id, data.attempt) else {
         return Pushed::Other;
     };
+    if !told.insert((id.clone(), attempt)) {
+        return Pushed::Other;
+    }
     let submitted = submission_number(&data.title)
         .and_then(|n| run.submitted_at.get(n))
         .and_then(OnceLock::get)

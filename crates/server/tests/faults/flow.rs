@@ -146,15 +146,18 @@ impl Flow {
     /// Waits until a write has been refused with `503`: the outage is felt by clients (and
     /// answered as the contract says). The flow's own writes may be over by then (submitters
     /// done, agents polling for work they cannot get), so an agent's heartbeat is sent every
-    /// 100 ms meanwhile: a write that reaches the database and changes nothing a check counts.
+    /// 100 ms meanwhile, with metadata that changes each time: a write that reaches the
+    /// database (a bare heartbeat of an idle agent may be answered from memory) and changes
+    /// nothing a check counts.
     pub(crate) async fn write_refused(&self) {
         let (id, key) = &self.probe;
         let heartbeat = format!("/api/v1/agents/{id}/heartbeat");
         let refused = async {
             for at in 0.. {
+                let body = json!({"metadata": {"probe": at}});
                 let _ = self
                     .clients
-                    .call(at, "POST", &heartbeat, key, &[], Some(&json!({})))
+                    .call(at, "POST", &heartbeat, key, &[], Some(&body))
                     .await;
                 if self.clients.tally.lock().unwrap().writes.contains_key(&503) {
                     return;
