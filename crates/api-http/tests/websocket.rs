@@ -790,7 +790,8 @@ impl ports::EventBus for LossyBus {
 
 /// The platform on `store` with a [`LossyBus`], served; its hub never catches up from the log on
 /// its own, so only the next event can show that one is missing. Registers agent "a" and opens
-/// a reader's socket and that agent's, both subscribed to `agent_activity`.
+/// a reader's socket and that agent's, both subscribed to `agent_activity`, each past the
+/// registration.
 struct OnLossyBus {
     h: Harness,
     bus: Arc<LossyBus>,
@@ -824,11 +825,14 @@ impl OnLossyBus {
         let mut reader = open(addr, Some(ADMIN_KEY)).await;
         let mut as_agent = open(addr, Some(&a.agent_key)).await;
         for socket in [&mut reader, &mut as_agent] {
+            // From the start of the log, so the registration comes first whenever the hub
+            // hears of it (from the replay, or live when the hub is late, skipped then).
             subscribe(
                 socket,
-                json!({"type": "subscribe", "subscriptions": ["agent_activity"]}),
+                json!({"type": "subscribe", "subscriptions": ["agent_activity"], "since": 0}),
             )
             .await;
+            assert_eq!(next_event(socket).await["type"], "agent_registered");
         }
         Self {
             h,

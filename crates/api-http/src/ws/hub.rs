@@ -163,6 +163,10 @@ impl Fanout {
 #[derive(Debug, Clone)]
 pub struct Hub {
     fanout: Arc<Fanout>,
+    /// True once the hub has read where the log stands (or found it cannot): sessions
+    /// subscribe only then, so no event committed after a session's replay is taken for
+    /// history the hub need not relay.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Hub {
@@ -175,8 +179,10 @@ impl Hub {
         catch_up_every: Duration,
     ) -> Self {
         let fanout = Arc::new(Fanout::new());
+        let (started, ready) = tokio::sync::watch::channel(false);
         let hub = Self {
             fanout: fanout.clone(),
+            ready,
         };
         let mut events = platform.subscribe_events();
         tokio::spawn(async move {
@@ -190,6 +196,7 @@ impl Hub {
             // known while the log cannot be read: then the first event relayed sets it, or the
             // check below while nobody listens.
             let mut relayed = platform.newest_seq().await.ok();
+            let _ = started.send(true);
             loop {
                 tokio::select! {
                     received = events.recv() => match received {
@@ -260,7 +267,11 @@ impl Hub {
 
     /// A receiver of every delivery from now on that `principal` may see: a reader's get
     /// every event, an agent's only its own (and the notices every session gets).
-    pub fn subscribe(&self, principal: &Principal) -> broadcast::Receiver<Arc<Delivery>> {
+    /// Waits until the hub has started.
+    pub async fn subscribe(&self, principal: &Principal) -> broadcast::Receiver<Arc<Delivery>> {
+        let mut ready = self.ready.clone();
+        // A hub that stopped relays nothing more; the receiver then reports it closed.
+        let _ = ready.wait_for(|ready| *ready).await;
         self.fanout.subscribe(principal)
     }
 }

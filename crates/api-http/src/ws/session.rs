@@ -120,7 +120,10 @@ impl Session {
     pub(super) async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) -> Ending {
         // Subscribed once the caller is known (to what it may see), before anything is
         // replayed, so nothing falls between replay and live.
-        let mut live = self.principal.as_ref().map(|p| self.state.hub.subscribe(p));
+        let mut live = match &self.principal {
+            Some(principal) => Some(self.state.hub.subscribe(principal).await),
+            None => None,
+        };
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
         self.heard = tokio::time::Instant::now();
@@ -141,7 +144,7 @@ impl Session {
                                 return ending;
                             }
                             if let (true, Some(principal)) = (was_anonymous, &self.principal) {
-                                live = Some(self.state.hub.subscribe(principal));
+                                live = Some(self.state.hub.subscribe(principal).await);
                                 expiry.as_mut().reset(self.expiry());
                             }
                         }
