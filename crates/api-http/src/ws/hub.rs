@@ -119,34 +119,31 @@ impl Fanout {
         self.readers.receiver_count() > 0 || !agents.is_empty()
     }
 
-    /// Whether a session listens that may see `event`: none, and it is not even framed.
-    fn wanted(&self, event: &Event) -> bool {
-        self.readers.receiver_count() > 0
-            || event
-                .agent_id
-                .is_some_and(|agent| self.agents().contains_key(&Some(agent)))
+    /// Who listens that may see `event`: whether readers do, and its agent's channel if any
+    /// of that agent's sessions do. Nobody, and it is not even framed.
+    fn audience(&self, event: &Event) -> Option<(bool, Option<broadcast::Sender<Arc<Delivery>>>)> {
+        let readers = self.readers.receiver_count() > 0;
+        let agent = event
+            .agent_id
+            .and_then(|agent| self.agents().get(&Some(agent)).cloned());
+        (readers || agent.is_some()).then_some((readers, agent))
     }
 
     /// An event, to the readers and to its agent's sessions.
     fn event(&self, event: Event) {
-        if !self.wanted(&event) {
+        let Some((readers, agent)) = self.audience(&event) else {
             return;
-        }
-        let agent = event.agent_id;
+        };
         let delivery = Arc::new(Delivery::Event {
             frame: encode(&event),
             event,
         });
-        if self.readers.receiver_count() > 0 {
+        if readers {
             let _ = self.readers.send(delivery.clone());
         }
-        if let Some(agent) = agent {
-            let mut agents = self.agents();
-            if let Some(channel) = agents.get(&Some(agent)) {
-                if channel.send(delivery).is_err() {
-                    agents.remove(&Some(agent));
-                }
-            }
+        // A channel whose last session has just gone is forgotten by the next `listened`.
+        if let Some(channel) = agent {
+            let _ = channel.send(delivery);
         }
     }
 
@@ -426,10 +423,10 @@ mod tests {
         let one = AgentId(uuid::Uuid::from_u128(1));
         let session = fanout.subscribe(&principal(Role::Agent, Some(one)));
         assert!(fanout.listened());
-        assert!(fanout.wanted(&event(1, Some(one))));
-        assert!(!fanout.wanted(&event(2, None)));
+        assert!(fanout.audience(&event(1, Some(one))).is_some());
+        assert!(fanout.audience(&event(2, None)).is_none());
         drop(session);
         assert!(!fanout.listened());
-        assert!(!fanout.wanted(&event(3, Some(one))));
+        assert!(fanout.audience(&event(3, Some(one))).is_none());
     }
 }

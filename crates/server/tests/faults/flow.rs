@@ -145,10 +145,10 @@ impl Flow {
 
     /// Waits until a write has been refused with `503`: the outage is felt by clients (and
     /// answered as the contract says). The flow's own writes may be over by then (submitters
-    /// done, agents polling for work they cannot get), so an agent's heartbeat is sent every
-    /// 100 ms meanwhile, with metadata that changes each time: a write that reaches the
-    /// database (a bare heartbeat of an idle agent may be answered from memory) and changes
-    /// nothing a check counts.
+    /// done, agents polling for work they cannot get), so the test writes too: an agent's
+    /// heartbeat, each sent once the one before is answered, with metadata that changes each
+    /// time: a write that reaches the database (a bare heartbeat of an idle agent may be
+    /// answered from memory) and changes nothing a check counts.
     pub(crate) async fn write_refused(&self) {
         let (id, key) = &self.probe;
         let heartbeat = format!("/api/v1/agents/{id}/heartbeat");
@@ -162,7 +162,6 @@ impl Flow {
                 if self.clients.tally.lock().unwrap().writes.contains_key(&503) {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
         let felt = tokio::time::timeout(Duration::from_secs(30), refused).await;
